@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Prepare this machine for plainsail's demo and tests: install and start the real services
+# (Docker Engine, PostgreSQL; the tests start their own registry and sshd instances from
+# the installed packages), build the local base image, and install plainsail into .venv.
+# Idempotent: on a prepared machine it only checks and takes a few seconds.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$here"
+state=${PLAINSAIL_STATE_DIR:-/var/tmp/plainsail-dev}
+mkdir -p "$state"
+base_image=${PLAINSAIL_BASE_IMAGE:-plainsail-base:bookworm}
+
+log() { printf 'setup: %s\n' "$*"; }
+need_root() {
+  if [ "$(id -u)" != 0 ]; then
+    if command -v sudo >/dev/null; then sudo "$@"; else log "run as root (or install sudo): $*"; exit 1; fi
+  else "$@"; fi
+}
+
+# 1. Debian packages.
+pkgs=(docker.io docker-registry openssh-server postgresql debootstrap busybox-static
+      apache2-utils git python3-venv curl ca-certificates)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing ${missing[*]}"
+  need_root apt-get update -qq
+  need_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# 2. Docker Engine (no systemd here: start dockerd by hand when it does not answer).
+if ! docker info >/dev/null 2>&1; then
+  log "starting dockerd"
+  need_root bash -c "setsid /usr/sbin/dockerd >'$state/dockerd.log' 2>&1 < /dev/null &"
+  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
+  docker info >/dev/null 2>&1 || { log "dockerd did not start; see $state/dockerd.log"; exit 1; }
+fi
+
+# 3. PostgreSQL 15 cluster.
+pgver=$(ls /usr/lib/postgresql | sort -n | tail -1)
+if ! pg_lsclusters -h 2>/dev/null | awk '{print $4}' | grep -q online; then
+  log "starting PostgreSQL $pgver"
+  pg_lsclusters -h | grep -q "^$pgver main" || need_root pg_createcluster "$pgver" main >/dev/null
+  need_root pg_ctlcluster --skip-systemctl-redirect "$pgver" main start
+fi
+# A password login for tests and the demo (local only).
+need_root su postgres -c "psql -qtAc \"DO \\\$\\\$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname='plainsail') THEN CREATE ROLE plainsail LOGIN SUPERUSER PASSWORD 'plainsail'; END IF; END \\\$\\\$;\"" >/dev/null
+
+# 4. sshd needs its privilege separation directory; tests run their own instances.
+need_root mkdir -p /run/sshd
+
+# 5. A small local base image: nothing needs a public registry.
+if ! docker image inspect "$base_image" >/dev/null 2>&1; then
+  log "building base image $base_image with debootstrap (about a minute)"
+  root="$state/rootfs"
+  need_root rm -rf "$root"
+  need_root debootstrap --variant=minbase \
+    --include=python3,python3-psycopg,python3-yaml,python3-cryptography,python3-cffi-backend,python3-httpx,python3-pip \
+    bookworm "$root" http://deb.debian.org/debian >"$state/debootstrap.log" 2>&1 \
+    || { log "debootstrap failed; see $state/debootstrap.log"; exit 1; }
+  need_root rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+  need_root tar -C "$root" -c . | docker import -c 'ENV PIP_BREAK_SYSTEM_PACKAGES=1' - "$base_image" >/dev/null
+  need_root rm -rf "$root"
+fi
+
+# 6. plainsail itself, in a virtual environment.
+if [ ! -x .venv/bin/python ]; then
+  log "creating .venv"
+  python3 -m venv .venv
+fi
+stamp=.venv/.plainsail-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  log "installing plainsail into .venv"
+  .venv/bin/pip install -q --upgrade pip >/dev/null
+  .venv/bin/pip install -q -e '.[postgres,lint,dev]'
+  touch "$stamp"
+fi
+log "ready (plainsail is .venv/bin/plainsail; add it to PATH with: export PATH=\"$here/.venv/bin:\$PATH\")"

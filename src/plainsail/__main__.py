@@ -1,0 +1,3 @@
+from plainsail.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,252 @@
+"""The `plainsail` command: parse arguments, call one command function, map errors.
+
+Each subcommand lives in `plainsail.commands.<name>` and is imported only when used, so
+`plainsail --help` stays fast. Command functions take the parsed arguments and return an
+exit code. Expected failures are PlainsailError: one line on stderr, exit 1 (2 for usage).
+Ctrl-C exits 130. Anything else is a bug: exit 3 with a pointer to the full traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable, Sequence
+
+from plainsail import __version__
+
+# subcommand -> (module under plainsail.commands, help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "build": ("build", "build, label and push the image of HEAD, tagged with its git SHA"),
+    "inspect": ("inspect", "show an image's provenance as the registry has it"),
+    "keygen": ("keygen", "create a cosign-compatible signing key pair"),
+    "sign": ("sign", "sign an image's digest and store the signature in the registry"),
+    "verify": ("verify", "check an image's signature against a public key"),
+    "migrate": ("migrate", "apply SQL migrations, each file in its own transaction"),
+    "lint": ("lint", "check migrations for changes the running app cannot survive"),
+    "deploy": ("deploy", "deploy a built, signed image to the hosts"),
+    "rollback": ("rollback", "deploy the previous known-good image again"),
+    "history": ("history", "list deploy attempts, newest first"),
+    "status": ("status", "show what runs on each host and its health now"),
+    "logs": ("logs", "show the app container's logs"),
+    "lock": ("lock", "show or release a service's deploy lock"),
+    "config": ("config", "validate plainsail.yml and print it resolved"),
+    "demo": ("demo", "run the whole pipeline on the bundled example app, narrated"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="plainsail",
+        description="Ship containerized APIs the boring way: build, sign, migrate, deploy, "
+        "roll back. The same steps every time, loud failures.",
+    )
+    parser.add_argument("--version", action="version", version=f"plainsail {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-c", "--config", metavar="PATH", default=os.environ.get("PLAINSAIL_CONFIG"),
+        help="the config file (default: ./plainsail.yml, or $PLAINSAIL_CONFIG)",
+    )
+    common.add_argument(
+        "-v", "--verbose", action="store_true",
+        help="show every command run on a host, secrets redacted",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text, parents=[common])
+        p.set_defaults(_module=module)
+        add_args = _ADDERS.get(name)
+        if add_args:
+            add_args(p)
+    return parser
+
+
+def _json_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _build_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-dirty", action="store_true",
+                   help="build a work tree with uncommitted changes; tags <sha>-dirty-<random>")
+    p.add_argument("--tag", help="refused unless it is the commit's short SHA: tags are "
+                   "derived from content, never chosen")
+    p.add_argument("--record-dir", metavar="DIR",
+                   help="where build records go (default: .plainsail/builds)")
+    p.add_argument("--no-push", action="store_true", help=argparse.SUPPRESS)
+    _json_flag(p)
+
+
+def _inspect_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("ref", metavar="TAG|DIGEST", nargs="?",
+                   help="a tag or sha256 digest (default: the newest build record)")
+    _json_flag(p)
+
+
+def _keygen_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--output-key-prefix", default="cosign", metavar="PREFIX",
+                   help="write PREFIX.key and PREFIX.pub (default: cosign)")
+
+
+def _sign_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("ref", metavar="TAG|DIGEST", nargs="?",
+                   help="what to sign (default: the tag of the newest build record)")
+    p.add_argument("--key", metavar="PATH", help="private key (default: signing.key)")
+    _json_flag(p)
+
+
+def _verify_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("ref", metavar="TAG|DIGEST", nargs="?",
+                   help="what to verify (default: the tag of the newest build record)")
+    p.add_argument("--key", metavar="PATH", help="public key (default: signing.public_key)")
+    _json_flag(p)
+
+
+def _migrate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", nargs="?", choices=["up", "status"], default="up",
+                   help="up (default) applies pending files; status lists them, changing nothing")
+    p.add_argument("--dir", metavar="DIR",
+                   help="the migrations folder (default: $PLAINSAIL_MIGRATIONS or ./migrations)")
+    p.add_argument("--database-url", metavar="URL",
+                   help="default: $DATABASE_URL (postgresql://... or sqlite:///path)")
+    p.add_argument("--lock-timeout", metavar="DURATION",
+                   help="PostgreSQL lock_timeout per statement (default: 5s)")
+    p.add_argument("--statement-timeout", metavar="DURATION",
+                   help="PostgreSQL statement_timeout (default: 5m)")
+    p.add_argument("--wait", metavar="DURATION",
+                   help="how long to wait for another runner to finish (default: 5m)")
+    p.add_argument("--allow-non-transactional-ddl", action="store_true",
+                   help="run on MySQL/MariaDB although a failing file can half-apply there")
+    _json_flag(p)
+
+
+def _lint_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("what", choices=["migrations"], help="what to lint")
+    p.add_argument("paths", nargs="*", metavar="PATH",
+                   help="folders or .sql files (default: the migrations folder)")
+    p.add_argument("--since", metavar="GIT_REF",
+                   help="only files added since this git ref (what one deploy applies)")
+    p.add_argument("--format", choices=["text", "json", "sarif"], default="text")
+
+
+def _deploy_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("ref", metavar="TAG[@DIGEST]", nargs="?",
+                   help="what to deploy (default: the tag of the newest build record)")
+    p.add_argument("--host", action="append", metavar="HOST", default=[],
+                   help="deploy only to this host (repeatable)")
+    p.add_argument("--skip-migrations", action="store_true", help="do not run migrate.command")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the commands each host would run; change nothing")
+    p.add_argument("--force", action="store_true", help="deploy even if this tag already runs")
+    _json_flag(p)
+
+
+def _rollback_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--to", metavar="TAG", help="a tag that once deployed successfully")
+    p.add_argument("--host", action="append", metavar="HOST", default=[],
+                   help="roll back only this host (repeatable)")
+    p.add_argument("--dry-run", action="store_true", help="print the commands; change nothing")
+    _json_flag(p)
+
+
+def _history_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--limit", type=int, default=20, metavar="N")
+    p.add_argument("--host", action="append", metavar="HOST", default=[])
+    _json_flag(p)
+
+
+def _status_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", action="append", metavar="HOST", default=[])
+    _json_flag(p)
+
+
+def _logs_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tail", type=int, default=100, metavar="N")
+    p.add_argument("--host", action="append", metavar="HOST", default=[])
+
+
+def _lock_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["status", "release"])
+    p.add_argument("--host", action="append", metavar="HOST", default=[])
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["check"], help="check: validate and print resolved")
+    _json_flag(p)
+
+
+def _demo_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--keep", action="store_true",
+                   help="leave the demo app running (and say how to remove it)")
+    p.add_argument("--workdir", metavar="DIR", help="use this folder instead of a temporary one")
+
+
+_ADDERS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
+    "build": _build_args,
+    "inspect": _inspect_args,
+    "keygen": _keygen_args,
+    "sign": _sign_args,
+    "verify": _verify_args,
+    "migrate": _migrate_args,
+    "lint": _lint_args,
+    "deploy": _deploy_args,
+    "rollback": _rollback_args,
+    "history": _history_args,
+    "status": _status_args,
+    "logs": _logs_args,
+    "lock": _lock_args,
+    "config": _config_args,
+    "demo": _demo_args,
+}
+
+
+def setup_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("plainsail")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.propagate = False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_module", None):
+        parser.print_help()
+        return 2
+    setup_logging(args.verbose)
+    from plainsail.errors import PlainsailError
+
+    try:
+        module = importlib.import_module(f"plainsail.commands.{args._module}")
+        code: int = module.run(args)
+        return code
+    except PlainsailError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1
+    except Exception:  # a bug: keep the user's screen clean, keep the details
+        fd, path = tempfile.mkstemp(prefix="plainsail-crash-", suffix=".log")
+        with os.fdopen(fd, "w") as f:
+            f.write(f"plainsail {__version__}\nargv: {sys.argv!r}\n\n")
+            traceback.print_exc(file=f)
+        exc_type = sys.exc_info()[0]
+        name = exc_type.__name__ if exc_type else "error"
+        print(
+            f"error: plainsail hit an unexpected {name}; this is a bug. "
+            f"Details for a bug report are in {path}",
+            file=sys.stderr,
+        )
+        return 3
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

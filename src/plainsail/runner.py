@@ -1,0 +1,264 @@
+"""Run argv lists here or on a host over SSH, and log each so an operator can replay it.
+
+Commands are built elsewhere as plain argv lists (see `plainsail.docker`). This module is
+the one place that executes them. Over SSH the argv travels as one string quoted with
+`shlex.join`; nothing user-supplied is ever formatted into shell code. Input that carries
+secrets (an env file) goes through stdin and is never logged.
+
+One SSH connection per host is reused for every command (OpenSSH ControlMaster), since a
+new connection costs about 0.3 s and a multiplexed command about 0.1 s.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from plainsail.errors import RemoteError
+from plainsail.hosts import Host
+from plainsail.secret import Secret, redact
+
+log = logging.getLogger("plainsail.run")
+
+TAIL_LINES = 40
+
+
+@dataclass(frozen=True)
+class Result:
+    argv: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    def tail(self, lines: int = TAIL_LINES) -> str:
+        text = (self.stdout + ("\n" if self.stdout and self.stderr else "") + self.stderr).strip()
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def tail_text(text: str, lines: int = TAIL_LINES) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+@dataclass
+class SSHOptions:
+    identity_file: str | None = None
+    known_hosts: str | None = None
+    options: dict[str, str] = field(default_factory=dict)
+    connect_timeout: int = 10
+
+
+class Executor:
+    """Runs argv lists on one host. Subclasses say how to reach it."""
+
+    host: Host
+
+    def __init__(self, host: Host, secrets: Iterable[Secret] = ()) -> None:
+        self.host = host
+        self.secrets = [s for s in secrets if s]
+
+    # -- what subclasses provide
+    def wrap(self, argv: Sequence[str]) -> list[str]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release connections held for this host."""
+
+    # -- shared
+    def display(self, argv: Sequence[str]) -> str:
+        """The command as an operator would type it, secrets redacted."""
+        return redact(shlex.join(self.wrap(argv)), self.secrets)
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float = 120.0,
+        check: bool = True,
+        input: str | None = None,
+        what: str = "",
+    ) -> Result:
+        """Run argv; with check=True a non-zero exit raises RemoteError."""
+        full = self.wrap(argv)
+        shown = self.display(argv)
+        log.debug("[%s] $ %s%s", self.host.name, shown, "  (stdin: not shown)" if input else "")
+        start = time.monotonic()
+        try:
+            proc = subprocess.run(
+                full,
+                input=input,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                stdin=None if input is not None else subprocess.DEVNULL,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            out = _decode(exc.stdout) + _decode(exc.stderr)
+            raise RemoteError(
+                f"{self.host.name}: {what or argv[0]} did not finish within {timeout:g}s: "
+                f"{shown}",
+                host=self.host.name,
+                argv=list(argv),
+                returncode=None,
+                output_tail=redact(tail_text(out), self.secrets),
+            ) from None
+        except FileNotFoundError:
+            raise RemoteError(
+                f"{full[0]} is not installed or not on PATH; install it and retry",
+                host=self.host.name,
+                argv=list(argv),
+            ) from None
+        seconds = time.monotonic() - start
+        result = Result(
+            list(argv),
+            proc.returncode,
+            redact(proc.stdout, self.secrets),
+            redact(proc.stderr, self.secrets),
+            seconds,
+        )
+        log.debug("[%s]   exit %d in %.2fs", self.host.name, proc.returncode, seconds)
+        if check and not result.ok:
+            raise self.failure(result, what)
+        return result
+
+    def failure(self, result: Result, what: str = "") -> RemoteError:
+        detail = result.tail(3).replace("\n", " | ") or "no output"
+        ssh_failed = isinstance(self, SSHExecutor) and result.returncode == 255
+        if ssh_failed:
+            msg = (
+                f"{self.host.name}: cannot connect over SSH ({detail}); check the host "
+                "address, your SSH key and known_hosts"
+            )
+        else:
+            msg = (
+                f"{self.host.name}: {what or result.argv[0]} failed with exit code "
+                f"{result.returncode}: {detail}"
+            )
+        return RemoteError(
+            msg,
+            host=self.host.name,
+            argv=result.argv,
+            returncode=result.returncode,
+            output_tail=result.tail(),
+        )
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _decode(data: bytes | str | None) -> str:
+    if data is None:
+        return ""
+    return data if isinstance(data, str) else data.decode(errors="replace")
+
+
+class LocalExecutor(Executor):
+    """Runs commands on this machine (hosts: [local])."""
+
+    def wrap(self, argv: Sequence[str]) -> list[str]:
+        return list(argv)
+
+
+class SSHExecutor(Executor):
+    """Runs commands on a host over one multiplexed OpenSSH connection."""
+
+    def __init__(
+        self, host: Host, options: SSHOptions | None = None, secrets: Iterable[Secret] = ()
+    ) -> None:
+        super().__init__(host, secrets)
+        self.options = options or SSHOptions()
+        self._control_dir: str | None = None
+
+    def ssh_argv(self) -> list[str]:
+        """`ssh` with every option, up to and including the destination."""
+        if self._control_dir is None:
+            # Short path: unix socket paths are limited to about 100 bytes.
+            self._control_dir = tempfile.mkdtemp(prefix="psl-", dir=_socket_dir())
+        o = self.options
+        argv = [
+            "ssh",
+            "-o", "BatchMode=yes",
+            "-o", "StrictHostKeyChecking=yes",
+            "-o", f"ConnectTimeout={o.connect_timeout}",
+            "-o", "ControlMaster=auto",
+            "-o", f"ControlPath={self._control_dir}/%C",
+            "-o", "ControlPersist=120",
+            "-o", "ServerAliveInterval=15",
+        ]
+        if o.known_hosts:
+            argv += ["-o", f"UserKnownHostsFile={os.path.expanduser(o.known_hosts)}"]
+        if o.identity_file:
+            argv += ["-i", os.path.expanduser(o.identity_file), "-o", "IdentitiesOnly=yes"]
+        for key, value in sorted(o.options.items()):
+            argv += ["-o", f"{key}={value}"]
+        if self.host.port:
+            argv += ["-p", str(self.host.port)]
+        argv.append(self.host.destination)
+        return argv
+
+    def wrap(self, argv: Sequence[str]) -> list[str]:
+        return [*self.ssh_argv(), "--", shlex.join(argv)]
+
+    def close(self) -> None:
+        if self._control_dir is None:
+            return
+        subprocess.run(
+            [*self.ssh_argv()[:-1], "-O", "exit", self.host.destination],
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
+        shutil.rmtree(self._control_dir, ignore_errors=True)
+        self._control_dir = None
+
+
+def _socket_dir() -> str:
+    for d in (os.environ.get("XDG_RUNTIME_DIR"), "/tmp"):
+        if d and os.path.isdir(d) and os.access(d, os.W_OK):
+            return d
+    return tempfile.gettempdir()
+
+
+def executor_for(
+    host: Host, ssh: SSHOptions | None = None, secrets: Iterable[Secret] = ()
+) -> Executor:
+    if host.is_local:
+        return LocalExecutor(host, secrets)
+    return SSHExecutor(host, ssh, secrets)
+
+
+def write_file_argv(path: str, mode: str = "600") -> list[str]:
+    """argv that writes stdin to `path` atomically, readable only by its owner.
+
+    The path is passed as a positional parameter, never formatted into the script.
+    """
+    script = (
+        'umask 077 && mkdir -p "$(dirname "$1")" && cat > "$1.tmp.$$" && '
+        'chmod "$2" "$1.tmp.$$" && mv -f "$1.tmp.$$" "$1"'
+    )
+    return ["sh", "-c", script, "sh", path, mode]
+
+
+def expand_home(path: str, home: str) -> str:
+    """Replace a leading ~ with the host user's home directory."""
+    if path == "~":
+        return home
+    if path.startswith("~/"):
+        return str(Path(home) / path[2:])
+    return path

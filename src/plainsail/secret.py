@@ -1,0 +1,54 @@
+"""A wrapper for secret values that cannot be printed by accident."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+REDACTED = "***"
+
+
+class Secret:
+    """Holds a secret string; str(), repr() and format() all show `***`.
+
+    Call `.reveal()` at the single place that must hand the value on (an env file written
+    with mode 0600, an HTTP Authorization header, a passphrase to a KDF).
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __str__(self) -> str:
+        return REDACTED
+
+    def __repr__(self) -> str:
+        return f"Secret({REDACTED!r})"
+
+    def __format__(self, spec: str) -> str:
+        return REDACTED
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(("Secret", hashlib.sha256(self._value.encode()).hexdigest()))
+
+    def __reduce__(self) -> object:  # never pickled/copied into logs by accident
+        raise TypeError("Secret values cannot be pickled")
+
+
+def redact(text: str, secrets: Iterable[Secret | str]) -> str:
+    """Replace every occurrence of each secret value in `text` with `***`."""
+    for s in secrets:
+        value = s.reveal() if isinstance(s, Secret) else s
+        if value and len(value) >= 3:
+            text = text.replace(value, REDACTED)
+    return text
