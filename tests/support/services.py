@@ -1,0 +1,105 @@
+"""Real services for the tests: registries (plain and with htpasswd auth) started from
+Debian's docker-registry package, each on its own free port, stopped at session end."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except urllib.error.HTTPError:
+            return  # it answered (401 for an auth registry)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+@dataclass
+class Registry:
+    host: str  # 127.0.0.1:PORT
+    root: Path
+    username: str | None = None
+    password: str | None = None
+
+    def repo(self, name: str) -> str:
+        return f"{self.host}/{name}"
+
+
+def start_registry(username: str | None = None, password: str | None = None) -> tuple[
+    Registry, subprocess.Popen[bytes]
+]:
+    if not shutil.which("docker-registry"):
+        pytest.fail("docker-registry is not installed; run scripts/setup.sh")
+    root = Path(tempfile.mkdtemp(prefix="psreg-"))
+    port = free_port()
+    auth = ""
+    if username:
+        htpasswd = subprocess.run(
+            ["htpasswd", "-Bbn", username, password or ""],
+            check=True, capture_output=True, text=True,
+        ).stdout.strip()
+        (root / "htpasswd").write_text(htpasswd + "\n")
+        auth = f"auth:\n  htpasswd:\n    realm: plainsail-test\n    path: {root}/htpasswd\n"
+    (root / "config.yml").write_text(
+        "version: 0.1\n"
+        "log:\n  level: error\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {root}/data\n  delete:\n    enabled: true\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n"
+        + auth
+    )
+    proc = subprocess.Popen(
+        ["docker-registry", "serve", str(root / "config.yml")],
+        stdout=subprocess.DEVNULL,
+        stderr=open(root / "registry.log", "wb"),  # noqa: SIM115
+    )
+    wait_http(f"http://127.0.0.1:{port}/v2/")
+    return Registry(f"127.0.0.1:{port}", root, username, password), proc
+
+
+def stop(proc: subprocess.Popen[bytes], root: Path) -> None:
+    proc.terminate()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def registry() -> Iterator[Registry]:
+    """A plain-HTTP registry without auth on a free loopback port."""
+    reg, proc = start_registry()
+    yield reg
+    stop(proc, reg.root)
+
+
+@pytest.fixture(scope="session")
+def auth_registry() -> Iterator[Registry]:
+    """A registry that requires basic auth (htpasswd), user `ci`."""
+    reg, proc = start_registry("ci", "s3cr3t-" + os.urandom(4).hex())
+    yield reg
+    stop(proc, reg.root)
