@@ -48,6 +48,10 @@ class RegistryError(PlainsailError):
     """The registry is unreachable, refused the credentials, or answered unexpectedly."""
 
 
+class RegistryNotFoundError(RegistryError):
+    """The registry has no such manifest, blob or repository (404)."""
+
+
 class SignatureError(PlainsailError):
     """An image is unsigned, signed by another key, or its tag moved."""
 
