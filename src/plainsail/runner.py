@@ -76,6 +76,14 @@ class Executor:
     def close(self) -> None:
         """Release connections held for this host."""
 
+    def reach(self, host: str, port: int) -> tuple[str, int]:
+        """An address on this machine that reaches host:port as seen from the target host.
+
+        Locally that is the address itself; over SSH a port forwarded through the shared
+        connection, so the host needs nothing beyond sshd, a shell and Docker.
+        """
+        return host, port
+
     # -- shared
     def display(self, argv: Sequence[str]) -> str:
         """The command as an operator would type it, secrets redacted."""
@@ -184,6 +192,7 @@ class SSHExecutor(Executor):
         super().__init__(host, secrets)
         self.options = options or SSHOptions()
         self._control_dir: str | None = None
+        self._forwards: dict[tuple[str, int], int] = {}
 
     def ssh_argv(self) -> list[str]:
         """`ssh` with every option, up to and including the destination."""
@@ -215,6 +224,25 @@ class SSHExecutor(Executor):
     def wrap(self, argv: Sequence[str]) -> list[str]:
         return [*self.ssh_argv(), "--", shlex.join(argv)]
 
+    def reach(self, host: str, port: int) -> tuple[str, int]:
+        key = (host, port)
+        if key in self._forwards:
+            return "127.0.0.1", self._forwards[key]
+        self.run(["true"], timeout=30, what="connect")  # make sure the master runs
+        local = _free_port()
+        spec = f"127.0.0.1:{local}:{host}:{port}"
+        argv = [*self.ssh_argv()[:-1], "-O", "forward", "-L", spec, self.host.destination]
+        log.debug("[%s] $ %s", self.host.name, shlex.join(argv))
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+        if proc.returncode != 0:
+            raise RemoteError(
+                f"{self.host.name}: cannot forward a port to {host}:{port} over SSH: "
+                f"{proc.stderr.strip() or 'no output'} (is AllowTcpForwarding on?)",
+                host=self.host.name, argv=argv, returncode=proc.returncode,
+            )
+        self._forwards[key] = local
+        return "127.0.0.1", local
+
     def close(self) -> None:
         if self._control_dir is None:
             return
@@ -226,6 +254,15 @@ class SSHExecutor(Executor):
         )
         shutil.rmtree(self._control_dir, ignore_errors=True)
         self._control_dir = None
+        self._forwards.clear()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _socket_dir() -> str:

@@ -45,10 +45,30 @@ class Secret:
         raise TypeError("Secret values cannot be pickled")
 
 
+def fragments(value: str) -> list[str]:
+    """The value itself and the parts of it that are secret on their own: the password of
+    a URL such as postgresql://user:PASSWORD@host/db, which an app may echo in an error."""
+    found = [value]
+    if "://" in value:
+        from urllib.parse import unquote, urlsplit
+
+        try:
+            password = urlsplit(value).password
+        except ValueError:
+            password = None
+        if password:
+            found += [password, unquote(password)]
+    return found
+
+
 def redact(text: str, secrets: Iterable[Secret | str]) -> str:
-    """Replace every occurrence of each secret value in `text` with `***`."""
+    """Replace every occurrence of each secret value (and its fragments) with `***`."""
+    values: set[str] = set()
     for s in secrets:
         value = s.reveal() if isinstance(s, Secret) else s
-        if value and len(value) >= 3:
+        if value:
+            values.update(fragments(value))
+    for value in sorted(values, key=len, reverse=True):
+        if len(value) >= 3:
             text = text.replace(value, REDACTED)
     return text

@@ -1,0 +1,790 @@
+"""The deploy stage: the seed's sequence, per host, with loud failures and a record.
+
+1. Preflight (nothing changes anywhere): secrets present, image verified and pinned to a
+   digest, every host reachable with Docker. A failure is recorded locally only.
+2. Lock the service on every host.
+3. Pull `image@digest` and write the env file (mode 0600) on every host.
+4. Run the migrations once, in a temporary container of the new image (first host). A
+   failure or timeout aborts: the old container was never touched and keeps serving.
+5. Per host: stop the old container (kept: the instant way back), start the new one.
+6. Health gate. Unhealthy: restore the previous container (on_failure: restore) or leave
+   the failed state for a human (on_failure: stop); hosts already switched are restored.
+7. Healthy everywhere: prune old containers beyond `retain`, record, notify, unlock.
+
+Rollback (`plainsail.rollback`) runs this same code with migrations skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets as pysecrets
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from plainsail import buildrecords, docker, health, hoststate, notify
+from plainsail import git as gitlib
+from plainsail.config import Config
+from plainsail.containers import Container, current, fingerprint, list_service
+from plainsail.errors import (
+    DeployError,
+    LockError,
+    PlainsailError,
+    RemoteError,
+    SignatureError,
+    UsageError,
+)
+from plainsail.history import append_local
+from plainsail.hosts import Host, parse_host
+from plainsail.images import ImageRef, mutable_tag_problem, split_ref
+from plainsail.output import gha_endgroup, gha_error, gha_group, warn
+from plainsail.runner import Executor, SSHOptions, executor_for, tail_text
+from plainsail.secret import Secret
+
+log = logging.getLogger("plainsail.deploy")
+
+PULL_TIMEOUT = 900.0
+STEP_TIMEOUT = 120.0
+
+SUCCEEDED = "succeeded"
+UNCHANGED = "unchanged"
+ABORTED = "aborted"
+FAILED_MIGRATION = "failed-migration"
+RESTORED = "failed-health-restored"
+LEFT_STOPPED = "failed-health-left-stopped"
+RESTORE_FAILED = "restore-failed"
+INTERRUPTED = "interrupted"
+OUTCOMES = (SUCCEEDED, UNCHANGED, ABORTED, FAILED_MIGRATION, RESTORED, LEFT_STOPPED,
+            RESTORE_FAILED, INTERRUPTED)
+
+
+class Interrupted(BaseException):
+    """SIGTERM or Ctrl-C during a deploy: unwind, restore what was switched, unlock."""
+
+
+@dataclass
+class Request:
+    ref: str | None = None  # TAG, TAG@DIGEST or None (the newest build record)
+    hosts: list[str] = field(default_factory=list)  # empty: all hosts
+    skip_migrations: bool = False
+    dry_run: bool = False
+    force: bool = False
+    kind: str = "deploy"  # or "rollback"
+    rollback_from: str | None = None  # the tag running before a rollback
+    pinned_digest: str | None = None  # rollback: the digest the records name
+
+
+@dataclass
+class Target:
+    image: str
+    tag: str
+    digest: str
+    verified: bool
+
+    @property
+    def pinned(self) -> str:
+        return f"{self.image}@{self.digest}"
+
+
+@dataclass
+class Step:
+    name: str
+    seconds: float
+    ok: bool
+    detail: str = ""
+
+
+@dataclass
+class HostRun:
+    host: Host
+    ex: Executor
+    paths: hoststate.Paths
+    containers: list[Container]
+    previous: Container | None
+    reuse: Container | None = None  # rollback fast path: a retained container to start again
+    new_name: str = ""
+    switched: bool = False
+    outcome: str = ""
+    reason: str = ""
+    steps: list[Step] = field(default_factory=list)
+    health: dict[str, Any] | None = None
+    restore_health: dict[str, Any] | None = None
+    log_tail: str = ""
+    locked: bool = False
+
+
+Reporter = Callable[[str], None]
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)
+
+
+def new_deploy_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + pysecrets.token_hex(3)
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def who(cfg: Config) -> str:
+    actor = os.environ.get("GITHUB_ACTOR") or os.environ.get("GITLAB_USER_LOGIN")
+    if actor:
+        return actor
+    try:
+        return gitlib.user(cfg.root)
+    except PlainsailError:
+        return os.environ.get("USER", "unknown")
+
+
+def origin() -> str:
+    env = os.environ
+    if env.get("GITHUB_RUN_ID") and env.get("GITHUB_REPOSITORY"):
+        server = env.get("GITHUB_SERVER_URL", "https://github.com")
+        return f"{server}/{env['GITHUB_REPOSITORY']}/actions/runs/{env['GITHUB_RUN_ID']}"
+    if env.get("CI_JOB_URL"):
+        return env["CI_JOB_URL"]
+    return socket.gethostname()
+
+
+# ---------------------------------------------------------------- pure pieces
+
+
+def container_name(service: str, tag: str) -> str:
+    return f"{service}-{tag}"
+
+
+def app_env(cfg: Config, environ: dict[str, str] | os._Environ[str]) -> dict[str, str]:
+    env = dict(cfg.app.env)
+    for name in cfg.app.secrets:
+        env[name] = environ[name]
+    return env
+
+
+def missing_secrets(cfg: Config, environ: dict[str, str] | os._Environ[str]) -> list[str]:
+    return [name for name in cfg.app.secrets if name not in environ]
+
+
+def health_target(cfg: Config) -> tuple[str, int] | None:
+    """Where the host reaches the app: its published port, or None (use the container IP)."""
+    if cfg.app.network == "host":
+        return "127.0.0.1", cfg.app.port
+    if cfg.app.publish:
+        return "127.0.0.1", cfg.app.publish
+    return None
+
+
+def run_options(cfg: Config) -> list[str]:
+    """The parts of `docker run` that decide what a container is (for the fingerprint)."""
+    publish = None if cfg.app.network == "host" or not cfg.app.publish else (
+        cfg.app.publish, cfg.app.port)
+    return docker.run_args(
+        name="-", image="-", env_file=None, labels={}, network=cfg.app.network,
+        publish=publish, volumes=cfg.app.volumes, init=cfg.app.init,
+        stop_timeout=cfg.app.stop_timeout, restart="unless-stopped",
+        command=cfg.app.command or (),
+    )
+
+
+def app_run_argv(cfg: Config, target: Target, name: str, env_file: str, deploy_id: str,
+                 fp: str) -> list[str]:
+    publish = None if cfg.app.network == "host" or not cfg.app.publish else (
+        cfg.app.publish, cfg.app.port)
+    labels = {
+        docker.LABEL_SERVICE: cfg.service,
+        docker.LABEL_ROLE: "app",
+        docker.LABEL_TAG: target.tag,
+        docker.LABEL_DIGEST: target.digest,
+        docker.LABEL_DEPLOY: deploy_id,
+        docker.LABEL_ENV: fp,
+    }
+    return docker.run_args(
+        name=name, image=target.pinned, env_file=env_file, labels=labels,
+        network=cfg.app.network, publish=publish, volumes=cfg.app.volumes, init=cfg.app.init,
+        stop_timeout=cfg.app.stop_timeout, restart="unless-stopped",
+        command=cfg.app.command or (),
+    )
+
+
+def migrate_argv(cfg: Config, target: Target, env_file: str, deploy_id: str) -> list[str]:
+    assert cfg.migrate is not None
+    return docker.run_args(
+        name=f"{cfg.service}-migrate-{deploy_id[-6:]}", image=target.pinned, env_file=env_file,
+        labels={docker.LABEL_SERVICE: cfg.service, docker.LABEL_ROLE: "migrate",
+                docker.LABEL_DEPLOY: deploy_id, docker.LABEL_TAG: target.tag},
+        network=cfg.app.network, volumes=cfg.app.volumes, init=True, detach=False, remove=True,
+        command=cfg.migrate.command,
+    )
+
+
+# ---------------------------------------------------------------- preflight
+
+
+def resolve_target(cfg: Config, req: Request) -> Target:
+    """Which tag and digest to deploy, verified (signature, pinned digest, no tag drift)."""
+    if req.ref:
+        try:
+            tag, digest = split_ref(req.ref)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    else:
+        rec = buildrecords.latest_or_fail(cfg)
+        tag, digest = rec.tag, rec.digest
+    if tag is None:
+        raise UsageError("give a tag (TAG or TAG@DIGEST): records and containers are named "
+                         "for tags")
+    problem = mutable_tag_problem(tag)
+    if problem:
+        raise UsageError(problem)
+    if digest is None and req.pinned_digest:
+        digest = req.pinned_digest
+    if digest is None:
+        rec = buildrecords.find(cfg, tag)
+        digest = rec.digest if rec else None
+    if cfg.signing.verify:
+        if not cfg.signing.public_key:
+            raise SignatureError(
+                "signing.public_key is not set, so the image cannot be verified; set it to "
+                "your cosign.pub, or write signing: {verify: false} to deploy unverified "
+                "images (not recommended)"
+            )
+        from plainsail.verification import verify_image
+
+        verified = verify_image(cfg, tag, digest)
+        return Target(cfg.image, tag, verified.digest, True)
+    warn("signing.verify is false: deploying an image whose origin is not verified")
+    from plainsail.registry import RegistryClient
+
+    with RegistryClient.for_config(cfg) as client:
+        now_digest = client.resolve(ImageRef(cfg.image, tag))
+    if now_digest is None and digest is None:
+        raise SignatureError(f"{cfg.image}:{tag} is not in the registry; build and push it first")
+    if digest and now_digest and now_digest != digest:
+        raise SignatureError(
+            f"tag drift: {cfg.image}:{tag} now points to {now_digest}, but the build produced "
+            f"{digest}; someone re-pushed the tag. Investigate before deploying"
+        )
+    return Target(cfg.image, tag, digest or now_digest or "", False)
+
+
+def select_hosts(cfg: Config, wanted: list[str]) -> list[Host]:
+    hosts = [parse_host(h) for h in cfg.hosts]
+    if not wanted:
+        return hosts
+    by_name = {h.name: h for h in hosts}
+    also = {h.hostname: h for h in hosts}
+    picked = []
+    for w in wanted:
+        h = by_name.get(w) or also.get(w)
+        if h is None:
+            raise UsageError(f"--host {w}: not in hosts ({', '.join(cfg.hosts)})")
+        picked.append(h)
+    return picked
+
+
+def ssh_options(cfg: Config) -> SSHOptions:
+    return SSHOptions(cfg.ssh.identity_file, cfg.ssh.known_hosts, dict(cfg.ssh.options))
+
+
+# ---------------------------------------------------------------- the deploy
+
+
+class Deploy:
+    """One deploy (or rollback) attempt across the selected hosts."""
+
+    def __init__(self, cfg: Config, req: Request, report: Reporter = _print,
+                 environ: dict[str, str] | None = None) -> None:
+        self.cfg = cfg
+        self.req = req
+        self.report = report
+        self.environ = dict(os.environ if environ is None else environ)
+        self.id = new_deploy_id()
+        self.started = now()
+        self.t0 = time.monotonic()
+        self.runs: list[HostRun] = []
+        self.target: Target | None = None
+        self.migration: dict[str, Any] | None = None
+        self.secret_values: list[Secret] = list(cfg.secrets())
+        self.who = who(cfg)
+        self.origin = origin()
+        self.hosts: list[Host] = []
+
+    # -- entry point
+    def run(self) -> dict[str, Any]:
+        """Run the whole attempt; return the summary record (its outcome says how it went)."""
+        with _sigterm_as_interrupt():
+            try:
+                self._preflight()
+            except (PlainsailError, Interrupted) as exc:
+                outcome = INTERRUPTED if isinstance(exc, Interrupted) else ABORTED
+                summary = self._summary(outcome, _one_line(exc), preflight=True)
+                append_local(self.cfg, summary)
+                self._close()
+                if isinstance(exc, Interrupted):
+                    raise DeployError("interrupted before any host changed") from None
+                raise
+            if self.req.dry_run:
+                self._dry_run()
+                self._close()
+                return self._summary("dry-run", "nothing was changed")
+            if all(r.outcome == UNCHANGED for r in self.runs):
+                summary = self._summary(UNCHANGED, f"{self.target.tag if self.target else ''} "
+                                        "already runs on every host; use --force to redeploy")
+                append_local(self.cfg, summary)
+                self._close()
+                return summary
+            try:
+                outcome, reason = self._execute()
+            except Interrupted:
+                outcome, reason = INTERRUPTED, "interrupted by a signal"
+                self._restore_switched("interrupted")
+            finally:
+                self._unlock_all()
+            summary = self._finish(outcome, reason)
+            self._close()
+            return summary
+
+    # -- preflight
+    def _preflight(self) -> None:
+        cfg = self.cfg
+        self.hosts = select_hosts(cfg, self.req.hosts)
+        missing = missing_secrets(cfg, self.environ)
+        if missing:
+            raise PlainsailError(
+                f"app.secrets {', '.join(missing)} not set in this environment; export "
+                "them (in CI: from a protected environment's secrets) and retry"
+            )
+        self.env = app_env(cfg, self.environ)
+        self.secret_values += [Secret(self.environ[n]) for n in cfg.app.secrets
+                               if self.environ.get(n)]
+        self.env_content = hoststate.env_file_content(self.env)
+        self.fingerprint = fingerprint(self.env_content, run_options(cfg))
+        self._step_report("preflight", "verifying the image")
+        self.target = resolve_target(cfg, self.req)
+        self._step_report("preflight", f"image {self.target.tag} pinned to "
+                          f"{self.target.digest}" + (" (signature verified)"
+                                                     if self.target.verified else ""))
+        for host in self.hosts:
+            ex = executor_for(host, ssh_options(cfg), self.secret_values)
+            try:
+                paths, version = hoststate.probe(ex, cfg.host_dir, cfg.service)
+                containers = list_service(ex, cfg.service)
+            except PlainsailError:
+                ex.close()
+                raise
+            run = HostRun(host, ex, paths, containers, current(containers))
+            self.runs.append(run)
+            prev = run.previous
+            if (prev and prev.digest == self.target.digest and prev.tag == self.target.tag
+                    and not self.req.force):
+                run.outcome = UNCHANGED
+            if self.req.kind == "rollback":
+                run.reuse = next((c for c in containers if c.digest == self.target.digest
+                                  and c.fingerprint == self.fingerprint and not c.running), None)
+            self._step_report(host.name, f"reachable, Docker {version}, running: "
+                              f"{prev.tag if prev else 'nothing'}")
+
+    # -- dry run
+    def _dry_run(self) -> None:
+        assert self.target
+        for i, run in enumerate(self.runs):
+            p = run.paths
+            name = container_name(self.cfg.service, self.target.tag)
+            lines = [f"# lock {p.lock}"]
+            if not run.reuse:
+                lines.append(run.ex.display(docker.pull(self.target.pinned)))
+            lines.append(run.ex.display(["sh", "-c", "...write env file (mode 600)...", p.env]))
+            if i == 0 and self.cfg.migrate and not self.req.skip_migrations:
+                lines.append(run.ex.display(migrate_argv(self.cfg, self.target, p.env, self.id)))
+            if run.previous:
+                lines.append(run.ex.display(docker.stop(run.previous.name,
+                                                        self.cfg.app.stop_timeout)))
+            if run.reuse:
+                lines.append(run.ex.display(docker.start(run.reuse.name)))
+            else:
+                lines.append(run.ex.display(app_run_argv(self.cfg, self.target, name, p.env,
+                                                         self.id, self.fingerprint)))
+            lines.append(f"# health gate: GET {self.cfg.health.path} until "
+                         f"{self.cfg.health.status}, {self.cfg.health.attempts} attempts")
+            self.report(f"[{run.host.name}] would run:")
+            for line in lines:
+                self.report(f"  {line}")
+
+    # -- the changing part
+    def _execute(self) -> tuple[str, str]:
+        assert self.target
+        target = self.target
+        try:
+            for run in self.runs:
+                self._lock(run)
+            for run in self.runs:
+                if not run.reuse:
+                    self._step(run, "pull", lambda r=run: r.ex.run(
+                        docker.pull(target.pinned), timeout=PULL_TIMEOUT, what="docker pull"))
+                self._step(run, "env", lambda r=run: hoststate.write_env(r.ex, r.paths,
+                                                                         self.env))
+        except PlainsailError as exc:
+            reason = f"{_one_line(exc)}; nothing was switched, the running version is untouched"
+            for run in self.runs:
+                run.outcome, run.reason = ABORTED, reason
+            return ABORTED, reason
+        if self.cfg.migrate and not self.req.skip_migrations:
+            ok, reason = self._migrate(self.runs[0])
+            if not ok:
+                for run in self.runs:
+                    run.outcome, run.reason = FAILED_MIGRATION, reason
+                return FAILED_MIGRATION, reason
+        for i, run in enumerate(self.runs):
+            gha_group(f"{run.host.name}: switch to {target.tag}")
+            try:
+                ok = self._switch(run)
+            except PlainsailError as exc:
+                run.reason = f"starting {target.tag} failed: {_one_line(exc)}"
+                self._restore(run, "the new version did not start", failed_new=True)
+                ok = False
+            finally:
+                gha_endgroup()
+            if not ok:
+                for other in self.runs[:i]:
+                    other.reason = f"{run.host.name} failed its health gate"
+                    self._restore(other, other.reason, failed_new=True)
+                for other in self.runs[i + 1:]:
+                    other.outcome = ABORTED
+                    other.reason = f"not touched: {run.host.name} failed its health gate"
+                return run.outcome, run.reason
+        for run in self.runs:
+            with suppress(PlainsailError):
+                self._step(run, "prune", lambda r=run: self._prune(r))
+            run.outcome = SUCCEEDED
+        return SUCCEEDED, f"{target.tag} is healthy on every host"
+
+    def _lock(self, run: HostRun) -> None:
+        assert self.target
+        info = hoststate.LockInfo(
+            deploy_id=self.id, holder=f"{self.who}@{socket.gethostname()}",
+            machine=socket.gethostname(), pid=os.getpid(), started=now(),
+            tag=self.target.tag, origin=self.origin, kind=self.req.kind,
+        )
+        try:
+            hoststate.acquire(run.ex, run.paths, info)
+        except LockError:
+            run.outcome = ABORTED
+            raise
+        run.locked = True
+        self._step_report(run.host.name, f"locked {run.paths.lock}")
+
+    def _unlock_all(self) -> None:
+        for run in self.runs:
+            if run.locked:
+                try:
+                    hoststate.release(run.ex, run.paths, self.id)
+                    run.locked = False
+                except PlainsailError as exc:
+                    warn(f"{run.host.name}: could not release the lock: {exc}")
+
+    def _migrate(self, run: HostRun) -> tuple[bool, str]:
+        assert self.target and self.cfg.migrate
+        argv = migrate_argv(self.cfg, self.target, run.paths.env, self.id)
+        name = argv[argv.index("--name") + 1]
+        start = time.monotonic()
+        self._step_report(run.host.name, f"migrate: {' '.join(self.cfg.migrate.command)}")
+        try:
+            res = run.ex.run(argv, timeout=self.cfg.migrate.timeout, check=False,
+                             what="migrations")
+            code: int | None = res.returncode
+            tail = res.tail()
+        except RemoteError as exc:  # timeout
+            code, tail = None, exc.output_tail
+            with suppress(PlainsailError):
+                run.ex.run(docker.rm([name], force=True), check=False, timeout=STEP_TIMEOUT)
+        seconds = time.monotonic() - start
+        self.migration = {"host": run.host.name, "exit_code": code,
+                          "output_tail": tail, "seconds": round(seconds, 3)}
+        ok = code == 0
+        run.steps.append(Step("migrate", round(seconds, 3), ok))
+        if ok:
+            self._step_report(run.host.name, f"migrate: ok ({seconds:.1f}s)")
+            return True, ""
+        why = (f"timed out after {self.cfg.migrate.timeout:g}s" if code is None
+               else f"exit code {code}")
+        last = tail_text(tail, 1) or "no output"
+        reason = (f"migrations failed ({why}): {last}; the deploy stopped before touching the "
+                  "running app, which keeps serving the old schema")
+        self._step_report(run.host.name, f"migrate: FAILED ({why})")
+        return False, reason
+
+    def _switch(self, run: HostRun) -> bool:
+        assert self.target
+        cfg, ex = self.cfg, run.ex
+        name = container_name(cfg.service, self.target.tag)
+        if run.previous:
+            self._step(run, "stop-old", lambda: ex.run(
+                docker.stop(run.previous.name, cfg.app.stop_timeout),  # type: ignore[union-attr]
+                timeout=cfg.app.stop_timeout + STEP_TIMEOUT, what="docker stop"))
+        run.switched = True
+        if run.reuse:
+            run.new_name = run.reuse.name
+            self._step(run, "start-retained", lambda: ex.run(
+                docker.start(run.new_name), timeout=STEP_TIMEOUT, what="docker start"))
+        else:
+            # A container of the same name (a retained or --force'd one) steps aside.
+            clash = next((c for c in run.containers if c.name == name), None)
+            if clash:
+                alias = f"{name}-{clash.deploy_id[-6:] or 'old'}-{self.id[-6:]}"
+                self._step(run, "rename-old", lambda: ex.run(
+                    docker.rename(name, alias), timeout=STEP_TIMEOUT, what="docker rename"))
+                if run.previous and run.previous.name == name:
+                    run.previous = replace(run.previous, name=alias)
+            run.new_name = name
+            argv = app_run_argv(cfg, self.target, name, run.paths.env, self.id, self.fingerprint)
+            self._step(run, "start-new", lambda: ex.run(argv, timeout=STEP_TIMEOUT,
+                                                         what="docker run"))
+        verdict = self._gate(run, run.new_name)
+        run.health = verdict.to_json()
+        if verdict.healthy:
+            self._step_report(run.host.name, f"healthy: {verdict.reason} "
+                              f"({verdict.seconds:.1f}s)")
+            return True
+        run.log_tail = self._log_tail(run, run.new_name)
+        run.reason = f"health gate failed: {verdict.reason}"
+        self._step_report(run.host.name, f"UNHEALTHY: {verdict.reason}")
+        if cfg.on_failure == "stop":
+            run.outcome = LEFT_STOPPED
+            run.reason += ("; on_failure is stop: the failed version is left as it is for a "
+                           "human, the previous container is stopped")
+            return False
+        self._restore(run, "its health gate failed", failed_new=True)
+        return False
+
+    def _gate(self, run: HostRun, name: str) -> health.Verdict:
+        target = health_target(self.cfg)
+        if target is None:
+            ip = run.ex.run(["docker", "inspect", "--format",
+                             "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", name],
+                            timeout=STEP_TIMEOUT).stdout.split()
+            target = (ip[0] if ip else "127.0.0.1", self.cfg.app.port)
+        start = time.monotonic()
+
+        def progress(a: health.Attempt) -> None:
+            state = a.status if a.status is not None else a.error
+            log.debug("[%s]   health attempt %d: %s", run.host.name, a.n, state)
+
+        verdict = health.gate(run.ex, self.cfg.health, target, name, self.secret_values,
+                              progress=progress)
+        run.steps.append(Step(f"health:{name}", round(time.monotonic() - start, 3),
+                              verdict.healthy, verdict.reason))
+        return verdict
+
+    def _restore(self, run: HostRun, why: str, failed_new: bool = False) -> None:
+        """Stop the new container and start the previous one again, then gate it."""
+        ex = run.ex
+        if not run.switched:
+            return
+        if run.new_name:
+            with suppress(PlainsailError):
+                ex.run(docker.stop(run.new_name, self.cfg.app.stop_timeout),
+                       timeout=self.cfg.app.stop_timeout + STEP_TIMEOUT, check=False)
+            if failed_new and not run.reuse:
+                # Its log tail is in the record; a failed version is no rollback target.
+                with suppress(PlainsailError):
+                    ex.run(docker.rm([run.new_name], force=True), check=False,
+                           timeout=STEP_TIMEOUT)
+        prev = run.previous
+        if prev is None:
+            run.outcome = RESTORE_FAILED
+            run.reason = (f"{run.reason or why}; there is no previous version to restore "
+                          "(first deploy): the service is DOWN on this host. Fix forward "
+                          "and deploy again")
+            return
+        try:
+            self._step(run, "restore", lambda: ex.run(docker.start(prev.name),
+                                                       timeout=STEP_TIMEOUT,
+                                                       what="docker start"))
+        except PlainsailError as exc:
+            run.outcome = RESTORE_FAILED
+            run.reason = f"{run.reason or why}; restarting {prev.tag} failed: {exc}"
+            return
+        verdict = self._gate(run, prev.name)
+        run.restore_health = verdict.to_json()
+        if verdict.healthy:
+            run.outcome = RESTORED
+            run.reason = f"{run.reason or why}; restored {prev.tag}, which is healthy again"
+            self._step_report(run.host.name, f"restored {prev.tag}: healthy")
+        else:
+            run.outcome = RESTORE_FAILED
+            run.reason = (f"{run.reason or why}; the restored {prev.tag} failed its health "
+                          f"gate too ({verdict.reason}): the previous version does not work "
+                          "with the current state (schema?). Fix forward")
+            self._step_report(run.host.name, f"restore of {prev.tag} UNHEALTHY too")
+
+    def _restore_switched(self, why: str) -> None:
+        for run in self.runs:
+            if run.switched and run.outcome != SUCCEEDED:
+                with suppress(PlainsailError, Interrupted):
+                    self._restore(run, why, failed_new=True)
+            if not run.outcome or run.outcome == SUCCEEDED:
+                run.outcome = INTERRUPTED
+
+    def _prune(self, run: HostRun) -> None:
+        """Keep the running container and the newest `retain` others; remove the rest."""
+        containers = list_service(run.ex, self.cfg.service)
+        keep_names = {run.new_name}
+        others = [c for c in containers if c.name not in keep_names and not c.running]
+        doomed = others[self.cfg.retain:]
+        if not doomed:
+            return
+        run.ex.run(docker.rm([c.name for c in doomed], force=True), timeout=STEP_TIMEOUT,
+                   what="remove old containers")
+        in_use = {c.digest for c in containers if c not in doomed}
+        images = sorted({f"{self.cfg.image}@{c.digest}" for c in doomed
+                         if c.digest and c.digest not in in_use})
+        if images:
+            run.ex.run(docker.rmi(images), check=False, timeout=STEP_TIMEOUT)
+
+    def _log_tail(self, run: HostRun, name: str) -> str:
+        res = run.ex.run(docker.logs(name, 40), check=False, timeout=STEP_TIMEOUT)
+        return res.tail(40)
+
+    # -- bookkeeping
+    def _step(self, run: HostRun, name: str, action: Callable[[], object]) -> None:
+        start = time.monotonic()
+        try:
+            action()
+        except PlainsailError as exc:
+            run.steps.append(Step(name, round(time.monotonic() - start, 3), False,
+                                  _one_line(exc)))
+            self._step_report(run.host.name, f"{name}: FAILED")
+            raise
+        seconds = time.monotonic() - start
+        run.steps.append(Step(name, round(seconds, 3), True))
+        self._step_report(run.host.name, f"{name}: ok ({seconds:.1f}s)")
+
+    def _step_report(self, where: str, text: str) -> None:
+        self.report(f"[{where}] {text}")
+
+    def _record(self, run: HostRun | None, outcome: str, reason: str) -> dict[str, Any]:
+        t = self.target
+        rec: dict[str, Any] = {
+            "id": self.id,
+            "kind": self.req.kind,
+            "service": self.cfg.service,
+            "image": self.cfg.image,
+            "tag": t.tag if t else None,
+            "digest": t.digest if t else None,
+            "verified": t.verified if t else False,
+            "who": self.who,
+            "origin": self.origin,
+            "started": self.started,
+            "ended": now(),
+            "seconds": round(time.monotonic() - self.t0, 3),
+            "outcome": outcome,
+            "reason": reason,
+            "skip_migrations": self.req.skip_migrations,
+        }
+        if self.req.kind == "rollback":
+            rec["rollback_from"] = self.req.rollback_from
+            rec["rollback_to"] = t.tag if t else None
+        if run is not None:
+            rec.update({
+                "host": run.host.name,
+                "previous_tag": run.previous.tag if run.previous else None,
+                "previous_digest": run.previous.digest if run.previous else None,
+                "container": run.new_name or None,
+                "reused_container": bool(run.reuse),
+                "steps": [s.__dict__ for s in run.steps],
+                "health": run.health,
+                "restore_health": run.restore_health,
+                "log_tail": run.log_tail,
+            })
+        if self.migration:
+            rec["migration"] = self.migration
+        return _redact_record(rec, self.secret_values)
+
+    def _summary(self, outcome: str, reason: str, preflight: bool = False) -> dict[str, Any]:
+        rec = self._record(None, outcome, reason)
+        rec["hosts"] = [h.name for h in self.hosts] or list(self.req.hosts)
+        rec["preflight"] = preflight
+        rec["per_host"] = [
+            {"host": r.host.name, "outcome": r.outcome or outcome, "reason": r.reason,
+             "previous_tag": r.previous.tag if r.previous else None}
+            for r in self.runs
+        ]
+        return _redact_record(rec, self.secret_values)
+
+    def _finish(self, outcome: str, reason: str) -> dict[str, Any]:
+        for run in self.runs:
+            if not run.outcome:
+                run.outcome = outcome if outcome != SUCCEEDED else SUCCEEDED
+                run.reason = run.reason or reason
+            record = self._record(run, run.outcome, run.reason or reason)
+            try:
+                hoststate.append_history(run.ex, run.paths, record)
+            except PlainsailError as exc:
+                warn(f"{run.host.name}: could not append the deploy record: {exc}")
+        summary = self._summary(outcome, reason)
+        append_local(self.cfg, summary)
+        for w in notify.send(self.cfg.notify, summary):
+            warn(w)
+        if outcome != SUCCEEDED:
+            gha_error(f"{self.req.kind} of {summary.get('tag')} {outcome}: {reason}")
+        return summary
+
+    def _close(self) -> None:
+        for run in self.runs:
+            run.ex.close()
+
+
+def _redact_record(rec: dict[str, Any], secrets: list[Secret]) -> dict[str, Any]:
+    import json
+
+    from plainsail.secret import redact
+
+    text = json.dumps(rec, default=str)
+    clean = redact(text, secrets)
+    return rec if clean == text else json.loads(clean)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0] if text else text
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM and Ctrl-C unwind the deploy (restore, record, unlock) instead of killing it."""
+    def handler(signum: int, frame: object) -> None:
+        raise Interrupted()
+
+    try:
+        old_term = signal.signal(signal.SIGTERM, handler)
+        old_int = signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not in the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+        signal.signal(signal.SIGINT, old_int)
+
+
+def deploy(cfg: Config, req: Request, report: Reporter = _print) -> dict[str, Any]:
+    return Deploy(cfg, req, report).run()
+
+
+FAILED_OUTCOMES = (ABORTED, FAILED_MIGRATION, RESTORED, LEFT_STOPPED, RESTORE_FAILED,
+                   INTERRUPTED)
+
+
+def exit_code(summary: dict[str, Any]) -> int:
+    outcome = summary.get("outcome")
+    if outcome == INTERRUPTED:
+        return 130
+    return 1 if outcome in FAILED_OUTCOMES else 0

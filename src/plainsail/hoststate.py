@@ -1,0 +1,236 @@
+"""State plainsail keeps on each host, under one folder per service (default
+`~/.plainsail/<service>/`, in the SSH user's home, so no root is needed):
+
+- `lock/`            the deploy lock: created with mkdir (atomic), `lock/info.json` says who
+- `env`              the app's environment for `docker --env-file`, mode 0600
+- `history.jsonl`    one JSON record per deploy attempt, appended (earlier lines are never
+                     rewritten, so a crash mid-write cannot corrupt them)
+
+Every action is an argv list run through an Executor; paths travel as positional
+parameters of fixed scripts, never formatted into shell code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from plainsail.errors import LockError, PlainsailError
+from plainsail.runner import Executor, expand_home, write_file_argv
+
+HOME_AND_DOCKER = [
+    "sh", "-c",
+    'printf "%s\\n" "$HOME"; docker version --format "{{.Server.Version}}" 2>&1',
+]
+
+
+@dataclass(frozen=True)
+class Paths:
+    root: str  # <host_dir>/<service>
+
+    @property
+    def lock(self) -> str:
+        return f"{self.root}/lock"
+
+    @property
+    def lock_info(self) -> str:
+        return f"{self.root}/lock/info.json"
+
+    @property
+    def env(self) -> str:
+        return f"{self.root}/env"
+
+    @property
+    def history(self) -> str:
+        return f"{self.root}/history.jsonl"
+
+
+def probe(ex: Executor, host_dir: str, service: str, timeout: float = 30) -> tuple[Paths, str]:
+    """Check the host answers and Docker works there; return its paths and Docker version."""
+    res = ex.run(HOME_AND_DOCKER, timeout=timeout, check=False, what="reach host")
+    if res.returncode == 255 and not ex.host.is_local:
+        raise ex.failure(res, "ssh")
+    lines = res.stdout.splitlines()
+    home = lines[0].strip() if lines else ""
+    version = lines[1].strip() if len(lines) > 1 else ""
+    if res.returncode != 0 or not version or not version[0].isdigit():
+        detail = (version or res.tail(1) or "no answer").strip()
+        raise PlainsailError(
+            f"{ex.host.name}: Docker is not usable there ({detail}); install Docker and make "
+            "sure the SSH user may use it (e.g. member of the docker group)"
+        )
+    if not home and host_dir.startswith("~"):
+        raise PlainsailError(f"{ex.host.name}: $HOME is not set; set host_dir to an absolute path")
+    root = expand_home(host_dir, home).rstrip("/") + f"/{service}"
+    return Paths(root), version
+
+
+# ---------------------------------------------------------------- lock
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    deploy_id: str
+    holder: str  # user@machine
+    machine: str
+    pid: int
+    started: str
+    tag: str
+    origin: str
+    kind: str = "deploy"
+
+    @property
+    def age_seconds(self) -> float:
+        from datetime import datetime
+
+        try:
+            then = datetime.fromisoformat(self.started.replace("Z", "+00:00"))
+        except ValueError:
+            return 0.0
+        return time.time() - then.timestamp()
+
+    def describe(self) -> str:
+        return (
+            f"{self.holder} since {self.started} ({self.kind} of {self.tag}, deploy "
+            f"{self.deploy_id}, from {self.origin})"
+        )
+
+    def stale_hint(self) -> str:
+        """Say so when the holder was a process on this machine that no longer runs."""
+        if self.machine == socket.gethostname() and self.pid > 0 and not _pid_alive(self.pid):
+            return (
+                f"; the deployer that took it (pid {self.pid} on {self.machine}) is no longer "
+                "running: it was killed mid-deploy. Check the host, then run plainsail lock "
+                "release"
+            )
+        return ""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+ACQUIRE_ARGV = (
+    'mkdir -p "$(dirname "$1")" && mkdir "$1" 2>/dev/null || { cat "$1/info.json" 2>/dev/null; '
+    "exit 75; }; umask 077; cat > \"$1/info.json\""
+)
+
+
+def acquire(ex: Executor, paths: Paths, info: LockInfo) -> None:
+    """Take the lock atomically (mkdir) or fail at once naming the holder."""
+    data = json.dumps(info.__dict__)
+    res = ex.run(["sh", "-c", ACQUIRE_ARGV, "sh", paths.lock], input=data, check=False,
+                 what="take the deploy lock")
+    if res.returncode == 0:
+        return
+    if res.returncode == 75:
+        holder = parse_lock(res.stdout)
+        if holder is None:
+            raise LockError(
+                f"{ex.host.name}: the deploy lock {paths.lock} exists but says nothing about "
+                "its holder (a deployer died while taking it?); check, then run "
+                "plainsail lock release"
+            )
+        raise LockError(
+            f"{ex.host.name}: another deploy holds the lock: {holder.describe()}"
+            f"{holder.stale_hint()}"
+        )
+    raise ex.failure(res, "take the deploy lock")
+
+
+def parse_lock(text: str) -> LockInfo | None:
+    try:
+        data = json.loads(text)
+        return LockInfo(**data)
+    except (ValueError, TypeError):
+        return None
+
+
+def read_lock(ex: Executor, paths: Paths) -> LockInfo | None | str:
+    """The lock's holder, None when unlocked, or "unknown" when the lock has no info."""
+    res = ex.run(["sh", "-c", 'test -d "$1" || exit 3; cat "$1/info.json" 2>/dev/null; true',
+                  "sh", paths.lock], check=False, what="read the deploy lock")
+    if res.returncode == 3:
+        return None
+    if res.returncode != 0:
+        raise ex.failure(res, "read the deploy lock")
+    return parse_lock(res.stdout) or "unknown"
+
+
+def release(ex: Executor, paths: Paths, deploy_id: str | None = None) -> bool:
+    """Remove the lock; with deploy_id only if that deploy holds it. True if removed."""
+    if deploy_id is None:
+        script = 'test -d "$1" || exit 3; rm -rf "$1"'
+        res = ex.run(["sh", "-c", script, "sh", paths.lock], check=False, what="release lock")
+    else:
+        script = ('grep -q "\\"deploy_id\\": \\"$2\\"" "$1/info.json" 2>/dev/null || exit 3; '
+                  'rm -rf "$1"')
+        res = ex.run(["sh", "-c", script, "sh", paths.lock, deploy_id], check=False,
+                     what="release lock")
+    if res.returncode == 3:
+        return False
+    if res.returncode != 0:
+        raise ex.failure(res, "release the deploy lock")
+    return True
+
+
+# ---------------------------------------------------------------- env file
+
+
+def env_file_content(env: Mapping[str, str]) -> str:
+    """`docker --env-file` content. Values cannot hold newlines in that format."""
+    lines = []
+    for key, value in env.items():
+        if "\n" in value or "\r" in value:
+            raise PlainsailError(
+                f"the value of {key} contains a newline, which docker --env-file cannot carry; "
+                "encode it (e.g. base64) or put it in a mounted file"
+            )
+        lines.append(f"{key}={value}")
+    return "\n".join(lines) + "\n"
+
+
+def write_env(ex: Executor, paths: Paths, env: Mapping[str, str]) -> None:
+    ex.run(write_file_argv(paths.env, "600"), input=env_file_content(env), what="write env file")
+
+
+# ---------------------------------------------------------------- history
+
+APPEND_ARGV = 'mkdir -p "$(dirname "$1")" && umask 077 && cat >> "$1"'
+
+
+def append_history(ex: Executor, paths: Paths, record: Mapping[str, Any]) -> None:
+    line = json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n"
+    ex.run(["sh", "-c", APPEND_ARGV, "sh", paths.history], input=line, what="append record")
+
+
+def read_history(ex: Executor, paths: Paths) -> list[dict[str, Any]]:
+    """Every readable record, oldest first; a torn last line is skipped."""
+    res = ex.run(["sh", "-c", 'test -f "$1" || exit 0; cat "$1"', "sh", paths.history],
+                 what="read history", check=False)
+    if res.returncode != 0:
+        raise ex.failure(res, "read history")
+    return parse_history(res.stdout)
+
+
+def parse_history(text: str) -> list[dict[str, Any]]:
+    records = []
+    for line in text.splitlines():
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            records.append(value)
+    return records
