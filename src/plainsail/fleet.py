@@ -1,0 +1,34 @@
+"""Open the selected hosts of a config for the read-only and maintenance commands."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from plainsail import hoststate
+from plainsail.config import Config
+from plainsail.deploy import select_hosts, ssh_options
+from plainsail.hosts import Host
+from plainsail.runner import Executor, executor_for
+
+
+@dataclass
+class Opened:
+    host: Host
+    ex: Executor
+    paths: hoststate.Paths
+
+
+@contextmanager
+def opened(cfg: Config, wanted: list[str]) -> Iterator[list[Opened]]:
+    hosts = select_hosts(cfg, wanted)
+    out: list[Opened] = []
+    try:
+        for host in hosts:
+            ex = executor_for(host, ssh_options(cfg), cfg.secrets())
+            out.append(Opened(host, ex, hoststate.probe(ex, cfg.host_dir, cfg.service)[0]))
+        yield out
+    finally:
+        for o in out:
+            o.ex.close()
