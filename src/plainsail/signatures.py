@@ -179,13 +179,16 @@ class Candidate:
     signature: str
 
 
-def check(key: ec.EllipticCurvePublicKey, digest: str, candidates: list[Candidate]) -> str | None:
-    """None when one candidate is `key`'s signature naming `digest`; else the reason.
+def check(
+    key: ec.EllipticCurvePublicKey, digest: str, candidates: list[Candidate]
+) -> tuple[str, str] | None:
+    """None when one candidate is `key`'s signature naming `digest`; else (reason, detail).
 
-    Reasons: "unsigned", "signed by another key", "signature names another digest (...)".
+    reason is "unsigned", "wrong-key" (no signature verifies with this key) or
+    "wrong-digest" (a valid signature by this key names another image).
     """
     if not candidates:
-        return "unsigned"
+        return "unsigned", "no signature found"
     named: list[str] = []
     for c in candidates:
         if not verify(key, c.payload, c.signature):
@@ -198,5 +201,11 @@ def check(key: ec.EllipticCurvePublicKey, digest: str, candidates: list[Candidat
             return None
         named.append(payload.digest)
     if named:
-        return f"signature names another digest ({', '.join(sorted(set(named)))})"
-    return "signed by another key (no signature verifies with this public key)"
+        return "wrong-digest", (
+            f"signature names another digest ({', '.join(sorted(set(named)))}), not {digest}"
+        )
+    n = len(candidates)
+    return "wrong-key", (
+        f"signed by another key: none of its {n} signature{'s' if n > 1 else ''} verifies "
+        "with this public key (or the signed payload was altered)"
+    )
