@@ -56,6 +56,16 @@ class SignatureError(PlainsailError):
     """An image is unsigned, signed by another key, or its tag moved."""
 
 
+class VerificationError(SignatureError):
+    """An image failed verification; `reason` is one of REASONS, for records and callers."""
+
+    REASONS = ("unsigned", "wrong-key", "wrong-digest", "tag-drift", "not-found")
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)
+
+
 class SigningKeyError(PlainsailError):
     """A signing key is missing, malformed, or its passphrase is wrong."""
 

@@ -1,0 +1,22 @@
+"""`plainsail verify [TAG|DIGEST]`: check the signature; print the verified digest."""
+
+from __future__ import annotations
+
+import argparse
+
+from plainsail import config as configlib
+from plainsail.commands._target import target
+from plainsail.output import print_json, say
+from plainsail.verification import verify_image
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = configlib.load(args.config)
+    tag, digest = target(cfg, args.ref)
+    verified = verify_image(cfg, tag, digest, public_key=args.key)
+    if args.json:
+        print_json(verified.to_json())
+    else:
+        say(f"Verified: {verified.pinned} is signed by {verified.key_path}")
+        say(verified.digest)
+    return 0
