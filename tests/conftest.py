@@ -1,1 +1,4 @@
-pytest_plugins = ["tests.support.services"]
+pytest_plugins = [
+    "tests.support.services",
+    "tests.support.sshd",
+]
