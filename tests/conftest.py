@@ -1,4 +1,5 @@
 pytest_plugins = [
     "tests.support.services",
     "tests.support.sshd",
+    "tests.support.notes_app",
 ]
