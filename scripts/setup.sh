@@ -52,17 +52,21 @@ need_root su postgres -c "psql -qtAc \"DO \\\$\\\$ BEGIN IF NOT EXISTS (SELECT F
 # 4. sshd needs its privilege separation directory; tests run their own instances.
 need_root mkdir -p /run/sshd
 
-# 5. A small local base image: nothing needs a public registry.
-if ! docker image inspect "$base_image" >/dev/null 2>&1; then
+# 5. A small local base image: nothing needs a public registry. It carries Debian's builds
+#    of plainsail's dependencies, so app images can install plainsail offline.
+base_pkgs=python3,python3-pip,python3-psycopg,python3-yaml,python3-cryptography,python3-cffi-backend,python3-httpx,python3-nacl
+have=$(docker image inspect --format '{{index .Config.Labels "dev.plainsail.base-packages"}}' "$base_image" 2>/dev/null || true)
+if [ "$have" != "$base_pkgs" ]; then
   log "building base image $base_image with debootstrap (about a minute)"
   root="$state/rootfs"
   need_root rm -rf "$root"
-  need_root debootstrap --variant=minbase \
-    --include=python3,python3-psycopg,python3-yaml,python3-cryptography,python3-cffi-backend,python3-httpx,python3-pip \
+  need_root debootstrap --variant=minbase --include="$base_pkgs" \
     bookworm "$root" http://deb.debian.org/debian >"$state/debootstrap.log" 2>&1 \
     || { log "debootstrap failed; see $state/debootstrap.log"; exit 1; }
   need_root rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
-  need_root tar -C "$root" -c . | docker import -c 'ENV PIP_BREAK_SYSTEM_PACKAGES=1' - "$base_image" >/dev/null
+  need_root tar -C "$root" -c . | docker import \
+    -c 'ENV PIP_BREAK_SYSTEM_PACKAGES=1' \
+    -c "LABEL dev.plainsail.base-packages=$base_pkgs" - "$base_image" >/dev/null
   need_root rm -rf "$root"
 fi
 

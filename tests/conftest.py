@@ -1,1 +1,6 @@
-pytest_plugins = ["tests.support.services", "tests.support.gitrepo"]
+pytest_plugins = [
+    "tests.support.services",
+    "tests.support.gitrepo",
+    "tests.support.sshd",
+    "tests.support.notes_app",
+]

@@ -1,0 +1,1 @@
+"""notes-api: a small HTTP API backed by PostgreSQL, the example plainsail deploys."""
