@@ -155,7 +155,7 @@ def _walk(node: Any) -> Iterator[Any]:
             yield from _walk(item)
     elif isinstance(node, ast.Node):
         yield node
-        for name in type(node).__slots__:
+        for name in getattr(type(node), "__slots__", ()):
             yield from _walk(getattr(node, name, None))
 
 
@@ -210,7 +210,10 @@ def check(stmt: Any, state: FileState) -> list[Hit]:
     elif isinstance(stmt, ast.VariableSetStmt) and stmt.name == "lock_timeout":
         state.lock_timeout = True
     elif isinstance(stmt, ast.CreateStmt | ast.CreateTableAsStmt):
-        rv = stmt.relation if isinstance(stmt, ast.CreateStmt) else stmt.into.rel
+        if isinstance(stmt, ast.CreateStmt):
+            rv = stmt.relation
+        else:
+            rv = stmt.into.rel if stmt.into is not None else None
         if rv is not None:
             state.created.update({table_name(rv), str(rv.relname)})
     elif isinstance(stmt, ast.AlterTableStmt) and stmt.objtype == ObjectType.OBJECT_TABLE:
