@@ -1,0 +1,90 @@
+"""`plainsail migrate [up|status]`: apply pending SQL migrations, or list them.
+
+Runs inside application containers with no plainsail.yml: everything comes from flags and
+the environment (DATABASE_URL, PLAINSAIL_MIGRATIONS). Imports only the standard library,
+PyYAML-free plainsail modules, and psycopg when the database is PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from plainsail.durations import format_duration, parse_duration
+from plainsail.errors import UsageError
+from plainsail.migrations.dburl import parse_database_url
+from plainsail.migrations.runner import Options, migrate, status
+from plainsail.output import print_json, say, warn
+
+DEFAULT_LOCK_TIMEOUT = 5.0
+DEFAULT_STATEMENT_TIMEOUT = 300.0
+DEFAULT_WAIT = 300.0
+
+
+def _duration(flag: str, value: str | None, default: float) -> float:
+    if value is None:
+        return default
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise UsageError(f"{flag}: {exc}") from exc
+
+
+def options_from_args(args: argparse.Namespace) -> Options:
+    url = args.database_url or os.environ.get("DATABASE_URL", "")
+    folder = args.dir or os.environ.get("PLAINSAIL_MIGRATIONS") or "migrations"
+    return Options(
+        folder=Path(folder),
+        database=parse_database_url(url),
+        lock_timeout=_duration("--lock-timeout", args.lock_timeout, DEFAULT_LOCK_TIMEOUT),
+        statement_timeout=_duration("--statement-timeout", args.statement_timeout,
+                                    DEFAULT_STATEMENT_TIMEOUT),
+        wait=_duration("--wait", args.wait, DEFAULT_WAIT),
+        allow_non_transactional_ddl=args.allow_non_transactional_ddl,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    opts = options_from_args(args)
+    if args.action == "status":
+        return _status(opts, args.json)
+    quiet = args.json
+    result = migrate(opts, say=(lambda m: None) if quiet else say, warn=warn)
+    if args.json:
+        print_json({
+            "database": result.database,
+            "applied": [{"name": a.name, "execution_ms": round(a.execution_ms, 1),
+                         "no_transaction": a.no_transaction} for a in result.applied],
+            "applied_by_another_runner": result.skipped,
+            "previously_applied": result.already,
+        })
+    elif result.applied:
+        total = sum(a.execution_ms for a in result.applied) / 1000
+        say(f"{len(result.applied)} migration(s) applied to {result.database} "
+            f"in {format_duration(total)}")
+    else:
+        say(f"{result.database} is up to date ({result.already} migration(s) applied)")
+    return 0
+
+
+def _status(opts: Options, as_json: bool) -> int:
+    p = status(opts, warn)
+    if as_json:
+        print_json({
+            "database": str(opts.database),
+            "applied": [vars(r) for r in p.applied],
+            "pending": [f.name for f in p.pending],
+            "problems": p.problems,
+        })
+    else:
+        say(f"database: {opts.database}")
+        for r in p.applied:
+            say(f"  applied  {r.name}  {r.applied_at}  {r.execution_ms:.0f}ms  {r.applied_by}")
+        for f in p.pending:
+            extra = "  (no-transaction)" if f.no_transaction else ""
+            say(f"  pending  {f.name}{extra}")
+        say(f"{len(p.applied)} applied, {len(p.pending)} pending")
+        for problem in p.problems:
+            say(f"problem: {problem}")
+    return 1 if p.problems else 0

@@ -1,0 +1,94 @@
+"""Render lint findings as text, JSON or SARIF 2.1.0 (for code-scanning annotations)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from plainsail import __version__
+from plainsail.lint.engine import Finding
+from plainsail.lint.rules import ERROR, RULES
+
+SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
+DOCS = "https://github.com/plainsail/plainsail/blob/main/docs/migrations.md"
+
+
+def counts(findings: list[Finding]) -> dict[str, int]:
+    active = [f for f in findings if f.suppressed is None]
+    return {
+        "errors": sum(f.severity == ERROR for f in active),
+        "warnings": sum(f.severity != ERROR for f in active),
+        "accepted": len(findings) - len(active),
+    }
+
+
+def text(findings: list[Finding], files: int) -> str:
+    """One line per finding; the reasoning and the safe alternative once per rule."""
+    lines: list[str] = []
+    explained: set[str] = set()
+    for f in findings:
+        if f.suppressed is not None:
+            continue
+        rule = RULES[f.rule]
+        where = f" (statement {f.statement})" if f.statement else ""
+        lines.append(f"{f.path}:{f.line}: {rule.severity} {f.rule}: {f.message}{where}")
+        if f.rule not in explained:
+            explained.add(f.rule)
+            lines.append(f"    why: {rule.why}")
+            lines.append(f"    instead: {rule.instead}")
+    c = counts(findings)
+    lines.append(f"{files} file(s) checked: {c['errors']} error(s), {c['warnings']} "
+                 f"warning(s), {c['accepted']} accepted with 'plainsail: allow'")
+    return "\n".join(lines)
+
+
+def as_json(findings: list[Finding], files: int) -> str:
+    data = {
+        "files": files,
+        **counts(findings),
+        "findings": [{
+            "path": f.path, "line": f.line, "statement": f.statement, "rule": f.rule,
+            "severity": f.severity, "message": f.message, "accepted": f.suppressed,
+            "why": RULES[f.rule].why, "instead": RULES[f.rule].instead,
+        } for f in findings],
+    }
+    return json.dumps(data, indent=2)
+
+
+def sarif(findings: list[Finding]) -> str:
+    ids = list(RULES)
+    rules = [{
+        "id": r.id,
+        "name": r.id,
+        "shortDescription": {"text": r.title},
+        "fullDescription": {"text": r.why},
+        "help": {"text": f"{r.why}\nInstead: {r.instead}"},
+        "helpUri": f"{DOCS}#{r.id}",
+        "defaultConfiguration": {"level": r.severity},
+    } for r in RULES.values()]
+    results: list[dict[str, Any]] = []
+    for f in findings:
+        rule = RULES[f.rule]
+        result: dict[str, Any] = {
+            "ruleId": f.rule,
+            "ruleIndex": ids.index(f.rule),
+            "level": rule.severity,
+            "message": {"text": f"{f.message}. Instead: {rule.instead}"},
+            "locations": [{"physicalLocation": {
+                "artifactLocation": {"uri": f.path.replace("\\", "/")},
+                "region": {"startLine": f.line},
+            }}],
+        }
+        if f.suppressed is not None:
+            result["suppressions"] = [{"kind": "inSource", "justification": f.suppressed}]
+        results.append(result)
+    doc = {
+        "$schema": SARIF_SCHEMA,
+        "version": "2.1.0",
+        "runs": [{
+            "tool": {"driver": {"name": "plainsail", "version": __version__,
+                                "informationUri": DOCS, "rules": rules}},
+            "results": results,
+        }],
+    }
+    return json.dumps(doc, indent=2)

@@ -1,0 +1,303 @@
+"""PostgreSQL for the migration runner, through psycopg 3 (3.1 or later).
+
+Every file runs between an explicit BEGIN and COMMIT on an autocommit connection, so
+DDL and the bookkeeping row commit together or not at all. Runners serialize on a
+session-level advisory lock; lock_timeout and statement_timeout are set per file.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+try:
+    import psycopg
+    from psycopg import errors as pgerrors
+except ImportError as exc:  # pragma: no cover - depends on the image
+    from plainsail.errors import MigrationError
+
+    raise MigrationError(
+        "DATABASE_URL is PostgreSQL but psycopg is not installed; install python3-psycopg "
+        "(Debian) or `pip install 'plainsail[postgres]'`"
+    ) from exc
+
+from plainsail.errors import MigrationError
+from plainsail.migrations.dburl import DatabaseURL
+from plainsail.migrations.files import MigrationFile
+from plainsail.migrations.history import TABLE, AppliedRow
+from plainsail.migrations.sqlsplit import Statement
+from plainsail.secret import redact
+
+# The pg_advisory_lock key every plainsail release uses, so old and new runners exclude
+# each other. Advisory locks are per database.
+LOCK_KEY = 0x2F6A_3C1D_5B7E_4A09
+_INDEX_NAME = re.compile(
+    r"\bINDEX\s+CONCURRENTLY\s+(?:IF\s+NOT\s+EXISTS\s+)?"
+    r'((?:"[^"]+"|[A-Za-z_][\w$]*)(?:\s*\.\s*(?:"[^"]+"|[A-Za-z_][\w$]*))?)\s+ON\b',
+    re.I,
+)
+
+
+class InvalidIndexError(MigrationError):
+    """A CREATE INDEX CONCURRENTLY (or REINDEX) left an INVALID index behind."""
+
+    def __init__(self, message: str, indexes: list[str]) -> None:
+        super().__init__(message)
+        self.indexes = indexes
+
+
+def _ms(seconds: float) -> int:
+    return max(0, int(seconds * 1000))
+
+
+def _describe(exc: Exception, password: str | None = None) -> str:
+    """One line from a driver error; the password never appears, even if libpq quotes
+    part of the connection string."""
+    text = _first_line(exc)
+    return redact(text, [password]) if password else text
+
+
+def _first_line(exc: Exception) -> str:
+    if isinstance(exc, psycopg.Error):
+        diag = exc.diag
+        text = diag.message_primary or str(exc).strip().splitlines()[0]
+        if diag.message_detail:
+            text += f" ({diag.message_detail})"
+        if exc.sqlstate:
+            text += f" [SQLSTATE {exc.sqlstate}]"
+        return text
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+class PostgresDatabase:
+    def __init__(self, url: DatabaseURL, *, lock_timeout: float,
+                 statement_timeout: float) -> None:
+        self.url = url
+        self.lock_timeout = lock_timeout
+        self.statement_timeout = statement_timeout
+        self._locked = False
+        try:
+            self.conn: psycopg.Connection[Any] = psycopg.connect(
+                url.url, autocommit=True, application_name="plainsail migrate",
+                connect_timeout=10,
+            )
+        except psycopg.Error as exc:
+            raise MigrationError(
+                f"cannot connect to {url}: {_describe(exc, url.password)}; check "
+                "DATABASE_URL and that the database accepts connections from here"
+            ) from exc
+
+    # -- bookkeeping ------------------------------------------------------------------
+    def read_applied(self) -> list[AppliedRow] | None:
+        try:
+            cur = self.conn.execute("SELECT to_regclass(%s) IS NOT NULL", (TABLE,))
+            row = cur.fetchone()
+            if not row or not row[0]:
+                return None
+            cur = self.conn.execute(
+                f"SELECT version, name, checksum, applied_at, execution_ms, applied_by "
+                f"FROM {TABLE} ORDER BY name"
+            )
+            return [AppliedRow(v, n, c, a.isoformat(timespec="seconds"), float(ms), by)
+                    for v, n, c, a, ms, by in cur.fetchall()]
+        except psycopg.Error as exc:
+            raise MigrationError(f"cannot read {TABLE}: {_describe(exc)}") from exc
+
+    def prepare(self) -> None:
+        try:
+            self.conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {TABLE} ("
+                " version text PRIMARY KEY,"
+                " name text NOT NULL,"
+                " checksum text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now(),"
+                " execution_ms integer NOT NULL,"
+                " applied_by text NOT NULL)"
+            )
+        except psycopg.Error as exc:
+            raise MigrationError(
+                f"cannot create the bookkeeping table {TABLE}: {_describe(exc)}; the "
+                "database user needs CREATE on its schema"
+            ) from exc
+
+    def _record(self, f: MigrationFile, ms: int, applied_by: str) -> None:
+        self.conn.execute(
+            f"INSERT INTO {TABLE} (version, name, checksum, execution_ms, applied_by) "
+            "VALUES (%s, %s, %s, %s, %s)",
+            (f.version, f.name, f.checksum, ms, applied_by),
+        )
+
+    # -- serializing runners ------------------------------------------------------------
+    def acquire_lock(self, wait: float, on_wait: Callable[[str], None]) -> None:
+        row = self.conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()
+        if row and row[0]:
+            self._locked = True
+            return
+        holder = self._lock_holder()
+        on_wait(f"waiting for another migration runner ({holder}) to finish; "
+                f"giving up after {wait:g}s")
+        try:
+            self.conn.execute(f"SET lock_timeout = {_ms(wait) or 1}")
+            self.conn.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
+        except pgerrors.LockNotAvailable as exc:
+            raise MigrationError(
+                f"another migration runner ({self._lock_holder()}) still held the migration "
+                f"lock after {wait:g}s; wait for it, or if it is stuck end it with "
+                "SELECT pg_terminate_backend(<pid>), then run plainsail migrate again"
+            ) from exc
+        except psycopg.Error as exc:
+            raise MigrationError(f"cannot take the migration lock: {_describe(exc)}") from exc
+        finally:
+            self.conn.execute("RESET lock_timeout")
+        self._locked = True
+
+    def _lock_holder(self) -> str:
+        row = self.conn.execute(
+            "SELECT a.pid, a.application_name, a.client_addr::text, a.backend_start "
+            "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+            "AND ((l.classid::bigint << 32) | l.objid::bigint) = %s LIMIT 1",
+            (LOCK_KEY,),
+        ).fetchone()
+        if not row:
+            return "unknown"
+        pid, app, addr, started = row
+        return f"pid {pid}, {app or 'no application_name'} from {addr or 'local socket'}, " \
+               f"connected {started:%Y-%m-%d %H:%M:%S}"
+
+    def release_lock(self) -> None:
+        if self._locked and not self.conn.closed:
+            try:
+                self.conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+            except psycopg.Error:
+                pass  # the lock goes with the session anyway
+            self._locked = False
+
+    # -- applying ------------------------------------------------------------------------
+    def _timeouts(self) -> str:
+        return (f"SET lock_timeout = {_ms(self.lock_timeout)}; "
+                f"SET statement_timeout = {_ms(self.statement_timeout)}")
+
+    def apply(self, f: MigrationFile, applied_by: str) -> float | None:
+        cur = self.conn.cursor()
+        stmts = f.statements
+        started = time.perf_counter()
+        current: Statement | None = None
+        try:
+            cur.execute("BEGIN; " + self._timeouts())
+            for current in stmts:
+                cur.execute(current.text)
+            current = None
+            elapsed = time.perf_counter() - started
+            self._record(f, _ms(elapsed), applied_by)
+            cur.execute("COMMIT")
+        except psycopg.Error as exc:
+            self._rollback()
+            raise MigrationError(self._failure(f, current, len(stmts), exc)) from exc
+        return elapsed * 1000
+
+    def _rollback(self) -> None:
+        try:
+            if not self.conn.closed:
+                self.conn.execute("ROLLBACK")
+        except psycopg.Error:
+            pass  # the server ends the transaction when the connection goes
+
+    def _failure(self, f: MigrationFile, s: Statement | None, total: int,
+                 exc: psycopg.Error, rolled_back: bool = True) -> str:
+        where = (f"statement {s.number} of {total} (line {s.line})" if s
+                 else "recording it in " + TABLE)
+        msg = f"{f.name}: {where} failed: {_describe(exc)}"
+        if isinstance(exc, pgerrors.LockNotAvailable):
+            msg += (f"; it waited longer than lock_timeout ({self.lock_timeout:g}s) for a lock "
+                    "another session holds (the running app or a long query); retry when it "
+                    "is quieter or raise --lock-timeout")
+        elif isinstance(exc, pgerrors.QueryCanceled):
+            msg += (f"; it ran longer than statement_timeout ({self.statement_timeout:g}s); "
+                    "raise --statement-timeout or make the change in smaller steps")
+        if rolled_back:
+            msg += ". The whole file was rolled back: nothing from it is applied. Fix it " \
+                   "and run plainsail migrate again"
+        return msg
+
+    def apply_no_transaction(self, f: MigrationFile, applied_by: str) -> float:
+        (stmt,) = f.statements
+        named = self._index_name(stmt)
+        try:
+            self.conn.execute(self._timeouts())
+            before = self._invalid_indexes()
+        except psycopg.Error as exc:
+            raise MigrationError(f"{f.name}: cannot prepare to run it: {_describe(exc)}") \
+                from exc
+        try:
+            started = time.perf_counter()
+            self.conn.execute(stmt.text)
+            elapsed = time.perf_counter() - started
+        except psycopg.Error as exc:
+            msg = self._failure(f, stmt, 1, exc, rolled_back=False)
+            left = self._left_invalid(before, named)
+            if left:
+                raise InvalidIndexError(msg + ". " + self._drop_advice(left), left) from exc
+            raise MigrationError(msg + "; it ran outside a transaction (no-transaction file) "
+                                 "and was not recorded. Fix it and run plainsail migrate "
+                                 "again") from exc
+        left = self._left_invalid(before, named)
+        if left:
+            raise InvalidIndexError(
+                f"{f.name}: the statement finished but {', '.join(left)} is INVALID (an "
+                f"earlier failed attempt left it and IF NOT EXISTS kept it). "
+                + self._drop_advice(left), left)
+        try:
+            self._record(f, _ms(elapsed), applied_by)
+        except psycopg.Error as exc:
+            raise MigrationError(
+                f"{f.name} ran but recording it in {TABLE} failed: {_describe(exc)}; insert "
+                "its row by hand or the next run will try it again"
+            ) from exc
+        return elapsed * 1000
+
+    @staticmethod
+    def _drop_advice(indexes: list[str]) -> str:
+        drops = "; ".join(f"DROP INDEX CONCURRENTLY IF EXISTS {i}" for i in indexes)
+        return (f"It left the INVALID index {', '.join(indexes)} behind, which slows every "
+                f"write and serves no reads. Drop it before retrying: {drops}; then fix the "
+                "cause and run plainsail migrate again")
+
+    @staticmethod
+    def _index_name(stmt: Statement) -> str | None:
+        m = _INDEX_NAME.search(stmt.text)
+        return re.sub(r"\s+", "", m.group(1)) if m else None
+
+    def _invalid_indexes(self) -> set[str]:
+        rows = self.conn.execute(
+            "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_index i "
+            "JOIN pg_class c ON c.oid = i.indexrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE NOT i.indisvalid"
+        ).fetchall()
+        return {r[0] for r in rows}
+
+    def _left_invalid(self, before: set[str], named: str | None) -> list[str]:
+        try:
+            if self.conn.info.transaction_status != 0:  # pragma: no cover
+                self.conn.execute("ROLLBACK")
+            now = self._invalid_indexes()
+            left = now - before
+            if named:
+                row = self.conn.execute(
+                    "SELECT format('%%I.%%I', n.nspname, c.relname) FROM pg_index i "
+                    "JOIN pg_class c ON c.oid = i.indexrelid "
+                    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE NOT i.indisvalid AND i.indexrelid = to_regclass(%s)",
+                    (named,),
+                ).fetchone()
+                if row:
+                    left.add(row[0])
+            return sorted(left)
+        except psycopg.Error:
+            return []
+
+    def close(self) -> None:
+        if not self.conn.closed:
+            self.conn.close()

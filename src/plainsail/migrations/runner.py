@@ -1,0 +1,156 @@
+"""`plainsail migrate`: apply pending SQL files, each all-or-nothing, recorded as it commits.
+
+Standard library only, plus psycopg when the database is PostgreSQL: this module runs
+inside application containers built from Debian's python3 packages.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from plainsail import __version__
+from plainsail.errors import MigrationError
+from plainsail.migrations import dburl
+from plainsail.migrations.dburl import DatabaseURL
+from plainsail.migrations.files import MigrationFile, check_file, discover
+from plainsail.migrations.history import AppliedRow, Plan, plan
+
+MYSQL_REFUSAL = (
+    "MySQL and MariaDB commit every DDL statement on their own, so a file that fails "
+    "halfway stays half-applied and no transaction can undo it"
+)
+
+
+@dataclass(frozen=True)
+class Options:
+    folder: Path
+    database: DatabaseURL
+    lock_timeout: float = 5.0
+    statement_timeout: float = 300.0
+    wait: float = 300.0
+    allow_non_transactional_ddl: bool = False
+
+
+@dataclass(frozen=True)
+class AppliedNow:
+    name: str
+    execution_ms: float
+    no_transaction: bool = False
+
+
+@dataclass
+class Result:
+    database: str
+    applied: list[AppliedNow] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # applied meanwhile by another runner
+    already: int = 0
+
+
+class Database(Protocol):
+    """What the runner needs from a database; one implementation per kind."""
+
+    def read_applied(self) -> list[AppliedRow] | None: ...  # None: no bookkeeping table
+    def prepare(self) -> None: ...
+    def acquire_lock(self, wait: float, on_wait: Callable[[str], None]) -> None: ...
+    def release_lock(self) -> None: ...
+    def apply(self, f: MigrationFile, applied_by: str) -> float | None: ...
+    def apply_no_transaction(self, f: MigrationFile, applied_by: str) -> float: ...
+    def close(self) -> None: ...
+
+
+def applied_by() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid()) if hasattr(os, "getuid") else "unknown"
+    return f"{user}@{socket.gethostname()} plainsail {__version__}"
+
+
+def open_database(opts: Options, warn: Callable[[str], None]) -> Database:
+    url = opts.database
+    if url.kind == dburl.MYSQL:
+        if not opts.allow_non_transactional_ddl:
+            raise MigrationError(
+                f"refusing to migrate {url}: {MYSQL_REFUSAL}. Pass "
+                "--allow-non-transactional-ddl to accept that risk"
+            )
+        warn(f"{MYSQL_REFUSAL}; --allow-non-transactional-ddl accepts that on this run")
+        raise MigrationError(
+            "plainsail migrate has no MySQL/MariaDB driver yet; run your migrations with "
+            "your framework's tool (migrate.command in plainsail.yml)"
+        )
+    if url.kind == dburl.SQLITE:
+        from plainsail.migrations.sqlite import SqliteDatabase
+
+        return SqliteDatabase(url, busy_timeout=opts.wait)
+    from plainsail.migrations.postgres import PostgresDatabase
+
+    return PostgresDatabase(url, lock_timeout=opts.lock_timeout,
+                            statement_timeout=opts.statement_timeout)
+
+
+def _load(opts: Options) -> list[MigrationFile]:
+    files = discover(opts.folder)
+    for f in files:
+        check_file(f)  # refuse unrunnable files before anything runs
+    return files
+
+
+def _refuse(problems: list[str]) -> MigrationError:
+    if len(problems) == 1:
+        return MigrationError(f"refusing to migrate: {problems[0]}")
+    lines = "\n".join(f"  - {p}" for p in problems)
+    return MigrationError(f"refusing to migrate, {len(problems)} problems:\n{lines}")
+
+
+def status(opts: Options, warn: Callable[[str], None]) -> Plan:
+    """Applied and pending files and any problems; changes nothing."""
+    files = _load(opts)
+    db = open_database(opts, warn)
+    try:
+        rows = db.read_applied() or []
+    finally:
+        db.close()
+    return plan(files, rows)
+
+
+def migrate(
+    opts: Options,
+    say: Callable[[str], None],
+    warn: Callable[[str], None],
+) -> Result:
+    """Apply every pending file in order; stop at the first failure (already rolled back)."""
+    files = _load(opts)
+    db = open_database(opts, warn)
+    result = Result(database=str(opts.database))
+    try:
+        db.acquire_lock(opts.wait, say)
+        try:
+            db.prepare()
+            p = plan(files, db.read_applied() or [])
+            if p.problems:
+                raise _refuse(p.problems)
+            result.already = len(p.applied)
+            by = applied_by()
+            for f in p.pending:
+                if f.no_transaction:
+                    ms: float | None = db.apply_no_transaction(f, by)
+                else:
+                    ms = db.apply(f, by)
+                if ms is None:
+                    result.skipped.append(f.name)
+                    say(f"  {f.name}: already applied by another runner")
+                    continue
+                result.applied.append(AppliedNow(f.name, ms, f.no_transaction))
+                say(f"  applied {f.name} ({ms:.0f}ms)")
+        finally:
+            db.release_lock()
+    finally:
+        db.close()
+    return result
