@@ -54,7 +54,7 @@ need_root mkdir -p /run/sshd
 
 # 5. A small local base image: nothing needs a public registry. It carries Debian's builds
 #    of plainsail's dependencies, so app images can install plainsail offline.
-base_pkgs=python3,python3-pip,python3-psycopg,python3-yaml,python3-cryptography,python3-cffi-backend,python3-httpx,python3-nacl
+base_pkgs=python3,python3-pip,python3-psycopg,python3-yaml,python3-cryptography,python3-cffi-backend,python3-cffi,python3-pycparser,python3-ply,python3-httpx,python3-nacl
 have=$(docker image inspect --format '{{index .Config.Labels "dev.plainsail.base-packages"}}' "$base_image" 2>/dev/null || true)
 if [ "$have" != "$base_pkgs" ]; then
   log "building base image $base_image with debootstrap (about a minute)"

@@ -3,4 +3,5 @@ pytest_plugins = [
     "tests.support.gitrepo",
     "tests.support.sshd",
     "tests.support.notes_app",
+    "tests.support.deploy_env",
 ]

@@ -219,5 +219,14 @@ def _push_config(cfg: Config, local: LocalExecutor) -> Iterator[str | None]:
 
 
 def _last_line(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1].strip() if lines else "no output"
+    """The most telling line of docker's output: the last error line, else the last line
+    that is not the legacy builder's "The command ... returned a non-zero code"."""
+    import re
+
+    clean = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    lines = [line.strip() for line in clean.splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.lower()
+              and not line.startswith("The command ")]
+    rest = [line for line in lines if not line.startswith("The command ")]
+    pick = errors or rest or lines
+    return pick[-1][:300] if pick else "no output"

@@ -13,8 +13,7 @@ from typing import Any
 from plainsail import hoststate
 from plainsail.config import Config
 from plainsail.containers import current, list_service
-from plainsail.deploy import SUCCEEDED, Reporter, Request, _print
-from plainsail.deploy import deploy as run_deploy
+from plainsail.deploy import SUCCEEDED, Deploy, Reporter, Request, _print
 from plainsail.errors import DeployError, UsageError
 from plainsail.fleet import opened
 
@@ -74,9 +73,10 @@ def choose(cfg: Config, hosts: list[str], to: str | None) -> tuple[str, str, str
 
 
 def rollback(cfg: Config, *, to: str | None = None, hosts: list[str] | None = None,
-             dry_run: bool = False, report: Reporter = _print) -> dict[str, Any]:
+             dry_run: bool = False, report: Reporter = _print,
+             environ: dict[str, str] | None = None) -> dict[str, Any]:
     hosts = hosts or []
     tag, digest, running = choose(cfg, hosts, to)
     req = Request(ref=f"{tag}@{digest}", hosts=hosts, skip_migrations=True, dry_run=dry_run,
                   force=True, kind="rollback", rollback_from=running)
-    return run_deploy(cfg, req, report)
+    return Deploy(cfg, req, report, environ=environ).run()

@@ -1,0 +1,11 @@
+"""`plainsail demo`: the whole pipeline on the bundled example app, narrated."""
+
+from __future__ import annotations
+
+import argparse
+
+from plainsail.demo import Demo
+
+
+def run(args: argparse.Namespace) -> int:
+    return Demo(keep=args.keep, workdir=args.workdir).run()
