@@ -1,0 +1,63 @@
+"""The docs cannot drift: every command is documented, every config key too, and the
+README's two top commands are the scripts CI runs."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import fields, is_dataclass
+from pathlib import Path
+
+from plainsail import config as configlib
+from plainsail.cli import COMMANDS, build_parser
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_command_is_documented() -> None:
+    cli_doc = (ROOT / "docs" / "cli.md").read_text()
+    for name in COMMANDS:
+        assert f"`plainsail {name}" in cli_doc, name
+
+
+def test_every_config_key_is_documented() -> None:
+    doc = (ROOT / "docs" / "configuration.md").read_text()
+
+    def walk(cls: type, prefix: str) -> None:
+        for f in fields(cls):
+            if f.name == "path":
+                continue
+            key = f"{prefix}{f.name}"
+            t = {"registry": configlib.RegistryAuth, "build": configlib.BuildConfig,
+                 "signing": configlib.SigningConfig, "ssh": configlib.SSHConfig,
+                 "app": configlib.AppConfig, "migrate": configlib.MigrateConfig,
+                 "health": configlib.HealthConfig}.get(f.name) if not prefix else None
+            if t is not None and is_dataclass(t):
+                walk(t, f"{key}.")
+            elif f.name == "notify":
+                assert "`notify[].webhook`" in doc
+            else:
+                assert f"`{key}`" in doc, key
+
+    walk(configlib.Config, "")
+
+
+def test_readme_top_commands_and_ci() -> None:
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"```sh\n(.*?)```", readme, re.S)
+    assert block and readme.index("```sh") < 40
+    lines = [line.split("#")[0].strip() for line in block.group(1).splitlines() if line.strip()]
+    assert lines == ["bash scripts/demo.sh", "bash scripts/test.sh"]
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "scripts/test.sh" in ci
+
+
+def test_help_is_fast_and_light() -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", "import sys, plainsail.cli; plainsail.cli.build_parser(); "
+         "print(','.join(m for m in sys.modules if m.startswith(('httpx','cryptography',"
+         "'psycopg','pglast','yaml'))))"], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+    assert build_parser().prog == "plainsail"
