@@ -19,6 +19,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -50,10 +52,21 @@ def db_url(admin: str, name: str) -> str:
     return urlunsplit((p.scheme, p.netloc, f"/{name}", p.query, ""))
 
 
-def timed(fn) -> float:  # type: ignore[no-untyped-def]
+def timed(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+def run_plainsail(folder: Path, url: str) -> None:
+    subprocess.run([sys.executable, "-m", "plainsail", "migrate", "--dir", str(folder),
+                    "--database-url", url], check=True, stdout=subprocess.DEVNULL)
+
+
+def run_psql(folder: Path, url: str) -> None:
+    for f in sorted(folder.glob("*.sql")):
+        subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-1", "-f", str(f), url],
+                       check=True, stdout=subprocess.DEVNULL)
 
 
 def bench_apply(admin: str, folder: Path, rounds: int) -> tuple[float, float]:
@@ -67,21 +80,9 @@ def bench_apply(admin: str, folder: Path, rounds: int) -> tuple[float, float]:
                 url = db_url(admin, name)
                 try:
                     if tool == "plainsail":
-                        cmd = [sys.executable, "-m", "plainsail", "migrate", "--dir",
-                               str(folder), "--database-url", url]
-                        t = timed(lambda: subprocess.run(cmd, check=True,
-                                                         stdout=subprocess.DEVNULL))
-                        best_ps = min(best_ps, t)
+                        best_ps = min(best_ps, timed(partial(run_plainsail, folder, url)))
                     else:
-                        files = sorted(folder.glob("*.sql"))
-
-                        def run_psql() -> None:
-                            for f in files:
-                                subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1",
-                                                "-1", "-f", str(f), url], check=True,
-                                               stdout=subprocess.DEVNULL)
-
-                        best_psql = min(best_psql, timed(run_psql))
+                        best_psql = min(best_psql, timed(partial(run_psql, folder, url)))
                 finally:
                     admin_conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     finally:

@@ -203,3 +203,10 @@ def test_reads_django_sqlmigrate(tmp_path: Path, capsys, monkeypatch) -> None:
     monkeypatch.setattr("sys.stdin", io.StringIO(DJANGO))
     assert main(["lint", "migrations", "-"]) == 1
     assert "<stdin>:6: error drop-default" in capsys.readouterr().out
+
+
+def test_statements_outside_a_tools_begin_commit_run_outside_a_transaction() -> None:
+    sql = "BEGIN;\nCREATE TABLE t (a int);\nCOMMIT;\nDROP INDEX CONCURRENTLY i;\n"
+    assert "concurrently-in-transaction" not in _active(sql)
+    sql = "BEGIN;\nDROP INDEX CONCURRENTLY i;\nCOMMIT;\n"
+    assert "concurrently-in-transaction" in _active(sql)

@@ -1,8 +1,8 @@
+import pytest
+
+from plainsail.errors import MigrationError
 from plainsail.migrations.files import MigrationFile, check_file, non_transactional, read_file
 from plainsail.migrations.sqlsplit import split_sql
-
-import pytest
-from plainsail.errors import MigrationError
 
 
 def test_statements_and_lines() -> None:
