@@ -1,5 +1,6 @@
 pytest_plugins = [
     "tests.support.services",
+    "tests.support.postgres",
     "tests.support.gitrepo",
     "tests.support.sshd",
     "tests.support.notes_app",

@@ -210,7 +210,7 @@ class DeployDir:
         out = self.host_run("docker", "ps", "-a", "--filter",
                             f"label=dev.plainsail.service={self.service}",
                             "--format", "{{.Names}} {{.State}}").stdout
-        return sorted(out.split("\n")) if out.strip() else []
+        return sorted(line for line in out.splitlines() if line.strip())
 
     def host_records(self) -> list[dict[str, object]]:
         home = self.ssh.home if self.ssh else os.path.expanduser("~")

@@ -80,6 +80,12 @@ def lint_text(path: str, text: str) -> list[Finding]:
                                 f"cannot parse: {exc.args[0]}"))
         return findings
     state = FileState()
+    # A plainsail file runs inside the runner's transaction; output of Alembic or Django,
+    # which prints its own BEGIN/COMMIT, runs outside one between them.
+    from pglast import ast
+
+    if any(isinstance(r.stmt, ast.TransactionStmt) for r in raw):
+        state.in_transaction = False
     no_tx = bool(_MARKER.search(text))
     if no_tx:
         state.in_transaction = False

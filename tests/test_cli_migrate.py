@@ -1,0 +1,92 @@
+"""`python -m plainsail ...` as a user runs it: exit codes, one-line errors, no tracebacks,
+and the migrate code path importing only what Debian's python3 packages provide."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def plainsail(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    full_env.update(PYTHONPATH=SRC, **env)
+    return subprocess.run([sys.executable, "-m", "plainsail", *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_migrate_without_config_from_env(tmp_path: Path) -> None:
+    (tmp_path / "migrations").mkdir()
+    (tmp_path / "migrations" / "0001_a.sql").write_text("CREATE TABLE a (x int);\n")
+    r = plainsail("migrate", cwd=tmp_path, DATABASE_URL="sqlite:///app.db")
+    assert r.returncode == 0, r.stderr
+    assert "applied 0001_a.sql" in r.stdout
+    r = plainsail("migrate", "status", cwd=tmp_path, DATABASE_URL="sqlite:///app.db")
+    assert r.returncode == 0 and "1 applied, 0 pending" in r.stdout
+
+
+def test_failure_is_one_line_without_traceback(tmp_path: Path) -> None:
+    mig = tmp_path / "sql"
+    mig.mkdir()
+    (mig / "0001_a.sql").write_text("CREATE TABLE a (x int);\nCREATE TABLE a (x int);\n")
+    r = plainsail("migrate", cwd=tmp_path, DATABASE_URL=str(tmp_path / "x.db"),
+                  PLAINSAIL_MIGRATIONS=str(mig))
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: 0001_a.sql: statement 2 of 2 "
+                                                   "(line 2) failed: table a already exists")
+
+
+@pytest.mark.integration
+def test_postgres_failure_hides_password(tmp_path: Path, pg_url: str) -> None:
+    (tmp_path / "migrations").mkdir()
+    (tmp_path / "migrations" / "0001_a.sql").write_text("SELECT 1;\n")
+    bad = pg_url.replace(":plainsail@", ":Hunter2-x@")
+    r = plainsail("migrate", cwd=tmp_path, DATABASE_URL=bad)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "Hunter2-x" not in r.stderr + r.stdout and ":***@" in r.stderr
+
+
+def test_mysql_is_refused_and_warned(tmp_path: Path) -> None:
+    (tmp_path / "migrations").mkdir()
+    url = "mysql://app:pw1234@db/app"
+    r = plainsail("migrate", cwd=tmp_path, DATABASE_URL=url)
+    assert r.returncode == 1 and "commit every DDL statement on their own" in r.stderr
+    assert "pw1234" not in r.stderr
+    r = plainsail("migrate", "--allow-non-transactional-ddl", cwd=tmp_path, DATABASE_URL=url)
+    assert r.returncode == 1 and r.stderr.startswith("warning: MySQL and MariaDB commit")
+
+
+def test_bad_duration_is_a_usage_error(tmp_path: Path) -> None:
+    r = plainsail("migrate", "--lock-timeout", "soon", cwd=tmp_path, DATABASE_URL="x.db")
+    assert r.returncode == 2 and r.stderr.startswith("error: --lock-timeout:")
+
+
+def test_lint_cli_exit_codes(tmp_path: Path) -> None:
+    pytest.importorskip("pglast")
+    (tmp_path / "migrations").mkdir()
+    (tmp_path / "migrations" / "0001.sql").write_text("DROP TABLE users;\n")
+    r = plainsail("lint", "migrations", cwd=tmp_path)
+    assert r.returncode == 1 and "error drop-table" in r.stdout and not r.stderr
+    r = plainsail("lint", "migrations", "missing/", cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+def test_migrate_imports_only_stdlib_psycopg_and_yaml() -> None:
+    code = (
+        "import sys\n"
+        "import plainsail.cli, plainsail.commands.migrate, plainsail.migrations.postgres, "
+        "plainsail.migrations.sqlite\n"
+        "bad = sorted({m.split('.')[0] for m in sys.modules} & {'pglast', 'httpx', "
+        "'cryptography', 'httpcore', 'anyio', 'idna', 'certifi'})\n"
+        "print(','.join(bad))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": SRC},
+                       capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == ""
