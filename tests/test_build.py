@@ -112,7 +112,8 @@ def test_wrong_password_and_no_secret_in_output(tmp_path: Path, auth_registry: R
     repo = make_service_repo(tmp_path / "svc", auth_registry.host, extra)
     bad = plainsail("build", cwd=repo.path, env={"REG_PW": "wrong-pass-xyz"})
     assert bad.code == 1 and "ci" in bad.err and "wrong-pass-xyz" not in bad.text
-    good = plainsail("build", "--verbose", cwd=repo.path, env={"REG_PW": auth_registry.password or ""})
+    good = plainsail("build", "--verbose", cwd=repo.path,
+                     env={"REG_PW": auth_registry.password or ""})
     try:
         assert good.code == 0, good.text
         assert auth_registry.password not in good.text

@@ -565,7 +565,9 @@ def parse(text: str, path: Path, env: Mapping[str, str] | None = None) -> Config
     return cfg
 
 
-def load(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
+def load(
+    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> Config:
     """Read and validate a config file (default: ./plainsail.yml)."""
     p = Path(path or DEFAULT_FILE)
     try:
@@ -599,6 +601,6 @@ def to_display(cfg: Config) -> dict[str, Any]:
         return value
 
     del asdict
-    data = conv(cfg)
+    data: dict[str, Any] = conv(cfg)
     data.pop("path", None)
     return data

@@ -112,7 +112,7 @@ class Demo:
         except OSError as exc:
             status, body = 0, str(exc)
         self.say(f"GET /health -> {status} {body.strip()}")
-        return body
+        return str(body)
 
     # -- the story
     def run(self) -> int:
@@ -174,7 +174,7 @@ class Demo:
         self.chapter("What happened (plainsail history) and what runs now (plainsail status)")
         self._cli(ws, "history")
         self._cli(ws, "status")
-        return summary["outcome"] == "succeeded"
+        return bool(summary["outcome"] == "succeeded")
 
     def _release(self, ws: Workspace, cfg: configlib.Config, changes: dict[str, str] | None,
                  label: str) -> dict[str, Any]:

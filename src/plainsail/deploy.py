@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
+from functools import partial
 from datetime import UTC, datetime
 from typing import Any
 
@@ -246,8 +247,8 @@ def resolve_target(cfg: Config, req: Request) -> Target:
     if digest is None and req.pinned_digest:
         digest = req.pinned_digest
     if digest is None:
-        rec = buildrecords.find(cfg, tag)
-        digest = rec.digest if rec else None
+        found = buildrecords.find(cfg, tag)
+        digest = found.digest if found else None
     if cfg.signing.verify:
         if not cfg.signing.public_key:
             raise SignatureError(
@@ -426,10 +427,11 @@ class Deploy:
                 self._lock(run)
             for run in self.runs:
                 if not run.reuse:
-                    self._step(run, "pull", lambda r=run: r.ex.run(
-                        docker.pull(target.pinned), timeout=PULL_TIMEOUT, what="docker pull"))
-                self._step(run, "env", lambda r=run: hoststate.write_env(r.ex, r.paths,
-                                                                         self.env))
+                    self._step(run, "pull", partial(
+                        run.ex.run, docker.pull(target.pinned), timeout=PULL_TIMEOUT,
+                        what="docker pull"))
+                self._step(run, "env", partial(hoststate.write_env, run.ex, run.paths,
+                                               self.env))
         except PlainsailError as exc:
             reason = f"{_one_line(exc)}; nothing was switched, the running version is untouched"
             for run in self.runs:
@@ -461,7 +463,7 @@ class Deploy:
                 return run.outcome, run.reason
         for run in self.runs:
             with suppress(PlainsailError):
-                self._step(run, "prune", lambda r=run: self._prune(r))
+                self._step(run, "prune", partial(self._prune, run))
             run.outcome = SUCCEEDED
         return SUCCEEDED, f"{target.tag} is healthy on every host"
 

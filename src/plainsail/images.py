@@ -62,7 +62,8 @@ def mutable_tag_problem(tag: str) -> str | None:
         "contained yesterday"
     )
     if tag == "latest":
-        return f"refusing the tag 'latest': {why}. Deploy the git SHA tag that plainsail build printed"
+        return (f"refusing the tag 'latest': {why}. Deploy the git SHA tag that "
+                "plainsail build printed")
     return (
         f"refusing the tag {tag!r}: plainsail only uses tags derived from the git commit "
         f"(its short SHA); {why}"

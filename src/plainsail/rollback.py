@@ -24,7 +24,9 @@ def successes(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(good, key=lambda r: str(r.get("started", "")), reverse=True)
 
 
-def previous_good(records: Sequence[dict[str, Any]], running_tag: str | None) -> dict[str, Any] | None:
+def previous_good(
+    records: Sequence[dict[str, Any]], running_tag: str | None
+) -> dict[str, Any] | None:
     """The newest success before the one now running, with another tag."""
     good = successes(records)
     if running_tag:

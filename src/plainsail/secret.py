@@ -41,7 +41,7 @@ class Secret:
     def __hash__(self) -> int:
         return hash(("Secret", hashlib.sha256(self._value.encode()).hexdigest()))
 
-    def __reduce__(self) -> object:  # never pickled/copied into logs by accident
+    def __reduce__(self) -> str | tuple[object, ...]:  # never pickled into a file by accident
         raise TypeError("Secret values cannot be pickled")
 
 
