@@ -3,6 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+.venv/bin/ruff check src tests bench
+.venv/bin/mypy src
 set +e
 .venv/bin/python -m pytest "$@"
 code=$?
