@@ -17,7 +17,8 @@ from plainsail.cli import main
 from plainsail.errors import SigningKeyError
 from plainsail.secret import Secret
 
-VECTORS = Path(__file__).resolve().parents[1] / ".." / "shared" / "interop" / "cosign"
+# Real cosign-made vectors (Apache-2.0; sources in data/cosign/README.md), kept in the repo.
+VECTORS = Path(__file__).resolve().parent / "data" / "cosign"
 needs_vectors = pytest.mark.skipif(
     not VECTORS.is_dir(), reason=f"cosign interop vectors not found at {VECTORS}"
 )
