@@ -87,9 +87,15 @@ def test_wrong_database_url_fails_health_and_is_restored(deploy_dir: DeployDir,
     d.config(attempts="8", notify=f"notify:\n  - webhook: {webhook.url}\n")
     assert deploy(d, "v1").code == 0
     wrong = d.db.url_with(password="not-the-password-4711")
-    r = deploy(d, "v2", "--skip-migrations", env={"DATABASE_URL": wrong})
+    summary_md = d.path / "step-summary.md"
+    r = deploy(d, "v2", "--skip-migrations", env={
+        "DATABASE_URL": wrong, "GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(summary_md),
+        "GITHUB_ACTOR": "octo-deployer"})
     assert r.code == 1
     assert "FAILED, RESTORED" in r.out
+    assert "::group::" in r.out and "::endgroup::" in r.out and "::error::" in r.out
+    assert "FAILED-HEALTH-RESTORED" in summary_md.read_text()
+    assert d.host_records()[-1]["who"] == "octo-deployer"
     status, body = d.get()
     assert status == 200 and '"version": "1"' in body
     rec = d.host_records()[-1]
@@ -99,7 +105,7 @@ def test_wrong_database_url_fails_health_and_is_restored(deploy_dir: DeployDir,
     assert "migration" not in rec
     # No secret value anywhere: output, records, notifications.
     everything = r.text + json.dumps(d.host_records()) + "".join(webhook.bodies)
-    everything += (d.path / ".plainsail" / "history.jsonl").read_text()
+    everything += (d.path / ".plainsail" / "history.jsonl").read_text() + summary_md.read_text()
     for secret in ("not-the-password-4711", d.db.password, webhook.url):
         assert secret not in everything
     assert len(webhook.bodies) == 2 and "FAILED-HEALTH-RESTORED" in webhook.bodies[-1]
@@ -250,3 +256,31 @@ def test_local_host_deploy(local_deploy_dir: DeployDir) -> None:
     r = deploy(d, "v1")
     assert r.code == 0, r.text
     assert d.get()[0] == 200
+
+
+def test_sigterm_mid_deploy_restores_unlocks_and_records(deploy_dir: DeployDir) -> None:
+    import signal
+    import sys
+
+    d = deploy_dir
+    d.config(attempts="40", interval="250ms")
+    assert deploy(d, "v1").code == 0
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "plainsail", "deploy", d.builds.ref("slow")], cwd=d.path,
+        env={**os.environ, **d.env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if "start-new: ok" in line:  # the slow version is booting: the gate is polling
+            proc.send_signal(signal.SIGTERM)
+            break
+    out, err = proc.communicate(timeout=120)
+    text = "".join(seen) + out + err
+    assert proc.returncode == 130, text
+    assert "INTERRUPTED" in text and "Traceback" not in text
+    rec = d.host_records()[-1]
+    assert rec["outcome"] == "interrupted"
+    lock = d.host_run("test", "-e", f"{d.ssh.home}/.plainsail/{d.service}/lock")
+    assert lock.returncode != 0  # released
+    assert '"version": "1"' in d.get()[1]  # the previous version was started again

@@ -345,7 +345,7 @@ class Deploy:
                 outcome, reason = self._execute()
             except Interrupted:
                 outcome, reason = INTERRUPTED, "interrupted by a signal"
-                self._restore_switched("interrupted")
+                self._restore_switched(reason)
             finally:
                 self._unlock_all()
             summary = self._finish(outcome, reason)
@@ -627,12 +627,15 @@ class Deploy:
             self._step_report(run.host.name, f"restore of {prev.tag} UNHEALTHY too")
 
     def _restore_switched(self, why: str) -> None:
+        """After a signal: put back the previous version wherever the switch had begun."""
         for run in self.runs:
             if run.switched and run.outcome != SUCCEEDED:
+                run.reason = why
                 with suppress(PlainsailError, Interrupted):
                     self._restore(run, why, failed_new=True)
-            if not run.outcome or run.outcome == SUCCEEDED:
+            if run.outcome != RESTORE_FAILED:
                 run.outcome = INTERRUPTED
+                run.reason = run.reason or why
 
     def _prune(self, run: HostRun) -> None:
         """Keep the running container and the newest `retain` others; remove the rest."""
