@@ -136,10 +136,39 @@ def test_first_deploy_failing_says_nothing_to_restore(deploy_dir: DeployDir) -> 
 
 def test_slow_start_passes_within_attempts(deploy_dir: DeployDir) -> None:
     d = deploy_dir
-    d.config(attempts="40", interval="250ms")
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    hook = f"http://127.0.0.1:{closed.getsockname()[1]}/hooks/T0KEN-x1"
+    d.config(attempts="40", interval="250ms", notify=f"notify:\n  - webhook: {hook}\n")
     r = deploy(d, "slow")
+    closed.close()
     assert r.code == 0, r.text
     assert d.host_records()[-1]["health"]["attempts"] > 3
+    # An unreachable webhook is reported, never fails the deploy, and is never printed.
+    assert "notify[0]: the webhook could not be reached" in r.err and "T0KEN" not in r.text
+
+
+def test_migration_timeout_aborts(deploy_dir: DeployDir) -> None:
+    d = deploy_dir
+    assert deploy(d, "v1").code == 0
+    d.config(extra="")
+    text = (d.path / "plainsail.yml").read_text().replace(
+        "migrate:\n  command: [plainsail, migrate]\n  timeout: 60s",
+        "migrate:\n  command: [sleep, '30']\n  timeout: 2s")
+    (d.path / "plainsail.yml").write_text(text)
+    start = time.monotonic()
+    r = deploy(d, "v2")
+    assert r.code == 1 and "timed out after 2s" in r.out
+    assert time.monotonic() - start < 20
+    assert '"version": "1"' in d.get()[1]
+    leftovers = d.host_run("docker", "ps", "-aq", "--filter", "label=dev.plainsail.role=migrate",
+                           "--filter", f"label=dev.plainsail.service={d.service}").stdout
+    assert leftovers.strip() == ""
+
+
+def test_unknown_host_filter_refused(deploy_dir: DeployDir) -> None:
+    r = deploy(deploy_dir, "v1", "--host", "web-9")
+    assert r.code == 2 and "--host web-9: not in hosts" in r.err
 
 
 def test_on_failure_stop_leaves_failed_state(deploy_dir: DeployDir) -> None:

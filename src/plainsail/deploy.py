@@ -45,7 +45,7 @@ from plainsail.history import append_local
 from plainsail.hosts import Host, parse_host
 from plainsail.images import ImageRef, mutable_tag_problem, split_ref
 from plainsail.output import gha_endgroup, gha_error, gha_group, warn
-from plainsail.runner import Executor, SSHOptions, executor_for, tail_text
+from plainsail.runner import Executor, SSHOptions, executor_for, tail_text, write_file_argv
 from plainsail.secret import Secret
 
 log = logging.getLogger("plainsail.deploy")
@@ -401,7 +401,8 @@ class Deploy:
             lines = [f"# lock {p.lock}"]
             if not run.reuse:
                 lines.append(run.ex.display(docker.pull(self.target.pinned)))
-            lines.append(run.ex.display(["sh", "-c", "...write env file (mode 600)...", p.env]))
+            lines.append(run.ex.display(write_file_argv(p.env, "600")) +
+                         "  # stdin: the env file, secrets included (not shown)")
             if i == 0 and self.cfg.migrate and not self.req.skip_migrations:
                 lines.append(run.ex.display(migrate_argv(self.cfg, self.target, p.env, self.id)))
             if run.previous:

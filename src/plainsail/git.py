@@ -60,7 +60,7 @@ def head(path: Path) -> Commit:
     dirty = tuple(
         line[3:]
         for line in status.splitlines()
-        if line.strip() and not any(line[3:].startswith(p) for p in OWN_PATHS)
+        if line.strip() and not any(f"/{p}" in f"/{line[3:]}" for p in OWN_PATHS)
     )
     desc = git(["describe", "--tags", "--always"], root, check=False)
     describe = desc.stdout.strip() if desc.returncode == 0 else None
