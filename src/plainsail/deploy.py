@@ -423,10 +423,13 @@ class Deploy:
     def _execute(self) -> tuple[str, str]:
         assert self.target
         target = self.target
+        # Hosts already running this exact image are left alone (they are locked all the
+        # same, so nobody changes them under this deploy).
+        active = [r for r in self.runs if r.outcome != UNCHANGED]
         try:
             for run in self.runs:
                 self._lock(run)
-            for run in self.runs:
+            for run in active:
                 if not run.reuse:
                     self._step(run, "pull", partial(
                         run.ex.run, docker.pull(target.pinned), timeout=PULL_TIMEOUT,
@@ -439,12 +442,12 @@ class Deploy:
                 run.outcome, run.reason = ABORTED, reason
             return ABORTED, reason
         if self.cfg.migrate and not self.req.skip_migrations:
-            ok, reason = self._migrate(self.runs[0])
+            ok, reason = self._migrate(active[0])
             if not ok:
                 for run in self.runs:
                     run.outcome, run.reason = FAILED_MIGRATION, reason
                 return FAILED_MIGRATION, reason
-        for i, run in enumerate(self.runs):
+        for i, run in enumerate(active):
             gha_group(f"{run.host.name}: switch to {target.tag}")
             try:
                 ok = self._switch(run)
@@ -455,14 +458,14 @@ class Deploy:
             finally:
                 gha_endgroup()
             if not ok:
-                for other in self.runs[:i]:
+                for other in active[:i]:
                     other.reason = f"{run.host.name} failed its health gate"
                     self._restore(other, other.reason, failed_new=True)
-                for other in self.runs[i + 1:]:
+                for other in active[i + 1:]:
                     other.outcome = ABORTED
                     other.reason = f"not touched: {run.host.name} failed its health gate"
                 return run.outcome, run.reason
-        for run in self.runs:
+        for run in active:
             with suppress(PlainsailError):
                 self._step(run, "prune", partial(self._prune, run))
             run.outcome = SUCCEEDED
@@ -727,7 +730,7 @@ class Deploy:
     def _finish(self, outcome: str, reason: str) -> dict[str, Any]:
         for run in self.runs:
             if not run.outcome:
-                run.outcome = outcome if outcome != SUCCEEDED else SUCCEEDED
+                run.outcome = outcome
                 run.reason = run.reason or reason
             record = self._record(run, run.outcome, run.reason or reason)
             try:
