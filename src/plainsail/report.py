@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import sys
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 VERDICTS = {
@@ -56,3 +57,24 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     out = [fmt.format(*headers).rstrip()]
     out += [fmt.format(*r).rstrip() for r in data]
     return "\n".join(out)
+
+
+def progress_printer(as_json: bool) -> Callable[[str], None]:
+    """Progress lines go to stdout, or to stderr when stdout carries the JSON record."""
+    if as_json:
+        return lambda line: print(line, file=sys.stderr, flush=True)
+    return lambda line: print(line, flush=True)
+
+
+def finish(summary: dict[str, Any], as_json: bool) -> int:
+    """Show a deploy or rollback record (text or JSON), add the CI summary, return the
+    exit code its outcome means."""
+    from plainsail.deploy import exit_code
+    from plainsail.output import append_step_summary, print_json
+
+    if as_json:
+        print_json(summary)
+    else:
+        print(render_summary(summary), flush=True)
+    append_step_summary(summary_markdown(summary))
+    return exit_code(summary)
