@@ -132,10 +132,19 @@ def test_missing_dockerfile(service_repo: ServiceRepo, registry: Registry) -> No
 
 
 def test_failing_docker_build(service_repo: ServiceRepo, registry: Registry) -> None:
-    service_repo.write("Dockerfile", 'FROM scratch\nCOPY missing-file /x\n')
+    import subprocess
+
+    def containers() -> set[str]:
+        return set(subprocess.run(["docker", "ps", "-aq"], capture_output=True,
+                                  text=True).stdout.split())
+
+    service_repo.write("Dockerfile", 'FROM scratch\nCOPY busybox /bin/busybox\n'
+                       'RUN ["/bin/busybox", "false"]\n')
     service_repo.commit("broken")
+    before = containers()
     r = plainsail("build", cwd=service_repo.path)
     assert r.code == 1 and "docker build failed" in r.err and "nothing was pushed" in r.err
+    assert containers() == before  # no intermediate container left behind
     assert client_for(registry).tags(ImageRef(service_repo.image)) == []
 
 

@@ -79,7 +79,7 @@ def test_secret_wrapper() -> None:
 
 def test_build_argv() -> None:
     argv = docker.build(".", "Dockerfile", "r/x:abc1234", {"a": "1"}, {"B": "2"})
-    assert argv == ["docker", "build", "--file", "Dockerfile", "--tag", "r/x:abc1234",
+    assert argv == ["docker", "build", "--force-rm", "--file", "Dockerfile", "--tag", "r/x:abc1234",
                     "--label", "a=1", "--build-arg", "B=2", "."]
 
 

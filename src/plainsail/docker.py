@@ -23,7 +23,8 @@ def build(
     labels: Mapping[str, str],
     build_args: Mapping[str, str],
 ) -> list[str]:
-    argv = ["docker", "build", "--file", dockerfile, "--tag", tag]
+    # --force-rm: a failed step leaves no intermediate container behind.
+    argv = ["docker", "build", "--force-rm", "--file", dockerfile, "--tag", tag]
     for key, value in labels.items():
         argv += ["--label", f"{key}={value}"]
     for key, value in build_args.items():
