@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.support.sshd",
     "tests.support.notes_app",
     "tests.support.deploy_env",
+    "tests.support.multihost",
 ]

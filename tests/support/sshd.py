@@ -173,12 +173,19 @@ def _wait_for_banner(port: int, proc: subprocess.Popen[bytes], log: Path) -> Non
         time.sleep(0.05)
 
 
-def start_sshd(user: str = DEFAULT_USER) -> tuple[SSHHost, subprocess.Popen[bytes]]:
-    """Start sshd for `user` on a free port; return the host and the sshd process."""
+def start_sshd(
+    user: str = DEFAULT_USER, *, identity_from: Path | None = None, extra_config: str = "",
+    docker_socket: Path = DOCKER_SOCKET,
+) -> tuple[SSHHost, subprocess.Popen[bytes]]:
+    """Start sshd for `user` on a free port; return the host and the sshd process.
+
+    identity_from reuses another host's client key (one ssh.identity_file for a fleet);
+    extra_config adds sshd_config lines (e.g. SetEnv DOCKER_HOST=... for a second engine).
+    """
     if not Path(SSHD).exists() or not shutil.which("ssh-keygen"):
         pytest.fail("openssh-server is not installed; run scripts/setup.sh")
     entry = ensure_user(user)
-    ensure_docker_socket_group()
+    ensure_docker_socket_group(docker_socket)
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation dir
 
     directory = Path(tempfile.mkdtemp(prefix="pssshd-"))
@@ -187,7 +194,11 @@ def start_sshd(user: str = DEFAULT_USER) -> tuple[SSHHost, subprocess.Popen[byte
     host_key = directory / "ssh_host_ed25519_key"
     identity = directory / "id_ed25519"
     _keygen(host_key, "plainsail-test-host")
-    _keygen(identity, "plainsail-test-client")
+    if identity_from is None:
+        _keygen(identity, "plainsail-test-client")
+    else:
+        shutil.copy2(identity_from, identity)
+        shutil.copy2(f"{identity_from}.pub", f"{identity}.pub")
     authorized = directory / "authorized_keys"
     authorized.write_text((directory / "id_ed25519.pub").read_text())
     authorized.chmod(0o644)
@@ -219,6 +230,7 @@ def start_sshd(user: str = DEFAULT_USER) -> tuple[SSHHost, subprocess.Popen[byte
         "MaxStartups 64:30:128\n"
         "Subsystem sftp internal-sftp\n"
         "LogLevel VERBOSE\n"
+        + extra_config
     )
     log = directory / "sshd.log"
     with open(log, "wb") as log_file:
