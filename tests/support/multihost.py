@@ -124,9 +124,18 @@ class TinyApp:
 
 DOCKERFILE = """FROM scratch
 COPY busybox /bin/busybox
+COPY start.sh /start.sh
 ARG VERSION
 ENV VERSION=$VERSION
-CMD ["/bin/busybox", "sh", "-c", "/bin/busybox mkdir -p /www && if [ -e /flag/fail-$VERSION ]; then echo '{\\"database\\": \\"down\\"}' > /www/health; else echo '{\\"database\\": \\"ok\\", \\"version\\": \\"'$VERSION'\\"}' > /www/health; fi; exec /bin/busybox httpd -f -p 8080 -h /www"]
+CMD ["/bin/busybox", "sh", "/start.sh"]
+"""
+START = """/bin/busybox mkdir -p /www
+if [ -e "/flag/fail-$VERSION" ]; then
+  echo '{"database": "down"}' > /www/health
+else
+  echo '{"database": "ok", "version": "'"$VERSION"'"}' > /www/health
+fi
+exec /bin/busybox httpd -f -p 8080 -h /www
 """
 
 
@@ -137,6 +146,7 @@ def tiny_app(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> It
     ctx = tmp_path_factory.mktemp("tiny")
     shutil.copy("/bin/busybox", ctx / "busybox")
     (ctx / "Dockerfile").write_text(DOCKERFILE)
+    (ctx / "start.sh").write_text(START)
     image = registry.repo(f"t/tiny-{uuid.uuid4().hex[:8]}")
     versions = {}
     for n in ("1", "2", "3"):
