@@ -49,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
         rows.append([
             str(a.get("started", ""))[:19].replace("T", " "), tag,
             str(a.get("digest") or "")[7:19], a.get("who", ""), a.get("outcome", ""),
-            f"{float(a.get('seconds') or 0):.1f}s", ",".join(a.get("hosts") or []) or "(local)",
+            f"{float(a.get('seconds') or 0):.1f}s",
+            "(stopped in preflight)" if a.get("preflight") else ",".join(a.get("hosts") or []),
         ])
     say(table(["WHEN (UTC)", "TAG", "DIGEST", "WHO", "OUTCOME", "TOOK", "HOSTS"], rows))
     failed = [a for a in attempts if a.get("outcome") not in ("succeeded", "unchanged")]
