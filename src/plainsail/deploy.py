@@ -696,6 +696,7 @@ class Deploy:
             "outcome": outcome,
             "reason": reason,
             "skip_migrations": self.req.skip_migrations,
+            "requested": self.req.ref,
         }
         if self.req.kind == "rollback":
             rec["rollback_from"] = self.req.rollback_from

@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     rows = []
     for a in attempts:
-        tag = str(a.get("tag") or "-")
+        tag = str(a.get("tag") or a.get("requested") or "-")
         if a.get("kind") == "rollback":
             tag = f"{a.get('rollback_from') or '?'} -> {tag} (rollback)"
         rows.append([
