@@ -26,9 +26,10 @@ from typing import Any
 
 from plainsail import config as configlib
 from plainsail.build import run_build
-from plainsail.deploy import Deploy, Request
+from plainsail.deploy import Deploy
 from plainsail.errors import PlainsailError
 from plainsail.keys import generate
+from plainsail.plan import Request
 from plainsail.report import render_summary
 from plainsail.rollback import rollback
 from plainsail.secret import Secret

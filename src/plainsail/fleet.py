@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from plainsail import hoststate
 from plainsail.config import Config
-from plainsail.deploy import select_hosts, ssh_options
 from plainsail.hosts import Host
+from plainsail.plan import select_hosts, ssh_options
 from plainsail.runner import Executor, executor_for
 
 

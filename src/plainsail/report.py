@@ -69,7 +69,7 @@ def progress_printer(as_json: bool) -> Callable[[str], None]:
 def finish(summary: dict[str, Any], as_json: bool) -> int:
     """Show a deploy or rollback record (text or JSON), add the CI summary, return the
     exit code its outcome means."""
-    from plainsail.deploy import exit_code
+    from plainsail.outcomes import exit_code
     from plainsail.output import append_step_summary, print_json
 
     if as_json:

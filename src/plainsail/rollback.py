@@ -13,9 +13,11 @@ from typing import Any
 from plainsail import hoststate
 from plainsail.config import Config
 from plainsail.containers import current, list_service
-from plainsail.deploy import SUCCEEDED, Deploy, Reporter, Request, _print
+from plainsail.deploy import Deploy, Reporter, _print
 from plainsail.errors import DeployError, UsageError
 from plainsail.fleet import opened
+from plainsail.outcomes import SUCCEEDED
+from plainsail.plan import Request
 
 
 def successes(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

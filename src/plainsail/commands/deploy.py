@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from plainsail import config as configlib
-from plainsail.deploy import Request, deploy
+from plainsail.deploy import deploy
+from plainsail.plan import Request
 from plainsail.report import finish, progress_printer
 
 

@@ -10,10 +10,10 @@ from typing import Any
 from plainsail import config as configlib
 from plainsail import hoststate
 from plainsail.containers import current, list_service
-from plainsail.deploy import health_target
 from plainsail.fleet import opened
 from plainsail.health import check, probe_once
 from plainsail.output import print_json, say
+from plainsail.plan import health_target
 
 
 def run(args: argparse.Namespace) -> int:
