@@ -33,6 +33,13 @@ fi
 
 # 2. Docker Engine (no systemd here: start dockerd by hand when it does not answer).
 if ! docker info >/dev/null 2>&1; then
+  # A dockerd killed without a chance to clean up leaves its pid file behind, and a new one
+  # refuses to start while it exists. Remove it when that process is gone.
+  for pidfile in /var/run/docker.pid /var/run/docker/containerd/containerd.pid; do
+    if [ -f "$pidfile" ] && ! kill -0 "$(cat "$pidfile" 2>/dev/null)" 2>/dev/null; then
+      need_root rm -f "$pidfile"
+    fi
+  done
   log "starting dockerd"
   need_root bash -c "setsid /usr/sbin/dockerd >'$state/dockerd.log' 2>&1 < /dev/null &"
   for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
@@ -42,6 +49,12 @@ fi
 # 3. PostgreSQL 15 cluster.
 pgver=$(ls /usr/lib/postgresql | sort -n | tail -1)
 if ! pg_lsclusters -h 2>/dev/null | awk '{print $4}' | grep -q online; then
+  # A server killed without a chance to clean up leaves lock files that stop a new one.
+  for lock in /var/run/postgresql/.s.PGSQL.*.lock "/var/lib/postgresql/$pgver/main/postmaster.pid"; do
+    if [ -f "$lock" ] && ! kill -0 "$(head -1 "$lock" 2>/dev/null)" 2>/dev/null; then
+      need_root rm -f "$lock"
+    fi
+  done
   log "starting PostgreSQL $pgver"
   pg_lsclusters -h | grep -q "^$pgver main" || need_root pg_createcluster "$pgver" main >/dev/null
   need_root pg_ctlcluster --skip-systemctl-redirect "$pgver" main start

@@ -32,11 +32,12 @@ def _docker2(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]
 
 
 def _stop_old_daemon() -> None:
+    """Stop a second engine left by an earlier run; drop its pid file if it died."""
     if PIDFILE.exists():
         try:
             os.kill(int(PIDFILE.read_text().strip()), 15)
         except (ValueError, ProcessLookupError):
-            pass
+            PIDFILE.unlink(missing_ok=True)
         for _ in range(100):
             if not PIDFILE.exists():
                 break
