@@ -342,8 +342,13 @@ class Demo:
     def _explain_keep(self, ws: Workspace) -> None:
         self.chapter("Left running (--keep)")
         self.say(f"the app answers on {ws.health_url}")
-        self.say(f"workspace: {ws.app}  (run plainsail status / history / rollback there, "
-                 f"with DATABASE_URL={ws.database_url.replace(ws.db_password, '***')})")
+        env_file = ws.app / ".plainsail" / "demo.env"
+        env_file.parent.mkdir(exist_ok=True)
+        fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"DATABASE_URL={ws.database_url}\n")
+        self.say(f"workspace: {ws.app}; to run plainsail status / history / rollback there:")
+        self.say(f"  cd {ws.app} && set -a && . .plainsail/demo.env && set +a")
         pid = ws.registry_proc.pid if ws.registry_proc else "?"
         self.say(f"the demo registry keeps running (pid {pid}); to remove everything:")
         self.say(f"  kill {pid}")
@@ -351,6 +356,8 @@ class Demo:
                  f"{ws.service})")
         self.say(f"  su postgres -c \"psql -c 'DROP DATABASE {ws.db_name} WITH (FORCE)' -c "
                  f"'DROP ROLE {ws.db_role}'\"")
+        self.say(f"  docker image rm $(docker image ls -q 127.0.0.1:{ws.registry_port}/demo/"
+                 "notes-api)")
         self.say(f"  rm -rf {ws.root} ~/.plainsail/{ws.service}")
 
 
