@@ -81,6 +81,7 @@ if [ "$have" != "$base_pkgs" ]; then
     -c 'ENV PIP_BREAK_SYSTEM_PACKAGES=1' \
     -c "LABEL dev.plainsail.base-packages=$base_pkgs" - "$base_image" >/dev/null
   need_root rm -rf "$root"
+  docker image prune -f --filter label=dev.plainsail.base-packages >/dev/null  # the old one
 fi
 
 # 6. plainsail itself, in a virtual environment.
