@@ -49,7 +49,7 @@ def test_first_deploy_then_second_replaces_and_prunes(deploy_dir: DeployDir) -> 
     assert rec["previous_tag"] == d.builds.versions["v1"].tag
     # v1 is kept stopped as the rollback target (retain: 1)
     v1, v2 = d.builds.versions["v1"].tag, d.builds.versions["v2"].tag
-    assert d.containers() == [f"{d.service}-{v1} exited", f"{d.service}-{v2} running"]
+    assert d.containers() == sorted([f"{d.service}-{v1} exited", f"{d.service}-{v2} running"])
 
     # A third deploy (v1 again, forced) leaves one retained container: retention prunes.
     r3 = d.run("deploy", d.builds.ref("v1"), "--force")
