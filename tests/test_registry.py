@@ -7,6 +7,7 @@ import base64
 import http.client
 import http.server
 import json
+import os
 import threading
 import uuid
 from collections.abc import Iterator
@@ -285,3 +286,34 @@ def test_bearer_wrong_password_is_clear(token_proxy: TokenProxy) -> None:
     msg = str(err.value)
     assert f"credentials of user {token_proxy.user!r}" in msg
     assert "nope-nope-nope" not in msg and token_proxy.password not in msg
+
+
+def test_credential_helper_against_the_real_auth_registry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, auth_registry: Registry
+) -> None:
+    """credHelpers / credsStore: a real helper program speaking Docker's helper protocol."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    helper = bindir / "docker-credential-pstest"
+    helper.write_text(
+        "#!/bin/sh\n"
+        '[ "$1" = get ] || exit 1\n'
+        "read server\n"
+        f'if [ "$server" = "{auth_registry.host}" ]; then\n'
+        f'  printf \'{{"ServerURL": "%s", "Username": "ci", '
+        f'"Secret": "{auth_registry.password}"}}\' "$server"\n'
+        "else echo 'credentials not found in native keychain'; exit 1; fi\n")
+    helper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"auths": {}, "credHelpers": {auth_registry.host: "pstest"}}))
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    found = docker_credentials(auth_registry.host)
+    assert found and found[0] == "ci" and found[1].reveal() == auth_registry.password
+    with RegistryClient(auth_registry.host, *found) as client:
+        assert client.tags(ImageRef(f"{auth_registry.host}/t/nothing-here")) == []
+    (tmp_path / "config.json").write_text(json.dumps({"credsStore": "pstest"}))
+    assert docker_credentials("other.example") is None  # "not found": anonymous
+    (tmp_path / "config.json").write_text(json.dumps({"credsStore": "absent"}))
+    with pytest.raises(RegistryError, match="docker-credential-absent is not on PATH"):
+        docker_credentials(auth_registry.host)

@@ -87,6 +87,13 @@ def docker_credentials(registry: str, config_dir: str | None = None) -> tuple[st
     names = [registry, f"https://{registry}", f"http://{registry}", f"https://{registry}/v1/"]
     if registry == "docker.io":
         names += ["https://index.docker.io/v1/", "index.docker.io", "registry-1.docker.io"]
+    helpers = data.get("credHelpers") or {}
+    helper = next((helpers[n] for n in names if n in helpers), None) or data.get("credsStore")
+    if helper:
+        found = helper_credentials(str(helper), names[0] if registry != "docker.io"
+                                   else "https://index.docker.io/v1/")
+        if found:
+            return found
     for name in names:
         entry = auths.get(name)
         if not isinstance(entry, dict):
@@ -103,6 +110,33 @@ def docker_credentials(registry: str, config_dir: str | None = None) -> tuple[st
         if entry.get("username"):
             return entry["username"], Secret(entry.get("password", ""))
     return None
+
+
+def helper_credentials(helper: str, server: str) -> tuple[str, Secret] | None:
+    """Ask a Docker credential helper (`docker-credential-<helper> get`) for `server`."""
+    import shutil
+    import subprocess
+
+    program = f"docker-credential-{helper}"
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", helper) or not shutil.which(program):
+        raise RegistryError(
+            f"Docker's config names the credential helper {helper!r}, but {program} is not "
+            "on PATH; install it, or set registry.username and registry.password"
+        )
+    try:
+        proc = subprocess.run([program, "get"], input=server, capture_output=True, text=True,
+                              timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise RegistryError(f"{program} get failed: {exc}") from None
+    if proc.returncode != 0:
+        if "not found" in (proc.stdout + proc.stderr).lower():
+            return None
+        raise RegistryError(f"{program} get failed: {proc.stderr.strip()[:200] or proc.returncode}")
+    try:
+        data = json.loads(proc.stdout)
+        return str(data["Username"]), Secret(str(data["Secret"]))
+    except (ValueError, KeyError, TypeError):
+        raise RegistryError(f"{program} get did not answer with Username and Secret") from None
 
 
 class RegistryClient:
