@@ -147,7 +147,8 @@ class Deploy:
     """One deploy (or rollback) attempt across the selected hosts."""
 
     def __init__(self, cfg: Config, req: Request, report: Reporter = _print,
-                 environ: dict[str, str] | None = None) -> None:
+                 environ: dict[str, str] | None = None,
+                 executors: dict[str, Executor] | None = None) -> None:
         self.cfg = cfg
         self.req = req
         self.report = report
@@ -162,6 +163,7 @@ class Deploy:
         self.who = who(cfg)
         self.origin = origin()
         self.hosts: list[Host] = []
+        self._given = dict(executors or {})  # open connections to reuse, by host name
 
     # -- entry point
     def run(self) -> dict[str, Any]:
@@ -219,7 +221,9 @@ class Deploy:
                           f"{self.target.digest}" + (" (signature verified)"
                                                      if self.target.verified else ""))
         for host in self.hosts:
-            ex = executor_for(host, ssh_options(cfg), self.secret_values)
+            ex = self._given.pop(host.name, None) or executor_for(
+                host, ssh_options(cfg), self.secret_values)
+            ex.secrets = list(self.secret_values)
             try:
                 paths, version = hoststate.probe(ex, cfg.host_dir, cfg.service)
                 containers = list_service(ex, cfg.service)
@@ -595,6 +599,9 @@ class Deploy:
     def _close(self) -> None:
         for run in self.runs:
             run.ex.close()
+        for ex in self._given.values():
+            ex.close()
+        self._given.clear()
 
 
 def _redact_record(rec: dict[str, Any], secrets: list[Secret]) -> dict[str, Any]:

@@ -21,14 +21,19 @@ class Opened:
 
 
 @contextmanager
-def opened(cfg: Config, wanted: list[str]) -> Iterator[list[Opened]]:
+def opened(cfg: Config, wanted: list[str],
+           executors: dict[str, Executor] | None = None) -> Iterator[list[Opened]]:
+    """The selected hosts, probed. Connections given in `executors` (by host name) are used
+    and left open for the caller; the ones opened here are closed on the way out."""
     hosts = select_hosts(cfg, wanted)
+    given = executors or {}
     out: list[Opened] = []
     try:
         for host in hosts:
-            ex = executor_for(host, ssh_options(cfg), cfg.secrets())
+            ex = given.get(host.name) or executor_for(host, ssh_options(cfg), cfg.secrets())
             out.append(Opened(host, ex, hoststate.probe(ex, cfg.host_dir, cfg.service)[0]))
         yield out
     finally:
         for o in out:
-            o.ex.close()
+            if o.host.name not in given:
+                o.ex.close()

@@ -17,7 +17,8 @@ from plainsail.deploy import Deploy, Reporter, _print
 from plainsail.errors import DeployError, UsageError
 from plainsail.fleet import opened
 from plainsail.outcomes import SUCCEEDED
-from plainsail.plan import Request
+from plainsail.plan import Request, select_hosts, ssh_options
+from plainsail.runner import Executor, executor_for
 
 
 def successes(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -38,11 +39,12 @@ def previous_good(
     return next((r for r in good if r["tag"] != running_tag), None)
 
 
-def choose(cfg: Config, hosts: list[str], to: str | None) -> tuple[str, str, str | None]:
+def choose(cfg: Config, hosts: list[str], to: str | None,
+           executors: dict[str, Executor] | None = None) -> tuple[str, str, str | None]:
     """(tag, digest, tag running now) agreed by every selected host."""
     picks: dict[str, tuple[str, str]] = {}
     running: dict[str, str | None] = {}
-    with opened(cfg, hosts) as fleet:
+    with opened(cfg, hosts, executors) as fleet:
         for o in fleet:
             records = hoststate.read_history(o.ex, o.paths)
             cur = current(list_service(o.ex, cfg.service))
@@ -80,7 +82,15 @@ def rollback(cfg: Config, *, to: str | None = None, hosts: list[str] | None = No
              dry_run: bool = False, report: Reporter = _print,
              environ: dict[str, str] | None = None) -> dict[str, Any]:
     hosts = hosts or []
-    tag, digest, running = choose(cfg, hosts, to)
+    # One connection per host serves both reading the records and the deploy itself.
+    executors = {h.name: executor_for(h, ssh_options(cfg), cfg.secrets())
+                 for h in select_hosts(cfg, hosts)}
+    try:
+        tag, digest, running = choose(cfg, hosts, to, executors)
+    except BaseException:
+        for ex in executors.values():
+            ex.close()
+        raise
     req = Request(ref=f"{tag}@{digest}", hosts=hosts, skip_migrations=True, dry_run=dry_run,
                   force=True, kind="rollback", rollback_from=running)
-    return Deploy(cfg, req, report, environ=environ).run()
+    return Deploy(cfg, req, report, environ=environ, executors=executors).run()
