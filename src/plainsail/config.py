@@ -518,10 +518,6 @@ def _cross_checks(cfg: Config, ctx: _Ctx, lines: dict[str, int]) -> None:
     if cfg.app.network == "host" and cfg.app.publish not in (None, cfg.app.port):
         err("app.publish", "with network: host the app's own port is used; remove publish "
             "or make it equal to app.port")
-    if cfg.signing.verify and not cfg.signing.public_key and cfg.signing.key:
-        pass  # a public key can be derived only at sign time; deploy checks this itself
-    if "local" in cfg.hosts and len(cfg.hosts) > 1 and cfg.hosts.count("local") > 1:
-        err("hosts", "local is listed twice")
     if len(set(cfg.hosts)) != len(cfg.hosts):
         err("hosts", "a host is listed twice")
 
@@ -585,7 +581,7 @@ def load(
 
 def to_display(cfg: Config) -> dict[str, Any]:
     """The resolved config as plain data with every secret shown as `***`."""
-    from dataclasses import asdict, fields, is_dataclass
+    from dataclasses import fields, is_dataclass
 
     def conv(value: Any) -> Any:
         if isinstance(value, Secret):
@@ -600,7 +596,6 @@ def to_display(cfg: Config) -> dict[str, Any]:
             return str(value)
         return value
 
-    del asdict
     data: dict[str, Any] = conv(cfg)
     data.pop("path", None)
     return data

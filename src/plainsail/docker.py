@@ -57,10 +57,6 @@ def pull(pinned: str) -> list[str]:
     return ["docker", "pull", "--quiet", pinned]
 
 
-def version() -> list[str]:
-    return ["docker", "version", "--format", "{{.Server.Version}}"]
-
-
 def run_args(
     *,
     name: str,
@@ -120,20 +116,12 @@ def stop(name: str, timeout: float) -> list[str]:
     return ["docker", "stop", "--time", str(max(0, round(timeout))), name]
 
 
-def kill(name: str) -> list[str]:
-    return ["docker", "kill", name]
-
-
 def rm(names: Sequence[str], force: bool = False) -> list[str]:
     return ["docker", "rm", *(["--force"] if force else []), *names]
 
 
 def rmi(images: Sequence[str]) -> list[str]:
     return ["docker", "image", "rm", *images]
-
-
-def wait(name: str) -> list[str]:
-    return ["docker", "wait", name]
 
 
 def logs(name: str, tail: int) -> list[str]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -83,16 +82,6 @@ class LockInfo:
     tag: str
     origin: str
     kind: str = "deploy"
-
-    @property
-    def age_seconds(self) -> float:
-        from datetime import datetime
-
-        try:
-            then = datetime.fromisoformat(self.started.replace("Z", "+00:00"))
-        except ValueError:
-            return 0.0
-        return time.time() - then.timestamp()
 
     def describe(self) -> str:
         return (
