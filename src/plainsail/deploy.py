@@ -58,7 +58,6 @@ from plainsail.plan import (
     app_env,
     app_run_argv,
     container_name,
-    health_target,
     migrate_argv,
     missing_secrets,
     resolve_target,
@@ -420,12 +419,7 @@ class Deploy:
         return False
 
     def _gate(self, run: HostRun, name: str) -> health.Verdict:
-        target = health_target(self.cfg)
-        if target is None:
-            ip = run.ex.run(["docker", "inspect", "--format",
-                             "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", name],
-                            timeout=STEP_TIMEOUT).stdout.split()
-            target = (ip[0] if ip else "127.0.0.1", self.cfg.app.port)
+        target = health.app_address(run.ex, self.cfg, name)
         start = time.monotonic()
 
         def progress(a: health.Attempt) -> None:

@@ -124,6 +124,12 @@ def rmi(images: Sequence[str]) -> list[str]:
     return ["docker", "image", "rm", *images]
 
 
+def container_ips(name: str) -> list[str]:
+    """The container's addresses on its networks, space separated."""
+    return ["docker", "inspect", "--format",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", name]
+
+
 def logs(name: str, tail: int) -> list[str]:
     return ["docker", "logs", "--tail", str(tail), "--timestamps", name]
 

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from plainsail import docker
-from plainsail.config import HealthConfig
+from plainsail.config import Config, HealthConfig
 from plainsail.runner import Executor
 from plainsail.secret import Secret, redact
 
@@ -49,6 +49,19 @@ class Verdict:
             "seconds": round(self.seconds, 3),
             "last": [asdict(a) for a in self.attempts[-last:]],
         }
+
+
+def app_address(ex: Executor, cfg: Config, container: str) -> tuple[str, int]:
+    """Where the target host reaches the app: its published (or host-network) port, else
+    the container's own address on its network."""
+    from plainsail.plan import health_target
+
+    target = health_target(cfg)
+    if target is not None:
+        return target
+    ips = ex.run(docker.container_ips(container), timeout=30, what="find the app's address"
+                 ).stdout.split()
+    return (ips[0] if ips else "127.0.0.1"), cfg.app.port
 
 
 def probe_once(host: str, port: int, path: str, timeout: float) -> tuple[int, str]:

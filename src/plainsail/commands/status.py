@@ -11,9 +11,8 @@ from plainsail import config as configlib
 from plainsail import hoststate
 from plainsail.containers import current, list_service
 from plainsail.fleet import opened
-from plainsail.health import check, probe_once
+from plainsail.health import app_address, check, probe_once
 from plainsail.output import print_json, say
-from plainsail.plan import health_target
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,14 +57,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _health_now(cfg: configlib.Config, o: Any, name: str) -> str:
-    target = health_target(cfg)
-    if target is None:
-        ip = o.ex.run(["docker", "inspect", "--format",
-                       "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", name]
-                      ).stdout.split()
-        target = (ip[0] if ip else "127.0.0.1", cfg.app.port)
     try:
-        host, port = o.ex.reach(*target)
+        host, port = o.ex.reach(*app_address(o.ex, cfg, name))
         status, body = probe_once(host, port, cfg.health.path, cfg.health.timeout)
     except (OSError, http.client.HTTPException) as exc:
         return f"unhealthy ({exc or type(exc).__name__})"
