@@ -115,3 +115,15 @@ def test_write_file_argv_keeps_path_out_of_the_script() -> None:
     argv = write_file_argv("/tmp/x; rm -rf /")
     assert argv[:2] == ["sh", "-c"] and argv[4] == "/tmp/x; rm -rf /"
     assert "rm -rf" not in argv[2]
+
+
+def test_common_options_before_or_after_the_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    from plainsail.cli import build_parser
+
+    monkeypatch.delenv("PLAINSAIL_CONFIG", raising=False)
+    p = build_parser()
+    assert p.parse_args(["-c", "a.yml", "status"]).config == "a.yml"
+    assert p.parse_args(["status", "-c", "b.yml"]).config == "b.yml"
+    assert p.parse_args(["status"]).config is None
+    assert p.parse_args(["-v", "status"]).verbose is True
+    assert p.parse_args(["status"]).verbose is False

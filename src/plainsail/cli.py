@@ -46,15 +46,23 @@ def build_parser() -> argparse.ArgumentParser:
         "roll back. The same steps every time, loud failures.",
     )
     parser.add_argument("--version", action="version", version=f"plainsail {__version__}")
+    # -c and -v work before or after the command: the top level holds the defaults, and
+    # the command's copies only set a value when given (SUPPRESS), so neither overrides.
+    def common_options(p: argparse.ArgumentParser, top: bool) -> None:
+        p.add_argument(
+            "-c", "--config", metavar="PATH",
+            default=os.environ.get("PLAINSAIL_CONFIG") if top else argparse.SUPPRESS,
+            help="the config file (default: ./plainsail.yml, or $PLAINSAIL_CONFIG)",
+        )
+        p.add_argument(
+            "-v", "--verbose", action="store_true",
+            default=False if top else argparse.SUPPRESS,
+            help="show every command run on a host, secrets redacted",
+        )
+
+    common_options(parser, top=True)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "-c", "--config", metavar="PATH", default=os.environ.get("PLAINSAIL_CONFIG"),
-        help="the config file (default: ./plainsail.yml, or $PLAINSAIL_CONFIG)",
-    )
-    common.add_argument(
-        "-v", "--verbose", action="store_true",
-        help="show every command run on a host, secrets redacted",
-    )
+    common_options(common, top=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text, parents=[common])
