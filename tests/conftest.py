@@ -7,3 +7,20 @@ pytest_plugins = [
     "tests.support.deploy_env",
     "tests.support.multihost",
 ]
+
+# Fixtures that start or need a real service (Docker Engine, registry, sshd, PostgreSQL):
+# a test using any of them is an integration test, so `pytest -m "not integration"` runs
+# only the fast ones, whatever marker the test itself carries.
+SERVICE_FIXTURES = frozenset({
+    "auth_registry", "deploy_dir", "fleet", "local_deploy_dir", "notes_builds",
+    "notes_database", "notes_image", "pg_admin", "pg_connect", "pg_url", "plainsail_wheel",
+    "registry", "second_engine", "service_repo", "ssh_host", "tiny_app",
+})
+
+
+def pytest_collection_modifyitems(config, items):  # type: ignore[no-untyped-def]
+    import pytest
+
+    for item in items:
+        if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)

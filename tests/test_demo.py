@@ -6,7 +6,11 @@ from __future__ import annotations
 import re
 import subprocess
 
+import pytest
+
 from tests.support.cli import plainsail
+
+pytestmark = pytest.mark.integration
 
 
 def test_demo_end_to_end_and_cleans_up() -> None:

@@ -13,8 +13,6 @@ import importlib
 import logging
 import os
 import sys
-import tempfile
-import traceback
 from collections.abc import Callable, Sequence
 
 from plainsail import __version__
@@ -214,10 +212,20 @@ _ADDERS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
 def setup_logging(verbose: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.addFilter(_scrub_filter)
     root = logging.getLogger("plainsail")
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     root.propagate = False
+
+
+def _scrub_filter(record: logging.LogRecord) -> bool:
+    """Log lines leave the program: redact every known secret in them."""
+    from plainsail.secret import scrub
+
+    record.msg = scrub(record.getMessage())
+    record.args = None
+    return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -228,32 +236,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     setup_logging(args.verbose)
     from plainsail.errors import PlainsailError
+    from plainsail.output import error, set_json_mode
 
+    set_json_mode(bool(getattr(args, "json", False)))
     try:
         module = importlib.import_module(f"plainsail.commands.{args._module}")
         code: int = module.run(args)
         return code
     except PlainsailError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        error(str(exc))
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 1
-    except Exception:  # a bug: keep the user's screen clean, keep the details
-        fd, path = tempfile.mkstemp(prefix="plainsail-crash-", suffix=".log")
-        with os.fdopen(fd, "w") as f:
-            f.write(f"plainsail {__version__}\nargv: {sys.argv!r}\n\n")
-            traceback.print_exc(file=f)
-        exc_type = sys.exc_info()[0]
-        name = exc_type.__name__ if exc_type else "error"
+    except Exception as exc:  # a bug: keep the user's screen clean, keep the details
+        from plainsail.crash import write_crash_log
+
+        path = write_crash_log(exc)
         print(
-            f"error: plainsail hit an unexpected {name}; this is a bug. "
+            f"error: plainsail hit an unexpected {type(exc).__name__}; this is a bug. "
             f"Details for a bug report are in {path}",
             file=sys.stderr,
         )
         return 3
+
 
 
 if __name__ == "__main__":

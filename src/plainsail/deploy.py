@@ -18,19 +18,16 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets as pysecrets
 import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
 from plainsail import docker, health, hoststate, notify
-from plainsail import git as gitlib
 from plainsail.config import Config
 from plainsail.containers import Container, current, fingerprint, list_service
 from plainsail.errors import (
@@ -51,7 +48,7 @@ from plainsail.outcomes import (
     SUCCEEDED,
     UNCHANGED,
 )
-from plainsail.output import gha_endgroup, gha_error, gha_group, warn
+from plainsail.output import error, gha_endgroup, gha_error, gha_group, say, warn
 from plainsail.plan import (
     Request,
     Target,
@@ -65,6 +62,7 @@ from plainsail.plan import (
     select_hosts,
     ssh_options,
 )
+from plainsail.records import new_deploy_id, now, origin, redact_free_text, who
 from plainsail.runner import Executor, executor_for, tail_text, write_file_argv
 from plainsail.secret import Secret
 
@@ -102,41 +100,14 @@ class HostRun:
     restore_health: dict[str, Any] | None = None
     log_tail: str = ""
     locked: bool = False
+    restored_name: str = ""  # the container that runs the previous version after a restore
 
 
 Reporter = Callable[[str], None]
 
 
 def _print(line: str) -> None:
-    print(line, flush=True)
-
-
-def new_deploy_id() -> str:
-    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + pysecrets.token_hex(3)
-
-
-def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def who(cfg: Config) -> str:
-    actor = os.environ.get("GITHUB_ACTOR") or os.environ.get("GITLAB_USER_LOGIN")
-    if actor:
-        return actor
-    try:
-        return gitlib.user(cfg.root)
-    except PlainsailError:
-        return os.environ.get("USER", "unknown")
-
-
-def origin() -> str:
-    env = os.environ
-    if env.get("GITHUB_RUN_ID") and env.get("GITHUB_REPOSITORY"):
-        server = env.get("GITHUB_SERVER_URL", "https://github.com")
-        return f"{server}/{env['GITHUB_REPOSITORY']}/actions/runs/{env['GITHUB_RUN_ID']}"
-    if env.get("CI_JOB_URL"):
-        return env["CI_JOB_URL"]
-    return socket.gethostname()
+    say(line)
 
 
 # ---------------------------------------------------------------- the deploy
@@ -147,8 +118,10 @@ class Deploy:
 
     def __init__(self, cfg: Config, req: Request, report: Reporter = _print,
                  environ: dict[str, str] | None = None,
-                 executors: dict[str, Executor] | None = None) -> None:
+                 executors: dict[str, Executor] | None = None,
+                 resolve: Callable[[Config, Request], Target] = resolve_target) -> None:
         self.cfg = cfg
+        self._resolve = resolve
         self.req = req
         self.report = report
         self.environ = dict(os.environ if environ is None else environ)
@@ -163,11 +136,19 @@ class Deploy:
         self.origin = origin()
         self.hosts: list[Host] = []
         self._given = dict(executors or {})  # open connections to reuse, by host name
+        self.finishing = False  # recording the outcome: signals wait
+        self.late_signal: int | None = None
 
     # -- entry point
     def run(self) -> dict[str, Any]:
-        """Run the whole attempt; return the summary record (its outcome says how it went)."""
-        with _sigterm_as_interrupt():
+        """Run the whole attempt; return the summary record (its outcome says how it went).
+
+        A failure in preflight raises (nothing changed anywhere); the local record of it is
+        written first and attached to the exception as `.record`. Once hosts are locked,
+        every path, an unexpected error included, ends in one outcome, a record on every
+        host reached and locally, a notification and released locks.
+        """
+        with _sigterm_as_interrupt(self):
             try:
                 self._preflight()
             except (PlainsailError, Interrupted) as exc:
@@ -176,7 +157,10 @@ class Deploy:
                 append_local(self.cfg, summary)
                 self._close()
                 if isinstance(exc, Interrupted):
-                    raise DeployError("interrupted before any host changed") from None
+                    err = DeployError("interrupted before any host changed")
+                    err.record = summary
+                    raise err from None
+                exc.record = summary
                 raise
             if self.req.dry_run:
                 self._dry_run()
@@ -191,9 +175,16 @@ class Deploy:
             try:
                 outcome, reason = self._execute()
             except Interrupted:
-                outcome, reason = INTERRUPTED, "interrupted by a signal"
-                self._restore_switched(reason)
+                outcome, reason = self._unwind("interrupted by a signal", INTERRUPTED)
+            except Exception as exc:  # a bug: still restore, record, notify and unlock
+                from plainsail.crash import write_crash_log
+
+                path = write_crash_log(exc)
+                outcome, reason = self._unwind(
+                    f"plainsail hit an unexpected {type(exc).__name__} (a bug; details for a "
+                    f"bug report in {path})", ABORTED)
             finally:
+                self.finishing = True
                 self._unlock_all()
             summary = self._finish(outcome, reason)
             self._close()
@@ -206,8 +197,9 @@ class Deploy:
         missing = missing_secrets(cfg, self.environ)
         if missing:
             raise PlainsailError(
-                f"app.secrets {', '.join(missing)} not set in this environment; export "
-                "them (in CI: from a protected environment's secrets) and retry"
+                f"app.secrets {', '.join(missing)} not set or empty in this environment; "
+                "export them (in CI: from a protected environment's secrets; a secret the "
+                "environment lacks arrives empty) and retry"
             )
         self.env = app_env(cfg, self.environ)
         self.secret_values += [Secret(self.environ[n]) for n in cfg.app.secrets
@@ -215,7 +207,7 @@ class Deploy:
         self.env_content = hoststate.env_file_content(self.env)
         self.fingerprint = fingerprint(self.env_content, run_options(cfg))
         self._step_report("preflight", "verifying the image")
-        self.target = resolve_target(cfg, self.req)
+        self.target = self._resolve(cfg, self.req)
         self._step_report("preflight", f"image {self.target.tag} pinned to "
                           f"{self.target.digest}" + (" (signature verified)"
                                                      if self.target.verified else ""))
@@ -226,6 +218,7 @@ class Deploy:
             try:
                 paths, version = hoststate.probe(ex, cfg.host_dir, cfg.service)
                 containers = list_service(ex, cfg.service)
+                _check_network(ex, cfg.app.network)
             except PlainsailError:
                 ex.close()
                 raise
@@ -301,12 +294,15 @@ class Deploy:
             try:
                 ok = self._switch(run)
             except PlainsailError as exc:
-                run.reason = f"starting {target.tag} failed: {_one_line(exc)}"
-                self._restore(run, "the new version did not start", failed_new=True)
+                failed = run.steps[-1].name if run.steps else "switch"
+                run.reason = f"{failed} failed: {_one_line(exc)}"
+                self._restore(run, f"{failed} failed", failed_new=True)
                 ok = False
             finally:
                 gha_endgroup()
             if not ok:
+                if run.outcome not in (RESTORED, RESTORE_FAILED, LEFT_STOPPED):
+                    raise AssertionError(f"switch of {run.host.name} ended without an outcome")
                 for other in active[:i]:
                     other.reason = f"{run.host.name} failed its health gate"
                     self._restore(other, other.reason, failed_new=True)
@@ -315,9 +311,14 @@ class Deploy:
                     other.reason = f"not touched: {run.host.name} failed its health gate"
                 return run.outcome, run.reason
         for run in active:
-            with suppress(PlainsailError):
-                self._step(run, "prune", partial(self._prune, run))
             run.outcome = SUCCEEDED
+        # Pruning never undoes a healthy deploy: a failure there is only reported.
+        for run in active:
+            try:
+                self._step(run, "prune", partial(self._prune, run))
+            except Exception as exc:  # noqa: BLE001 - reported, the deploy stands
+                warn(f"{run.host.name}: removing old containers failed "
+                     f"({type(exc).__name__}: {_one_line(exc)}); the deploy is unaffected")
         return SUCCEEDED, f"{target.tag} is healthy on every host"
 
     def _lock(self, run: HostRun) -> None:
@@ -341,8 +342,10 @@ class Deploy:
                 try:
                     hoststate.release(run.ex, run.paths, self.id)
                     run.locked = False
-                except PlainsailError as exc:
-                    warn(f"{run.host.name}: could not release the lock: {exc}")
+                except Exception as exc:  # noqa: BLE001 - the outcome must still be recorded
+                    error(f"{run.host.name}: could not release the deploy lock "
+                          f"{run.paths.lock} ({type(exc).__name__}: {_one_line(exc)}); "
+                          "check the host, then run: plainsail lock release")
 
     def _migrate(self, run: HostRun) -> tuple[bool, str]:
         assert self.target and self.cfg.migrate
@@ -379,11 +382,11 @@ class Deploy:
         assert self.target
         cfg, ex = self.cfg, run.ex
         name = container_name(cfg.service, self.target.tag)
+        run.switched = True  # from here on, the way back is _restore
         if run.previous:
             self._step(run, "stop-old", lambda: ex.run(
                 docker.stop(run.previous.name, cfg.app.stop_timeout),  # type: ignore[union-attr]
                 timeout=cfg.app.stop_timeout + STEP_TIMEOUT, what="docker stop"))
-        run.switched = True
         if run.reuse:
             run.new_name = run.reuse.name
             self._step(run, "start-retained", lambda: ex.run(
@@ -433,7 +436,12 @@ class Deploy:
         return verdict
 
     def _restore(self, run: HostRun, why: str, failed_new: bool = False) -> None:
-        """Stop the new container and start the previous one again, then gate it."""
+        """Stop the new container and start the previous version again, then gate it.
+
+        The previous container is started as it was when its environment and options are
+        today's; otherwise (a rotated secret, a changed option) a new container of the
+        previous digest is created with today's environment, the rule rollback follows.
+        """
         ex = run.ex
         if not run.switched:
             return
@@ -453,44 +461,89 @@ class Deploy:
                           "(first deploy): the service is DOWN on this host. Fix forward "
                           "and deploy again")
             return
-        try:
-            self._step(run, "restore", lambda: ex.run(docker.start(prev.name),
-                                                       timeout=STEP_TIMEOUT,
-                                                       what="docker start"))
-        except PlainsailError as exc:
-            run.outcome = RESTORE_FAILED
-            run.reason = f"{run.reason or why}; restarting {prev.tag} failed: {exc}"
-            return
-        verdict = self._gate(run, prev.name)
-        run.restore_health = verdict.to_json()
-        if verdict.healthy:
-            run.outcome = RESTORED
-            run.reason = f"{run.reason or why}; restored {prev.tag}, which is healthy again"
-            self._step_report(run.host.name, f"restored {prev.tag}: healthy")
-        else:
-            run.outcome = RESTORE_FAILED
-            run.reason = (f"{run.reason or why}; the restored {prev.tag} failed its health "
-                          f"gate too ({verdict.reason}): the previous version does not work "
-                          "with the current state (schema?). Fix forward")
-            self._step_report(run.host.name, f"restore of {prev.tag} UNHEALTHY too")
+        # The retained container as it was, unless its environment or options are not
+        # today's: then first a container of the previous digest with today's environment
+        # (a rotated secret), and the retained one only if that fails (a wrong new secret).
+        ways = ["today", "retained"] if prev.fingerprint != self.fingerprint else ["retained"]
+        tried: list[str] = []
+        for way in ways:
+            if way == "today":
+                name = f"{container_name(self.cfg.service, prev.tag)}-{self.id[-6:]}"
+                target = Target(self.cfg.image, prev.tag, prev.digest, False)
+                argv = app_run_argv(self.cfg, target, name, run.paths.env, self.id,
+                                    self.fingerprint)
+                action: Callable[[], object] = partial(
+                    ex.run, argv, timeout=STEP_TIMEOUT, what="docker run")
+                how = " with today's environment"
+            else:
+                name = prev.name
+                action = partial(ex.run, docker.start(prev.name), timeout=STEP_TIMEOUT,
+                                 what="docker start")
+                how = " with its previous environment" if tried else ""
+            try:
+                self._step(run, "restore" if way == "retained" else "restore-today", action)
+            except PlainsailError as exc:
+                tried.append(f"restarting {prev.tag}{how} failed: {_one_line(exc)}")
+                continue
+            verdict = self._gate(run, name)
+            run.restore_health = verdict.to_json()
+            if verdict.healthy:
+                run.outcome = RESTORED
+                run.restored_name = name
+                run.reason = (f"{run.reason or why}; restored {prev.tag}{how}, which is "
+                              "healthy again" + (f" ({'; '.join(tried)})" if tried else ""))
+                self._step_report(run.host.name, f"restored {prev.tag}{how}: healthy")
+                return
+            said = _last_line(self._log_tail(run, name))
+            tried.append(f"{prev.tag}{how} failed its health gate too ({verdict.reason}); "
+                         + (f"its log ends with: {said}" if said else "its log is empty"))
+            self._step_report(run.host.name, f"restore of {prev.tag}{how} UNHEALTHY too")
+            if way == ways[-1]:
+                break  # left running, unhealthy, for a human to inspect
+            with suppress(PlainsailError):
+                ex.run(docker.stop(name, self.cfg.app.stop_timeout),
+                       timeout=self.cfg.app.stop_timeout + STEP_TIMEOUT, check=False)
+            if way == "today":
+                with suppress(PlainsailError):
+                    ex.run(docker.rm([name], force=True), check=False, timeout=STEP_TIMEOUT)
+        run.outcome = RESTORE_FAILED
+        run.reason = (f"{run.reason or why}; " + "; ".join(tried)
+                      + ". The service is DOWN on this host: fix forward")
 
-    def _restore_switched(self, why: str) -> None:
-        """After a signal: put back the previous version wherever the switch had begun."""
+    def _unwind(self, why: str, outcome: str) -> tuple[str, str]:
+        """After a signal or an unexpected error: put the previous version back wherever the
+        switch had begun and not finished; return the attempt's outcome and reason."""
         for run in self.runs:
-            if run.switched and run.outcome != SUCCEEDED:
-                run.reason = why
+            if run.outcome in (SUCCEEDED, UNCHANGED, RESTORED, RESTORE_FAILED, LEFT_STOPPED):
+                continue
+            run.reason = run.reason or why
+            if run.switched:
                 with suppress(PlainsailError, Interrupted):
                     self._restore(run, why, failed_new=True)
-            if run.outcome != RESTORE_FAILED:
+            if outcome == INTERRUPTED and run.outcome != RESTORE_FAILED:
                 run.outcome = INTERRUPTED
-                run.reason = run.reason or why
+            elif run.outcome not in (RESTORED, RESTORE_FAILED):
+                run.outcome = ABORTED if not run.switched else RESTORE_FAILED
+        outcomes = {r.outcome for r in self.runs}
+        if outcome != INTERRUPTED:
+            outcome = next((o for o in (RESTORE_FAILED, RESTORED) if o in outcomes), outcome)
+        return outcome, why
 
     def _prune(self, run: HostRun) -> None:
         """Keep the running container and the newest `retain` others; remove the rest."""
         containers = list_service(run.ex, self.cfg.service)
-        keep_names = {run.new_name}
-        others = [c for c in containers if c.name not in keep_names and not c.running]
-        doomed = others[self.cfg.retain:]
+        assert self.target
+        # A rollback target is another version: copies of the running digest (left by
+        # --force) and older copies of one digest would only fill the `retain` slots.
+        seen = {self.target.digest}
+        targets: list[Container] = []
+        doomed: list[Container] = []
+        for c in containers:
+            if c.name == run.new_name or c.running:
+                continue
+            (doomed if c.digest in seen else targets).append(c)
+            seen.add(c.digest)
+        doomed += targets[self.cfg.retain:]
         if not doomed:
             return
         run.ex.run(docker.rm([c.name for c in doomed], force=True), timeout=STEP_TIMEOUT,
@@ -559,7 +612,7 @@ class Deploy:
             })
         if self.migration:
             rec["migration"] = self.migration
-        return _redact_record(rec, self.secret_values)
+        return redact_free_text(rec, self.secret_values)
 
     def _summary(self, outcome: str, reason: str, preflight: bool = False) -> dict[str, Any]:
         rec = self._record(None, outcome, reason)
@@ -570,9 +623,11 @@ class Deploy:
              "previous_tag": r.previous.tag if r.previous else None}
             for r in self.runs
         ]
-        return _redact_record(rec, self.secret_values)
+        return redact_free_text(rec, self.secret_values)
 
     def _finish(self, outcome: str, reason: str) -> dict[str, Any]:
+        self.finishing = True
+        unrecorded: list[str] = []
         for run in self.runs:
             if not run.outcome:
                 run.outcome = outcome
@@ -580,12 +635,22 @@ class Deploy:
             record = self._record(run, run.outcome, run.reason or reason)
             try:
                 hoststate.append_history(run.ex, run.paths, record)
-            except PlainsailError as exc:
-                warn(f"{run.host.name}: could not append the deploy record: {exc}")
+            except (PlainsailError, Interrupted, Exception) as exc:
+                unrecorded.append(run.host.name)
+                error(f"{run.host.name}: the record of this attempt could not be stored on the "
+                      f"host ({type(exc).__name__}: {_one_line(exc)}); rollback reads those "
+                      f"records, so fix the host's state folder {run.paths.root}. The record "
+                      "is kept locally in .plainsail/history.jsonl")
         summary = self._summary(outcome, reason)
+        if unrecorded:
+            summary["unrecorded_hosts"] = unrecorded
         append_local(self.cfg, summary)
-        for w in notify.send(self.cfg.notify, summary):
-            warn(w)
+        try:
+            for w in notify.send(self.cfg.notify, summary):
+                warn(w)
+        except Exception as exc:  # noqa: BLE001 - a notification never changes the outcome
+            warn(f"notifications failed ({type(exc).__name__}); the {self.req.kind} is "
+                 "unaffected")
         if outcome != SUCCEEDED:
             gha_error(f"{self.req.kind} of {summary.get('tag')} {outcome}: {reason}")
         return summary
@@ -598,14 +663,25 @@ class Deploy:
         self._given.clear()
 
 
-def _redact_record(rec: dict[str, Any], secrets: list[Secret]) -> dict[str, Any]:
-    import json
+BUILTIN_NETWORKS = ("bridge", "host", "none")
 
-    from plainsail.secret import redact
 
-    text = json.dumps(rec, default=str)
-    clean = redact(text, secrets)
-    return rec if clean == text else json.loads(clean)
+def _check_network(ex: Executor, network: str) -> None:
+    """A custom app.network must exist on the host before anything changes there."""
+    if network in BUILTIN_NETWORKS or network.startswith("container:"):
+        return
+    res = ex.run(["docker", "network", "inspect", "--format", "{{.Name}}", network],
+                 check=False, timeout=30, what="docker network inspect")
+    if res.returncode != 0:
+        raise PlainsailError(
+            f"{ex.host.name}: app.network {network!r} does not exist there; create it "
+            f"(docker network create {network}) or fix app.network"
+        )
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""
 
 
 def _one_line(exc: BaseException) -> str:
@@ -614,9 +690,14 @@ def _one_line(exc: BaseException) -> str:
 
 
 @contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM and Ctrl-C unwind the deploy (restore, record, unlock) instead of killing it."""
+def _sigterm_as_interrupt(attempt: Deploy) -> Iterator[None]:
+    """SIGTERM and Ctrl-C unwind the deploy (restore, record, unlock) instead of killing it.
+    While the outcome is being recorded (`attempt.finishing`), a signal is noted and the
+    bookkeeping, which takes well under a second, completes."""
     def handler(signum: int, frame: object) -> None:
+        if attempt.finishing:
+            attempt.late_signal = signum
+            return
         raise Interrupted()
 
     try:

@@ -7,12 +7,18 @@ exits 1. Anything that is not a PlainsailError is a bug: the CLI exits 3 and say
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 
 class PlainsailError(Exception):
-    """An expected failure; `str(err)` is the one line shown to the user."""
+    """An expected failure; `str(err)` is the one line shown to the user.
+
+    `record` is the deploy record of an attempt that stopped with this error, when there
+    is one (`--json` prints it).
+    """
 
     exit_code = 1
+    record: dict[str, Any] | None = None
 
 
 class ConfigError(PlainsailError):

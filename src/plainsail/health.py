@@ -64,15 +64,10 @@ def app_address(ex: Executor, cfg: Config, container: str) -> tuple[str, int]:
     return (ips[0] if ips else "127.0.0.1"), cfg.app.port
 
 
-def probe_once(host: str, port: int, path: str, timeout: float) -> tuple[int, str]:
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        conn.request("GET", path, headers={"User-Agent": "plainsail-health", "Connection": "close"})
-        resp = conn.getresponse()
-        body = resp.read(64 * 1024).decode("utf-8", errors="replace")
-        return resp.status, body
-    finally:
-        conn.close()
+def probe_once(ex: Executor, host: str, port: int, path: str,
+               timeout: float) -> tuple[int, str]:
+    """One GET through the executor (which knows how the host is reached)."""
+    return ex.http_get(host, port, path, timeout)
 
 
 def container_state(ex: Executor, name: str) -> tuple[str, int]:
@@ -115,11 +110,12 @@ def gate(
     for n in range(1, hc.attempts + 1):
         attempt = Attempt(n, round(time.monotonic() - start, 3))
         try:
-            status, body = probe_once(host, port, hc.path, hc.timeout)
+            status, body = probe_once(ex, host, port, hc.path, hc.timeout)
             attempt.status = status
             attempt.body = redact(body[:BODY_KEPT], secrets)
             problem = check(status, body, hc)
-        except (OSError, http.client.HTTPException) as exc:
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            # ValueError: a path http.client cannot send (config check refuses those).
             problem = attempt.error = redact(_describe(exc), secrets)
         attempts.append(attempt)
         if progress:

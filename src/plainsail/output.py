@@ -1,4 +1,10 @@
-"""How results reach the user: plain lines, JSON, and GitHub Actions integration."""
+"""How results reach the user: plain lines, JSON, and GitHub Actions integration.
+
+This is the output boundary: every human line leaves through `say`, `warn` and the
+`gha_*` functions, which redact every known secret (`plainsail.secret.scrub`). In JSON
+mode (`--json`) stdout carries only the JSON document; human lines and GitHub Actions
+workflow commands go to stderr, which the Actions runner reads as well.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,22 @@ import json
 import os
 import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TextIO
+
+from plainsail.secret import scrub
+
+_json_mode = False
+
+
+def set_json_mode(on: bool) -> None:
+    """Reserve stdout for one JSON document (the command's result)."""
+    global _json_mode
+    _json_mode = on
+
+
+def human() -> TextIO:
+    """Where human lines go: stdout, or stderr when stdout carries JSON."""
+    return sys.stderr if _json_mode else sys.stdout
 
 
 def in_github_actions() -> bool:
@@ -14,28 +35,32 @@ def in_github_actions() -> bool:
 
 
 def say(message: str = "") -> None:
-    print(message, flush=True)
+    print(scrub(message), file=human(), flush=True)
+
+
+def error(message: str) -> None:
+    print(f"error: {scrub(message)}", file=sys.stderr, flush=True)
 
 
 def warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr, flush=True)
+    print(f"warning: {scrub(message)}", file=sys.stderr, flush=True)
     if in_github_actions():
-        print(f"::warning::{_escape(message)}", flush=True)
+        print(f"::warning::{_escape(scrub(message))}", file=human(), flush=True)
 
 
 def gha_error(message: str) -> None:
     if in_github_actions():
-        print(f"::error::{_escape(message)}", flush=True)
+        print(f"::error::{_escape(scrub(message))}", file=human(), flush=True)
 
 
 def gha_group(title: str) -> None:
     if in_github_actions():
-        print(f"::group::{_escape(title)}", flush=True)
+        print(f"::group::{_escape(scrub(title))}", file=human(), flush=True)
 
 
 def gha_endgroup() -> None:
     if in_github_actions():
-        print("::endgroup::", flush=True)
+        print("::endgroup::", file=human(), flush=True)
 
 
 def _escape(text: str) -> str:
@@ -43,6 +68,8 @@ def _escape(text: str) -> str:
 
 
 def print_json(data: Any) -> None:
+    """The command's result document. Records redact their own free-text fields; the
+    structured fields are data and are printed as they are."""
     print(json.dumps(data, indent=2, sort_keys=False, default=str), flush=True)
 
 
@@ -63,4 +90,4 @@ def append_step_summary(markdown: str) -> None:
     path = os.environ.get("GITHUB_STEP_SUMMARY")
     if path:
         with open(path, "a", encoding="utf-8") as f:
-            f.write(markdown.rstrip() + "\n")
+            f.write(scrub(markdown).rstrip() + "\n")

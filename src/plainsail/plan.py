@@ -52,7 +52,9 @@ def app_env(cfg: Config, environ: dict[str, str] | os._Environ[str]) -> dict[str
 
 
 def missing_secrets(cfg: Config, environ: dict[str, str] | os._Environ[str]) -> list[str]:
-    return [name for name in cfg.app.secrets if name not in environ]
+    """Secrets that are unset or empty: CI gives an empty value for a missing secret, and
+    an empty value would overwrite the host's env file with nothing."""
+    return [name for name in cfg.app.secrets if not environ.get(name)]
 
 
 def health_target(cfg: Config) -> tuple[str, int] | None:

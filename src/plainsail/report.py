@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
+
+from plainsail.output import say
 
 VERDICTS = {
     "succeeded": "SUCCEEDED",
@@ -60,10 +62,39 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
 
 
 def progress_printer(as_json: bool) -> Callable[[str], None]:
-    """Progress lines go to stdout, or to stderr when stdout carries the JSON record."""
-    if as_json:
-        return lambda line: print(line, file=sys.stderr, flush=True)
-    return lambda line: print(line, flush=True)
+    """Progress lines go through the output boundary: stdout, or stderr when stdout
+    carries the JSON record (see `plainsail.output.set_json_mode`)."""
+    return say
+
+
+@contextmanager
+def json_on_failure(kind: str, as_json: bool) -> Iterator[None]:
+    """With --json, an attempt that stops with an error still prints exactly one JSON
+    object with a top-level outcome: the attempt's record when there is one."""
+    from plainsail.errors import PlainsailError
+    from plainsail.outcomes import ABORTED, INTERRUPTED
+    from plainsail.output import print_json
+    from plainsail.secret import scrub
+
+    try:
+        yield
+    except PlainsailError as exc:
+        if as_json:
+            print_json(exc.record or {"kind": kind, "outcome": ABORTED,
+                                      "reason": scrub(str(exc).splitlines()[0]),
+                                      "preflight": True})
+        raise
+    except KeyboardInterrupt:
+        if as_json:
+            print_json({"kind": kind, "outcome": INTERRUPTED, "reason": "interrupted",
+                        "preflight": True})
+        raise
+    except Exception as exc:
+        if as_json:
+            print_json({"kind": kind, "outcome": ABORTED, "preflight": True,
+                        "reason": f"plainsail hit an unexpected {type(exc).__name__} before "
+                        "any host changed; this is a bug"})
+        raise
 
 
 def finish(summary: dict[str, Any], as_json: bool) -> int:
@@ -75,6 +106,6 @@ def finish(summary: dict[str, Any], as_json: bool) -> int:
     if as_json:
         print_json(summary)
     else:
-        print(render_summary(summary), flush=True)
+        say(render_summary(summary))
     append_step_summary(summary_markdown(summary))
     return exit_code(summary)

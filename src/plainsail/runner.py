@@ -11,6 +11,7 @@ new connection costs about 0.3 s and a multiplexed command about 0.1 s.
 
 from __future__ import annotations
 
+import http.client
 import logging
 import os
 import shlex
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from plainsail.errors import RemoteError
 from plainsail.hosts import Host
-from plainsail.secret import Secret, redact
+from plainsail.secret import Secret, redact, scrub
 
 log = logging.getLogger("plainsail.run")
 
@@ -84,10 +85,22 @@ class Executor:
         """
         return host, port
 
+    def http_get(self, host: str, port: int, path: str, timeout: float) -> tuple[int, str]:
+        """GET `path` from an address returned by `reach`: (status, the body's start)."""
+        conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        try:
+            conn.request("GET", path, headers={"User-Agent": "plainsail-health",
+                                               "Connection": "close"})
+            resp = conn.getresponse()
+            body = resp.read(64 * 1024).decode("utf-8", errors="replace")
+            return resp.status, body
+        finally:
+            conn.close()
+
     # -- shared
     def display(self, argv: Sequence[str]) -> str:
         """The command as an operator would type it, secrets redacted."""
-        return redact(shlex.join(self.wrap(argv)), self.secrets)
+        return scrub(shlex.join(self.wrap(argv)), self.secrets)
 
     def run(
         self,
@@ -130,20 +143,16 @@ class Executor:
                 argv=list(argv),
             ) from None
         seconds = time.monotonic() - start
-        result = Result(
-            list(argv),
-            proc.returncode,
-            redact(proc.stdout, self.secrets),
-            redact(proc.stderr, self.secrets),
-            seconds,
-        )
+        # The output is data (names, paths, JSON to parse): kept as it is. Redaction
+        # happens where text leaves the program (messages, records' free text, logs).
+        result = Result(list(argv), proc.returncode, proc.stdout, proc.stderr, seconds)
         log.debug("[%s]   exit %d in %.2fs", self.host.name, proc.returncode, seconds)
         if check and not result.ok:
             raise self.failure(result, what)
         return result
 
     def failure(self, result: Result, what: str = "") -> RemoteError:
-        detail = result.tail(3).replace("\n", " | ") or "no output"
+        detail = redact(result.tail(3).replace("\n", " | "), self.secrets) or "no output"
         ssh_failed = isinstance(self, SSHExecutor) and result.returncode == 255
         if ssh_failed:
             msg = (
@@ -160,7 +169,7 @@ class Executor:
             host=self.host.name,
             argv=result.argv,
             returncode=result.returncode,
-            output_tail=result.tail(),
+            output_tail=redact(result.tail(), self.secrets),
         )
 
     def __enter__(self) -> Executor:

@@ -6,6 +6,12 @@ import hashlib
 from collections.abc import Iterable
 
 REDACTED = "***"
+MIN_LEN = 3  # shorter values would turn ordinary words into ***
+
+# Every value ever wrapped in a Secret in this process. The output boundaries (terminal,
+# log lines, notification bodies, free-text fields of records, crash logs) redact them
+# all with `scrub`; data the program parses or stores is never rewritten.
+_KNOWN: set[str] = set()
 
 
 class Secret:
@@ -19,6 +25,8 @@ class Secret:
 
     def __init__(self, value: str) -> None:
         self._value = value
+        if value:
+            _KNOWN.add(value)
 
     def reveal(self) -> str:
         return self._value
@@ -69,6 +77,17 @@ def redact(text: str, secrets: Iterable[Secret | str]) -> str:
         if value:
             values.update(fragments(value))
     for value in sorted(values, key=len, reverse=True):
-        if len(value) >= 3:
+        if len(value) >= MIN_LEN:
             text = text.replace(value, REDACTED)
     return text
+
+
+def scrub(text: str, extra: Iterable[Secret | str] = ()) -> str:
+    """Redact every secret this process knows of (and `extra`): for text leaving the
+    program, never for data that is parsed or stored."""
+    return redact(text, [*_KNOWN, *extra])
+
+
+def forget_all() -> None:
+    """Drop the known secrets (tests that check redaction from a clean slate)."""
+    _KNOWN.clear()

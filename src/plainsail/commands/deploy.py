@@ -7,11 +7,13 @@ import argparse
 from plainsail import config as configlib
 from plainsail.deploy import deploy
 from plainsail.plan import Request
-from plainsail.report import finish, progress_printer
+from plainsail.report import finish, json_on_failure, progress_printer
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = configlib.load(args.config)
-    req = Request(ref=args.ref, hosts=args.host, skip_migrations=args.skip_migrations,
-                  dry_run=args.dry_run, force=args.force)
-    return finish(deploy(cfg, req, progress_printer(args.json)), args.json)
+    with json_on_failure("deploy", args.json):
+        cfg = configlib.load(args.config)
+        req = Request(ref=args.ref, hosts=args.host, skip_migrations=args.skip_migrations,
+                      dry_run=args.dry_run, force=args.force)
+        summary = deploy(cfg, req, progress_printer(args.json))
+    return finish(summary, args.json)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 
 from plainsail import config as configlib
-from plainsail.report import finish, progress_printer
+from plainsail.report import finish, json_on_failure, progress_printer
 from plainsail.rollback import rollback
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = configlib.load(args.config)
-    summary = rollback(cfg, to=args.to, hosts=args.host, dry_run=args.dry_run,
-                       report=progress_printer(args.json))
+    with json_on_failure("rollback", args.json):
+        cfg = configlib.load(args.config)
+        summary = rollback(cfg, to=args.to, hosts=args.host, dry_run=args.dry_run,
+                           report=progress_printer(args.json))
     return finish(summary, args.json)

@@ -59,8 +59,8 @@ def run(args: argparse.Namespace) -> int:
 def _health_now(cfg: configlib.Config, o: Any, name: str) -> str:
     try:
         host, port = o.ex.reach(*app_address(o.ex, cfg, name))
-        status, body = probe_once(host, port, cfg.health.path, cfg.health.timeout)
-    except (OSError, http.client.HTTPException) as exc:
+        status, body = probe_once(o.ex, host, port, cfg.health.path, cfg.health.timeout)
+    except (OSError, http.client.HTTPException, ValueError) as exc:
         return f"unhealthy ({exc or type(exc).__name__})"
     problem = check(status, body, cfg.health)
     return "healthy" if problem is None else f"unhealthy ({problem})"

@@ -1,0 +1,289 @@
+"""A fake host for unit tests of the deploy engine: a small in-memory Docker engine and
+file system behind the Executor interface, with faults that can be injected per command.
+
+It understands exactly the argv lists plainsail builds (docker ps/inspect/run/stop/start/
+rm/rename/logs/pull/network inspect, and the fixed `sh -c` scripts of the host state), so
+every branch of a deploy or rollback runs in milliseconds without Docker or SSH. The
+integration tests run the same code against a real sshd and a real Docker Engine.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from plainsail.errors import RemoteError
+from plainsail.hosts import parse_host
+from plainsail.runner import Executor, Result
+
+_ids = itertools.count(1)
+_clock = itertools.count(1)
+
+
+@dataclass
+class FakeContainer:
+    name: str
+    id: str
+    image: str
+    labels: dict[str, str]
+    env: str
+    status: str = "running"
+    created: str = ""
+    ip: str = ""
+    restarts: int = 0
+    logs: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Fault:
+    """What happens when a matching command runs: fail (exit 1), timeout, drop (SSH lost,
+    exit 255), crash (an unexpected exception), or signal (SIGTERM arrives)."""
+
+    kind: str
+    times: int = 1  # how many matching commands it hits (0: every one)
+    message: str = "injected failure"
+
+
+class FakeHost:
+    """One host's state: containers, networks, files and directories."""
+
+    def __init__(self, name: str = "ssh://deploy@web-1", home: str = "/home/deploy") -> None:
+        self.host = parse_host(name)
+        self.home = home
+        self.docker_version = "20.10.24"
+        self.containers: dict[str, FakeContainer] = {}
+        self.networks = {"bridge", "host", "none"}
+        self.files: dict[str, str] = {}
+        self.dirs: set[str] = set()
+        self.readonly: set[str] = set()  # path prefixes where writes fail
+        self.images: set[str] = set()
+        self.faults: dict[str, Fault] = {}
+        self.log: list[list[str]] = []  # every argv run, in order
+        self.migrate_exit = 0
+        self.migrate_output = "applied 0001_init.sql"
+        # Is the app in this container healthy? Default: running is healthy.
+        self.healthy: Callable[[FakeContainer], bool] = lambda c: True
+        self.executors: list[FakeExecutor] = []
+
+    def executor(self, secrets: Sequence[Any] = ()) -> FakeExecutor:
+        ex = FakeExecutor(self, secrets)
+        self.executors.append(ex)
+        return ex
+
+    def fail(self, step: str, kind: str = "fail", times: int = 1, message: str = "") -> None:
+        self.faults[step] = Fault(kind, times, message or f"injected {kind} in {step}")
+
+    def running(self) -> list[str]:
+        return sorted(c.name for c in self.containers.values() if c.status == "running")
+
+    def container_of(self, address: str) -> FakeContainer | None:
+        return next((c for c in self.containers.values()
+                     if c.ip == address and c.status == "running"), None)
+
+    def history(self, service: str) -> list[dict[str, Any]]:
+        text = self.files.get(f"{self.home}/.plainsail/{service}/history.jsonl", "")
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+    def locked(self, service: str) -> bool:
+        return f"{self.home}/.plainsail/{service}/lock" in self.dirs
+
+
+def step_of(argv: Sequence[str]) -> str:
+    """The name a fault is keyed by: 'docker stop', 'docker run', 'migrate', 'lock', ..."""
+    if argv[:2] == ["sh", "-c"]:
+        script = argv[2]
+        if '"$HOME"' in script:
+            return "probe"
+        if 'mkdir "$1"' in script:
+            return "lock"
+        if "cat >>" in script:
+            return "history"
+        if "mv -f" in script:
+            return "env"
+        if "rm -rf" in script:
+            return "unlock"
+        return "read"
+    if argv[:2] == ["docker", "run"]:
+        return "docker run" if "--detach" in argv else "migrate"
+    return " ".join(argv[:2])
+
+
+class FakeExecutor(Executor):
+    def __init__(self, fake: FakeHost, secrets: Sequence[Any] = ()) -> None:
+        super().__init__(fake.host, secrets)
+        self.fake = fake
+        self.closed = False
+
+    def wrap(self, argv: Sequence[str]) -> list[str]:
+        return list(argv) if self.host.is_local else ["ssh", self.host.name, "--", *argv]
+
+    def close(self) -> None:
+        self.closed = True
+
+    def reach(self, host: str, port: int) -> tuple[str, int]:
+        return host, port
+
+    def http_get(self, host: str, port: int, path: str, timeout: float) -> tuple[int, str]:
+        path.encode("ascii")  # as http.client does: a non-ASCII path cannot be sent
+        c = self.fake.container_of(host)
+        if c is None:
+            raise ConnectionRefusedError("connection refused")
+        return (200, '{"status": "ok"}') if self.fake.healthy(c) else (500, "db error")
+
+    def run(self, argv: Sequence[str], *, timeout: float = 120.0, check: bool = True,
+            input: str | None = None, what: str = "") -> Result:
+        argv = list(argv)
+        self.fake.log.append(argv)
+        step = step_of(argv)
+        fault = self.fake.faults.get(step)
+        if fault is not None:
+            if fault.times == 1:
+                del self.fake.faults[step]
+            elif fault.times > 1:
+                fault.times -= 1
+            if fault.kind == "timeout":
+                raise RemoteError(f"{self.host.name}: {what or argv[0]} did not finish within "
+                                  f"{timeout:g}s", host=self.host.name, argv=argv)
+            if fault.kind == "crash":
+                raise RuntimeError(fault.message)
+            if fault.kind == "signal":  # a real SIGTERM, handled as the deployer handles it
+                os.kill(os.getpid(), signal.SIGTERM)
+        if fault is not None and fault.kind in ("fail", "drop"):
+            code = 255 if fault.kind == "drop" else 1
+            res = Result(argv, code, "", fault.message, 0.0)
+        else:
+            code, out, err = self._do(argv, input)
+            res = Result(argv, code, out, err, 0.01)
+        if check and not res.ok:
+            raise self.failure(res, what)
+        return res
+
+    # -- the fake engine
+    def _do(self, argv: list[str], stdin: str | None) -> tuple[int, str, str]:
+        f = self.fake
+        if argv[:2] == ["sh", "-c"]:
+            return self._script(argv[2], argv[4:], stdin or "")
+        cmd = argv[1]
+        if cmd == "version":
+            return 0, f.docker_version, ""
+        if cmd == "ps":
+            label = argv[argv.index("--filter") + 1].split("=", 1)[1]
+            key, _, value = label.partition("=")
+            rows = [json.dumps({"ID": c.id, "Names": c.name}) for c in f.containers.values()
+                    if c.labels.get(key) == value]
+            return 0, "\n".join(rows), ""
+        if argv[1:3] == ["container", "inspect"]:
+            found = [self._inspect(n) for n in argv[3:]]
+            if any(x is None for x in found):
+                return 1, "[]", "Error: No such container"
+            return 0, json.dumps(found), ""
+        if cmd == "inspect" and "--format" in argv:  # the app's addresses
+            c = self._get(argv[-1])
+            return (0, c.ip + " ", "") if c else (1, "", "Error: No such object")
+        if cmd == "network":
+            return (0, argv[-1], "") if argv[-1] in f.networks else (
+                1, "", f"Error: No such network: {argv[-1]}")
+        if cmd == "pull":
+            f.images.add(argv[-1])
+            return 0, argv[-1].split("@")[-1], ""
+        if cmd == "run":
+            return self._run_container(argv)
+        if cmd in ("stop", "start"):
+            c = self._get(argv[-1])
+            if c is None:
+                return 1, "", f"Error: No such container: {argv[-1]}"
+            c.status = "exited" if cmd == "stop" else "running"
+            return 0, c.name, ""
+        if cmd == "rename":
+            c = self._get(argv[2])
+            if c is None or argv[3] in f.containers:
+                return 1, "", "Error: rename failed"
+            del f.containers[c.name]
+            c.name = argv[3]
+            f.containers[c.name] = c
+            return 0, "", ""
+        if cmd == "rm":
+            for n in [a for a in argv[2:] if not a.startswith("-")]:
+                f.containers.pop(n, None)
+            return 0, "", ""
+        if cmd == "image":
+            return 0, "", ""
+        if cmd == "logs":
+            c = self._get(argv[-1])
+            return (0, "\n".join(c.logs), "") if c else (1, "", "Error: No such container")
+        return 127, "", f"fake host: unknown command {argv}"
+
+    def _get(self, name: str) -> FakeContainer | None:
+        return self.fake.containers.get(name) or next(
+            (c for c in self.fake.containers.values() if c.id == name), None)
+
+    def _inspect(self, name: str) -> dict[str, Any] | None:
+        c = self._get(name)
+        if c is None:
+            return None
+        return {"Name": "/" + c.name, "Id": c.id, "Created": c.created,
+                "RestartCount": c.restarts,
+                "Config": {"Labels": c.labels, "Image": c.image},
+                "State": {"Status": c.status, "StartedAt": c.created}}
+
+    def _run_container(self, argv: list[str]) -> tuple[int, str, str]:
+        f = self.fake
+        name = argv[argv.index("--name") + 1]
+        if "--network" in argv and argv[argv.index("--network") + 1] not in f.networks:
+            return 125, "", "docker: Error response from daemon: network not found."
+        env_file = argv[argv.index("--env-file") + 1] if "--env-file" in argv else None
+        env = f.files.get(env_file, "") if env_file else ""
+        if "--detach" not in argv:  # the migration container
+            code = f.migrate_exit
+            return code, f.migrate_output if code == 0 else "", (
+                "" if code == 0 else f.migrate_output)
+        if name in f.containers:
+            return 125, "", f'Conflict. The container name "/{name}" is already in use'
+        labels = dict(argv[i + 1].split("=", 1) for i, a in enumerate(argv) if a == "--label")
+        image = next(a for a in argv if "@sha256:" in a)
+        n = next(_ids)
+        c = FakeContainer(name, f"{n:064x}", image, labels, env,
+                          created=f"2026-01-01T00:00:{next(_clock):06d}Z", ip=f"10.0.0.{n}")
+        f.containers[name] = c
+        return 0, c.id, ""
+
+    def _script(self, script: str, args: list[str], stdin: str) -> tuple[int, str, str]:
+        f = self.fake
+        path = args[0] if args else ""
+        if '"$HOME"' in script:
+            return 0, f"{f.home}\n{f.docker_version}\n", ""
+        if any(path.startswith(p) for p in f.readonly) and "cat \"$1\"" not in script:
+            return 1, "", f"mkdir: cannot create directory '{path}': Read-only file system"
+        if 'mkdir "$1"' in script:  # take the lock
+            if path in f.dirs:
+                return 75, f.files.get(f"{path}/info.json", ""), ""
+            f.dirs.add(path)
+            f.files[f"{path}/info.json"] = stdin
+            return 0, "", ""
+        if "rm -rf" in script:  # release the lock
+            if path not in f.dirs:
+                return 3, "", ""
+            if len(args) > 1 and f'"deploy_id": "{args[1]}"' not in f.files.get(
+                    f"{path}/info.json", ""):
+                return 3, "", ""
+            f.dirs.discard(path)
+            f.files.pop(f"{path}/info.json", None)
+            return 0, "", ""
+        if "cat >>" in script:
+            f.files[path] = f.files.get(path, "") + stdin
+            return 0, "", ""
+        if "mv -f" in script:
+            f.files[path] = stdin
+            return 0, "", ""
+        if 'cat "$1"' in script:
+            if "test -d" in script:
+                if path not in f.dirs:
+                    return 3, "", ""
+                return 0, f.files.get(f"{path}/info.json", ""), ""
+            return 0, f.files.get(path, ""), ""
+        return 127, "", f"fake host: unknown script {script!r}"

@@ -1,0 +1,348 @@
+"""Every branch of the deploy engine, through the fake host: outcomes, restores, records,
+locks and redaction, without Docker or SSH (the integration tests run the same code for
+real)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from plainsail import config as configlib
+from plainsail import secret as secretlib
+from plainsail.config import NotifyTarget
+from plainsail.deploy import Deploy
+from plainsail.errors import PlainsailError
+from plainsail.outcomes import (
+    ABORTED,
+    FAILED_MIGRATION,
+    INTERRUPTED,
+    RESTORE_FAILED,
+    RESTORED,
+    SUCCEEDED,
+    exit_code,
+)
+from plainsail.plan import Request, Target
+from plainsail.secret import Secret
+from tests.support.fakehost import FakeHost
+
+IMAGE = "registry.example.com/acme/api"
+V1 = Target(IMAGE, "a1a1a1a1", "sha256:" + "a1" * 32, True)
+V2 = Target(IMAGE, "b2b2b2b2", "sha256:" + "b2" * 32, True)
+V3 = Target(IMAGE, "c3c3c3c3", "sha256:" + "c3" * 32, True)
+TARGETS = {t.tag: t for t in (V1, V2, V3)}
+OUTCOMES = {"succeeded", "unchanged", "aborted", "failed-migration", "failed-health-restored",
+            "failed-health-left-stopped", "restore-failed", "interrupted", "recovered"}
+
+
+class Bench:
+    """A config on fake hosts, and deploys run against them."""
+
+    def __init__(self, tmp: Path, service: str = "api", extra: str = "", nhosts: int = 1,
+                 env: dict[str, str] | None = None) -> None:
+        self.fakes = [FakeHost(f"ssh://deploy@web-{i + 1}") for i in range(nhosts)]
+        hosts = ", ".join(f"'{f.host.name}'" for f in self.fakes)
+        text = (f"service: {service}\nimage: {IMAGE}\nhosts: [{hosts}]\n"
+                "app:\n  port: 8080\n  secrets: [DATABASE_URL]\n"
+                "health:\n  attempts: 2\n  interval: 10ms\n  timeout: 1s\n"
+                "migrate:\n  command: [migrate, up]\n" + extra)
+        (tmp / "plainsail.yml").write_text(text)
+        self.cfg = configlib.load(tmp / "plainsail.yml", {})
+        self.env = env if env is not None else {"DATABASE_URL": "postgresql://app:pw123@db/app"}
+        self.lines: list[str] = []
+        self.tmp = tmp
+
+    def deploy(self, target: Target, *, kind: str = "deploy", force: bool = False,
+               skip_migrations: bool = False) -> dict[str, Any]:
+        req = Request(ref=f"{target.tag}@{target.digest}", force=force, kind=kind,
+                      skip_migrations=skip_migrations or kind == "rollback")
+        d = Deploy(self.cfg, req, self.lines.append, environ=dict(self.env),
+                   executors={f.host.name: f.executor() for f in self.fakes},
+                   resolve=lambda cfg, r: TARGETS[str(r.ref).split("@")[0]])
+        try:
+            return d.run()
+        except PlainsailError as exc:
+            assert exc.record is not None, "a preflight failure carries its record"
+            return exc.record
+
+    def local_records(self) -> list[dict[str, Any]]:
+        path = self.tmp / ".plainsail" / "history.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    @property
+    def fake(self) -> FakeHost:
+        return self.fakes[0]
+
+    def running_tags(self) -> list[str]:
+        return sorted(c.labels.get("dev.plainsail.tag", "") for f in self.fakes
+                      for c in f.containers.values() if c.status == "running")
+
+
+@pytest.fixture
+def bench(tmp_path: Path) -> Bench:
+    return Bench(tmp_path)
+
+
+def test_first_and_second_deploy(bench: Bench) -> None:
+    assert bench.deploy(V1)["outcome"] == SUCCEEDED
+    s = bench.deploy(V2)
+    assert s["outcome"] == SUCCEEDED and exit_code(s) == 0
+    assert bench.running_tags() == [V2.tag]
+    assert not bench.fake.locked("api")
+    assert [r["outcome"] for r in bench.fake.history("api")] == [SUCCEEDED, SUCCEEDED]
+
+
+def test_stop_old_failing_ends_in_a_named_outcome_not_blank(bench: Bench) -> None:
+    bench.deploy(V1)
+    bench.fake.fail("docker stop")
+    s = bench.deploy(V2)
+    assert s["outcome"] == RESTORED, s
+    assert exit_code(s) == 1
+    assert "stop-old failed" in s["reason"]
+    assert bench.running_tags() == [V1.tag]
+    assert bench.fake.history("api")[-1]["outcome"] == RESTORED
+    assert all(h["outcome"] for h in s["per_host"])
+    assert not bench.fake.locked("api")
+
+
+def test_unexpected_error_after_the_switch_restores_records_and_unlocks(bench: Bench) -> None:
+    bench.deploy(V1)
+    # The gate looks up the new container's address: a bug there comes after the switch.
+    bench.fake.fail("docker inspect", kind="crash")
+    s = bench.deploy(V2)
+    assert s["outcome"] == RESTORED, s
+    assert "unexpected RuntimeError" in s["reason"] and "bug" in s["reason"]
+    assert bench.running_tags() == [V1.tag]
+    assert bench.fake.history("api")[-1]["outcome"] == RESTORED
+    assert bench.local_records()[-1]["outcome"] == RESTORED
+    assert not bench.fake.locked("api")
+
+
+def test_a_path_http_cannot_send_fails_the_gate_instead_of_crashing(bench: Bench) -> None:
+    bench.deploy(V1)
+    health = dataclasses.replace(bench.cfg.health, path="/health/\u00e9")
+    bench.cfg = dataclasses.replace(bench.cfg, health=health)
+    s = bench.deploy(V2)
+    assert s["outcome"] == RESTORE_FAILED  # the old version fails the same gate
+    assert "ascii" in json.dumps(s["per_host"]).lower() or "ascii" in s["reason"].lower()
+    assert not bench.fake.locked("api")
+
+
+def test_a_secret_equal_to_names_and_paths_is_redacted_in_text_only(tmp_path: Path) -> None:
+    # The DB password equals the service name, the SSH user, and a word in docker output.
+    b = Bench(tmp_path, service="app1",
+              env={"DATABASE_URL": "postgresql://deploy:app1@db/app1"})
+    b.fake.home = "/home/deploy"
+    assert b.deploy(V1)["outcome"] == SUCCEEDED
+    s = b.deploy(V2)
+    assert s["outcome"] == SUCCEEDED, s
+    assert b.running_tags() == [V2.tag]
+    rec = b.fake.history("app1")[-1]
+    assert rec["service"] == "app1" and rec["container"] == f"app1-{V2.tag}"
+    assert "/home/deploy/.plainsail/app1/env" in b.fake.files
+    assert s["service"] == "app1"
+    assert "app1" not in s["reason"] or "***" in s["reason"]
+    assert "postgresql://deploy:app1@db/app1" not in "\n".join(b.lines)
+
+
+def test_free_text_of_records_is_redacted(bench: Bench) -> None:
+    bench.deploy(V1)
+    bench.fake.healthy = lambda c: "pw123" not in c.env  # the new version leaks it in logs
+    for c in bench.fake.containers.values():
+        c.logs = ["connecting to postgresql://app:pw123@db/app failed"]
+    bench.fake.migrate_exit = 1
+    bench.fake.migrate_output = "FATAL: password pw123 rejected"
+    s = bench.deploy(V2)
+    assert s["outcome"] == FAILED_MIGRATION
+    text = json.dumps(s) + json.dumps(bench.fake.history("api")) + "\n".join(bench.lines)
+    assert "pw123" not in text and "***" in json.dumps(s["migration"])
+
+
+def test_empty_secret_is_refused_before_anything_changes(tmp_path: Path) -> None:
+    b = Bench(tmp_path, env={"DATABASE_URL": ""})
+    s = b.deploy(V1)
+    assert s["outcome"] == ABORTED and s["preflight"]
+    assert "DATABASE_URL" in s["reason"] and "empty" in s["reason"]
+    assert not b.fake.files and not b.fake.containers
+
+
+def test_missing_network_is_refused_in_preflight(tmp_path: Path) -> None:
+    b = Bench(tmp_path, extra="")
+    b.cfg = dataclasses.replace(b.cfg, app=dataclasses.replace(b.cfg.app, network="hots"))
+    s = b.deploy(V1)
+    assert s["outcome"] == ABORTED and s["preflight"]
+    assert "app.network 'hots' does not exist" in s["reason"]
+    assert not b.fake.containers
+
+
+def test_restore_after_a_rotated_secret_uses_todays_environment(bench: Bench) -> None:
+    bench.deploy(V1)
+    # The DB password was rotated: only the new one works, for any version of the app.
+    bench.env = {"DATABASE_URL": "postgresql://app:rotated9@db/app"}
+    bench.fake.healthy = lambda c: "rotated9" in c.env and c.labels[
+        "dev.plainsail.tag"] != V2.tag
+    s = bench.deploy(V2)
+    assert s["outcome"] == RESTORED, s
+    assert "today's environment" in s["reason"]
+    running = [c for c in bench.fake.containers.values() if c.status == "running"]
+    assert len(running) == 1 and running[0].labels["dev.plainsail.tag"] == V1.tag
+    assert "rotated9" in running[0].env
+
+
+def test_restore_after_a_wrong_new_secret_falls_back_to_the_previous_environment(
+        bench: Bench) -> None:
+    bench.deploy(V1)
+    bench.env = {"DATABASE_URL": "postgresql://app:typo@db/app"}
+    bench.fake.healthy = lambda c: "pw123" in c.env
+    s = bench.deploy(V2)
+    assert s["outcome"] == RESTORED, s
+    assert "with its previous environment" in s["reason"]
+    assert "with today's environment failed its health gate" in s["reason"]
+    running = [c for c in bench.fake.containers.values() if c.status == "running"]
+    assert [c.labels["dev.plainsail.tag"] for c in running] == [V1.tag]
+    assert "pw123" in running[0].env
+
+
+def test_restore_failure_quotes_the_log(bench: Bench) -> None:
+    bench.deploy(V1)
+    bench.fake.healthy = lambda c: False
+    orig = bench.fake.executor  # logs for every container the restore may start
+
+    def with_logs(secrets: Any = ()) -> Any:
+        for c in bench.fake.containers.values():
+            c.logs = ["starting", "relation \"notes\" has no column \"archived\""]
+        return orig(secrets)
+
+    bench.fake.executor = with_logs  # type: ignore[method-assign]
+    s = bench.deploy(V2)
+    assert s["outcome"] == RESTORE_FAILED
+    assert 'has no column \\"archived\\"' in json.dumps(s["reason"])
+    assert "schema?" not in s["reason"]
+
+
+def test_force_redeploys_do_not_fill_the_rollback_slots(tmp_path: Path) -> None:
+    b = Bench(tmp_path, extra="retain: 2\n")
+    b.deploy(V1)
+    b.deploy(V2)
+    for _ in range(3):
+        assert b.deploy(V2, force=True)["outcome"] == SUCCEEDED
+    stopped = [c for c in b.fake.containers.values() if c.status != "running"]
+    assert [c.labels["dev.plainsail.tag"] for c in stopped] == [V1.tag]
+
+
+def test_a_failed_host_record_is_loud_and_kept_locally(bench: Bench,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    bench.deploy(V1)
+    bench.fake.fail("history")
+    s = bench.deploy(V2)
+    assert s["outcome"] == SUCCEEDED and s["unrecorded_hosts"] == [bench.fake.host.name]
+    assert "could not be stored on the host" in capsys.readouterr().err
+    assert bench.local_records()[-1]["unrecorded_hosts"] == [bench.fake.host.name]
+
+
+def test_a_broken_webhook_never_crashes_a_deploy(bench: Bench) -> None:
+    bench.cfg = dataclasses.replace(
+        bench.cfg, notify=[NotifyTarget(Secret("http://127.0.0.1:abc/hook-token-123"))])
+    s = bench.deploy(V1)
+    assert s["outcome"] == SUCCEEDED
+
+
+def test_restore_of_a_fleet_when_the_second_host_fails(tmp_path: Path) -> None:
+    b = Bench(tmp_path, nhosts=2)
+    b.deploy(V1)
+    b.fakes[1].healthy = lambda c: c.labels["dev.plainsail.tag"] != V2.tag
+    s = b.deploy(V2)
+    assert s["outcome"] == RESTORED
+    assert b.running_tags() == [V1.tag, V1.tag]
+    assert [h["outcome"] for h in s["per_host"]] == [RESTORED, RESTORED]
+
+
+# ---------------------------------------------------------------- the fault matrix
+
+STEPS = ["probe", "docker ps", "docker container", "lock", "docker pull", "env", "migrate",
+         "docker stop", "docker run", "docker inspect", "docker start", "docker rm",
+         "history", "unlock"]
+FAULTS = ["fail", "timeout", "drop", "crash", "signal"]
+DOC = Path(__file__).resolve().parent.parent / "docs" / "reliability.md"
+BEGIN, END = "<!-- matrix:begin -->", "<!-- matrix:end -->"
+
+
+def fault_cell(tmp: Path, step: str, fault: str) -> str:
+    """Deploy v2 over v1 with one fault injected; check the promises; return the outcome."""
+    b = Bench(tmp)
+    assert b.deploy(V1)["outcome"] == SUCCEEDED
+    # A failed gate makes the restore path (docker start, docker rm) reachable.
+    if step in ("docker start", "docker rm"):
+        b.fake.healthy = lambda c: c.labels["dev.plainsail.tag"] != V2.tag
+    b.fake.fail(step, kind=fault)
+    try:
+        s = b.deploy(V2)
+    except RuntimeError:  # a bug before anything changed: the CLI's exit 3 and crash log
+        assert fault == "crash" and step in ("probe", "docker ps", "docker container")
+        assert b.running_tags() == [V1.tag] and not b.fake.locked("api")
+        return "bug before any change (exit 3)"
+    outcome = str(s["outcome"])
+    assert outcome in OUTCOMES, s
+    code = exit_code(s)
+    assert code == (0 if outcome in ("succeeded", "unchanged", "recovered") else
+                    130 if outcome == INTERRUPTED else 1)
+    assert b.local_records()[-1]["outcome"] == outcome
+    if not s.get("preflight") and step != "history":
+        assert b.fake.history("api")[-1]["id"] == s["id"]
+    if step != "unlock":
+        assert not b.fake.locked("api"), "the lock must be released"
+    if outcome != RESTORE_FAILED:
+        expected = V2.tag if outcome == SUCCEEDED else V1.tag
+        assert b.running_tags() == [expected], (outcome, b.running_tags())
+    label = f"{outcome} (exit {code})"
+    if s.get("preflight"):
+        label += ", in preflight"
+    if step == "unlock" and b.fake.locked("api"):
+        label += ", lock left: named with its holder"
+    if step == "history" and s.get("unrecorded_hosts"):
+        label += ", host record missing: said loudly, kept locally"
+    return label
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+@pytest.mark.parametrize("step", STEPS)
+def test_fault_matrix(tmp_path: Path, step: str, fault: str) -> None:
+    """Each step x each fault: a defined outcome, its exit code, a record, the lock
+    released, and the last good version serving unless the outcome says it is not."""
+    fault_cell(tmp_path, step, fault)
+
+
+def render_matrix(tmp: Path) -> str:
+    rows = ["| step | " + " | ".join(FAULTS) + " |", "|---" * (len(FAULTS) + 1) + "|"]
+    for step in STEPS:
+        cells = []
+        for fault in FAULTS:
+            d = tmp / f"{step}-{fault}".replace(" ", "_")
+            d.mkdir()
+            cells.append(fault_cell(d, step, fault))
+        rows.append(f"| `{step}` | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def test_reliability_doc_shows_the_matrix(tmp_path: Path) -> None:
+    """docs/reliability.md carries the matrix these tests produce (regenerate it with
+    PLAINSAIL_UPDATE_DOCS=1)."""
+    import os
+
+    table = render_matrix(tmp_path)
+    text = DOC.read_text()
+    start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
+    fresh = text[:start] + "\n" + table + "\n" + text[end:]
+    if os.environ.get("PLAINSAIL_UPDATE_DOCS") == "1" and text != fresh:
+        DOC.write_text(fresh)
+        text = fresh
+    assert text == fresh, "docs/reliability.md is out of date: PLAINSAIL_UPDATE_DOCS=1 pytest"
+
+
+def test_secret_registry_sees_every_secret() -> None:
+    secretlib.forget_all()
+    Secret("zz-unique-value")
+    assert secretlib.scrub("a zz-unique-value b") == "a *** b"
