@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import httpx
 import pytest
@@ -26,6 +26,7 @@ from plainsail.registry import (
     RegistryClient,
     docker_credentials,
     is_loopback,
+    origin,
     parse_challenge,
     sha256_digest,
 )
@@ -317,3 +318,275 @@ def test_credential_helper_against_the_real_auth_registry(
     (tmp_path / "config.json").write_text(json.dumps({"credsStore": "absent"}))
     with pytest.raises(RegistryError, match="docker-credential-absent is not on PATH"):
         docker_credentials(auth_registry.host)
+
+
+# ---------------------------------------------------------------- credentials stay at home
+
+_CREDS = ("ci", "pw-" + uuid.uuid4().hex[:8])
+_BASIC = "Basic " + base64.b64encode(f"{_CREDS[0]}:{_CREDS[1]}".encode()).decode()
+
+
+@dataclass
+class HostileRegistry:
+    """A MockTransport registry at https://reg.example that demands basic auth and whose
+    upload Location, redirects and token realm are chosen by the test; every request seen
+    is kept as (method, url, Authorization header)."""
+
+    location: str = "/v2/team/app/blobs/uploads/u1?state=s"
+    realm: str | None = None  # a bearer realm instead of basic auth
+    seen: list[tuple[str, str, str | None]] = field(default_factory=list)
+
+    def auth_ok(self, request: httpx.Request) -> bool:
+        got = request.headers.get("authorization")
+        return got == ("Bearer T1" if self.realm else _BASIC)
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        self.seen.append((request.method, str(url), request.headers.get("authorization")))
+        if origin(url) != ("https", "reg.example", 443):  # token service, storage: answer
+            if url.path == "/token":
+                return httpx.Response(200, json={"token": "T1"})
+            return httpx.Response(201 if request.method == "PUT" else 200, content=b"{}")
+        if not self.auth_ok(request):
+            challenge = (f'Bearer realm="{self.realm}",service="reg.example"' if self.realm
+                         else 'Basic realm="reg"')
+            return httpx.Response(401, headers={"WWW-Authenticate": challenge})
+        if request.method == "HEAD":
+            return httpx.Response(404)
+        if request.method == "POST":
+            return httpx.Response(202, headers={"Location": self.location})
+        if request.method == "GET":
+            return httpx.Response(200, json={"name": "team/app", "tags": []})
+        return httpx.Response(201)
+
+    def client(self) -> RegistryClient:
+        return RegistryClient("reg.example", _CREDS[0], Secret(_CREDS[1]),
+                              transport=httpx.MockTransport(self.handler))
+
+    def auth_sent_to(self, host: str) -> list[str | None]:
+        return [a for _, u, a in self.seen if httpx.URL(u).host == host and a]
+
+    def auth_sent_home(self) -> list[str | None]:
+        return [a for _, u, a in self.seen if origin(httpx.URL(u)) == ("https", "reg.example", 443)
+                and a]
+
+
+@pytest.mark.parametrize("location", [
+    "/v2/team/app/blobs/uploads/u1?state=s",                    # absolute path
+    "u1?state=s",                                               # relative to the POST URL
+    "https://reg.example/v2/team/app/blobs/uploads/u1?state=s",  # full URL, same origin
+])
+def test_same_origin_upload_location_keeps_credentials(location: str) -> None:
+    reg = HostileRegistry(location=location)
+    reg.client().put_blob("team/app", b"layer")
+    method, url, auth = reg.seen[-1]
+    assert method == "PUT" and auth == _BASIC
+    assert httpx.URL(url).host == "reg.example"
+    assert httpx.URL(url).path == "/v2/team/app/blobs/uploads/u1"
+    assert httpx.URL(url).params["digest"] == sha256_digest(b"layer")
+
+
+@pytest.mark.parametrize("realm", [None, "https://auth.example/token"])
+@pytest.mark.parametrize("location", [
+    "https://storage.example/upload/u1",  # another host
+    "http://reg.example/v2/team/app/blobs/uploads/u1",  # same host, plain HTTP
+    "https://reg.example:8443/v2/team/app/blobs/uploads/u1",  # same host, other port
+])
+def test_upload_location_on_another_origin_gets_no_credentials(
+    location: str, realm: str | None
+) -> None:
+    reg = HostileRegistry(location=location, realm=realm)
+    reg.client().put_blob("team/app", b"layer")
+    method, url, auth = reg.seen[-1]
+    assert method == "PUT" and url.startswith(location)
+    assert auth is None  # neither the basic credentials nor the registry's bearer token
+    # the registry itself did get them, so the check above is not vacuous
+    assert reg.auth_sent_home()
+
+
+def test_redirects_to_another_origin_carry_no_credentials() -> None:
+    """Blob downloads are redirected to storage; an upgrade to https:// on the same host is
+    another origin too (httpx itself would keep the header there)."""
+    seen: list[tuple[str, str | None]] = []
+    targets = {"/v2/team/app/blobs/sha256:a": "https://cdn.example/blob",
+               "/v2/team/app/blobs/sha256:b": "https://localhost/v2/team/app/blobs/sha256:b2",
+               "/v2/team/app/blobs/sha256:c": "/v2/team/app/blobs/sha256:c2"}
+    bodies = {b"cdn", b"upgraded", b"moved"}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        auth = request.headers.get("authorization")
+        seen.append((str(request.url), auth))
+        if request.url.host == "localhost" and request.url.scheme == "http":
+            if auth != _BASIC:
+                return httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="r"'})
+            if request.url.path in targets:
+                return httpx.Response(307, headers={"Location": targets[request.url.path]})
+            return httpx.Response(200, content=b"moved")
+        return httpx.Response(200, content=b"cdn" if request.url.host == "cdn.example"
+                              else b"upgraded")
+
+    client = RegistryClient("localhost", *_CREDS[:1], Secret(_CREDS[1]),
+                            transport=httpx.MockTransport(handler))
+    got = set()
+    for digest in ("sha256:a", "sha256:b", "sha256:c"):
+        with pytest.raises(RegistryError, match="does not match its digest"):
+            client.get_blob("team/app", digest)  # the digests are made up; the bodies came
+        got.add(next(u for u, _ in reversed(seen)))
+    assert [a for u, a in seen if u.startswith("https://")] == [None, None]
+    assert ("http://localhost/v2/team/app/blobs/sha256:c2", _BASIC) in seen  # same origin
+    assert len(got) == len(bodies)
+
+
+def test_plain_http_token_realm_elsewhere_is_refused_before_sending_credentials() -> None:
+    reg = HostileRegistry(realm="http://evil.example/token")
+    with pytest.raises(RegistryError) as err:
+        reg.client().tags("team/app")
+    msg = str(err.value)
+    assert msg == ("registry reg.example asked for credentials to be sent to "
+                   "http://evil.example/token over plain HTTP; refused (a token service that "
+                   "is not on this machine must use https://)")
+    assert _CREDS[1] not in msg
+    assert all(auth is None for _, _, auth in reg.seen)
+    assert not [u for _, u, _ in reg.seen if "evil.example" in u]
+
+
+def test_plain_http_token_realm_without_credentials_is_fine() -> None:
+    """Anonymous pulls send no credentials, so a plain-HTTP token service may answer."""
+    reg = HostileRegistry(realm="http://evil.example/token")
+    client = RegistryClient("reg.example", transport=httpx.MockTransport(reg.handler))
+    assert client.tags("team/app") == []
+    assert [u.split("?")[0] for _, u, _ in reg.seen] == [
+        "https://reg.example/v2/team/app/tags/list", "http://evil.example/token",
+        "https://reg.example/v2/team/app/tags/list"]
+    assert all(auth in (None, "Bearer T1") for _, _, auth in reg.seen)
+
+
+@pytest.mark.parametrize("realm", ["https://auth.example/token", "http://127.0.0.1:5999/token",
+                                   "http://localhost/token"])
+def test_token_realm_over_https_or_on_loopback_gets_basic_credentials(realm: str) -> None:
+    """Docker Hub's realm is https://auth.docker.io/token, another host than the registry."""
+    reg = HostileRegistry(realm=realm)
+    assert reg.client().tags("team/app") == []
+    realm_host = httpx.URL(realm).host
+    assert reg.auth_sent_to(realm_host) == [_BASIC]
+    assert reg.auth_sent_to("reg.example") == ["Bearer T1"]
+
+
+def test_registry_tokens_do_not_follow_links_or_redirects_elsewhere() -> None:
+    """A `Link` to the next page on another host gets no token; nor does a token service
+    redirect to another host get the basic credentials."""
+    seen: list[tuple[str, str | None]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        auth = request.headers.get("authorization")
+        seen.append((f"{request.url.host}{request.url.path}", auth))
+        if request.url.host == "auth.example":
+            return httpx.Response(302, headers={"Location": "https://tokens.example/t"})
+        if request.url.host == "tokens.example":
+            return httpx.Response(200, json={"token": "T1"})
+        if request.url.host == "other.example":
+            return httpx.Response(200, json={"tags": ["b"]})
+        if auth != "Bearer T1":
+            return httpx.Response(401, headers={"WWW-Authenticate": (
+                'Bearer realm="https://auth.example/token",service="reg.example"')})
+        return httpx.Response(200, json={"tags": ["a"]}, headers={
+            "Link": '<https://other.example/v2/team/app/tags/list?last=a>; rel="next"'})
+
+    client = RegistryClient("reg.example", *_CREDS[:1], Secret(_CREDS[1]),
+                            transport=httpx.MockTransport(handler))
+    assert client.tags("team/app") == ["a", "b"]
+    assert seen == [("reg.example/v2/team/app/tags/list", None),
+                    ("auth.example/token", _BASIC),
+                    ("tokens.example/t", None),
+                    ("reg.example/v2/team/app/tags/list", "Bearer T1"),
+                    ("other.example/v2/team/app/tags/list", None)]
+
+
+def test_another_origin_asking_for_credentials_is_a_clear_error() -> None:
+    reg = HostileRegistry(location="https://storage.example/upload/u1")
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "storage.example":
+            reg.seen.append((request.method, str(request.url),
+                             request.headers.get("authorization")))
+            return httpx.Response(401, headers={"WWW-Authenticate": (
+                'Bearer realm="https://storage.example/token"')})
+        return reg.handler(request)
+
+    client = RegistryClient("reg.example", _CREDS[0], Secret(_CREDS[1]),
+                            transport=httpx.MockTransport(handler))
+    with pytest.raises(RegistryError) as err:
+        client.put_blob("team/app", b"layer")
+    assert str(err.value) == (
+        "registry reg.example directed PUT team/app to another host "
+        "(https://storage.example), which asks for credentials; plainsail sends credentials "
+        "only to reg.example, so it refused")
+    assert reg.auth_sent_to("storage.example") == []
+    assert "/token" not in " ".join(u for _, u, _ in reg.seen)
+
+
+@dataclass
+class LeakCatcher:
+    """A real HTTP server on a loopback port: a registry that wants basic auth and sends
+    uploads to another origin (its second port), recording every Authorization header."""
+
+    registry_port: int = 0
+    storage_port: int = 0
+    seen: list[tuple[int, str, str | None]] = field(default_factory=list)
+
+
+@pytest.fixture
+def leak_catcher() -> Iterator[LeakCatcher]:
+    state = LeakCatcher()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def _dispatch(self) -> None:
+            port = self.server.server_address[1]
+            auth = self.headers.get("Authorization")
+            state.seen.append((port, f"{self.command} {unquote(self.path)}", auth))
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            status, headers = 201, {}
+            if port == state.registry_port:
+                if auth != _BASIC:
+                    status, headers = 401, {"WWW-Authenticate": 'Basic realm="r"'}
+                elif self.command == "HEAD":
+                    status = 404
+                elif self.command == "POST":
+                    status = 202
+                    headers = {"Location": f"http://127.0.0.1:{state.storage_port}/up/u1"}
+            self.send_response(status)
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_HEAD = do_PUT = do_POST = _dispatch
+
+    servers = [http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler) for _ in range(2)]
+    state.registry_port, state.storage_port = (s.server_address[1] for s in servers)
+    threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in servers]
+    for t in threads:
+        t.start()
+    yield state
+    for s in servers:
+        s.shutdown()
+        s.server_close()
+
+
+@pytest.mark.integration
+def test_upload_to_another_origin_gets_no_credentials_over_real_sockets(
+    leak_catcher: LeakCatcher,
+) -> None:
+    host = f"127.0.0.1:{leak_catcher.registry_port}"
+    with RegistryClient(host, _CREDS[0], Secret(_CREDS[1]), timeout=5) as client:
+        client.put_blob(f"{host}/team/app", b"layer")
+    storage = [(what, auth) for port, what, auth in leak_catcher.seen
+               if port == leak_catcher.storage_port]
+    assert storage == [(f"PUT /up/u1?digest={sha256_digest(b'layer')}", None)]
+    assert (leak_catcher.registry_port, "POST /v2/team/app/blobs/uploads/", _BASIC) in \
+        leak_catcher.seen

@@ -5,6 +5,12 @@ token challenge (`WWW-Authenticate: Bearer realm=...,service=...,scope=...`) tha
 registries use: fetch a token from the realm with the basic credentials, cache it per
 scope, retry. Plain http:// is used only for loopback registries, https:// otherwise.
 
+Credentials stay with the registry: the basic credentials and its bearer tokens go only to
+the registry's own origin (scheme, host and port), never to an upload `Location`, a `Link`
+or a redirect elsewhere. The token service may be another host (Docker Hub's is
+auth.docker.io) and gets the basic credentials, but only over https:// or on loopback.
+Redirects are followed here, not by httpx, so that each hop is checked against that rule.
+
 Every failure becomes a RegistryError whose one line says what to do; credentials never
 appear in a message or a log line (only the user name does).
 """
@@ -42,6 +48,10 @@ INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
 _ACCEPT = ", ".join(MANIFEST_TYPES)
 _MAX_MANIFEST = 4 * 1024 * 1024  # the distribution spec's suggested limit
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"|(\w+)=([^\s,]+)')
+_REDIRECTS = (301, 302, 303, 307, 308)
+_MAX_REDIRECTS = 10
+
+Origin = tuple[str, str, int | None]
 
 
 def sha256_digest(data: bytes) -> str:
@@ -61,6 +71,12 @@ def is_loopback(registry: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def origin(url: httpx.URL) -> Origin:
+    """(scheme, host, port) of a URL, the unit credentials are scoped to."""
+    default = {"http": 80, "https": 443}.get(url.scheme)
+    return url.scheme, url.host, url.port or default
 
 
 def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
@@ -157,8 +173,10 @@ class RegistryClient:
         api_host = "registry-1.docker.io" if registry == "docker.io" else registry
         scheme = "http" if is_loopback(registry) else "https"
         self.base_url = f"{scheme}://{api_host}"
+        self._origin = origin(httpx.URL(self.base_url))
         self.timeout = timeout
-        self._http = httpx.Client(transport=transport, timeout=timeout, follow_redirects=True)
+        # redirects are followed in _request, which decides where credentials may go
+        self._http = httpx.Client(transport=transport, timeout=timeout, follow_redirects=False)
         self._tokens: dict[str, str] = {}  # scope -> bearer token
         self._basic = False  # the registry asked for basic auth once: send it up front
 
@@ -299,7 +317,7 @@ class RegistryClient:
         location = resp.headers.get("Location")
         if not location:
             raise RegistryError(f"registry {self.registry} started an upload without a Location")
-        url = httpx.URL(self.base_url).join(location).copy_merge_params({"digest": digest})
+        url = resp.url.join(location).copy_merge_params({"digest": digest})
         self._send("PUT", ref, str(url), push=True, content=data, ok=(201, 204),
                    headers={"Content-Type": "application/octet-stream"})
         return digest
@@ -338,11 +356,20 @@ class RegistryClient:
             url = f"{self.base_url}/v2/{ref.path}/{path}"
         scope = f"repository:{ref.path}:{'pull,push' if push else 'pull'}"
         hdrs = dict(headers or {})
-        auth = self._auth_header(scope)
+        home = origin(httpx.URL(url)) == self._origin  # credentials go nowhere else
+        auth = self._auth_header(scope) if home else None
         if auth:
             hdrs["Authorization"] = auth
-        resp = self._request(method, url, hdrs, content)
+        resp = self._request(method, url, hdrs, content, trusted=self._origin)
         if resp.status_code == 401:
+            if not home or origin(resp.url) != self._origin:
+                elsewhere = resp.url
+                raise RegistryError(
+                    f"registry {self.registry} directed {method} {ref.path} to another host "
+                    f"({elsewhere.scheme}://{elsewhere.netloc.decode()}), which "
+                    f"asks for credentials; plainsail sends credentials only to "
+                    f"{self.registry}, so it refused"
+                )
             challenge = resp.headers.get("WWW-Authenticate", "")
             scheme, params = parse_challenge(challenge)
             if scheme == "bearer" and "realm" in params:
@@ -352,7 +379,7 @@ class RegistryClient:
             else:
                 raise self._unauthorized(ref)
             hdrs["Authorization"] = self._auth_header(scope) or ""
-            resp = self._request(method, url, hdrs, content)
+            resp = self._request(method, url, hdrs, content, trusted=self._origin)
             if resp.status_code == 401:
                 raise self._unauthorized(ref)
         if resp.status_code in tuple(ok):
@@ -360,21 +387,60 @@ class RegistryClient:
         raise self._status_error(method, ref, path, resp)
 
     def _request(
-        self, method: str, url: str, headers: dict[str, str], content: bytes | None
+        self,
+        method: str,
+        url: str | httpx.URL,
+        headers: dict[str, str],
+        content: bytes | None,
+        *,
+        trusted: Origin,
+        where: str | None = None,
+    ) -> httpx.Response:
+        """One request, following redirects; the Authorization header goes only to the
+        `trusted` origin and is dropped for good at the first hop elsewhere."""
+        target = httpx.URL(url)
+        hdrs = dict(headers)
+        for _ in range(_MAX_REDIRECTS + 1):
+            if origin(target) != trusted:
+                hdrs.pop("Authorization", None)
+            resp = self._exchange(method, target, hdrs, content, where)
+            location = resp.headers.get("Location")
+            if resp.status_code not in _REDIRECTS or not location:
+                return resp
+            try:
+                target = target.join(location)
+            except httpx.InvalidURL:
+                return resp  # not a usable redirect: the caller reports the status
+            if resp.status_code == 303 or (resp.status_code in (301, 302) and method == "POST"):
+                method, content = "GET", None
+                hdrs.pop("Content-Type", None)
+        raise RegistryError(
+            f"{where or f'registry {self.registry}'} redirected {method} "
+            f"{target.copy_with(query=None)} more than {_MAX_REDIRECTS} times; refused"
+        )
+
+    def _exchange(
+        self,
+        method: str,
+        url: httpx.URL,
+        headers: dict[str, str],
+        content: bytes | None,
+        where: str | None,
     ) -> httpx.Response:
         try:
             resp = self._http.request(method, url, headers=headers, content=content)
         except httpx.TimeoutException:
             raise RegistryError(
-                f"cannot reach registry {self.registry}: no answer within {self.timeout:g}s; "
-                "is it running and is the address in `image` right?"
+                f"cannot reach {where or f'registry {self.registry}'}: no answer within "
+                f"{self.timeout:g}s" + ("" if where else
+                                        "; is it running and is the address in `image` right?")
             ) from None
         except httpx.HTTPError as exc:
             raise RegistryError(
-                f"cannot reach registry {self.registry}: {_reason(exc)}; is it running and is "
-                "the address in `image` right?"
+                f"cannot reach {where or f'registry {self.registry}'}: {_reason(exc)}"
+                + ("" if where else "; is it running and is the address in `image` right?")
             ) from None
-        log.debug("%s %s -> %s", method, url.split("?")[0], resp.status_code)
+        log.debug("%s %s -> %s", method, str(url).split("?")[0], resp.status_code)
         return resp
 
     def _auth_header(self, scope: str) -> str | None:
@@ -382,26 +448,44 @@ class RegistryClient:
         if token:
             return f"Bearer {token}"
         if self._basic and self.username:
-            raw = f"{self.username}:{self._password.reveal() if self._password else ''}"
-            return "Basic " + base64.b64encode(raw.encode()).decode()
+            return self._basic_header()
         return None
 
+    def _basic_header(self) -> str:
+        raw = f"{self.username}:{self._password.reveal() if self._password else ''}"
+        return "Basic " + base64.b64encode(raw.encode()).decode()
+
     def _fetch_token(self, params: dict[str, str], scope: str) -> None:
-        """The distribution token flow: GET realm?service=..&scope=.. with basic creds."""
+        """The distribution token flow: GET realm?service=..&scope=.. with basic creds.
+
+        The realm may be another host (Docker Hub's is auth.docker.io); the credentials go
+        there only over https://, or over http:// when it is on this machine."""
+        try:
+            realm = httpx.URL(params["realm"])
+        except httpx.InvalidURL:
+            realm = httpx.URL()
+        if realm.scheme not in ("http", "https") or not realm.host:
+            raise RegistryError(
+                f"registry {self.registry} named a token service that is not an http(s) "
+                f"URL ({params['realm'][:100]!r}); refused"
+            )
+        shown = f"{realm.scheme}://{realm.netloc.decode()}{realm.path}"
+        hdrs: dict[str, str] = {}
+        if self.username:
+            if realm.scheme != "https" and not is_loopback(realm.host):
+                raise RegistryError(
+                    f"registry {self.registry} asked for credentials to be sent to {shown} "
+                    "over plain HTTP; refused (a token service that is not on this machine "
+                    "must use https://)"
+                )
+            hdrs["Authorization"] = self._basic_header()
         query = {"scope": scope}
         if params.get("service"):
             query["service"] = params["service"]
-        auth = None
-        if self.username:
-            auth = httpx.BasicAuth(self.username, self._password.reveal() if self._password
-                                   else "")
-        try:
-            resp = self._http.get(params["realm"], params=query, auth=auth)
-        except httpx.HTTPError as exc:
-            raise RegistryError(
-                f"cannot reach the token service of registry {self.registry} "
-                f"({httpx.URL(params['realm']).host}): {_reason(exc)}"
-            ) from None
+        resp = self._request(
+            "GET", realm.copy_merge_params(query), hdrs, None, trusted=origin(realm),
+            where=f"the token service of registry {self.registry} ({realm.host})",
+        )
         if resp.status_code in (401, 403):
             raise self._unauthorized(ImageRef(f"{self.registry}/{scope.split(':')[1]}"))
         if resp.status_code != 200:
