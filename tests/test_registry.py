@@ -9,8 +9,10 @@ import http.server
 import json
 import os
 import threading
+import time
+import tracemalloc
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -19,7 +21,7 @@ import httpx
 import pytest
 
 from plainsail.config import Config, RegistryAuth
-from plainsail.errors import RegistryError
+from plainsail.errors import RegistryError, RegistryNotFoundError
 from plainsail.images import ImageRef
 from plainsail.registry import (
     OCI_MANIFEST,
@@ -590,3 +592,230 @@ def test_upload_to_another_origin_gets_no_credentials_over_real_sockets(
     assert storage == [(f"PUT /up/u1?digest={sha256_digest(b'layer')}", None)]
     assert (leak_catcher.registry_port, "POST /v2/team/app/blobs/uploads/", _BASIC) in \
         leak_catcher.seen
+
+
+# ---------------------------------------------------------------- bounded responses
+
+MiB = 1024 * 1024
+_CHUNK = b"x" * (64 * 1024)
+
+
+@dataclass
+class Firehose:
+    """Response bodies from a generator that counts how much of it was asked for."""
+
+    sent: int = 0
+
+    def body(self, total: int | None, delay: float = 0.0, chunk: bytes = _CHUNK
+             ) -> Iterator[bytes]:
+        while total is None or self.sent < total:
+            if delay:
+                time.sleep(delay)
+            self.sent += len(chunk)
+            yield chunk
+
+
+def _peak_of(call: Callable[[], object]) -> tuple[int, BaseException | None]:
+    """Peak traced memory while `call` runs, and what it raised."""
+    raised: BaseException | None = None
+    tracemalloc.start()
+    try:
+        call()
+    except BaseException as exc:  # noqa: BLE001 - returned to the test to check
+        raised = exc
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak, raised
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda c: c.get_manifest(ImageRef("reg.example/team/app", tag="abc")),
+     "registry reg.example sent a manifest larger than 4 MiB for "
+     "reg.example/team/app:abc; refused"),
+    (lambda c: c.get_blob("team/app", "sha256:" + "0" * 64),
+     f"registry reg.example sent a blob larger than 16 MiB for team/app@sha256:{'0' * 64}; "
+     "refused"),
+    (lambda c: c.tags("team/app"),
+     "registry reg.example sent a tag list larger than 4 MiB for team/app; refused"),
+], ids=["manifest", "blob", "tags"])
+def test_a_huge_body_is_refused_while_it_streams(
+    call: Callable[[RegistryClient], object], message: str
+) -> None:
+    """200 MB without Content-Length: read in chunks and dropped as soon as it passes the
+    limit, so memory stays far below the body's size."""
+    hose = Firehose()
+    client = RegistryClient("reg.example", transport=httpx.MockTransport(
+        lambda request: httpx.Response(200, content=hose.body(200 * MiB))))
+    peak, raised = _peak_of(lambda: call(client))
+    assert isinstance(raised, RegistryError) and str(raised) == message
+    assert peak < 64 * MiB, f"peak {peak / MiB:.0f} MiB"
+    assert hose.sent <= 17 * MiB
+
+
+def test_a_caller_may_allow_a_bigger_blob() -> None:
+    data = b"y" * (20 * MiB)
+    client = RegistryClient("reg.example", transport=httpx.MockTransport(
+        lambda request: httpx.Response(200, content=Firehose().body(len(data), chunk=data[:MiB]))))
+    assert client.get_blob("team/app", sha256_digest(data), max_size=32 * MiB) == data
+    with pytest.raises(RegistryError, match="larger than 16 MiB"):
+        client.get_blob("team/app", sha256_digest(data))
+
+
+def test_content_length_over_the_limit_is_refused_before_reading() -> None:
+    hose = Firehose()
+    client = RegistryClient("reg.example", transport=httpx.MockTransport(
+        lambda request: httpx.Response(200, headers={"Content-Length": str(600 * MiB)},
+                                       content=hose.body(8 * MiB))))
+    with pytest.raises(RegistryError, match=r"sent a manifest larger than 4 MiB for "):
+        client.get_manifest(ImageRef("reg.example/team/app", tag="abc"))
+    assert hose.sent == 0
+
+
+def test_token_responses_error_bodies_and_redirect_bodies_are_bounded() -> None:
+    hose = Firehose()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "auth.example":
+            return httpx.Response(200, content=hose.body(200 * MiB))
+        if request.url.path.endswith("/tags/list"):
+            return httpx.Response(401, headers={"WWW-Authenticate": (
+                'Bearer realm="https://auth.example/token",service="reg.example"')})
+        if request.url.path.endswith("/manifests/gone"):
+            return httpx.Response(404, content=hose.body(200 * MiB))
+        if request.url.path.endswith("/manifests/moved"):
+            return httpx.Response(307, headers={"Location": "/v2/team/app/manifests/gone"},
+                                  content=hose.body(200 * MiB))
+        raise AssertionError(request.url)
+
+    client = RegistryClient("reg.example", transport=httpx.MockTransport(handler))
+    with pytest.raises(RegistryError) as err:
+        client.tags("team/app")
+    assert str(err.value) == ("the token service of registry reg.example (auth.example) sent a "
+                              "token response larger than 1 MiB for team/app; refused")
+    assert hose.sent <= 2 * MiB
+    for tag in ("gone", "moved"):  # an error body past 1 MiB is dropped, the status stays
+        hose.sent = 0
+        with pytest.raises(RegistryNotFoundError) as not_found:
+            client.get_manifest(ImageRef("reg.example/team/app", tag=tag))
+        assert str(not_found.value) == f"registry reg.example has no team/app/manifests/{tag} (404)"
+        assert hose.sent <= 2 * MiB
+
+
+@pytest.mark.timeout(30)
+def test_a_body_that_trickles_forever_ends_within_the_deadline() -> None:
+    hose = Firehose()
+    client = RegistryClient("reg.example", deadline=1.0, transport=httpx.MockTransport(
+        lambda request: httpx.Response(200, content=hose.body(None, delay=0.01, chunk=b"{"))))
+    start = time.monotonic()
+    with pytest.raises(RegistryError) as err:
+        client.get_manifest(ImageRef("reg.example/team/app", tag="abc"))
+    assert time.monotonic() - start < 5
+    assert str(err.value) == (
+        "registry reg.example did not finish sending a manifest for reg.example/team/app:abc "
+        "within 1s; gave up (is the network or a proxy between here and the registry slow?)")
+    assert 10 < hose.sent < 1000
+
+
+class EndlessServer:
+    """A real HTTP server on a free loopback port whose every answer is an endless chunked
+    body, as fast as the socket takes it or one byte at a time (`delay`)."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        stop = self.stop = threading.Event()
+        self.sent = 0
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                self.send_response(200)
+                self.send_header("Content-Type", OCI_MANIFEST)
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                chunk = b"{" if delay else _CHUNK
+                frame = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+                try:
+                    while not stop.is_set():
+                        self.wfile.write(frame)
+                        outer.sent += len(chunk)
+                        if delay:
+                            self.wfile.flush()
+                            time.sleep(delay)
+                except OSError:
+                    pass  # the client hung up, as it should
+                self.close_connection = True
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.host = f"127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> EndlessServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_an_endless_chunked_body_over_a_real_socket_is_cut_at_the_limit() -> None:
+    with EndlessServer() as server, RegistryClient(server.host, timeout=5) as client:
+        ref = ImageRef(f"{server.host}/team/app", tag="abc")
+        peak, raised = _peak_of(lambda: client.get_manifest(ref))
+    assert isinstance(raised, RegistryError)
+    assert str(raised) == f"registry {server.host} sent a manifest larger than 4 MiB for {ref}; " \
+                          "refused"
+    assert peak < 64 * MiB, f"peak {peak / MiB:.0f} MiB"
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_a_trickling_body_over_a_real_socket_ends_within_the_deadline() -> None:
+    with EndlessServer(delay=0.02) as server, \
+            RegistryClient(server.host, timeout=5, deadline=2) as client:
+        start = time.monotonic()
+        with pytest.raises(RegistryError) as err:
+            client.get_blob(f"{server.host}/team/app", "sha256:" + "0" * 64)
+        elapsed = time.monotonic() - start
+    assert 1.9 < elapsed < 8
+    assert str(err.value).startswith(f"registry {server.host} did not finish sending a blob "
+                                     "for team/app@sha256:")
+    assert server.sent > 10  # it did trickle: the read timeout alone would never end this
+
+
+def test_redirect_loops_bad_urls_and_odd_realms_are_clear_errors() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path.endswith("/manifests/loop"):
+            return httpx.Response(302, headers={"Location": path})
+        if path.endswith("/tags/list"):
+            return httpx.Response(200, json={"tags": ["a"]},
+                                  headers={"Link": '<http://[::1/x>; rel="next"'})
+        if path.endswith("/manifests/odd"):
+            return httpx.Response(401, headers={"WWW-Authenticate":
+                                                'Bearer realm="file:///etc/token"'})
+        if request.method == "HEAD":  # a 600 MB layer exists: its size is no body to read
+            return httpx.Response(200, headers={"Content-Length": str(600 * MiB)})
+        raise AssertionError(request.url)
+
+    client = RegistryClient("reg.example", "ci", Secret("pw"),
+                            transport=httpx.MockTransport(handler))
+    with pytest.raises(RegistryError) as err:
+        client.get_manifest(ImageRef("reg.example/team/app", tag="loop"))
+    assert str(err.value) == ("registry reg.example redirected a manifest for "
+                              "reg.example/team/app:loop more than 10 times; refused")
+    with pytest.raises(RegistryError, match=r"pointed GET team/app at an unusable URL"):
+        client.tags("team/app")
+    with pytest.raises(RegistryError) as err:
+        client.get_manifest(ImageRef("reg.example/team/app", tag="odd"))
+    assert str(err.value) == ("registry reg.example named a token service that is not an "
+                              "http(s) URL ('file:///etc/token'); refused")
+    assert client.has_blob("team/app", "sha256:" + "1" * 64)
