@@ -291,6 +291,7 @@ def test_bearer_wrong_password_is_clear(token_proxy: TokenProxy) -> None:
     assert "nope-nope-nope" not in msg and token_proxy.password not in msg
 
 
+@pytest.mark.integration
 def test_credential_helper_against_the_real_auth_registry(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, auth_registry: Registry
 ) -> None:
