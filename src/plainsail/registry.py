@@ -5,6 +5,17 @@ token challenge (`WWW-Authenticate: Bearer realm=...,service=...,scope=...`) tha
 registries use: fetch a token from the realm with the basic credentials, cache it per
 scope, retry. Plain http:// is used only for loopback registries, https:// otherwise.
 
+Credentials stay with the registry: the basic credentials and its bearer tokens go only to
+the registry's own origin (scheme, host and port), never to an upload `Location`, a `Link`
+or a redirect elsewhere. The token service may be another host (Docker Hub's is
+auth.docker.io) and gets the basic credentials, but only over https:// or on loopback.
+Redirects are followed here, not by httpx, so that each hop is checked against that rule.
+
+Every response body is streamed and capped (manifests 4 MiB, blobs 16 MiB unless the caller
+allows more, token responses and anything else 1 MiB), and every request, redirects and body
+included, must be done within `deadline` seconds: a registry that sends without end, or a
+byte at a time, is cut off with an error saying so, not read into memory until it runs out.
+
 Every failure becomes a RegistryError whose one line says what to do; credentials never
 appear in a message or a log line (only the user name does).
 """
@@ -18,7 +29,9 @@ import json
 import logging
 import os
 import re
+import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,8 +53,16 @@ DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 MANIFEST_TYPES = (OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST)
 INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
 _ACCEPT = ", ".join(MANIFEST_TYPES)
-_MAX_MANIFEST = 4 * 1024 * 1024  # the distribution spec's suggested limit
+_MiB = 1024 * 1024
+_MAX_MANIFEST = 4 * _MiB  # the distribution spec's suggested limit
+_MAX_BLOB = 16 * _MiB  # what this client fetches: signature payloads and image configs
+_MAX_TAGS = 4 * _MiB
+_MAX_SMALL = 1 * _MiB  # token responses, error bodies, anything else
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"|(\w+)=([^\s,]+)')
+_REDIRECTS = (301, 302, 303, 307, 308)
+_MAX_REDIRECTS = 10
+
+Origin = tuple[str, str, int | None]
 
 
 def sha256_digest(data: bytes) -> str:
@@ -61,6 +82,25 @@ def is_loopback(registry: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A response whose body has been read, within its size limit."""
+
+    status_code: int
+    headers: httpx.Headers
+    content: bytes
+    url: httpx.URL
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
+def origin(url: httpx.URL) -> Origin:
+    """(scheme, host, port) of a URL, the unit credentials are scoped to."""
+    default = {"http": 80, "https": 443}.get(url.scheme)
+    return url.scheme, url.host, url.port or default
 
 
 def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
@@ -150,15 +190,20 @@ class RegistryClient:
         *,
         transport: httpx.BaseTransport | None = None,
         timeout: float = 30.0,
+        deadline: float = 120.0,
     ) -> None:
+        """`timeout` bounds each connect, read or write; `deadline` a whole request."""
         self.registry = registry
         self.username = username or None
         self._password = password
         api_host = "registry-1.docker.io" if registry == "docker.io" else registry
         scheme = "http" if is_loopback(registry) else "https"
         self.base_url = f"{scheme}://{api_host}"
+        self._origin = origin(httpx.URL(self.base_url))
         self.timeout = timeout
-        self._http = httpx.Client(transport=transport, timeout=timeout, follow_redirects=True)
+        self.deadline = deadline
+        # redirects are followed in _request, which decides where credentials may go
+        self._http = httpx.Client(transport=transport, timeout=timeout, follow_redirects=False)
         self._tokens: dict[str, str] = {}  # scope -> bearer token
         self._basic = False  # the registry asked for basic auth once: send it up front
 
@@ -203,10 +248,9 @@ class RegistryClient:
     def get_manifest(self, ref: ImageRef) -> tuple[bytes, str, str]:
         """(raw bytes, media type, digest) of the manifest; the digest is checked."""
         reference = self._reference(ref)
-        resp = self._send("GET", ref, f"manifests/{reference}", headers={"Accept": _ACCEPT})
+        resp = self._send("GET", ref, f"manifests/{reference}", headers={"Accept": _ACCEPT},
+                          limit=_MAX_MANIFEST, what="a manifest", subject=str(ref))
         data = resp.content
-        if len(data) > _MAX_MANIFEST:
-            raise RegistryError(f"the manifest of {ref} is larger than 4 MiB; refusing it")
         digest = sha256_digest(data)
         expected = reference if DIGEST_RE.fullmatch(reference) else None
         header = resp.headers.get("Docker-Content-Digest")
@@ -269,16 +313,21 @@ class RegistryClient:
         found: list[str] = []
         url: str | None = "tags/list?n=1000"
         while url:
-            resp = self._send("GET", ref, url, ok=(200, 404))
+            resp = self._send("GET", ref, url, ok=(200, 404), limit=_MAX_TAGS,
+                              what="a tag list", subject=ref.path)
             if resp.status_code == 404:
                 return found
             found.extend(resp.json().get("tags") or [])
             url = _next_link(resp.headers.get("Link"), ref.path)
         return found
 
-    def get_blob(self, repository: ImageRef | str, digest: str) -> bytes:
+    def get_blob(
+        self, repository: ImageRef | str, digest: str, *, max_size: int = _MAX_BLOB
+    ) -> bytes:
+        """A blob's bytes, checked against its digest; larger than `max_size` is refused."""
         ref = self._as_ref(repository)
-        data = self._send("GET", ref, f"blobs/{digest}").content
+        data = self._send("GET", ref, f"blobs/{digest}", limit=max_size, what="a blob",
+                          subject=f"{ref.path}@{digest}").content
         if sha256_digest(data) != digest:
             raise RegistryError(
                 f"blob {digest} from {self.registry}/{ref.path} does not match its digest"
@@ -299,7 +348,7 @@ class RegistryClient:
         location = resp.headers.get("Location")
         if not location:
             raise RegistryError(f"registry {self.registry} started an upload without a Location")
-        url = httpx.URL(self.base_url).join(location).copy_merge_params({"digest": digest})
+        url = resp.url.join(location).copy_merge_params({"digest": digest})
         self._send("PUT", ref, str(url), push=True, content=data, ok=(201, 204),
                    headers={"Content-Type": "application/octet-stream"})
         return digest
@@ -329,7 +378,12 @@ class RegistryClient:
         ok: Iterable[int] = (200,),
         headers: dict[str, str] | None = None,
         content: bytes | None = None,
-    ) -> httpx.Response:
+        limit: int = _MAX_SMALL,
+        what: str = "a response",
+        subject: str | None = None,
+    ) -> Reply:
+        """One registry request with auth; its body is read up to `limit` bytes (`what` for
+        `subject` names it in the error when it is larger)."""
         if path.startswith(("http://", "https://")):
             url = path
         elif path.startswith("/"):
@@ -338,11 +392,29 @@ class RegistryClient:
             url = f"{self.base_url}/v2/{ref.path}/{path}"
         scope = f"repository:{ref.path}:{'pull,push' if push else 'pull'}"
         hdrs = dict(headers or {})
-        auth = self._auth_header(scope)
+        try:
+            home = origin(httpx.URL(url)) == self._origin  # credentials go nowhere else
+        except httpx.InvalidURL:
+            raise RegistryError(
+                f"registry {self.registry} pointed {method} {ref.path} at an unusable URL "
+                f"({url[:100]!r}); refused"
+            ) from None
+        auth = self._auth_header(scope) if home else None
         if auth:
             hdrs["Authorization"] = auth
-        resp = self._request(method, url, hdrs, content)
+        subject = subject or f"{method} {ref.path}/{path.split('?')[0]}"
+        ok = tuple(ok)
+        resp = self._request(method, url, hdrs, content, trusted=self._origin, ok=ok,
+                             limit=limit, what=what, subject=subject)
         if resp.status_code == 401:
+            if not home or origin(resp.url) != self._origin:
+                elsewhere = resp.url
+                raise RegistryError(
+                    f"registry {self.registry} directed {method} {ref.path} to another host "
+                    f"({elsewhere.scheme}://{elsewhere.netloc.decode()}), which "
+                    f"asks for credentials; plainsail sends credentials only to "
+                    f"{self.registry}, so it refused"
+                )
             challenge = resp.headers.get("WWW-Authenticate", "")
             scheme, params = parse_challenge(challenge)
             if scheme == "bearer" and "realm" in params:
@@ -352,56 +424,168 @@ class RegistryClient:
             else:
                 raise self._unauthorized(ref)
             hdrs["Authorization"] = self._auth_header(scope) or ""
-            resp = self._request(method, url, hdrs, content)
+            resp = self._request(method, url, hdrs, content, trusted=self._origin, ok=ok,
+                                 limit=limit, what=what, subject=subject)
             if resp.status_code == 401:
                 raise self._unauthorized(ref)
-        if resp.status_code in tuple(ok):
+        if resp.status_code in ok:
             return resp
         raise self._status_error(method, ref, path, resp)
 
     def _request(
-        self, method: str, url: str, headers: dict[str, str], content: bytes | None
+        self,
+        method: str,
+        url: str | httpx.URL,
+        headers: dict[str, str],
+        content: bytes | None,
+        *,
+        trusted: Origin,
+        ok: tuple[int, ...],
+        limit: int,
+        what: str,
+        subject: str,
+        where: str | None = None,
+    ) -> Reply:
+        """One request, following redirects, done within the deadline; the Authorization
+        header goes only to the `trusted` origin and is dropped for good at the first hop
+        elsewhere. A redirect's body is not read; an `ok` answer's body is read up to
+        `limit` (more is an error), any other's up to 1 MiB (more is dropped)."""
+        who = where or f"registry {self.registry}"
+        deadline = time.monotonic() + self.deadline
+        target = httpx.URL(url)
+        hdrs = dict(headers)
+        for _ in range(_MAX_REDIRECTS + 1):
+            if origin(target) != trusted:
+                hdrs.pop("Authorization", None)
+            resp = self._exchange(method, target, hdrs, content, where, deadline)
+            try:
+                location = resp.headers.get("Location")
+                if resp.status_code not in _REDIRECTS or not location:
+                    wanted = resp.status_code in ok
+                    data = self._read(resp, limit if wanted else _MAX_SMALL, deadline,
+                                      f"{who} sent {what} larger than {_size(limit)} for "
+                                      f"{subject}; refused" if wanted else None,
+                                      f"{who} did not finish sending {what} for {subject}")
+                    return Reply(resp.status_code, resp.headers, data, target)
+                target = target.join(location)
+            except httpx.InvalidURL:  # not a usable Location: the caller reports the status
+                return Reply(resp.status_code, resp.headers, b"", target)
+            finally:
+                resp.close()
+            if resp.status_code == 303 or (resp.status_code in (301, 302) and method == "POST"):
+                method, content = "GET", None
+                hdrs.pop("Content-Type", None)
+        raise RegistryError(
+            f"{who} redirected {what} for {subject} more than {_MAX_REDIRECTS} times; refused"
+        )
+
+    def _exchange(
+        self,
+        method: str,
+        url: httpx.URL,
+        headers: dict[str, str],
+        content: bytes | None,
+        where: str | None,
+        deadline: float,
     ) -> httpx.Response:
+        """Send one request; the answer's headers are in, its body is still to be read."""
+        hint = "" if where else "; is it running and is the address in `image` right?"
+        wait = min(self.timeout, deadline - time.monotonic())
         try:
-            resp = self._http.request(method, url, headers=headers, content=content)
+            if wait <= 0:
+                raise httpx.TimeoutException("deadline")
+            request = self._http.build_request(method, url, headers=headers, content=content,
+                                               timeout=wait)
+            resp = self._http.send(request, stream=True)
         except httpx.TimeoutException:
             raise RegistryError(
-                f"cannot reach registry {self.registry}: no answer within {self.timeout:g}s; "
-                "is it running and is the address in `image` right?"
+                f"cannot reach {where or f'registry {self.registry}'}: no answer within "
+                f"{self.timeout if wait == self.timeout else self.deadline:g}s{hint}"
             ) from None
         except httpx.HTTPError as exc:
             raise RegistryError(
-                f"cannot reach registry {self.registry}: {_reason(exc)}; is it running and is "
-                "the address in `image` right?"
+                f"cannot reach {where or f'registry {self.registry}'}: {_reason(exc)}{hint}"
             ) from None
-        log.debug("%s %s -> %s", method, url.split("?")[0], resp.status_code)
+        log.debug("%s %s -> %s", method, str(url).split("?")[0], resp.status_code)
         return resp
+
+    def _read(
+        self, resp: httpx.Response, limit: int, deadline: float, too_large: str | None,
+        unfinished: str,
+    ) -> bytes:
+        """The body, read in chunks. Past `limit` it is refused with `too_large`, or
+        dropped (b"") when that is None; past the deadline the read is abandoned."""
+        if resp.request.method == "HEAD":
+            return b""
+        declared = resp.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > limit:
+            if too_large:
+                raise RegistryError(too_large)
+            return b""
+        data = bytearray()
+        try:
+            for chunk in resp.iter_bytes():
+                data += chunk
+                if len(data) > limit:
+                    if too_large:
+                        raise RegistryError(too_large)
+                    return b""
+                if time.monotonic() > deadline:
+                    raise RegistryError(
+                        f"{unfinished} within {self.deadline:g}s; gave up (is the network or "
+                        "a proxy between here and the registry slow?)"
+                    )
+        except httpx.TimeoutException:
+            waited = resp.request.extensions.get("timeout", {}).get("read") or self.timeout
+            raise RegistryError(f"{unfinished}: nothing more arrived within {waited:g}s") from None
+        except httpx.HTTPError as exc:
+            raise RegistryError(f"{unfinished}: {_reason(exc)}") from None
+        return bytes(data)
 
     def _auth_header(self, scope: str) -> str | None:
         token = self._tokens.get(scope)
         if token:
             return f"Bearer {token}"
         if self._basic and self.username:
-            raw = f"{self.username}:{self._password.reveal() if self._password else ''}"
-            return "Basic " + base64.b64encode(raw.encode()).decode()
+            return self._basic_header()
         return None
 
+    def _basic_header(self) -> str:
+        raw = f"{self.username}:{self._password.reveal() if self._password else ''}"
+        return "Basic " + base64.b64encode(raw.encode()).decode()
+
     def _fetch_token(self, params: dict[str, str], scope: str) -> None:
-        """The distribution token flow: GET realm?service=..&scope=.. with basic creds."""
+        """The distribution token flow: GET realm?service=..&scope=.. with basic creds.
+
+        The realm may be another host (Docker Hub's is auth.docker.io); the credentials go
+        there only over https://, or over http:// when it is on this machine."""
+        try:
+            realm = httpx.URL(params["realm"])
+        except httpx.InvalidURL:
+            realm = httpx.URL()
+        if realm.scheme not in ("http", "https") or not realm.host:
+            raise RegistryError(
+                f"registry {self.registry} named a token service that is not an http(s) "
+                f"URL ({params['realm'][:100]!r}); refused"
+            )
+        shown = f"{realm.scheme}://{realm.netloc.decode()}{realm.path}"
+        hdrs: dict[str, str] = {}
+        if self.username:
+            if realm.scheme != "https" and not is_loopback(realm.host):
+                raise RegistryError(
+                    f"registry {self.registry} asked for credentials to be sent to {shown} "
+                    "over plain HTTP; refused (a token service that is not on this machine "
+                    "must use https://)"
+                )
+            hdrs["Authorization"] = self._basic_header()
         query = {"scope": scope}
         if params.get("service"):
             query["service"] = params["service"]
-        auth = None
-        if self.username:
-            auth = httpx.BasicAuth(self.username, self._password.reveal() if self._password
-                                   else "")
-        try:
-            resp = self._http.get(params["realm"], params=query, auth=auth)
-        except httpx.HTTPError as exc:
-            raise RegistryError(
-                f"cannot reach the token service of registry {self.registry} "
-                f"({httpx.URL(params['realm']).host}): {_reason(exc)}"
-            ) from None
+        resp = self._request(
+            "GET", realm.copy_merge_params(query), hdrs, None, trusted=origin(realm),
+            ok=(200,), limit=_MAX_SMALL, what="a token response", subject=scope.split(":")[1],
+            where=f"the token service of registry {self.registry} ({realm.host})",
+        )
         if resp.status_code in (401, 403):
             raise self._unauthorized(ImageRef(f"{self.registry}/{scope.split(':')[1]}"))
         if resp.status_code != 200:
@@ -433,7 +617,7 @@ class RegistryClient:
         )
 
     def _status_error(
-        self, method: str, ref: ImageRef, path: str, resp: httpx.Response
+        self, method: str, ref: ImageRef, path: str, resp: Reply
     ) -> RegistryError:
         what = f"{method} {ref.path}/{path.split('?')[0]}"
         detail = _error_detail(resp)
@@ -471,7 +655,11 @@ def _next_link(link: str | None, path: str) -> str | None:
     return target if target.startswith(("/", "http")) else f"/{target}"
 
 
-def _error_detail(resp: httpx.Response) -> str:
+def _size(n: int) -> str:
+    return f"{n // _MiB} MiB" if n % _MiB == 0 else f"{n} bytes"
+
+
+def _error_detail(resp: Reply) -> str:
     try:
         errors = resp.json().get("errors") or []
         first = errors[0]
