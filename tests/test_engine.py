@@ -346,3 +346,78 @@ def test_secret_registry_sees_every_secret() -> None:
     secretlib.forget_all()
     Secret("zz-unique-value")
     assert secretlib.scrub("a zz-unique-value b") == "a *** b"
+
+
+# ---------------------------------------------------------------- recover
+
+
+def _dead_pid() -> int:
+    import subprocess
+
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def _killed_mid_switch(b: Bench) -> str:
+    """The state a SIGKILLed deployer leaves: v1 stopped, v2 started, the lock, no record."""
+    import socket
+
+    from plainsail.hoststate import LockInfo
+
+    f = b.fake
+    for c in f.containers.values():
+        c.status = "exited"
+    ex = f.executor()
+    ex.run(["docker", "run", "--detach", "--name", f"api-{V2.tag}", "--label",
+            "dev.plainsail.service=api", "--label", "dev.plainsail.role=app", "--label",
+            f"dev.plainsail.tag={V2.tag}", "--label", f"dev.plainsail.digest={V2.digest}",
+            "--label", "dev.plainsail.deploy-id=20260101T000000Z-dead01", V2.pinned])
+    info = LockInfo("20260101T000000Z-dead01", "ann@laptop", socket.gethostname(),
+                    _dead_pid(), "2026-01-01T00:00:00Z", V2.tag, "laptop")
+    lock = f"{f.home}/.plainsail/api/lock"
+    f.dirs.add(lock)
+    f.files[f"{lock}/info.json"] = json.dumps(info.__dict__)
+    return info.deploy_id
+
+
+def test_recover_puts_the_last_good_version_back_and_records_both(bench: Bench) -> None:
+    from plainsail.recover import recover
+
+    bench.deploy(V1)
+    dead = _killed_mid_switch(bench)
+    # The next deploy is refused and names the interrupted attempt.
+    s = bench.deploy(V3)
+    assert s["outcome"] == ABORTED and dead in s["reason"]
+    bench.fake.healthy = lambda c: c.labels["dev.plainsail.tag"] == V1.tag
+    s = recover(bench.cfg, report=bench.lines.append, environ=dict(bench.env),
+                executors={bench.fake.host.name: bench.fake.executor()})
+    assert s["outcome"] == "recovered" and exit_code(s) == 0, s
+    assert s["recovered_from"] == dead
+    assert bench.running_tags() == [V1.tag]
+    assert not bench.fake.locked("api")
+    outcomes = [(r["id"], r["outcome"]) for r in bench.fake.history("api")]
+    assert (dead, INTERRUPTED) in outcomes and outcomes[-1][1] == "recovered"
+    # Nothing left to recover.
+    with pytest.raises(PlainsailError, match="nothing to recover"):
+        recover(bench.cfg, environ=dict(bench.env),
+                executors={bench.fake.host.name: bench.fake.executor()})
+
+
+def test_recover_refuses_a_lock_whose_holder_may_be_alive(bench: Bench) -> None:
+    import os
+    import socket
+
+    from plainsail.hoststate import LockInfo
+    from plainsail.recover import recover
+
+    bench.deploy(V1)
+    lock = f"{bench.fake.home}/.plainsail/api/lock"
+    bench.fake.dirs.add(lock)
+    info = LockInfo("20260101T000000Z-live01", "bob@ci", socket.gethostname(), os.getpid(),
+                    "2026-01-01T00:00:00Z", V2.tag, "ci")
+    bench.fake.files[f"{lock}/info.json"] = json.dumps(info.__dict__)
+    with pytest.raises(PlainsailError, match="may still be running"):
+        recover(bench.cfg, environ=dict(bench.env),
+                executors={bench.fake.host.name: bench.fake.executor()})
+    assert bench.fake.locked("api")

@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "lint": ("lint", "check migrations for changes the running app cannot survive"),
     "deploy": ("deploy", "deploy a built, signed image to the hosts"),
     "rollback": ("rollback", "deploy the previous known-good image again"),
+    "recover": ("recover", "put the last known-good version back after an interrupted "
+                "attempt and release its lock"),
     "history": ("history", "list deploy attempts, newest first"),
     "status": ("status", "show what runs on each host and its health now"),
     "logs": ("logs", "show the app container's logs"),
@@ -158,6 +160,15 @@ def _rollback_args(p: argparse.ArgumentParser) -> None:
     _json_flag(p)
 
 
+def _recover_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", action="append", metavar="HOST", default=[],
+                   help="recover only this host (repeatable)")
+    p.add_argument("--force", action="store_true",
+                   help="take over a lock whose holder is not known to be dead (a deployer on "
+                   "another machine); be sure it is gone")
+    _json_flag(p)
+
+
 def _history_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=20, metavar="N")
     p.add_argument("--host", action="append", metavar="HOST", default=[])
@@ -200,6 +211,7 @@ _ADDERS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "lint": _lint_args,
     "deploy": _deploy_args,
     "rollback": _rollback_args,
+    "recover": _recover_args,
     "history": _history_args,
     "status": _status_args,
     "logs": _logs_args,

@@ -43,6 +43,7 @@ from plainsail.outcomes import (
     FAILED_MIGRATION,
     INTERRUPTED,
     LEFT_STOPPED,
+    RECOVERED,
     RESTORE_FAILED,
     RESTORED,
     SUCCEEDED,
@@ -167,8 +168,12 @@ class Deploy:
                 self._close()
                 return self._summary("dry-run", "nothing was changed")
             if all(r.outcome == UNCHANGED for r in self.runs):
-                summary = self._summary(UNCHANGED, f"{self.target.tag if self.target else ''} "
-                                        "already runs on every host; use --force to redeploy")
+                tag = self.target.tag if self.target else ""
+                summary = (self._summary(RECOVERED, f"{tag} already runs on every host; the "
+                                         "interrupted attempt had not switched any")
+                           if self.req.kind == "recover" else
+                           self._summary(UNCHANGED, f"{tag} already runs on every host; use "
+                                         "--force to redeploy"))
                 append_local(self.cfg, summary)
                 self._close()
                 return summary
@@ -228,7 +233,7 @@ class Deploy:
             if (prev and prev.digest == self.target.digest and prev.tag == self.target.tag
                     and not self.req.force):
                 run.outcome = UNCHANGED
-            if self.req.kind == "rollback":
+            if self.req.kind in ("rollback", "recover"):
                 run.reuse = next((c for c in containers if c.digest == self.target.digest
                                   and c.fingerprint == self.fingerprint and not c.running), None)
             self._step_report(host.name, f"reachable, Docker {version}, running: "
@@ -319,6 +324,10 @@ class Deploy:
             except Exception as exc:  # noqa: BLE001 - reported, the deploy stands
                 warn(f"{run.host.name}: removing old containers failed "
                      f"({type(exc).__name__}: {_one_line(exc)}); the deploy is unaffected")
+        if self.req.kind == "recover":
+            for run in active:
+                run.outcome = RECOVERED
+            return RECOVERED, f"{target.tag}, the last known-good version, is healthy again"
         return SUCCEEDED, f"{target.tag} is healthy on every host"
 
     def _lock(self, run: HostRun) -> None:
@@ -514,7 +523,8 @@ class Deploy:
         """After a signal or an unexpected error: put the previous version back wherever the
         switch had begun and not finished; return the attempt's outcome and reason."""
         for run in self.runs:
-            if run.outcome in (SUCCEEDED, UNCHANGED, RESTORED, RESTORE_FAILED, LEFT_STOPPED):
+            if run.outcome in (SUCCEEDED, UNCHANGED, RECOVERED, RESTORED, RESTORE_FAILED,
+                               LEFT_STOPPED):
                 continue
             run.reason = run.reason or why
             if run.switched:
@@ -597,6 +607,8 @@ class Deploy:
         }
         if self.req.kind == "rollback":
             rec["rollback_from"] = self.req.rollback_from
+        if self.req.kind == "recover":
+            rec["recovered_from"] = self.req.rollback_from
             rec["rollback_to"] = t.tag if t else None
         if run is not None:
             rec.update({
@@ -651,7 +663,7 @@ class Deploy:
         except Exception as exc:  # noqa: BLE001 - a notification never changes the outcome
             warn(f"notifications failed ({type(exc).__name__}); the {self.req.kind} is "
                  "unaffected")
-        if outcome != SUCCEEDED:
+        if outcome not in (SUCCEEDED, RECOVERED):
             gha_error(f"{self.req.kind} of {summary.get('tag')} {outcome}: {reason}")
         return summary
 

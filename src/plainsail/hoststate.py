@@ -89,6 +89,11 @@ class LockInfo:
             f"{self.deploy_id}, from {self.origin})"
         )
 
+    def holder_dead(self) -> bool:
+        """The holder was a process of this machine that no longer runs."""
+        return self.machine == socket.gethostname() and self.pid > 0 and not _pid_alive(
+            self.pid)
+
     def stale_hint(self) -> str:
         """Say so when the holder was a process on this machine that no longer runs."""
         if self.machine == socket.gethostname() and self.pid > 0 and not _pid_alive(self.pid):

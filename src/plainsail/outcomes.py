@@ -12,12 +12,22 @@ RESTORED = "failed-health-restored"
 LEFT_STOPPED = "failed-health-left-stopped"
 RESTORE_FAILED = "restore-failed"
 INTERRUPTED = "interrupted"
+RECOVERED = "recovered"
+# The closed set: every deploy, rollback and recovery ends in exactly one of these.
+OUTCOMES = (SUCCEEDED, UNCHANGED, RECOVERED, ABORTED, FAILED_MIGRATION, RESTORED,
+            LEFT_STOPPED, RESTORE_FAILED, INTERRUPTED)
 FAILED_OUTCOMES = (ABORTED, FAILED_MIGRATION, RESTORED, LEFT_STOPPED, RESTORE_FAILED,
                    INTERRUPTED)
 
 
+EXIT_CODES = {SUCCEEDED: 0, UNCHANGED: 0, RECOVERED: 0, ABORTED: 1, FAILED_MIGRATION: 1,
+              RESTORED: 1, LEFT_STOPPED: 1, RESTORE_FAILED: 1, INTERRUPTED: 130}
+
+
 def exit_code(summary: dict[str, Any]) -> int:
+    """0 only for succeeded, unchanged and recovered (and a dry run); never 0 for an
+    outcome outside the closed set."""
     outcome = summary.get("outcome")
-    if outcome == INTERRUPTED:
-        return 130
-    return 1 if outcome in FAILED_OUTCOMES else 0
+    if outcome == "dry-run":
+        return 0
+    return EXIT_CODES.get(str(outcome), 1)

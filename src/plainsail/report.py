@@ -18,6 +18,7 @@ VERDICTS = {
     "failed-health-left-stopped": "FAILED, left for a human (on_failure: stop)",
     "restore-failed": "FAILED, AND THE PREVIOUS VERSION COULD NOT BE RESTORED",
     "interrupted": "INTERRUPTED",
+    "recovered": "RECOVERED: the last known-good version runs again",
 }
 
 
@@ -25,6 +26,8 @@ def render_summary(s: dict[str, Any]) -> str:
     kind = s.get("kind", "deploy")
     lines = [f"{kind} {s.get('id')}: {VERDICTS.get(str(s.get('outcome')), s.get('outcome'))}"]
     lines.append(f"  image:  {s.get('image')}:{s.get('tag')} ({s.get('digest')})")
+    if s.get("recovered_from"):
+        lines.append(f"  recovered from the interrupted attempt {s['recovered_from']}")
     if s.get("rollback_from"):
         lines.append(f"  rollback: {s['rollback_from']} -> {s.get('rollback_to')}")
     if s.get("reason"):

@@ -16,14 +16,14 @@ from plainsail.containers import current, list_service
 from plainsail.deploy import Deploy, Reporter, _print
 from plainsail.errors import DeployError, UsageError
 from plainsail.fleet import opened
-from plainsail.outcomes import SUCCEEDED
+from plainsail.outcomes import RECOVERED, SUCCEEDED
 from plainsail.plan import Request, select_hosts, ssh_options
 from plainsail.runner import Executor, executor_for
 
 
 def successes(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Successful deploys and rollbacks, newest first."""
-    good = [r for r in records if r.get("outcome") == SUCCEEDED and r.get("tag")]
+    good = [r for r in records if r.get("outcome") in (SUCCEEDED, RECOVERED) and r.get("tag")]
     return sorted(good, key=lambda r: str(r.get("started", "")), reverse=True)
 
 

@@ -280,10 +280,10 @@ class FakeExecutor(Executor):
         if "mv -f" in script:
             f.files[path] = stdin
             return 0, "", ""
+        if "test -d" in script:  # read the lock
+            if path not in f.dirs:
+                return 3, "", ""
+            return 0, f.files.get(f"{path}/info.json", ""), ""
         if 'cat "$1"' in script:
-            if "test -d" in script:
-                if path not in f.dirs:
-                    return 3, "", ""
-                return 0, f.files.get(f"{path}/info.json", ""), ""
             return 0, f.files.get(path, ""), ""
         return 127, "", f"fake host: unknown script {script!r}"

@@ -1,0 +1,17 @@
+"""`plainsail recover`: put the last known-good version back after an interrupted attempt."""
+
+from __future__ import annotations
+
+import argparse
+
+from plainsail import config as configlib
+from plainsail.recover import recover
+from plainsail.report import finish, json_on_failure, progress_printer
+
+
+def run(args: argparse.Namespace) -> int:
+    with json_on_failure("recover", args.json):
+        cfg = configlib.load(args.config)
+        summary = recover(cfg, hosts=args.host, force=args.force,
+                          report=progress_printer(args.json))
+    return finish(summary, args.json)
