@@ -371,16 +371,28 @@ def executor_for(
     return SSHExecutor(host, ssh, secrets)
 
 
+# Exit code of write_file_argv when the path is a directory.
+IS_A_DIRECTORY = 66
+
+# Writes stdin to $1 through a temporary file beside it, then renames it into place. A
+# directory at $1 is refused (mv would move the file into it); on any failure, or when the
+# connection drops, the temporary file (which may hold secrets) is removed.
+_WRITE_FILE = (
+    'umask 077; tmp="$1.tmp.$$"; '
+    'if [ -d "$1" ]; then printf "%s is a directory\\n" "$1" >&2; exit 66; fi; '
+    "trap 'rm -f \"$tmp\"' EXIT; trap 'exit 1' HUP INT TERM PIPE; "
+    'mkdir -p -- "$(dirname -- "$1")" && cat > "$tmp" && chmod "$2" "$tmp" && '
+    'mv -f -- "$tmp" "$1"'
+)
+
+
 def write_file_argv(path: str, mode: str = "600") -> list[str]:
     """argv that writes stdin to `path` atomically, readable only by its owner.
 
-    The path is passed as a positional parameter, never formatted into the script.
+    The path is passed as a positional parameter, never formatted into the script. Exits
+    IS_A_DIRECTORY (leaving nothing behind) when `path` is a directory.
     """
-    script = (
-        'umask 077 && mkdir -p "$(dirname "$1")" && cat > "$1.tmp.$$" && '
-        'chmod "$2" "$1.tmp.$$" && mv -f "$1.tmp.$$" "$1"'
-    )
-    return ["sh", "-c", script, "sh", path, mode]
+    return ["sh", "-c", _WRITE_FILE, "sh", path, mode]
 
 
 def expand_home(path: str, home: str) -> str:
