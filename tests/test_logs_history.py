@@ -1,7 +1,9 @@
-"""The read-only commands: `logs` hides the app's secrets."""
+"""The read-only commands: `logs` hides the app's secrets, `history` works offline from the
+local history."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -11,6 +13,7 @@ import pytest
 
 from plainsail import docker
 from tests.support.cli import plainsail
+from tests.support.services import free_port
 
 IMAGE = "r.example.com/acme/api"
 
@@ -57,3 +60,60 @@ def test_logs_redact_the_app_secrets(logging_app: tuple[Path, dict[str, str]]) -
     for value in env.values():
         assert value not in r.text
     assert env["DATABASE_URL"].split(":")[2].split("@")[0] not in r.text
+
+
+# ---------------------------------------------------------------- history
+
+
+def _offline_project(tmp_path: Path) -> Path:
+    """A config whose only host cannot be reached, and a local history of two attempts."""
+    port = free_port()  # nothing listens there
+    (tmp_path / "plainsail.yml").write_text(
+        f"service: api\nimage: {IMAGE}\nsigning: {{verify: false}}\n"
+        f"hosts: ['ssh://deploy@127.0.0.1:{port}']\n")
+    (tmp_path / ".plainsail").mkdir()
+    records = [
+        {"id": "d-1", "service": "api", "tag": "a3f1b2c3", "digest": "sha256:" + "ab" * 32,
+         "who": "ann", "outcome": "succeeded", "seconds": 12.5, "preflight": False,
+         "started": "2024-05-01T10:00:00Z", "hosts": [f"ssh://deploy@127.0.0.1:{port}"],
+         "per_host": [{"host": f"ssh://deploy@127.0.0.1:{port}", "outcome": "succeeded"}]},
+        {"id": "d-2", "service": "api", "tag": "b4e2c3d4", "digest": "sha256:" + "cd" * 32,
+         "who": "bob", "outcome": "failed-health-restored", "reason": "health check failed",
+         "seconds": 30.0, "preflight": False, "started": "2024-05-02T10:00:00Z",
+         "hosts": [f"ssh://deploy@127.0.0.1:{port}"], "per_host": []},
+        {"id": "x-1", "service": "other", "tag": "c5f3d4e5", "outcome": "succeeded",
+         "started": "2024-05-03T10:00:00Z", "hosts": []},
+    ]
+    (tmp_path / ".plainsail" / "history.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in records))
+    return tmp_path
+
+
+def test_history_offline_from_the_local_file(tmp_path: Path) -> None:
+    folder = _offline_project(tmp_path)
+    r = plainsail("history", "--source", "local", cwd=folder)
+    assert r.code == 0, r.text
+    assert "from the local history" in r.out
+    lines = r.out.splitlines()
+    assert [i for i, line in enumerate(lines) if "b4e2c3d4" in line] < \
+        [i for i, line in enumerate(lines) if "a3f1b2c3" in line], "newest first"
+    assert "failed-health-restored: health check failed" in r.out
+    assert "c5f3d4e5" not in r.out, "another service's record was shown"
+    assert r.err == ""
+
+    j = plainsail("history", "--source", "local", "--json", cwd=folder)
+    attempts = json.loads(j.out)
+    assert [a["id"] for a in attempts] == ["d-2", "d-1"]
+    assert {a["source"] for a in attempts} == {"local"}
+
+
+def test_history_falls_back_to_the_local_file_when_hosts_are_unreachable(
+        tmp_path: Path) -> None:
+    folder = _offline_project(tmp_path)
+    r = plainsail("history", cwd=folder)
+    assert r.code == 0, r.text
+    assert "cannot connect over SSH" in r.err and "showing the local history" in r.err
+    assert "a3f1b2c3" in r.out and "b4e2c3d4" in r.out
+
+    strict = plainsail("history", "--source", "hosts", cwd=folder)
+    assert strict.code == 1 and "cannot connect over SSH" in strict.err
