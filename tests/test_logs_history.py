@@ -1,5 +1,6 @@
 """The read-only commands: `logs` hides the app's secrets, `history` works offline from the
-local history."""
+local history, build records are found from a config in a subfolder, and `docker stop`
+is spelled so that no Docker client warns about it."""
 
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from plainsail import docker
+from plainsail import buildrecords, docker
+from plainsail import config as configlib
+from plainsail.buildrecords import BuildRecord
 from tests.support.cli import plainsail
+from tests.support.gitrepo import git
 from tests.support.services import free_port
 
 IMAGE = "r.example.com/acme/api"
@@ -117,3 +121,34 @@ def test_history_falls_back_to_the_local_file_when_hosts_are_unreachable(
 
     strict = plainsail("history", "--source", "hosts", cwd=folder)
     assert strict.code == 1 and "cannot connect over SSH" in strict.err
+
+
+# ---------------------------------------------------------------- build records
+
+
+def test_build_records_are_found_from_a_config_in_a_subfolder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PLAINSAIL_BUILD_RECORDS", raising=False)
+    repo = tmp_path / "repo"
+    (repo / "deploy").mkdir(parents=True)
+    git(repo, "init", "-q")
+    text = f"service: api\nimage: {IMAGE}\nsigning: {{verify: false}}\n"
+    (repo / "plainsail.yml").write_text(text)
+    (repo / "deploy" / "staging.yml").write_text(text.replace("api\n", "api-staging\n", 1))
+    main = configlib.load(repo / "plainsail.yml", {})
+    staging = configlib.load(repo / "deploy" / "staging.yml", {})
+
+    assert buildrecords.record_dir(main) == repo.resolve() / ".plainsail" / "builds"
+    assert buildrecords.record_dir(staging) == buildrecords.record_dir(main)
+    record = BuildRecord(image=IMAGE, tag="a3f1b2c3", digest="sha256:" + "ab" * 32,
+                         git_sha="a3f1b2c3" + "0" * 32, created="2024-05-01T10:00:00Z",
+                         builder="ci")
+    buildrecords.write(record, buildrecords.record_dir(main))
+    assert buildrecords.latest(staging) == record
+    assert buildrecords.find(staging, "a3f1b2c3") == record
+
+    outside = tmp_path / "no-git"
+    outside.mkdir()
+    (outside / "plainsail.yml").write_text(text)
+    assert buildrecords.record_dir(configlib.load(outside / "plainsail.yml", {})) == \
+        outside.absolute() / ".plainsail" / "builds"
