@@ -152,3 +152,23 @@ def test_build_records_are_found_from_a_config_in_a_subfolder(
     (outside / "plainsail.yml").write_text(text)
     assert buildrecords.record_dir(configlib.load(outside / "plainsail.yml", {})) == \
         outside.absolute() / ".plainsail" / "builds"
+
+
+# ---------------------------------------------------------------- docker stop
+
+
+def test_docker_stop_uses_the_short_flag() -> None:
+    assert docker.stop("api-a3f1b2c3", 9.6) == ["docker", "stop", "-t", "10", "api-a3f1b2c3"]
+
+
+@pytest.mark.integration
+def test_docker_stop_prints_no_deprecation_warning() -> None:
+    name = f"ps-stop-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["docker", "run", "--detach", "--name", name, "plainsail-base:bookworm",
+                    "sleep", "300"], check=True, capture_output=True)
+    try:
+        res = subprocess.run(docker.stop(name, 0), capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+        assert res.stderr == ""
+    finally:
+        subprocess.run(["docker", "rm", "--force", name], capture_output=True)
