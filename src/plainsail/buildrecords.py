@@ -1,8 +1,11 @@
 """Build records: what `plainsail build` produced, written down as JSON.
 
-One file per tag under `.plainsail/builds/` (next to plainsail.yml; overridable). Later
-stages read them: `sign`, `verify` and `deploy` default to the newest record's tag, and
-deploy compares the registry's digest for the tag with the recorded one (tag drift).
+One file per tag under `.plainsail/builds/` at the root of the git work tree that holds
+plainsail.yml (beside plainsail.yml outside a git work tree; `--record-dir` or
+$PLAINSAIL_BUILD_RECORDS override it), so every config of a repository (`-c
+deploy/staging.yml`) finds the same records. Later stages read them: `sign`, `verify` and
+`deploy` default to the newest record's tag, and deploy compares the registry's digest for
+the tag with the recorded one (tag drift).
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from plainsail import git as gitlib
 from plainsail.config import Config
-from plainsail.errors import PlainsailError
+from plainsail.errors import GitError, PlainsailError
 
 RECORD_DIR = Path(".plainsail") / "builds"
 
@@ -39,10 +43,21 @@ class BuildRecord:
 
 
 def record_dir(cfg: Config, override: str | os.PathLike[str] | None = None) -> Path:
+    """Where `build` writes records and every other command reads them."""
     if override:
         return Path(override)
     env = os.environ.get("PLAINSAIL_BUILD_RECORDS")
-    return Path(env) if env else cfg.root / RECORD_DIR
+    return Path(env) if env else _work_tree_root(cfg.root) / RECORD_DIR
+
+
+def _work_tree_root(folder: Path) -> Path:
+    """The top of the git work tree holding `folder`, or `folder` itself outside one."""
+    try:
+        proc = gitlib.git(["rev-parse", "--show-toplevel"], folder, check=False)
+    except (GitError, OSError):
+        return folder
+    top = proc.stdout.strip()
+    return Path(top) if proc.returncode == 0 and top else folder
 
 
 def write(record: BuildRecord, directory: Path) -> Path:

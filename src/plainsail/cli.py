@@ -172,6 +172,10 @@ def _recover_args(p: argparse.ArgumentParser) -> None:
 def _history_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=20, metavar="N")
     p.add_argument("--host", action="append", metavar="HOST", default=[])
+    p.add_argument("--source", choices=["auto", "hosts", "local"], default="auto",
+                   help="hosts: the records on the hosts; local: .plainsail/history.jsonl, "
+                   "offline; auto (default): the hosts, or the local history when a host "
+                   "is unreachable")
     _json_flag(p)
 
 

@@ -113,7 +113,9 @@ def start(name: str) -> list[str]:
 
 
 def stop(name: str, timeout: float) -> list[str]:
-    return ["docker", "stop", "--time", str(max(0, round(timeout))), name]
+    # -t: the one spelling every client accepts (newer ones warn that --time is deprecated,
+    # older ones do not know --timeout).
+    return ["docker", "stop", "-t", str(max(0, round(timeout))), name]
 
 
 def rm(names: Sequence[str], force: bool = False) -> list[str]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from plainsail.errors import LockError, PlainsailError
-from plainsail.runner import Executor, expand_home, write_file_argv
+from plainsail.runner import IS_A_DIRECTORY, Executor, expand_home, write_file_argv
 
 HOME_AND_DOCKER = [
     "sh", "-c",
@@ -115,9 +115,16 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+# Exit codes of ACQUIRE_ARGV: 75 the lock is held (its info.json on stdout), 73 the lock
+# cannot be created (the OS error on stderr).
+LOCK_HELD = 75
+NOT_WRITABLE = 73
 ACQUIRE_ARGV = (
-    'mkdir -p "$(dirname "$1")" && mkdir "$1" 2>/dev/null || { cat "$1/info.json" 2>/dev/null; '
-    "exit 75; }; umask 077; cat > \"$1/info.json\""
+    'mkdir -p -- "$(dirname -- "$1")" || exit 73; '
+    'if err=$(mkdir -- "$1" 2>&1); then '
+    'umask 077; cat > "$1/info.json" && exit 0; rm -rf -- "$1"; exit 73; fi; '
+    'if [ -d "$1" ]; then cat "$1/info.json" 2>/dev/null; exit 75; fi; '
+    'printf "%s\\n" "$err" >&2; exit 73'
 )
 
 
@@ -128,7 +135,7 @@ def acquire(ex: Executor, paths: Paths, info: LockInfo) -> None:
                  what="take the deploy lock")
     if res.returncode == 0:
         return
-    if res.returncode == 75:
+    if res.returncode == LOCK_HELD:
         holder = parse_lock(res.stdout)
         if holder is None:
             raise LockError(
@@ -140,7 +147,19 @@ def acquire(ex: Executor, paths: Paths, info: LockInfo) -> None:
             f"{ex.host.name}: another deploy holds the lock: {holder.describe()}"
             f"{holder.stale_hint()}"
         )
+    if res.returncode == NOT_WRITABLE:
+        raise PlainsailError(
+            f"{ex.host.name}: cannot take the deploy lock: {paths.root} is not writable by "
+            f"the SSH user ({_os_error(res.stderr)}); fix its permissions or set host_dir "
+            "to a folder that user can write"
+        )
     raise ex.failure(res, "take the deploy lock")
+
+
+def _os_error(stderr: str) -> str:
+    """The last line of a failed shell command's stderr, without the shell's own prefix."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    return lines[-1] if lines else "no error message"
 
 
 def parse_lock(text: str) -> LockInfo | None:
@@ -196,17 +215,46 @@ def env_file_content(env: Mapping[str, str]) -> str:
 
 
 def write_env(ex: Executor, paths: Paths, env: Mapping[str, str]) -> None:
-    ex.run(write_file_argv(paths.env, "600"), input=env_file_content(env), what="write env file")
+    """Write the env file (mode 0600) atomically; on failure nothing is left behind."""
+    res = ex.run(write_file_argv(paths.env, "600"), input=env_file_content(env), check=False,
+                 what="write env file")
+    if res.returncode == 0:
+        return
+    if res.returncode == IS_A_DIRECTORY:
+        raise PlainsailError(
+            f"{ex.host.name}: cannot write the env file: {paths.env} is a directory; "
+            "remove it and retry"
+        )
+    if res.returncode == 255 and not ex.host.is_local:
+        raise ex.failure(res, "write env file")
+    raise PlainsailError(
+        f"{ex.host.name}: cannot write the env file {paths.env} ({_os_error(res.stderr)}); "
+        "make host_dir writable by the SSH user"
+    )
 
 
 # ---------------------------------------------------------------- history
 
-APPEND_ARGV = 'mkdir -p "$(dirname "$1")" && umask 077 && cat >> "$1"'
+APPEND_ARGV = (
+    'if [ -d "$1" ]; then printf "%s is a directory\\n" "$1" >&2; exit 66; fi; '
+    'mkdir -p -- "$(dirname -- "$1")" && umask 077 && cat >> "$1"'
+)
 
 
 def append_history(ex: Executor, paths: Paths, record: Mapping[str, Any]) -> None:
+    """Append one record to the host's history; raise a clear error when that fails."""
     line = json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n"
-    ex.run(["sh", "-c", APPEND_ARGV, "sh", paths.history], input=line, what="append record")
+    res = ex.run(["sh", "-c", APPEND_ARGV, "sh", paths.history], input=line, check=False,
+                 what="append record")
+    if res.returncode == 0:
+        return
+    if res.returncode == 255 and not ex.host.is_local:
+        raise ex.failure(res, "append the deploy record")
+    problem = (f"{paths.history} is a directory; remove it" if res.returncode == IS_A_DIRECTORY
+               else f"{_os_error(res.stderr)}; make it a file the SSH user can write")
+    raise PlainsailError(
+        f"{ex.host.name}: cannot append the deploy record to {paths.history}: {problem}"
+    )
 
 
 def read_history(ex: Executor, paths: Paths) -> list[dict[str, Any]]:

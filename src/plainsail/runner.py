@@ -14,6 +14,7 @@ from __future__ import annotations
 import http.client
 import logging
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -155,7 +156,8 @@ class Executor:
         detail = redact(result.tail(3).replace("\n", " | "), self.secrets) or "no output"
         ssh_failed = isinstance(self, SSHExecutor) and result.returncode == 255
         if ssh_failed:
-            msg = (
+            assert isinstance(self, SSHExecutor)
+            msg = self.connect_problem(result) or (
                 f"{self.host.name}: cannot connect over SSH ({detail}); check the host "
                 "address, your SSH key and known_hosts"
             )
@@ -193,7 +195,16 @@ class LocalExecutor(Executor):
 
 
 class SSHExecutor(Executor):
-    """Runs commands on a host over one multiplexed OpenSSH connection."""
+    """Runs commands on a host over one multiplexed OpenSSH connection.
+
+    The user's OpenSSH configuration (~/.ssh/config, /etc/ssh/ssh_config) is honoured:
+    OpenSSH keeps the first value it is given for an option and the command line comes
+    before the config files, so plainsail passes only what it cannot work without (batch
+    mode, the shared connection), puts the user's `ssh.*` settings before those, and adds
+    its defaults for a connect timeout and keepalives only where the configuration sets
+    none. Host keys are checked as that configuration says: OpenSSH's default in batch
+    mode refuses an unknown or changed key.
+    """
 
     def __init__(
         self, host: Host, options: SSHOptions | None = None, secrets: Iterable[Secret] = ()
@@ -202,6 +213,7 @@ class SSHExecutor(Executor):
         self.options = options or SSHOptions()
         self._control_dir: str | None = None
         self._forwards: dict[tuple[str, int], int] = {}
+        self._effective: dict[str, str] | None = None
 
     def ssh_argv(self) -> list[str]:
         """`ssh` with every option, up to and including the destination."""
@@ -209,26 +221,92 @@ class SSHExecutor(Executor):
             # Short path: unix socket paths are limited to about 100 bytes.
             self._control_dir = tempfile.mkdtemp(prefix="psl-", dir=_socket_dir())
         o = self.options
-        argv = [
-            "ssh",
-            "-o", "BatchMode=yes",
-            "-o", "StrictHostKeyChecking=yes",
-            "-o", f"ConnectTimeout={o.connect_timeout}",
-            "-o", "ControlMaster=auto",
-            "-o", f"ControlPath={self._control_dir}/%C",
-            "-o", "ControlPersist=120",
-            "-o", "ServerAliveInterval=15",
-        ]
+        argv = ["ssh"]
+        # What the user chose first: the first value given for an option wins.
+        for key, value in sorted(o.options.items()):
+            argv += ["-o", f"{key}={value}"]
         if o.known_hosts:
             argv += ["-o", f"UserKnownHostsFile={os.path.expanduser(o.known_hosts)}"]
         if o.identity_file:
             argv += ["-i", os.path.expanduser(o.identity_file), "-o", "IdentitiesOnly=yes"]
-        for key, value in sorted(o.options.items()):
-            argv += ["-o", f"{key}={value}"]
         if self.host.port:
             argv += ["-p", str(self.host.port)]
-        argv.append(self.host.destination)
+        # Looked up before batch mode is added: it changes OpenSSH's keepalive default.
+        defaults = self._defaults(argv)
+        argv += [
+            "-o", "BatchMode=yes",
+            "-o", "ControlMaster=auto",
+            "-o", f"ControlPath={self._control_dir}/%C",
+            "-o", "ControlPersist=120",
+            *defaults,
+            self.host.destination,
+        ]
         return argv
+
+    def effective_config(self, argv: Sequence[str] | None = None) -> dict[str, str]:
+        """What OpenSSH will use for this host (`ssh -G`: the config files evaluated, no
+        connection made), given the user's own options; empty if that cannot be found out."""
+        if self._effective is None:
+            if argv is None:
+                self.ssh_argv()
+                return self._effective or {}
+            base = list(argv)
+            try:
+                proc = subprocess.run(
+                    [*base, "-G", self.host.destination], capture_output=True, text=True,
+                    timeout=10, stdin=subprocess.DEVNULL, check=False,
+                )
+            except (OSError, subprocess.TimeoutExpired):
+                proc = subprocess.CompletedProcess(base, 255, "", "")
+            found: dict[str, str] = {}
+            for line in proc.stdout.splitlines() if proc.returncode == 0 else []:
+                key, _, value = line.partition(" ")
+                found.setdefault(key.lower(), value.strip())
+            self._effective = found
+        return self._effective
+
+    def _defaults(self, argv: Sequence[str]) -> list[str]:
+        """plainsail's defaults for what neither ssh.options nor ssh_config sets."""
+        config = self.effective_config(argv)
+        if not config:
+            return []
+        extra = []
+        if config.get("connecttimeout", "none") == "none":
+            extra += ["-o", f"ConnectTimeout={self.options.connect_timeout}"]
+        if config.get("serveraliveinterval", "0") == "0":
+            extra += ["-o", "ServerAliveInterval=15"]
+        return extra
+
+    def connect_problem(self, result: Result) -> str | None:
+        """Why OpenSSH refused the host key, and how to trust it; None for other failures."""
+        text = result.stdout + "\n" + result.stderr
+        changed = "REMOTE HOST IDENTIFICATION HAS CHANGED" in text or re.search(
+            r"Host key for \S+ has changed", text)
+        unknown = re.search(r"No \S+ host key is known for", text) or (
+            "Host key verification failed" in text)
+        if not (changed or unknown):
+            return None
+        config = self.effective_config()
+        hostname = config.get("hostname") or self.host.hostname
+        port = int(config.get("port") or self.host.port or 22)
+        known = _home_short(os.path.expanduser(self.options.known_hosts) if
+                            self.options.known_hosts else
+                            (config.get("userknownhostsfile") or "~/.ssh/known_hosts").split()[0])
+        scan = shlex.join(["ssh-keyscan", *(["-p", str(port)] if port != 22 else []), hostname])
+        where = f"{hostname}:{port}"
+        if changed:
+            entry = f"[{hostname}]:{port}" if port != 22 else hostname
+            return (
+                f"{self.host.name}: the host key of {where} has CHANGED since it was added to "
+                f"{known} (the host was reinstalled, or someone is in between); find out "
+                f"which, then replace it: ssh-keygen -R {shlex.quote(entry)} -f "
+                f"{_shell_path(known)} && {scan} >> {_shell_path(known)}"
+            )
+        return (
+            f"{self.host.name}: the host key of {where} is not known; check it and add it "
+            f"with: {scan} >> {_shell_path(known)}"
+            + ("" if self.options.known_hosts else " (or set ssh.known_hosts)")
+        )
 
     def wrap(self, argv: Sequence[str]) -> list[str]:
         return [*self.ssh_argv(), "--", shlex.join(argv)]
@@ -266,6 +344,19 @@ class SSHExecutor(Executor):
         self._forwards.clear()
 
 
+def _home_short(path: str) -> str:
+    """A path under the home folder written as ~/..., as a user would type it."""
+    home = os.path.expanduser("~").rstrip("/")
+    return "~" + path[len(home):] if home and path.startswith(home + "/") else path
+
+
+def _shell_path(path: str) -> str:
+    """Quote a path for a shell command shown to the user, keeping a leading ~/ working."""
+    if path.startswith("~/"):
+        return "~/" + shlex.quote(path[2:])
+    return shlex.quote(path)
+
+
 def _free_port() -> int:
     import socket
 
@@ -289,16 +380,28 @@ def executor_for(
     return SSHExecutor(host, ssh, secrets)
 
 
+# Exit code of write_file_argv when the path is a directory.
+IS_A_DIRECTORY = 66
+
+# Writes stdin to $1 through a temporary file beside it, then renames it into place. A
+# directory at $1 is refused (mv would move the file into it); on any failure, or when the
+# connection drops, the temporary file (which may hold secrets) is removed.
+_WRITE_FILE = (
+    'umask 077; tmp="$1.tmp.$$"; '
+    'if [ -d "$1" ]; then printf "%s is a directory\\n" "$1" >&2; exit 66; fi; '
+    "trap 'rm -f \"$tmp\"' EXIT; trap 'exit 1' HUP INT TERM PIPE; "
+    'mkdir -p -- "$(dirname -- "$1")" && cat > "$tmp" && chmod "$2" "$tmp" && '
+    'mv -f -- "$tmp" "$1"'
+)
+
+
 def write_file_argv(path: str, mode: str = "600") -> list[str]:
     """argv that writes stdin to `path` atomically, readable only by its owner.
 
-    The path is passed as a positional parameter, never formatted into the script.
+    The path is passed as a positional parameter, never formatted into the script. Exits
+    IS_A_DIRECTORY (leaving nothing behind) when `path` is a directory.
     """
-    script = (
-        'umask 077 && mkdir -p "$(dirname "$1")" && cat > "$1.tmp.$$" && '
-        'chmod "$2" "$1.tmp.$$" && mv -f "$1.tmp.$$" "$1"'
-    )
-    return ["sh", "-c", script, "sh", path, mode]
+    return ["sh", "-c", _WRITE_FILE, "sh", path, mode]
 
 
 def expand_home(path: str, home: str) -> str:

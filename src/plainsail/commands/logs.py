@@ -1,18 +1,34 @@
-"""`plainsail logs [--tail N]`: the running app container's logs on each host."""
+"""`plainsail logs [--tail N]`: the running app container's logs on each host.
+
+An app may log its own secrets (a connection URL in an error, a token in a debug line):
+the values of `app.secrets` set in this environment are redacted as the logs are printed,
+along with the registry password and webhook URLs.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+from collections.abc import Mapping
 
 from plainsail import config as configlib
 from plainsail import docker
 from plainsail.containers import current, list_service
+from plainsail.errors import PlainsailError
 from plainsail.fleet import opened
 from plainsail.output import say
+from plainsail.secret import Secret, redact
+
+
+def secrets_to_hide(cfg: configlib.Config, environ: Mapping[str, str]) -> list[Secret]:
+    """The config's secrets plus the app's, as far as this environment sets them."""
+    app = [Secret(environ[name]) for name in cfg.app.secrets if environ.get(name)]
+    return [*cfg.secrets(), *app]
 
 
 def run(args: argparse.Namespace) -> int:
     cfg = configlib.load(args.config)
+    secrets = secrets_to_hide(cfg, os.environ)
     with opened(cfg, args.host) as fleet:
         for o in fleet:
             containers = list_service(o.ex, cfg.service)
@@ -21,7 +37,10 @@ def run(args: argparse.Namespace) -> int:
                 say(f"==> {o.host.name}: no container of {cfg.service}")
                 continue
             say(f"==> {o.host.name}: {cur.name} ({cur.tag}, {cur.status})")
-            res = o.ex.run(docker.logs(cur.name, args.tail), timeout=60)
-            for line in (res.stdout + res.stderr).splitlines():
-                say(line)
+            res = o.ex.run(docker.logs(cur.name, args.tail), timeout=60, check=False)
+            if not res.ok:
+                raise PlainsailError(redact(str(o.ex.failure(res, "docker logs")), secrets))
+            text = res.stdout + ("\n" if res.stdout and res.stderr else "") + res.stderr
+            for line in text.splitlines():
+                say(redact(line, secrets))
     return 0

@@ -1,0 +1,133 @@
+"""Host state faults are named for what they are, against a real sshd as an unprivileged
+user: a folder it cannot write is not a lock, an env path that is a directory is not
+written into (and no temporary file with secrets stays behind), a failed history append
+says why."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from plainsail import hoststate
+from plainsail.errors import LockError, PlainsailError
+from plainsail.hosts import parse_host
+from plainsail.runner import SSHExecutor, SSHOptions
+from tests.support.sshd import SSHHost
+
+pytestmark = pytest.mark.integration
+
+SECRET = f"s3cr3t-{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def ex(ssh_host: SSHHost) -> Iterator[SSHExecutor]:
+    with SSHExecutor(parse_host(ssh_host.host), SSHOptions(
+            identity_file=str(ssh_host.identity_file), known_hosts=str(ssh_host.known_hosts),
+            options={"GlobalKnownHostsFile": "/dev/null"})) as executor:
+        assert isinstance(executor, SSHExecutor)
+        yield executor
+
+
+@pytest.fixture
+def host_dir(ssh_host: SSHHost) -> Iterator[str]:
+    """A host_dir of its own in the SSH user's home."""
+    path = f"{ssh_host.home}/.ps-test-{uuid.uuid4().hex[:8]}"
+    yield path
+    ssh_host.run(["sh", "-c", 'chmod -R u+rwx "$1"; rm -rf "$1"', "sh", path])
+
+
+@pytest.fixture
+def readonly_dir() -> Iterator[Path]:
+    """A folder the SSH user can enter but not write (owned by another user)."""
+    path = Path(tempfile.mkdtemp(prefix="ps-ro-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _info() -> hoststate.LockInfo:
+    return hoststate.LockInfo(deploy_id="d-1", holder="tester@here", machine="elsewhere",
+                              pid=1, started="2024-01-01T00:00:00Z", tag="a3f1b2c3",
+                              origin="test")
+
+
+def _files(ssh_host: SSHHost, root: str) -> list[str]:
+    res = ssh_host.run(["find", root, "-mindepth", "1"])
+    return sorted(line[len(root) + 1:] for line in res.stdout.splitlines())
+
+
+def test_lock_in_a_folder_that_is_not_writable(ex: SSHExecutor, readonly_dir: Path) -> None:
+    paths = hoststate.Paths(f"{readonly_dir}/svc")
+    with pytest.raises(PlainsailError) as err:
+        hoststate.acquire(ex, paths, _info())
+    msg = str(err.value)
+    assert not isinstance(err.value, LockError), msg
+    assert "not writable" in msg and paths.root in msg and "Permission denied" in msg, msg
+    assert "holder" not in msg
+
+
+def test_lock_is_taken_and_a_held_lock_names_its_holder(ex: SSHExecutor, host_dir: str) -> None:
+    paths = hoststate.Paths(f"{host_dir}/svc")
+    hoststate.acquire(ex, paths, _info())
+    holder = hoststate.read_lock(ex, paths)
+    assert isinstance(holder, hoststate.LockInfo) and holder.deploy_id == "d-1"
+    with pytest.raises(LockError, match="another deploy holds the lock: tester@here"):
+        hoststate.acquire(ex, paths, _info())
+    assert hoststate.release(ex, paths, "d-1")
+
+
+def test_env_file_is_written_whole_and_private(ex: SSHExecutor, ssh_host: SSHHost,
+                                               host_dir: str) -> None:
+    paths = hoststate.Paths(f"{host_dir}/svc")
+    hoststate.write_env(ex, paths, {"TOKEN": SECRET})
+    assert ssh_host.run(["stat", "-c", "%a", paths.env]).stdout.strip() == "600"
+    assert ssh_host.run(["cat", paths.env]).stdout == f"TOKEN={SECRET}\n"
+    assert _files(ssh_host, host_dir) == ["svc", "svc/env"]
+
+
+def test_env_path_that_is_a_directory(ex: SSHExecutor, ssh_host: SSHHost,
+                                      host_dir: str) -> None:
+    paths = hoststate.Paths(f"{host_dir}/svc")
+    assert ssh_host.run(["mkdir", "-p", paths.env]).returncode == 0
+    with pytest.raises(PlainsailError) as err:
+        hoststate.write_env(ex, paths, {"TOKEN": SECRET})
+    assert str(err.value) == (f"{ex.host.name}: cannot write the env file: {paths.env} is a "
+                              "directory; remove it and retry")
+    assert _files(ssh_host, host_dir) == ["svc", "svc/env"], "a temporary file was left"
+    grep = ssh_host.run(["grep", "-r", SECRET, host_dir])
+    assert grep.returncode == 1, "the secret was left on disk"
+
+
+def test_env_file_in_a_folder_that_is_not_writable(ex: SSHExecutor,
+                                                   readonly_dir: Path) -> None:
+    paths = hoststate.Paths(str(readonly_dir))
+    with pytest.raises(PlainsailError) as err:
+        hoststate.write_env(ex, paths, {"TOKEN": SECRET})
+    assert f"cannot write the env file {paths.env}" in str(err.value)
+    assert "Permission denied" in str(err.value)
+    assert list(readonly_dir.iterdir()) == []
+
+
+def test_history_append_that_fails_says_why(ex: SSHExecutor, ssh_host: SSHHost,
+                                            host_dir: str, readonly_dir: Path) -> None:
+    paths = hoststate.Paths(f"{host_dir}/svc")
+    hoststate.append_history(ex, paths, {"id": "d-1", "outcome": "succeeded"})
+    assert hoststate.read_history(ex, paths) == [{"id": "d-1", "outcome": "succeeded"}]
+
+    ssh_host.run(["sh", "-c", 'rm -f "$1" && mkdir "$1"', "sh", paths.history])
+    with pytest.raises(PlainsailError) as err:
+        hoststate.append_history(ex, paths, {"id": "d-2"})
+    assert str(err.value) == (f"{ex.host.name}: cannot append the deploy record to "
+                              f"{paths.history}: {paths.history} is a directory; remove it")
+
+    ro = hoststate.Paths(str(readonly_dir))
+    with pytest.raises(PlainsailError) as err:
+        hoststate.append_history(ex, ro, {"id": "d-3"})
+    msg = str(err.value)
+    assert msg.startswith(f"{ex.host.name}: cannot append the deploy record to {ro.history}: ")
+    assert "Permission denied" in msg and "make it a file the SSH user can write" in msg
