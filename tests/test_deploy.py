@@ -199,7 +199,8 @@ def test_unsigned_and_tampered_refused_before_any_host_changes(
     (d.path / "plainsail.yml").write_text(
         text.replace(str(notes_builds.public_key), str(other / "k.pub")))
     r = deploy(d, "v2")
-    assert r.code == 1 and "another key" in r.err.lower() or "not signed by" in r.err.lower()
+    assert r.code == 1, r.text
+    assert "another key" in r.err.lower() or "not signed by" in r.err.lower(), r.err
     # A digest the signature does not name (a tampered/unknown image under the same tag).
     (d.path / "plainsail.yml").write_text(text)
     v2 = notes_builds.versions["v2"]
@@ -285,6 +286,23 @@ def test_local_host_deploy(local_deploy_dir: DeployDir) -> None:
     r = deploy(d, "v1")
     assert r.code == 0, r.text
     assert d.get()[0] == 200
+
+
+def test_sigkilled_deployer_is_named_interrupted_and_recovered(deploy_dir: DeployDir) -> None:
+    d = deploy_dir
+    d.config(attempts="40", interval="250ms")
+    assert deploy(d, "v1").code == 0
+    pid = d.kill_mid_switch("slow")
+    for command in (["lock", "status"], ["deploy", d.builds.ref("v2")]):
+        r = d.run(*command)
+        assert "INTERRUPTED" in r.text and str(pid) in r.text and "recover" in r.text, r.text
+    r = d.run("recover")
+    assert r.code == 0 and "RECOVERED" in r.out, r.text
+    assert '"version": "1"' in d.get()[1]
+    outcomes = [rec["outcome"] for rec in d.host_records()]
+    assert outcomes[-2:] == ["interrupted", "recovered"], outcomes
+    assert d.run("lock", "status").out.strip().endswith("unlocked")
+    assert deploy(d, "v2").code == 0
 
 
 def test_sigterm_mid_deploy_restores_unlocks_and_records(deploy_dir: DeployDir) -> None:

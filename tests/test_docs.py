@@ -61,3 +61,27 @@ def test_help_is_fast_and_light() -> None:
          "'psycopg','pglast','yaml'))))"], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
     assert build_parser().prog == "plainsail"
+
+
+def test_cli_doc_is_generated_from_the_parser() -> None:
+    from plainsail.clidoc import render
+
+    assert (ROOT / "docs" / "cli.md").read_text() == render(), (
+        "docs/cli.md is out of date: python -m plainsail.clidoc > docs/cli.md")
+
+
+def test_every_argument_is_explained_in_help() -> None:
+    from plainsail.clidoc import _subparsers, options
+
+    for name, p in _subparsers(build_parser()).items():
+        for a in options(p):
+            assert a.help, f"plainsail {name} {a.option_strings or a.dest} has no help text"
+
+
+def test_help_lists_every_outcome_and_its_exit_code() -> None:
+    from plainsail.cli import OUTCOME_EPILOG
+    from plainsail.outcomes import EXIT_CODES, OUTCOMES
+
+    assert set(EXIT_CODES) == set(OUTCOMES)
+    for outcome, code in EXIT_CODES.items():
+        assert re.search(rf"^  {re.escape(outcome)}\s+{code}\s", OUTCOME_EPILOG, re.M), outcome

@@ -32,6 +32,10 @@ def test_runbook_commands(deploy_dir: DeployDir) -> None:
             # Exercised for real by test_build, test_sign_verify and test_deploy; here the
             # runbook's form of the command must parse.
             r = d.run(args[0], "--help")
+        elif args[0] == "recover":
+            d.kill_mid_switch("slow")  # what recover is for: a deployer killed mid-switch
+            r = d.run(*args)
+            assert "RECOVERED" in r.out, r.text
         elif args[:2] == ["rollback", "--to"]:
             assert d.run("deploy", d.builds.ref("v2")).code == 0  # roll forward first
             r = d.run(*args)
@@ -39,5 +43,6 @@ def test_runbook_commands(deploy_dir: DeployDir) -> None:
             r = d.run(*args)
         assert r.code == 0, (args, r.text)
         ran.add(args[0])
-    assert ran >= {"history", "status", "rollback", "logs", "lock", "build", "sign", "deploy"}
+    assert ran >= {"history", "status", "rollback", "logs", "lock", "recover", "build", "sign",
+                   "deploy"}
     assert '"version": "1"' in d.get()[1]

@@ -39,11 +39,33 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+EXIT_EPILOG = """exit codes:
+  0    done
+  1    an expected failure: one line on stderr says what is wrong and what to do
+  2    a usage error (a wrong argument, a mutable tag)
+  3    a bug in plainsail: the message names a file with the details
+  130  interrupted (SIGTERM or Ctrl-C)"""
+
+# Kept in step with plainsail.outcomes.EXIT_CODES by tests/test_docs.py.
+OUTCOME_EPILOG = """outcomes (printed, recorded, and the exit code):
+  succeeded                    0    the new version passed its health gate on every host
+  unchanged                    0    that version already runs everywhere (--force redeploys)
+  recovered                    0    the last known-good version runs again (recover)
+  aborted                      1    stopped before anything was switched
+  failed-migration             1    migrations failed; the old version keeps serving
+  failed-health-restored       1    the switch failed; the previous version is back, healthy
+  failed-health-left-stopped   1    the new version failed; on_failure: stop left it
+  restore-failed               1    the previous version could not be put back: DOWN
+  interrupted                  130  SIGTERM/Ctrl-C; the previous version was put back
+a usage error exits 2; a bug exits 3 (after restoring, recording and unlocking)"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="plainsail",
         description="Ship containerized APIs the boring way: build, sign, migrate, deploy, "
         "roll back. The same steps every time, loud failures.",
+        epilog=EXIT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"plainsail {__version__}")
     # -c and -v work before or after the command: the top level holds the defaults, and
@@ -65,7 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     common_options(common, top=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text, parents=[common])
+        epilog = OUTCOME_EPILOG if name in ("deploy", "rollback", "recover") else EXIT_EPILOG
+        p = sub.add_parser(name, help=help_text, description=help_text, parents=[common],
+                           epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
         p.set_defaults(_module=module)
         add_args = _ADDERS.get(name)
         if add_args:
@@ -132,12 +156,13 @@ def _migrate_args(p: argparse.ArgumentParser) -> None:
 
 
 def _lint_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("what", choices=["migrations"], help="what to lint")
+    p.add_argument("what", choices=["migrations"], help="what to lint (migrations)")
     p.add_argument("paths", nargs="*", metavar="PATH",
                    help="folders or .sql files (default: the migrations folder)")
     p.add_argument("--since", metavar="GIT_REF",
                    help="only files added since this git ref (what one deploy applies)")
-    p.add_argument("--format", choices=["text", "json", "sarif"], default="text")
+    p.add_argument("--format", choices=["text", "json", "sarif"], default="text",
+                   help="text (default), json, or sarif for code-scanning uploads")
 
 
 def _deploy_args(p: argparse.ArgumentParser) -> None:
@@ -170,8 +195,10 @@ def _recover_args(p: argparse.ArgumentParser) -> None:
 
 
 def _history_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--limit", type=int, default=20, metavar="N")
-    p.add_argument("--host", action="append", metavar="HOST", default=[])
+    p.add_argument("--limit", type=int, default=20, metavar="N",
+                   help="show the newest N attempts (default: 20)")
+    p.add_argument("--host", action="append", metavar="HOST", default=[],
+                   help="only this host's records (repeatable)")
     p.add_argument("--source", choices=["auto", "hosts", "local"], default="auto",
                    help="hosts: the records on the hosts; local: .plainsail/history.jsonl, "
                    "offline; auto (default): the hosts, or the local history when a host "
@@ -180,18 +207,25 @@ def _history_args(p: argparse.ArgumentParser) -> None:
 
 
 def _status_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--host", action="append", metavar="HOST", default=[])
+    p.add_argument("--host", action="append", metavar="HOST", default=[],
+                   help="only this host (repeatable)")
     _json_flag(p)
 
 
 def _logs_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tail", type=int, default=100, metavar="N")
-    p.add_argument("--host", action="append", metavar="HOST", default=[])
+    p.add_argument("--tail", type=int, default=100, metavar="N",
+                   help="the last N lines of each host's app container (default: 100)")
+    p.add_argument("--host", action="append", metavar="HOST", default=[],
+                   help="only this host (repeatable)")
 
 
 def _lock_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", choices=["status", "release"])
-    p.add_argument("--host", action="append", metavar="HOST", default=[])
+    p.add_argument("action", choices=["status", "release"],
+                   help="status: who holds the lock, and whether that deployer is gone; "
+                   "release: remove it (after an interrupted attempt prefer plainsail "
+                   "recover, which also puts the last good version back)")
+    p.add_argument("--host", action="append", metavar="HOST", default=[],
+                   help="only this host (repeatable)")
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:

@@ -96,11 +96,13 @@ class LockInfo:
 
     def stale_hint(self) -> str:
         """Say so when the holder was a process on this machine that no longer runs."""
-        if self.machine == socket.gethostname() and self.pid > 0 and not _pid_alive(self.pid):
+        if self.holder_dead():
             return (
-                f"; the deployer that took it (pid {self.pid} on {self.machine}) is no longer "
-                "running: it was killed mid-deploy. Check the host, then run plainsail lock "
-                "release"
+                f"; INTERRUPTED: the deployer that took it (pid {self.pid} on {self.machine}) "
+                f"is no longer running, so attempt {self.deploy_id} never finished. Run "
+                "plainsail recover to put the last known-good version back and release the "
+                "lock (plainsail status shows what runs; plainsail lock release only removes "
+                "the lock)"
             )
         return ""
 
@@ -170,10 +172,16 @@ def parse_lock(text: str) -> LockInfo | None:
         return None
 
 
+READ_LOCK = 'test -d "$1" || exit 3; cat "$1/info.json" 2>/dev/null; true'
+RELEASE_ANY = 'test -d "$1" || exit 3; rm -rf "$1"'
+RELEASE_OWN = ('grep -q "\\"deploy_id\\": \\"$2\\"" "$1/info.json" 2>/dev/null || exit 3; '
+               'rm -rf "$1"')
+
+
 def read_lock(ex: Executor, paths: Paths) -> LockInfo | None | str:
     """The lock's holder, None when unlocked, or "unknown" when the lock has no info."""
-    res = ex.run(["sh", "-c", 'test -d "$1" || exit 3; cat "$1/info.json" 2>/dev/null; true',
-                  "sh", paths.lock], check=False, what="read the deploy lock")
+    res = ex.run(["sh", "-c", READ_LOCK, "sh", paths.lock], check=False,
+                 what="read the deploy lock")
     if res.returncode == 3:
         return None
     if res.returncode != 0:
@@ -184,12 +192,10 @@ def read_lock(ex: Executor, paths: Paths) -> LockInfo | None | str:
 def release(ex: Executor, paths: Paths, deploy_id: str | None = None) -> bool:
     """Remove the lock; with deploy_id only if that deploy holds it. True if removed."""
     if deploy_id is None:
-        script = 'test -d "$1" || exit 3; rm -rf "$1"'
-        res = ex.run(["sh", "-c", script, "sh", paths.lock], check=False, what="release lock")
+        res = ex.run(["sh", "-c", RELEASE_ANY, "sh", paths.lock], check=False,
+                     what="release lock")
     else:
-        script = ('grep -q "\\"deploy_id\\": \\"$2\\"" "$1/info.json" 2>/dev/null || exit 3; '
-                  'rm -rf "$1"')
-        res = ex.run(["sh", "-c", script, "sh", paths.lock, deploy_id], check=False,
+        res = ex.run(["sh", "-c", RELEASE_OWN, "sh", paths.lock, deploy_id], check=False,
                      what="release lock")
     if res.returncode == 3:
         return False
@@ -257,10 +263,13 @@ def append_history(ex: Executor, paths: Paths, record: Mapping[str, Any]) -> Non
     )
 
 
+READ_HISTORY = 'test -f "$1" || exit 0; cat "$1"'
+
+
 def read_history(ex: Executor, paths: Paths) -> list[dict[str, Any]]:
     """Every readable record, oldest first; a torn last line is skipped."""
-    res = ex.run(["sh", "-c", 'test -f "$1" || exit 0; cat "$1"', "sh", paths.history],
-                 what="read history", check=False)
+    res = ex.run(["sh", "-c", READ_HISTORY, "sh", paths.history], what="read history",
+                 check=False)
     if res.returncode != 0:
         raise ex.failure(res, "read history")
     return parse_history(res.stdout)

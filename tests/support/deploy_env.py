@@ -189,6 +189,27 @@ class DeployDir:
     def run(self, *args: str, env: dict[str, str] | None = None) -> object:
         return plainsail(*args, cwd=self.path, env={**self.env, **(env or {})})
 
+    def kill_mid_switch(self, version: str) -> int:
+        """Start a deploy of `version` and SIGKILL it once the new container is starting
+        (the state a lost laptop or a cancelled CI job leaves); its pid."""
+        import signal
+        import sys
+
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "plainsail", "deploy", self.builds.ref(version)],
+            cwd=self.path, env={**os.environ, **self.env}, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True)
+        assert proc.stdout is not None
+        seen = []
+        for line in proc.stdout:
+            seen.append(line)
+            if "start-new: ok" in line:
+                proc.send_signal(signal.SIGKILL)
+                break
+        proc.wait(timeout=60)
+        assert proc.returncode == -signal.SIGKILL, "".join(seen)
+        return proc.pid
+
     def get(self, path: str = "/health") -> tuple[int, str]:
         import urllib.error
         import urllib.request

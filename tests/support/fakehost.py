@@ -17,9 +17,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from plainsail import hoststate
 from plainsail.errors import RemoteError
 from plainsail.hosts import parse_host
-from plainsail.runner import Executor, Result
+from plainsail.runner import Executor, Result, write_file_argv
 
 _ids = itertools.count(1)
 _clock = itertools.count(1)
@@ -93,21 +94,23 @@ class FakeHost:
         return f"{self.home}/.plainsail/{service}/lock" in self.dirs
 
 
+# The fixed scripts plainsail runs on hosts, by the step name faults are keyed by.
+SCRIPTS = {
+    hoststate.HOME_AND_DOCKER[2]: "probe",
+    hoststate.ACQUIRE_ARGV: "lock",
+    hoststate.READ_LOCK: "read-lock",
+    hoststate.RELEASE_ANY: "unlock",
+    hoststate.RELEASE_OWN: "unlock",
+    hoststate.APPEND_ARGV: "history",
+    hoststate.READ_HISTORY: "read-history",
+    write_file_argv("x")[2]: "env",
+}
+
+
 def step_of(argv: Sequence[str]) -> str:
     """The name a fault is keyed by: 'docker stop', 'docker run', 'migrate', 'lock', ..."""
     if argv[:2] == ["sh", "-c"]:
-        script = argv[2]
-        if '"$HOME"' in script:
-            return "probe"
-        if 'mkdir "$1"' in script:
-            return "lock"
-        if "cat >>" in script:
-            return "history"
-        if "mv -f" in script:
-            return "env"
-        if "rm -rf" in script:
-            return "unlock"
-        return "read"
+        return SCRIPTS.get(argv[2], "unknown script")
     if argv[:2] == ["docker", "run"]:
         return "docker run" if "--detach" in argv else "migrate"
     return " ".join(argv[:2])
@@ -254,18 +257,25 @@ class FakeExecutor(Executor):
 
     def _script(self, script: str, args: list[str], stdin: str) -> tuple[int, str, str]:
         f = self.fake
+        step = SCRIPTS.get(script)
         path = args[0] if args else ""
-        if '"$HOME"' in script:
+        if step == "probe":
             return 0, f"{f.home}\n{f.docker_version}\n", ""
-        if any(path.startswith(p) for p in f.readonly) and "cat \"$1\"" not in script:
-            return 1, "", f"mkdir: cannot create directory '{path}': Read-only file system"
-        if 'mkdir "$1"' in script:  # take the lock
+        if step in ("read-lock", "read-history"):
+            if step == "read-history":
+                return 0, f.files.get(path, ""), ""
+            if path not in f.dirs:
+                return 3, "", ""
+            return 0, f.files.get(f"{path}/info.json", ""), ""
+        if any(path.startswith(p) for p in f.readonly):
+            return 73, "", f"mkdir: cannot create directory '{path}': Read-only file system"
+        if step == "lock":
             if path in f.dirs:
-                return 75, f.files.get(f"{path}/info.json", ""), ""
+                return hoststate.LOCK_HELD, f.files.get(f"{path}/info.json", ""), ""
             f.dirs.add(path)
             f.files[f"{path}/info.json"] = stdin
             return 0, "", ""
-        if "rm -rf" in script:  # release the lock
+        if step == "unlock":
             if path not in f.dirs:
                 return 3, "", ""
             if len(args) > 1 and f'"deploy_id": "{args[1]}"' not in f.files.get(
@@ -274,16 +284,10 @@ class FakeExecutor(Executor):
             f.dirs.discard(path)
             f.files.pop(f"{path}/info.json", None)
             return 0, "", ""
-        if "cat >>" in script:
+        if step == "history":
             f.files[path] = f.files.get(path, "") + stdin
             return 0, "", ""
-        if "mv -f" in script:
+        if step == "env":
             f.files[path] = stdin
             return 0, "", ""
-        if "test -d" in script:  # read the lock
-            if path not in f.dirs:
-                return 3, "", ""
-            return 0, f.files.get(f"{path}/info.json", ""), ""
-        if 'cat "$1"' in script:
-            return 0, f.files.get(path, ""), ""
         return 127, "", f"fake host: unknown script {script!r}"
