@@ -293,7 +293,7 @@ def test_sigkilled_deployer_is_named_interrupted_and_recovered(deploy_dir: Deplo
     d.config(attempts="40", interval="250ms")
     assert deploy(d, "v1").code == 0
     pid = d.kill_mid_switch("slow")
-    for command in (["lock", "status"], ["deploy", d.builds.ref("v2")]):
+    for command in (["lock", "status"], ["status"], ["deploy", d.builds.ref("v2")]):
         r = d.run(*command)
         assert "INTERRUPTED" in r.text and str(pid) in r.text and "recover" in r.text, r.text
     r = d.run("recover")
