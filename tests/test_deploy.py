@@ -40,7 +40,7 @@ def test_first_deploy_then_second_replaces_and_prunes(deploy_dir: DeployDir) -> 
     recs = d.host_records()
     assert recs[-1]["outcome"] == "succeeded" and recs[-1]["tag"] == d.builds.versions["v1"].tag
     assert recs[-1]["migration"]["exit_code"] == 0
-    assert {s["name"] for s in recs[-1]["steps"]} >= {"pull", "env", "start-new"}
+    assert {s["name"] for s in recs[-1]["steps"]} >= {"pull", "lock+env", "start-new"}
 
     r2 = deploy(d, "v2")
     assert r2.code == 0, r2.text

@@ -41,7 +41,13 @@ def list_service(ex: Executor, service: str) -> list[Container]:
     if not ids:
         return []
     res = ex.run(docker.inspect(ids), timeout=30, what="inspect containers")
-    out = [c for c in (parse_inspect(d) for d in json.loads(res.stdout or "[]")) if c]
+    return sorted_containers(json.loads(res.stdout or "[]"))
+
+
+def sorted_containers(inspect_output: object) -> list[Container]:
+    """App containers from `docker container inspect` JSON, newest first."""
+    items = inspect_output if isinstance(inspect_output, list) else []
+    out = [c for c in (parse_inspect(d) for d in items if isinstance(d, dict)) if c]
     return sorted(out, key=lambda c: c.created, reverse=True)
 
 

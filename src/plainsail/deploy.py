@@ -29,7 +29,7 @@ from typing import Any
 
 from plainsail import docker, health, hoststate, notify
 from plainsail.config import Config
-from plainsail.containers import Container, current, fingerprint, list_service
+from plainsail.containers import Container, current, fingerprint
 from plainsail.errors import (
     DeployError,
     LockError,
@@ -70,6 +70,7 @@ from plainsail.secret import Secret
 log = logging.getLogger("plainsail.deploy")
 
 PULL_TIMEOUT = 900.0
+BUILTIN_NETWORKS = ("bridge", "host", "none")
 STEP_TIMEOUT = 120.0
 
 class Interrupted(BaseException):
@@ -221,9 +222,14 @@ class Deploy:
                 host, ssh_options(cfg), self.secret_values)
             ex.secrets = list(self.secret_values)
             try:
-                paths, version = hoststate.probe(ex, cfg.host_dir, cfg.service)
-                containers = list_service(ex, cfg.service)
-                _check_network(ex, cfg.app.network)
+                custom = None if cfg.app.network in BUILTIN_NETWORKS else cfg.app.network
+                found = hoststate.survey(ex, cfg.host_dir, cfg.service, custom)
+                if not found.network_ok:
+                    raise PlainsailError(
+                        f"{host.name}: app.network {cfg.app.network!r} does not exist there; "
+                        f"create it (docker network create {cfg.app.network}) or fix "
+                        "app.network")
+                paths, version, containers = found.paths, found.docker_version, found.containers
             except PlainsailError:
                 ex.close()
                 raise
@@ -275,14 +281,12 @@ class Deploy:
         active = [r for r in self.runs if r.outcome != UNCHANGED]
         try:
             for run in self.runs:
-                self._lock(run)
+                self._lock(run, with_env=run in active)
             for run in active:
                 if not run.reuse:
                     self._step(run, "pull", partial(
                         run.ex.run, docker.pull(target.pinned), timeout=PULL_TIMEOUT,
                         what="docker pull"))
-                self._step(run, "env", partial(hoststate.write_env, run.ex, run.paths,
-                                               self.env))
         except PlainsailError as exc:
             reason = f"{_one_line(exc)}; nothing was switched, the running version is untouched"
             for run in self.runs:
@@ -330,7 +334,9 @@ class Deploy:
             return RECOVERED, f"{target.tag}, the last known-good version, is healthy again"
         return SUCCEEDED, f"{target.tag} is healthy on every host"
 
-    def _lock(self, run: HostRun) -> None:
+    def _lock(self, run: HostRun, with_env: bool) -> None:
+        """Take the host's deploy lock and, for a host that changes, write its env file in
+        the same round trip."""
         assert self.target
         info = hoststate.LockInfo(
             deploy_id=self.id, holder=f"{self.who}@{socket.gethostname()}",
@@ -338,12 +344,18 @@ class Deploy:
             tag=self.target.tag, origin=self.origin, kind=self.req.kind,
         )
         try:
-            hoststate.acquire(run.ex, run.paths, info)
+            if with_env:
+                self._step(run, "lock+env", partial(
+                    hoststate.lock_and_write_env, run.ex, run.paths, info, self.env))
+            else:
+                self._step(run, "lock", partial(hoststate.acquire, run.ex, run.paths, info))
+        except hoststate.EnvFileError:
+            run.locked = True
+            raise
         except LockError:
             run.outcome = ABORTED
             raise
         run.locked = True
-        self._step_report(run.host.name, f"locked {run.paths.lock}")
 
     def _unlock_all(self) -> None:
         for run in self.runs:
@@ -407,6 +419,8 @@ class Deploy:
                 alias = f"{name}-{clash.deploy_id[-6:] or 'old'}-{self.id[-6:]}"
                 self._step(run, "rename-old", lambda: ex.run(
                     docker.rename(name, alias), timeout=STEP_TIMEOUT, what="docker rename"))
+                run.containers = [replace(c, name=alias) if c is clash else c
+                                  for c in run.containers]
                 if run.previous and run.previous.name == name:
                     run.previous = replace(run.previous, name=alias)
             run.new_name = name
@@ -541,7 +555,8 @@ class Deploy:
 
     def _prune(self, run: HostRun) -> None:
         """Keep the running container and the newest `retain` others; remove the rest."""
-        containers = list_service(run.ex, self.cfg.service)
+        # The containers seen in preflight (all stopped now but the new one): no re-listing.
+        containers = run.containers
         assert self.target
         # A rollback target is another version: copies of the running digest (left by
         # --force) and older copies of one digest would only fill the `retain` slots.
@@ -549,7 +564,7 @@ class Deploy:
         targets: list[Container] = []
         doomed: list[Container] = []
         for c in containers:
-            if c.name == run.new_name or c.running:
+            if c.name == run.new_name:
                 continue
             (doomed if c.digest in seen else targets).append(c)
             seen.add(c.digest)
@@ -558,7 +573,7 @@ class Deploy:
             return
         run.ex.run(docker.rm([c.name for c in doomed], force=True), timeout=STEP_TIMEOUT,
                    what="remove old containers")
-        in_use = {c.digest for c in containers if c not in doomed}
+        in_use = {self.target.digest} | {c.digest for c in containers if c not in doomed}
         images = sorted({f"{self.cfg.image}@{c.digest}" for c in doomed
                          if c.digest and c.digest not in in_use})
         if images:
@@ -607,9 +622,9 @@ class Deploy:
         }
         if self.req.kind == "rollback":
             rec["rollback_from"] = self.req.rollback_from
+            rec["rollback_to"] = t.tag if t else None
         if self.req.kind == "recover":
             rec["recovered_from"] = self.req.rollback_from
-            rec["rollback_to"] = t.tag if t else None
         if run is not None:
             rec.update({
                 "host": run.host.name,
@@ -673,22 +688,6 @@ class Deploy:
         for ex in self._given.values():
             ex.close()
         self._given.clear()
-
-
-BUILTIN_NETWORKS = ("bridge", "host", "none")
-
-
-def _check_network(ex: Executor, network: str) -> None:
-    """A custom app.network must exist on the host before anything changes there."""
-    if network in BUILTIN_NETWORKS or network.startswith("container:"):
-        return
-    res = ex.run(["docker", "network", "inspect", "--format", "{{.Name}}", network],
-                 check=False, timeout=30, what="docker network inspect")
-    if res.returncode != 0:
-        raise PlainsailError(
-            f"{ex.host.name}: app.network {network!r} does not exist there; create it "
-            f"(docker network create {network}) or fix app.network"
-        )
 
 
 def _last_line(text: str) -> str:

@@ -17,10 +17,18 @@ import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
+from plainsail.containers import Container, sorted_containers
 from plainsail.errors import LockError, PlainsailError
-from plainsail.runner import IS_A_DIRECTORY, Executor, expand_home, write_file_argv
+from plainsail.runner import (
+    IS_A_DIRECTORY,
+    WRITE_FILE_SCRIPT,
+    Executor,
+    Result,
+    expand_home,
+    write_file_argv,
+)
 
 HOME_AND_DOCKER = [
     "sh", "-c",
@@ -67,6 +75,58 @@ def probe(ex: Executor, host_dir: str, service: str, timeout: float = 30) -> tup
         raise PlainsailError(f"{ex.host.name}: $HOME is not set; set host_dir to an absolute path")
     root = expand_home(host_dir, home).rstrip("/") + f"/{service}"
     return Paths(root), version
+
+
+# One round trip tells what a deploy needs to know before it changes anything: $HOME, the
+# Docker version, the service's containers (`docker container inspect` JSON) and whether a
+# custom network exists. $1: the service label filter; $2: a network name or empty.
+SURVEY = (
+    'printf "%s\\n" "$HOME"; docker version --format "{{.Server.Version}}" 2>&1 | head -n 1; '
+    'if [ -n "$2" ]; then docker network inspect --format "{{.Name}}" "$2" >/dev/null 2>&1 '
+    '&& echo "network: ok" || echo "network: missing"; else echo "network: builtin"; fi; '
+    'ids=$(docker ps --all --quiet --no-trunc --filter "label=$1") || exit 70; '
+    'if [ -n "$ids" ]; then docker container inspect $ids || exit 70; else echo "[]"; fi'
+)
+
+
+@dataclass(frozen=True)
+class Survey:
+    paths: Paths
+    docker_version: str
+    containers: list[Container]
+    network_ok: bool
+
+
+def survey(ex: Executor, host_dir: str, service: str, network: str | None = None,
+           timeout: float = 30) -> Survey:
+    """Everything a deploy's preflight needs from a host, in one round trip."""
+    from plainsail.docker import LABEL_SERVICE
+
+    res = ex.run(["sh", "-c", SURVEY, "sh", f"{LABEL_SERVICE}={service}", network or ""],
+                 timeout=timeout, check=False, what="survey the host")
+    if res.returncode == 255 and not ex.host.is_local:
+        raise ex.failure(res, "ssh")
+    lines = res.stdout.split("\n", 3)
+    home = lines[0].strip() if lines else ""
+    version = lines[1].strip() if len(lines) > 1 else ""
+    if not version or not version[0].isdigit():
+        detail = (version or res.tail(1) or "no answer").strip()
+        raise PlainsailError(
+            f"{ex.host.name}: Docker is not usable there ({detail}); install Docker and make "
+            "sure the SSH user may use it (e.g. member of the docker group)"
+        )
+    if res.returncode != 0 or len(lines) < 4:
+        raise ex.failure(res, "list the service's containers")
+    if not home and host_dir.startswith("~"):
+        raise PlainsailError(f"{ex.host.name}: $HOME is not set; set host_dir to an absolute path")
+    try:
+        data = json.loads(lines[3] or "[]")
+    except ValueError as exc:
+        raise PlainsailError(f"{ex.host.name}: docker container inspect answered something "
+                             f"that is not JSON ({exc})") from None
+    root = expand_home(host_dir, home).rstrip("/") + f"/{service}"
+    return Survey(Paths(root), version, sorted_containers(data),
+                  lines[2].strip() != "network: missing")
 
 
 # ---------------------------------------------------------------- lock
@@ -135,8 +195,11 @@ def acquire(ex: Executor, paths: Paths, info: LockInfo) -> None:
     data = json.dumps(info.__dict__)
     res = ex.run(["sh", "-c", ACQUIRE_ARGV, "sh", paths.lock], input=data, check=False,
                  what="take the deploy lock")
-    if res.returncode == 0:
-        return
+    if res.returncode != 0:
+        _lock_failure(ex, paths, res)
+
+
+def _lock_failure(ex: Executor, paths: Paths, res: Result) -> NoReturn:
     if res.returncode == LOCK_HELD:
         holder = parse_lock(res.stdout)
         if holder is None:
@@ -156,6 +219,38 @@ def acquire(ex: Executor, paths: Paths, info: LockInfo) -> None:
             "to a folder that user can write"
         )
     raise ex.failure(res, "take the deploy lock")
+
+
+# Take the lock and write the env file in one round trip: $1 the lock folder, $2 the lock
+# info (JSON; nothing secret), $3 the env file, $4 its mode; the env content on stdin.
+# Exit codes: as ACQUIRE_ARGV for the lock; once it is taken, as write_file_argv.
+LOCK_AND_WRITE = (
+    'mkdir -p -- "$(dirname -- "$1")" || exit 73; '
+    'if err=$(mkdir -- "$1" 2>&1); then '
+    '(umask 077; printf "%s" "$2" > "$1/info.json") || { rm -rf -- "$1"; exit 73; }; '
+    'else if [ -d "$1" ]; then cat "$1/info.json" 2>/dev/null; exit 75; fi; '
+    'printf "%s\\n" "$err" >&2; exit 73; fi; shift 2; ' + WRITE_FILE_SCRIPT
+)
+
+
+class EnvFileError(PlainsailError):
+    """The env file could not be written (the lock was taken: release it)."""
+
+
+def lock_and_write_env(ex: Executor, paths: Paths, info: LockInfo,
+                       env: Mapping[str, str]) -> None:
+    """Take the lock, then write the env file (mode 0600) atomically, in one round trip."""
+    res = ex.run(["sh", "-c", LOCK_AND_WRITE, "sh", paths.lock, json.dumps(info.__dict__),
+                  paths.env, "600"], input=env_file_content(env), check=False,
+                 what="take the deploy lock and write the env file")
+    if res.returncode in (LOCK_HELD, NOT_WRITABLE) or (
+            res.returncode == 255 and not ex.host.is_local):
+        _lock_failure(ex, paths, res)
+    if res.returncode != 0:
+        try:
+            _env_failure(ex, paths, res)
+        except PlainsailError as exc:
+            raise EnvFileError(str(exc)) from None
 
 
 def _os_error(stderr: str) -> str:
@@ -224,8 +319,11 @@ def write_env(ex: Executor, paths: Paths, env: Mapping[str, str]) -> None:
     """Write the env file (mode 0600) atomically; on failure nothing is left behind."""
     res = ex.run(write_file_argv(paths.env, "600"), input=env_file_content(env), check=False,
                  what="write env file")
-    if res.returncode == 0:
-        return
+    if res.returncode != 0:
+        _env_failure(ex, paths, res)
+
+
+def _env_failure(ex: Executor, paths: Paths, res: Result) -> NoReturn:
     if res.returncode == IS_A_DIRECTORY:
         raise PlainsailError(
             f"{ex.host.name}: cannot write the env file: {paths.env} is a directory; "

@@ -315,7 +315,12 @@ class SSHExecutor(Executor):
         key = (host, port)
         if key in self._forwards:
             return "127.0.0.1", self._forwards[key]
-        self.run(["true"], timeout=30, what="connect")  # make sure the master runs
+        # The forward rides on the shared connection: make sure its master runs (asking the
+        # local master socket costs no round trip to the host).
+        check = subprocess.run([*self.ssh_argv()[:-1], "-O", "check", self.host.destination],
+                               capture_output=True, timeout=10, check=False)
+        if check.returncode != 0:
+            self.run(["true"], timeout=30, what="connect")
         local = _free_port()
         spec = f"127.0.0.1:{local}:{host}:{port}"
         argv = [*self.ssh_argv()[:-1], "-O", "forward", "-L", spec, self.host.destination]
@@ -386,7 +391,7 @@ IS_A_DIRECTORY = 66
 # Writes stdin to $1 through a temporary file beside it, then renames it into place. A
 # directory at $1 is refused (mv would move the file into it); on any failure, or when the
 # connection drops, the temporary file (which may hold secrets) is removed.
-_WRITE_FILE = (
+WRITE_FILE_SCRIPT = (
     'umask 077; tmp="$1.tmp.$$"; '
     'if [ -d "$1" ]; then printf "%s is a directory\\n" "$1" >&2; exit 66; fi; '
     "trap 'rm -f \"$tmp\"' EXIT; trap 'exit 1' HUP INT TERM PIPE; "
@@ -401,7 +406,7 @@ def write_file_argv(path: str, mode: str = "600") -> list[str]:
     The path is passed as a positional parameter, never formatted into the script. Exits
     IS_A_DIRECTORY (leaving nothing behind) when `path` is a directory.
     """
-    return ["sh", "-c", _WRITE_FILE, "sh", path, mode]
+    return ["sh", "-c", WRITE_FILE_SCRIPT, "sh", path, mode]
 
 
 def expand_home(path: str, home: str) -> str:

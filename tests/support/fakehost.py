@@ -97,7 +97,9 @@ class FakeHost:
 # The fixed scripts plainsail runs on hosts, by the step name faults are keyed by.
 SCRIPTS = {
     hoststate.HOME_AND_DOCKER[2]: "probe",
+    hoststate.SURVEY: "survey",
     hoststate.ACQUIRE_ARGV: "lock",
+    hoststate.LOCK_AND_WRITE: "lock+env",
     hoststate.READ_LOCK: "read-lock",
     hoststate.RELEASE_ANY: "unlock",
     hoststate.RELEASE_OWN: "unlock",
@@ -261,6 +263,14 @@ class FakeExecutor(Executor):
         path = args[0] if args else ""
         if step == "probe":
             return 0, f"{f.home}\n{f.docker_version}\n", ""
+        if step == "survey":
+            label, network = args[0], args[1]
+            key, _, value = label.partition("=")
+            found = [self._inspect(c.name) for c in f.containers.values()
+                     if c.labels.get(key) == value]
+            net = ("network: builtin" if not network else "network: ok"
+                   if network in f.networks else "network: missing")
+            return 0, f"{f.home}\n{f.docker_version}\n{net}\n{json.dumps(found)}\n", ""
         if step in ("read-lock", "read-history"):
             if step == "read-history":
                 return 0, f.files.get(path, ""), ""
@@ -269,11 +279,13 @@ class FakeExecutor(Executor):
             return 0, f.files.get(f"{path}/info.json", ""), ""
         if any(path.startswith(p) for p in f.readonly):
             return 73, "", f"mkdir: cannot create directory '{path}': Read-only file system"
-        if step == "lock":
+        if step in ("lock", "lock+env"):
             if path in f.dirs:
                 return hoststate.LOCK_HELD, f.files.get(f"{path}/info.json", ""), ""
             f.dirs.add(path)
-            f.files[f"{path}/info.json"] = stdin
+            f.files[f"{path}/info.json"] = stdin if step == "lock" else args[1]
+            if step == "lock+env":
+                f.files[args[2]] = stdin
             return 0, "", ""
         if step == "unlock":
             if path not in f.dirs:
