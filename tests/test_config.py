@@ -353,3 +353,34 @@ def test_problems_are_one_line_each_even_with_odd_keys() -> None:
 def test_reader_errors_name_the_line() -> None:
     p = one_problem(MINIMAL + 'app: "\x07"\n')
     assert p == "line 3: not valid YAML: the character U+0007 is not allowed"
+
+
+@pytest.mark.parametrize(
+    "content",
+    [MINIMAL.encode() + b"x: \xff\n",
+     (MINIMAL + "app: " + "[" * 5000 + "\n").encode(),
+     (MINIMAL + "a: &a [x, x, x, x, x, x, x, x, x]\n"
+      + "".join(f"b{i}: &b{i} [" + ", ".join(["*a" if i == 0 else f"*b{i - 1}"] * 9) + "]\n"
+                for i in range(9))).encode(),
+     (MINIMAL + "registry: {}\n").encode(),
+     (MINIMAL + "app: {stop_timeout: " + "9" * 400 + "}\n").encode(),
+     (MINIMAL + "notify: [{webhook: 'http://127.0.0.1:abc/T0KEN'}]\n").encode()],
+    ids=["not-utf8", "deep", "alias-bomb", "empty-registry", "huge-duration", "bad-webhook"],
+)
+def test_config_check_exits_1_with_one_line_never_3(
+    content: bytes, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from plainsail.cli import main
+
+    f = tmp_path / "plainsail.yml"
+    f.write_bytes(content)
+    assert main(["config", "check", "-c", str(f)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {f}: ") and err.count("\n") == 1 and "T0KEN" not in err
+
+
+def test_values_from_non_utf8_environment_variables_are_refused() -> None:
+    # os.environ keeps bytes that are not UTF-8 as lone surrogates; they cannot be written
+    # to an env file or a command line, so config check says so (without the value).
+    p = one_problem(MINIMAL + "app:\n  env:\n    A: ${V}\n", {"V": "caf\udce9"})
+    assert p.startswith("line 5: app.env.A: contains bytes that are not UTF-8")

@@ -270,6 +270,14 @@ _MISSING: Any = object()
 ONE_LINE = "must be one line (it contains a line break)"
 
 
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _is_null(node: yaml.Node) -> bool:
     return isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null")
 
@@ -305,6 +313,10 @@ def _scalar(
         return _MISSING
     if "\x00" in value:
         ctx.error(node, path, "contains a NUL character, which no setting can carry")
+        return _MISSING
+    if not _is_utf8(value):
+        ctx.error(node, path, "contains bytes that are not UTF-8 text (from an environment "
+                  "variable?)")
         return _MISSING
     if lines is not None and any(c in value for c in "\n\r\x85\u2028\u2029"):
         ctx.error(node, path, lines)
@@ -808,32 +820,45 @@ def _top_lines(root: yaml.Node) -> dict[str, int]:
     return lines
 
 
-def _refuse_aliases_and_depth(text: str) -> None:
-    """One pass over the YAML events, before any node is built or walked: refuse anchors
-    and aliases (an alias bomb expands a few hundred bytes into gigabytes) and nesting
-    deeper than MAX_DEPTH (which would exhaust the stack). Linear in the size of the text."""
-    depth = 0
-    for event in yaml.parse(text, Loader=yaml.SafeLoader):
-        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
-            raise _early(event, "YAML anchors and aliases are not supported in plainsail.yml; "
-                         "write the values out")
-        if isinstance(event, yaml.CollectionStartEvent):
-            depth += 1
-            if depth > MAX_DEPTH:
-                raise _early(event, f"nested more than {MAX_DEPTH} levels deep; a "
-                             "plainsail.yml needs only a few")
-        elif isinstance(event, yaml.CollectionEndEvent):
-            depth -= 1
-
-
 class _Refused(Exception):
     def __init__(self, problem: str) -> None:
         self.problem = problem
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """Composes nodes while refusing, as each YAML event arrives (before the composer acts
+    on it), anchors and aliases (an alias bomb expands a few hundred bytes into gigabytes
+    once walked) and nesting deeper than MAX_DEPTH (which would exhaust the stack). One
+    pass, linear in the size of the text."""
+
+    depth = 0
+
+    def get_event(self) -> Any:
+        event = super().get_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise _early(event, "YAML anchors and aliases are not supported in plainsail.yml; "
+                         "write the values out")
+        if isinstance(event, yaml.CollectionStartEvent):
+            self.depth += 1
+            if self.depth > MAX_DEPTH:
+                raise _early(event, f"nested more than {MAX_DEPTH} levels deep; a "
+                             "plainsail.yml needs only a few")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            self.depth -= 1
+        return event
+
+
 def _early(event: yaml.Event, problem: str) -> _Refused:
     where = f"line {event.start_mark.line + 1}: " if event.start_mark is not None else ""
     return _Refused(where + problem)
+
+
+def _compose(text: str) -> yaml.Node | None:
+    loader = _StrictLoader(text)
+    try:
+        return loader.get_single_node()
+    finally:
+        loader.dispose()
 
 
 def _yaml_problem(exc: yaml.YAMLError, text: str) -> str:
@@ -853,8 +878,7 @@ def parse(text: str, path: Path, env: Mapping[str, str] | None = None) -> Config
     env = os.environ if env is None else env
     name = str(path)
     try:
-        _refuse_aliases_and_depth(text)
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = _compose(text)
     except _Refused as exc:
         raise ConfigError(exc.problem, name) from None
     except yaml.YAMLError as exc:
