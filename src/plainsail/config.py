@@ -1,7 +1,10 @@
 """Load plainsail.yml strictly: every problem is reported with its key path and file line.
 
 The whole file is validated up front; unknown keys, wrong types, a tag or digest inside
-`image` and unset `${VAR}` references are all errors. Values may use `${VAR}` (required)
+`image`, unset `${VAR}` references and values that cannot work at deploy time (an unusable
+health path or webhook URL, a duration too long to wait for, a line break in a setting that
+must be one line) are all errors. YAML anchors and aliases, and nesting deeper than any
+config needs, are refused before the document is walked. Values may use `${VAR}` (required)
 or `${VAR:-default}` (optional), read from the deployer's environment; `$${` is a literal
 `${`. Secret values are wrapped in `Secret` and print as `***`.
 """
@@ -9,6 +12,7 @@ or `${VAR:-default}` (optional), read from the deployer's environment; `$${` is 
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -18,20 +22,35 @@ from typing import Any
 
 import yaml
 
-from plainsail.durations import parse_duration
+from plainsail.durations import check_bounds, parse_duration
 from plainsail.errors import ConfigError
 from plainsail.secret import Secret
 
 DEFAULT_FILE = "plainsail.yml"
-SERVICE_RE = re.compile(r"[a-z0-9][a-z0-9-]*")
+MAX_FILE_BYTES = 1024 * 1024  # a plainsail.yml is a few kilobytes
+MAX_DEPTH = 50  # a valid config nests 4 levels; refuse anything far deeper before walking it
+SERVICE_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")  # part of container names and paths
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _VAR_RE = re.compile(r"\$\$\{|\$\{([^}:]*)(?::-([^}]*))?\}")
 # A repository: optional registry host[:port], then lowercase path components.
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_REPO_RE = re.compile(
-    rf"(?:(?P<host>[A-Za-z0-9.-]+(?::[0-9]+)?|\[[0-9a-fA-F:]+\](?::[0-9]+)?)/)?"
-    rf"(?P<path>{_COMPONENT}(?:/{_COMPONENT})*)"
+_PATH_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_REGISTRY_RE = re.compile(
+    rf"(?:(?P<name>{_LABEL}(?:\.{_LABEL})*)|\[(?P<ipv6>[0-9A-Fa-f:.]+)\])(?::(?P<port>[0-9]{{1,5}}))?"
 )
+# A URL path as http.client sends it: RFC 3986 characters (percent-encoded where needed),
+# an optional query string, no fragment.
+_PCHAR = r"(?:[A-Za-z0-9._~!$&'()*+,;=:@-]|%[0-9A-Fa-f]{2})"
+_URL_PATH_RE = re.compile(rf"/(?:{_PCHAR}|/)*(?:\?(?:{_PCHAR}|[/?])*)?")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Upper bounds of durations (seconds): long enough for any real use, short enough that
+# every wait, socket timeout and `docker --stop-timeout` can take them.
+HOUR = 3600.0
+MAX_HEALTH_INTERVAL = HOUR
+MAX_HEALTH_TIMEOUT = HOUR
+MAX_STOP_TIMEOUT = HOUR
+MAX_MIGRATE_TIMEOUT = 24 * HOUR
 
 
 # ---------------------------------------------------------------- data
@@ -39,8 +58,8 @@ _REPO_RE = re.compile(
 
 @dataclass(frozen=True)
 class RegistryAuth:
-    username: str
-    password: Secret
+    username: str = ""
+    password: Secret = field(default_factory=lambda: Secret(""))
 
 
 @dataclass(frozen=True)
@@ -159,12 +178,43 @@ def check_repository(image: str) -> str | None:
             f"{image!r} contains a tag; give the repository only: plainsail tags every "
             "image with its git SHA, so a deploy always names one immutable build"
         )
-    if not _REPO_RE.fullmatch(image):
+    if len(image) > 255:
+        return f"{_show(image)} is too long for an image repository (at most 255 characters)"
+    first, sep, rest = image.partition("/")
+    path = image
+    if sep and registry_host_of(image) == first:
+        problem = _registry_host_problem(first)
+        if problem:
+            return f"{_show(image)}: {problem}"
+        path = rest
+    if not _PATH_RE.fullmatch(path):
         return (
-            f"{image!r} is not a valid image repository; use lowercase letters, digits "
+            f"{_show(image)} is not a valid image repository; use lowercase letters, digits "
             "and . _ - separators, e.g. registry.example.com/team/service"
         )
     return None
+
+
+def _registry_host_problem(host: str) -> str | None:
+    m = _REGISTRY_RE.fullmatch(host)
+    if m is None:
+        return (
+            f"the registry host {_show(host)} is not a host name: write letters, digits and "
+            "-, in parts separated by single dots, then an optional :PORT (or [IPv6]:PORT)"
+        )
+    if m["ipv6"] is not None:
+        try:
+            ipaddress.IPv6Address(m["ipv6"])
+        except ValueError:
+            return f"the registry host {_show(host)} is not a valid IPv6 address"
+    if m["port"] is not None and not 1 <= int(m["port"]) <= 65535:
+        return f"the registry port {m['port']} is not between 1 and 65535"
+    return None
+
+
+def _show(text: str, limit: int = 60) -> str:
+    """A value for an error message: quoted, and cut short when long."""
+    return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
 # ---------------------------------------------------------------- validation machinery
@@ -177,7 +227,7 @@ class _Ctx:
 
     def error(self, node: yaml.Node | None, path: str, msg: str) -> None:
         where = f"line {node.start_mark.line + 1}: " if node is not None else ""
-        self.problems.append(f"{where}{path or '(top level)'}: {msg}")
+        self.problems.append(_one_line(f"{where}{path or '(top level)'}: {msg}"))
 
     def interpolate(self, node: yaml.ScalarNode, path: str) -> str | None:
         text = str(node.value)
@@ -189,7 +239,8 @@ class _Ctx:
                 return "${"
             name, default = m.group(1), m.group(2)
             if not ENV_NAME_RE.fullmatch(name or ""):
-                self.error(node, path, f"${{{name}}} is not a valid variable name")
+                shown = name if len(name) <= 40 else name[:40] + "..."
+                self.error(node, path, f"${{{shown}}} is not a valid variable name")
                 failed = True
                 return ""
             if name in self.env:
@@ -209,17 +260,68 @@ class _Ctx:
         return None if failed else out
 
 
+def _one_line(text: str) -> str:
+    """Show control characters (line breaks above all) escaped, so a problem is one line."""
+    return _CONTROL_RE.sub(lambda m: repr(m.group())[1:-1], text)
+
+
 Conv = Callable[[_Ctx, yaml.Node, str], Any]
-_MISSING = object()
+_MISSING: Any = object()
+ONE_LINE = "must be one line (it contains a line break)"
 
 
-def _scalar(ctx: _Ctx, node: yaml.Node, path: str, what: str) -> str | None:
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _is_null(node: yaml.Node) -> bool:
+    return isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null")
+
+
+def _key(ctx: _Ctx, knode: yaml.Node, path: str) -> str | None:
+    """The text of a mapping key, or None (reported) when it is not a plain value."""
+    if not isinstance(knode, yaml.ScalarNode):
+        ctx.error(knode, path, f"a key must be a plain name, not a {_kind(knode)}")
+        return None
+    return str(knode.value)
+
+
+def _dotted(path: str, key: str) -> str:
+    shown = key if len(key) <= 60 else key[:60] + "..."
+    return f"{path}.{shown}" if path else shown
+
+
+def _scalar(
+    ctx: _Ctx, node: yaml.Node, path: str, what: str, lines: str | None = ONE_LINE
+) -> Any:
+    """The interpolated text of a scalar; None for null; _MISSING (reported) when unusable.
+
+    No value may hold a NUL character; unless `lines` is None, none may hold a line
+    break either (`lines` says why not).
+    """
     if not isinstance(node, yaml.ScalarNode):
         ctx.error(node, path, f"expected {what}, got a {_kind(node)}")
-        return None
+        return _MISSING
     if node.tag == "tag:yaml.org,2002:null" and node.style is None:
         return None
-    return ctx.interpolate(node, path)
+    value = ctx.interpolate(node, path)
+    if value is None:
+        return _MISSING
+    if "\x00" in value:
+        ctx.error(node, path, "contains a NUL character, which no setting can carry")
+        return _MISSING
+    if not _is_utf8(value):
+        ctx.error(node, path, "contains bytes that are not UTF-8 text (from an environment "
+                  "variable?)")
+        return _MISSING
+    if lines is not None and any(c in value for c in "\n\r\x85\u2028\u2029"):
+        ctx.error(node, path, lines)
+        return _MISSING
+    return value
 
 
 def _kind(node: yaml.Node) -> str:
@@ -231,16 +333,26 @@ def _kind(node: yaml.Node) -> str:
 
 
 def string(
-    pattern: re.Pattern[str] | None = None, hint: str = "", optional: bool = True
+    pattern: re.Pattern[str] | None = None,
+    hint: str = "",
+    optional: bool = True,
+    *,
+    multiline: bool = False,
+    nonempty: bool = False,
 ) -> Conv:
     def conv(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
-        value = _scalar(ctx, node, path, "a string")
+        value = _scalar(ctx, node, path, "a string", None if multiline else ONE_LINE)
+        if value is _MISSING:
+            return _MISSING
         if value is None:
-            if isinstance(node, yaml.ScalarNode) and not optional:
+            if not optional:
                 ctx.error(node, path, "a value is required")
             return None if optional else _MISSING
+        if nonempty and not value:
+            ctx.error(node, path, "must not be empty")
+            return _MISSING
         if pattern is not None and not pattern.fullmatch(value):
-            ctx.error(node, path, f"{value!r} is not valid: {hint}")
+            ctx.error(node, path, f"{_show(value)} is not valid: {hint}")
             return _MISSING
         return value
 
@@ -249,18 +361,22 @@ def string(
 
 def secret_string(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
     value = _scalar(ctx, node, path, "a string")
+    if value is _MISSING:
+        return _MISSING
     return Secret(value or "")
 
 
 def integer(lo: int | None = None, hi: int | None = None) -> Conv:
     def conv(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
         value = _scalar(ctx, node, path, "a whole number")
-        if value is None:
-            return None
+        if value is None or value is _MISSING:
+            return value
         try:
+            if len(value) > 40:
+                raise ValueError
             n = int(value)
         except ValueError:
-            ctx.error(node, path, f"expected a whole number, got {value!r}")
+            ctx.error(node, path, f"expected a whole number, got {_show(value)}")
             return _MISSING
         if (lo is not None and n < lo) or (hi is not None and n > hi):
             bounds = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
@@ -273,44 +389,55 @@ def integer(lo: int | None = None, hi: int | None = None) -> Conv:
 
 def boolean(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
     value = _scalar(ctx, node, path, "true or false")
-    if value is None:
-        return None
+    if value is None or value is _MISSING:
+        return value
     low = value.lower()
     if low in ("true", "yes", "on"):
         return True
     if low in ("false", "no", "off"):
         return False
-    ctx.error(node, path, f"expected true or false, got {value!r}")
+    ctx.error(node, path, f"expected true or false, got {_show(value)}")
     return _MISSING
 
 
-def duration(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
-    value = _scalar(ctx, node, path, "a duration")
-    if value is None:
-        return None
-    try:
-        return parse_duration(value)
-    except ValueError as exc:
-        ctx.error(node, path, str(exc))
-        return _MISSING
+def duration(most: float, zero_ok: bool = False) -> Conv:
+    """A duration in seconds: finite, not negative, at most `most` (and not 0 unless
+    `zero_ok`), so every wait and timeout built from it can take it."""
+
+    def conv(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
+        value = _scalar(ctx, node, path, "a duration")
+        if value is None or value is _MISSING:
+            return value
+        try:
+            seconds = parse_duration(value)
+        except ValueError as exc:
+            ctx.error(node, path, str(exc))
+            return _MISSING
+        problem = check_bounds(seconds, most=most, zero_ok=zero_ok)
+        if problem:
+            ctx.error(node, path, problem)
+            return _MISSING
+        return seconds
+
+    return conv
 
 
 def choice(*options: str) -> Conv:
     def conv(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
         value = _scalar(ctx, node, path, "one of " + ", ".join(options))
-        if value is None:
-            return None
+        if value is None or value is _MISSING:
+            return value
         if value not in options:
-            ctx.error(node, path, f"{value!r} is not one of: {', '.join(options)}")
+            ctx.error(node, path, f"{_show(value)} is not one of: {', '.join(options)}")
             return _MISSING
         return value
 
     return conv
 
 
-def list_of(item: Conv, min_items: int = 0) -> Conv:
+def list_of(item: Conv, min_items: int = 0, unique: bool = False) -> Conv:
     def conv(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
-        if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null"):
+        if _is_null(node):
             return []
         if not isinstance(node, yaml.SequenceNode):
             ctx.error(node, path, f"expected a list, got a {_kind(node)}")
@@ -318,7 +445,14 @@ def list_of(item: Conv, min_items: int = 0) -> Conv:
         out = [item(ctx, child, f"{path}[{i}]") for i, child in enumerate(node.value)]
         if len(out) < min_items:
             ctx.error(node, path, f"needs at least {min_items} item(s)")
-        return [v for v in out if v is not _MISSING and v is not None]
+        if any(v is _MISSING for v in out):
+            return _MISSING
+        kept = [v for v in out if v is not None]
+        if unique:
+            for i, v in enumerate(kept):
+                if v in kept[:i]:
+                    ctx.error(node.value[i], f"{path}[{i}]", f"{_show(str(v))} is listed twice")
+        return kept
 
     return conv
 
@@ -326,14 +460,20 @@ def list_of(item: Conv, min_items: int = 0) -> Conv:
 def command(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
     """A command as a list of arguments (a plain string is split like a shell would)."""
     if isinstance(node, yaml.SequenceNode):
-        args = list_of(string(optional=False))(ctx, node, path)
+        args = list_of(string(optional=False, multiline=True))(ctx, node, path)
+        if args is _MISSING:
+            return _MISSING
         if not args:
-            ctx.error(node, path, "the command is empty")
+            ctx.error(node, path, "the command is empty; give a program and its arguments, "
+                      "or remove the key")
+            return _MISSING
+        if not args[0].strip():
+            ctx.error(node, f"{path}[0]", "the program name is empty")
             return _MISSING
         return args
-    value = _scalar(ctx, node, path, "a command (a list of arguments)")
-    if value is None:
-        return None
+    value = _scalar(ctx, node, path, "a command (a list of arguments)", lines=None)
+    if value is None or value is _MISSING:
+        return value
     import shlex
 
     try:
@@ -341,26 +481,54 @@ def command(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
     except ValueError as exc:
         ctx.error(node, path, f"cannot split the command: {exc}; write it as a list")
         return _MISSING
-    return args or _MISSING
+    if not args:
+        ctx.error(node, path, "the command is empty; give a program and its arguments, "
+                  "or remove the key")
+        return _MISSING
+    return args
 
 
-def str_map(key_re: re.Pattern[str] | None = None, key_hint: str = "") -> Conv:
+def str_map(
+    key_re: re.Pattern[str] | None = None,
+    key_hint: str = "",
+    *,
+    lines: str | None = ONE_LINE,
+    nonempty: bool = False,
+) -> Conv:
+    """A mapping of names to strings; null values are empty strings unless `nonempty`."""
+
     def conv(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
-        if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null"):
+        if _is_null(node):
             return {}
         if not isinstance(node, yaml.MappingNode):
             ctx.error(node, path, f"expected a mapping, got a {_kind(node)}")
             return _MISSING
         out: dict[str, str] = {}
+        failed = False
         for knode, vnode in node.value:
-            key = str(knode.value)
-            kpath = f"{path}.{key}"
+            key = _key(ctx, knode, path)
+            if key is None:
+                failed = True
+                continue
+            kpath = _dotted(path, key)
+            if key in out:
+                ctx.error(knode, kpath, "duplicate key")
+                failed = True
+                continue
             if key_re is not None and not key_re.fullmatch(key):
                 ctx.error(knode, kpath, f"invalid name: {key_hint}")
+                failed = True
                 continue
-            value = _scalar(ctx, vnode, kpath, "a string")
+            value = _scalar(ctx, vnode, kpath, "a string", lines)
+            if value is _MISSING:
+                failed = True
+                continue
+            if nonempty and not value:
+                ctx.error(vnode, kpath, "needs a value")
+                failed = True
+                continue
             out[key] = "" if value is None else value
-        return out
+        return _MISSING if failed else out
 
     return conv
 
@@ -369,7 +537,7 @@ def obj(
     cls: type, fields: dict[str, Conv], required: tuple[str, ...] = ()
 ) -> Conv:
     def conv(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
-        if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null"):
+        if _is_null(node):
             if required:
                 ctx.error(node, path, f"needs {', '.join(required)}")
                 return _MISSING
@@ -380,8 +548,10 @@ def obj(
         values: dict[str, Any] = {}
         seen: set[str] = set()
         for knode, vnode in node.value:
-            key = str(knode.value)
-            kpath = f"{path}.{key}" if path else key
+            key = _key(ctx, knode, path)
+            if key is None:
+                continue
+            kpath = _dotted(path, key)
             if key in seen:
                 ctx.error(knode, kpath, "duplicate key")
                 continue
@@ -417,6 +587,24 @@ def _host(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
     except ValueError as exc:
         ctx.error(node, path, str(exc))
         return _MISSING
+    return value.strip()
+
+
+def _hosts(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
+    if _is_null(node) or (isinstance(node, yaml.SequenceNode) and not node.value):
+        ctx.error(node, path, "needs at least one host, e.g. [local] or ssh://deploy@web-1")
+        return _MISSING
+    return list_of(_host)(ctx, node, path)
+
+
+def _host_dir(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
+    value = string(nonempty=True)(ctx, node, path)
+    if isinstance(value, str) and not (
+        value.startswith("/") or value == "~" or value.startswith("~/")
+    ):
+        ctx.error(node, path, f"{_show(value)} is not an absolute path; write e.g. "
+                  "~/.plainsail or /srv/plainsail")
+        return _MISSING
     return value
 
 
@@ -431,12 +619,34 @@ def _image(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
     return value
 
 
+_VOLUME_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]+")
+_VOLUME_OPTIONS = {"ro", "rw", "z", "Z", "nocopy", "shared", "rshared", "slave", "rslave",
+                   "private", "rprivate", "consistent", "cached", "delegated"}
+
+
 def _volume(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
     value = string(optional=False)(ctx, node, path)
-    if isinstance(value, str) and (value.count(":") not in (1, 2) or value.startswith(":")):
-        ctx.error(node, path, f"{value!r} is not SOURCE:TARGET[:OPTIONS] (e.g. data:/var/lib/app)")
+    if not isinstance(value, str):
+        return value
+    parts = value.split(":")
+    if len(parts) not in (2, 3):
+        ctx.error(node, path, f"{_show(value)} is not SOURCE:TARGET[:OPTIONS] "
+                  "(e.g. data:/var/lib/app)")
         return _MISSING
-    return value
+    source, target = parts[0], parts[1]
+    options = parts[2].split(",") if len(parts) == 3 else []
+    if not (source.startswith("/") or _VOLUME_NAME_RE.fullmatch(source)):
+        problem = (f"the source {_show(source)} is neither a volume name (letters, digits and "
+                   "_ . -, at least 2 characters) nor an absolute path on the host")
+    elif not target.startswith("/"):
+        problem = f"the target {_show(target)} is not an absolute path in the container"
+    elif any(o not in _VOLUME_OPTIONS for o in options):
+        problem = (f"unknown option in {_show(parts[2])}; use ro, rw, z, Z, nocopy or a "
+                   "propagation mode, separated by commas")
+    else:
+        return value
+    ctx.error(node, path, problem)
+    return _MISSING
 
 
 def _network(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
@@ -445,19 +655,89 @@ def _network(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
     )
 
 
+def _health_path(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
+    value = string()(ctx, node, path)
+    if isinstance(value, str) and (len(value) > 2000 or not _URL_PATH_RE.fullmatch(value)):
+        ctx.error(node, path, f"{_show(value)} is not a URL path: start with /, use ASCII "
+                  "without spaces (percent-encode the rest, e.g. %C3%A9 for é), an optional "
+                  "?query and no #fragment")
+        return _MISSING
+    return value
+
+
+_REGISTRY_FIELDS: dict[str, Conv] = {
+    "username": string(re.compile(r"[^:]*"), "a user name cannot contain ':'"),
+    "password": secret_string,
+}
+_REGISTRY_HINT = ("give both username and password, or remove the block to use your Docker "
+                  "credentials")
+
+
+def _registry(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
+    """Both username and password, or no block at all. Values that interpolate to an empty
+    username mean "use the Docker credentials", as documented."""
+    if _is_null(node) or (isinstance(node, yaml.MappingNode) and not node.value):
+        ctx.error(node, path, f"the block is empty; {_REGISTRY_HINT}")
+        return _MISSING
+    if isinstance(node, yaml.MappingNode):
+        given = {k.value for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
+        missing = [k for k in ("username", "password") if k not in given]
+        if missing:
+            ctx.error(node, path, f"{' and '.join(missing)} missing; {_REGISTRY_HINT}")
+    auth = obj(RegistryAuth, _REGISTRY_FIELDS)(ctx, node, path)
+    if not isinstance(auth, RegistryAuth):
+        return _MISSING
+    if auth.username and not auth.password:
+        pw = next((v for k, v in node.value if k.value == "password"), node)
+        ctx.error(pw, f"{path}.password", "is empty; registry.username needs its password "
+                  "(e.g. password: ${REGISTRY_PASSWORD}), or remove the block to use your "
+                  "Docker credentials")
+        return _MISSING
+    return auth
+
+
+def _webhook(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
+    """A secret http(s) URL; problems never show it. An empty value is allowed (skipped)."""
+    secret = secret_string(ctx, node, path)
+    if isinstance(secret, Secret) and secret and not _is_web_url(secret.reveal()):
+        ctx.error(node, path, "not an http(s) URL with a host (the value is secret, so it is "
+                  "not shown)")
+        return _MISSING
+    return secret
+
+
+def _is_web_url(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    import httpx
+
+    if not url.isascii() or any(c.isspace() or not c.isprintable() for c in url):
+        return False
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not 0-65535
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return False
+        httpx.URL(url)
+    except (ValueError, httpx.InvalidURL):
+        return False
+    return True
+
+
 _SCHEMA = obj(
     Config,
     {
         "service": string(SERVICE_RE, "lowercase letters, digits and -, starting with a letter "
-                          "or digit", optional=False),
+                          "or digit, at most 63 characters", optional=False),
         "image": _image,
-        "registry": obj(RegistryAuth, {"username": string(), "password": secret_string}),
+        "registry": _registry,
         "build": obj(
             BuildConfig,
             {
-                "context": string(),
-                "dockerfile": string(),
-                "args": str_map(re.compile(r"[A-Za-z_][A-Za-z0-9_]*"), "a build argument name"),
+                "context": string(nonempty=True),
+                "dockerfile": string(nonempty=True),
+                "args": str_map(re.compile(r"[A-Za-z_][A-Za-z0-9_]*"), "a build argument name",
+                                lines=None),
                 "tag_length": integer(7, 40),
                 "source": string(),
             },
@@ -465,43 +745,47 @@ _SCHEMA = obj(
         "signing": obj(
             SigningConfig, {"key": string(), "public_key": string(), "verify": boolean}
         ),
-        "hosts": list_of(_host, min_items=1),
+        "hosts": _hosts,
         "ssh": obj(
             SSHConfig,
             {"identity_file": string(), "known_hosts": string(), "options": str_map(
-                re.compile(r"[A-Za-z][A-Za-z0-9]*"), "an OpenSSH option name such as ProxyJump")},
+                re.compile(r"[A-Za-z][A-Za-z0-9]*"), "an OpenSSH option name such as ProxyJump",
+                nonempty=True)},
         ),
-        "host_dir": string(),
+        "host_dir": _host_dir,
         "app": obj(
             AppConfig,
             {
                 "port": integer(1, 65535),
                 "publish": integer(1, 65535),
-                "env": str_map(ENV_NAME_RE, "an environment variable name"),
+                "env": str_map(ENV_NAME_RE, "an environment variable name", lines=(
+                    "contains a line break, which docker --env-file cannot carry; encode it "
+                    "(e.g. base64) or put it in a mounted file")),
                 "secrets": list_of(string(ENV_NAME_RE, "an environment variable name",
-                                          optional=False)),
+                                          optional=False), unique=True),
                 "network": _network,
                 "volumes": list_of(_volume),
                 "init": boolean,
-                "stop_timeout": duration,
+                "stop_timeout": duration(MAX_STOP_TIMEOUT, zero_ok=True),
                 "command": command,
             },
         ),
-        "migrate": obj(MigrateConfig, {"command": command, "timeout": duration}, ("command",)),
+        "migrate": obj(MigrateConfig, {"command": command,
+                                       "timeout": duration(MAX_MIGRATE_TIMEOUT)}, ("command",)),
         "health": obj(
             HealthConfig,
             {
-                "path": string(re.compile(r"/\S*"), "a URL path starting with /"),
-                "status": integer(100, 599),
-                "body_contains": string(),
+                "path": _health_path,
+                "status": integer(200, 599),
+                "body_contains": string(multiline=True),
                 "attempts": integer(1, 10000),
-                "interval": duration,
-                "timeout": duration,
+                "interval": duration(MAX_HEALTH_INTERVAL, zero_ok=True),
+                "timeout": duration(MAX_HEALTH_TIMEOUT),
             },
         ),
         "on_failure": choice("restore", "stop"),
         "retain": integer(0, 100),
-        "notify": list_of(obj(NotifyTarget, {"webhook": secret_string}, ("webhook",))),
+        "notify": list_of(obj(NotifyTarget, {"webhook": _webhook}, ("webhook",))),
     },
     ("service", "image"),
 )
@@ -536,17 +820,69 @@ def _top_lines(root: yaml.Node) -> dict[str, int]:
     return lines
 
 
+class _Refused(Exception):
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """Composes nodes while refusing, as each YAML event arrives (before the composer acts
+    on it), anchors and aliases (an alias bomb expands a few hundred bytes into gigabytes
+    once walked) and nesting deeper than MAX_DEPTH (which would exhaust the stack). One
+    pass, linear in the size of the text."""
+
+    depth = 0
+
+    def get_event(self) -> Any:
+        event = super().get_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise _early(event, "YAML anchors and aliases are not supported in plainsail.yml; "
+                         "write the values out")
+        if isinstance(event, yaml.CollectionStartEvent):
+            self.depth += 1
+            if self.depth > MAX_DEPTH:
+                raise _early(event, f"nested more than {MAX_DEPTH} levels deep; a "
+                             "plainsail.yml needs only a few")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            self.depth -= 1
+        return event
+
+
+def _early(event: yaml.Event, problem: str) -> _Refused:
+    where = f"line {event.start_mark.line + 1}: " if event.start_mark is not None else ""
+    return _Refused(where + problem)
+
+
+def _compose(text: str) -> yaml.Node | None:
+    loader = _StrictLoader(text)
+    try:
+        return loader.get_single_node()
+    finally:
+        loader.dispose()
+
+
+def _yaml_problem(exc: yaml.YAMLError, text: str) -> str:
+    if isinstance(exc, yaml.reader.ReaderError):
+        line = text.count("\n", 0, exc.position) + 1
+        char = exc.character
+        shown = f"U+{char:04X}" if isinstance(char, int) else repr(char)
+        return f"line {line}: not valid YAML: the character {shown} is not allowed"
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}: " if mark is not None else ""
+    problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or str(exc)
+    return _one_line(f"{where}not valid YAML: {problem}")
+
+
 def parse(text: str, path: Path, env: Mapping[str, str] | None = None) -> Config:
     """Validate the YAML text of a config; raise ConfigError listing every problem."""
     env = os.environ if env is None else env
     name = str(path)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = _compose(text)
+    except _Refused as exc:
+        raise ConfigError(exc.problem, name) from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{where}not valid YAML: {problem}", name) from None
+        raise ConfigError(_yaml_problem(exc, text), name) from None
     if root is None:
         raise ConfigError("the file is empty; see the example in the README", name)
     ctx = _Ctx(env)
@@ -567,7 +903,8 @@ def load(
     """Read and validate a config file (default: ./plainsail.yml)."""
     p = Path(path or DEFAULT_FILE)
     try:
-        text = p.read_text(encoding="utf-8")
+        with p.open("rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(
             "not found; run plainsail in the folder holding plainsail.yml or pass "
@@ -575,7 +912,15 @@ def load(
             str(p),
         ) from None
     except OSError as exc:
-        raise ConfigError(f"cannot read it: {exc.strerror}", str(p)) from None
+        raise ConfigError(f"cannot read it: {exc.strerror or exc}", str(p)) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError(f"larger than {MAX_FILE_BYTES // 1024} KiB; a plainsail.yml is a "
+                          "few kilobytes: is this the right file?", str(p))
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text (byte offset {exc.start}); save the file as "
+                          "UTF-8", str(p)) from None
     return parse(text, p.absolute(), env)
 
 
