@@ -421,3 +421,63 @@ def test_recover_refuses_a_lock_whose_holder_may_be_alive(bench: Bench) -> None:
         recover(bench.cfg, environ=dict(bench.env),
                 executors={bench.fake.host.name: bench.fake.executor()})
     assert bench.fake.locked("api")
+
+
+# ---------------------------------------------------------------- accepted configs deploy
+
+def _deploy_on_fakes(cfg: configlib.Config, tmp: Path) -> list[dict[str, Any]]:
+    """Deploy V1 then V2 with `cfg` on one fake host per configured host."""
+    from plainsail.hosts import parse_host
+
+    fakes = {h: FakeHost(h) for h in cfg.hosts}
+    for f in fakes.values():
+        f.host = parse_host(f.host.name)
+    cfg = dataclasses.replace(cfg, path=tmp / "plainsail.yml")
+    env = {name: f"value-of-{name}" for name in cfg.app.secrets}
+    out = []
+    for target in (V1, V2):
+        req = Request(ref=f"{target.tag}@{target.digest}")
+        d = Deploy(dataclasses.replace(cfg, image=IMAGE), req, lambda line: None, environ=env,
+                   executors={h: f.executor() for h, f in fakes.items()},
+                   resolve=lambda c, r, t=target: t)
+        try:
+            out.append(d.run())
+        except PlainsailError as exc:
+            assert exc.record is not None and exc.record["preflight"], exc
+            out.append(exc.record)
+    return out
+
+
+def test_every_accepted_config_deploys_or_stops_in_preflight(tmp_path: Path) -> None:
+    """Configs that `config check` accepts (mutations of a full config) either deploy or
+    fail in preflight, never after a container was stopped: the fake hosts are healthy, so
+    any other outcome is a value that passed the check and then broke the deploy."""
+    import copy
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from tests.test_config_fuzz import BASE, ENV, _dump, _set, mutation
+
+    seen = {"accepted": 0}
+
+    @settings(max_examples=300, deadline=None, derandomize=True, database=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
+                                     HealthCheck.data_too_large, HealthCheck.filter_too_much])
+    @given(st.lists(mutation, max_size=3))
+    def run(mutations: list[tuple[Any, Any, bool]]) -> None:
+        data = copy.deepcopy(BASE)
+        data.pop("notify", None)  # no network from a unit test
+        for path, value, delete in mutations:
+            _set(data, path, value, delete)
+        try:
+            cfg = configlib.parse(_dump(data, False), tmp_path / "plainsail.yml", ENV)
+        except configlib.ConfigError:
+            return
+        cfg = dataclasses.replace(cfg, notify=[])
+        seen["accepted"] += 1
+        for s in _deploy_on_fakes(cfg, tmp_path):
+            assert s["outcome"] in (SUCCEEDED, "unchanged") or s.get("preflight"), s
+
+    run()
+    assert seen["accepted"] > 50

@@ -83,8 +83,12 @@ class FakeHost:
         return sorted(c.name for c in self.containers.values() if c.status == "running")
 
     def container_of(self, address: str) -> FakeContainer | None:
-        return next((c for c in self.containers.values()
-                     if c.ip == address and c.status == "running"), None)
+        """The running container an address reaches: its own IP, or (a published port or
+        the host network, on 127.0.0.1) the newest running one."""
+        running = [c for c in self.containers.values() if c.status == "running"]
+        if address == "127.0.0.1":
+            return max(running, key=lambda c: c.created, default=None)
+        return next((c for c in running if c.ip == address), None)
 
     def history(self, service: str) -> list[dict[str, Any]]:
         text = self.files.get(f"{self.home}/.plainsail/{service}/history.jsonl", "")
