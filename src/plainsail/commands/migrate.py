@@ -12,10 +12,11 @@ import os
 from pathlib import Path
 
 from plainsail.durations import format_duration, parse_duration
-from plainsail.errors import UsageError
+from plainsail.errors import MigrationError, UsageError
 from plainsail.migrations.dburl import parse_database_url
-from plainsail.migrations.runner import Options, migrate, status
+from plainsail.migrations.runner import Options, Result, migrate, status
 from plainsail.output import print_json, say, warn
+from plainsail.secret import scrub
 
 DEFAULT_LOCK_TIMEOUT = 5.0
 DEFAULT_STATEMENT_TIMEOUT = 300.0
@@ -50,15 +51,15 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "status":
         return _status(opts, args.json)
     quiet = args.json
-    result = migrate(opts, say=(lambda m: None) if quiet else say, warn=warn)
+    result = Result(database=str(opts.database))
+    try:
+        migrate(opts, say=(lambda m: None) if quiet else say, warn=warn, result=result)
+    except MigrationError as exc:
+        if args.json:
+            print_json({**_result_json(result), "ok": False, "error": scrub(str(exc))})
+        raise
     if args.json:
-        print_json({
-            "database": result.database,
-            "applied": [{"name": a.name, "execution_ms": round(a.execution_ms, 1),
-                         "no_transaction": a.no_transaction} for a in result.applied],
-            "applied_by_another_runner": result.skipped,
-            "previously_applied": result.already,
-        })
+        print_json({**_result_json(result), "ok": True, "error": None})
     elif result.applied:
         total = sum(a.execution_ms for a in result.applied) / 1000
         say(f"{len(result.applied)} migration(s) applied to {result.database} "
@@ -66,6 +67,16 @@ def run(args: argparse.Namespace) -> int:
     else:
         say(f"{result.database} is up to date ({result.already} migration(s) applied)")
     return 0
+
+
+def _result_json(result: Result) -> dict[str, object]:
+    return {
+        "database": result.database,
+        "applied": [{"name": a.name, "execution_ms": round(a.execution_ms, 1),
+                     "no_transaction": a.no_transaction} for a in result.applied],
+        "applied_by_another_runner": result.skipped,
+        "previously_applied": result.already,
+    }
 
 
 def _status(opts: Options, as_json: bool) -> int:

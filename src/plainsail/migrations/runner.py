@@ -61,6 +61,7 @@ class Database(Protocol):
     def release_lock(self) -> None: ...
     def apply(self, f: MigrationFile, applied_by: str) -> float | None: ...
     def apply_no_transaction(self, f: MigrationFile, applied_by: str) -> float: ...
+    def invalid_indexes(self) -> list[str]: ...
     def close(self) -> None: ...
 
 
@@ -115,20 +116,31 @@ def status(opts: Options, warn: Callable[[str], None]) -> Plan:
     db = open_database(opts, warn)
     try:
         rows = db.read_applied() or []
+        invalid = db.invalid_indexes()
     finally:
         db.close()
-    return plan(files, rows)
+    p = plan(files, rows)
+    if invalid:
+        drops = "; ".join(f"DROP INDEX CONCURRENTLY IF EXISTS {i}" for i in invalid)
+        p.problems.append(
+            f"INVALID index {', '.join(invalid)} (left by a failed CREATE INDEX CONCURRENTLY "
+            f"or REINDEX) slows every write and serves no reads; drop it: {drops}; then "
+            "run plainsail migrate again")
+    return p
 
 
 def migrate(
     opts: Options,
     say: Callable[[str], None],
     warn: Callable[[str], None],
+    result: Result | None = None,
 ) -> Result:
-    """Apply every pending file in order; stop at the first failure (already rolled back)."""
+    """Apply every pending file in order; stop at the first failure (already rolled back).
+    Pass `result` to see what was applied before a failure."""
+    if result is None:
+        result = Result(database=str(opts.database))
     files = _load(opts)
     db = open_database(opts, warn)
-    result = Result(database=str(opts.database))
     try:
         db.acquire_lock(opts.wait, say)
         try:
