@@ -56,6 +56,16 @@ CASES: dict[str, tuple[str, str]] = {
                             "-- plainsail: no-transaction\nCREATE INDEX CONCURRENTLY i ON "
                             "users (email);"),
     "parse-error": ("ALTER TABLE users ADD COLUMN;", "SELECT 1;"),
+    "rename-enum-value": ("ALTER TYPE mood RENAME VALUE 'sad' TO 'blue';",
+                          "ALTER TYPE mood ADD VALUE 'blue';"),
+    "drop-view": ("DROP VIEW active_users;",
+                  "CREATE VIEW v AS SELECT 1 AS one; DROP VIEW v;"),
+    "drop-function": ("DROP FUNCTION notify_change();",
+                      "CREATE OR REPLACE FUNCTION notify_change() RETURNS int LANGUAGE sql "
+                      "AS 'SELECT 1';"),
+    "rename-object": ("ALTER VIEW active_users RENAME TO current_users;",
+                      "CREATE VIEW v AS SELECT 1 AS one; ALTER VIEW v RENAME TO w;"),
+    "table-rewrite": ("VACUUM FULL users;", "-- plainsail: no-transaction\nVACUUM users;"),
     "bad-allow": ("-- plainsail: allow drop-column\nALTER TABLE users DROP COLUMN a;",
                   "-- plainsail: allow drop-column unused since release 41\n"
                   "ALTER TABLE users DROP COLUMN a;"),
@@ -89,7 +99,8 @@ def test_rule_accepts_the_safe_way(rule: str) -> None:
 def test_finding_carries_line_and_statement() -> None:
     sql = "SET lock_timeout = '1s';\n\n-- comment\nALTER TABLE users\n  DROP COLUMN a;\n"
     (f,) = lint_text("m.sql", sql)
-    assert (f.rule, f.line, f.statement, f.severity) == ("drop-column", 4, 2, "error")
+    # The line of the offending clause, not of the statement's first line.
+    assert (f.rule, f.line, f.statement, f.severity) == ("drop-column", 5, 2, "error")
 
 
 def test_allow_with_reason_suppresses_only_its_statement() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Any
 
 from plainsail.errors import UsageError
 from plainsail.output import say
@@ -29,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         files = expand(paths)
     sources = read_sources(files, stdin=stdin)
-    findings = [f for s in sources for f in lint_text(s.name, s.text)]
+    known: dict[str, Any] = {}
+    findings = [f for s in sources for f in lint_text(s.name, s.text, known=known)]
     if args.format == "json":
         say(report.as_json(findings, len(sources)))
     elif args.format == "sarif":
