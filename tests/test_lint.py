@@ -13,6 +13,12 @@ from plainsail.lint.rules import RULES
 
 pytest.importorskip("pglast")
 
+
+@pytest.fixture(autouse=True)
+def _own_lint_cache(tmp_path_factory: pytest.TempPathFactory,
+                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PLAINSAIL_LINT_CACHE", str(tmp_path_factory.mktemp("lint-cache")))
+
 # rule -> (SQL that must be flagged, the safe way that must not be)
 CASES: dict[str, tuple[str, str]] = {
     "drop-column": ("ALTER TABLE users DROP COLUMN email;",

@@ -1,8 +1,10 @@
-"""`plainsail migrate [up|status]`: apply pending SQL migrations, or list them.
+"""`plainsail migrate [up|status|baseline]`: apply pending SQL migrations, list them, or
+record those another tool already applied.
 
 Runs inside application containers with no plainsail.yml: everything comes from flags and
-the environment (DATABASE_URL, PLAINSAIL_MIGRATIONS). Imports only the standard library,
-PyYAML-free plainsail modules, and psycopg when the database is PostgreSQL.
+the environment (DATABASE_URL, PLAINSAIL_MIGRATIONS, PLAINSAIL_MIGRATIONS_LAYOUT). Imports
+only the standard library, PyYAML-free plainsail modules, and psycopg when the database is
+PostgreSQL.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from pathlib import Path
 
 from plainsail.durations import format_duration, parse_duration
 from plainsail.errors import MigrationError, UsageError
+from plainsail.migrations import layouts
 from plainsail.migrations.dburl import parse_database_url
-from plainsail.migrations.runner import Options, Result, migrate, status
+from plainsail.migrations.runner import Options, Result, baseline, migrate, status
 from plainsail.output import print_json, say, warn
 from plainsail.secret import scrub
 
@@ -43,6 +46,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
                                     DEFAULT_STATEMENT_TIMEOUT),
         wait=_duration("--wait", args.wait, DEFAULT_WAIT),
         allow_non_transactional_ddl=args.allow_non_transactional_ddl,
+        layout=layouts.choose(args.layout),
     )
 
 
@@ -50,6 +54,10 @@ def run(args: argparse.Namespace) -> int:
     opts = options_from_args(args)
     if args.action == "status":
         return _status(opts, args.json)
+    if args.action == "baseline":
+        return _baseline(opts, args)
+    if args.to:
+        raise UsageError("--to goes with baseline: plainsail migrate baseline --to VERSION")
     quiet = args.json
     result = Result(database=str(opts.database))
     try:
@@ -66,6 +74,20 @@ def run(args: argparse.Namespace) -> int:
             f"in {format_duration(total)}")
     else:
         say(f"{result.database} is up to date ({result.already} migration(s) applied)")
+    return 0
+
+
+def _baseline(opts: Options, args: argparse.Namespace) -> int:
+    if not args.to:
+        raise UsageError("migrate baseline needs --to VERSION: the last migration the "
+                         "database already has")
+    recorded = baseline(opts, args.to, say=(lambda m: None) if args.json else say, warn=warn)
+    if args.json:
+        print_json({"database": str(opts.database),
+                    "baseline": [{"version": f.version, "name": f.name} for f in recorded]})
+    else:
+        say(f"recorded {len(recorded)} migration(s) up to {recorded[-1].name} as applied to "
+            f"{opts.database} (nothing ran); plainsail migrate now applies only later ones")
     return 0
 
 

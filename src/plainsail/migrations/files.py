@@ -1,4 +1,5 @@
-"""Migration files on disk: discovery, version and name, checksum, statements, markers.
+"""One migration file: version and name, checksum, statements, markers (layouts.py finds
+them in a folder).
 
 Standard library only (runs inside application containers).
 """
@@ -82,26 +83,6 @@ def read_file(path: Path) -> MigrationFile:
     version = m.group(1) if m else path.stem
     return MigrationFile(path=path, name=path.name, version=version, text=text,
                          checksum=checksum_of(data))
-
-
-def discover(folder: Path) -> list[MigrationFile]:
-    """All `*.sql` files directly in `folder`, in lexical order of their names."""
-    if not folder.is_dir():
-        raise MigrationError(
-            f"migrations folder {folder} does not exist; create it, or point --dir or "
-            "$PLAINSAIL_MIGRATIONS at the folder holding your .sql files"
-        )
-    files = [read_file(p) for p in sorted(folder.glob("*.sql"), key=lambda p: p.name)
-             if p.is_file()]
-    seen: dict[str, str] = {}
-    for f in files:
-        if f.version in seen:
-            raise MigrationError(
-                f"{seen[f.version]} and {f.name} share version {f.version}; "
-                "rename one so every file has its own version prefix"
-            )
-        seen[f.version] = f.name
-    return files
 
 
 # Statements PostgreSQL refuses to run inside a transaction block.

@@ -131,6 +131,15 @@ class PostgresDatabase:
             (f.version, f.name, f.checksum, ms, applied_by),
         )
 
+    def record_baseline(self, files: list[MigrationFile], applied_by: str) -> None:
+        try:
+            with self.conn.transaction():
+                for f in files:
+                    self._record(f, 0, applied_by)
+        except psycopg.Error as exc:
+            raise MigrationError(f"cannot record the baseline in {TABLE}: {_describe(exc)}; "
+                                 "nothing was recorded") from exc
+
     # -- serializing runners ------------------------------------------------------------
     def acquire_lock(self, wait: float, on_wait: Callable[[str], None]) -> None:
         row = self.conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()
