@@ -227,3 +227,10 @@ def test_statements_outside_a_tools_begin_commit_run_outside_a_transaction() -> 
     assert "concurrently-in-transaction" not in _active(sql)
     sql = "BEGIN;\nDROP INDEX CONCURRENTLY i;\nCOMMIT;\n"
     assert "concurrently-in-transaction" in _active(sql)
+
+
+def test_example_app_migrations_pass_the_lint(capsys: pytest.CaptureFixture[str]) -> None:
+    folder = Path(__file__).resolve().parents[1] / "examples" / "notes-api" / "migrations"
+    assert main(["lint", "migrations", str(folder), "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert (doc["errors"], doc["warnings"], doc["files"]) == (0, 0, 2)
