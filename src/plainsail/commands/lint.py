@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 
 from plainsail.errors import UsageError
@@ -10,10 +11,8 @@ from plainsail.output import say
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        import pglast  # noqa: F401
-    except ImportError as exc:
-        raise UsageError("plainsail lint needs pglast: pip install 'plainsail[lint]'") from exc
+    if importlib.util.find_spec("pglast") is None:
+        raise UsageError("plainsail lint needs pglast: pip install 'plainsail[lint]'")
     from plainsail.lint import report
     from plainsail.lint.batch import lint_sources
     from plainsail.lint.sources import added_since, collect, read_stdin

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from plainsail.lint.rules import RULES, Column, Deferred, FileState, check, may_run_alone
+from plainsail.lint.catalog import RULES, Column, Deferred
 from plainsail.migrations.files import NO_TRANSACTION_MARKER
 
 _ALLOW = re.compile(r"--[ \t]*plainsail:[ \t]*allow\b[ \t]*(.*)$", re.I)
 _MARKER = re.compile(r"^[ \t]*--[ \t]*plainsail:[ \t]*no-transaction[ \t]*\r?$", re.I | re.M)
 _STRING = re.compile(r"'((?:[^']|'')*)'", re.S)
+if TYPE_CHECKING:
+    from plainsail.lint.rules import FileState
 
 
 @dataclass
@@ -126,27 +128,106 @@ def _command_offsets(text: str, start: int, end: int) -> list[int]:
     return [_skip_blank(text, m.end()) if m else start, *out]
 
 
+# Statement kinds some rule looks at as a syntax tree. CREATE TABLE and CREATE FUNCTION
+# only tell later statements what exists, which the parser's JSON says faster; every other
+# kind (INSERT, UPDATE, COMMENT, GRANT, CREATE TRIGGER, ...) no rule looks at.
+_TREE_KINDS = {
+    "TransactionStmt", "VariableSetStmt", "CreateTableAsStmt", "ViewStmt", "AlterTableStmt",
+    "AlterEnumStmt", "RenameStmt", "DropStmt", "IndexStmt", "ReindexStmt", "VacuumStmt",
+    "ClusterStmt", "AlterDomainStmt", "DoStmt", "CallStmt", "CreatedbStmt", "DropdbStmt",
+    "CreateTableSpaceStmt", "DropTableSpaceStmt", "AlterSystemStmt",
+}
+
+
+def _sval(node: Any) -> str:
+    return str(node.get("String", {}).get("sval", "")) if isinstance(node, dict) else ""
+
+
+def _json_column(cd: dict[str, Any]) -> Column:
+    tn = cd.get("typeName", {})
+    names = [_sval(n) for n in tn.get("names", ())]
+    default = False
+    for c in cd.get("constraints", ()):
+        con = c.get("Constraint", {})
+        if con.get("contype") == "CONSTR_DEFAULT":
+            default = not con.get("raw_expr", {}).get("A_Const", {}).get("isnull", False)
+    return Column(type=names[-1].lower() if names else "", typmod=bool(tn.get("typmods")),
+                  default=default)
+
+
+def _json_create(kind: str, node: dict[str, Any], state: FileState) -> None:
+    """What CREATE TABLE and CREATE FUNCTION establish, read from the parser's JSON."""
+    if kind == "CreateStmt":
+        rv = node.get("relation", {})
+        relname, schema = str(rv.get("relname", "")), rv.get("schemaname")
+        state.created.update({f"{schema}.{relname}" if schema else relname, relname})
+        prefix = f"{schema}.{relname}" if schema and schema != "public" else relname
+        for elt in node.get("tableElts", ()):
+            cd = elt.get("ColumnDef")
+            if cd and cd.get("colname"):
+                state.columns[f"{prefix}.{cd['colname']}".lower()] = _json_column(cd)
+    else:
+        name = ".".join(_sval(n) for n in node.get("funcname", ()))
+        state.created.add(name)
+        for o in node.get("options", ()):
+            d = o.get("DefElem", {})
+            if d.get("defname") == "volatility" and _sval(d.get("arg")) in ("immutable",
+                                                                              "stable"):
+                state.safe_functions.add(name.split(".")[-1].lower())
+
+
+def _statements(text: str) -> list[tuple[int, int, str, dict[str, Any]]]:
+    """(start, end, kind, node) of every statement, offsets in characters; one parse."""
+    import json
+
+    from pglast.parser import parse_sql_json
+
+    data = json.loads(parse_sql_json(text))
+    raw = text.encode("utf-8") if not text.isascii() else None
+
+    def chars(pos: int) -> int:
+        return pos if raw is None else len(raw[:pos].decode("utf-8", errors="ignore"))
+
+    out = []
+    for st in data.get("stmts", ()):
+        loc = int(st.get("stmt_location", 0))
+        length = int(st.get("stmt_len", 0))
+        start = chars(loc)
+        end = chars(loc + length) if length else len(text)
+        ((kind, node),) = st["stmt"].items()
+        out.append((start, end, kind, node))
+    return out
+
+
 def analyze(text: str, first_line: int = 1, marked: bool = False) -> FileResult:
     """Lint one file on its own. `first_line` is where the no-transaction marker counts
-    (dbmate: the up section's first line); `marked` is a layout's own marker."""
+    (dbmate: the up section's first line); `marked` is a layout's own marker.
+
+    The file is parsed once by PostgreSQL's parser (as JSON); only statements some rule
+    looks at become a pglast syntax tree, which is where most of the time would go."""
     from pglast import ast, parse_sql
     from pglast.parser import ParseError
+
+    from plainsail.lint.rules import FileState, check, may_run_alone
 
     line_of = _Lines(text)
     result = FileResult(findings=[])
     findings = result.findings
     result.allows = _allows(text, findings)
     try:
-        raw = parse_sql(text)
+        stmts = _statements(text)
     except ParseError as exc:
         loc = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], int) else 0
         findings.append(Finding("", line_of(loc), 0, "parse-error",
                                 f"cannot parse: {exc.args[0]}"))
         return result
     state = FileState()
+    parts = [text[start:end] for start, end, _, _ in stmts]
+    trees: list[Any] = [parse_sql(part)[0].stmt if kind in _TREE_KINDS else None
+                        for part, (_, _, kind, _) in zip(parts, stmts, strict=True)]
     # A plainsail file runs inside the runner's transaction; output of Alembic or Django,
     # which prints its own BEGIN/COMMIT, runs outside one between them.
-    if any(isinstance(r.stmt, ast.TransactionStmt) for r in raw):
+    if any(kind == "TransactionStmt" for _, _, kind, _ in stmts):
         state.in_transaction = False
     markers = [line_of(m.start()) for m in _MARKER.finditer(text)]
     for line in markers:
@@ -157,37 +238,41 @@ def analyze(text: str, first_line: int = 1, marked: bool = False) -> FileResult:
                 "nothing, so the file runs in a transaction"))
     if marked or first_line in markers:
         state.in_transaction = False
-        if len(raw) != 1 or not may_run_alone(raw[0].stmt):
+        if len(trees) != 1 or trees[0] is None or not may_run_alone(trees[0]):
             findings.append(Finding(
                 "", first_line, 0, "no-transaction-file",
-                f"marked no-transaction but holds {len(raw)} statement(s); it must hold "
+                f"marked no-transaction but holds {len(trees)} statement(s); it must hold "
                 "exactly one statement that cannot run in a transaction"))
-    for number, r in enumerate(raw, start=1):
-        loc = r.stmt_location or 0
+    for number, ((loc, end, kind, node), part, tree) in enumerate(
+            zip(stmts, parts, trees, strict=True), start=1):
         start = _skip_blank(text, loc)
-        end = loc + r.stmt_len if r.stmt_len else len(text)
         result.spans.append((number, line_of(start), line_of(max(start, end))))
-        offsets = (_command_offsets(text, start, end)
-                   if isinstance(r.stmt, ast.AlterTableStmt) else None)
-        hits = check(r.stmt, state, offsets)
-        for rule, message, at in hits:
-            findings.append(Finding("", line_of(at) if at is not None else line_of(start),
-                                    number, rule, message))
+        if tree is None:
+            if kind in ("CreateStmt", "CreateFunctionStmt"):
+                _json_create(kind, node, state)
+            continue
+        offsets = (_command_offsets(part, 0, len(part))
+                   if isinstance(tree, ast.AlterTableStmt) else None)
+        for rule, message, at in check(tree, state, offsets):
+            pos = loc + at if at is not None else start
+            findings.append(Finding("", line_of(pos), number, rule, message))
         for d in state.pending_deferred:
-            result.deferred.append((d, line_of(d[3]) if d[3] is not None else
-                                    line_of(start), number))
-        if isinstance(r.stmt, ast.DoStmt):
-            _do_block(r.stmt, state, number, line_of, findings, result)
+            result.deferred.append((d, line_of(loc + d[3] if d[3] is not None else start),
+                                    number))
+        if isinstance(tree, ast.DoStmt):
+            _do_block(tree, state, number, line_of, findings, result, loc)
     result.columns = state.columns
     return result
 
 
 def _do_block(stmt: Any, state: FileState, number: int, line_of: _Lines,
-              findings: list[Finding], result: FileResult) -> None:
+              findings: list[Finding], result: FileResult, base_offset: int) -> None:
     """Lint the SQL a PL/pgSQL DO block runs: its statements and constant EXECUTE strings;
     a COMMIT or ROLLBACK inside needs a no-transaction file."""
     from pglast import ast, parse_plpgsql, parse_sql
     from pglast.parser import ParseError
+
+    from plainsail.lint.rules import check
 
     body, at, language = None, 0, "plpgsql"
     for arg in stmt.args or ():
@@ -202,7 +287,7 @@ def _do_block(stmt: Any, state: FileState, number: int, line_of: _Lines,
                              "AS $plainsail_do$" + body + "$plainsail_do$")
     except (ParseError, Exception):  # noqa: BLE001 - a body pglast cannot read is skipped
         return
-    base = line_of(at)
+    base = line_of(base_offset + at)
     inner: list[tuple[int, str]] = []
     commits: list[int] = []
 

@@ -11,9 +11,12 @@ import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from plainsail.errors import MigrationError
-from plainsail.migrations.sqlsplit import SplitError, Statement, split_sql
+
+if TYPE_CHECKING:
+    from plainsail.migrations.sqlsplit import Statement
 
 NO_TRANSACTION_MARKER = "-- plainsail: no-transaction"
 _MARKER = re.compile(r"^[ \t]*--[ \t]*plainsail:[ \t]*no-transaction[ \t]*\r?$", re.I | re.M)
@@ -55,6 +58,8 @@ class MigrationFile:
 
     @cached_property
     def statements(self) -> list[Statement]:
+        from plainsail.migrations.sqlsplit import SplitError, split_sql
+
         try:
             return split_sql(self.text)
         except SplitError as exc:

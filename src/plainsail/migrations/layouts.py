@@ -70,8 +70,10 @@ def _numbers(version: str) -> tuple[int, ...]:
 def detect(folder: Path) -> str:
     """The layout of `folder`, from the names (and, for dbmate, the text) of its files."""
     found: dict[str, str] = {}
-    sql = [p for p in folder.iterdir() if p.is_file() and p.suffix == ".sql"]
-    for d in sorted(p for p in folder.iterdir() if p.is_dir()):
+    with os.scandir(folder) as entries:
+        listing = [(e.name, e.is_dir()) for e in entries]
+    sql = [folder / n for n, is_dir in listing if not is_dir and n.endswith(".sql")]
+    for d in sorted(folder / n for n, is_dir in listing if is_dir):
         if (d / "up.sql").is_file():
             found.setdefault(DIESEL, f"{d.name}/up.sql")
         elif (d / "migration.sql").is_file():
@@ -81,13 +83,12 @@ def detect(folder: Path) -> str:
             found.setdefault(FLYWAY, p.name)
         elif p.name.endswith((".up.sql", ".down.sql")):
             found.setdefault(GOLANG_MIGRATE, p.name)
-    if not found:
-        for p in sorted(sql):
-            with p.open("rb") as fh:  # dbmate's up marker heads the file
-                head = fh.read(4096).decode("utf-8", errors="replace")
-            if _DBMATE_UP.search(head):
-                found.setdefault(DBMATE, p.name)
-                break
+    if not found and sql:
+        # Every dbmate file starts with its '-- migrate:up' section: the first one tells.
+        with min(sql).open("rb") as fh:
+            head = fh.read(4096).decode("utf-8", errors="replace")
+        if _DBMATE_UP.search(head):
+            found[DBMATE] = min(sql).name
     if not found:
         return FLAT
     if len(found) > 1:
@@ -146,7 +147,7 @@ def _with(f: MigrationFile, **changes: object) -> MigrationFile:
 
 def _flat(folder: Path, layout: str) -> list[MigrationFile]:
     out = []
-    for p in sorted(folder.glob("*.sql")):
+    for p in sorted(folder.glob("*.sql"), key=lambda p: p.name):
         if not p.is_file() or _DOWN.search(p.name):
             continue
         f = read_file(p)
@@ -186,7 +187,7 @@ def _folders(folder: Path, layout: str) -> list[MigrationFile]:
 
 def _golang(folder: Path, layout: str) -> list[MigrationFile]:
     out = []
-    for p in sorted(folder.glob("*.sql")):
+    for p in sorted(folder.glob("*.sql"), key=lambda p: p.name):
         if not p.is_file() or p.name.endswith(".down.sql"):
             continue
         m = _GOLANG.match(p.name)
@@ -200,7 +201,7 @@ def _golang(folder: Path, layout: str) -> list[MigrationFile]:
 
 def _dbmate(folder: Path, layout: str) -> list[MigrationFile]:
     out = []
-    for p in sorted(folder.glob("*.sql")):
+    for p in sorted(folder.glob("*.sql"), key=lambda p: p.name):
         if not p.is_file():
             continue
         version = p.stem.split("_", 1)[0]
@@ -233,7 +234,7 @@ def _dbmate_file(f: MigrationFile) -> MigrationFile:
 
 def _flyway(folder: Path, layout: str) -> list[MigrationFile]:
     out = []
-    for p in sorted(folder.rglob("*.sql")):
+    for p in sorted(folder.rglob("*.sql"), key=lambda p: p.name):
         if not p.is_file():
             continue
         m = _FLYWAY.match(p.name)
