@@ -15,7 +15,8 @@ SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 def plainsail(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    full_env.update(PYTHONPATH=SRC, **env)
+    full_env.update(PYTHONPATH=SRC, PLAINSAIL_LINT_CACHE="off")
+    full_env.update(env)
     return subprocess.run([sys.executable, "-m", "plainsail", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=60)
 

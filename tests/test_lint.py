@@ -13,6 +13,12 @@ from plainsail.lint.rules import RULES
 
 pytest.importorskip("pglast")
 
+
+@pytest.fixture(autouse=True)
+def _own_lint_cache(tmp_path_factory: pytest.TempPathFactory,
+                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PLAINSAIL_LINT_CACHE", str(tmp_path_factory.mktemp("lint-cache")))
+
 # rule -> (SQL that must be flagged, the safe way that must not be)
 CASES: dict[str, tuple[str, str]] = {
     "drop-column": ("ALTER TABLE users DROP COLUMN email;",
@@ -56,6 +62,16 @@ CASES: dict[str, tuple[str, str]] = {
                             "-- plainsail: no-transaction\nCREATE INDEX CONCURRENTLY i ON "
                             "users (email);"),
     "parse-error": ("ALTER TABLE users ADD COLUMN;", "SELECT 1;"),
+    "rename-enum-value": ("ALTER TYPE mood RENAME VALUE 'sad' TO 'blue';",
+                          "ALTER TYPE mood ADD VALUE 'blue';"),
+    "drop-view": ("DROP VIEW active_users;",
+                  "CREATE VIEW v AS SELECT 1 AS one; DROP VIEW v;"),
+    "drop-function": ("DROP FUNCTION notify_change();",
+                      "CREATE OR REPLACE FUNCTION notify_change() RETURNS int LANGUAGE sql "
+                      "AS 'SELECT 1';"),
+    "rename-object": ("ALTER VIEW active_users RENAME TO current_users;",
+                      "CREATE VIEW v AS SELECT 1 AS one; ALTER VIEW v RENAME TO w;"),
+    "table-rewrite": ("VACUUM FULL users;", "-- plainsail: no-transaction\nVACUUM users;"),
     "bad-allow": ("-- plainsail: allow drop-column\nALTER TABLE users DROP COLUMN a;",
                   "-- plainsail: allow drop-column unused since release 41\n"
                   "ALTER TABLE users DROP COLUMN a;"),
@@ -89,7 +105,8 @@ def test_rule_accepts_the_safe_way(rule: str) -> None:
 def test_finding_carries_line_and_statement() -> None:
     sql = "SET lock_timeout = '1s';\n\n-- comment\nALTER TABLE users\n  DROP COLUMN a;\n"
     (f,) = lint_text("m.sql", sql)
-    assert (f.rule, f.line, f.statement, f.severity) == ("drop-column", 4, 2, "error")
+    # The line of the offending clause, not of the statement's first line.
+    assert (f.rule, f.line, f.statement, f.severity) == ("drop-column", 5, 2, "error")
 
 
 def test_allow_with_reason_suppresses_only_its_statement() -> None:
@@ -210,3 +227,10 @@ def test_statements_outside_a_tools_begin_commit_run_outside_a_transaction() -> 
     assert "concurrently-in-transaction" not in _active(sql)
     sql = "BEGIN;\nDROP INDEX CONCURRENTLY i;\nCOMMIT;\n"
     assert "concurrently-in-transaction" in _active(sql)
+
+
+def test_example_app_migrations_pass_the_lint(capsys: pytest.CaptureFixture[str]) -> None:
+    folder = Path(__file__).resolve().parents[1] / "examples" / "notes-api" / "migrations"
+    assert main(["lint", "migrations", str(folder), "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert (doc["errors"], doc["warnings"], doc["files"]) == (0, 0, 2)

@@ -13,6 +13,12 @@ from plainsail.lint.sources import added_since
 pytest.importorskip("pglast")
 
 
+@pytest.fixture(autouse=True)
+def _own_lint_cache(tmp_path_factory: pytest.TempPathFactory,
+                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PLAINSAIL_LINT_CACHE", str(tmp_path_factory.mktemp("lint-cache")))
+
+
 def git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True,
                           text=True).stdout

@@ -138,10 +138,18 @@ def _verify_args(p: argparse.ArgumentParser) -> None:
 
 
 def _migrate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", nargs="?", choices=["up", "status"], default="up",
-                   help="up (default) applies pending files; status lists them, changing nothing")
+    p.add_argument("action", nargs="?", choices=["up", "status", "baseline"], default="up",
+                   help="up (default) applies pending files; status lists them, changing "
+                   "nothing; baseline records files up to --to as applied without running "
+                   "them (adopting a database another tool migrated)")
     p.add_argument("--dir", metavar="DIR",
                    help="the migrations folder (default: $PLAINSAIL_MIGRATIONS or ./migrations)")
+    p.add_argument("--layout", choices=["auto", "flat", "diesel", "prisma", "golang-migrate",
+                                        "dbmate", "flyway"],
+                   help="how the folder keeps migrations (default: "
+                   "$PLAINSAIL_MIGRATIONS_LAYOUT, else detected from the files)")
+    p.add_argument("--to", metavar="VERSION",
+                   help="with baseline: the last migration the database already has")
     p.add_argument("--database-url", metavar="URL",
                    help="default: $DATABASE_URL (postgresql://... or sqlite:///path)")
     p.add_argument("--lock-timeout", metavar="DURATION",
@@ -163,6 +171,10 @@ def _lint_args(p: argparse.ArgumentParser) -> None:
                    help="only files added since this git ref (what one deploy applies)")
     p.add_argument("--format", choices=["text", "json", "sarif"], default="text",
                    help="text (default), json, or sarif for code-scanning uploads")
+    p.add_argument("--layout", choices=["auto", "flat", "diesel", "prisma", "golang-migrate",
+                                        "dbmate", "flyway"],
+                   help="how the folder keeps migrations (default: "
+                   "$PLAINSAIL_MIGRATIONS_LAYOUT, else detected from the files)")
 
 
 def _deploy_args(p: argparse.ArgumentParser) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 
 from plainsail.errors import UsageError
@@ -10,30 +11,35 @@ from plainsail.output import say
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        import pglast  # noqa: F401
-    except ImportError as exc:
-        raise UsageError("plainsail lint needs pglast: pip install 'plainsail[lint]'") from exc
+    if importlib.util.find_spec("pglast") is None:
+        raise UsageError("plainsail lint needs pglast: pip install 'plainsail[lint]'")
     from plainsail.lint import report
-    from plainsail.lint.engine import lint_text
-    from plainsail.lint.sources import added_since, expand, read_sources
+    from plainsail.lint.batch import lint_sources
+    from plainsail.lint.sources import added_since, collect, read_stdin
+    from plainsail.migrations import layouts
 
+    layout = layouts.choose(getattr(args, "layout", None))
     stdin = "-" in args.paths
     paths = [p for p in args.paths if p != "-"]
     if not paths and not stdin:
         paths = [os.environ.get("PLAINSAIL_MIGRATIONS") or "migrations"]
+    if args.since and stdin:
+        raise UsageError("--since picks files from git; it cannot be combined with -")
+    sources = collect(paths, layout)
     if args.since:
-        if stdin:
-            raise UsageError("--since picks files from git; it cannot be combined with -")
-        files = added_since(args.since, paths)
-    else:
-        files = expand(paths)
-    sources = read_sources(files, stdin=stdin)
-    findings = [f for s in sources for f in lint_text(s.name, s.text)]
+        # Earlier files are read too (not reported): they tell what a column's default
+        # or type is, so the new files are judged on the schema they change.
+        added = {p.resolve() for p in added_since(args.since, paths, layout=layout)}
+        for s in sources:
+            s.report = s.path is not None and s.path.resolve() in added
+    if stdin:
+        sources.insert(0, read_stdin())
+    findings = lint_sources(sources)
+    checked = sum(s.report for s in sources)
     if args.format == "json":
-        say(report.as_json(findings, len(sources)))
+        say(report.as_json(findings, checked))
     elif args.format == "sarif":
         say(report.sarif(findings))
     else:
-        say(report.text(findings, len(sources)))
+        say(report.text(findings, checked))
     return 1 if report.counts(findings)["errors"] else 0

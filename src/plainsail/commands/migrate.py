@@ -1,8 +1,10 @@
-"""`plainsail migrate [up|status]`: apply pending SQL migrations, or list them.
+"""`plainsail migrate [up|status|baseline]`: apply pending SQL migrations, list them, or
+record those another tool already applied.
 
 Runs inside application containers with no plainsail.yml: everything comes from flags and
-the environment (DATABASE_URL, PLAINSAIL_MIGRATIONS). Imports only the standard library,
-PyYAML-free plainsail modules, and psycopg when the database is PostgreSQL.
+the environment (DATABASE_URL, PLAINSAIL_MIGRATIONS, PLAINSAIL_MIGRATIONS_LAYOUT). Imports
+only the standard library, PyYAML-free plainsail modules, and psycopg when the database is
+PostgreSQL.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ import os
 from pathlib import Path
 
 from plainsail.durations import format_duration, parse_duration
-from plainsail.errors import UsageError
+from plainsail.errors import MigrationError, UsageError
+from plainsail.migrations import layouts
 from plainsail.migrations.dburl import parse_database_url
-from plainsail.migrations.runner import Options, migrate, status
+from plainsail.migrations.runner import Options, Result, baseline, migrate, status
 from plainsail.output import print_json, say, warn
+from plainsail.secret import scrub
 
 DEFAULT_LOCK_TIMEOUT = 5.0
 DEFAULT_STATEMENT_TIMEOUT = 300.0
@@ -42,6 +46,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
                                     DEFAULT_STATEMENT_TIMEOUT),
         wait=_duration("--wait", args.wait, DEFAULT_WAIT),
         allow_non_transactional_ddl=args.allow_non_transactional_ddl,
+        layout=layouts.choose(args.layout),
     )
 
 
@@ -49,16 +54,20 @@ def run(args: argparse.Namespace) -> int:
     opts = options_from_args(args)
     if args.action == "status":
         return _status(opts, args.json)
+    if args.action == "baseline":
+        return _baseline(opts, args)
+    if args.to:
+        raise UsageError("--to goes with baseline: plainsail migrate baseline --to VERSION")
     quiet = args.json
-    result = migrate(opts, say=(lambda m: None) if quiet else say, warn=warn)
+    result = Result(database=str(opts.database))
+    try:
+        migrate(opts, say=(lambda m: None) if quiet else say, warn=warn, result=result)
+    except MigrationError as exc:
+        if args.json:
+            print_json({**_result_json(result), "ok": False, "error": scrub(str(exc))})
+        raise
     if args.json:
-        print_json({
-            "database": result.database,
-            "applied": [{"name": a.name, "execution_ms": round(a.execution_ms, 1),
-                         "no_transaction": a.no_transaction} for a in result.applied],
-            "applied_by_another_runner": result.skipped,
-            "previously_applied": result.already,
-        })
+        print_json({**_result_json(result), "ok": True, "error": None})
     elif result.applied:
         total = sum(a.execution_ms for a in result.applied) / 1000
         say(f"{len(result.applied)} migration(s) applied to {result.database} "
@@ -66,6 +75,30 @@ def run(args: argparse.Namespace) -> int:
     else:
         say(f"{result.database} is up to date ({result.already} migration(s) applied)")
     return 0
+
+
+def _baseline(opts: Options, args: argparse.Namespace) -> int:
+    if not args.to:
+        raise UsageError("migrate baseline needs --to VERSION: the last migration the "
+                         "database already has")
+    recorded = baseline(opts, args.to, say=(lambda m: None) if args.json else say, warn=warn)
+    if args.json:
+        print_json({"database": str(opts.database),
+                    "baseline": [{"version": f.version, "name": f.name} for f in recorded]})
+    else:
+        say(f"recorded {len(recorded)} migration(s) up to {recorded[-1].name} as applied to "
+            f"{opts.database} (nothing ran); plainsail migrate now applies only later ones")
+    return 0
+
+
+def _result_json(result: Result) -> dict[str, object]:
+    return {
+        "database": result.database,
+        "applied": [{"name": a.name, "execution_ms": round(a.execution_ms, 1),
+                     "no_transaction": a.no_transaction} for a in result.applied],
+        "applied_by_another_runner": result.skipped,
+        "previously_applied": result.already,
+    }
 
 
 def _status(opts: Options, as_json: bool) -> int:

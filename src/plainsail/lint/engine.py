@@ -7,13 +7,17 @@ A finding is accepted with a comment on the statement's own lines or right above
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from plainsail.lint.rules import RULES, FileState, check
+from plainsail.lint.catalog import RULES, Column, Deferred
 from plainsail.migrations.files import NO_TRANSACTION_MARKER
 
 _ALLOW = re.compile(r"--[ \t]*plainsail:[ \t]*allow\b[ \t]*(.*)$", re.I)
-_MARKER = re.compile(r"^[ \t]*--[ \t]*plainsail:[ \t]*no-transaction[ \t]*$", re.I | re.M)
+_MARKER = re.compile(r"^[ \t]*--[ \t]*plainsail:[ \t]*no-transaction[ \t]*\r?$", re.I | re.M)
+_STRING = re.compile(r"'((?:[^']|'')*)'", re.S)
+if TYPE_CHECKING:
+    from plainsail.lint.rules import FileState
 
 
 @dataclass
@@ -31,6 +35,19 @@ class Finding:
 
 
 @dataclass
+class FileResult:
+    """What linting one file found, without knowledge of other files: its findings, the
+    findings that depend on earlier files (`deferred`, with their line and statement),
+    and what it establishes about columns for later files. Picklable and cacheable."""
+
+    findings: list[Finding]
+    deferred: list[tuple[Deferred, int, int]] = field(default_factory=list)
+    columns: dict[str, Column] = field(default_factory=dict)
+    spans: list[tuple[int, int, int]] = field(default_factory=list)
+    allows: list[tuple[int, str, str]] = field(default_factory=list)
+
+
+@dataclass
 class _Allow:
     line: int
     rule: str
@@ -45,8 +62,16 @@ class _Span:
     last: int
 
 
-def _line_of(text: str, pos: int) -> int:
-    return text.count("\n", 0, pos) + 1
+class _Lines:
+    """Line numbers of text offsets, by bisecting the newline positions once."""
+
+    def __init__(self, text: str) -> None:
+        self.starts = [m.end() for m in re.finditer("\n", text)]
+
+    def __call__(self, pos: int) -> int:
+        from bisect import bisect_right
+
+        return bisect_right(self.starts, pos) + 1
 
 
 def _skip_blank(text: str, pos: int) -> int:
@@ -66,54 +91,278 @@ def _skip_blank(text: str, pos: int) -> int:
     return pos
 
 
-def lint_text(path: str, text: str) -> list[Finding]:
-    from pglast import parse_sql
+def _command_offsets(text: str, start: int, end: int) -> list[int]:
+    """Where each comma-separated command of an ALTER TABLE starts: after ALTER TABLE
+    name, split at commas outside parentheses, strings, identifiers and comments."""
+    out: list[int] = []
+    depth, i = 0, start
+    while i < end:
+        c = text[i]
+        if c in "'\"":
+            j = text.find(c, i + 1)
+            while j >= 0 and j + 1 < end and text[j + 1] == c:
+                j = text.find(c, j + 2)
+            i = end if j < 0 else j + 1
+            continue
+        if text.startswith("--", i):
+            j = text.find("\n", i)
+            i = end if j < 0 else j
+            continue
+        if c == "$":
+            m = re.compile(r"\$[A-Za-z_]*\$").match(text, i)
+            if m:
+                j = text.find(m.group(0), m.end())
+                i = end if j < 0 else j + len(m.group(0))
+                continue
+        if c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+        elif c == "," and depth == 0:
+            out.append(_skip_blank(text, i + 1))
+        i += 1
+    # The first command begins after "ALTER TABLE [IF EXISTS] [ONLY] name".
+    m = re.compile(r"ALTER\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?:ONLY\s+)?"
+                   r"(?:\"[^\"]*\"|[^\s\"]+)(?:\s*\.\s*(?:\"[^\"]*\"|[^\s\"]+))?\s*\*?\s*",
+                   re.I).match(text, start)
+    return [_skip_blank(text, m.end()) if m else start, *out]
+
+
+# Statement kinds some rule looks at as a syntax tree. CREATE TABLE and CREATE FUNCTION
+# only tell later statements what exists, which the parser's JSON says faster; every other
+# kind (INSERT, UPDATE, COMMENT, GRANT, CREATE TRIGGER, ...) no rule looks at.
+_TREE_KINDS = {
+    "TransactionStmt", "VariableSetStmt", "CreateTableAsStmt", "ViewStmt", "AlterTableStmt",
+    "AlterEnumStmt", "RenameStmt", "DropStmt", "IndexStmt", "ReindexStmt", "VacuumStmt",
+    "ClusterStmt", "AlterDomainStmt", "DoStmt", "CallStmt", "CreatedbStmt", "DropdbStmt",
+    "CreateTableSpaceStmt", "DropTableSpaceStmt", "AlterSystemStmt",
+}
+
+
+def _sval(node: Any) -> str:
+    return str(node.get("String", {}).get("sval", "")) if isinstance(node, dict) else ""
+
+
+def _json_column(cd: dict[str, Any]) -> Column:
+    tn = cd.get("typeName", {})
+    names = [_sval(n) for n in tn.get("names", ())]
+    default = False
+    for c in cd.get("constraints", ()):
+        con = c.get("Constraint", {})
+        if con.get("contype") == "CONSTR_DEFAULT":
+            default = not con.get("raw_expr", {}).get("A_Const", {}).get("isnull", False)
+    return Column(type=names[-1].lower() if names else "", typmod=bool(tn.get("typmods")),
+                  default=default)
+
+
+def _json_create(kind: str, node: dict[str, Any], state: FileState) -> None:
+    """What CREATE TABLE and CREATE FUNCTION establish, read from the parser's JSON."""
+    if kind == "CreateStmt":
+        rv = node.get("relation", {})
+        relname, schema = str(rv.get("relname", "")), rv.get("schemaname")
+        state.created.update({f"{schema}.{relname}" if schema else relname, relname})
+        prefix = f"{schema}.{relname}" if schema and schema != "public" else relname
+        for elt in node.get("tableElts", ()):
+            cd = elt.get("ColumnDef")
+            if cd and cd.get("colname"):
+                state.columns[f"{prefix}.{cd['colname']}".lower()] = _json_column(cd)
+    else:
+        name = ".".join(_sval(n) for n in node.get("funcname", ()))
+        state.created.add(name)
+        for o in node.get("options", ()):
+            d = o.get("DefElem", {})
+            if d.get("defname") == "volatility" and _sval(d.get("arg")) in ("immutable",
+                                                                              "stable"):
+                state.safe_functions.add(name.split(".")[-1].lower())
+
+
+def _statements(text: str) -> list[tuple[int, int, str, dict[str, Any]]]:
+    """(start, end, kind, node) of every statement, offsets in characters; one parse."""
+    import json
+
+    from pglast.parser import parse_sql_json
+
+    data = json.loads(parse_sql_json(text))
+    raw = text.encode("utf-8") if not text.isascii() else None
+
+    def chars(pos: int) -> int:
+        return pos if raw is None else len(raw[:pos].decode("utf-8", errors="ignore"))
+
+    out = []
+    for st in data.get("stmts", ()):
+        loc = int(st.get("stmt_location", 0))
+        length = int(st.get("stmt_len", 0))
+        start = chars(loc)
+        end = chars(loc + length) if length else len(text)
+        ((kind, node),) = st["stmt"].items()
+        out.append((start, end, kind, node))
+    return out
+
+
+def analyze(text: str, first_line: int = 1, marked: bool = False) -> FileResult:
+    """Lint one file on its own. `first_line` is where the no-transaction marker counts
+    (dbmate: the up section's first line); `marked` is a layout's own marker.
+
+    The file is parsed once by PostgreSQL's parser (as JSON); only statements some rule
+    looks at become a pglast syntax tree, which is where most of the time would go."""
+    from pglast import ast, parse_sql
     from pglast.parser import ParseError
 
-    findings: list[Finding] = []
-    allows = _allows(path, text, findings)
+    from plainsail.lint.rules import FileState, check, may_run_alone
+
+    line_of = _Lines(text)
+    result = FileResult(findings=[])
+    findings = result.findings
+    result.allows = _allows(text, findings)
     try:
-        raw = parse_sql(text)
+        stmts = _statements(text)
     except ParseError as exc:
         loc = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], int) else 0
-        findings.append(Finding(path, _line_of(text, loc), 0, "parse-error",
+        findings.append(Finding("", line_of(loc), 0, "parse-error",
                                 f"cannot parse: {exc.args[0]}"))
-        return findings
+        return result
     state = FileState()
+    parts = [text[start:end] for start, end, _, _ in stmts]
+    trees: list[Any] = [parse_sql(part)[0].stmt if kind in _TREE_KINDS else None
+                        for part, (_, _, kind, _) in zip(parts, stmts, strict=True)]
     # A plainsail file runs inside the runner's transaction; output of Alembic or Django,
     # which prints its own BEGIN/COMMIT, runs outside one between them.
-    from pglast import ast
-
-    if any(isinstance(r.stmt, ast.TransactionStmt) for r in raw):
+    if any(kind == "TransactionStmt" for _, _, kind, _ in stmts):
         state.in_transaction = False
-    no_tx = bool(_MARKER.search(text))
-    if no_tx:
-        state.in_transaction = False
-        from plainsail.lint.rules import non_transactional
-
-        special = [r for r in raw if non_transactional(r.stmt)]
-        if len(raw) != 1 or len(special) != 1:
-            line = _line_of(text, _MARKER.search(text).start())  # type: ignore[union-attr]
+    markers = [line_of(m.start()) for m in _MARKER.finditer(text)]
+    for line in markers:
+        if line != first_line:
             findings.append(Finding(
-                path, line, 0, "no-transaction-file",
-                f"marked '{NO_TRANSACTION_MARKER}' but holds {len(raw)} statement(s), "
-                f"{len(special)} of which need it; it must hold exactly one such statement"))
-    spans: list[_Span] = []
-    for number, r in enumerate(raw, start=1):
-        loc = r.stmt_location or 0
+                "", line, 0, "no-transaction-file",
+                f"'{NO_TRANSACTION_MARKER}' counts only on the first line; here it does "
+                "nothing, so the file runs in a transaction"))
+    if marked or first_line in markers:
+        state.in_transaction = False
+        if len(trees) != 1 or trees[0] is None or not may_run_alone(trees[0]):
+            findings.append(Finding(
+                "", first_line, 0, "no-transaction-file",
+                f"marked no-transaction but holds {len(trees)} statement(s); it must hold "
+                "exactly one statement that cannot run in a transaction"))
+    for number, ((loc, end, kind, node), part, tree) in enumerate(
+            zip(stmts, parts, trees, strict=True), start=1):
         start = _skip_blank(text, loc)
-        end = loc + r.stmt_len if r.stmt_len else len(text)
-        span = _Span(number, _line_of(text, start), _line_of(text, max(start, end)))
-        spans.append(span)
-        for rule, message in check(r.stmt, state):
-            findings.append(Finding(path, span.first, number, rule, message))
-    _apply_allows(findings, allows, spans, path)
-    findings.sort(key=lambda f: (f.line, f.statement, f.rule))
-    return findings
+        result.spans.append((number, line_of(start), line_of(max(start, end))))
+        if tree is None:
+            if kind in ("CreateStmt", "CreateFunctionStmt"):
+                _json_create(kind, node, state)
+            continue
+        offsets = (_command_offsets(part, 0, len(part))
+                   if isinstance(tree, ast.AlterTableStmt) else None)
+        for rule, message, at in check(tree, state, offsets):
+            pos = loc + at if at is not None else start
+            findings.append(Finding("", line_of(pos), number, rule, message))
+        for d in state.pending_deferred:
+            result.deferred.append((d, line_of(loc + d[3] if d[3] is not None else start),
+                                    number))
+        if isinstance(tree, ast.DoStmt):
+            _do_block(tree, state, number, line_of, findings, result, loc)
+    result.columns = state.columns
+    return result
 
 
-def _allows(path: str, text: str, findings: list[Finding]) -> list[_Allow]:
-    out: list[_Allow] = []
+def _do_block(stmt: Any, state: FileState, number: int, line_of: _Lines,
+              findings: list[Finding], result: FileResult, base_offset: int) -> None:
+    """Lint the SQL a PL/pgSQL DO block runs: its statements and constant EXECUTE strings;
+    a COMMIT or ROLLBACK inside needs a no-transaction file."""
+    from pglast import ast, parse_plpgsql, parse_sql
+    from pglast.parser import ParseError
+
+    from plainsail.lint.rules import check
+
+    body, at, language = None, 0, "plpgsql"
+    for arg in stmt.args or ():
+        if isinstance(arg, ast.DefElem) and arg.defname == "as":
+            body, at = str(getattr(arg.arg, "sval", "")), arg.arg_location or 0
+        elif isinstance(arg, ast.DefElem) and arg.defname == "language":
+            language = str(getattr(arg.arg, "sval", "")).lower()
+    if body is None or language != "plpgsql":
+        return
+    try:
+        tree = parse_plpgsql("CREATE FUNCTION plainsail_do() RETURNS void LANGUAGE plpgsql "
+                             "AS $plainsail_do$" + body + "$plainsail_do$")
+    except (ParseError, Exception):  # noqa: BLE001 - a body pglast cannot read is skipped
+        return
+    base = line_of(base_offset + at)
+    inner: list[tuple[int, str]] = []
+    commits: list[int] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, list):
+            for item in node:
+                walk(item)
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("PLpgSQL_stmt_commit", "PLpgSQL_stmt_rollback"):
+                    commits.append(int(value.get("lineno", 1)))
+                elif key == "PLpgSQL_stmt_execsql":
+                    query = value.get("sqlstmt", {}).get("PLpgSQL_expr", {}).get("query")
+                    if query:
+                        inner.append((int(value.get("lineno", 1)), query))
+                elif key == "PLpgSQL_stmt_dynexecute":
+                    query = value.get("query", {}).get("PLpgSQL_expr", {}).get("query", "")
+                    m = _STRING.fullmatch(query.strip())
+                    if m:
+                        inner.append((int(value.get("lineno", 1)),
+                                      m.group(1).replace("''", "'")))
+                walk(value)
+
+    walk(tree)
+    if commits and state.in_transaction:
+        findings.append(Finding("", base + commits[0] - 1, number,
+                                "concurrently-in-transaction",
+                                "a DO block that COMMITs or ROLLBACKs inside cannot run "
+                                "inside a transaction"))
+    for lineno, sql in inner:
+        try:
+            stmts = parse_sql(sql)
+        except ParseError:
+            continue
+        for r in stmts:
+            for rule, message, _at in check(r.stmt, state, None):
+                findings.append(Finding("", base + lineno - 1, number, rule,
+                                        f"{message} (inside a DO block)"))
+            for d in state.pending_deferred:
+                result.deferred.append((d, base + lineno - 1, number))
+
+
+def resolve(path: str, result: FileResult, known: dict[str, Column],
+            report: bool = True) -> list[Finding]:
+    """Findings of one file, given what earlier files established (`known`, updated with
+    this file's columns). With report False the file only feeds `known`."""
+    out: list[Finding] = []
+    if report:
+        out = [Finding(path, f.line, f.statement, f.rule, f.message) for f in result.findings]
+        for (rule, message, key, _at, condition), line, number in result.deferred:
+            col = known.get(key)
+            if condition == "default" and col is not None and not col.default:
+                continue
+            if condition == "not-timestamp" and (col is None or col.type == "timestamp"):
+                continue
+            out.append(Finding(path, line, number, rule, message))
+        spans = [_Span(*s) for s in result.spans]
+        allows = [_Allow(*a) for a in result.allows]
+        _apply_allows(out, allows, spans, path)
+        out.sort(key=lambda f: (f.line, f.statement, f.rule))
+    known.update(result.columns)
+    return out
+
+
+def lint_text(path: str, text: str, first_line: int = 1, marked: bool = False,
+              known: dict[str, Column] | None = None) -> list[Finding]:
+    """Lint one text on its own (or after earlier files, through `known`)."""
+    return resolve(path, analyze(text, first_line, marked),
+                   known if known is not None else {})
+
+
+def _allows(text: str, findings: list[Finding]) -> list[tuple[int, str, str]]:
+    out: list[tuple[int, str, str]] = []
+    if "plainsail" not in text.lower():
+        return out
     for lineno, line in enumerate(text.splitlines(), start=1):
         m = _ALLOW.search(line)
         if not m:
@@ -122,15 +371,15 @@ def _allows(path: str, text: str, findings: list[Finding]) -> list[_Allow]:
         rule = parts[0] if parts else ""
         reason = parts[1].strip() if len(parts) > 1 else ""
         if rule not in RULES:
-            findings.append(Finding(path, lineno, 0, "bad-allow",
+            findings.append(Finding("", lineno, 0, "bad-allow",
                                     f"'plainsail: allow' names unknown rule {rule!r}" if rule
                                     else "'plainsail: allow' names no rule"))
         elif not reason:
-            findings.append(Finding(path, lineno, 0, "bad-allow",
+            findings.append(Finding("", lineno, 0, "bad-allow",
                                     f"allowing {rule} needs a reason: "
                                     f"'-- plainsail: allow {rule} <why it is safe here>'"))
         else:
-            out.append(_Allow(lineno, rule, reason))
+            out.append((lineno, rule, reason))
     return out
 
 

@@ -6,8 +6,8 @@ import json
 from typing import Any
 
 from plainsail import __version__
+from plainsail.lint.catalog import ERROR, RULES
 from plainsail.lint.engine import Finding
-from plainsail.lint.rules import ERROR, RULES
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 DOCS = "https://github.com/plainsail/plainsail/blob/main/docs/migrations.md"

@@ -1,4 +1,5 @@
-"""Which SQL files to lint: folders, single files, `-` for standard input, and `--since`."""
+"""Which SQL files to lint: folders (read with the same layout detection as the runner),
+single files, `-` for standard input, and `--since`."""
 
 from __future__ import annotations
 
@@ -8,26 +9,45 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from plainsail.errors import GitError, UsageError
+from plainsail.migrations import layouts
 
 
-@dataclass(frozen=True)
+@dataclass
 class Source:
     name: str  # as shown in reports
-    text: str
+    text: str  # for a dbmate file: the up section, at its own line numbers
+    first_line: int = 1  # where the no-transaction marker counts
+    marked: bool = False  # the layout's own no-transaction marker
+    report: bool = True  # False: only what it establishes matters (an earlier file)
+    path: Path | None = None
 
 
-def expand(paths: list[str]) -> list[Path]:
-    """Folders become their `*.sql` files (lexical order); files are taken as given."""
-    out: list[Path] = []
+def _down(path: Path) -> bool:
+    return path.name == "down.sql" or path.name.endswith(".down.sql")
+
+
+def collect(paths: list[str], layout: str | None = None) -> list[Source]:
+    """Folders become their migrations, in run order, as the runner reads them (down
+    files and dbmate down sections are never linted); files are taken as given."""
+    out: list[Source] = []
     for p in paths:
         path = Path(p)
         if path.is_dir():
-            out += sorted((f for f in path.glob("*.sql") if f.is_file()), key=lambda f: f.name)
+            for f in layouts.discover(path, layout):
+                out.append(Source(str(f.path), f.text, f.first_line, f.marked, path=f.path))
         elif path.is_file():
-            out.append(path)
+            if _down(path):
+                continue
+            f = layouts.read_one(path)
+            out.append(Source(str(path), f.text, f.first_line, f.marked, path=path))
         else:
             raise UsageError(f"{p} does not exist; pass a folder of .sql files or a .sql file")
     return out
+
+
+def expand(paths: list[str], layout: str | None = None) -> list[Path]:
+    """The files `collect` reads, in order."""
+    return [s.path for s in collect(paths, layout) if s.path is not None]
 
 
 def _git(args: list[str], cwd: Path) -> str:
@@ -42,9 +62,10 @@ def _git(args: list[str], cwd: Path) -> str:
     return proc.stdout
 
 
-def added_since(ref: str, paths: list[str], cwd: Path | None = None) -> list[Path]:
-    """`.sql` files under `paths` added since `ref` (committed, staged or untracked): what
-    the next deploy applies. Uses `git diff --name-only --diff-filter=A REF -- PATHS`."""
+def added_since(ref: str, paths: list[str], cwd: Path | None = None,
+                layout: str | None = None) -> list[Path]:
+    """Migration files under `paths` added since `ref` (committed, staged or untracked):
+    what the next deploy applies. Uses `git diff --name-only --diff-filter=A REF -- PATHS`."""
     cwd = cwd or Path.cwd()
     try:
         _git(["rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], cwd)
@@ -56,19 +77,10 @@ def added_since(ref: str, paths: list[str], cwd: Path | None = None) -> list[Pat
     specs = [str(Path(p).resolve()) for p in paths]
     added = _git(["diff", "--name-only", "-z", "--diff-filter=A", ref, "--", *specs], cwd)
     untracked = _git(["ls-files", "-z", "--others", "--exclude-standard", "--", *specs], cwd)
-    names = {top / n for n in added.split("\0") if n}
-    names |= {cwd / n for n in untracked.split("\0") if n}
-    wanted = {p.resolve() for p in expand(paths)}
-    return sorted((n for n in names if n.resolve() in wanted), key=lambda p: p.name)
+    names = {(top / n).resolve() for n in added.split("\0") if n}
+    names |= {(cwd / n).resolve() for n in untracked.split("\0") if n}
+    return [p for p in expand(paths, layout) if p.resolve() in names]
 
 
-def read_sources(files: list[Path], stdin: bool = False) -> list[Source]:
-    out: list[Source] = []
-    if stdin:
-        out.append(Source("<stdin>", sys.stdin.read()))
-    for f in files:
-        try:
-            out.append(Source(str(f), f.read_text(encoding="utf-8")))
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(f"cannot read {f}: {exc}") from exc
-    return out
+def read_stdin() -> Source:
+    return Source("<stdin>", sys.stdin.read())

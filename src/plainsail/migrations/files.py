@@ -1,4 +1,5 @@
-"""Migration files on disk: discovery, version and name, checksum, statements, markers.
+"""One migration file: version and name, checksum, statements, markers (layouts.py finds
+them in a folder).
 
 Standard library only (runs inside application containers).
 """
@@ -10,32 +11,55 @@ import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from plainsail.errors import MigrationError
-from plainsail.migrations.sqlsplit import SplitError, Statement, split_sql
+
+if TYPE_CHECKING:
+    from plainsail.migrations.sqlsplit import Statement
 
 NO_TRANSACTION_MARKER = "-- plainsail: no-transaction"
-_MARKER = re.compile(r"^[ \t]*--[ \t]*plainsail:[ \t]*no-transaction[ \t]*$", re.I | re.M)
+_MARKER = re.compile(r"^[ \t]*--[ \t]*plainsail:[ \t]*no-transaction[ \t]*\r?$", re.I | re.M)
 _VERSION = re.compile(r"^([^_\-.]+)[_\-]?")
 
 
 @dataclass(frozen=True)
 class MigrationFile:
-    """One `migrations/*.sql` file. `version` is the part of the name before the first
-    `_` or `-` (`0007` for `0007_add_email.sql`); files run in lexical order of `name`."""
+    """One migration: the SQL that runs, where it came from, and how it is recorded.
+
+    `name` is what `plainsail_migrations` records (the file name; for Diesel and Prisma the
+    migration's folder name) and `version` its unique key (`0007` for `0007_add_email.sql`).
+    `text` keeps the file's line numbers: text outside a dbmate `-- migrate:up` section
+    is blanked out, not removed. `order` sorts migrations (see layouts.py)."""
 
     path: Path
     name: str
     version: str
     text: str
     checksum: str
+    first_line: int = 1  # where the no-transaction marker must be (dbmate: the up section)
+    marked: bool = False  # the layout's own no-transaction marker (dbmate transaction:false)
+    order: tuple[object, ...] = ()
 
     @property
     def no_transaction(self) -> bool:
-        return bool(_MARKER.search(self.text))
+        if self.marked:
+            return True
+        lines = self.text.split("\n", self.first_line)
+        first = lines[self.first_line - 1] if len(lines) >= self.first_line else ""
+        return bool(_MARKER.fullmatch(first.lstrip("\ufeff").rstrip("\r")))
+
+    @property
+    def misplaced_markers(self) -> list[int]:
+        """Lines holding the no-transaction marker other than the first line, where it
+        does nothing."""
+        return [self.text.count("\n", 0, m.start()) + 1 for m in _MARKER.finditer(self.text)
+                if self.text.count("\n", 0, m.start()) + 1 != self.first_line]
 
     @cached_property
     def statements(self) -> list[Statement]:
+        from plainsail.migrations.sqlsplit import SplitError, split_sql
+
         try:
             return split_sql(self.text)
         except SplitError as exc:
@@ -64,26 +88,6 @@ def read_file(path: Path) -> MigrationFile:
     version = m.group(1) if m else path.stem
     return MigrationFile(path=path, name=path.name, version=version, text=text,
                          checksum=checksum_of(data))
-
-
-def discover(folder: Path) -> list[MigrationFile]:
-    """All `*.sql` files directly in `folder`, in lexical order of their names."""
-    if not folder.is_dir():
-        raise MigrationError(
-            f"migrations folder {folder} does not exist; create it, or point --dir or "
-            "$PLAINSAIL_MIGRATIONS at the folder holding your .sql files"
-        )
-    files = [read_file(p) for p in sorted(folder.glob("*.sql"), key=lambda p: p.name)
-             if p.is_file()]
-    seen: dict[str, str] = {}
-    for f in files:
-        if f.version in seen:
-            raise MigrationError(
-                f"{seen[f.version]} and {f.name} share version {f.version}; "
-                "rename one so every file has its own version prefix"
-            )
-        seen[f.version] = f.name
-    return files
 
 
 # Statements PostgreSQL refuses to run inside a transaction block.
@@ -127,8 +131,41 @@ def transaction_control(stmt: Statement) -> bool:
     return w[0] == "PREPARE" and w[1:2] == ("TRANSACTION",)
 
 
+_DO_BODY = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$(.*)\$\1\$", re.S)
+_TX_END = re.compile(r"\b(COMMIT|ROLLBACK)\b", re.I)
+
+
+def do_commits(stmt: Statement) -> bool:
+    """A DO block whose body ends transactions itself (COMMIT/ROLLBACK, PostgreSQL 11+):
+    it works only outside a transaction block."""
+    if stmt.words[:1] != ("DO",):
+        return False
+    m = _DO_BODY.search(stmt.text)
+    body = m.group(2) if m else stmt.text
+    body = re.sub(r"--[^\n]*", " ", body)
+    body = re.sub(r"'(?:[^']|'')*'", "''", body)
+    return bool(_TX_END.search(body))
+
+
+def may_run_alone(stmt: Statement) -> bool:
+    """What a no-transaction file may hold (exactly one of): a statement that cannot run
+    in a transaction, a DO block or CALL that may COMMIT inside, or VACUUM/ANALYZE."""
+    w = stmt.words
+    return bool(non_transactional(stmt)) or w[:1] in (("DO",), ("CALL",), ("ANALYZE",),
+                                                      ("ANALYSE",), ("VACUUM",))
+
+
 def check_file(f: MigrationFile) -> None:
     """Refuse, before anything runs, a file the runner cannot apply all-or-nothing."""
+    misplaced = f.misplaced_markers
+    if misplaced:
+        where = "line 1" if f.first_line == 1 else f"line {f.first_line}, the first line " \
+            "of the up section"
+        raise MigrationError(
+            f"{f.name}: line {misplaced[0]} holds '{NO_TRANSACTION_MARKER}', which counts "
+            f"only on {where}; move it there (and keep the file to one statement) or "
+            "remove it"
+        )
     stmts = f.statements
     for s in stmts:
         if transaction_control(s):
@@ -137,18 +174,18 @@ def check_file(f: MigrationFile) -> None:
                 "remove it: plainsail runs each file in its own transaction"
             )
     if f.no_transaction:
-        special = [s for s in stmts if non_transactional(s)]
-        if len(stmts) != 1 or len(special) != 1:
+        if len(stmts) != 1 or not may_run_alone(stmts[0]):
             found = f"{len(stmts)} statements" if len(stmts) != 1 else "no such statement"
             raise MigrationError(
-                f"{f.name} is marked '{NO_TRANSACTION_MARKER}' but holds {found}; such a "
+                f"{f.name} is marked no-transaction but holds {found}; such a "
                 "file must hold exactly one statement that cannot run in a transaction "
-                "(e.g. CREATE INDEX CONCURRENTLY), so nothing can half-apply. Move the "
-                "other statements to their own file"
+                "(e.g. CREATE INDEX CONCURRENTLY, or a DO block that COMMITs in batches), "
+                "so nothing can half-apply. Move the other statements to their own file"
             )
         return
     for s in stmts:
-        what = non_transactional(s)
+        what = non_transactional(s) or ("a DO block that COMMITs or ROLLBACKs inside"
+                                        if do_commits(s) else None)
         if what:
             raise MigrationError(
                 f"{f.name}: statement {s.number} (line {s.line}) is {what}, which cannot "

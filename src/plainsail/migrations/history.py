@@ -33,12 +33,21 @@ class Plan:
 
 
 def plan(files: list[MigrationFile], applied: list[AppliedRow]) -> Plan:
-    """Pending files in order, and every reason to refuse running them."""
+    """Pending files in order (`files` is in run order), and every reason to refuse
+    running them. A row matches the file of the same name, else of the same version (so
+    rows recorded under an older version rule still match their file)."""
     by_version = {f.version: f for f in files}
-    done = {row.version for row in applied}
+    by_name = {f.name: f for f in files}
+    done: set[str] = set()
     problems: list[str] = []
+    position = {f.name: i for i, f in enumerate(files)}
+    last: tuple[int, AppliedRow] | None = None
     for row in applied:
-        f = by_version.get(row.version)
+        f = by_name.get(row.name) or by_version.get(row.version)
+        if f is not None:
+            done.add(f.name)
+            if last is None or position[f.name] > last[0]:
+                last = (position[f.name], row)
         if f is None:
             problems.append(
                 f"{row.name} was applied on {row.applied_at} but is no longer in the "
@@ -56,14 +65,13 @@ def plan(files: list[MigrationFile], applied: list[AppliedRow]) -> Plan:
                 f"{row.checksum[:12]} recorded, {f.checksum[:12]} now); restore the applied "
                 "text and put the change in a new file"
             )
-    pending = [f for f in files if f.version not in done]
-    if applied:
-        last = max(applied, key=lambda r: r.name)
+    pending = [f for f in files if f.name not in done]
+    if last is not None:
         for f in pending:
-            if f.name < last.name:
+            if position[f.name] < last[0]:
                 problems.append(
-                    f"{f.name} is not applied but sorts before {last.name}, which is; "
-                    f"rename it so it sorts after {last.name}"
+                    f"{f.name} is not applied but sorts before {last[1].name}, which is; "
+                    f"rename it so it sorts after {last[1].name}"
                 )
     return Plan(applied=sorted(applied, key=lambda r: r.name), pending=pending,
                 problems=problems)

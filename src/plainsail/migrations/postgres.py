@@ -25,7 +25,7 @@ except ImportError as exc:  # pragma: no cover - depends on the image
 
 from plainsail.errors import MigrationError
 from plainsail.migrations.dburl import DatabaseURL
-from plainsail.migrations.files import MigrationFile
+from plainsail.migrations.files import NO_TRANSACTION_MARKER, MigrationFile
 from plainsail.migrations.history import TABLE, AppliedRow
 from plainsail.migrations.sqlsplit import Statement
 from plainsail.secret import redact
@@ -65,6 +65,8 @@ def _first_line(exc: Exception) -> str:
         text = diag.message_primary or str(exc).strip().splitlines()[0]
         if diag.message_detail:
             text += f" ({diag.message_detail})"
+        if diag.message_hint:
+            text += f" HINT: {diag.message_hint}"
         if exc.sqlstate:
             text += f" [SQLSTATE {exc.sqlstate}]"
         return text
@@ -128,6 +130,15 @@ class PostgresDatabase:
             "VALUES (%s, %s, %s, %s, %s)",
             (f.version, f.name, f.checksum, ms, applied_by),
         )
+
+    def record_baseline(self, files: list[MigrationFile], applied_by: str) -> None:
+        try:
+            with self.conn.transaction():
+                for f in files:
+                    self._record(f, 0, applied_by)
+        except psycopg.Error as exc:
+            raise MigrationError(f"cannot record the baseline in {TABLE}: {_describe(exc)}; "
+                                 "nothing was recorded") from exc
 
     # -- serializing runners ------------------------------------------------------------
     def acquire_lock(self, wait: float, on_wait: Callable[[str], None]) -> None:
@@ -214,6 +225,10 @@ class PostgresDatabase:
             msg += (f"; it waited longer than lock_timeout ({self.lock_timeout:g}s) for a lock "
                     "another session holds (the running app or a long query); retry when it "
                     "is quieter or raise --lock-timeout")
+        elif isinstance(exc, pgerrors.InvalidTransactionTermination):
+            msg += ("; the statement COMMITs or ROLLBACKs inside (a DO block or procedure "
+                    "that works in batches), which works only outside a transaction: move "
+                    f"it alone to a new file whose first line is '{NO_TRANSACTION_MARKER}'")
         elif isinstance(exc, pgerrors.QueryCanceled):
             msg += (f"; it ran longer than statement_timeout ({self.statement_timeout:g}s); "
                     "raise --statement-timeout or make the change in smaller steps")
@@ -269,6 +284,18 @@ class PostgresDatabase:
     def _index_name(stmt: Statement) -> str | None:
         m = _INDEX_NAME.search(stmt.text)
         return re.sub(r"\s+", "", m.group(1)) if m else None
+
+    def invalid_indexes(self) -> list[str]:
+        """INVALID indexes (left by a failed CREATE INDEX CONCURRENTLY or REINDEX), each
+        schema-qualified."""
+        try:
+            return sorted(self._invalid_indexes())
+        except psycopg.Error as exc:
+            raise MigrationError(f"cannot list invalid indexes: {_describe(exc)}") from exc
+
+    @staticmethod
+    def drop_advice(indexes: list[str]) -> str:
+        return PostgresDatabase._drop_advice(indexes)
 
     def _invalid_indexes(self) -> set[str]:
         rows = self.conn.execute(

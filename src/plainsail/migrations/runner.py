@@ -18,8 +18,9 @@ from plainsail import __version__
 from plainsail.errors import MigrationError
 from plainsail.migrations import dburl
 from plainsail.migrations.dburl import DatabaseURL
-from plainsail.migrations.files import MigrationFile, check_file, discover
+from plainsail.migrations.files import MigrationFile, check_file
 from plainsail.migrations.history import AppliedRow, Plan, plan
+from plainsail.migrations.layouts import discover
 
 MYSQL_REFUSAL = (
     "MySQL and MariaDB commit every DDL statement on their own, so a file that fails "
@@ -35,6 +36,7 @@ class Options:
     statement_timeout: float = 300.0
     wait: float = 300.0
     allow_non_transactional_ddl: bool = False
+    layout: str | None = None  # None: detect it from the folder
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,8 @@ class Database(Protocol):
     def release_lock(self) -> None: ...
     def apply(self, f: MigrationFile, applied_by: str) -> float | None: ...
     def apply_no_transaction(self, f: MigrationFile, applied_by: str) -> float: ...
+    def invalid_indexes(self) -> list[str]: ...
+    def record_baseline(self, files: list[MigrationFile], applied_by: str) -> None: ...
     def close(self) -> None: ...
 
 
@@ -96,7 +100,7 @@ def open_database(opts: Options, warn: Callable[[str], None]) -> Database:
 
 
 def _load(opts: Options) -> list[MigrationFile]:
-    files = discover(opts.folder)
+    files = discover(opts.folder, opts.layout)
     for f in files:
         check_file(f)  # refuse unrunnable files before anything runs
     return files
@@ -115,20 +119,31 @@ def status(opts: Options, warn: Callable[[str], None]) -> Plan:
     db = open_database(opts, warn)
     try:
         rows = db.read_applied() or []
+        invalid = db.invalid_indexes()
     finally:
         db.close()
-    return plan(files, rows)
+    p = plan(files, rows)
+    if invalid:
+        drops = "; ".join(f"DROP INDEX CONCURRENTLY IF EXISTS {i}" for i in invalid)
+        p.problems.append(
+            f"INVALID index {', '.join(invalid)} (left by a failed CREATE INDEX CONCURRENTLY "
+            f"or REINDEX) slows every write and serves no reads; drop it: {drops}; then "
+            "run plainsail migrate again")
+    return p
 
 
 def migrate(
     opts: Options,
     say: Callable[[str], None],
     warn: Callable[[str], None],
+    result: Result | None = None,
 ) -> Result:
-    """Apply every pending file in order; stop at the first failure (already rolled back)."""
+    """Apply every pending file in order; stop at the first failure (already rolled back).
+    Pass `result` to see what was applied before a failure."""
+    if result is None:
+        result = Result(database=str(opts.database))
     files = _load(opts)
     db = open_database(opts, warn)
-    result = Result(database=str(opts.database))
     try:
         db.acquire_lock(opts.wait, say)
         try:
@@ -154,3 +169,48 @@ def migrate(
     finally:
         db.close()
     return result
+
+
+def _digits(text: str) -> str:
+    return "".join(ch for ch in text if ch.isdigit()).lstrip("0") or "0"
+
+
+def _find_version(files: list[MigrationFile], wanted: str) -> list[int]:
+    """`--to` names a migration by its version or name, or by the digits the migrating
+    tool kept (Diesel records 2019-02-26-002946 as 20190226002946)."""
+    exact = [i for i, f in enumerate(files) if wanted in (f.version, f.name)]
+    if exact or not any(ch.isdigit() for ch in wanted):
+        return exact
+    return [i for i, f in enumerate(files) if _digits(f.version) == _digits(wanted)]
+
+
+def baseline(opts: Options, to: str, say: Callable[[str], None],
+             warn: Callable[[str], None]) -> list[MigrationFile]:
+    """Record every migration up to and including version `to` as applied, running
+    nothing: for a database that another tool (or a dump) already brought that far."""
+    files = _load(opts)
+    matches = _find_version(files, to)
+    if len(matches) != 1:
+        near = ", ".join(f.version for f in files[-3:]) or "none"
+        what = "no migration" if not matches else "more than one migration"
+        raise MigrationError(
+            f"--to {to}: {what} in {opts.folder} has that version; name one of the "
+            f"versions in the folder (the last ones: {near})")
+    chosen = files[: matches[0] + 1]
+    db = open_database(opts, warn)
+    try:
+        db.acquire_lock(opts.wait, say)
+        try:
+            db.prepare()
+            rows = db.read_applied() or []
+            if rows:
+                raise MigrationError(
+                    f"{opts.database} already records {len(rows)} applied migration(s) in "
+                    "plainsail_migrations; a baseline is only for a database plainsail has "
+                    "never migrated (run plainsail migrate status to see where it stands)")
+            db.record_baseline(chosen, f"{applied_by()} baseline")
+        finally:
+            db.release_lock()
+    finally:
+        db.close()
+    return chosen

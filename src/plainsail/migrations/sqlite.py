@@ -124,5 +124,20 @@ class SqliteDatabase:
             raise MigrationError(f"{f.name} ran but recording it failed: {exc}") from exc
         return ms
 
+    def record_baseline(self, files: list[MigrationFile], applied_by: str) -> None:
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+            for f in files:
+                self._record(f, 0, applied_by)
+            self.conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise MigrationError(f"cannot record the baseline in {TABLE}: {exc}; nothing "
+                                 "was recorded") from exc
+
+    def invalid_indexes(self) -> list[str]:
+        return []  # SQLite builds indexes in the file's transaction: none is left half-built
+
     def close(self) -> None:
         self.conn.close()

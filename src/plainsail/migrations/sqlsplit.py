@@ -2,8 +2,9 @@
 
 Standard library only: this runs inside application containers. It understands what can
 hide a semicolon in PostgreSQL and SQLite text: '...' and E'...' strings, "..." identifiers,
-$tag$...$tag$ bodies, -- and nested /* */ comments, and the BEGIN ... END body of a
-CREATE FUNCTION/PROCEDURE/TRIGGER (SQL-standard bodies, SQLite triggers).
+$tag$...$tag$ bodies, -- and nested /* */ comments, parentheses (the actions of a
+multi-action CREATE RULE), and the BEGIN ... END body of a CREATE FUNCTION/PROCEDURE/TRIGGER
+(SQL-standard bodies, SQLite triggers).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class _Builder:
     start: int = -1
     words: list[str] = field(default_factory=list)
     depth: int = 0  # BEGIN/CASE ... END nesting inside a routine or trigger body
+    parens: int = 0  # open parentheses: a multi-action rule's (...; ...) holds semicolons
 
     def routine(self) -> bool:
         w = self.words
@@ -130,8 +132,15 @@ def split_sql(text: str) -> list[Statement]:
                 raise SplitError(f"a {tag} quoted body is never closed", line)
             line += text.count("\n", i, end + len(tag))
             i = end + len(tag)
+        elif c == "(" or c == ")":
+            begin_token(i)
+            if c == "(":
+                cur.parens += 1
+            elif cur.parens > 0:
+                cur.parens -= 1
+            i += 1
         elif c == ";":
-            if cur.depth > 0:
+            if cur.depth > 0 or cur.parens > 0:
                 i += 1
                 continue
             if cur.start >= 0:

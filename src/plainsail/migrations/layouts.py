@@ -1,0 +1,264 @@
+"""How projects keep their migrations, and which files of a folder run in which order.
+
+Standard library only (runs inside application containers). Layouts:
+
+- `flat`: `NNNN_name.sql` files (plainsail's own). The version is the leading number
+  (`0007` in `0007_add_email.sql`; `2019-02-26-002946` in `2019-02-26-002946_x.sql`);
+  numbered files run in numeric order, other names in name order.
+- `diesel`: `<timestamp>_<name>/up.sql` (down.sql is never run).
+- `prisma`: `<timestamp>_<name>/migration.sql`.
+- `golang-migrate`: `<version>_<name>.up.sql` (`.down.sql` is never run).
+- `dbmate`: `<version>_<name>.sql` with `-- migrate:up` and `-- migrate:down` sections;
+  only the up section runs (`-- migrate:up transaction:false` marks it no-transaction).
+- `flyway`: `V<version>__<description>.sql` (`V1_1__x.sql` is version 1.1); repeatable
+  `R__` files are refused, undo `U__` files are never run.
+
+The layout is detected from the folder, or forced with --layout,
+$PLAINSAIL_MIGRATIONS_LAYOUT or `migrate.layout` in plainsail.yml.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import defaultdict
+from pathlib import Path
+
+from plainsail.errors import MigrationError
+from plainsail.migrations.files import MigrationFile, checksum_of, read_file
+
+FLAT = "flat"
+DIESEL = "diesel"
+PRISMA = "prisma"
+GOLANG_MIGRATE = "golang-migrate"
+DBMATE = "dbmate"
+FLYWAY = "flyway"
+LAYOUTS = (FLAT, DIESEL, PRISMA, GOLANG_MIGRATE, DBMATE, FLYWAY)
+ENV = "PLAINSAIL_MIGRATIONS_LAYOUT"
+
+_OLD_VERSION = re.compile(r"^([^_\-.]+)[_\-]?")
+_NUMBERED = re.compile(r"^(\d+(?:[-_.]\d+)*)(?=[-_.]|$)")
+_DIGITS = re.compile(r"\d+")
+_GOLANG = re.compile(r"^(\d+)_.*\.up\.sql$")
+_FLYWAY = re.compile(r"^V(\d+(?:[._]\d+)*)__.+\.sql$")
+_FLYWAY_OTHER = re.compile(r"^([RUB])(\d[\w.]*)?__.+\.sql$")
+_DBMATE_UP = re.compile(r"^--[ \t]*migrate:up\b(.*)$", re.M)
+_DBMATE_DOWN = re.compile(r"^--[ \t]*migrate:down\b.*$", re.M)
+_DOWN = re.compile(r"(^|[._])down\.sql$")
+
+
+def choose(flag: str | None, configured: str | None = None) -> str | None:
+    """The forced layout: --layout, else $PLAINSAIL_MIGRATIONS_LAYOUT, else
+    `migrate.layout` from plainsail.yml; None means detect it."""
+    for value, where in ((flag, "--layout"), (os.environ.get(ENV), f"${ENV}"),
+                         (configured, "migrate.layout")):
+        if value:
+            value = value.strip().lower()
+            if value == "auto":
+                return None
+            if value not in LAYOUTS:
+                raise MigrationError(f"{where}: unknown layout {value!r}; use one of "
+                                     f"{', '.join(LAYOUTS)} (or auto to detect it)")
+            return value
+    return None
+
+
+def _numbers(version: str) -> tuple[int, ...]:
+    return tuple(int(d) for d in _DIGITS.findall(version))
+
+
+def detect(folder: Path) -> str:
+    """The layout of `folder`, from the names (and, for dbmate, the text) of its files."""
+    found: dict[str, str] = {}
+    with os.scandir(folder) as entries:
+        listing = [(e.name, e.is_dir()) for e in entries]
+    sql = [folder / n for n, is_dir in listing if not is_dir and n.endswith(".sql")]
+    for d in sorted(folder / n for n, is_dir in listing if is_dir):
+        if (d / "up.sql").is_file():
+            found.setdefault(DIESEL, f"{d.name}/up.sql")
+        elif (d / "migration.sql").is_file():
+            found.setdefault(PRISMA, f"{d.name}/migration.sql")
+    for p in sorted(sql):
+        if _FLYWAY.match(p.name) or _FLYWAY_OTHER.match(p.name):
+            found.setdefault(FLYWAY, p.name)
+        elif p.name.endswith((".up.sql", ".down.sql")):
+            found.setdefault(GOLANG_MIGRATE, p.name)
+    if not found and sql:
+        # Every dbmate file starts with its '-- migrate:up' section: the first one tells.
+        with min(sql).open("rb") as fh:
+            head = fh.read(4096).decode("utf-8", errors="replace")
+        if _DBMATE_UP.search(head):
+            found[DBMATE] = min(sql).name
+    if not found:
+        return FLAT
+    if len(found) > 1:
+        seen = "; ".join(f"{k} ({v})" for k, v in found.items())
+        raise MigrationError(
+            f"{folder} mixes migration layouts: {seen}; keep one layout per folder, or "
+            f"force one with --layout or ${ENV} ({', '.join(LAYOUTS)})")
+    return next(iter(found))
+
+
+def discover(folder: Path, layout: str | None = None) -> list[MigrationFile]:
+    """Every migration of `folder` that runs, in the order it runs. Refuses names that
+    collide or that the layout cannot order, listing all of them."""
+    if not folder.is_dir():
+        raise MigrationError(
+            f"migrations folder {folder} does not exist; create it, or point --dir or "
+            "$PLAINSAIL_MIGRATIONS at the folder holding your .sql files"
+        )
+    layout = layout or detect(folder)
+    reader = {FLAT: _flat, DIESEL: _folders, PRISMA: _folders, GOLANG_MIGRATE: _golang,
+              DBMATE: _dbmate, FLYWAY: _flyway}[layout]
+    files = reader(folder, layout)
+    _refuse_collisions(files, layout)
+    return sorted(files, key=lambda f: f.order)
+
+
+def _refuse_collisions(files: list[MigrationFile], layout: str) -> None:
+    groups: dict[object, list[str]] = defaultdict(list)
+    for f in files:
+        groups[f.order[:2]].append(f.name)
+    clashes = [sorted(names) for names in groups.values() if len(names) > 1]
+    if clashes:
+        listed = "; ".join(" and ".join(names) for names in sorted(clashes))
+        raise MigrationError(
+            f"{len(clashes)} group(s) of migrations share a version ({layout} layout), so "
+            f"their order is ambiguous: {listed}; rename them so each has its own version "
+            "(e.g. the next free number, zero-padded like the others)")
+
+
+def flat_version(stem: str) -> str:
+    """The version of a flat file: the leading number, separators and all, when a number
+    follows a separator (`2019-02-26-002946`); otherwise the text before the first `_` or
+    `-`, exactly as plainsail has always recorded it (`0007` for `0007_add_email`)."""
+    m = _NUMBERED.match(stem)
+    if m and re.match(r"\d+[-_.]\d", m.group(1)):
+        return m.group(1)
+    old = _OLD_VERSION.match(stem)
+    return old.group(1) if old else stem
+
+
+def _with(f: MigrationFile, **changes: object) -> MigrationFile:
+    from dataclasses import replace
+
+    return replace(f, **changes)  # type: ignore[arg-type]
+
+
+def _flat(folder: Path, layout: str) -> list[MigrationFile]:
+    out = []
+    for p in sorted(folder.glob("*.sql"), key=lambda p: p.name):
+        if not p.is_file() or _DOWN.search(p.name):
+            continue
+        f = read_file(p)
+        version = flat_version(p.stem)
+        numbers = _numbers(version) if version[:1].isdigit() else ()
+        # Numbered files first, in numeric order (so 0002 runs before 00010); then other
+        # names in name order.
+        order = (0, numbers, p.name) if numbers else (1, (version,), p.name)
+        out.append(_with(f, version=version, order=order))
+    return out
+
+
+def _folders(folder: Path, layout: str) -> list[MigrationFile]:
+    script = "up.sql" if layout == DIESEL else "migration.sql"
+    out = []
+    stray = sorted(p.name for p in folder.glob("*.sql") if p.is_file())
+    if stray:
+        raise MigrationError(
+            f"{folder}/{stray[0]} is not part of the {layout} layout (each migration is a "
+            f"folder holding {script}); move it into its own migration folder")
+    for d in sorted(p for p in folder.iterdir() if p.is_dir()):
+        path = d / script
+        if not path.is_file():
+            if any(d.glob("*.sql")):
+                raise MigrationError(f"{d} has no {script}; every {layout} migration folder "
+                                     f"needs one")
+            continue
+        version = d.name.split("_", 1)[0]
+        numbers = _numbers(version)
+        if not numbers:
+            raise MigrationError(f"{d.name}: a {layout} migration folder is named "
+                                 "<timestamp>_<name>; rename it")
+        f = read_file(path)
+        out.append(_with(f, name=d.name, version=version, order=(0, numbers, d.name)))
+    return out
+
+
+def _golang(folder: Path, layout: str) -> list[MigrationFile]:
+    out = []
+    for p in sorted(folder.glob("*.sql"), key=lambda p: p.name):
+        if not p.is_file() or p.name.endswith(".down.sql"):
+            continue
+        m = _GOLANG.match(p.name)
+        if not m:
+            raise MigrationError(f"{p.name}: a golang-migrate file is named "
+                                 "<version>_<name>.up.sql (or .down.sql); rename it")
+        f = read_file(p)
+        out.append(_with(f, version=m.group(1), order=(0, _numbers(m.group(1)), p.name)))
+    return out
+
+
+def _dbmate(folder: Path, layout: str) -> list[MigrationFile]:
+    out = []
+    for p in sorted(folder.glob("*.sql"), key=lambda p: p.name):
+        if not p.is_file():
+            continue
+        version = p.stem.split("_", 1)[0]
+        if not version.isdigit():
+            raise MigrationError(f"{p.name}: a dbmate file is named <version>_<name>.sql; "
+                                 "rename it")
+        out.append(_dbmate_file(read_file(p)))
+    return out
+
+
+def _dbmate_file(f: MigrationFile) -> MigrationFile:
+    version = f.path.stem.split("_", 1)[0]
+    up = _DBMATE_UP.search(f.text)
+    if not up:
+        raise MigrationError(f"{f.name} has no '-- migrate:up' line; dbmate runs only "
+                             "the section below it")
+    down = _DBMATE_DOWN.search(f.text, up.end())
+    end = down.start() if down else len(f.text)
+    # Keep line numbers: blank everything outside the up section.
+    head = "\n" * f.text.count("\n", 0, up.end())
+    body = f.text[up.end():end]
+    text = head + body
+    options = up.group(1)
+    return _with(
+        f, version=version, text=text, checksum=checksum_of(body.encode("utf-8")),
+        first_line=f.text.count("\n", 0, up.end()) + 2,
+        marked=bool(re.search(r"\btransaction:false\b", options)),
+        order=(0, (int(version),), f.name))
+
+
+def _flyway(folder: Path, layout: str) -> list[MigrationFile]:
+    out = []
+    for p in sorted(folder.rglob("*.sql"), key=lambda p: p.name):
+        if not p.is_file():
+            continue
+        m = _FLYWAY.match(p.name)
+        if not m:
+            other = _FLYWAY_OTHER.match(p.name)
+            if other and other.group(1) == "U":
+                continue  # undo migrations never run: forward-only
+            if other and other.group(1) == "R":
+                raise MigrationError(
+                    f"{p.name} is a repeatable Flyway migration, which plainsail does not "
+                    "run (every migration runs once, forward-only); put its current text "
+                    "in a new V<version>__ file and remove it")
+            raise MigrationError(f"{p.name}: a Flyway migration is named "
+                                 "V<version>__<description>.sql; rename it")
+        version = m.group(1).replace("_", ".")
+        f = read_file(p)
+        out.append(_with(f, version=version, order=(0, _numbers(version), p.name)))
+    return out
+
+
+def read_one(path: Path) -> MigrationFile:
+    """One file named on its own: a dbmate file (with `-- migrate:up`) is read as dbmate
+    reads it, anything else whole."""
+    f = read_file(path)
+    if _DBMATE_UP.search(f.text) and path.stem.split("_", 1)[0].isdigit():
+        return _dbmate_file(f)
+    return f

@@ -1,0 +1,1 @@
+ALTER TABLE customer ADD COLUMN country CHAR(2) NOT NULL DEFAULT 'NL';
