@@ -148,3 +148,16 @@ def test_notification_and_exit_codes() -> None:
     assert exit_code(rec) == 1
     assert exit_code({"outcome": "succeeded"}) == 0 and exit_code({"outcome": "unchanged"}) == 0
     assert exit_code({"outcome": "interrupted"}) == 130
+
+
+def test_migrate_layout_travels_to_the_migration_container() -> None:
+    from plainsail.config import MIGRATION_LAYOUTS
+    from plainsail.migrations.layouts import LAYOUTS
+
+    assert MIGRATION_LAYOUTS == LAYOUTS
+    c = cfg("migrate:\n  command: [plainsail, migrate]\n  layout: diesel\n")
+    argv = migrate_argv(c, TARGET, "/e", "20260101T000000Z-abcdef")
+    assert argv[argv.index("--env") + 1] == "PLAINSAIL_MIGRATIONS_LAYOUT=diesel"
+    assert "--env" not in migrate_argv(cfg("migrate:\n  command: [m]\n"), TARGET, "/e", "i")
+    with pytest.raises(configlib.ConfigError, match="migrate.layout"):
+        cfg("migrate:\n  command: [m]\n  layout: rails\n")

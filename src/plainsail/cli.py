@@ -35,6 +35,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "logs": ("logs", "show the app container's logs"),
     "lock": ("lock", "show or release a service's deploy lock"),
     "config": ("config", "validate plainsail.yml and print it resolved"),
+    "init": ("init", "write plainsail.yml, ignore entries and a GitHub Actions deploy "
+             "workflow for this repository"),
+    "audit": ("audit", "check workflows, Dockerfiles, plainsail.yml and migrations against "
+              "the deploy rules"),
     "demo": ("demo", "run the whole pipeline on the bundled example app, narrated"),
 }
 
@@ -245,6 +249,50 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     _json_flag(p)
 
 
+def _init_args(p: argparse.ArgumentParser) -> None:
+
+    p.add_argument("--service", metavar="NAME",
+                   help="the service name (default: the folder's name)")
+    p.add_argument("--image", metavar="REPOSITORY",
+                   help="the image repository, no tag (default: ghcr.io/OWNER/REPO from a "
+                   "GitHub origin)")
+    p.add_argument("--host", action="append", metavar="HOST", default=[],
+                   help="a host to deploy to: ssh://user@host[:port], an ~/.ssh/config alias "
+                   "or local (repeatable; at least one)")
+    p.add_argument("--port", type=int, metavar="PORT",
+                   help="the app's port (default: the Dockerfile's EXPOSE, else 8080)")
+    p.add_argument("--health-path", default="/health", metavar="PATH",
+                   help="the health gate's URL path; it must check real function "
+                   "(default: /health)")
+    p.add_argument("--migrate-command", metavar="COMMAND",
+                   help="the migration command (default: from the migrations folder found, "
+                   "e.g. plainsail migrate; none without one)")
+    p.add_argument("--ci", choices=["github"], default="github",
+                   help="which CI to write a workflow for (github: .github/workflows/"
+                   "deploy.yml)")
+    p.add_argument("--install", choices=["pip", "action"], default="pip",
+                   help="how the workflow installs plainsail: a pinned pip install line "
+                   "(default) or the plainsail Action at --plainsail-ref")
+    p.add_argument("--plainsail-repo", default="plainsail/plainsail", metavar="OWNER/NAME",
+                   help="the GitHub repository plainsail is installed from "
+                   "(default: plainsail/plainsail)")
+    p.add_argument("--plainsail-ref", default=f"v{__version__}", metavar="REF",
+                   help=f"the plainsail commit or tag the workflow installs (default: "
+                   f"v{__version__}; a full commit SHA for --install action)")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite an existing plainsail.yml and workflow")
+    _json_flag(p)
+
+
+def _audit_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", nargs="?", default=".", metavar="PATH",
+                   help="a repository folder (default: .), or one workflow, action.yml, "
+                   "Dockerfile or plainsail.yml")
+    p.add_argument("--format", choices=["text", "json", "sarif", "github"], default="text",
+                   help="text (default), json, sarif for code scanning, or github for "
+                   "workflow annotations")
+
+
 def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep", action="store_true",
                    help="leave the demo app running (and say how to remove it)")
@@ -267,6 +315,8 @@ _ADDERS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "logs": _logs_args,
     "lock": _lock_args,
     "config": _config_args,
+    "init": _init_args,
+    "audit": _audit_args,
     "demo": _demo_args,
 }
 

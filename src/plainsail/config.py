@@ -29,6 +29,8 @@ from plainsail.secret import Secret
 DEFAULT_FILE = "plainsail.yml"
 MAX_FILE_BYTES = 1024 * 1024  # a plainsail.yml is a few kilobytes
 MAX_DEPTH = 50  # a valid config nests 4 levels; refuse anything far deeper before walking it
+# The migration folder layouts (plainsail.migrations.layouts.LAYOUTS; a test keeps them equal).
+MIGRATION_LAYOUTS = ("flat", "diesel", "prisma", "golang-migrate", "dbmate", "flyway")
 SERVICE_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")  # part of container names and paths
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _VAR_RE = re.compile(r"\$\$\{|\$\{([^}:]*)(?::-([^}]*))?\}")
@@ -102,6 +104,7 @@ class AppConfig:
 class MigrateConfig:
     command: list[str]
     timeout: float = 300.0
+    layout: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -771,7 +774,9 @@ _SCHEMA = obj(
             },
         ),
         "migrate": obj(MigrateConfig, {"command": command,
-                                       "timeout": duration(MAX_MIGRATE_TIMEOUT)}, ("command",)),
+                                       "timeout": duration(MAX_MIGRATE_TIMEOUT),
+                                       "layout": choice("auto", *MIGRATION_LAYOUTS)},
+                       ("command",)),
         "health": obj(
             HealthConfig,
             {

@@ -69,6 +69,7 @@ def run_args(
     init: bool = True,
     stop_timeout: float | None = None,
     restart: str | None = None,
+    env: Mapping[str, str] | None = None,
     detach: bool = True,
     remove: bool = False,
     command: Sequence[str] = (),
@@ -87,6 +88,8 @@ def run_args(
         argv += ["--stop-timeout", str(max(0, round(stop_timeout)))]
     if env_file:
         argv += ["--env-file", env_file]
+    for key, value in (env or {}).items():
+        argv += ["--env", f"{key}={value}"]
     for key, value in labels.items():
         argv += ["--label", f"{key}={value}"]
     if network:

@@ -106,6 +106,9 @@ def migrate_argv(cfg: Config, target: Target, env_file: str, deploy_id: str) -> 
                 docker.LABEL_DEPLOY: deploy_id, docker.LABEL_TAG: target.tag},
         network=cfg.app.network, volumes=cfg.app.volumes, init=True, detach=False, remove=True,
         command=cfg.migrate.command,
+        # The runner reads no plainsail.yml inside the image: the layout travels as a variable.
+        env=({"PLAINSAIL_MIGRATIONS_LAYOUT": cfg.migrate.layout}
+             if cfg.migrate.layout != "auto" else None),
     )
 
 

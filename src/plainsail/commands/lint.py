@@ -18,7 +18,7 @@ def run(args: argparse.Namespace) -> int:
     from plainsail.lint.sources import added_since, collect, read_stdin
     from plainsail.migrations import layouts
 
-    layout = layouts.choose(getattr(args, "layout", None))
+    layout = layouts.choose(getattr(args, "layout", None), _configured_layout(args))
     stdin = "-" in args.paths
     paths = [p for p in args.paths if p != "-"]
     if not paths and not stdin:
@@ -43,3 +43,16 @@ def run(args: argparse.Namespace) -> int:
     else:
         say(report.text(findings, checked))
     return 1 if report.counts(findings)["errors"] else 0
+
+
+def _configured_layout(args: argparse.Namespace) -> str | None:
+    """`migrate.layout` from plainsail.yml when there is one (lint also runs without)."""
+    from pathlib import Path
+
+    from plainsail import config as configlib
+
+    path = Path(args.config or configlib.DEFAULT_FILE)
+    if not path.is_file():
+        return None
+    cfg = configlib.load(path)
+    return cfg.migrate.layout if cfg.migrate else None
