@@ -6,7 +6,7 @@ bash scripts/setup.sh
 .venv/bin/ruff check src tests bench
 .venv/bin/mypy src
 set +e
-.venv/bin/python -m pytest "$@"
+PLAINSAIL_FUZZ=${PLAINSAIL_FUZZ:-full} .venv/bin/python -m pytest "$@"
 code=$?
 set -e
 if [ "$code" = 5 ]; then echo "no test ran: that is a failure" >&2; exit 1; fi
