@@ -820,3 +820,55 @@ def test_redirect_loops_bad_urls_and_odd_realms_are_clear_errors() -> None:
     assert str(err.value) == ("registry reg.example named a token service that is not an "
                               "http(s) URL ('file:///etc/token'); refused")
     assert client.has_blob("team/app", "sha256:" + "1" * 64)
+
+
+def _non_loopback_address() -> str | None:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # no packet is sent: picks the outgoing address
+            address = str(s.getsockname()[0])
+        except OSError:
+            return None
+    return None if address.startswith("127.") else address
+
+
+def test_insecure_registry_over_real_plain_http(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """registry.insecure: true reaches a plain-HTTP registry on a non-loopback address;
+    without it the same registry is spoken to over https:// and fails clearly."""
+    address = _non_loopback_address()
+    if address is None:
+        pytest.skip("this machine has no non-loopback IPv4 address")
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            body = json.dumps({"name": "acme/svc", "tags": ["0123abcd"]}).encode()
+            self.send_response(200 if self.path.startswith("/v2/acme/svc/tags/list") else 404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer((address, 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        host = f"{address}:{server.server_address[1]}"
+        auth = RegistryAuth(insecure=True)
+        cfg = Config(service="svc", image=f"{host}/acme/svc", registry=auth)
+        with RegistryClient.for_config(cfg) as client:
+            assert client.tags(f"{host}/acme/svc") == ["0123abcd"]
+        assert "registry.insecure is true" in capsys.readouterr().err
+        plain = Config(service="svc", image=f"{host}/acme/svc")
+        with RegistryClient.for_config(plain, deadline=10) as client, \
+                pytest.raises(RegistryError):
+            client.tags(f"{host}/acme/svc")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

@@ -10,7 +10,7 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -258,3 +258,39 @@ def test_cli_errors_are_one_line(env: Env, tmp_path: Path,
         assert code in (1, 2), argv
         assert err.startswith("error: ") and err.count("\n") == 1, err
         assert "Traceback" not in err
+
+
+def test_same_key_other_repository_is_wrong_identity(env: Env, local_images: tuple[str, str],
+                                                     registry: Registry) -> None:
+    """Service A's signed image pushed as service B, with A's signature copied along."""
+    other_repo = registry.repo(f"signtest-b-{uuid.uuid4().hex[:10]}")
+    push(local_images[0], other_repo, env.tag)
+    other = replace(env.cfg, image=other_repo)
+    sign_image(env.cfg, env.tag, None, passphrase=PASS, client=env.client)
+    layers = signatures.parse_manifest(json.dumps(sig_manifest(env)).encode())
+    for layer in layers:
+        env.client.put_blob(other_repo, env.client.get_blob(env.cfg.image, layer.digest))
+    ref = ImageRef(other_repo, tag=signatures.signature_tag(env.digest))
+    config = signatures.make_config(layers)
+    config_digest = env.client.put_blob(ref, config)
+    env.client.put_manifest(ref, signatures.make_manifest(config_digest, len(config), layers),
+                            signatures.OCI_MANIFEST)
+    with pytest.raises(VerificationError) as err:
+        verify_image(other, env.tag, None, client=env.client)
+    assert err.value.reason == "wrong-identity" and env.cfg.image in str(err.value)
+    widened = replace(other, signing=replace(other.signing, repositories=[env.cfg.image]))
+    assert verify_image(widened, env.tag, None, client=env.client).identity == env.cfg.image
+
+
+def test_signing_keeps_foreign_layers_and_skips_them(env: Env) -> None:
+    note = b"an attachment, not a signature"
+    note_digest = env.client.put_blob(env.cfg.image, note)
+    write_sig_manifest(env, [signatures.Layer(note_digest, len(note), "c2ln",
+                                              media_type="text/plain")])
+    assert reason_of(env) == "unsigned"
+    result = sign_image(env.cfg, env.tag, None, passphrase=PASS, client=env.client)
+    assert result.added and result.layers == 2
+    kinds = [x["mediaType"] for x in sig_manifest(env)["layers"]]
+    assert kinds == ["text/plain", signatures.SIMPLESIGNING]
+    v = verify_image(env.cfg, env.tag, None, client=env.client)
+    assert v.digest == env.digest and "text/plain" in v.skipped[0]

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from plainsail import buildrecords, docker
+from plainsail import buildrecords, docker, dockerignore
 from plainsail import git as gitlib
 from plainsail.buildrecords import BuildRecord
 from plainsail.config import Config
@@ -64,8 +64,18 @@ def rfc3339_now() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
+def github_source() -> str | None:
+    """The repository URL GitHub Actions gives a job (GITHUB_SERVER_URL/GITHUB_REPOSITORY),
+    for checkouts without an `origin` remote."""
+    server = os.environ.get("GITHUB_SERVER_URL", "")
+    repository = os.environ.get("GITHUB_REPOSITORY", "")
+    if os.environ.get("GITHUB_ACTIONS") == "true" and server and repository:
+        return f"{server.rstrip('/')}/{repository}"
+    return None
+
+
 def labels_for(cfg: Config, commit: gitlib.Commit, tag: str, created: str) -> dict[str, str]:
-    source = cfg.build.source or commit.origin or ""
+    source = cfg.build.source or commit.origin or github_source() or ""
     labels = {
         f"{OCI}.revision": commit.sha,
         f"{OCI}.created": created,
@@ -112,10 +122,61 @@ def plan(
         raise BuildError(
             f"no Dockerfile at {dockerfile}; create it or set build.dockerfile in plainsail.yml"
         )
+    leaked = private_keys_in_context(cfg, context, dockerfile)
+    if leaked:
+        shown = leaked[0]
+        raise BuildError(
+            f"the private signing key {shown} is inside the build context and "
+            f"{dockerignore.ignore_file(context, dockerfile).name} does not exclude it, so "
+            f"the image could ship it; add {shown} to .dockerignore (plainsail keygen does "
+            "this) or move the key out of the build context"
+        )
     ref = ImageRef(cfg.image, tag)
     labels = labels_for(cfg, commit, tag, rfc3339_now())
     argv = docker.build(str(context), str(dockerfile), str(ref), labels, cfg.build.args)
     return BuildPlan(ref, labels, argv, commit)
+
+
+_KEY_LABELS = tuple(f"-----BEGIN {label}-----".encode() for label in (
+    "ENCRYPTED COSIGN PRIVATE KEY", "ENCRYPTED SIGSTORE PRIVATE KEY"))
+
+
+def private_keys_in_context(cfg: Config, context: Path, dockerfile: Path) -> list[str]:
+    """Private signing keys (signing.key, and cosign key files at the top of the context or
+    next to plainsail.yml) that `docker build` would send, as paths relative to the
+    context."""
+    candidates: set[Path] = set()
+    if cfg.signing.key:
+        candidates.add(cfg.resolve(cfg.signing.key))
+    for folder in {context, cfg.root.resolve()}:
+        try:
+            entries = list(folder.iterdir())
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.is_file() and _looks_like_private_key(entry):
+                candidates.add(entry.resolve())
+    rules = dockerignore.rules_for(context, dockerfile)
+    found = []
+    for path in sorted(candidates):
+        if not path.is_file():
+            continue
+        try:
+            relative = path.relative_to(context.resolve()).as_posix()
+        except ValueError:
+            continue  # outside the context: never sent
+        if not dockerignore.excluded(rules, relative):
+            found.append(relative)
+    return found
+
+
+def _looks_like_private_key(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            head = f.read(64)
+    except OSError:
+        return False
+    return head.startswith(_KEY_LABELS)
 
 
 def run_build(

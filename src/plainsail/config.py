@@ -62,6 +62,7 @@ MAX_MIGRATE_TIMEOUT = 24 * HOUR
 class RegistryAuth:
     username: str = ""
     password: Secret = field(default_factory=lambda: Secret(""))
+    insecure: bool = False
 
 
 @dataclass(frozen=True)
@@ -74,10 +75,20 @@ class BuildConfig:
 
 
 @dataclass(frozen=True)
+class KeylessConfig:
+    issuer: str
+    trusted_root: str
+    identity: str | None = None
+    identity_regexp: str | None = None
+
+
+@dataclass(frozen=True)
 class SigningConfig:
     key: str | None = None
     public_key: str | None = None
     verify: bool = True
+    repositories: list[str] = field(default_factory=list)
+    keyless: KeylessConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -671,6 +682,7 @@ def _health_path(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
 _REGISTRY_FIELDS: dict[str, Conv] = {
     "username": string(re.compile(r"[^:]*"), "a user name cannot contain ':'"),
     "password": secret_string,
+    "insecure": boolean,
 }
 _REGISTRY_HINT = ("give both username and password, or remove the block to use your Docker "
                   "credentials")
@@ -685,7 +697,7 @@ def _registry(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
     if isinstance(node, yaml.MappingNode):
         given = {k.value for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
         missing = [k for k in ("username", "password") if k not in given]
-        if missing:
+        if missing and given & {"username", "password"}:
             ctx.error(node, path, f"{' and '.join(missing)} missing; {_REGISTRY_HINT}")
     auth = obj(RegistryAuth, _REGISTRY_FIELDS)(ctx, node, path)
     if not isinstance(auth, RegistryAuth):
@@ -697,6 +709,50 @@ def _registry(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
                   "Docker credentials")
         return _MISSING
     return auth
+
+
+_REPOSITORY_ENTRY_HINT = ("a repository such as registry.example.com/team/api, or a prefix "
+                          "such as registry.example.com/team/*")
+
+
+def _signed_repository(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
+    """A repository a signature may name (`signing.repositories`), or `PREFIX/*`."""
+    value = string(optional=False, nonempty=True)(ctx, node, path)
+    if not isinstance(value, str):
+        return value
+    problem = check_repository(value.removesuffix("/*"))
+    if problem or value == "*":
+        ctx.error(node, path, f"{problem or _show(value) + ' is not valid'}; write "
+                  f"{_REPOSITORY_ENTRY_HINT}")
+        return _MISSING
+    return value
+
+
+def _regexp(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
+    value = string(nonempty=True)(ctx, node, path)
+    if isinstance(value, str):
+        try:
+            re.compile(value)
+        except re.error as exc:
+            ctx.error(node, path, f"is not a valid regular expression: {exc}")
+            return _MISSING
+    return value
+
+
+def _keyless(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
+    """issuer, trusted_root, and exactly one of identity and identity_regexp."""
+    value = obj(KeylessConfig, {
+        "issuer": string(optional=False, nonempty=True),
+        "identity": string(nonempty=True),
+        "identity_regexp": _regexp,
+        "trusted_root": string(optional=False, nonempty=True),
+    }, ("issuer", "trusted_root"))(ctx, node, path)
+    if isinstance(value, KeylessConfig) and (value.identity is None) == (
+            value.identity_regexp is None):
+        ctx.error(node, path, "give exactly one of identity (the exact certificate identity, "
+                  "e.g. the workflow URL) and identity_regexp")
+        return _MISSING
+    return value
 
 
 def _webhook(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
@@ -746,7 +802,9 @@ _SCHEMA = obj(
             },
         ),
         "signing": obj(
-            SigningConfig, {"key": string(), "public_key": string(), "verify": boolean}
+            SigningConfig, {"key": string(), "public_key": string(), "verify": boolean,
+                            "repositories": list_of(_signed_repository, unique=True),
+                            "keyless": _keyless}
         ),
         "hosts": _hosts,
         "ssh": obj(

@@ -141,6 +141,11 @@ def decrypt_private_key(data: bytes, passphrase: Secret, path: str) -> ec.Ellipt
             f"wrong passphrase for {path}; set COSIGN_PASSWORD to the passphrase given to "
             "keygen"
         ) from None
+    if not is_pkcs8(der):
+        raise SigningKeyError(
+            f"{path} decrypts to an SEC1 'EC PRIVATE KEY' (or another format), not a PKCS#8 "
+            "private key, which is all cosign accepts; create one with plainsail keygen"
+        )
     try:
         key = serialization.load_der_private_key(der, password=None)
     except (ValueError, UnsupportedAlgorithm):
@@ -148,6 +153,35 @@ def decrypt_private_key(data: bytes, passphrase: Secret, path: str) -> ec.Ellipt
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise SigningKeyError(f"{path} holds a non-ECDSA key; plainsail signs with ECDSA only")
     return key
+
+
+def _der_header(data: bytes, at: int) -> tuple[int, int, int]:
+    """(tag, start of content, end of content) of the DER element at `at`."""
+    tag, length, at = data[at], data[at + 1], at + 2
+    if length & 0x80:
+        n = length & 0x7F
+        if not 1 <= n <= 4:
+            raise ValueError("unsupported DER length")
+        length, at = int.from_bytes(data[at : at + n], "big"), at + n
+    if at + length > len(data):
+        raise ValueError("truncated DER")
+    return tag, at, at + length
+
+
+def is_pkcs8(der: bytes) -> bool:
+    """PKCS#8 PrivateKeyInfo is SEQUENCE {INTEGER version, SEQUENCE algorithm, ...};
+    SEC1's ECPrivateKey has an OCTET STRING where the algorithm SEQUENCE is. cosign's
+    x509.ParsePKCS8PrivateKey accepts only the first; cryptography would load both."""
+    try:
+        tag, start, _ = _der_header(der, 0)
+        if tag != 0x30:
+            return False
+        tag, _, end = _der_header(der, start)
+        if tag != 0x02:
+            return False
+        return _der_header(der, end)[0] == 0x30
+    except (ValueError, IndexError):
+        return False
 
 
 def load_private_key(path: Path, passphrase: Secret | None = None) -> ec.EllipticCurvePrivateKey:
@@ -201,8 +235,51 @@ def read_passphrase(what: str, *, confirm: bool = False) -> Secret:
     return Secret(first)
 
 
-def generate(prefix: str, passphrase: Secret | None = None) -> tuple[Path, Path]:
-    """Write PREFIX.key (mode 0600) and PREFIX.pub; refuse to overwrite either."""
+def ignore_entries(key_path: Path) -> tuple[Path, list[str]]:
+    """(folder, lines) for .dockerignore and .gitignore so that neither an image build nor
+    a commit picks up the private key: the key's path and `.plainsail/`, relative to the
+    top of the git work tree holding the key (else the key's folder)."""
+    from plainsail.git import git
+
+    folder = key_path.resolve().parent
+    proc = git(["rev-parse", "--show-toplevel"], folder, check=False)
+    root = Path(proc.stdout.strip()).resolve() if proc.returncode == 0 else folder
+    return root, [key_path.resolve().relative_to(root).as_posix(), ".plainsail/"]
+
+
+def add_ignore_entries(key_path: Path) -> list[str]:
+    """Add the key and `.plainsail/` to .dockerignore and .gitignore (creating them when
+    absent) unless they already exclude them; return what was changed, for the user."""
+    from plainsail import dockerignore
+
+    root, lines = ignore_entries(key_path)
+    changed = []
+    for name in (".dockerignore", ".gitignore"):
+        path = root / name
+        try:
+            text = path.read_text() if path.exists() else ""
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SigningKeyError(f"cannot read {path}: {exc}; nothing was written") from None
+        present = {line.strip().lstrip("/") for line in text.splitlines()}
+        if name == ".dockerignore":
+            rules = dockerignore.parse(text)
+            missing = [x for x in lines if not dockerignore.excluded(rules, x.rstrip("/"))]
+        else:
+            missing = [x for x in lines if x not in present and x.rstrip("/") not in present]
+        if not missing:
+            continue
+        prefix = "" if not text or text.endswith("\n") else "\n"
+        try:
+            with path.open("a") as f:
+                f.write(prefix + "".join(f"{x}\n" for x in missing))
+        except OSError as exc:
+            raise SigningKeyError(f"cannot write {path}: {exc.strerror}") from None
+        changed.append(f"{path} (added {', '.join(missing)})")
+    return changed
+
+
+def check_free(prefix: str) -> tuple[Path, Path]:
+    """PREFIX.key and PREFIX.pub, or SigningKeyError when either exists."""
     key_path, pub_path = Path(f"{prefix}.key"), Path(f"{prefix}.pub")
     for p in (key_path, pub_path):
         if p.exists():
@@ -210,6 +287,12 @@ def generate(prefix: str, passphrase: Secret | None = None) -> tuple[Path, Path]
                 f"{p} already exists; refusing to overwrite a key (move it away, or use "
                 "--output-key-prefix)"
             )
+    return key_path, pub_path
+
+
+def generate(prefix: str, passphrase: Secret | None = None) -> tuple[Path, Path]:
+    """Write PREFIX.key (mode 0600) and PREFIX.pub; refuse to overwrite either."""
+    key_path, pub_path = check_free(prefix)
     if passphrase is None:
         passphrase = read_passphrase(str(key_path), confirm=True)
     key = ec.generate_private_key(ec.SECP256R1())

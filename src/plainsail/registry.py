@@ -3,7 +3,9 @@
 Auth follows what Docker does: HTTP basic when the registry asks for it, and the bearer
 token challenge (`WWW-Authenticate: Bearer realm=...,service=...,scope=...`) that public
 registries use: fetch a token from the realm with the basic credentials, cache it per
-scope, retry. Plain http:// is used only for loopback registries, https:// otherwise.
+scope, retry. Plain http:// is used only for loopback registries, https:// otherwise,
+unless the config says `registry.insecure: true` (as Docker's `insecure-registries`): then
+plain http:// is used for that registry, with a warning each time a client is made.
 
 Credentials stay with the registry: the basic credentials and its bearer tokens go only to
 the registry's own origin (scheme, host and port), never to an upload `Location`, a `Link`
@@ -191,13 +193,16 @@ class RegistryClient:
         transport: httpx.BaseTransport | None = None,
         timeout: float = 30.0,
         deadline: float = 120.0,
+        insecure: bool = False,
     ) -> None:
-        """`timeout` bounds each connect, read or write; `deadline` a whole request."""
+        """`timeout` bounds each connect, read or write; `deadline` a whole request.
+        `insecure` speaks plain http:// to a registry that is not on this machine."""
         self.registry = registry
         self.username = username or None
         self._password = password
         api_host = "registry-1.docker.io" if registry == "docker.io" else registry
-        scheme = "http" if is_loopback(registry) else "https"
+        self.insecure = insecure
+        scheme = "http" if insecure or is_loopback(registry) else "https"
         self.base_url = f"{scheme}://{api_host}"
         self._origin = origin(httpx.URL(self.base_url))
         self.timeout = timeout
@@ -209,8 +214,16 @@ class RegistryClient:
 
     @classmethod
     def for_config(cls, cfg: Config, **kwargs: Any) -> RegistryClient:
-        """Credentials from plainsail.yml `registry`, else Docker's config.json, else none."""
+        """Credentials from plainsail.yml `registry`, else Docker's config.json, else none.
+        With `registry.insecure: true`, plain HTTP and a warning."""
         host = cfg.registry_host
+        if cfg.registry and cfg.registry.insecure and not is_loopback(host):
+            from plainsail.output import warn
+
+            kwargs.setdefault("insecure", True)
+            warn(f"registry.insecure is true: talking to {host} over plain HTTP; anyone on "
+                 "the network path can read the credentials and swap what is pulled (the "
+                 "signature check still guards deploys)")
         if cfg.registry and cfg.registry.username:
             return cls(host, cfg.registry.username, cfg.registry.password, **kwargs)
         found = docker_credentials(host)
@@ -571,7 +584,8 @@ class RegistryClient:
         shown = f"{realm.scheme}://{realm.netloc.decode()}{realm.path}"
         hdrs: dict[str, str] = {}
         if self.username:
-            if realm.scheme != "https" and not is_loopback(realm.host):
+            if realm.scheme != "https" and not is_loopback(realm.host) and not (
+                    self.insecure and origin(realm)[1] == self._origin[1]):
                 raise RegistryError(
                     f"registry {self.registry} asked for credentials to be sent to {shown} "
                     "over plain HTTP; refused (a token service that is not on this machine "

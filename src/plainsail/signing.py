@@ -77,7 +77,8 @@ def sign_image(
         image = ImageRef(cfg.image)
         payload = make_payload(identity_of(image), pinned)
         sig_ref = ImageRef(cfg.image, tag=signature_tag(pinned))
-        layers, candidates = fetch_signatures(client, cfg.image, pinned)
+        found, candidates = fetch_signatures(client, cfg.image, pinned)
+        layers: list[Layer | dict[str, Any]] = [*found.descriptors] if found else []
         result = SignResult(cfg.image, tag, pinned, str(sig_ref), len(layers), False)
         for c in candidates:
             if c.payload == payload and verify(public, c.payload, c.signature):
@@ -86,7 +87,7 @@ def sign_image(
         payload_digest = client.put_blob(sig_ref, payload)
         new = Layer(payload_digest, len(payload), signature,
                     annotations={SIGNATURE_ANNOTATION: signature})
-        all_layers = [*layers, new]
+        all_layers = [*layers, new]  # layers not read as signatures are kept as found
         config = make_config(all_layers)
         config_digest = client.put_blob(sig_ref, config)
         manifest = make_manifest(config_digest, len(config), all_layers)

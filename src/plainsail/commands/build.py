@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from plainsail import config as configlib
-from plainsail.build import run_build
+from plainsail.build import OCI, run_build
 from plainsail.output import append_github_file, print_json, say, warn
 
 
@@ -14,6 +14,10 @@ def run(args: argparse.Namespace) -> int:
     record = run_build(
         cfg, allow_dirty=args.allow_dirty, requested_tag=args.tag, record_dir=args.record_dir
     )
+    if f"{OCI}.source" not in record.labels:
+        warn(f"no {OCI}.source label: the git repository has no remote 'origin' (and this "
+             "is not GitHub Actions); set build.source in plainsail.yml to the repository's "
+             "URL so the image says where its code lives")
     if "-dirty-" in record.tag:
         warn(f"built from a dirty work tree: tagged {record.tag}, which matches no commit; "
              "do not deploy it to production")

@@ -6,7 +6,7 @@ import argparse
 
 from plainsail import config as configlib
 from plainsail.commands._target import target
-from plainsail.output import print_json, say
+from plainsail.output import print_json, say, warn
 from plainsail.verification import verify_image
 
 
@@ -16,7 +16,10 @@ def run(args: argparse.Namespace) -> int:
     verified = verify_image(cfg, tag, digest, public_key=args.key)
     if args.json:
         print_json(verified.to_json())
-    else:
-        say(f"Verified: {verified.pinned} is signed by {verified.key_path}")
-        say(verified.digest)
+        return 0
+    for skipped in verified.skipped:
+        warn(f"skipped a signature layer: {skipped}")
+    by = verified.signer + (f" (issuer {verified.issuer})" if verified.issuer else "")
+    say(f"Verified: {verified.pinned} is signed by {by} for {verified.identity}")
+    say(verified.digest)
     return 0

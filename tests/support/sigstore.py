@@ -1,0 +1,149 @@
+"""A private Sigstore for tests: a Fulcio-like CA (root + intermediate), a Rekor key, a
+TrustedRoot JSON naming them, and keyless cosign signatures made with them."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from plainsail import signatures
+
+GITHUB = "https://token.actions.githubusercontent.com"
+WORKFLOW = "https://github.com/acme/api/.github/workflows/deploy.yml@refs/heads/main"
+SIGNED_AT = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "test-sigstore"),
+                      x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def _ca(cn: str, key: ec.EllipticCurvePrivateKey, issuer: tuple[x509.Name,
+        ec.EllipticCurvePrivateKey] | None = None) -> x509.Certificate:
+    issuer_name, issuer_key = issuer or (_name(cn), key)
+    return (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(issuer_name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(datetime(2020, 1, 1, tzinfo=UTC))
+            .not_valid_after(datetime(2040, 1, 1, tzinfo=UTC))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False,
+                                         False), critical=True)
+            .sign(issuer_key, hashes.SHA384()))
+
+
+def _der_utf8(text: str) -> bytes:
+    raw = text.encode()
+    assert len(raw) < 128
+    return bytes([0x0C, len(raw)]) + raw
+
+
+@dataclass
+class Sigstore:
+    root_key: ec.EllipticCurvePrivateKey = field(
+        default_factory=lambda: ec.generate_private_key(ec.SECP384R1()))
+    inter_key: ec.EllipticCurvePrivateKey = field(
+        default_factory=lambda: ec.generate_private_key(ec.SECP384R1()))
+    rekor_key: ec.EllipticCurvePrivateKey = field(
+        default_factory=lambda: ec.generate_private_key(ec.SECP256R1()))
+
+    def __post_init__(self) -> None:
+        self.root = _ca("test-fulcio", self.root_key)
+        self.intermediate = _ca("test-fulcio-intermediate", self.inter_key,
+                                (self.root.subject, self.root_key))
+
+    @property
+    def rekor_der(self) -> bytes:
+        return self.rekor_key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+    @property
+    def log_id(self) -> str:
+        return hashlib.sha256(self.rekor_der).hexdigest()
+
+    def trusted_root(self, path: Path) -> Path:
+        def b64(data: bytes) -> str:
+            return base64.b64encode(data).decode()
+
+        doc = {
+            "mediaType": "application/vnd.dev.sigstore.trustedroot+json;version=0.1",
+            "tlogs": [{"baseUrl": "https://rekor.test", "hashAlgorithm": "SHA2_256",
+                       "publicKey": {"rawBytes": b64(self.rekor_der),
+                                     "keyDetails": "PKIX_ECDSA_P256_SHA_256",
+                                     "validFor": {"start": "2020-01-01T00:00:00Z"}},
+                       "logId": {"keyId": b64(bytes.fromhex(self.log_id))}}],
+            "certificateAuthorities": [{
+                "subject": {"organization": "test-sigstore", "commonName": "test-fulcio"},
+                "uri": "https://fulcio.test",
+                "certChain": {"certificates": [
+                    {"rawBytes": b64(c.public_bytes(serialization.Encoding.DER))}
+                    for c in (self.intermediate, self.root)]},
+                "validFor": {"start": "2020-01-01T00:00:00Z"}}],
+            "ctlogs": [], "timestampAuthorities": [],
+        }
+        path.write_text(json.dumps(doc, indent=2))
+        return path
+
+    def sign(
+        self,
+        repository: str,
+        digest: str,
+        *,
+        identity: str = WORKFLOW,
+        issuer: str = GITHUB,
+        integrated: datetime = SIGNED_AT + timedelta(seconds=5),
+        ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None = None,
+        chain: list[x509.Certificate] | None = None,
+        break_set: bool = False,
+    ) -> tuple[bytes, dict[str, Any]]:
+        """(payload, descriptor overrides) of one keyless signature layer."""
+        ca_cert, ca_key = ca or (self.intermediate, self.inter_key)
+        leaf_key = ec.generate_private_key(ec.SECP256R1())
+        leaf = (x509.CertificateBuilder().subject_name(x509.Name([]))
+                .issuer_name(ca_cert.subject).public_key(leaf_key.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(SIGNED_AT).not_valid_after(SIGNED_AT + timedelta(minutes=10))
+                .add_extension(x509.KeyUsage(True, False, False, False, False, False, False,
+                                             False, False), critical=True)
+                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]),
+                               critical=False)
+                .add_extension(x509.SubjectAlternativeName(
+                    [x509.UniformResourceIdentifier(identity)]), critical=True)
+                .add_extension(x509.UnrecognizedExtension(
+                    x509.ObjectIdentifier("1.3.6.1.4.1.57264.1.8"), _der_utf8(issuer)),
+                    critical=False)
+                .sign(ca_key, hashes.SHA384()))
+        leaf_pem = leaf.public_bytes(serialization.Encoding.PEM)
+        payload = signatures.make_payload(repository, digest)
+        sig = signatures.sign(leaf_key, payload)
+        body = base64.b64encode(json.dumps({
+            "apiVersion": "0.0.1", "kind": "hashedrekord",
+            "spec": {"data": {"hash": {"algorithm": "sha256",
+                                       "value": hashlib.sha256(payload).hexdigest()}},
+                     "signature": {"content": sig, "publicKey": {
+                         "content": base64.b64encode(leaf_pem).decode()}}},
+        }, separators=(",", ":")).encode()).decode()
+        entry = {"body": body, "integratedTime": int(integrated.timestamp()),
+                 "logID": self.log_id, "logIndex": 42}
+        canonical = json.dumps(entry, sort_keys=True, separators=(",", ":")).encode()
+        set_sig = self.rekor_key.sign(canonical, ec.ECDSA(hashes.SHA256()))
+        if break_set:
+            entry["logIndex"] = 43  # the SET no longer covers what the bundle says
+        bundle = {"SignedEntryTimestamp": base64.b64encode(set_sig).decode(), "Payload": entry}
+        chain_certs = chain if chain is not None else [self.intermediate, self.root]
+        return payload, {"annotations": {
+            signatures.SIGNATURE_ANNOTATION: sig,
+            signatures.CERTIFICATE_ANNOTATION: leaf_pem.decode(),
+            signatures.CHAIN_ANNOTATION: b"".join(
+                c.public_bytes(serialization.Encoding.PEM) for c in chain_certs).decode(),
+            signatures.BUNDLE_ANNOTATION: json.dumps(bundle),
+        }}
