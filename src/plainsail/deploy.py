@@ -610,6 +610,7 @@ class Deploy:
             "tag": t.tag if t else None,
             "digest": t.digest if t else None,
             "verified": t.verified if t else False,
+            "signed_by": t.signed_by if t else None,
             "who": self.who,
             "origin": self.origin,
             "started": self.started,

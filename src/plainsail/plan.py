@@ -34,6 +34,7 @@ class Target:
     tag: str
     digest: str
     verified: bool
+    signed_by: dict[str, str] | None = None  # the signature that matched: identity, signer
 
     @property
     def pinned(self) -> str:
@@ -137,16 +138,18 @@ def resolve_target(cfg: Config, req: Request) -> Target:
         found = buildrecords.find(cfg, tag)
         digest = found.digest if found else None
     if cfg.signing.verify:
-        if not cfg.signing.public_key:
+        if not cfg.signing.public_key and not cfg.signing.keyless:
             raise SignatureError(
-                "signing.public_key is not set, so the image cannot be verified; set it to "
-                "your cosign.pub, or write signing: {verify: false} to deploy unverified "
-                "images (not recommended)"
+                "neither signing.public_key nor signing.keyless is set, so the image cannot "
+                "be verified; set public_key to your cosign.pub (or configure keyless), or "
+                "write signing: {verify: false} to deploy unverified images (not recommended)"
             )
         from plainsail.verification import verify_image
 
         verified = verify_image(cfg, tag, digest)
-        return Target(cfg.image, tag, verified.digest, True)
+        return Target(cfg.image, tag, verified.digest, True,
+                      signed_by={"identity": verified.identity, "signer": verified.signer,
+                                 "issuer": verified.issuer} if verified.identity else None)
     warn("signing.verify is false: deploying an image whose origin is not verified")
     from plainsail.registry import RegistryClient
 
