@@ -984,7 +984,14 @@ def load(
     except UnicodeDecodeError as exc:
         raise ConfigError(f"not UTF-8 text (byte offset {exc.start}); save the file as "
                           "UTF-8", str(p)) from None
-    return parse(text, p.absolute(), env)
+    cfg = parse(text, p.absolute(), env)
+    # Every command that read this config redacts the app's secret values wherever text
+    # leaves the program (status, logs and history print what the app said, too).
+    values = os.environ if env is None else env
+    for name in cfg.app.secrets:
+        if values.get(name):
+            Secret(values[name])
+    return cfg
 
 
 def to_display(cfg: Config) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from plainsail.config import NotifyTarget
-from plainsail.secret import redact
+from plainsail.secret import redact, scrub
 
 log = logging.getLogger("plainsail.notify")
 
@@ -44,7 +44,9 @@ def send(
 ) -> list[str]:
     """POST the message to each webhook; return one warning per failure (URLs redacted)."""
     warnings: list[str] = []
-    body = json.dumps(message(record)).encode()
+    payload = message(record)
+    payload["text"] = scrub(payload["text"])  # the body leaves the program: redact it
+    body = json.dumps(payload).encode()
     for i, target in enumerate(targets):
         url = target.webhook.reveal()
         if not url:
