@@ -481,3 +481,35 @@ def test_every_accepted_config_deploys_or_stops_in_preflight(tmp_path: Path) -> 
 
     run()
     assert seen["accepted"] > examples(300) // 6
+
+
+# ---------------------------------------------------------------- the plan
+
+
+def _attempt(b: Bench, target: Target, **kw: Any) -> Deploy:
+    req = Request(ref=f"{target.tag}@{target.digest}", **kw)
+    d = Deploy(b.cfg, req, b.lines.append, environ=dict(b.env),
+               executors={f.host.name: f.executor() for f in b.fakes},
+               resolve=lambda cfg, r: target)
+    d.run()
+    return d
+
+
+def test_the_deploy_runs_exactly_its_plan_and_the_dry_run_shows_it(tmp_path: Path) -> None:
+    b = Bench(tmp_path, extra="retain: 0\n")
+    b.deploy(V1)
+    b.deploy(V2)
+    dry = _attempt(b, V3, dry_run=True)
+    shown = [line for line in b.lines if line.startswith("  ")]
+    b.fake.log.clear()
+    d = _attempt(b, V3)
+    planned = [s.argv for s in d.runs[0].plan.steps if s.argv is not None]
+    ran = [a for a in b.fake.log[1:]  # after the survey
+           if a[:2] != ["docker", "inspect"]]  # the gate's address lookup
+    assert ran == [a for a in planned if a not in (b.fake.log[0],)]
+    names = [s.name for s in d.runs[0].plan.steps]
+    assert names == ["lock+env", "pull", "migrate", "stop-old", "start-new", "gate", "prune",
+                     "prune-images", "record", "unlock"]
+    # The dry run rendered the same steps, in the same order, changing nothing.
+    assert [line.split(":")[0].strip() for line in shown] == names
+    assert [s.name for s in dry.runs[0].plan.steps] == names

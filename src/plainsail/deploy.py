@@ -51,12 +51,14 @@ from plainsail.outcomes import (
 )
 from plainsail.output import error, gha_endgroup, gha_error, gha_group, say, warn
 from plainsail.plan import (
+    STEP_TIMEOUT,
+    HostPlan,
     Request,
     Target,
     app_env,
     app_run_argv,
     container_name,
-    migrate_argv,
+    host_plan,
     missing_secrets,
     resolve_target,
     run_options,
@@ -64,14 +66,12 @@ from plainsail.plan import (
     ssh_options,
 )
 from plainsail.records import new_deploy_id, now, origin, redact_free_text, who
-from plainsail.runner import Executor, executor_for, tail_text, write_file_argv
+from plainsail.runner import Executor, executor_for, tail_text
 from plainsail.secret import Secret
 
 log = logging.getLogger("plainsail.deploy")
 
-PULL_TIMEOUT = 900.0
 BUILTIN_NETWORKS = ("bridge", "host", "none")
-STEP_TIMEOUT = 120.0
 
 class Interrupted(BaseException):
     """SIGTERM or Ctrl-C during a deploy: unwind, restore what was switched, unlock."""
@@ -103,6 +103,7 @@ class HostRun:
     log_tail: str = ""
     locked: bool = False
     restored_name: str = ""  # the container that runs the previous version after a restore
+    plan: HostPlan = field(default_factory=lambda: HostPlan("", []))
 
 
 Reporter = Callable[[str], None]
@@ -189,11 +190,16 @@ class Deploy:
                 outcome, reason = self._unwind(
                     f"plainsail hit an unexpected {type(exc).__name__} (a bug; details for a "
                     f"bug report in {path})", ABORTED)
-            finally:
-                self.finishing = True
+            except BaseException:  # SystemExit and the like: at least release the locks
                 self._unlock_all()
-            summary = self._finish(outcome, reason)
-            self._close()
+                self._close()
+                raise
+            self.finishing = True
+            try:
+                summary = self._finish(outcome, reason)
+            finally:
+                self._unlock_all()  # already done by _finish, unless it failed
+                self._close()
             return summary
 
     # -- preflight
@@ -244,33 +250,37 @@ class Deploy:
                                   and c.fingerprint == self.fingerprint and not c.running), None)
             self._step_report(host.name, f"reachable, Docker {version}, running: "
                               f"{prev.tag if prev else 'nothing'}")
+        self._plan()
+
+    def _plan(self) -> None:
+        """Decide every host's steps (argv lists included) before anything changes."""
+        assert self.target
+        self.lock_info = hoststate.LockInfo(
+            deploy_id=self.id, holder=f"{self.who}@{socket.gethostname()}",
+            machine=socket.gethostname(), pid=os.getpid(), started=now(),
+            tag=self.target.tag, origin=self.origin, kind=self.req.kind,
+        )
+        active = [r for r in self.runs if r.outcome != UNCHANGED]
+        migrate = bool(self.cfg.migrate) and not self.req.skip_migrations
+        for run in self.runs:
+            run.plan = host_plan(
+                self.cfg, self.target, self.id, self.fingerprint, run.paths, run.containers,
+                run.previous, run.reuse, self.lock_info, unchanged=run not in active,
+                migrate_here=migrate and bool(active) and run is active[0])
+            run.plan.host = run.host.name
 
     # -- dry run
     def _dry_run(self) -> None:
-        assert self.target
-        for i, run in enumerate(self.runs):
-            p = run.paths
-            name = container_name(self.cfg.service, self.target.tag)
-            lines = [f"# lock {p.lock}"]
-            if not run.reuse:
-                lines.append(run.ex.display(docker.pull(self.target.pinned)))
-            lines.append(run.ex.display(write_file_argv(p.env, "600")) +
-                         "  # stdin: the env file, secrets included (not shown)")
-            if i == 0 and self.cfg.migrate and not self.req.skip_migrations:
-                lines.append(run.ex.display(migrate_argv(self.cfg, self.target, p.env, self.id)))
-            if run.previous:
-                lines.append(run.ex.display(docker.stop(run.previous.name,
-                                                        self.cfg.app.stop_timeout)))
-            if run.reuse:
-                lines.append(run.ex.display(docker.start(run.reuse.name)))
-            else:
-                lines.append(run.ex.display(app_run_argv(self.cfg, self.target, name, p.env,
-                                                         self.id, self.fingerprint)))
-            lines.append(f"# health gate: GET {self.cfg.health.path} until "
-                         f"{self.cfg.health.status}, {self.cfg.health.attempts} attempts")
+        """Show each host's plan: the same steps, in the same order, the deploy runs."""
+        for run in self.runs:
             self.report(f"[{run.host.name}] would run:")
-            for line in lines:
-                self.report(f"  {line}")
+            for step in run.plan.steps:
+                shown = (run.ex.display(step.argv) if step.argv is not None
+                         else f"# {step.what}")
+                notes = [f"stdin: {step.stdin}"] if step.stdin else []
+                notes += [f"on failure: {step.undo}"] if step.undo else []
+                self.report(f"  {step.name}: {shown}" + (f"  # {'; '.join(notes)}"
+                                                         if notes else ""))
 
     # -- the changing part
     def _execute(self) -> tuple[str, str]:
@@ -281,12 +291,9 @@ class Deploy:
         active = [r for r in self.runs if r.outcome != UNCHANGED]
         try:
             for run in self.runs:
-                self._lock(run, with_env=run in active)
+                self._lock(run)
             for run in active:
-                if not run.reuse:
-                    self._step(run, "pull", partial(
-                        run.ex.run, docker.pull(target.pinned), timeout=PULL_TIMEOUT,
-                        what="docker pull"))
+                self._planned(run, "pull")
         except PlainsailError as exc:
             reason = f"{_one_line(exc)}; nothing was switched, the running version is untouched"
             for run in self.runs:
@@ -324,7 +331,7 @@ class Deploy:
         # Pruning never undoes a healthy deploy: a failure there is only reported.
         for run in active:
             try:
-                self._step(run, "prune", partial(self._prune, run))
+                self._prune(run)
             except Exception as exc:  # noqa: BLE001 - reported, the deploy stands
                 warn(f"{run.host.name}: removing old containers failed "
                      f"({type(exc).__name__}: {_one_line(exc)}); the deploy is unaffected")
@@ -334,21 +341,16 @@ class Deploy:
             return RECOVERED, f"{target.tag}, the last known-good version, is healthy again"
         return SUCCEEDED, f"{target.tag} is healthy on every host"
 
-    def _lock(self, run: HostRun, with_env: bool) -> None:
+    def _lock(self, run: HostRun) -> None:
         """Take the host's deploy lock and, for a host that changes, write its env file in
-        the same round trip."""
-        assert self.target
-        info = hoststate.LockInfo(
-            deploy_id=self.id, holder=f"{self.who}@{socket.gethostname()}",
-            machine=socket.gethostname(), pid=os.getpid(), started=now(),
-            tag=self.target.tag, origin=self.origin, kind=self.req.kind,
-        )
+        the same round trip (the plan's first step)."""
         try:
-            if with_env:
+            if run.plan.step("lock+env"):
                 self._step(run, "lock+env", partial(
-                    hoststate.lock_and_write_env, run.ex, run.paths, info, self.env))
+                    hoststate.lock_and_write_env, run.ex, run.paths, self.lock_info, self.env))
             else:
-                self._step(run, "lock", partial(hoststate.acquire, run.ex, run.paths, info))
+                self._step(run, "lock", partial(hoststate.acquire, run.ex, run.paths,
+                                                 self.lock_info))
         except hoststate.EnvFileError:
             run.locked = True
             raise
@@ -370,13 +372,14 @@ class Deploy:
 
     def _migrate(self, run: HostRun) -> tuple[bool, str]:
         assert self.target and self.cfg.migrate
-        argv = migrate_argv(self.cfg, self.target, run.paths.env, self.id)
+        step = run.plan.step("migrate")
+        assert step is not None and step.argv is not None
+        argv = step.argv
         name = argv[argv.index("--name") + 1]
         start = time.monotonic()
         self._step_report(run.host.name, f"migrate: {' '.join(self.cfg.migrate.command)}")
         try:
-            res = run.ex.run(argv, timeout=self.cfg.migrate.timeout, check=False,
-                             what="migrations")
+            res = run.ex.run(argv, timeout=step.timeout, check=False, what=step.what)
             code: int | None = res.returncode
             tail = res.tail()
         except RemoteError as exc:  # timeout
@@ -400,33 +403,21 @@ class Deploy:
         return False, reason
 
     def _switch(self, run: HostRun) -> bool:
-        assert self.target
-        cfg, ex = self.cfg, run.ex
-        name = container_name(cfg.service, self.target.tag)
+        """Run the plan's switch steps (stop the old version, start the new one), then its
+        gate. Returns whether the new version is healthy; otherwise the host is restored."""
+        cfg = self.cfg
         run.switched = True  # from here on, the way back is _restore
-        if run.previous:
-            self._step(run, "stop-old", lambda: ex.run(
-                docker.stop(run.previous.name, cfg.app.stop_timeout),  # type: ignore[union-attr]
-                timeout=cfg.app.stop_timeout + STEP_TIMEOUT, what="docker stop"))
-        if run.reuse:
-            run.new_name = run.reuse.name
-            self._step(run, "start-retained", lambda: ex.run(
-                docker.start(run.new_name), timeout=STEP_TIMEOUT, what="docker start"))
-        else:
-            # A container of the same name (a retained or --force'd one) steps aside.
-            clash = next((c for c in run.containers if c.name == name), None)
-            if clash:
-                alias = f"{name}-{clash.deploy_id[-6:] or 'old'}-{self.id[-6:]}"
-                self._step(run, "rename-old", lambda: ex.run(
-                    docker.rename(name, alias), timeout=STEP_TIMEOUT, what="docker rename"))
-                run.containers = [replace(c, name=alias) if c is clash else c
-                                  for c in run.containers]
-                if run.previous and run.previous.name == name:
-                    run.previous = replace(run.previous, name=alias)
-            run.new_name = name
-            argv = app_run_argv(cfg, self.target, name, run.paths.env, self.id, self.fingerprint)
-            self._step(run, "start-new", lambda: ex.run(argv, timeout=STEP_TIMEOUT,
-                                                         what="docker run"))
+        self._planned(run, "stop-old")
+        if run.plan.rename:
+            old, alias = run.plan.rename
+            self._planned(run, "rename-old")
+            run.containers = [replace(c, name=alias) if c.name == old else c
+                              for c in run.containers]
+            if run.previous and run.previous.name == old:
+                run.previous = replace(run.previous, name=alias)
+        run.new_name = run.plan.new_name
+        self._planned(run, "start-retained")
+        self._planned(run, "start-new")
         verdict = self._gate(run, run.new_name)
         run.health = verdict.to_json()
         if verdict.healthy:
@@ -553,31 +544,19 @@ class Deploy:
             outcome = next((o for o in (RESTORE_FAILED, RESTORED) if o in outcomes), outcome)
         return outcome, why
 
-    def _prune(self, run: HostRun) -> None:
-        """Keep the running container and the newest `retain` others; remove the rest."""
-        # The containers seen in preflight (all stopped now but the new one): no re-listing.
-        containers = run.containers
-        assert self.target
-        # A rollback target is another version: copies of the running digest (left by
-        # --force) and older copies of one digest would only fill the `retain` slots.
-        seen = {self.target.digest}
-        targets: list[Container] = []
-        doomed: list[Container] = []
-        for c in containers:
-            if c.name == run.new_name:
-                continue
-            (doomed if c.digest in seen else targets).append(c)
-            seen.add(c.digest)
-        doomed += targets[self.cfg.retain:]
-        if not doomed:
+    def _planned(self, run: HostRun, name: str, check: bool = True) -> None:
+        """Run a plain-command step of the host's plan, if the plan has it."""
+        step = run.plan.step(name)
+        if step is None or step.argv is None:
             return
-        run.ex.run(docker.rm([c.name for c in doomed], force=True), timeout=STEP_TIMEOUT,
-                   what="remove old containers")
-        in_use = {self.target.digest} | {c.digest for c in containers if c not in doomed}
-        images = sorted({f"{self.cfg.image}@{c.digest}" for c in doomed
-                         if c.digest and c.digest not in in_use})
-        if images:
-            run.ex.run(docker.rmi(images), check=False, timeout=STEP_TIMEOUT)
+        argv = step.argv
+        self._step(run, name, lambda: run.ex.run(argv, timeout=step.timeout, what=step.what,
+                                                  check=check))
+
+    def _prune(self, run: HostRun) -> None:
+        """Remove old containers beyond `retain` (decided in the plan), then their images."""
+        self._planned(run, "prune")
+        self._planned(run, "prune-images", check=False)
 
     def _log_tail(self, run: HostRun, name: str) -> str:
         res = run.ex.run(docker.logs(name, 40), check=False, timeout=STEP_TIMEOUT)
@@ -669,6 +648,7 @@ class Deploy:
                       f"host ({type(exc).__name__}: {_one_line(exc)}); rollback reads those "
                       f"records, so fix the host's state folder {run.paths.root}. The record "
                       "is kept locally in .plainsail/history.jsonl")
+        self._unlock_all()  # the host records first, so the next deploy sees this one
         summary = self._summary(outcome, reason)
         if unrecorded:
             summary["unrecorded_hosts"] = unrecorded

@@ -193,8 +193,7 @@ ACQUIRE_ARGV = (
 def acquire(ex: Executor, paths: Paths, info: LockInfo) -> None:
     """Take the lock atomically (mkdir) or fail at once naming the holder."""
     data = json.dumps(info.__dict__)
-    res = ex.run(["sh", "-c", ACQUIRE_ARGV, "sh", paths.lock], input=data, check=False,
-                 what="take the deploy lock")
+    res = ex.run(lock_argv(paths), input=data, check=False, what="take the deploy lock")
     if res.returncode != 0:
         _lock_failure(ex, paths, res)
 
@@ -237,11 +236,31 @@ class EnvFileError(PlainsailError):
     """The env file could not be written (the lock was taken: release it)."""
 
 
+def lock_argv(paths: Paths) -> list[str]:
+    """Take the lock; its info on stdin."""
+    return ["sh", "-c", ACQUIRE_ARGV, "sh", paths.lock]
+
+
+def lock_and_env_argv(paths: Paths, info: LockInfo) -> list[str]:
+    """Take the lock and write the env file; the env content on stdin."""
+    return ["sh", "-c", LOCK_AND_WRITE, "sh", paths.lock, json.dumps(info.__dict__),
+            paths.env, "600"]
+
+
+def release_argv(paths: Paths, deploy_id: str) -> list[str]:
+    """Release the lock if this deploy holds it."""
+    return ["sh", "-c", RELEASE_OWN, "sh", paths.lock, deploy_id]
+
+
+def append_argv(paths: Paths) -> list[str]:
+    """Append stdin (one record) to the host's history."""
+    return ["sh", "-c", APPEND_ARGV, "sh", paths.history]
+
+
 def lock_and_write_env(ex: Executor, paths: Paths, info: LockInfo,
                        env: Mapping[str, str]) -> None:
     """Take the lock, then write the env file (mode 0600) atomically, in one round trip."""
-    res = ex.run(["sh", "-c", LOCK_AND_WRITE, "sh", paths.lock, json.dumps(info.__dict__),
-                  paths.env, "600"], input=env_file_content(env), check=False,
+    res = ex.run(lock_and_env_argv(paths, info), input=env_file_content(env), check=False,
                  what="take the deploy lock and write the env file")
     if res.returncode in (LOCK_HELD, NOT_WRITABLE) or (
             res.returncode == 255 and not ex.host.is_local):
@@ -290,8 +309,7 @@ def release(ex: Executor, paths: Paths, deploy_id: str | None = None) -> bool:
         res = ex.run(["sh", "-c", RELEASE_ANY, "sh", paths.lock], check=False,
                      what="release lock")
     else:
-        res = ex.run(["sh", "-c", RELEASE_OWN, "sh", paths.lock, deploy_id], check=False,
-                     what="release lock")
+        res = ex.run(release_argv(paths, deploy_id), check=False, what="release lock")
     if res.returncode == 3:
         return False
     if res.returncode != 0:
@@ -348,7 +366,7 @@ APPEND_ARGV = (
 def append_history(ex: Executor, paths: Paths, record: Mapping[str, Any]) -> None:
     """Append one record to the host's history; raise a clear error when that fails."""
     line = json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n"
-    res = ex.run(["sh", "-c", APPEND_ARGV, "sh", paths.history], input=line, check=False,
+    res = ex.run(append_argv(paths), input=line, check=False,
                  what="append record")
     if res.returncode == 0:
         return

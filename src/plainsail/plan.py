@@ -5,12 +5,15 @@ and the docker commands for the app and migration containers (plain data and arg
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
-from plainsail import buildrecords, docker
+from plainsail import buildrecords, docker, hoststate
 from plainsail.config import Config
+from plainsail.containers import Container
 from plainsail.errors import SignatureError, UsageError
 from plainsail.hosts import Host, parse_host
+from plainsail.hoststate import LockInfo, Paths
 from plainsail.images import ImageRef, mutable_tag_problem, split_ref
 from plainsail.output import warn
 from plainsail.runner import SSHOptions
@@ -182,3 +185,130 @@ def select_hosts(cfg: Config, wanted: list[str]) -> list[Host]:
 
 def ssh_options(cfg: Config) -> SSHOptions:
     return SSHOptions(cfg.ssh.identity_file, cfg.ssh.known_hosts, dict(cfg.ssh.options))
+
+
+# ---------------------------------------------------------------- the steps on each host
+
+PULL_TIMEOUT = 900.0
+STEP_TIMEOUT = 120.0
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    """One step of a host's plan: the command it runs (None for the health gate, which is
+    a loop of HTTP requests), its timeout, what travels on stdin (described, never shown),
+    and how the deploy undoes it when this or a later step fails."""
+
+    name: str
+    argv: list[str] | None
+    timeout: float
+    what: str
+    stdin: str = ""
+    undo: str = ""
+
+
+@dataclass
+class HostPlan:
+    """Everything a deploy will do on one host, decided in preflight. `--dry-run` renders
+    it; the deploy runs it, step by step, in this order."""
+
+    host: str
+    steps: list[PlannedStep]
+    new_name: str = ""  # the container that will run the new version
+    rename: tuple[str, str] | None = None  # a same-named older container steps aside
+    doomed: list[str] = field(default_factory=list)  # containers pruned after success
+
+    def step(self, name: str) -> PlannedStep | None:
+        return next((s for s in self.steps if s.name == name), None)
+
+
+def prune_plan(containers: Sequence[Container], new_name: str, digest: str, retain: int,
+               image: str) -> tuple[list[str], list[str]]:
+    """(containers, images) to remove after a successful switch: keep the newest `retain`
+    other versions; copies of the running digest (left by --force) and older copies of one
+    digest would only fill the rollback slots."""
+    seen = {digest}
+    targets: list[Container] = []
+    doomed: list[Container] = []
+    for c in containers:
+        if c.name == new_name:
+            continue
+        (doomed if c.digest in seen else targets).append(c)
+        seen.add(c.digest)
+    doomed += targets[retain:]
+    in_use = {digest} | {c.digest for c in containers if c not in doomed}
+    images = sorted({f"{image}@{c.digest}" for c in doomed if c.digest and c.digest not in in_use})
+    return [c.name for c in doomed], images
+
+
+def host_plan(cfg: Config, target: Target, deploy_id: str, fp: str, paths: Paths,
+              containers: Sequence[Container], previous: Container | None,
+              reuse: Container | None, lock: LockInfo, *, unchanged: bool,
+              migrate_here: bool) -> HostPlan:
+    """The steps of one host, in order, with their argv lists."""
+    plan = HostPlan(host="", steps=[])
+    steps = plan.steps
+    if unchanged:
+        steps.append(PlannedStep("lock", hoststate.lock_argv(paths), STEP_TIMEOUT,
+                                 "take the deploy lock", stdin="the lock's holder",
+                                 undo="release the lock"))
+    else:
+        steps.append(PlannedStep("lock+env", hoststate.lock_and_env_argv(paths, lock),
+                                 STEP_TIMEOUT, "take the deploy lock and write the env file",
+                                 stdin="the env file, secrets included (not shown)",
+                                 undo="release the lock"))
+        if not reuse:
+            steps.append(PlannedStep("pull", docker.pull(target.pinned), PULL_TIMEOUT,
+                                     "docker pull"))
+        if migrate_here and cfg.migrate:
+            steps.append(PlannedStep(
+                "migrate", migrate_argv(cfg, target, paths.env, deploy_id),
+                cfg.migrate.timeout, "migrations",
+                undo="nothing to undo: a failing migration file rolls back alone, and the "
+                "deploy stops before any container is switched"))
+        after: list[Container] = list(containers)
+        if previous:
+            steps.append(PlannedStep(
+                "stop-old", docker.stop(previous.name, cfg.app.stop_timeout),
+                cfg.app.stop_timeout + STEP_TIMEOUT, "docker stop",
+                undo=f"start {previous.tag} again (the restore)"))
+        if reuse:
+            plan.new_name = reuse.name
+            steps.append(PlannedStep("start-retained", docker.start(reuse.name), STEP_TIMEOUT,
+                                     "docker start", undo="stop it; restore"))
+        else:
+            name = container_name(cfg.service, target.tag)
+            clash = next((c for c in containers if c.name == name), None)
+            if clash:
+                alias = f"{name}-{clash.deploy_id[-6:] or 'old'}-{deploy_id[-6:]}"
+                plan.rename = (name, alias)
+                after = [replace(c, name=alias) if c is clash else c for c in containers]
+                steps.append(PlannedStep("rename-old", docker.rename(name, alias),
+                                         STEP_TIMEOUT, "docker rename"))
+            plan.new_name = name
+            steps.append(PlannedStep(
+                "start-new", app_run_argv(cfg, target, name, paths.env, deploy_id, fp),
+                STEP_TIMEOUT, "docker run", undo="stop and remove it; restore"))
+        hc = cfg.health
+        steps.append(PlannedStep(
+            "gate", None, hc.attempts * (hc.interval + hc.timeout),
+            f"health gate: GET {hc.path} until {hc.status}"
+            + (f" with {hc.body_contains!r}" if hc.body_contains else "")
+            + f", at most {hc.attempts} attempts {hc.interval:g}s apart",
+            undo=("leave it for a human (on_failure: stop)" if cfg.on_failure == "stop"
+                  else "stop and remove the new container; start the previous version and "
+                  "gate it")))
+        doomed, images = prune_plan(after, plan.new_name, target.digest, cfg.retain,
+                                    cfg.image)
+        plan.doomed = doomed
+        if doomed:
+            steps.append(PlannedStep("prune", docker.rm(doomed, force=True), STEP_TIMEOUT,
+                                     "remove old containers"))
+        if images:
+            steps.append(PlannedStep("prune-images", docker.rmi(images), STEP_TIMEOUT,
+                                     "remove their images"))
+    steps.append(PlannedStep("record", hoststate.append_argv(paths), STEP_TIMEOUT,
+                             "append the record", stdin="the record (JSON)"))
+    steps.append(PlannedStep("unlock", hoststate.release_argv(paths, deploy_id),
+                             STEP_TIMEOUT, "release the lock"))
+    return plan
