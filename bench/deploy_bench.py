@@ -318,6 +318,16 @@ def bench_plainsail(d: DeployDir, runs: int,
     return times, {k: median(v) for k, v in steps.items()}
 
 
+def round_trips(d: DeployDir) -> int:
+    """Commands a deploy runs on the host (each one SSH round trip), from `--verbose`."""
+    running_v1 = last_record(d)["tag"] == d.builds.versions["v1"].tag
+    other = "v2" if running_v1 else "v1"
+    r = run_cli(d, "--verbose", "deploy", d.builds.ref(other))
+    if r.code != 0:
+        raise RuntimeError(r.text)
+    return sum(1 for _, line in r.lines if "] $ " in line)
+
+
 # ---------------------------------------------------------------- 2. (a) by hand, one connection
 
 
@@ -646,6 +656,8 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3, help="runs per figure (median; default 3)")
     ap.add_argument("--health-interval", type=float, default=0.1,
                     help="plainsail's health.interval in seconds (default 0.1, as by hand)")
+    ap.add_argument("--only-deploy", action="store_true",
+                    help="only figure 1 (plainsail deploy) and the SSH round trips per deploy")
     args = ap.parse_args()
     runs, interval = args.runs, args.health_interval
 
@@ -663,6 +675,14 @@ def main() -> int:
         log(f"service {d.service} on {d.ssh.host if d.ssh else 'local'}, app port {d.port}")
         results["help"] = bench_help()
         results["plainsail"] = bench_plainsail(d, runs, interval)
+        results["round_trips"] = round_trips(d)
+        if args.only_deploy:
+            times, steps = results["plainsail"]
+            print(f"\nplainsail deploy, one host over SSH, median of {runs}: "
+                  f"{median(times):.2f} s (runs: {', '.join(f'{t:.2f}' for t in times)}); "
+                  f"commands on the host per deploy: {results['round_trips']}; steps: "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in steps.items()))
+            return 0
         results["boot"] = app_boot(d)  # needs the schema the first deploy migrated
         results["by_hand"] = bench_by_hand(d, runs)
         results["seed"] = bench_seed_script(d, runs)
@@ -714,6 +734,7 @@ def print_table(r: dict[str, Any], runs: int, interval: float) -> None:
     print(row("   same, command end to end", median(pull_dep.command)))
     print(row("   app boot: `docker start` -> first healthy answer (median of 5)", boot))
     print(row("6. `plainsail --help` (median of 10)", helpt, "< 0.30", ok(helpt < 0.3)))
+    print(f"Commands run on the host per deploy (each one SSH round trip): {r['round_trips']}")
     print()
     print("plainsail deploy, median seconds per step from the host records:",
           ", ".join(f"{k} {v:.2f}" for k, v in steps.items()))
