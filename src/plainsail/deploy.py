@@ -23,13 +23,12 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
-from plainsail import docker, health, hoststate, notify
+from plainsail import docker, hoststate, notify
 from plainsail.config import Config
-from plainsail.containers import Container, current, fingerprint
+from plainsail.containers import current, fingerprint
 from plainsail.errors import (
     DeployError,
     LockError,
@@ -52,12 +51,9 @@ from plainsail.outcomes import (
 from plainsail.output import error, gha_endgroup, gha_error, gha_group, say, warn
 from plainsail.plan import (
     STEP_TIMEOUT,
-    HostPlan,
     Request,
     Target,
     app_env,
-    app_run_argv,
-    container_name,
     host_plan,
     missing_secrets,
     resolve_target,
@@ -68,45 +64,19 @@ from plainsail.plan import (
 from plainsail.records import new_deploy_id, now, origin, redact_free_text, who
 from plainsail.runner import Executor, executor_for, tail_text
 from plainsail.secret import Secret
+from plainsail.switch import HostRun, Reporter, Step, Switcher
 
 log = logging.getLogger("plainsail.deploy")
 
 BUILTIN_NETWORKS = ("bridge", "host", "none")
 
+__all__ = ["Deploy", "HostRun", "Interrupted", "Reporter", "Step", "deploy"]
+
+
 class Interrupted(BaseException):
     """SIGTERM or Ctrl-C during a deploy: unwind, restore what was switched, unlock."""
 
 
-@dataclass
-class Step:
-    name: str
-    seconds: float
-    ok: bool
-    detail: str = ""
-
-
-@dataclass
-class HostRun:
-    host: Host
-    ex: Executor
-    paths: hoststate.Paths
-    containers: list[Container]
-    previous: Container | None
-    reuse: Container | None = None  # rollback fast path: a retained container to start again
-    new_name: str = ""
-    switched: bool = False
-    outcome: str = ""
-    reason: str = ""
-    steps: list[Step] = field(default_factory=list)
-    health: dict[str, Any] | None = None
-    restore_health: dict[str, Any] | None = None
-    log_tail: str = ""
-    locked: bool = False
-    restored_name: str = ""  # the container that runs the previous version after a restore
-    plan: HostPlan = field(default_factory=lambda: HostPlan("", []))
-
-
-Reporter = Callable[[str], None]
 
 
 def _print(line: str) -> None:
@@ -260,6 +230,8 @@ class Deploy:
             machine=socket.gethostname(), pid=os.getpid(), started=now(),
             tag=self.target.tag, origin=self.origin, kind=self.req.kind,
         )
+        self.sw = Switcher(self.cfg, self.target, self.id, self.fingerprint,
+                           self.secret_values, self.report)
         active = [r for r in self.runs if r.outcome != UNCHANGED]
         migrate = bool(self.cfg.migrate) and not self.req.skip_migrations
         for run in self.runs:
@@ -293,7 +265,7 @@ class Deploy:
             for run in self.runs:
                 self._lock(run)
             for run in active:
-                self._planned(run, "pull")
+                self.sw.planned(run, "pull")
         except PlainsailError as exc:
             reason = f"{_one_line(exc)}; nothing was switched, the running version is untouched"
             for run in self.runs:
@@ -308,11 +280,11 @@ class Deploy:
         for i, run in enumerate(active):
             gha_group(f"{run.host.name}: switch to {target.tag}")
             try:
-                ok = self._switch(run)
+                ok = self.sw.switch(run)
             except PlainsailError as exc:
                 failed = run.steps[-1].name if run.steps else "switch"
                 run.reason = f"{failed} failed: {_one_line(exc)}"
-                self._restore(run, f"{failed} failed", failed_new=True)
+                self.sw.restore(run, f"{failed} failed", failed_new=True)
                 ok = False
             finally:
                 gha_endgroup()
@@ -321,7 +293,7 @@ class Deploy:
                     raise AssertionError(f"switch of {run.host.name} ended without an outcome")
                 for other in active[:i]:
                     other.reason = f"{run.host.name} failed its health gate"
-                    self._restore(other, other.reason, failed_new=True)
+                    self.sw.restore(other, other.reason, failed_new=True)
                 for other in active[i + 1:]:
                     other.outcome = ABORTED
                     other.reason = f"not touched: {run.host.name} failed its health gate"
@@ -331,7 +303,7 @@ class Deploy:
         # Pruning never undoes a healthy deploy: a failure there is only reported.
         for run in active:
             try:
-                self._prune(run)
+                self.sw.prune(run)
             except Exception as exc:  # noqa: BLE001 - reported, the deploy stands
                 warn(f"{run.host.name}: removing old containers failed "
                      f"({type(exc).__name__}: {_one_line(exc)}); the deploy is unaffected")
@@ -346,10 +318,10 @@ class Deploy:
         the same round trip (the plan's first step)."""
         try:
             if run.plan.step("lock+env"):
-                self._step(run, "lock+env", partial(
+                self.sw.step(run, "lock+env", partial(
                     hoststate.lock_and_write_env, run.ex, run.paths, self.lock_info, self.env))
             else:
-                self._step(run, "lock", partial(hoststate.acquire, run.ex, run.paths,
+                self.sw.step(run, "lock", partial(hoststate.acquire, run.ex, run.paths,
                                                  self.lock_info))
         except hoststate.EnvFileError:
             run.locked = True
@@ -402,128 +374,6 @@ class Deploy:
         self._step_report(run.host.name, f"migrate: FAILED ({why})")
         return False, reason
 
-    def _switch(self, run: HostRun) -> bool:
-        """Run the plan's switch steps (stop the old version, start the new one), then its
-        gate. Returns whether the new version is healthy; otherwise the host is restored."""
-        cfg = self.cfg
-        run.switched = True  # from here on, the way back is _restore
-        self._planned(run, "stop-old")
-        if run.plan.rename:
-            old, alias = run.plan.rename
-            self._planned(run, "rename-old")
-            run.containers = [replace(c, name=alias) if c.name == old else c
-                              for c in run.containers]
-            if run.previous and run.previous.name == old:
-                run.previous = replace(run.previous, name=alias)
-        run.new_name = run.plan.new_name
-        self._planned(run, "start-retained")
-        self._planned(run, "start-new")
-        verdict = self._gate(run, run.new_name)
-        run.health = verdict.to_json()
-        if verdict.healthy:
-            self._step_report(run.host.name, f"healthy: {verdict.reason} "
-                              f"({verdict.seconds:.1f}s)")
-            return True
-        run.log_tail = self._log_tail(run, run.new_name)
-        run.reason = f"health gate failed: {verdict.reason}"
-        self._step_report(run.host.name, f"UNHEALTHY: {verdict.reason}")
-        if cfg.on_failure == "stop":
-            run.outcome = LEFT_STOPPED
-            run.reason += ("; on_failure is stop: the failed version is left as it is for a "
-                           "human, the previous container is stopped")
-            return False
-        self._restore(run, "its health gate failed", failed_new=True)
-        return False
-
-    def _gate(self, run: HostRun, name: str) -> health.Verdict:
-        target = health.app_address(run.ex, self.cfg, name)
-        start = time.monotonic()
-
-        def progress(a: health.Attempt) -> None:
-            state = a.status if a.status is not None else a.error
-            log.debug("[%s]   health attempt %d: %s", run.host.name, a.n, state)
-
-        verdict = health.gate(run.ex, self.cfg.health, target, name, self.secret_values,
-                              progress=progress)
-        run.steps.append(Step(f"health:{name}", round(time.monotonic() - start, 3),
-                              verdict.healthy, verdict.reason))
-        return verdict
-
-    def _restore(self, run: HostRun, why: str, failed_new: bool = False) -> None:
-        """Stop the new container and start the previous version again, then gate it.
-
-        The previous container is started as it was when its environment and options are
-        today's; otherwise (a rotated secret, a changed option) a new container of the
-        previous digest is created with today's environment, the rule rollback follows.
-        """
-        ex = run.ex
-        if not run.switched:
-            return
-        if run.new_name:
-            with suppress(PlainsailError):
-                ex.run(docker.stop(run.new_name, self.cfg.app.stop_timeout),
-                       timeout=self.cfg.app.stop_timeout + STEP_TIMEOUT, check=False)
-            if failed_new and not run.reuse:
-                # Its log tail is in the record; a failed version is no rollback target.
-                with suppress(PlainsailError):
-                    ex.run(docker.rm([run.new_name], force=True), check=False,
-                           timeout=STEP_TIMEOUT)
-        prev = run.previous
-        if prev is None:
-            run.outcome = RESTORE_FAILED
-            run.reason = (f"{run.reason or why}; there is no previous version to restore "
-                          "(first deploy): the service is DOWN on this host. Fix forward "
-                          "and deploy again")
-            return
-        # The retained container as it was, unless its environment or options are not
-        # today's: then first a container of the previous digest with today's environment
-        # (a rotated secret), and the retained one only if that fails (a wrong new secret).
-        ways = ["today", "retained"] if prev.fingerprint != self.fingerprint else ["retained"]
-        tried: list[str] = []
-        for way in ways:
-            if way == "today":
-                name = f"{container_name(self.cfg.service, prev.tag)}-{self.id[-6:]}"
-                target = Target(self.cfg.image, prev.tag, prev.digest, False)
-                argv = app_run_argv(self.cfg, target, name, run.paths.env, self.id,
-                                    self.fingerprint)
-                action: Callable[[], object] = partial(
-                    ex.run, argv, timeout=STEP_TIMEOUT, what="docker run")
-                how = " with today's environment"
-            else:
-                name = prev.name
-                action = partial(ex.run, docker.start(prev.name), timeout=STEP_TIMEOUT,
-                                 what="docker start")
-                how = " with its previous environment" if tried else ""
-            try:
-                self._step(run, "restore" if way == "retained" else "restore-today", action)
-            except PlainsailError as exc:
-                tried.append(f"restarting {prev.tag}{how} failed: {_one_line(exc)}")
-                continue
-            verdict = self._gate(run, name)
-            run.restore_health = verdict.to_json()
-            if verdict.healthy:
-                run.outcome = RESTORED
-                run.restored_name = name
-                run.reason = (f"{run.reason or why}; restored {prev.tag}{how}, which is "
-                              "healthy again" + (f" ({'; '.join(tried)})" if tried else ""))
-                self._step_report(run.host.name, f"restored {prev.tag}{how}: healthy")
-                return
-            said = _last_line(self._log_tail(run, name))
-            tried.append(f"{prev.tag}{how} failed its health gate too ({verdict.reason}); "
-                         + (f"its log ends with: {said}" if said else "its log is empty"))
-            self._step_report(run.host.name, f"restore of {prev.tag}{how} UNHEALTHY too")
-            if way == ways[-1]:
-                break  # left running, unhealthy, for a human to inspect
-            with suppress(PlainsailError):
-                ex.run(docker.stop(name, self.cfg.app.stop_timeout),
-                       timeout=self.cfg.app.stop_timeout + STEP_TIMEOUT, check=False)
-            if way == "today":
-                with suppress(PlainsailError):
-                    ex.run(docker.rm([name], force=True), check=False, timeout=STEP_TIMEOUT)
-        run.outcome = RESTORE_FAILED
-        run.reason = (f"{run.reason or why}; " + "; ".join(tried)
-                      + ". The service is DOWN on this host: fix forward")
-
     def _unwind(self, why: str, outcome: str) -> tuple[str, str]:
         """After a signal or an unexpected error: put the previous version back wherever the
         switch had begun and not finished; return the attempt's outcome and reason."""
@@ -534,7 +384,7 @@ class Deploy:
             run.reason = run.reason or why
             if run.switched:
                 with suppress(PlainsailError, Interrupted):
-                    self._restore(run, why, failed_new=True)
+                    self.sw.restore(run, why, failed_new=True)
             if outcome == INTERRUPTED and run.outcome != RESTORE_FAILED:
                 run.outcome = INTERRUPTED
             elif run.outcome not in (RESTORED, RESTORE_FAILED):
@@ -543,38 +393,6 @@ class Deploy:
         if outcome != INTERRUPTED:
             outcome = next((o for o in (RESTORE_FAILED, RESTORED) if o in outcomes), outcome)
         return outcome, why
-
-    def _planned(self, run: HostRun, name: str, check: bool = True) -> None:
-        """Run a plain-command step of the host's plan, if the plan has it."""
-        step = run.plan.step(name)
-        if step is None or step.argv is None:
-            return
-        argv = step.argv
-        self._step(run, name, lambda: run.ex.run(argv, timeout=step.timeout, what=step.what,
-                                                  check=check))
-
-    def _prune(self, run: HostRun) -> None:
-        """Remove old containers beyond `retain` (decided in the plan), then their images."""
-        self._planned(run, "prune")
-        self._planned(run, "prune-images", check=False)
-
-    def _log_tail(self, run: HostRun, name: str) -> str:
-        res = run.ex.run(docker.logs(name, 40), check=False, timeout=STEP_TIMEOUT)
-        return res.tail(40)
-
-    # -- bookkeeping
-    def _step(self, run: HostRun, name: str, action: Callable[[], object]) -> None:
-        start = time.monotonic()
-        try:
-            action()
-        except PlainsailError as exc:
-            run.steps.append(Step(name, round(time.monotonic() - start, 3), False,
-                                  _one_line(exc)))
-            self._step_report(run.host.name, f"{name}: FAILED")
-            raise
-        seconds = time.monotonic() - start
-        run.steps.append(Step(name, round(seconds, 3), True))
-        self._step_report(run.host.name, f"{name}: ok ({seconds:.1f}s)")
 
     def _step_report(self, where: str, text: str) -> None:
         self.report(f"[{where}] {text}")
