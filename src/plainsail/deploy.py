@@ -34,6 +34,7 @@ from plainsail.errors import (
     LockError,
     PlainsailError,
     RemoteError,
+    one_line,
 )
 from plainsail.history import append_local
 from plainsail.hosts import Host
@@ -126,7 +127,7 @@ class Deploy:
                 self._preflight()
             except (PlainsailError, Interrupted) as exc:
                 outcome = INTERRUPTED if isinstance(exc, Interrupted) else ABORTED
-                summary = self._summary(outcome, _one_line(exc), preflight=True)
+                summary = self._summary(outcome, one_line(exc), preflight=True)
                 append_local(self.cfg, summary)
                 self._close()
                 if isinstance(exc, Interrupted):
@@ -267,7 +268,7 @@ class Deploy:
             for run in active:
                 self.sw.planned(run, "pull")
         except PlainsailError as exc:
-            reason = f"{_one_line(exc)}; nothing was switched, the running version is untouched"
+            reason = f"{one_line(exc)}; nothing was switched, the running version is untouched"
             for run in self.runs:
                 run.outcome, run.reason = ABORTED, reason
             return ABORTED, reason
@@ -283,7 +284,7 @@ class Deploy:
                 ok = self.sw.switch(run)
             except PlainsailError as exc:
                 failed = run.steps[-1].name if run.steps else "switch"
-                run.reason = f"{failed} failed: {_one_line(exc)}"
+                run.reason = f"{failed} failed: {one_line(exc)}"
                 self.sw.restore(run, f"{failed} failed", failed_new=True)
                 ok = False
             finally:
@@ -306,7 +307,7 @@ class Deploy:
                 self.sw.prune(run)
             except Exception as exc:  # noqa: BLE001 - reported, the deploy stands
                 warn(f"{run.host.name}: removing old containers failed "
-                     f"({type(exc).__name__}: {_one_line(exc)}); the deploy is unaffected")
+                     f"({type(exc).__name__}: {one_line(exc)}); the deploy is unaffected")
         if self.req.kind == "recover":
             for run in active:
                 run.outcome = RECOVERED
@@ -339,7 +340,7 @@ class Deploy:
                     run.locked = False
                 except Exception as exc:  # noqa: BLE001 - the outcome must still be recorded
                     error(f"{run.host.name}: could not release the deploy lock "
-                          f"{run.paths.lock} ({type(exc).__name__}: {_one_line(exc)}); "
+                          f"{run.paths.lock} ({type(exc).__name__}: {one_line(exc)}); "
                           "check the host, then run: plainsail lock release")
 
     def _migrate(self, run: HostRun) -> tuple[bool, str]:
@@ -463,7 +464,7 @@ class Deploy:
             except (PlainsailError, Interrupted, Exception) as exc:
                 unrecorded.append(run.host.name)
                 error(f"{run.host.name}: the record of this attempt could not be stored on the "
-                      f"host ({type(exc).__name__}: {_one_line(exc)}); rollback reads those "
+                      f"host ({type(exc).__name__}: {one_line(exc)}); rollback reads those "
                       f"records, so fix the host's state folder {run.paths.root}. The record "
                       "is kept locally in .plainsail/history.jsonl")
         self._unlock_all()  # the host records first, so the next deploy sees this one
@@ -489,14 +490,6 @@ class Deploy:
         self._given.clear()
 
 
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1][:300] if lines else ""
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text.splitlines()[0] if text else text
 
 
 @contextmanager

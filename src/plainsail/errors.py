@@ -110,3 +110,9 @@ class LockError(PlainsailError):
 
 class DeployError(PlainsailError):
     """A deploy or rollback did not complete; the record says how far it got."""
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of an error's message (its type's name when it has none)."""
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0]

@@ -18,7 +18,7 @@ from typing import Any
 from plainsail import docker, health, hoststate
 from plainsail.config import Config
 from plainsail.containers import Container
-from plainsail.errors import PlainsailError
+from plainsail.errors import PlainsailError, one_line
 from plainsail.hosts import Host
 from plainsail.outcomes import LEFT_STOPPED, RESTORE_FAILED, RESTORED
 from plainsail.plan import STEP_TIMEOUT, HostPlan, Target, app_run_argv, container_name
@@ -166,7 +166,7 @@ class Switcher:
             try:
                 self.step(run, "restore" if way == "retained" else "restore-today", action)
             except PlainsailError as exc:
-                tried.append(f"restarting {prev.tag}{how} failed: {_one_line(exc)}")
+                tried.append(f"restarting {prev.tag}{how} failed: {one_line(exc)}")
                 continue
             verdict = self.gate(run, name)
             run.restore_health = verdict.to_json()
@@ -218,7 +218,7 @@ class Switcher:
             action()
         except PlainsailError as exc:
             run.steps.append(Step(name, round(time.monotonic() - start, 3), False,
-                                  _one_line(exc)))
+                                  one_line(exc)))
             self.say(run.host.name, f"{name}: FAILED")
             raise
         seconds = time.monotonic() - start
@@ -233,7 +233,3 @@ def _last_line(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[-1][:300] if lines else ""
 
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text.splitlines()[0] if text else text
