@@ -142,11 +142,18 @@ class Deploy:
                 return self._summary("dry-run", "nothing was changed")
             if all(r.outcome == UNCHANGED for r in self.runs):
                 tag = self.target.tag if self.target else ""
-                summary = (self._summary(RECOVERED, f"{tag} already runs on every host; the "
-                                         "interrupted attempt had not switched any")
-                           if self.req.kind == "recover" else
-                           self._summary(UNCHANGED, f"{tag} already runs on every host; use "
-                                         "--force to redeploy"))
+                if self.req.kind == "recover":
+                    # Nothing to switch back, but every host records that it was checked.
+                    reason = (f"{tag}, the last known-good version, already runs on every "
+                              "host; the interrupted attempt had not switched any")
+                    for run in self.runs:
+                        run.outcome, run.reason = RECOVERED, reason
+                    self.finishing = True
+                    summary = self._finish(RECOVERED, reason)
+                    self._close()
+                    return summary
+                summary = self._summary(UNCHANGED, f"{tag} already runs on every host; use "
+                                        "--force to redeploy")
                 append_local(self.cfg, summary)
                 self._close()
                 return summary
@@ -301,7 +308,9 @@ class Deploy:
                 return run.outcome, run.reason
         for run in active:
             run.outcome = SUCCEEDED
-        # Pruning never undoes a healthy deploy: a failure there is only reported.
+        # Pruning never undoes a healthy deploy: a failure there is only reported, and a
+        # signal waits until it and the records are done (well under a second).
+        self.finishing = True
         for run in active:
             try:
                 self.sw.prune(run)
