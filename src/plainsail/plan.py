@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from plainsail import buildrecords, docker
+from plainsail import buildrecords, docker, secretsources
 from plainsail.config import Config
 from plainsail.errors import SignatureError, UsageError
 from plainsail.hosts import Host, parse_host
@@ -46,16 +46,19 @@ def container_name(service: str, tag: str) -> str:
 
 
 def app_env(cfg: Config, environ: dict[str, str] | os._Environ[str]) -> dict[str, str]:
+    """app.env plus every app secret, read from its source (each source once per run;
+    a failure or an empty value raises SecretSourceError naming the secret)."""
     env = dict(cfg.app.env)
-    for name in cfg.app.secrets:
-        env[name] = environ[name]
+    env.update(secretsources.resolve(cfg, environ))
     return env
 
 
 def missing_secrets(cfg: Config, environ: dict[str, str] | os._Environ[str]) -> list[str]:
-    """Secrets that are unset or empty: CI gives an empty value for a missing secret, and
-    an empty value would overwrite the host's env file with nothing."""
-    return [name for name in cfg.app.secrets if not environ.get(name)]
+    """Environment variables that app secrets are read from but that are unset or empty:
+    CI gives an empty value for a missing secret, and an empty value would overwrite the
+    host's env file with nothing. (Other sources are checked as `app_env` reads them.)"""
+    return [s.env for s in cfg.app.secrets.values()
+            if isinstance(s, secretsources.EnvSource) and not environ.get(s.env)]
 
 
 def health_target(cfg: Config) -> tuple[str, int] | None:
