@@ -309,3 +309,83 @@ def test_secret_value_wrapped() -> None:
     assert secretsources.resolve(cfg, {"SRC": "value-xyz-1"}) == {"S": "value-xyz-1"}
     assert scrub("it is value-xyz-1") == "it is ***"
     assert str(Secret("value-xyz-1")) == "***"
+
+
+def _es256_jwt(claims: dict[str, object]) -> tuple[str, str]:
+    """A signed JWT and the PEM public key that verifies it."""
+    import base64
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    signing_input = (b64(json.dumps({"alg": "ES256", "typ": "JWT"}).encode()) + "."
+                     + b64(json.dumps(claims).encode()))
+    r, s = decode_dss_signature(key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
+    token = signing_input + "." + b64(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
+    pem = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                        serialization.PublicFormat.SubjectPublicKeyInfo)
+    return token, pem.decode()
+
+
+def test_vault_jwt_login_with_the_ci_oidc_token(openbao: OpenBao, tmp_path: Path) -> None:
+    """No VAULT_TOKEN: plainsail asks the CI (a local stand-in for GitHub Actions' token
+    endpoint) for an OIDC token and logs in to OpenBao's JWT auth method with VAULT_ROLE."""
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    path = openbao.unique_path()
+    openbao.put(path, {"database_url": "pg://u:jwt-pw-9@db/x"})
+    mount = f"jwt-{uuid.uuid4().hex[:6]}"
+    now = int(time.time())
+    token, pem = _es256_jwt({"iss": "https://token.example", "sub": "repo:acme/api",
+                             "aud": "plainsail-test", "iat": now, "nbf": now - 5,
+                             "exp": now + 300})
+    openbao.api("POST", f"sys/auth/{mount}", {"type": "jwt"})
+    openbao.api("POST", f"auth/{mount}/config", {"jwt_validation_pubkeys": [pem],
+                                                 "bound_issuer": "https://token.example"})
+    openbao.api("PUT", f"sys/policies/acl/{mount}",
+                {"policy": f'path "secret/data/{path}" {{ capabilities = ["read"] }}'})
+    openbao.api("POST", f"auth/{mount}/role/deploy", {
+        "role_type": "jwt", "user_claim": "sub", "bound_audiences": ["plainsail-test"],
+        "policies": [mount], "ttl": "5m"})
+    asked: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            asked.append(f"{self.path} {self.headers.get('Authorization')}")
+            body = json.dumps({"value": token}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        cfg = _cfg(tmp_path, f"    DB: {{vault: {{path: {path}, field: database_url}}}}\n")
+        env = {"VAULT_ADDR": openbao.addr, "VAULT_ROLE": "deploy", "VAULT_AUTH_PATH": mount,
+               "VAULT_JWT_AUDIENCE": "plainsail-test",
+               "ACTIONS_ID_TOKEN_REQUEST_URL": f"http://127.0.0.1:{server.server_port}/t?x=1",
+               "ACTIONS_ID_TOKEN_REQUEST_TOKEN": "runner-bearer"}
+        assert secretsources.resolve(cfg, env) == {"DB": "pg://u:jwt-pw-9@db/x"}
+        assert asked == ["/t?x=1&audience=plainsail-test bearer runner-bearer"]
+        secretsources.forget()
+        with pytest.raises(SecretSourceError, match=rf"JWT login to Vault \(auth/{mount}, "
+                           r"role nobody\) was refused \(400\)"):
+            secretsources.resolve(cfg, {**env, "VAULT_ROLE": "nobody"})
+        secretsources.forget()
+        with pytest.raises(SecretSourceError, match="VAULT_ROLE is set but there is no OIDC "
+                           "token"):
+            secretsources.resolve(cfg, {"VAULT_ADDR": openbao.addr, "VAULT_ROLE": "deploy"})
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -276,9 +276,12 @@ def _ci_oidc_token(client: Any, env: Mapping[str, str], what: str) -> str:
         raise SecretSourceError(f"{what}: VAULT_ROLE is set but there is no OIDC token: give "
                                 "the job `permissions: id-token: write` (GitHub Actions), or "
                                 "put a JWT in VAULT_JWT")
+    import httpx
+
     audience = env.get("VAULT_JWT_AUDIENCE")
-    params = {"audience": audience} if audience else None
-    resp = client.get(url, params=params, headers={"Authorization": f"bearer {bearer}"})
+    # The URL carries its own query (api-version=...): the audience is added to it.
+    target = httpx.URL(url).copy_merge_params({"audience": audience}) if audience else url
+    resp = client.get(target, headers={"Authorization": f"bearer {bearer}"})
     try:
         value = resp.json()["value"] if resp.status_code == 200 else None
     except (ValueError, KeyError, TypeError):
