@@ -604,6 +604,7 @@ class Deploy:
         rec: dict[str, Any] = {
             "id": self.id,
             "kind": self.req.kind,
+            "drill": self.req.drill,
             "service": self.cfg.service,
             "image": self.cfg.image,
             "tag": t.tag if t else None,

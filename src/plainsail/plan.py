@@ -26,6 +26,7 @@ class Request:
     kind: str = "deploy"  # or "rollback"
     rollback_from: str | None = None  # the tag running before a rollback
     pinned_digest: str | None = None  # rollback: the digest the records name
+    drill: str | None = None  # the id of the rollback drill this attempt belongs to
 
 
 @dataclass
