@@ -6,6 +6,7 @@ pytest_plugins = [
     "tests.support.notes_app",
     "tests.support.deploy_env",
     "tests.support.multihost",
+    "tests.support.openbao",
 ]
 
 # Fixtures that start or need a real service (Docker Engine, registry, sshd, PostgreSQL):
@@ -13,7 +14,8 @@ pytest_plugins = [
 # only the fast ones, whatever marker the test itself carries.
 SERVICE_FIXTURES = frozenset({
     "auth_registry", "deploy_dir", "fleet", "local_deploy_dir", "notes_builds",
-    "notes_database", "notes_image", "pg_admin", "pg_connect", "pg_url", "plainsail_wheel",
+    "notes_database", "notes_image", "openbao", "pg_admin", "pg_connect", "pg_url",
+    "plainsail_wheel",
     "registry", "second_engine", "service_repo", "ssh_host", "tiny_app",
 })
 

@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "lint": ("lint", "check migrations for changes the running app cannot survive"),
     "deploy": ("deploy", "deploy a built, signed image to the hosts"),
     "rollback": ("rollback", "deploy the previous known-good image again"),
+    "drill": ("drill", "roll back to the previous known-good version and deploy the current "
+              "one again, timed: the rollback procedure, tested"),
     "recover": ("recover", "put the last known-good version back after an interrupted "
                 "attempt and release its lock"),
     "history": ("history", "list deploy attempts, newest first"),
@@ -201,6 +203,14 @@ def _rollback_args(p: argparse.ArgumentParser) -> None:
     _json_flag(p)
 
 
+def _drill_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", action="append", metavar="HOST", default=[],
+                   help="drill only this host (repeatable)")
+    p.add_argument("--yes", action="store_true",
+                   help="go ahead although the service is interrupted during both switches")
+    _json_flag(p)
+
+
 def _recover_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", action="append", metavar="HOST", default=[],
                    help="recover only this host (repeatable)")
@@ -309,6 +319,7 @@ _ADDERS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "lint": _lint_args,
     "deploy": _deploy_args,
     "rollback": _rollback_args,
+    "drill": _drill_args,
     "recover": _recover_args,
     "history": _history_args,
     "status": _status_args,

@@ -25,6 +25,14 @@ import yaml
 from plainsail.durations import check_bounds, parse_duration
 from plainsail.errors import ConfigError
 from plainsail.secret import Secret
+from plainsail.secretsources import (
+    CommandSource,
+    EnvSource,
+    FileSource,
+    Source,
+    SourcedSecret,
+    VaultSource,
+)
 
 DEFAULT_FILE = "plainsail.yml"
 MAX_FILE_BYTES = 1024 * 1024  # a plainsail.yml is a few kilobytes
@@ -103,7 +111,8 @@ class AppConfig:
     port: int = 8080
     publish: int | None = None
     env: dict[str, str] = field(default_factory=dict)
-    secrets: list[str] = field(default_factory=list)
+    # name -> where its value comes from; the list form means {NAME: {env: NAME}}
+    secrets: dict[str, Source] = field(default_factory=dict)
     network: str = "bridge"
     volumes: list[str] = field(default_factory=list)
     init: bool = True
@@ -235,8 +244,9 @@ def _show(text: str, limit: int = 60) -> str:
 
 
 class _Ctx:
-    def __init__(self, env: Mapping[str, str]) -> None:
+    def __init__(self, env: Mapping[str, str], base: Path = Path(".")) -> None:
         self.env = env
+        self.base = base  # the folder of plainsail.yml: relative paths start there
         self.problems: list[str] = []
 
     def error(self, node: yaml.Node | None, path: str, msg: str) -> None:
@@ -679,9 +689,98 @@ def _health_path(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
     return value
 
 
+_SOURCE_KINDS = ("env", "file", "command", "vault")
+_SOURCE_HINT = ("give one source: {env: NAME}, {file: PATH}, {command: [PROGRAM, ARG, ...]} "
+                "or {vault: {path: PATH, field: FIELD, mount: secret}}")
+# A Vault mount or secret path: segments without spaces, ?, # or %, and no . or .. segment.
+_VAULT_PATH_RE = re.compile(r"(?!(?:.*/)?\.\.?(?:/|$))[^\s/?#%]+(?:/[^\s/?#%]+)*")
+_VAULT_PATH_HINT = "a path such as api/prod: parts separated by single /, no spaces, ? or #"
+
+
+def _source(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
+    """Where a secret's value comes from: exactly one of env, file, command, vault."""
+    if not isinstance(node, yaml.MappingNode) or not node.value:
+        got = "an empty mapping" if isinstance(node, yaml.MappingNode) else f"a {_kind(node)}"
+        ctx.error(node, path, f"expected a source, got {got}; {_SOURCE_HINT}")
+        return _MISSING
+    keys = [_key(ctx, k, path) for k, _ in node.value]
+    if None in keys:
+        return _MISSING
+    if len(keys) > 1:
+        ctx.error(node, path, f"give exactly one source, not {' and '.join(map(str, keys))}; "
+                  f"{_SOURCE_HINT}")
+        return _MISSING
+    knode, vnode = node.value[0]
+    key = str(keys[0])
+    kpath = _dotted(path, key)
+    if key == "env":
+        name = string(ENV_NAME_RE, "an environment variable name", optional=False)(
+            ctx, vnode, kpath)
+        return EnvSource(name) if isinstance(name, str) else _MISSING
+    if key == "file":
+        file = string(optional=False, nonempty=True)(ctx, vnode, kpath)
+        if not isinstance(file, str):
+            return _MISSING
+        return FileSource(str(ctx.base / os.path.expanduser(file)))
+    if key == "command":
+        argv = command(ctx, vnode, kpath)
+        if argv is None:
+            ctx.error(vnode, kpath, "a value is required: the program and its arguments")
+        return CommandSource(tuple(argv)) if isinstance(argv, list) else _MISSING
+    if key == "vault":
+        vault_path = string(_VAULT_PATH_RE, _VAULT_PATH_HINT, optional=False)
+        return obj(VaultSource, {"path": vault_path, "field": string(optional=False,
+                                                                       nonempty=True),
+                                 "mount": vault_path}, ("path", "field"))(ctx, vnode, kpath)
+    close = difflib.get_close_matches(key, _SOURCE_KINDS, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    ctx.error(knode, kpath, f"unknown source{hint}; {_SOURCE_HINT}")
+    return _MISSING
+
+
+def _app_secrets(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
+    """A list of names read from the environment, or a mapping of name -> source."""
+    if _is_null(node):
+        return {}
+    if isinstance(node, yaml.SequenceNode):
+        names = list_of(string(ENV_NAME_RE, "an environment variable name", optional=False),
+                        unique=True)(ctx, node, path)
+        return _MISSING if names is _MISSING else {n: EnvSource(n) for n in names}
+    if not isinstance(node, yaml.MappingNode):
+        ctx.error(node, path, "expected a list of environment variable names or a mapping "
+                  f"of name to source, got a {_kind(node)}")
+        return _MISSING
+    out: dict[str, Any] = {}
+    failed = False
+    for knode, vnode in node.value:
+        key = _key(ctx, knode, path)
+        if key is None:
+            failed = True
+            continue
+        kpath = _dotted(path, key)
+        if key in out:
+            ctx.error(knode, kpath, "duplicate key")
+            failed = True
+        elif not ENV_NAME_RE.fullmatch(key):
+            ctx.error(knode, kpath, "invalid name: an environment variable name")
+            failed = True
+        else:
+            out[key] = _source(ctx, vnode, kpath)
+            failed = failed or out[key] is _MISSING
+    return _MISSING if failed else out
+
+
+def _secret_or_source(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
+    """A secret value, or a source to read it from (read at the deploy's preflight)."""
+    if isinstance(node, yaml.MappingNode):
+        source = _source(ctx, node, path)
+        return _MISSING if source is _MISSING else SourcedSecret(source, path)
+    return secret_string(ctx, node, path)
+
+
 _REGISTRY_FIELDS: dict[str, Conv] = {
     "username": string(re.compile(r"[^:]*"), "a user name cannot contain ':'"),
-    "password": secret_string,
+    "password": _secret_or_source,
     "insecure": boolean,
 }
 _REGISTRY_HINT = ("give both username and password, or remove the block to use your Docker "
@@ -756,16 +855,19 @@ def _keyless(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
 
 
 def _webhook(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
-    """A secret http(s) URL; problems never show it. An empty value is allowed (skipped)."""
+    """A secret http(s) URL; problems never show it. An empty value is allowed (skipped).
+    A URL from a source is checked when it is read."""
+    if isinstance(node, yaml.MappingNode):
+        return _secret_or_source(ctx, node, path)
     secret = secret_string(ctx, node, path)
-    if isinstance(secret, Secret) and secret and not _is_web_url(secret.reveal()):
+    if isinstance(secret, Secret) and secret and not is_web_url(secret.reveal()):
         ctx.error(node, path, "not an http(s) URL with a host (the value is secret, so it is "
                   "not shown)")
         return _MISSING
     return secret
 
 
-def _is_web_url(url: str) -> bool:
+def is_web_url(url: str) -> bool:
     from urllib.parse import urlsplit
 
     import httpx
@@ -822,8 +924,7 @@ _SCHEMA = obj(
                 "env": str_map(ENV_NAME_RE, "an environment variable name", lines=(
                     "contains a line break, which docker --env-file cannot carry; encode it "
                     "(e.g. base64) or put it in a mounted file")),
-                "secrets": list_of(string(ENV_NAME_RE, "an environment variable name",
-                                          optional=False), unique=True),
+                "secrets": _app_secrets,
                 "network": _network,
                 "volumes": list_of(_volume),
                 "init": boolean,
@@ -948,7 +1049,7 @@ def parse(text: str, path: Path, env: Mapping[str, str] | None = None) -> Config
         raise ConfigError(_yaml_problem(exc, text), name) from None
     if root is None:
         raise ConfigError("the file is empty; see the example in the README", name)
-    ctx = _Ctx(env)
+    ctx = _Ctx(env, path.parent)
     result = _SCHEMA(ctx, root, "")
     if ctx.problems or result is _MISSING:
         raise ConfigError(ctx.problems or ["invalid configuration"], name)
@@ -988,9 +1089,10 @@ def load(
     # Every command that read this config redacts the app's secret values wherever text
     # leaves the program (status, logs and history print what the app said, too).
     values = os.environ if env is None else env
-    for name in cfg.app.secrets:
-        if values.get(name):
-            Secret(values[name])
+    # Only values already in the environment: no other source is read before a deploy.
+    from plainsail.secretsources import env_values
+
+    env_values(cfg, values)
     return cfg
 
 
@@ -999,13 +1101,15 @@ def to_display(cfg: Config) -> dict[str, Any]:
     from dataclasses import fields, is_dataclass
 
     def conv(value: Any) -> Any:
+        if isinstance(value, SourcedSecret):
+            return f"{value} (from the {value.source.describe()}, read at deploy time)"
         if isinstance(value, Secret):
             return str(value)
         if is_dataclass(value) and not isinstance(value, type):
             return {f.name: conv(getattr(value, f.name)) for f in fields(value)}
         if isinstance(value, dict):
             return {k: conv(v) for k, v in value.items()}
-        if isinstance(value, list):
+        if isinstance(value, list | tuple):
             return [conv(v) for v in value]
         if isinstance(value, Path):
             return str(value)

@@ -192,8 +192,7 @@ class Deploy:
                 "environment lacks arrives empty) and retry"
             )
         self.env = app_env(cfg, self.environ)
-        self.secret_values += [Secret(self.environ[n]) for n in cfg.app.secrets
-                               if self.environ.get(n)]
+        self.secret_values += [Secret(self.env[n]) for n in cfg.app.secrets]
         self.env_content = hoststate.env_file_content(self.env)
         self.fingerprint = fingerprint(self.env_content, run_options(cfg))
         self._step_report("preflight", "verifying the image")
@@ -412,6 +411,7 @@ class Deploy:
         rec: dict[str, Any] = {
             "id": self.id,
             "kind": self.req.kind,
+            "drill": self.req.drill,
             "service": self.cfg.service,
             "image": self.cfg.image,
             "tag": t.tag if t else None,

@@ -8,7 +8,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from plainsail import buildrecords, docker, hoststate
+from plainsail import buildrecords, docker, hoststate, secretsources
 from plainsail.config import Config
 from plainsail.containers import Container
 from plainsail.errors import SignatureError, UsageError
@@ -29,6 +29,7 @@ class Request:
     kind: str = "deploy"  # or "rollback"
     rollback_from: str | None = None  # the tag running before a rollback
     pinned_digest: str | None = None  # rollback: the digest the records name
+    drill: str | None = None  # the id of the rollback drill this attempt belongs to
 
 
 @dataclass
@@ -49,16 +50,19 @@ def container_name(service: str, tag: str) -> str:
 
 
 def app_env(cfg: Config, environ: dict[str, str] | os._Environ[str]) -> dict[str, str]:
+    """app.env plus every app secret, read from its source (each source once per run;
+    a failure or an empty value raises SecretSourceError naming the secret)."""
     env = dict(cfg.app.env)
-    for name in cfg.app.secrets:
-        env[name] = environ[name]
+    env.update(secretsources.resolve(cfg, environ))
     return env
 
 
 def missing_secrets(cfg: Config, environ: dict[str, str] | os._Environ[str]) -> list[str]:
-    """Secrets that are unset or empty: CI gives an empty value for a missing secret, and
-    an empty value would overwrite the host's env file with nothing."""
-    return [name for name in cfg.app.secrets if not environ.get(name)]
+    """Environment variables that app secrets are read from but that are unset or empty:
+    CI gives an empty value for a missing secret, and an empty value would overwrite the
+    host's env file with nothing. (Other sources are checked as `app_env` reads them.)"""
+    return [s.env for s in cfg.app.secrets.values()
+            if isinstance(s, secretsources.EnvSource) and not environ.get(s.env)]
 
 
 def health_target(cfg: Config) -> tuple[str, int] | None:

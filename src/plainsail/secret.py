@@ -31,6 +31,11 @@ class Secret:
     def reveal(self) -> str:
         return self._value
 
+    def peek(self) -> str:
+        """The value if it is known, without reading anything (a secret that comes from a
+        source not read yet gives ""): what redaction uses."""
+        return self._value
+
     def __bool__(self) -> bool:
         return bool(self._value)
 
@@ -73,7 +78,7 @@ def redact(text: str, secrets: Iterable[Secret | str]) -> str:
     """Replace every occurrence of each secret value (and its fragments) with `***`."""
     values: set[str] = set()
     for s in secrets:
-        value = s.reveal() if isinstance(s, Secret) else s
+        value = s.peek() if isinstance(s, Secret) else s
         if value:
             values.update(fragments(value))
     for value in sorted(values, key=len, reverse=True):

@@ -9,18 +9,26 @@ import yaml
 
 from plainsail import config as configlib
 from plainsail.output import print_json, say
+from plainsail.secretsources import EnvSource, Source
 
 
 def run(args: argparse.Namespace) -> int:
     cfg = configlib.load(args.config)
     data = configlib.to_display(cfg)
-    # Secret names are shown with whether the deployer's environment has them, never values.
-    data["app"]["secrets"] = {
-        name: ("***" if os.environ.get(name) else "(not set)") for name in cfg.app.secrets
-    }
+    # Secret names are shown with whether the deployer's environment has them, or where
+    # they will be read from, never values: no source is read here.
+    data["app"]["secrets"] = {name: _shown(name, source)
+                              for name, source in cfg.app.secrets.items()}
     if args.json:
         print_json(data)
     else:
         say(f"# {cfg.path}: valid")
         say(yaml.safe_dump(data, sort_keys=False).rstrip())
     return 0
+
+
+def _shown(name: str, source: Source) -> str:
+    if isinstance(source, EnvSource):
+        shown = "***" if os.environ.get(source.env) else "(not set)"
+        return shown if source.env == name else f"{shown} (from {source.env})"
+    return f"from the {source.describe()}, read at deploy time"

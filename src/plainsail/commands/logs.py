@@ -1,8 +1,9 @@
 """`plainsail logs [--tail N]`: the running app container's logs on each host.
 
 An app may log its own secrets (a connection URL in an error, a token in a debug line):
-the values of `app.secrets` set in this environment are redacted as the logs are printed,
-along with the registry password and webhook URLs.
+the values of `app.secrets` read from this environment are redacted as the logs are
+printed, along with the registry password and webhook URLs. Secrets from other sources
+(file, command, Vault) are not read just to print logs.
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ from plainsail.errors import PlainsailError
 from plainsail.fleet import opened
 from plainsail.output import say
 from plainsail.secret import Secret, redact
+from plainsail.secretsources import env_values
 
 
 def secrets_to_hide(cfg: configlib.Config, environ: Mapping[str, str]) -> list[Secret]:
     """The config's secrets plus the app's, as far as this environment sets them."""
-    app = [Secret(environ[name]) for name in cfg.app.secrets if environ.get(name)]
-    return [*cfg.secrets(), *app]
+    return [*cfg.secrets(), *env_values(cfg, environ)]
 
 
 def run(args: argparse.Namespace) -> int:
