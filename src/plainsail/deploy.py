@@ -30,7 +30,7 @@ from plainsail import docker, hoststate, notify
 from plainsail.config import Config
 from plainsail.containers import current, fingerprint
 from plainsail.errors import (
-    DeployError,
+    DeployInterrupted,
     LockError,
     PlainsailError,
     RemoteError,
@@ -131,7 +131,7 @@ class Deploy:
                 append_local(self.cfg, summary)
                 self._close()
                 if isinstance(exc, Interrupted):
-                    err = DeployError("interrupted before any host changed")
+                    err = DeployInterrupted("interrupted before any host changed")
                     err.record = summary
                     raise err from None
                 exc.record = summary

@@ -112,6 +112,12 @@ class DeployError(PlainsailError):
     """A deploy or rollback did not complete; the record says how far it got."""
 
 
+class DeployInterrupted(DeployError):
+    """SIGTERM or Ctrl-C before any host changed (exit 130, as every interruption)."""
+
+    exit_code = 130
+
+
 def one_line(exc: BaseException) -> str:
     """The first line of an error's message (its type's name when it has none)."""
     text = str(exc) or type(exc).__name__
