@@ -27,6 +27,7 @@ from plainsail import proxy
 from plainsail.hosts import parse_host
 from plainsail.proxy import argv as pargv
 from plainsail.runner import SSHExecutor, SSHOptions
+from tests.support.cli import plainsail
 from tests.support.notes_app import BASE_IMAGE, TEST_LABEL
 from tests.support.services import Registry, free_port
 from tests.support.sshd import SSHHost
@@ -90,6 +91,8 @@ class ProxyHost:
                path: str = "", extra: str = "") -> configlib.Config:
         text = (f"service: {service}\nimage: registry.example.com/{service}\n"
                 f"hosts: ['{self.ssh.host}']\nhost_dir: {self.host_dir}\n"
+                f"ssh:\n  identity_file: {self.ssh.identity_file}\n"
+                f"  known_hosts: {self.ssh.known_hosts}\n"
                 f"app:\n  port: {APP_PORT}\nhealth:\n  path: /health\n"
                 f"proxy:\n  host: {host}\n  image: {self.image}\n  tls: {tls}\n"
                 f"  http_port: {self.http_port}\n  https_port: {self.https_port}\n"
@@ -375,3 +378,31 @@ class caplog_all:  # noqa: N801 - a tiny context manager
     def __exit__(self, *exc: object) -> None:
         self.logger.removeHandler(self.handler)
         self.logger.setLevel(self.level)
+
+
+# ---------------------------------------------------------------- the commands
+
+
+def test_proxy_commands_boot_status_logs(ph: ProxyHost) -> None:
+    cfg = ph.config(unique("cli"))
+    path = str(cfg.path)
+    r = plainsail("proxy", "boot", "-c", path)
+    assert r.code == 0 and "created and started" in r.out, r.text
+    r = plainsail("proxy", "boot", "-c", path)
+    assert r.code == 0 and "already running" in r.out, r.text
+    app = ph.start_app(unique("app"))
+    proxy.route_to(ph.ex, cfg, app)
+    r = plainsail("proxy", "status", "-c", path)
+    assert r.code == 0 and f"{cfg.service}: api.test (tls off) -> {app}:{APP_PORT}" in r.out, \
+        r.text
+    r = plainsail("proxy", "status", "--json", "-c", path)
+    (host,) = json.loads(r.out)["hosts"]
+    assert host["status"] == "running" and host["set_by"] == cfg.service
+    assert host["routes"][0]["upstream"] == f"{app}:{APP_PORT}"
+    r = plainsail("proxy", "logs", "--tail", "5", "-c", path)
+    assert r.code == 0 and len(r.out.splitlines()) == 6, r.text  # a heading and 5 lines
+    ph.http_port = free_port()
+    other = ph.config(unique("other"))
+    r = plainsail("proxy", "boot", "-c", str(other.path))
+    assert r.code == 1 and len(r.err.strip().splitlines()) == 1, r.text
+    assert f"set by service {cfg.service}" in r.err
