@@ -40,6 +40,7 @@ import http.server, os, time
 NAME = os.environ["NAME"]
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
     def do_GET(self):
         if self.path.startswith("/slow"):
             time.sleep(2)
