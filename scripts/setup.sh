@@ -20,7 +20,7 @@ need_root() {
 
 # 1. Debian packages.
 pkgs=(docker.io docker-registry openssh-server postgresql debootstrap busybox-static
-      apache2-utils git python3-venv curl ca-certificates iproute2)
+      apache2-utils git python3-venv curl ca-certificates iproute2 hey)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -84,7 +84,25 @@ if [ "$have" != "$base_pkgs" ]; then
   docker image prune -f --filter label=dev.plainsail.base-packages >/dev/null  # the old one
 fi
 
-# 6. plainsail itself, in a virtual environment.
+# 6. A local image of the Caddy proxy (proxy tests and benchmarks): Debian's caddy binary,
+#    taken from its package without installing the service, on the local base image.
+caddy_image=${PLAINSAIL_CADDY_IMAGE:-plainsail-caddy:bookworm}
+caddy_version=$(apt-cache policy caddy 2>/dev/null | awk '/Candidate:/ {print $2}')
+have=$(docker image inspect --format '{{index .Config.Labels "dev.plainsail.caddy-package"}}' "$caddy_image" 2>/dev/null || true)
+if [ -n "$caddy_version" ] && [ "$caddy_version" != "(none)" ] && [ "$have" != "$caddy_version" ]; then
+  log "building $caddy_image from Debian's caddy $caddy_version"
+  work=$(mktemp -d "$state/caddy.XXXXXX")
+  (cd "$work" && apt-get download "caddy=$caddy_version" >/dev/null 2>&1) \
+    || { need_root apt-get update -qq && (cd "$work" && apt-get download "caddy=$caddy_version" >/dev/null); }
+  dpkg-deb -x "$work"/caddy_*.deb "$work/root"
+  cp "$work/root/usr/bin/caddy" "$work/caddy"
+  printf 'FROM %s\nCOPY caddy /usr/bin/caddy\nLABEL dev.plainsail.caddy-package=%s\n' \
+    "$base_image" "$caddy_version" > "$work/Dockerfile"
+  docker build -q -t "$caddy_image" "$work" >/dev/null
+  rm -rf "$work"
+fi
+
+# 7. plainsail itself, in a virtual environment.
 if [ ! -x .venv/bin/python ]; then
   log "creating .venv"
   python3 -m venv .venv

@@ -36,6 +36,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("status", "show what runs on each host and its health now"),
     "logs": ("logs", "show the app container's logs"),
     "lock": ("lock", "show or release a service's deploy lock"),
+    "proxy": ("proxy", "show, start or read the logs of the proxy on each host"),
     "config": ("config", "validate plainsail.yml and print it resolved"),
     "init": ("init", "write plainsail.yml, ignore entries and a GitHub Actions deploy "
              "workflow for this repository"),
@@ -254,6 +255,18 @@ def _lock_args(p: argparse.ArgumentParser) -> None:
                    help="only this host (repeatable)")
 
 
+def _proxy_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["status", "logs", "boot"],
+                   help="status: the proxy's container, settings and routes (with requests in "
+                   "flight); logs: its log; boot: start it if it is not running (as a deploy "
+                   "does)")
+    p.add_argument("--host", action="append", metavar="HOST", default=[],
+                   help="only this host (repeatable)")
+    p.add_argument("--tail", type=int, default=100, metavar="N",
+                   help="with logs: the last N lines (default: 100)")
+    _json_flag(p)
+
+
 def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=["check"], help="check: validate and print resolved")
     _json_flag(p)
@@ -325,6 +338,7 @@ _ADDERS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "status": _status_args,
     "logs": _logs_args,
     "lock": _lock_args,
+    "proxy": _proxy_args,
     "config": _config_args,
     "init": _init_args,
     "audit": _audit_args,

@@ -118,6 +118,7 @@ class AppConfig:
     init: bool = True
     stop_timeout: float = 10.0
     command: list[str] | None = None
+    add_hosts: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,32 @@ class HealthConfig:
     attempts: int = 30
     interval: float = 1.0
     timeout: float = 2.0
+
+
+@dataclass(frozen=True)
+class ProxyTLS:
+    """How the proxy serves a service: `auto` (ACME), `internal` (Caddy's local CA), `off`,
+    or `files` (the deployer's certificate and key, paths relative to plainsail.yml)."""
+
+    mode: str = "auto"
+    cert: str | None = None
+    key: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "off"
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    hosts: list[str] = field(default_factory=list)
+    image: str = ""
+    path: str = "/"
+    tls: ProxyTLS = field(default_factory=ProxyTLS)
+    http_port: int = 80
+    https_port: int = 443
+    drain: float = 30.0
+    network: str = "plainsail"
 
 
 @dataclass(frozen=True)
@@ -159,6 +186,7 @@ class Config:
     on_failure: str = "restore"
     retain: int = 3
     notify: list[NotifyTarget] = field(default_factory=list)
+    proxy: ProxyConfig | None = None
 
     @property
     def root(self) -> Path:
@@ -776,6 +804,125 @@ def _secret_or_source(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
         source = _source(ctx, node, path)
         return _MISSING if source is _MISSING else SourcedSecret(source, path)
     return secret_string(ctx, node, path)
+_HOSTNAME_RE = re.compile(rf"(?:\*\.)?{_LABEL}(?:\.{_LABEL})*")
+_IMAGE_DIGEST_RE = re.compile(r"(?P<repo>[^@]+)@sha256:[0-9a-f]{64}")
+# Docker's built-in networks: no container names in DNS (bridge) or no network at all.
+_BUILTIN_NETWORKS = ("bridge", "host", "none", "default")
+
+
+def _add_host(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
+    """`NAME:ADDRESS` for `docker run --add-host`: ADDRESS an IP address or host-gateway."""
+    value = string(optional=False)(ctx, node, path)
+    if not isinstance(value, str):
+        return value
+    name, sep, address = value.partition(":")
+    problem = None
+    if not sep or not _HOSTNAME_RE.fullmatch(name) or name.startswith("*"):
+        problem = "the part before the first : is not a host name"
+    elif address != "host-gateway":
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            problem = "the part after the first : is neither an IP address nor host-gateway"
+    if problem:
+        ctx.error(node, path, f"{_show(value)} is not NAME:ADDRESS ({problem}); write e.g. "
+                  "host.docker.internal:host-gateway or db.internal:10.0.0.5")
+        return _MISSING
+    return value
+
+
+def _proxy_host(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
+    value = string(optional=False)(ctx, node, path)
+    if not isinstance(value, str):
+        return value
+    if len(value) > 253 or not _HOSTNAME_RE.fullmatch(value):
+        ctx.error(node, path, f"{_show(value)} is not a host name: letters, digits and -, in "
+                  "parts separated by single dots, optionally starting with *. (e.g. "
+                  "api.example.com)")
+        return _MISSING
+    return value.lower()
+
+
+def _proxy_path(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
+    value = string(nonempty=True)(ctx, node, path)
+    if isinstance(value, str) and (len(value) > 1000 or "?" in value or "*" in value
+                                   or "//" in value or not _URL_PATH_RE.fullmatch(value)):
+        ctx.error(node, path, f"{_show(value)} is not a path prefix: start with /, use ASCII "
+                  "without spaces, no ?query, no * and no //, e.g. /api")
+        return _MISSING
+    return value.rstrip("/") or "/" if isinstance(value, str) else value
+
+
+def _proxy_tls(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
+    hint = "auto, internal, off, or a mapping {cert: FILE, key: FILE}"
+    if isinstance(node, yaml.MappingNode):
+        files = obj(ProxyTLS, {"cert": string(optional=False, nonempty=True),
+                               "key": string(optional=False, nonempty=True)},
+                    ("cert", "key"))(ctx, node, path)
+        return ProxyTLS("files", files.cert, files.key) if isinstance(files, ProxyTLS) else files
+    value = _scalar(ctx, node, path, hint)
+    if value is None or value is _MISSING:
+        if value is None:
+            ctx.error(node, path, f"a value is required: {hint}")
+        return _MISSING
+    low = value.lower()
+    if low in ("off", "false"):  # YAML reads an unquoted off as false: both mean off
+        return ProxyTLS("off")
+    if low in ("auto", "internal"):
+        return ProxyTLS(low)
+    ctx.error(node, path, f"{_show(value)} is not one of: {hint}")
+    return _MISSING
+
+
+def _proxy_image(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
+    value = string(optional=False)(ctx, node, path)
+    if not isinstance(value, str):
+        return value
+    m = _IMAGE_DIGEST_RE.fullmatch(value)
+    repo = m["repo"] if m else ""
+    last = repo.rsplit("/", 1)[-1]
+    if ":" in last:
+        repo = repo[: len(repo) - len(last)] + last.split(":", 1)[0]
+    if m is None or check_repository(repo) is not None:
+        ctx.error(node, path, f"{_show(value)} is not an image pinned by digest: write "
+                  "REPOSITORY[:TAG]@sha256:<64 hex digits>, e.g. caddy:2.10@sha256:...")
+        return _MISSING
+    return value
+
+
+def _proxy_network(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
+    value = _network(ctx, node, path)
+    if isinstance(value, str) and value in _BUILTIN_NETWORKS:
+        ctx.error(node, path, f"{value!r} is one of Docker's own networks, where containers "
+                  "cannot reach each other by name; name a network of your own (plainsail "
+                  "creates it)")
+        return _MISSING
+    return value
+
+
+def _proxy(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
+    """The proxy block: exactly one of host and hosts; the rest as ProxyConfig."""
+    if not isinstance(node, yaml.MappingNode):
+        ctx.error(node, path, f"expected a mapping, got a {_kind(node)}")
+        return _MISSING
+    given = [k.value for k, _ in node.value if isinstance(k, yaml.ScalarNode)]
+    if ("host" in given) == ("hosts" in given):
+        ctx.error(node, path, "give exactly one of host (one name) and hosts (a list): the "
+                  "host names the proxy routes to this service")
+        return _MISSING
+    fields: dict[str, Conv] = {
+        "host": _proxy_host, "hosts": list_of(_proxy_host, min_items=1, unique=True),
+        "path": _proxy_path, "tls": _proxy_tls, "http_port": integer(1, 65535),
+        "https_port": integer(1, 65535), "drain": duration(HOUR, zero_ok=True),
+        "network": _proxy_network, "image": _proxy_image,
+    }
+    values = obj(dict, fields, ("image",))(ctx, node, path)
+    if not isinstance(values, dict):
+        return _MISSING
+    host = values.pop("host", None)
+    if host is not None:
+        values["hosts"] = [host]
+    return ProxyConfig(**values)
 
 
 _REGISTRY_FIELDS: dict[str, Conv] = {
@@ -930,6 +1077,7 @@ _SCHEMA = obj(
                 "init": boolean,
                 "stop_timeout": duration(MAX_STOP_TIMEOUT, zero_ok=True),
                 "command": command,
+                "add_hosts": list_of(_add_host, unique=True),
             },
         ),
         "migrate": obj(MigrateConfig, {"command": command,
@@ -950,6 +1098,7 @@ _SCHEMA = obj(
         "on_failure": choice("restore", "stop"),
         "retain": integer(0, 100),
         "notify": list_of(obj(NotifyTarget, {"webhook": _webhook}, ("webhook",))),
+        "proxy": _proxy,
     },
     ("service", "image"),
 )
@@ -966,6 +1115,15 @@ def _cross_checks(cfg: Config, ctx: _Ctx, lines: dict[str, int]) -> None:
     if cfg.app.network == "host" and cfg.app.publish not in (None, cfg.app.port):
         err("app.publish", "with network: host the app's own port is used; remove publish "
             "or make it equal to app.port")
+    if cfg.proxy is not None:
+        if cfg.app.publish is not None:
+            err("app.publish", "with a proxy nothing is published but the proxy's ports; "
+                "remove app.publish (users reach the app through proxy.host)")
+        if cfg.app.network == "host":
+            err("app.network", "with a proxy the app runs on proxy.network, next to the "
+                "proxy; remove network: host")
+        if cfg.proxy.http_port == cfg.proxy.https_port:
+            err("proxy.https_port", "must differ from proxy.http_port")
     if len(set(cfg.hosts)) != len(cfg.hosts):
         err("hosts", "a host is listed twice")
 

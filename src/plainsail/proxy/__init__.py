@@ -1,0 +1,40 @@
+"""plainsail's per-host reverse proxy (Caddy 2): zero-downtime switches between containers.
+
+The API the deploy engine calls (every function takes the host's Executor and the Config):
+
+- `ensure_booted(ex, cfg) -> Booted`          the proxy runs with this config's host-level
+  settings and answers (idempotent, locked); ProxyError naming the service that set other
+  settings
+- `route_to(ex, cfg, container) -> Switched`  point the service's route at a container
+  (atomic; `Switched.previous` is what to switch back to, `.in_flight` the requests then
+  in flight to it)
+- `check_through(ex, cfg)`                    health.path through the proxy, by host name;
+  ProxyError when it does not pass
+- `in_flight(ex, cfg, container) -> int` and `drain(ex, cfg, container[, timeout])`
+- `maintenance(ex, cfg, on[, message])`, `remove_route(ex, cfg)`
+- `status(ex, cfg)`, `logs(ex, cfg, tail)`, `root_certificate(ex, cfg)`
+
+Commands on the host are built as argv lists in `plainsail.proxy.argv`; Caddy's JSON in
+`plainsail.proxy.caddyconf`; the admin API client in `plainsail.proxy.admin`.
+"""
+
+from plainsail.proxy.admin import ProxyError
+from plainsail.proxy.host import Booted, ensure_booted, logs, read_state, status
+from plainsail.proxy.routes import (
+    Switched,
+    check_through,
+    drain,
+    in_flight,
+    maintenance,
+    probe_through,
+    remove_route,
+    root_certificate,
+    route_to,
+    upstream_of,
+)
+
+__all__ = [
+    "Booted", "ProxyError", "Switched", "check_through", "drain", "ensure_booted",
+    "in_flight", "logs", "maintenance", "probe_through", "read_state", "remove_route",
+    "root_certificate", "route_to", "status", "upstream_of",
+]

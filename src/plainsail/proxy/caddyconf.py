@@ -1,0 +1,315 @@
+"""Caddy's JSON configuration as data: the proxy's boot config and each service's part.
+
+Pure functions, no I/O. One Caddy serves every plainsail service of a host, with two
+servers: `plainsail-http` on proxy.http_port (services with `tls: off`, and a redirect to
+HTTPS for every other service) and `plainsail-https` on proxy.https_port. Everything that
+belongs to one service carries an `@id` that starts with `ps.<service>.`, so the admin API
+can address it directly (`/id/ps.<service>.upstream`) and a service's part can be replaced
+or removed without touching another's:
+
+- `ps.<service>.route`        its route: host names, optional path prefix, then a subroute
+- `ps.<service>.maintenance`  first in that subroute while maintenance is on (503)
+- `ps.<service>.upstream`     the reverse_proxy handler that serves the service
+- `ps.<service>.draining`     a second reverse_proxy handler right after it, which never
+                              runs (reverse_proxy does not call the next handler), holding
+                              the upstream switched away from: Caddy counts requests per
+                              upstream address and forgets an address no handler names, so
+                              without it the old container's requests in flight would
+                              become invisible the moment the route switches
+- `ps.<service>.redirect`     HTTP to HTTPS, on the HTTP server, when TLS is on
+- `ps.<service>.tls`          the certificate policy for `tls: internal`
+- `ps.<service>.cert`         the loaded certificate for `tls: {cert, key}`
+"""
+
+from __future__ import annotations
+
+import copy
+import html
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+# Where the host's proxy state folder is mounted inside the proxy container.
+MOUNT = "/plainsail"
+ADMIN_SOCKET = "admin.sock"
+# The Host header sent to the admin API (Caddy checks it against `admin.origins`; a unix
+# socket cannot be reached by a browser, so there is no DNS rebinding to defend against).
+ADMIN_ORIGIN = "plainsail-proxy"
+SERVER_HTTP = "plainsail-http"
+SERVER_HTTPS = "plainsail-https"
+RETRY_AFTER = 60  # seconds, in maintenance answers
+
+
+def admin_listen() -> str:
+    return f"unix/{MOUNT}/{ADMIN_SOCKET}"
+
+
+def boot_config(http_port: int, https_port: int) -> dict[str, Any]:
+    """The config a new proxy starts with: two servers with only the fallback route, the
+    admin API on a unix socket in the state folder, and every change saved there
+    (`caddy run --resume` reloads it)."""
+    config = {
+        "admin": {"listen": admin_listen(), "origins": [ADMIN_ORIGIN],
+                  "config": {"persist": True}},
+        "apps": {
+            "http": {
+                "http_port": http_port,
+                "https_port": https_port,
+                "servers": {
+                    SERVER_HTTP: {"listen": [f":{http_port}"], "protocols": ["h1", "h2c"],
+                                  "automatic_https": {"disable": True}, "routes": []},
+                    SERVER_HTTPS: {"listen": [f":{https_port}"], "protocols": ["h1", "h2"],
+                                   "automatic_https": {"disable_redirects": True},
+                                   "routes": []},
+                },
+            },
+            "tls": {"automation": {"policies": []}, "certificates": {"load_files": []}},
+            # Caddy's local CA (tls: internal) must not try to change the trust store of a
+            # container that cannot keep it.
+            "pki": {"certificate_authorities": {"local": {"install_trust": False}}},
+        },
+    }
+    sort_routes(config)
+    return config
+
+
+def rid(service: str, part: str) -> str:
+    """The @id of one part of a service's configuration."""
+    return f"ps.{service}.{part}"
+
+
+@dataclass(frozen=True)
+class ServiceRoute:
+    """What the proxy does for one service."""
+
+    service: str
+    hosts: list[str]
+    path: str  # "/" or a prefix without a trailing slash
+    tls: str  # auto, internal, off or files
+    upstream: str  # container:port
+    maintenance: str | None = None  # the page's message while maintenance is on
+    cert_file: str | None = None  # paths inside the proxy container (tls: files)
+    key_file: str | None = None
+    https_port: int = 443
+    draining: list[str] = field(default_factory=list)  # upstreams switched away from
+
+    @property
+    def tls_on(self) -> bool:
+        return self.tls != "off"
+
+
+def matcher(r: ServiceRoute) -> list[dict[str, Any]]:
+    m: dict[str, Any] = {"host": list(r.hosts)}
+    if r.path != "/":
+        m["path"] = [r.path, f"{r.path}/*"]
+    return [m]
+
+
+def upstreams(upstream: str) -> list[dict[str, str]]:
+    return [{"dial": upstream}]
+
+
+def proxy_handler(r: ServiceRoute) -> dict[str, Any]:
+    return {
+        "@id": rid(r.service, "upstream"),
+        "handler": "reverse_proxy",
+        "upstreams": upstreams(r.upstream),
+        # A connection refused while a container restarts is retried for a moment (only
+        # failed dials are retried: no request reached the app).
+        "load_balancing": {"try_duration": "2s", "try_interval": "100ms"},
+    }
+
+
+def maintenance_page(message: str) -> str:
+    # Braces are written as entities: Caddy would read {...} in a body as a placeholder.
+    text = html.escape(message).replace("{", "&#123;").replace("}", "&#125;")
+    return ("<!doctype html><html><head><meta charset=\"utf-8\"><title>Maintenance</title>"
+            "</head><body><h1>Down for maintenance</h1><p>" + text + "</p></body></html>\n")
+
+
+def maintenance_route(service: str, message: str) -> dict[str, Any]:
+    return {
+        "@id": rid(service, "maintenance"),
+        "handle": [{
+            "handler": "static_response",
+            "status_code": 503,
+            "headers": {"Retry-After": [str(RETRY_AFTER)],
+                        "Content-Type": ["text/html; charset=utf-8"],
+                        "Cache-Control": ["no-store"]},
+            "body": maintenance_page(message),
+        }],
+    }
+
+
+def service_route(r: ServiceRoute) -> dict[str, Any]:
+    inner: list[dict[str, Any]] = []
+    if r.maintenance is not None:
+        inner.append(maintenance_route(r.service, r.maintenance))
+    handlers = [proxy_handler(r)]
+    if r.draining:
+        handlers.append({"@id": rid(r.service, "draining"), "handler": "reverse_proxy",
+                         "upstreams": [u for d in r.draining for u in upstreams(d)]})
+    inner.append({"handle": handlers})
+    return {"@id": rid(r.service, "route"), "match": matcher(r), "terminal": True,
+            "handle": [{"handler": "subroute", "routes": inner}]}
+
+
+def redirect_route(r: ServiceRoute) -> dict[str, Any]:
+    port = "" if r.https_port == 443 else f":{r.https_port}"
+    return {
+        "@id": rid(r.service, "redirect"), "match": matcher(r), "terminal": True,
+        "handle": [{"handler": "static_response", "status_code": 308,
+                    "headers": {"Location": [
+                        f"https://{{http.request.host}}{port}{{http.request.uri}}"]}}],
+    }
+
+
+def walk_ids(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        if isinstance(node.get("@id"), str):
+            yield node["@id"]
+        for v in node.values():
+            yield from walk_ids(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from walk_ids(v)
+
+
+def find(node: Any, wanted: str) -> dict[str, Any] | None:
+    """The object whose @id is `wanted`, anywhere in a config."""
+    if isinstance(node, dict):
+        if node.get("@id") == wanted:
+            return node
+        values: Any = node.values()
+    elif isinstance(node, list):
+        values = node
+    else:
+        return None
+    for v in values:
+        found = find(v, wanted)
+        if found is not None:
+            return found
+    return None
+
+
+def _servers(config: dict[str, Any]) -> dict[str, Any]:
+    servers: dict[str, Any] = config["apps"]["http"]["servers"]
+    return servers
+
+
+FALLBACK = "plainsail-fallback"
+
+
+def fallback_route() -> dict[str, Any]:
+    """Last in each server: a request no service's route matches gets a 404 (Caddy's own
+    answer would be an empty 200)."""
+    return {"@id": FALLBACK, "handle": [{
+        "handler": "static_response", "status_code": 404,
+        "headers": {"Content-Type": ["text/plain; charset=utf-8"]},
+        "body": "No service is routed here.\n"}]}
+
+
+def _order(route: dict[str, Any]) -> tuple[int, int]:
+    """Longer path prefixes first, so /api wins over / on the same host; the fallback
+    last."""
+    paths = [p for m in route.get("match", []) for p in m.get("path", [])]
+    return (route.get("@id") == FALLBACK, -max((len(p) for p in paths), default=0))
+
+
+def sort_routes(config: dict[str, Any]) -> None:
+    """Order every server's routes (in place), adding the fallback where it is missing."""
+    for server in _servers(config).values():
+        routes = server.setdefault("routes", [])
+        if not any(r.get("@id") == FALLBACK for r in routes):
+            routes.append(fallback_route())
+        routes.sort(key=_order)  # stable: earlier routes keep their order
+
+
+def without_service(config: dict[str, Any], service: str) -> dict[str, Any]:
+    """A copy of `config` with every part of `service` removed."""
+    prefix = rid(service, "")
+    out = copy.deepcopy(config)
+    for server in _servers(out).values():
+        server["routes"] = [r for r in server.get("routes") or []
+                            if not str(r.get("@id", "")).startswith(prefix)]
+    tls = out["apps"].setdefault("tls", {})
+    automation = tls.setdefault("automation", {})
+    automation["policies"] = [p for p in automation.get("policies") or []
+                              if not str(p.get("@id", "")).startswith(prefix)]
+    certs = tls.setdefault("certificates", {})
+    certs["load_files"] = [c for c in certs.get("load_files") or []
+                           if not str(c.get("@id", "")).startswith(prefix)]
+    return out
+
+
+def with_service(config: dict[str, Any], r: ServiceRoute) -> dict[str, Any]:
+    """A copy of `config` with the service's part set to `r` (replacing what was there)."""
+    out = without_service(config, r.service)
+    servers = _servers(out)
+    if r.tls_on:
+        servers[SERVER_HTTPS]["routes"].append(service_route(r))
+        servers[SERVER_HTTP]["routes"].append(redirect_route(r))
+    else:
+        servers[SERVER_HTTP]["routes"].append(service_route(r))
+    sort_routes(out)
+    tls = out["apps"]["tls"]
+    if r.tls == "internal":
+        tls["automation"]["policies"].append({"@id": rid(r.service, "tls"),
+                                              "subjects": list(r.hosts),
+                                              "issuers": [{"module": "internal"}]})
+    elif r.tls == "files":
+        tls["certificates"]["load_files"].append({"@id": rid(r.service, "cert"),
+                                                  "certificate": r.cert_file,
+                                                  "key": r.key_file})
+    return out
+
+
+def current_upstream(config: dict[str, Any], service: str) -> str | None:
+    handler = find(config, rid(service, "upstream"))
+    if handler is None:
+        return None
+    ups = handler.get("upstreams") or []
+    return str(ups[0].get("dial")) if ups else None
+
+
+def current_draining(config: dict[str, Any], service: str) -> list[str]:
+    handler = find(config, rid(service, "draining"))
+    return [str(u.get("dial")) for u in (handler or {}).get("upstreams") or []]
+
+
+def switched(r: ServiceRoute, new: str) -> ServiceRoute:
+    """`r` pointed at `new`, keeping the upstream it leaves visible while it drains."""
+    if new == r.upstream:
+        return r
+    return replace(r, upstream=new, draining=[r.upstream])
+
+
+def current_maintenance(config: dict[str, Any], service: str) -> str | None:
+    """The maintenance message of a service, None when maintenance is off."""
+    route = find(config, rid(service, "maintenance"))
+    if route is None:
+        return None
+    body = str(route["handle"][0].get("body", ""))
+    start, end = body.find("<p>"), body.rfind("</p>")
+    text = body[start + 3:end] if 0 <= start < end else ""
+    return html.unescape(text)
+
+
+def services(config: dict[str, Any]) -> list[str]:
+    """The services that have a route in `config`, sorted."""
+    return sorted({i.split(".")[1] for i in walk_ids(config)
+                   if i.startswith("ps.") and i.endswith(".route")})
+
+
+def route_info(config: dict[str, Any], service: str) -> dict[str, Any]:
+    """What the config says about one service's route, as plain data for `status`."""
+    route = find(config, rid(service, "route")) or {}
+    match = (route.get("match") or [{}])[0]
+    paths = match.get("path") or ["/"]
+    tls = ("internal" if find(config, rid(service, "tls")) else
+           "files" if find(config, rid(service, "cert")) else
+           "auto" if find(config, rid(service, "redirect")) else "off")
+    return {"service": service, "hosts": match.get("host", []), "path": paths[0],
+            "tls": tls, "upstream": current_upstream(config, service),
+            "maintenance": current_maintenance(config, service),
+            "draining": current_draining(config, service)}

@@ -1,0 +1,299 @@
+"""A service's route on its host's proxy: point it at a container (the atomic switch),
+count the requests in flight per upstream, maintenance on/off, remove it, and check the
+service end to end through the proxy.
+
+The switch is one `PATCH /id/ps.<service>.route` (the service's own route object, its new
+upstream in front and the old one kept as `draining`): Caddy applies it as a graceful
+config change (requests in flight finish on the old upstream, new ones go to the new one)
+and it touches no other service. A route whose shape changes (host names, path,
+TLS, maintenance) is rewritten as a whole config under the host's proxy lock, since two
+services may change theirs at the same moment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import socket
+import ssl
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+from plainsail.config import Config
+from plainsail.health import check
+from plainsail.proxy import argv, caddyconf
+from plainsail.proxy.admin import Admin, ProxyError
+from plainsail.proxy.caddyconf import MOUNT, ServiceRoute
+from plainsail.proxy.host import HostState, proxy_config, proxy_lock, read_state
+from plainsail.runner import Executor, write_file_argv
+
+
+def upstream_of(cfg: Config, container: str) -> str:
+    """The address the proxy dials for a container: its name on the proxy's network."""
+    return f"{container}:{cfg.app.port}"
+
+
+def _running(ex: Executor, cfg: Config) -> HostState:
+    st = read_state(ex, cfg)
+    if st.status != "running":
+        raise ProxyError(f"{ex.host.name}: the proxy {st.name} is {st.status}; start it with "
+                         "plainsail proxy boot (a deploy boots it too)")
+    if not st.socket:
+        raise ProxyError(f"{ex.host.name}: the proxy {st.name} runs but its admin socket "
+                         f"{st.socket_path} is gone; plainsail proxy boot restarts it")
+    return st
+
+
+@dataclass(frozen=True)
+class Switched:
+    host: str
+    previous: str | None  # the upstream before, None when the route was new
+    upstream: str
+    in_flight: int  # requests in flight to the previous upstream at the switch
+    reshaped: bool  # the route's shape changed (a whole-config load) rather than a PATCH
+    seconds: float
+
+
+def desired(cfg: Config, upstream: str, maintenance: str | None,
+            cert_name: str | None) -> ServiceRoute:
+    p = proxy_config(cfg)
+    cert = key = None
+    if p.tls.mode == "files" and cert_name:
+        base = f"{MOUNT}/certs/{cfg.service}/{cert_name}"
+        cert, key = f"{base}.crt", f"{base}.key"
+    return ServiceRoute(service=cfg.service, hosts=list(p.hosts), path=p.path,
+                        tls=p.tls.mode, upstream=upstream, maintenance=maintenance,
+                        cert_file=cert, key_file=key, https_port=p.https_port)
+
+
+def _cert_files(cfg: Config) -> tuple[str, str, str] | None:
+    """(name, certificate PEM, key PEM) for tls: {cert, key}; the name hashes the content
+    so a new certificate is a new path, which Caddy loads."""
+    p = proxy_config(cfg)
+    if p.tls.mode != "files" or not p.tls.cert or not p.tls.key:
+        return None
+    texts = []
+    for what, rel in (("certificate", p.tls.cert), ("key", p.tls.key)):
+        path = cfg.resolve(rel)
+        try:
+            texts.append(path.read_text())
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ProxyError(f"proxy.tls: cannot read the {what} file {rel}: "
+                             f"{getattr(exc, 'strerror', None) or exc}") from None
+    name = hashlib.sha256("\0".join(texts).encode()).hexdigest()[:16]
+    return name, texts[0], texts[1]
+
+
+def _write_certs(ex: Executor, cfg: Config, st: HostState) -> str | None:
+    files = _cert_files(cfg)
+    if files is None:
+        return None
+    name, cert, key = files
+    folder = f"{st.state_dir}/certs/{cfg.service}"
+    # Both files 0600, through stdin: the key is never on a command line or in a log.
+    ex.run(write_file_argv(f"{folder}/{name}.crt", "600"), input=cert, timeout=30,
+           what="write the TLS certificate")
+    ex.run(write_file_argv(f"{folder}/{name}.key", "600"), input=key, timeout=30,
+           what="write the TLS key")
+    return name
+
+
+def route_to(ex: Executor, cfg: Config, container: str) -> Switched:
+    """Point the service's route at `container` (on proxy.network, port app.port).
+
+    Creates or reshapes the route when needed; otherwise it is a single atomic PATCH of
+    the upstream. Maintenance, if on, stays on.
+    """
+    start = time.monotonic()
+    st = _running(ex, cfg)
+    new = upstream_of(cfg, container)
+    files = _cert_files(cfg)
+    with Admin(ex, st.socket_path) as api:
+        config = api.config()
+        previous = caddyconf.current_upstream(config, cfg.service)
+        maintenance = caddyconf.current_maintenance(config, cfg.service)
+        now = replace(desired(cfg, previous or new, maintenance, files[0] if files else None),
+                      draining=caddyconf.current_draining(config, cfg.service))
+        if previous is not None and caddyconf.with_service(config, now) == config:
+            # The route has the right shape: one PATCH of this service's route object.
+            counts = api.upstream_counts()
+            if previous != new:
+                api.call("PATCH", f"/id/{caddyconf.rid(cfg.service, 'route')}",
+                         caddyconf.service_route(caddyconf.switched(now, new)),
+                         what=f"switch {cfg.service} to {new}")
+            return Switched(ex.host.name, previous, new, counts.get(previous, 0), False,
+                            time.monotonic() - start)
+    with proxy_lock(ex, st.state_dir, cfg.service, "route"):
+        cert_name = _write_certs(ex, cfg, st)
+        with Admin(ex, st.socket_path) as api:
+            config = api.config()  # again, under the lock
+            previous = caddyconf.current_upstream(config, cfg.service)
+            counts = api.upstream_counts()
+            maintenance = caddyconf.current_maintenance(config, cfg.service)
+            want = desired(cfg, previous or new, maintenance, cert_name)
+            api.load(caddyconf.with_service(config, caddyconf.switched(want, new)))
+        if cert_name:
+            ex.run(argv.prune_certs(f"{st.state_dir}/certs/{cfg.service}", cert_name),
+                   timeout=30, check=False, what="remove old certificates")
+    return Switched(ex.host.name, previous, new, counts.get(previous or "", 0), True,
+                    time.monotonic() - start)
+
+
+def in_flight(ex: Executor, cfg: Config, container: str) -> int:
+    """Requests the proxy has in flight to `container` now (0 when it is no upstream)."""
+    st = _running(ex, cfg)
+    with Admin(ex, st.socket_path) as api:
+        return api.upstream_counts().get(upstream_of(cfg, container), 0)
+
+
+def drain(ex: Executor, cfg: Config, container: str, timeout: float | None = None,
+          interval: float = 0.1) -> tuple[bool, float]:
+    """Wait until the proxy has no request in flight to `container`, at most `timeout`
+    seconds (default proxy.drain). (drained, seconds waited)."""
+    limit = proxy_config(cfg).drain if timeout is None else timeout
+    st = _running(ex, cfg)
+    address = upstream_of(cfg, container)
+    start = time.monotonic()
+    with Admin(ex, st.socket_path) as api:
+        while True:
+            if api.upstream_counts().get(address, 0) == 0:
+                return True, time.monotonic() - start
+            if time.monotonic() - start >= limit:
+                return False, time.monotonic() - start
+            time.sleep(interval)
+
+
+def _reshape(ex: Executor, cfg: Config, change: str,
+             update: Any) -> dict[str, Any]:
+    st = _running(ex, cfg)
+    with proxy_lock(ex, st.state_dir, cfg.service, change), \
+            Admin(ex, st.socket_path) as api:
+        config = api.config()
+        new: dict[str, Any] = update(config)
+        if new != config:
+            api.load(new)
+        return new
+
+
+def maintenance(ex: Executor, cfg: Config, on: bool, message: str | None = None) -> bool:
+    """Turn maintenance on (503, Retry-After and a small page, for this service only) or
+    off. The upstream stays as it is, so a deploy can switch it behind the page. Returns
+    whether anything changed."""
+    text = message or "This service is down for maintenance. Please try again shortly."
+    changed = False
+
+    def update(config: dict[str, Any]) -> dict[str, Any]:
+        nonlocal changed
+        route = caddyconf.find(config, caddyconf.rid(cfg.service, "route"))
+        if route is None:
+            raise ProxyError(f"{ex.host.name}: {cfg.service} has no route on the proxy yet; "
+                             "deploy it first")
+        was = caddyconf.current_maintenance(config, cfg.service)
+        now = text if on else None
+        changed = was != now
+        upstream = caddyconf.current_upstream(config, cfg.service) or ""
+        want = replace(_shape_of(config, cfg.service, upstream, now),
+                       draining=caddyconf.current_draining(config, cfg.service))
+        return caddyconf.with_service(config, want)
+
+    _reshape(ex, cfg, "maintenance", update)
+    return changed
+
+
+def _shape_of(config: dict[str, Any], service: str, upstream: str,
+              maintenance: str | None) -> ServiceRoute:
+    """The service's route as the proxy has it (not as the config says)."""
+    info = caddyconf.route_info(config, service)
+    cert = caddyconf.find(config, caddyconf.rid(service, "cert")) or {}
+    redirect = caddyconf.find(config, caddyconf.rid(service, "redirect")) or {}
+    location = str((redirect.get("handle") or [{}])[0].get("headers", {})
+                   .get("Location", [""])[0])
+    port_text = location.split("}", 1)[1].split("{", 1)[0] if "}" in location else ""
+    https_port = int(port_text[1:]) if port_text.startswith(":") else 443
+    return ServiceRoute(service=service, hosts=list(info["hosts"]), path=info["path"],
+                        tls=info["tls"], upstream=upstream, maintenance=maintenance,
+                        cert_file=cert.get("certificate"), key_file=cert.get("key"),
+                        https_port=https_port)
+
+
+def remove_route(ex: Executor, cfg: Config) -> bool:
+    """Remove everything the proxy has for this service; whether there was anything."""
+    found = False
+
+    def update(config: dict[str, Any]) -> dict[str, Any]:
+        nonlocal found
+        new = caddyconf.without_service(config, cfg.service)
+        found = new != config
+        return new
+
+    _reshape(ex, cfg, "remove", update)
+    st = read_state(ex, cfg)
+    ex.run(argv.remove_folder(f"{st.state_dir}/certs/{cfg.service}"), timeout=30,
+           check=False, what="remove the service's certificates")
+    return found
+
+
+def root_certificate(ex: Executor, cfg: Config) -> str:
+    """The PEM of the proxy's local CA root (`tls: internal`), for clients to trust."""
+    st = read_state(ex, cfg)
+    path = f"{st.state_dir}/data/caddy/pki/authorities/local/root.crt"
+    res = ex.run(argv.read_file(path), timeout=30, check=False, what="read the proxy's root")
+    if not res.ok or "BEGIN CERTIFICATE" not in res.stdout:
+        raise ProxyError(f"{ex.host.name}: the proxy has no local CA root yet ({path}); it "
+                         "is made when a service with tls: internal gets its route")
+    return res.stdout
+
+
+def check_host(cfg: Config) -> str:
+    """A host name to send through the proxy: the first, with a wildcard filled in."""
+    first = proxy_config(cfg).hosts[0]
+    return "plainsail-check." + first[2:] if first.startswith("*.") else first
+
+
+def check_path(cfg: Config) -> str:
+    """health.path under the route's prefix (the proxy passes the path on unchanged)."""
+    prefix = proxy_config(cfg).path
+    return cfg.health.path if prefix == "/" else prefix + cfg.health.path
+
+
+def probe_through(ex: Executor, cfg: Config, timeout: float | None = None,
+                  cafile_pem: str | None = None) -> tuple[int, str]:
+    """One GET of health.path through the proxy on the host, with the service's host name
+    (and SNI when TLS is on): (status, the body's start).
+
+    Without `cafile_pem` the certificate is not verified: this checks the route, not trust.
+    """
+    p = proxy_config(cfg)
+    wait = cfg.health.timeout if timeout is None else timeout
+    port = p.https_port if p.tls.enabled else p.http_port
+    address, local_port = ex.reach("127.0.0.1", port)
+    name = check_host(cfg)
+    sock = socket.create_connection((address, local_port), timeout=wait)
+    try:
+        if p.tls.enabled:
+            ctx = ssl.create_default_context(cadata=cafile_pem) if cafile_pem else \
+                ssl._create_unverified_context()  # noqa: S323 - a routing check
+            sock = ctx.wrap_socket(sock, server_hostname=name)
+        conn = http.client.HTTPConnection(name, port, timeout=wait)
+        conn.sock = sock
+        conn.request("GET", check_path(cfg), headers={"User-Agent": "plainsail-health",
+                                                      "Connection": "close"})
+        resp = conn.getresponse()
+        return resp.status, resp.read(64 * 1024).decode("utf-8", errors="replace")
+    finally:
+        sock.close()
+
+
+def check_through(ex: Executor, cfg: Config, timeout: float | None = None) -> None:
+    """The service answers health.path through the proxy as the health gate expects;
+    otherwise ProxyError (the engine switches back)."""
+    try:
+        code, body = probe_through(ex, cfg, timeout)
+    except (OSError, http.client.HTTPException) as exc:
+        raise ProxyError(f"{ex.host.name}: {cfg.service} does not answer through the proxy "
+                         f"({type(exc).__name__}: {exc})") from exc
+    problem = check(code, body, cfg.health)
+    if problem:
+        raise ProxyError(f"{ex.host.name}: {cfg.service} through the proxy "
+                         f"({check_host(cfg)}{check_path(cfg)}) {problem}")
