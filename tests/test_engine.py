@@ -25,6 +25,9 @@ from plainsail.outcomes import (
     SUCCEEDED,
     exit_code,
 )
+from plainsail.outcomes import (
+    OUTCOMES as ALL_OUTCOMES,
+)
 from plainsail.plan import Request, Target
 from plainsail.secret import Secret
 from tests.support.fakehost import FakeHost
@@ -34,8 +37,7 @@ V1 = Target(IMAGE, "a1a1a1a1", "sha256:" + "a1" * 32, True)
 V2 = Target(IMAGE, "b2b2b2b2", "sha256:" + "b2" * 32, True)
 V3 = Target(IMAGE, "c3c3c3c3", "sha256:" + "c3" * 32, True)
 TARGETS = {t.tag: t for t in (V1, V2, V3)}
-OUTCOMES = {"succeeded", "unchanged", "aborted", "failed-migration", "failed-health-restored",
-            "failed-health-left-stopped", "restore-failed", "interrupted", "recovered"}
+OUTCOMES = set(ALL_OUTCOMES)
 
 
 class Bench:
@@ -513,3 +515,118 @@ def test_the_deploy_runs_exactly_its_plan_and_the_dry_run_shows_it(tmp_path: Pat
     # The dry run rendered the same steps, in the same order, changing nothing.
     assert [line.split(":")[0].strip() for line in shown] == names
     assert [s.name for s in dry.runs[0].plan.steps] == names
+
+
+# ---------------------------------------------------------------- behind the proxy
+
+PROXY = ("proxy:\n  host: api.example.com\n  tls: internal\n"
+         "  image: plainsail-caddy:local@sha256:" + "c0" * 32 + "\n")
+
+
+class ProxyBench(Bench):
+    def __init__(self, tmp: Path, nhosts: int = 1, extra: str = "") -> None:
+        from tests.support.fakehost import FakeProxy
+
+        super().__init__(tmp, extra=PROXY + extra, nhosts=nhosts)
+        self.proxy = FakeProxy()
+        for f in self.fakes:
+            f.networks.add("plainsail")
+            self.proxy.watch(f, "api")
+
+    def deploy(self, target: Target, *, kind: str = "deploy", force: bool = False,
+               skip_migrations: bool = False) -> dict[str, Any]:
+        req = Request(ref=f"{target.tag}@{target.digest}", force=force, kind=kind,
+                      skip_migrations=skip_migrations or kind == "rollback")
+        d = Deploy(self.cfg, req, self.lines.append, environ=dict(self.env),
+                   executors={f.host.name: f.executor() for f in self.fakes},
+                   resolve=lambda cfg, r: TARGETS[str(r.ref).split("@")[0]],
+                   proxy=self.proxy)
+        try:
+            return d.run()
+        except PlainsailError as exc:
+            assert exc.record is not None
+            return exc.record
+
+    def routed_tag(self, i: int = 0) -> str | None:
+        c = self.proxy.routed(self.fakes[i], "api")
+        return c.labels["dev.plainsail.tag"] if c else None
+
+
+def test_proxy_upgrade_switches_the_route_with_no_outage(tmp_path: Path) -> None:
+    b = ProxyBench(tmp_path)
+    assert b.deploy(V1)["outcome"] == SUCCEEDED
+    s = b.deploy(V2)
+    assert s["outcome"] == SUCCEEDED, s
+    assert b.routed_tag() == V2.tag and b.running_tags() == [V2.tag]
+    assert b.proxy.outages == []
+    rec = b.fake.history("api")[-1]
+    steps = [st["name"] for st in rec["steps"]]
+    assert steps.index("route") < steps.index("drain") < steps.index("stop-old")
+    assert rec["in_flight_at_switch"] == 2
+    argv = next(a for a in b.fake.log if a[:3] == ["docker", "run", "--detach"])
+    assert argv[argv.index("--network") + 1] == "plainsail" and "--publish" not in argv
+
+
+def test_proxy_failed_gate_keeps_the_old_version_serving(tmp_path: Path) -> None:
+    b = ProxyBench(tmp_path)
+    b.deploy(V1)
+    b.fake.healthy = lambda c: c.labels["dev.plainsail.tag"] != V2.tag
+    b.fake.log.clear()
+    s = b.deploy(V2)
+    assert s["outcome"] == "failed-health-old-kept" and exit_code(s) == 1, s
+    assert b.routed_tag() == V1.tag and b.running_tags() == [V1.tag]
+    assert not any(a[:2] == ["docker", "stop"] and f"api-{V1.tag}" in a for a in b.fake.log)
+    assert f"api-{V2.tag}" not in b.fake.containers  # removed
+    assert b.proxy.outages == [] and "route_to" not in b.proxy.calls[2:]
+
+
+def test_proxy_check_through_failure_routes_back(tmp_path: Path) -> None:
+    b = ProxyBench(tmp_path)
+    b.deploy(V1)
+    b.proxy.faults["check_through"] = "fail"
+    s = b.deploy(V2)
+    assert s["outcome"] == RESTORED, s
+    assert "route points at" in s["reason"] and "never stopped" in s["reason"]
+    assert b.routed_tag() == V1.tag and b.running_tags() == [V1.tag]
+    assert b.proxy.outages == []
+
+
+def test_proxy_second_host_failing_routes_the_first_back(tmp_path: Path) -> None:
+    b = ProxyBench(tmp_path, nhosts=2)
+    b.deploy(V1)
+    b.fakes[1].healthy = lambda c: c.labels["dev.plainsail.tag"] != V2.tag
+    s = b.deploy(V2)
+    assert [h["outcome"] for h in s["per_host"]] == [RESTORED, "failed-health-old-kept"]
+    assert b.routed_tag(0) == V1.tag and b.routed_tag(1) == V1.tag
+    assert b.running_tags() == [V1.tag, V1.tag]
+
+
+@pytest.mark.parametrize("where", ["ensure_booted", "route_to", "check_through", "drain"])
+@pytest.mark.parametrize("kind", ["fail", "crash"])
+def test_proxy_faults_end_defined_with_the_old_version_routed(tmp_path: Path, where: str,
+                                                              kind: str) -> None:
+    b = ProxyBench(tmp_path)
+    b.deploy(V1)
+    b.proxy.faults[where] = kind
+    s = b.deploy(V2)
+    assert s["outcome"] in OUTCOMES and s["outcome"] != SUCCEEDED, s
+    assert b.routed_tag() == V1.tag and b.running_tags() == [V1.tag], s
+    assert not b.fake.locked("api") and b.fake.history("api")[-1]["outcome"] == s["outcome"]
+    assert b.proxy.outages == []
+
+
+def test_proxy_first_deploy_failing_says_down(tmp_path: Path) -> None:
+    b = ProxyBench(tmp_path)
+    b.fake.healthy = lambda c: False
+    s = b.deploy(V1)
+    assert s["outcome"] == RESTORE_FAILED and "DOWN" in s["reason"]
+
+
+def test_proxy_force_redeploy_of_the_running_tag_never_renames_the_routed_one(
+        tmp_path: Path) -> None:
+    b = ProxyBench(tmp_path)
+    b.deploy(V1)
+    s = b.deploy(V1, force=True)
+    assert s["outcome"] == SUCCEEDED and b.proxy.outages == []
+    assert not any(a[:2] == ["docker", "rename"] for a in b.fake.log)
+    assert b.routed_tag() == V1.tag

@@ -43,6 +43,7 @@ from plainsail.outcomes import (
     FAILED_MIGRATION,
     INTERRUPTED,
     LEFT_STOPPED,
+    OLD_KEPT,
     RECOVERED,
     RESTORE_FAILED,
     RESTORED,
@@ -93,8 +94,10 @@ class Deploy:
     def __init__(self, cfg: Config, req: Request, report: Reporter = _print,
                  environ: dict[str, str] | None = None,
                  executors: dict[str, Executor] | None = None,
-                 resolve: Callable[[Config, Request], Target] = resolve_target) -> None:
+                 resolve: Callable[[Config, Request], Target] = resolve_target,
+                 proxy: Any = None) -> None:
         self.cfg = cfg
+        self._proxy = proxy  # a stand-in for plainsail.proxy (tests); None: the real one
         self._resolve = resolve
         self.req = req
         self.report = report
@@ -205,7 +208,9 @@ class Deploy:
                 host, ssh_options(cfg), self.secret_values)
             ex.secrets = list(self.secret_values)
             try:
-                custom = None if cfg.app.network in BUILTIN_NETWORKS else cfg.app.network
+                # Behind the proxy the app joins the proxy's network, created at its boot.
+                custom = (None if cfg.proxy or cfg.app.network in BUILTIN_NETWORKS
+                          else cfg.app.network)
                 found = hoststate.survey(ex, cfg.host_dir, cfg.service, custom)
                 if not found.network_ok:
                     raise PlainsailError(
@@ -238,7 +243,7 @@ class Deploy:
             tag=self.target.tag, origin=self.origin, kind=self.req.kind,
         )
         self.sw = Switcher(self.cfg, self.target, self.id, self.fingerprint,
-                           self.secret_values, self.report)
+                           self.secret_values, self.report, proxy=self._proxy)
         active = [r for r in self.runs if r.outcome != UNCHANGED]
         migrate = bool(self.cfg.migrate) and not self.req.skip_migrations
         for run in self.runs:
@@ -296,7 +301,7 @@ class Deploy:
             finally:
                 gha_endgroup()
             if not ok:
-                if run.outcome not in (RESTORED, RESTORE_FAILED, LEFT_STOPPED):
+                if run.outcome not in (RESTORED, RESTORE_FAILED, LEFT_STOPPED, OLD_KEPT):
                     raise AssertionError(f"switch of {run.host.name} ended without an outcome")
                 for other in active[:i]:
                     other.reason = f"{run.host.name} failed its health gate"
@@ -388,10 +393,10 @@ class Deploy:
         switch had begun and not finished; return the attempt's outcome and reason."""
         for run in self.runs:
             if run.outcome in (SUCCEEDED, UNCHANGED, RECOVERED, RESTORED, RESTORE_FAILED,
-                               LEFT_STOPPED):
+                               LEFT_STOPPED, OLD_KEPT):
                 continue
             run.reason = run.reason or why
-            if run.switched:
+            if run.switched or (self.cfg.proxy is not None and run.new_name):
                 with suppress(PlainsailError, Interrupted):
                     self.sw.restore(run, why, failed_new=True)
             if outcome == INTERRUPTED and run.outcome != RESTORE_FAILED:
@@ -444,6 +449,7 @@ class Deploy:
                 "health": run.health,
                 "restore_health": run.restore_health,
                 "log_tail": run.log_tail,
+                "in_flight_at_switch": run.in_flight_at_switch,
             })
         if self.migration:
             rec["migration"] = self.migration

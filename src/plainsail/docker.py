@@ -70,6 +70,7 @@ def run_args(
     stop_timeout: float | None = None,
     restart: str | None = None,
     env: Mapping[str, str] | None = None,
+    add_hosts: Sequence[str] = (),
     detach: bool = True,
     remove: bool = False,
     command: Sequence[str] = (),
@@ -96,6 +97,8 @@ def run_args(
         argv += ["--network", network]
     if publish is not None:
         argv += ["--publish", f"{publish[0]}:{publish[1]}"]
+    for entry in add_hosts:
+        argv += ["--add-host", entry]
     for volume in volumes:
         argv += ["--volume", volume]
     argv.append(image)

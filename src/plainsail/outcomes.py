@@ -9,18 +9,20 @@ UNCHANGED = "unchanged"
 ABORTED = "aborted"
 FAILED_MIGRATION = "failed-migration"
 RESTORED = "failed-health-restored"
+OLD_KEPT = "failed-health-old-kept"  # behind the proxy: the old version never stopped
 LEFT_STOPPED = "failed-health-left-stopped"
 RESTORE_FAILED = "restore-failed"
 INTERRUPTED = "interrupted"
 RECOVERED = "recovered"
 # The closed set: every deploy, rollback and recovery ends in exactly one of these.
-OUTCOMES = (SUCCEEDED, UNCHANGED, RECOVERED, ABORTED, FAILED_MIGRATION, RESTORED,
+OUTCOMES = (SUCCEEDED, UNCHANGED, RECOVERED, ABORTED, FAILED_MIGRATION, OLD_KEPT, RESTORED,
             LEFT_STOPPED, RESTORE_FAILED, INTERRUPTED)
-FAILED_OUTCOMES = (ABORTED, FAILED_MIGRATION, RESTORED, LEFT_STOPPED, RESTORE_FAILED,
+FAILED_OUTCOMES = (ABORTED, FAILED_MIGRATION, OLD_KEPT, RESTORED, LEFT_STOPPED, RESTORE_FAILED,
                    INTERRUPTED)
 
 
 EXIT_CODES = {SUCCEEDED: 0, UNCHANGED: 0, RECOVERED: 0, ABORTED: 1, FAILED_MIGRATION: 1,
+              OLD_KEPT: 1,
               RESTORED: 1, LEFT_STOPPED: 1, RESTORE_FAILED: 1, INTERRUPTED: 130}
 
 

@@ -66,7 +66,10 @@ def missing_secrets(cfg: Config, environ: dict[str, str] | os._Environ[str]) -> 
 
 
 def health_target(cfg: Config) -> tuple[str, int] | None:
-    """Where the host reaches the app: its published port, or None (use the container IP)."""
+    """Where the host reaches the app: its published port, or None (use the container IP;
+    always so behind the proxy, where nothing of the app is published)."""
+    if cfg.proxy:
+        return None
     if cfg.app.network == "host":
         return "127.0.0.1", cfg.app.port
     if cfg.app.publish:
@@ -74,22 +77,29 @@ def health_target(cfg: Config) -> tuple[str, int] | None:
     return None
 
 
+def app_network(cfg: Config) -> str:
+    """The Docker network of the app and migration containers: the proxy's, with a proxy."""
+    return cfg.proxy.network if cfg.proxy else cfg.app.network
+
+
+def _publish(cfg: Config) -> tuple[int, int] | None:
+    if cfg.proxy or cfg.app.network == "host" or not cfg.app.publish:
+        return None
+    return cfg.app.publish, cfg.app.port
+
+
 def run_options(cfg: Config) -> list[str]:
     """The parts of `docker run` that decide what a container is (for the fingerprint)."""
-    publish = None if cfg.app.network == "host" or not cfg.app.publish else (
-        cfg.app.publish, cfg.app.port)
     return docker.run_args(
-        name="-", image="-", env_file=None, labels={}, network=cfg.app.network,
-        publish=publish, volumes=cfg.app.volumes, init=cfg.app.init,
+        name="-", image="-", env_file=None, labels={}, network=app_network(cfg),
+        publish=_publish(cfg), volumes=cfg.app.volumes, init=cfg.app.init,
         stop_timeout=cfg.app.stop_timeout, restart="unless-stopped",
-        command=cfg.app.command or (),
+        add_hosts=cfg.app.add_hosts, command=cfg.app.command or (),
     )
 
 
 def app_run_argv(cfg: Config, target: Target, name: str, env_file: str, deploy_id: str,
                  fp: str) -> list[str]:
-    publish = None if cfg.app.network == "host" or not cfg.app.publish else (
-        cfg.app.publish, cfg.app.port)
     labels = {
         docker.LABEL_SERVICE: cfg.service,
         docker.LABEL_ROLE: "app",
@@ -100,9 +110,9 @@ def app_run_argv(cfg: Config, target: Target, name: str, env_file: str, deploy_i
     }
     return docker.run_args(
         name=name, image=target.pinned, env_file=env_file, labels=labels,
-        network=cfg.app.network, publish=publish, volumes=cfg.app.volumes, init=cfg.app.init,
-        stop_timeout=cfg.app.stop_timeout, restart="unless-stopped",
-        command=cfg.app.command or (),
+        network=app_network(cfg), publish=_publish(cfg), volumes=cfg.app.volumes,
+        init=cfg.app.init, stop_timeout=cfg.app.stop_timeout, restart="unless-stopped",
+        add_hosts=cfg.app.add_hosts, command=cfg.app.command or (),
     )
 
 
@@ -112,8 +122,8 @@ def migrate_argv(cfg: Config, target: Target, env_file: str, deploy_id: str) -> 
         name=f"{cfg.service}-migrate-{deploy_id[-6:]}", image=target.pinned, env_file=env_file,
         labels={docker.LABEL_SERVICE: cfg.service, docker.LABEL_ROLE: "migrate",
                 docker.LABEL_DEPLOY: deploy_id, docker.LABEL_TAG: target.tag},
-        network=cfg.app.network, volumes=cfg.app.volumes, init=True, detach=False, remove=True,
-        command=cfg.migrate.command,
+        network=app_network(cfg), volumes=cfg.app.volumes, init=True, detach=False,
+        remove=True, add_hosts=cfg.app.add_hosts, command=cfg.migrate.command,
         # The runner reads no plainsail.yml inside the image: the layout travels as a variable.
         env=({"PLAINSAIL_MIGRATIONS_LAYOUT": cfg.migrate.layout}
              if cfg.migrate.layout != "auto" else None),
@@ -271,7 +281,13 @@ def host_plan(cfg: Config, target: Target, deploy_id: str, fp: str, paths: Paths
                 undo="nothing to undo: a failing migration file rolls back alone, and the "
                 "deploy stops before any container is switched"))
         after: list[Container] = list(containers)
-        if previous:
+        proxied = cfg.proxy is not None
+        if proxied:
+            steps.append(PlannedStep(
+                "proxy-boot", None, STEP_TIMEOUT,
+                "make sure the host's proxy runs with these host-level settings (boot it "
+                "when absent)"))
+        elif previous:
             steps.append(PlannedStep(
                 "stop-old", docker.stop(previous.name, cfg.app.stop_timeout),
                 cfg.app.stop_timeout + STEP_TIMEOUT, "docker stop",
@@ -283,6 +299,10 @@ def host_plan(cfg: Config, target: Target, deploy_id: str, fp: str, paths: Paths
         else:
             name = container_name(cfg.service, target.tag)
             clash = next((c for c in containers if c.name == name), None)
+            if clash and proxied:
+                # The proxy routes by container name: the running one keeps its name until
+                # the switch, and the new one takes another.
+                name, clash = f"{name}-{deploy_id[-6:]}", None
             if clash:
                 alias = f"{name}-{clash.deploy_id[-6:] or 'old'}-{deploy_id[-6:]}"
                 plan.rename = (name, alias)
@@ -294,14 +314,40 @@ def host_plan(cfg: Config, target: Target, deploy_id: str, fp: str, paths: Paths
                 "start-new", app_run_argv(cfg, target, name, paths.env, deploy_id, fp),
                 STEP_TIMEOUT, "docker run", undo="stop and remove it; restore"))
         hc = cfg.health
+        if proxied:
+            gate_undo = ("remove the new container; the route never pointed at it and the "
+                         "old version never stopped")
+        elif cfg.on_failure == "stop":
+            gate_undo = "leave it for a human (on_failure: stop)"
+        else:
+            gate_undo = ("stop and remove the new container; start the previous version and "
+                         "gate it")
         steps.append(PlannedStep(
             "gate", None, hc.attempts * (hc.interval + hc.timeout),
             f"health gate: GET {hc.path} until {hc.status}"
             + (f" with {hc.body_contains!r}" if hc.body_contains else "")
-            + f", at most {hc.attempts} attempts {hc.interval:g}s apart",
-            undo=("leave it for a human (on_failure: stop)" if cfg.on_failure == "stop"
-                  else "stop and remove the new container; start the previous version and "
-                  "gate it")))
+            + f", at most {hc.attempts} attempts {hc.interval:g}s apart"
+            + (" (the new container's own address)" if proxied else ""),
+            undo=gate_undo))
+        if cfg.proxy is not None:
+            back = (f"route back to {previous.tag} and remove the new container" if previous
+                    else "remove the route's upstream: nothing ran before")
+            steps.append(PlannedStep(
+                "route", None, STEP_TIMEOUT,
+                f"switch the route of {', '.join(cfg.proxy.hosts)}{cfg.proxy.path} to the new "
+                "container (one atomic change of the proxy's config)", undo=back))
+            steps.append(PlannedStep(
+                "check-through", None, hc.timeout + STEP_TIMEOUT,
+                f"GET {hc.path} once through the proxy, by host name", undo=back))
+            if previous:
+                steps.append(PlannedStep(
+                    "drain", None, cfg.proxy.drain,
+                    f"wait until {previous.name} has no request in flight, at most "
+                    f"{cfg.proxy.drain:g}s"))
+                steps.append(PlannedStep(
+                    "stop-old", docker.stop(previous.name, cfg.app.stop_timeout),
+                    cfg.app.stop_timeout + STEP_TIMEOUT, "docker stop",
+                    undo=f"start {previous.tag} again and route back to it"))
         doomed, images = prune_plan(after, plan.new_name, target.digest, cfg.retain,
                                     cfg.image)
         plan.doomed = doomed

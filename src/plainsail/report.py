@@ -14,6 +14,8 @@ VERDICTS = {
     "dry-run": "DRY RUN",
     "aborted": "ABORTED (nothing was switched; the running version is untouched)",
     "failed-migration": "FAILED: migrations failed; the old version keeps serving",
+    "failed-health-old-kept": "FAILED: the new version never took traffic; the old one "
+                              "kept serving",
     "failed-health-restored": "FAILED, RESTORED the previous version",
     "failed-health-left-stopped": "FAILED, left for a human (on_failure: stop)",
     "restore-failed": "FAILED, AND THE PREVIOUS VERSION COULD NOT BE RESTORED",

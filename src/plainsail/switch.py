@@ -20,7 +20,7 @@ from plainsail.config import Config
 from plainsail.containers import Container
 from plainsail.errors import PlainsailError, one_line
 from plainsail.hosts import Host
-from plainsail.outcomes import LEFT_STOPPED, RESTORE_FAILED, RESTORED
+from plainsail.outcomes import LEFT_STOPPED, OLD_KEPT, RESTORE_FAILED, RESTORED
 from plainsail.plan import STEP_TIMEOUT, HostPlan, Target, app_run_argv, container_name
 from plainsail.runner import Executor
 from plainsail.secret import Secret
@@ -56,6 +56,8 @@ class HostRun:
     log_tail: str = ""
     locked: bool = False
     restored_name: str = ""  # the container that runs the previous version after a restore
+    old_stopped: bool = False  # behind the proxy: the old version was drained and stopped
+    in_flight_at_switch: int | None = None  # behind the proxy: requests in flight then
     plan: HostPlan = field(default_factory=lambda: HostPlan("", []))
 
 
@@ -63,8 +65,13 @@ class Switcher:
     """Runs the switch steps of host plans for one attempt."""
 
     def __init__(self, cfg: Config, target: Target, deploy_id: str, fingerprint: str,
-                 secrets: list[Secret], report: Reporter) -> None:
+                 secrets: list[Secret], report: Reporter, proxy: Any = None) -> None:
         self.cfg = cfg
+        if proxy is None and cfg.proxy is not None:
+            from plainsail import proxy as proxy_module
+
+            proxy = proxy_module
+        self.proxy: Any = proxy  # plainsail.proxy, or a stand-in with the same functions
         self.target = target
         self.id = deploy_id
         self.fingerprint = fingerprint
@@ -74,6 +81,8 @@ class Switcher:
     def switch(self, run: HostRun) -> bool:
         """Run the plan's switch steps (stop the old version, start the new one), then its
         gate. Returns whether the new version is healthy; otherwise the host is restored."""
+        if self.cfg.proxy is not None:
+            return self._switch_proxied(run)
         cfg = self.cfg
         run.switched = True  # from here on, the way back is _restore
         self.planned(run, "stop-old")
@@ -125,18 +134,31 @@ class Switcher:
         today's; otherwise (a rotated secret, a changed option) a new container of the
         previous digest is created with today's environment, the rule rollback follows.
         """
-        ex = run.ex
+        if self.cfg.proxy is not None:
+            self._restore_proxied(run, why, failed_new)
+            return
         if not run.switched:
             return
-        if run.new_name:
-            with suppress(PlainsailError):
-                ex.run(docker.stop(run.new_name, self.cfg.app.stop_timeout),
+        self._remove_new(run, failed_new)
+        self._start_previous(run, why)
+
+    def _remove_new(self, run: HostRun, failed_new: bool) -> None:
+        """Stop the new container; remove it when it failed (its log tail is in the record,
+        and a failed version is no rollback target)."""
+        if not run.new_name:
+            return
+        with suppress(PlainsailError):
+            run.ex.run(docker.stop(run.new_name, self.cfg.app.stop_timeout),
                        timeout=self.cfg.app.stop_timeout + STEP_TIMEOUT, check=False)
-            if failed_new and not run.reuse:
-                # Its log tail is in the record; a failed version is no rollback target.
-                with suppress(PlainsailError):
-                    ex.run(docker.rm([run.new_name], force=True), check=False,
+        if failed_new and not run.reuse:
+            with suppress(PlainsailError):
+                run.ex.run(docker.rm([run.new_name], force=True), check=False,
                            timeout=STEP_TIMEOUT)
+
+    def _start_previous(self, run: HostRun, why: str) -> None:
+        """Start the previous version again and gate it: outcome RESTORED (its container
+        in `run.restored_name`) or RESTORE_FAILED."""
+        ex = run.ex
         prev = run.previous
         if prev is None:
             run.outcome = RESTORE_FAILED
@@ -192,6 +214,89 @@ class Switcher:
         run.outcome = RESTORE_FAILED
         run.reason = (f"{run.reason or why}; " + "; ".join(tried)
                       + ". The service is DOWN on this host: fix forward")
+
+    # -- behind the proxy: start next to the old version, gate, switch the route, drain
+
+    def _switch_proxied(self, run: HostRun) -> bool:
+        """The new container starts next to the running one, unpublished, and is gated at
+        its own address; only a healthy one gets the route. Until the route switches, a
+        failure leaves the old version serving as if nothing happened."""
+        ex, px = run.ex, self.proxy
+        self.step(run, "proxy-boot", lambda: px.ensure_booted(ex, self.cfg))
+        run.new_name = run.plan.new_name
+        self.planned(run, "start-retained")
+        self.planned(run, "start-new")
+        verdict = self.gate(run, run.new_name)
+        run.health = verdict.to_json()
+        if not verdict.healthy:
+            run.log_tail = self.log_tail(run, run.new_name)
+            self.say(run.host.name, f"UNHEALTHY: {verdict.reason}")
+            keep = self.cfg.on_failure == "stop"
+            if not keep:
+                self._remove_new(run, failed_new=True)
+            run.reason = (f"health gate failed: {verdict.reason}; the route never pointed "
+                          "at the new container" + ("" if not keep else
+                          f" ({run.new_name} is left running, unrouted, for a human)"))
+            if run.previous is None:
+                run.outcome = RESTORE_FAILED
+                run.reason += "; nothing ran before (first deploy): the service is DOWN"
+            else:
+                run.outcome = OLD_KEPT
+                run.reason += f"; {run.previous.tag} kept serving, never stopped"
+            return False
+        self.say(run.host.name, f"healthy: {verdict.reason} ({verdict.seconds:.1f}s)")
+        run.switched = True  # from here on, the way back is the restore (route back)
+        switched: list[Any] = []
+        self.step(run, "route", lambda: switched.append(px.route_to(ex, self.cfg,
+                                                                     run.new_name)))
+        if switched:
+            run.in_flight_at_switch = int(getattr(switched[0], "in_flight", 0) or 0)
+        self.step(run, "check-through", lambda: px.check_through(ex, self.cfg))
+        if run.previous is not None and run.previous.running:
+            old = run.previous.name
+            drained: list[Any] = []
+            self.step(run, "drain", lambda: drained.append(px.drain(ex, self.cfg, old)))
+            self.planned(run, "stop-old")
+            run.old_stopped = True
+        return True
+
+    def _restore_proxied(self, run: HostRun, why: str, failed_new: bool) -> None:
+        """Route back to the previous version (started and gated again if it was already
+        stopped), then remove the new container."""
+        if not run.switched:
+            # The route never moved: the old version kept serving; only clean up.
+            self._remove_new(run, failed_new)
+            if run.outcome not in (RESTORED, RESTORE_FAILED, OLD_KEPT, LEFT_STOPPED):
+                run.outcome = OLD_KEPT if run.previous else RESTORE_FAILED
+                run.reason = run.reason or why
+            return
+        prev = run.previous
+        if prev is None:
+            run.outcome = RESTORE_FAILED
+            run.reason = (f"{run.reason or why}; there is no previous version to route back "
+                          "to (first deploy): fix forward and deploy again")
+            return
+        if run.old_stopped:
+            self._start_previous(run, why)
+            if run.outcome != RESTORED:
+                return
+            name = run.restored_name
+        else:
+            name = prev.name
+        try:
+            self.step(run, "route-back", lambda: self.proxy.route_to(run.ex, self.cfg, name))
+        except PlainsailError as exc:
+            run.outcome = RESTORE_FAILED
+            run.reason = (f"{run.reason or why}; routing back to {prev.tag} failed: "
+                          f"{one_line(exc)}")
+            return
+        self._remove_new(run, failed_new)
+        run.outcome = RESTORED
+        run.restored_name = name
+        run.reason = (f"{run.reason or why}; the route points at {prev.tag} again"
+                      + (", started again and healthy" if run.old_stopped else
+                         ", which never stopped"))
+        self.say(run.host.name, f"routed back to {prev.tag}")
 
     def planned(self, run: HostRun, name: str, check: bool = True) -> None:
         """Run a plain-command step of the host's plan, if the plan has it."""

@@ -307,3 +307,81 @@ class FakeExecutor(Executor):
             f.files[path] = stdin
             return 0, "", ""
         return 127, "", f"fake host: unknown script {script!r}"
+
+
+class FakeProxy:
+    """Stands in for plainsail.proxy on fake hosts: one route per (host, service), and a
+    log of every moment the route pointed at a container that was not running."""
+
+    def __init__(self) -> None:
+        self.routes: dict[tuple[str, str], str] = {}
+        self.outages: list[str] = []
+        self.faults: dict[str, str] = {}  # function name -> "fail" (ProxyError) or "crash"
+        self.calls: list[str] = []
+
+    def _fault(self, name: str) -> None:
+        from plainsail.proxy import ProxyError
+
+        self.calls.append(name)
+        kind = self.faults.pop(name, None)
+        if kind == "fail":
+            raise ProxyError(f"injected failure in {name}")
+        if kind == "crash":
+            raise RuntimeError(f"injected crash in {name}")
+
+    @staticmethod
+    def _fake(ex: Executor) -> FakeHost:
+        assert isinstance(ex, FakeExecutor)
+        return ex.fake
+
+    def ensure_booted(self, ex: Executor, cfg: Any) -> None:
+        self._fault("ensure_booted")
+
+    def route_to(self, ex: Executor, cfg: Any, container: str) -> Any:
+        from types import SimpleNamespace
+
+        self._fault("route_to")
+        fake = self._fake(ex)
+        c = fake.containers.get(container)
+        if c is None or c.status != "running":
+            self.outages.append(f"routed to {container}, which is not running")
+        key = (fake.host.name, cfg.service)
+        previous = self.routes.get(key)
+        self.routes[key] = container
+        return SimpleNamespace(previous=previous, upstream=container, in_flight=2)
+
+    def routed(self, fake: FakeHost, service: str) -> FakeContainer | None:
+        name = self.routes.get((fake.host.name, service))
+        return fake.containers.get(name) if name else None
+
+    def check_through(self, ex: Executor, cfg: Any) -> None:
+        from plainsail.proxy import ProxyError
+
+        self._fault("check_through")
+        c = self.routed(self._fake(ex), cfg.service)
+        if c is None or c.status != "running" or not self._fake(ex).healthy(c):
+            raise ProxyError("the check through the proxy did not pass")
+
+    def drain(self, ex: Executor, cfg: Any, container: str) -> tuple[bool, float]:
+        self._fault("drain")
+        return True, 0.0
+
+    def watch(self, fake: FakeHost, service: str) -> None:
+        """Note an outage whenever the routed container stops (checked on every command)."""
+        original = fake.executor
+
+        def executor(secrets: Sequence[Any] = ()) -> FakeExecutor:
+            ex = original(secrets)
+            run = ex.run
+
+            def checked(argv: Sequence[str], **kw: Any) -> Result:
+                res = run(argv, **kw)
+                c = self.routed(fake, service)
+                if c is not None and c.status != "running":
+                    self.outages.append(f"{c.name} stopped while routed: {list(argv)}")
+                return res
+
+            ex.run = checked  # type: ignore[method-assign]
+            return ex
+
+        fake.executor = executor  # type: ignore[method-assign]
