@@ -107,6 +107,15 @@ def test_upgrade_failed_deploy_and_rollback_drop_no_request(
             assert set(codes) == {"200"} and not errors.strip(), (args, codes, errors)
             assert sum(codes.values()) > 100, codes
             assert ph.get(f"{service}.test")[1].strip() == serving
+        # Maintenance: 503 with Retry-After for this service; a deploy still works behind it.
+        r = plainsail("maintenance", "on", "--message", "Back soon", cwd=tmp_path)
+        assert r.code == 0 and "maintenance of" in r.out, r.text
+        status, body = ph.get(f"{service}.test")
+        assert status == 503 and "Back soon" in body
+        assert run("deploy", refs["v2"])["outcome"] == "succeeded"
+        assert ph.get(f"{service}.test")[0] == 503
+        assert plainsail("maintenance", "off", cwd=tmp_path).code == 0
+        assert ph.get(f"{service}.test")[1].strip() == "v2"
         records = [json.loads(line) for line in ph.ssh.run(
             ["cat", f"{ph.ssh.home}/{ph.host_dir[2:]}/{service}/history.jsonl"]
         ).stdout.splitlines()]

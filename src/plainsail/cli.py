@@ -32,6 +32,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
               "one again, timed: the rollback procedure, tested"),
     "recover": ("recover", "put the last known-good version back after an interrupted "
                 "attempt and release its lock"),
+    "maintenance": ("maintenance", "behind the proxy: answer 503 (maintenance page) for this "
+                    "service, or stop doing so; deploys still work behind it"),
     "history": ("history", "list deploy attempts, newest first"),
     "status": ("status", "show what runs on each host and its health now"),
     "logs": ("logs", "show the app container's logs"),
@@ -222,6 +224,15 @@ def _recover_args(p: argparse.ArgumentParser) -> None:
     _json_flag(p)
 
 
+def _maintenance_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("state", choices=["on", "off"], help="on: the proxy answers 503 with "
+                   "Retry-After and a small page for this service only; off: serve again")
+    p.add_argument("--message", metavar="TEXT", help="the page's text (with on)")
+    p.add_argument("--host", action="append", metavar="HOST", default=[],
+                   help="only this host (repeatable)")
+    _json_flag(p)
+
+
 def _history_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=20, metavar="N",
                    help="show the newest N attempts (default: 20)")
@@ -335,6 +346,7 @@ _ADDERS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "rollback": _rollback_args,
     "drill": _drill_args,
     "recover": _recover_args,
+    "maintenance": _maintenance_args,
     "history": _history_args,
     "status": _status_args,
     "logs": _logs_args,

@@ -257,6 +257,9 @@ def check_path(cfg: Config) -> str:
     return cfg.health.path if prefix == "/" else prefix + cfg.health.path
 
 
+MAINTENANCE_MARK = "<h1>Down for maintenance</h1>"  # from caddyconf.maintenance_page
+
+
 def probe_through(ex: Executor, cfg: Config, timeout: float | None = None,
                   cafile_pem: str | None = None) -> tuple[int, str]:
     """One GET of health.path through the proxy on the host, with the service's host name
@@ -293,6 +296,10 @@ def check_through(ex: Executor, cfg: Config, timeout: float | None = None) -> No
     except (OSError, http.client.HTTPException) as exc:
         raise ProxyError(f"{ex.host.name}: {cfg.service} does not answer through the proxy "
                          f"({type(exc).__name__}: {exc})") from exc
+    if code == 503 and MAINTENANCE_MARK in body:
+        # Maintenance is on: the route is in place behind the page, which is all this
+        # check can see; the health gate checked the new container itself.
+        return
     problem = check(code, body, cfg.health)
     if problem:
         raise ProxyError(f"{ex.host.name}: {cfg.service} through the proxy "
