@@ -13,8 +13,8 @@ RUNBOOK = Path(__file__).resolve().parents[1] / "docs" / "runbook.md"
 
 def runbook_commands() -> list[list[str]]:
     blocks = re.findall(r"```sh\n(.*?)```", RUNBOOK.read_text(), re.S)
-    return [shlex.split(line) for block in blocks for line in block.splitlines()
-            if line.strip()]
+    return [shlex.split(line, comments=True) for block in blocks
+            for line in block.splitlines() if line.strip()]
 
 
 def test_runbook_commands(deploy_dir: DeployDir) -> None:
@@ -32,6 +32,11 @@ def test_runbook_commands(deploy_dir: DeployDir) -> None:
             # Exercised for real by test_build, test_sign_verify and test_deploy; here the
             # runbook's form of the command must parse.
             r = d.run(args[0], "--help")
+        elif args[0] == "drill" and "--yes" not in args:
+            r = d.run(*args)  # says what it would do and how long the service stops
+            assert r.code == 2 and "--yes" in r.err, r.text
+            ran.add("drill")
+            continue
         elif args[0] == "recover":
             d.kill_mid_switch("slow")  # what recover is for: a deployer killed mid-switch
             r = d.run(*args)

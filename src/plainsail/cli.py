@@ -211,7 +211,8 @@ def _drill_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", action="append", metavar="HOST", default=[],
                    help="drill only this host (repeatable)")
     p.add_argument("--yes", action="store_true",
-                   help="go ahead although the service is interrupted during both switches")
+                   help="go ahead although the service is interrupted during both switches "
+                   "(not needed behind the proxy: nothing is interrupted there)")
     _json_flag(p)
 
 

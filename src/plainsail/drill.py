@@ -98,7 +98,10 @@ def prepare(cfg: Config, hosts: list[str]) -> DrillPlan:
                      max(estimates) if estimates else None)
 
 
-def interruption_notice(plan: DrillPlan) -> str:
+def interruption_notice(plan: DrillPlan, proxied: bool = False) -> str:
+    if proxied:
+        return (f"the drill switches {', '.join(plan.hosts)} from {plan.current_tag} to "
+                f"{plan.previous_tag} and back behind the proxy: no request is dropped")
     each = (f"about {plan.interruption:.0f}s each time (the longest recent switch)"
             if plan.interruption is not None else
             "for as long as a switch takes (no earlier record has step times)")
@@ -112,8 +115,8 @@ def drill(cfg: Config, *, hosts: list[str] | None = None, yes: bool = False,
     """Run the drill; return its result (`outcome` succeeded or failed)."""
     hosts = hosts or []
     plan = prepare(cfg, hosts)
-    notice = interruption_notice(plan)
-    if not yes:
+    notice = interruption_notice(plan, proxied=cfg.proxy is not None)
+    if not yes and cfg.proxy is None:
         raise UsageError(f"{notice}; run it again with --yes to go ahead")
     report(f"[drill] {notice}")
     drill_id = new_deploy_id()
