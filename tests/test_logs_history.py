@@ -66,6 +66,33 @@ def test_logs_redact_the_app_secrets(logging_app: tuple[Path, dict[str, str]]) -
     assert env["DATABASE_URL"].split(":")[2].split("@")[0] not in r.text
 
 
+@pytest.mark.integration
+def test_logs_redact_secrets_known_only_to_the_host_env_file(
+        logging_app: tuple[Path, dict[str, str]]) -> None:
+    """Secrets from a file, a command or Vault are not in the deployer's environment when
+    `logs` runs: their values come from the host's env file instead."""
+    import os
+    import shutil
+
+    folder, env = logging_app
+    service = configlib.load(folder / "plainsail.yml", env).service
+    state = Path(os.path.expanduser("~")) / ".plainsail" / service
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+    try:
+        bare = {k: "" for k in env}  # not set for the logs command
+        for _ in range(50):
+            r = plainsail("logs", cwd=folder, env=bare)
+            if "password only" in r.out:
+                break
+        assert r.code == 0, r.text
+        assert "token=***" in r.out
+        for value in env.values():
+            assert value not in r.text
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+
+
 # ---------------------------------------------------------------- history
 
 

@@ -1,16 +1,17 @@
 """`plainsail logs [--tail N]`: the running app container's logs on each host.
 
 An app may log its own secrets (a connection URL in an error, a token in a debug line):
-the values of `app.secrets` read from this environment are redacted as the logs are
-printed, along with the registry password and webhook URLs. Secrets from other sources
-(file, command, Vault) are not read just to print logs.
+the values of `app.secrets` are redacted as the logs are printed, along with the registry
+password and webhook URLs. They are taken from this environment and from the host's env
+file (mode 0600, the values the containers were given), so secrets from other sources
+(file, command, Vault) are redacted too without being fetched again.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from plainsail import config as configlib
 from plainsail import docker
@@ -18,6 +19,7 @@ from plainsail.containers import current, list_service
 from plainsail.errors import PlainsailError
 from plainsail.fleet import opened
 from plainsail.output import say
+from plainsail.runner import Executor
 from plainsail.secret import Secret, redact
 from plainsail.secretsources import env_values
 
@@ -25,6 +27,18 @@ from plainsail.secretsources import env_values
 def secrets_to_hide(cfg: configlib.Config, environ: Mapping[str, str]) -> list[Secret]:
     """The config's secrets plus the app's, as far as this environment sets them."""
     return [*cfg.secrets(), *env_values(cfg, environ)]
+
+
+def host_env_secrets(ex: Executor, env_file: str, names: Iterable[str]) -> list[Secret]:
+    """The values of the secret `names` in the host's env file (empty when unreadable)."""
+    res = ex.run(["cat", env_file], timeout=30, check=False, what="read the env file")
+    wanted = set(names)
+    found = []
+    for line in res.stdout.splitlines() if res.ok else []:
+        key, sep, value = line.partition("=")
+        if sep and key in wanted and value:
+            found.append(Secret(value))
+    return found
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
             if cur is None:
                 say(f"==> {o.host.name}: no container of {cfg.service}")
                 continue
+            secrets += host_env_secrets(o.ex, o.paths.env, cfg.app.secrets)
             say(f"==> {o.host.name}: {cur.name} ({cur.tag}, {cur.status})")
             res = o.ex.run(docker.logs(cur.name, args.tail), timeout=60, check=False)
             if not res.ok:
