@@ -30,11 +30,12 @@ pytestmark = pytest.mark.integration
 
 WRAPPER = """#!/bin/sh
 ctl={dir}/fault
+echo "$(date +%T.%N) [$(cat "$ctl" 2>&1)] docker $*" >> {dir}/trace
 if [ -s "$ctl" ]; then
   IFS= read -r line < "$ctl"
-  kind=${{line%% *}}; match=${{line#* }}
+  kind=${{line%% *}}; rest=${{line#* }}; service=${{rest%% *}}; match=${{rest#* }}
   case "docker $*" in
-    "$match"*)
+    "$match"*"$service"*)
       : > "$ctl"
       case "$kind" in
         fail) echo "injected failure in: docker $*" >&2; exit 1 ;;
@@ -99,14 +100,19 @@ def cell(d: DeployDir, bindir: Path, step: str, fault: str) -> str:
     assert d.run("deploy", d.builds.ref("v1")).code == 0  # type: ignore[attr-defined]
     (bindir / "paused").unlink(missing_ok=True)
     kind = fault if fault in ("fail", "drop") else "pause"
-    (bindir / "fault").write_text(f"{kind} {prefix}\n")
+    # Only this cell's commands (its service's name, or for a pull the digest it pulls)
+    # take the fault.
+    scope = d.builds.versions[version].digest if prefix == "docker pull" else d.service
+    (bindir / "fault").write_text(f"{kind} {scope} {prefix}\n")
     proc = _deploy_proc(d, version)
     if kind == "pause":
         deadline = time.monotonic() + 120
         while not (bindir / "paused").exists():
             if proc.poll() is not None or time.monotonic() > deadline:
                 out, err = proc.communicate()
-                raise AssertionError(f"the step was never reached: {out}{err}")
+                trace = (bindir / "trace").read_text().splitlines()[-12:]
+                raise AssertionError(f"the step was never reached: {err}\n"
+                                     + "\n".join(trace))
             time.sleep(0.02)
         proc.send_signal(signal.SIGTERM if fault == "SIGTERM" else signal.SIGKILL)
     out, err = proc.communicate(timeout=300)

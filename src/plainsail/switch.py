@@ -18,7 +18,7 @@ from typing import Any
 from plainsail import docker, health, hoststate
 from plainsail.config import Config
 from plainsail.containers import Container
-from plainsail.errors import PlainsailError, one_line
+from plainsail.errors import PlainsailError, RemoteError, one_line
 from plainsail.hosts import Host
 from plainsail.outcomes import LEFT_STOPPED, OLD_KEPT, RESTORE_FAILED, RESTORED
 from plainsail.plan import STEP_TIMEOUT, HostPlan, Target, app_run_argv, container_name
@@ -182,7 +182,7 @@ class Switcher:
                 how = " with today's environment"
             else:
                 name = prev.name
-                action = partial(ex.run, docker.start(prev.name), timeout=STEP_TIMEOUT,
+                action = partial(run_idempotent, ex, docker.start(prev.name),
                                  what="docker start")
                 how = " with its previous environment" if tried else ""
             try:
@@ -332,6 +332,19 @@ class Switcher:
 
     def say(self, where: str, text: str) -> None:
         self.report(f"[{where}] {text}")
+
+
+def run_idempotent(ex: Executor, argv: list[str], what: str) -> object:
+    """Run a command that may safely run twice; when the SSH connection dropped (exit 255)
+    try once more over a new connection, since the way back must not give up on a blip."""
+    try:
+        return ex.run(argv, timeout=STEP_TIMEOUT, what=what)
+    except RemoteError as exc:
+        if exc.returncode != 255 or ex.host.is_local:
+            raise
+        log.warning("[%s] the connection dropped during %s; trying once more",
+                    ex.host.name, what)
+        return ex.run(argv, timeout=STEP_TIMEOUT, what=what)
 
 
 def _last_line(text: str) -> str:
