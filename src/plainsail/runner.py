@@ -313,13 +313,15 @@ class SSHExecutor(Executor):
 
     def reach(self, host: str, port: int) -> tuple[str, int]:
         key = (host, port)
-        if key in self._forwards:
-            return "127.0.0.1", self._forwards[key]
         # The forward rides on the shared connection: make sure its master runs (asking the
-        # local master socket costs no round trip to the host).
+        # local master socket costs no round trip to the host). A master that died (a
+        # dropped connection) took its forwards with it: they are made again.
         check = subprocess.run([*self.ssh_argv()[:-1], "-O", "check", self.host.destination],
                                capture_output=True, timeout=10, check=False)
+        if check.returncode == 0 and key in self._forwards:
+            return "127.0.0.1", self._forwards[key]
         if check.returncode != 0:
+            self._forwards.clear()
             self.run(["true"], timeout=30, what="connect")
         local = _free_port()
         spec = f"127.0.0.1:{local}:{host}:{port}"
