@@ -213,6 +213,7 @@ class SSHExecutor(Executor):
         self.options = options or SSHOptions()
         self._control_dir: str | None = None
         self._forwards: dict[tuple[str, int], int] = {}
+        self._forwards_master: int | None = None  # the master process the forwards ride on
         self._effective: dict[str, str] | None = None
 
     def ssh_argv(self) -> list[str]:
@@ -316,13 +317,15 @@ class SSHExecutor(Executor):
         # The forward rides on the shared connection: make sure its master runs (asking the
         # local master socket costs no round trip to the host). A master that died (a
         # dropped connection) took its forwards with it: they are made again.
-        check = subprocess.run([*self.ssh_argv()[:-1], "-O", "check", self.host.destination],
-                               capture_output=True, timeout=10, check=False)
-        if check.returncode == 0 and key in self._forwards:
+        master = self._master_pid()
+        if master is not None and master == self._forwards_master and key in self._forwards:
             return "127.0.0.1", self._forwards[key]
-        if check.returncode != 0:
-            self._forwards.clear()
+        if master is None:
             self.run(["true"], timeout=30, what="connect")
+            master = self._master_pid()
+        if master != self._forwards_master:
+            self._forwards.clear()  # they belonged to a connection that is gone
+            self._forwards_master = master
         local = _free_port()
         spec = f"127.0.0.1:{local}:{host}:{port}"
         argv = [*self.ssh_argv()[:-1], "-O", "forward", "-L", spec, self.host.destination]
@@ -336,6 +339,16 @@ class SSHExecutor(Executor):
             )
         self._forwards[key] = local
         return "127.0.0.1", local
+
+    def _master_pid(self) -> int | None:
+        """The pid of the shared connection's master process, None when none runs (asked
+        of the local control socket: no round trip to the host)."""
+        check = subprocess.run([*self.ssh_argv()[:-1], "-O", "check", self.host.destination],
+                               capture_output=True, text=True, timeout=10, check=False)
+        if check.returncode != 0:
+            return None
+        m = re.search(r"pid=(\d+)", check.stderr + check.stdout)
+        return int(m.group(1)) if m else 0
 
     def close(self) -> None:
         if self._control_dir is None:
