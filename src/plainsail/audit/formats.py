@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from plainsail import __version__
+from plainsail import sarif as sarif_log
 from plainsail.audit import Report
 from plainsail.audit.rules import DOCS, ERROR, RULES
-
-SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 
 
 def text(report: Report) -> str:
@@ -57,29 +55,12 @@ def sarif(report: Report) -> str:
         })
     results: list[dict[str, Any]] = []
     for f in report.findings:
-        result: dict[str, Any] = {
-            "ruleId": f.rule,
-            "ruleIndex": ids.index(f.rule),
-            "level": f.severity,
-            "message": {"text": f"{f.message}. Fix: {f.fix}"},
-            "locations": [{"physicalLocation": {
-                "artifactLocation": {"uri": f.path, "uriBaseId": "%SRCROOT%"},
-                "region": {"startLine": max(1, f.line)},
-            }}],
-        }
-        if f.suppressed is not None:
-            result["suppressions"] = [{"kind": "inSource", "justification": f.suppressed}]
+        result = sarif_log.result(f.rule, ids.index(f.rule), f.severity,
+                                  f"{f.message}. Fix: {f.fix}",
+                                  {"uri": f.path, "uriBaseId": "%SRCROOT%"},
+                                  max(1, f.line), f.suppressed)
         results.append(result)
-    doc = {
-        "$schema": SARIF_SCHEMA,
-        "version": "2.1.0",
-        "runs": [{
-            "tool": {"driver": {"name": "plainsail", "version": __version__,
-                                "informationUri": DOCS, "rules": rules}},
-            "results": results,
-        }],
-    }
-    return json.dumps(doc, indent=2)
+    return sarif_log.document(rules, results, DOCS)
 
 
 def _prop(value: str) -> str:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from plainsail import __version__
+from plainsail import sarif as sarif_log
 from plainsail.lint.catalog import ERROR, RULES
 from plainsail.lint.engine import Finding
 
-SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 DOCS = "https://github.com/plainsail/plainsail/blob/main/docs/migrations.md"
 
 
@@ -69,26 +68,8 @@ def sarif(findings: list[Finding]) -> str:
     results: list[dict[str, Any]] = []
     for f in findings:
         rule = RULES[f.rule]
-        result: dict[str, Any] = {
-            "ruleId": f.rule,
-            "ruleIndex": ids.index(f.rule),
-            "level": rule.severity,
-            "message": {"text": f"{f.message}. Instead: {rule.instead}"},
-            "locations": [{"physicalLocation": {
-                "artifactLocation": {"uri": f.path.replace("\\", "/")},
-                "region": {"startLine": f.line},
-            }}],
-        }
-        if f.suppressed is not None:
-            result["suppressions"] = [{"kind": "inSource", "justification": f.suppressed}]
+        result = sarif_log.result(f.rule, ids.index(f.rule), rule.severity,
+                                  f"{f.message}. Instead: {rule.instead}",
+                                  {"uri": f.path.replace("\\", "/")}, f.line, f.suppressed)
         results.append(result)
-    doc = {
-        "$schema": SARIF_SCHEMA,
-        "version": "2.1.0",
-        "runs": [{
-            "tool": {"driver": {"name": "plainsail", "version": __version__,
-                                "informationUri": DOCS, "rules": rules}},
-            "results": results,
-        }],
-    }
-    return json.dumps(doc, indent=2)
+    return sarif_log.document(rules, results, DOCS)
