@@ -65,7 +65,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from plainsail import docker  # noqa: E402
+from plainsail.hosts import docker  # noqa: E402
 from tests.support.cli import plainsail  # noqa: E402
 from tests.support.deploy_env import (  # noqa: E402
     COSIGN_PASSWORD,

@@ -47,11 +47,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from plainsail import config as configlib  # noqa: E402
 from plainsail import proxy  # noqa: E402
-from plainsail.hosts import parse_host  # noqa: E402
+from plainsail.config import model as configlib  # noqa: E402
+from plainsail.hosts.addresses import parse_host  # noqa: E402
+from plainsail.hosts.executor import SSHExecutor, SSHOptions  # noqa: E402
 from plainsail.proxy import argv as pargv  # noqa: E402
-from plainsail.runner import SSHExecutor, SSHOptions  # noqa: E402
 from tests.support.services import free_port, start_registry, stop  # noqa: E402
 from tests.support.sshd import start_sshd, stop_sshd  # noqa: E402
 

@@ -13,7 +13,7 @@ import time
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from plainsail import keys, signatures
+from plainsail.supply import keys, signatures
 
 DIGEST = "sha256:" + "ab" * 32
 

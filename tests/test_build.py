@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from plainsail.images import ImageRef
-from plainsail.registry import RegistryClient
+from plainsail.supply.images import ImageRef
+from plainsail.supply.registry import RegistryClient
 from tests.support.cli import plainsail
 from tests.support.gitrepo import ServiceRepo, git, make_service_repo, remove_local_images
 from tests.support.services import Registry, free_port

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from plainsail import config as configlib
+from plainsail.config import model as configlib
 from plainsail.errors import ConfigError
 from plainsail.secret import Secret
 

@@ -29,14 +29,15 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from plainsail import config as configlib
-from plainsail import docker, plan
 from plainsail.cli import COMMANDS, build_parser
-from plainsail.containers import fingerprint
+from plainsail.config import model as configlib
+from plainsail.deploy import plan
+from plainsail.deploy.health import check
 from plainsail.errors import ConfigError
-from plainsail.health import check
-from plainsail.hosts import parse_host
-from plainsail.hoststate import env_file_content
+from plainsail.hosts import docker
+from plainsail.hosts.addresses import parse_host
+from plainsail.hosts.containers import fingerprint
+from plainsail.hosts.state import env_file_content
 
 SECRET = "T0KEN-never-shown"
 ENV = {

@@ -7,15 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from plainsail import config as configlib
-from plainsail import docker
-from plainsail.containers import fingerprint, parse_inspect
-from plainsail.errors import PlainsailError, UsageError
-from plainsail.health import check
-from plainsail.hoststate import LockInfo, env_file_content, parse_history
-from plainsail.notify import message
-from plainsail.outcomes import exit_code
-from plainsail.plan import (
+from plainsail.config import model as configlib
+from plainsail.deploy.health import check
+from plainsail.deploy.notify import message
+from plainsail.deploy.outcomes import exit_code
+from plainsail.deploy.plan import (
     Target,
     app_env,
     app_run_argv,
@@ -25,7 +21,11 @@ from plainsail.plan import (
     run_options,
     select_hosts,
 )
-from plainsail.rollback import previous_good
+from plainsail.deploy.rollback import previous_good
+from plainsail.errors import PlainsailError, UsageError
+from plainsail.hosts import docker
+from plainsail.hosts.containers import fingerprint, parse_inspect
+from plainsail.hosts.state import LockInfo, env_file_content, parse_history
 
 DIGEST = "sha256:" + "ab" * 32
 BASE = ("service: api\nimage: r.example.com/acme/api\nsigning: {verify: false}\n"
@@ -151,7 +151,7 @@ def test_notification_and_exit_codes() -> None:
 
 
 def test_migrate_layout_travels_to_the_migration_container() -> None:
-    from plainsail.config import MIGRATION_LAYOUTS
+    from plainsail.config.model import MIGRATION_LAYOUTS
     from plainsail.migrations.layouts import LAYOUTS
 
     assert MIGRATION_LAYOUTS == LAYOUTS

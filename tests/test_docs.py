@@ -7,8 +7,8 @@ import re
 from dataclasses import fields, is_dataclass
 from pathlib import Path
 
-from plainsail import config as configlib
 from plainsail.cli import COMMANDS, build_parser
+from plainsail.config import model as configlib
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,7 +80,7 @@ def test_every_argument_is_explained_in_help() -> None:
 
 def test_help_lists_every_outcome_and_its_exit_code() -> None:
     from plainsail.cli import OUTCOME_EPILOG
-    from plainsail.outcomes import EXIT_CODES, OUTCOMES
+    from plainsail.deploy.outcomes import EXIT_CODES, OUTCOMES
 
     assert set(EXIT_CODES) == set(OUTCOMES)
     for outcome, code in EXIT_CODES.items():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from plainsail.drill import interruption
+from plainsail.deploy.drill import interruption
 from tests.support.deploy_env import DeployDir
 
 

@@ -11,12 +11,10 @@ from typing import Any
 
 import pytest
 
-from plainsail import config as configlib
 from plainsail import secret as secretlib
-from plainsail.config import NotifyTarget
-from plainsail.deploy import Deploy
-from plainsail.errors import PlainsailError
-from plainsail.outcomes import (
+from plainsail.config import model as configlib
+from plainsail.config.model import NotifyTarget
+from plainsail.deploy.outcomes import (
     ABORTED,
     FAILED_MIGRATION,
     INTERRUPTED,
@@ -25,10 +23,12 @@ from plainsail.outcomes import (
     SUCCEEDED,
     exit_code,
 )
-from plainsail.outcomes import (
+from plainsail.deploy.outcomes import (
     OUTCOMES as ALL_OUTCOMES,
 )
-from plainsail.plan import Request, Target
+from plainsail.deploy.plan import Request, Target
+from plainsail.deploy.run import Deploy
+from plainsail.errors import PlainsailError
 from plainsail.secret import Secret
 from tests.support.fakehost import FakeHost
 
@@ -365,7 +365,7 @@ def _killed_mid_switch(b: Bench) -> str:
     """The state a SIGKILLed deployer leaves: v1 stopped, v2 started, the lock, no record."""
     import socket
 
-    from plainsail.hoststate import LockInfo
+    from plainsail.hosts.state import LockInfo
 
     f = b.fake
     for c in f.containers.values():
@@ -384,7 +384,7 @@ def _killed_mid_switch(b: Bench) -> str:
 
 
 def test_recover_puts_the_last_good_version_back_and_records_both(bench: Bench) -> None:
-    from plainsail.recover import recover
+    from plainsail.deploy.recover import recover
 
     bench.deploy(V1)
     dead = _killed_mid_switch(bench)
@@ -410,8 +410,8 @@ def test_recover_refuses_a_lock_whose_holder_may_be_alive(bench: Bench) -> None:
     import os
     import socket
 
-    from plainsail.hoststate import LockInfo
-    from plainsail.recover import recover
+    from plainsail.deploy.recover import recover
+    from plainsail.hosts.state import LockInfo
 
     bench.deploy(V1)
     lock = f"{bench.fake.home}/.plainsail/api/lock"
@@ -429,7 +429,7 @@ def test_recover_refuses_a_lock_whose_holder_may_be_alive(bench: Bench) -> None:
 
 def _deploy_on_fakes(cfg: configlib.Config, tmp: Path) -> list[dict[str, Any]]:
     """Deploy V1 then V2 with `cfg` on one fake host per configured host."""
-    from plainsail.hosts import parse_host
+    from plainsail.hosts.addresses import parse_host
 
     fakes = {h: FakeHost(h) for h in cfg.hosts}
     for f in fakes.values():

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from plainsail import hoststate
 from plainsail.errors import LockError, PlainsailError
-from plainsail.hosts import parse_host
-from plainsail.runner import SSHExecutor, SSHOptions
+from plainsail.hosts import state as hoststate
+from plainsail.hosts.addresses import parse_host
+from plainsail.hosts.executor import SSHExecutor, SSHOptions
 from tests.support.sshd import SSHHost
 
 pytestmark = pytest.mark.integration

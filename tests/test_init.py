@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from plainsail import config as configlib
 from plainsail.audit import audit
 from plainsail.cli import main
+from plainsail.config import model as configlib
 from tests.support.gitrepo import git
 
 CHECKOUT = "actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683  # v4.2.2"
@@ -204,8 +204,8 @@ def test_ignore_entries_already_present_are_not_repeated(repo: Path,
 def test_keys_made_when_cosign_password_is_set(repo: Path,
                                                monkeypatch: pytest.MonkeyPatch,
                                                capsys: pytest.CaptureFixture[str]) -> None:
-    from plainsail.keys import load_private_key
     from plainsail.secret import Secret
+    from plainsail.supply.keys import load_private_key
 
     monkeypatch.setenv("COSIGN_PASSWORD", "correct horse")
     assert run_init(repo, monkeypatch) == 0

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from plainsail import build, dockerignore, keys
-from plainsail import config as configlib
 from plainsail.cli import main
+from plainsail.config import model as configlib
 from plainsail.errors import BuildError, ConfigError
-from plainsail.registry import RegistryClient
 from plainsail.secret import Secret
+from plainsail.supply import build, dockerignore, keys
+from plainsail.supply.registry import RegistryClient
 
 
 def git(cwd: Path, *args: str) -> None:
@@ -151,7 +151,7 @@ def test_source_label_falls_back_to_github_actions(repo: Path,
 
 def test_build_warns_without_source_label(repo: Path, monkeypatch: pytest.MonkeyPatch,
                                           capsys: pytest.CaptureFixture[str]) -> None:
-    from plainsail.buildrecords import BuildRecord
+    from plainsail.supply.buildrecords import BuildRecord
 
     def fake_build(cfg: configlib.Config, **kwargs: object) -> BuildRecord:
         return BuildRecord(image=cfg.image, tag="0123abcd", digest="sha256:" + "a" * 64,

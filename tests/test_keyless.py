@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from plainsail import keyless, signatures
-from plainsail.config import KeylessConfig
+from plainsail.config.model import KeylessConfig
 from plainsail.errors import SigningKeyError, VerificationError
-from plainsail.verification import VerifiedImage, verify_image
+from plainsail.supply import keyless, signatures
+from plainsail.supply.verification import VerifiedImage, verify_image
 from tests.support.fakesig import FakeRegistry, make_config, sha
 from tests.support.sigstore import GITHUB, SIGNED_AT, WORKFLOW, Sigstore, _ca
 

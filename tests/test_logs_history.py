@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from plainsail import buildrecords, docker
-from plainsail import config as configlib
-from plainsail.buildrecords import BuildRecord
+from plainsail.config import model as configlib
+from plainsail.hosts import docker
+from plainsail.supply import buildrecords
+from plainsail.supply.buildrecords import BuildRecord
 from tests.support.cli import plainsail
 from tests.support.gitrepo import git
 from tests.support.services import free_port

@@ -10,8 +10,8 @@ import pytest
 
 from plainsail.errors import MigrationError
 from plainsail.migrations import layouts
-from plainsail.migrations.history import AppliedRow, plan
 from plainsail.migrations.layouts import detect, discover, flat_version
+from plainsail.migrations.ledger import AppliedRow, compare
 
 DATA = Path(__file__).resolve().parent / "data" / "layouts"
 
@@ -100,7 +100,7 @@ def test_rows_recorded_under_the_old_version_rule_still_match(tmp_path: Path) ->
     (tmp_path / "2019-02-26_init.sql").write_text("SELECT 1;\n")
     (f,) = discover(tmp_path)
     row = AppliedRow("2019", f.name, f.checksum, "2024-01-01T00:00:00", 1.0, "me")
-    p = plan([f], [row])
+    p = compare([f], [row])
     assert p.problems == [] and p.pending == []
 
 

@@ -15,15 +15,15 @@ from typing import Any
 
 import pytest
 
-from plainsail import config as configlib
+from plainsail.config import model as configlib
 from plainsail.errors import ConfigError
-from plainsail.hosts import Host
+from plainsail.hosts.addresses import Host
+from plainsail.hosts.executor import LocalExecutor
 from plainsail.proxy import argv, caddyconf
 from plainsail.proxy.admin import Admin, ProxyError
 from plainsail.proxy.caddyconf import ServiceRoute
 from plainsail.proxy.host import check_settings, parse_state, settings_of
 from plainsail.proxy.routes import _shape_of, check_host, check_path, desired
-from plainsail.runner import LocalExecutor
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGEST = "sha256:" + "ab" * 32

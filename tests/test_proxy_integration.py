@@ -22,11 +22,11 @@ from pathlib import Path
 
 import pytest
 
-from plainsail import config as configlib
 from plainsail import proxy
-from plainsail.hosts import parse_host
+from plainsail.config import model as configlib
+from plainsail.hosts.addresses import parse_host
+from plainsail.hosts.executor import SSHExecutor, SSHOptions
 from plainsail.proxy import argv as pargv
-from plainsail.runner import SSHExecutor, SSHOptions
 from tests.support.cli import plainsail
 from tests.support.notes_app import BASE_IMAGE, TEST_LABEL
 from tests.support.services import Registry, free_port

@@ -20,10 +20,11 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import httpx
 import pytest
 
-from plainsail.config import Config, RegistryAuth
+from plainsail.config.model import Config, RegistryAuth
 from plainsail.errors import RegistryError, RegistryNotFoundError
-from plainsail.images import ImageRef
-from plainsail.registry import (
+from plainsail.secret import Secret
+from plainsail.supply.images import ImageRef
+from plainsail.supply.registry import (
     OCI_MANIFEST,
     RegistryClient,
     docker_credentials,
@@ -32,7 +33,6 @@ from plainsail.registry import (
     parse_challenge,
     sha256_digest,
 )
-from plainsail.secret import Secret
 from tests.support.services import Registry, free_port
 
 # ---------------------------------------------------------------- pure logic

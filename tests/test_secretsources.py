@@ -13,11 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from plainsail import config as configlib
-from plainsail import plan, secretsources
-from plainsail.errors import ConfigError, PlainsailError
-from plainsail.secret import Secret, scrub
-from plainsail.secretsources import (
+from plainsail.config import model as configlib
+from plainsail.config import secretsources
+from plainsail.config.secretsources import (
     CommandSource,
     EnvSource,
     FileSource,
@@ -25,6 +23,9 @@ from plainsail.secretsources import (
     SourcedSecret,
     VaultSource,
 )
+from plainsail.deploy import plan
+from plainsail.errors import ConfigError, PlainsailError
+from plainsail.secret import Secret, scrub
 from tests.support.cli import plainsail
 from tests.support.deploy_env import DeployDir
 from tests.support.openbao import OpenBao

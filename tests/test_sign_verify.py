@@ -16,15 +16,15 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from plainsail import buildrecords, keys, signatures
 from plainsail.cli import main
-from plainsail.config import Config, SigningConfig
+from plainsail.config.model import Config, SigningConfig
 from plainsail.errors import VerificationError
-from plainsail.images import ImageRef
-from plainsail.registry import RegistryClient
 from plainsail.secret import Secret
-from plainsail.signing import sign_image
-from plainsail.verification import verify_image
+from plainsail.supply import buildrecords, keys, signatures
+from plainsail.supply.images import ImageRef
+from plainsail.supply.registry import RegistryClient
+from plainsail.supply.signing import sign_image
+from plainsail.supply.verification import verify_image
 from tests.support.services import Registry
 
 pytestmark = pytest.mark.integration

@@ -13,11 +13,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey as Key
 
-from plainsail import keys, signatures
 from plainsail.errors import SigningKeyError, VerificationError
 from plainsail.secret import Secret
-from plainsail.signatures import IdentityPolicy
-from plainsail.verification import verify_image
+from plainsail.supply import keys, signatures
+from plainsail.supply.signatures import IdentityPolicy
+from plainsail.supply.verification import verify_image
 from tests.support.fakesig import FakeRegistry, make_config, sha
 
 VECTORS = Path(__file__).resolve().parent / "data" / "cosign"

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from plainsail import keys, signatures
 from plainsail.cli import main
 from plainsail.errors import SigningKeyError
 from plainsail.secret import Secret
+from plainsail.supply import keys, signatures
 
 # Real cosign-made vectors (Apache-2.0; sources in data/cosign/README.md), kept in the repo.
 VECTORS = Path(__file__).resolve().parent / "data" / "cosign"
@@ -177,7 +177,7 @@ def test_payload_exact_bytes() -> None:
 
 
 def test_signature_tag_and_identity() -> None:
-    from plainsail.images import ImageRef
+    from plainsail.supply.images import ImageRef
 
     assert signatures.signature_tag(DIGEST) == "sha256-" + "ab" * 32 + ".sig"
     with pytest.raises(ValueError):

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from plainsail.errors import RemoteError
-from plainsail.hosts import parse_host
-from plainsail.runner import Result, SSHExecutor, SSHOptions
+from plainsail.hosts.addresses import parse_host
+from plainsail.hosts.executor import Result, SSHExecutor, SSHOptions
 from tests.support.sshd import SSHHost, _keygen
 
 UseConfig = Callable[[str], Path]

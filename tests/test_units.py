@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from plainsail import docker
-from plainsail.durations import parse_duration
-from plainsail.git import strip_credentials
-from plainsail.hosts import parse_host
-from plainsail.images import ImageRef, mutable_tag_problem, split_ref
-from plainsail.runner import SSHExecutor, SSHOptions, write_file_argv
+from plainsail.config.durations import parse_duration
+from plainsail.hosts import docker
+from plainsail.hosts.addresses import parse_host
+from plainsail.hosts.executor import SSHExecutor, SSHOptions, write_file_argv
 from plainsail.secret import Secret, redact
+from plainsail.supply.git import strip_credentials
+from plainsail.supply.images import ImageRef, mutable_tag_problem, split_ref
 
 
 def test_hosts() -> None:

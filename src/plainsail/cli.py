@@ -20,7 +20,7 @@ from plainsail import __version__
 # subcommand -> (module under plainsail.commands, help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "build": ("build", "build, label and push the image of HEAD, tagged with its git SHA"),
-    "inspect": ("inspect", "show an image's provenance as the registry has it"),
+    "inspect": ("provenance", "show an image's provenance as the registry has it"),
     "keygen": ("keygen", "create a cosign-compatible signing key pair"),
     "sign": ("sign", "sign an image's digest and store the signature in the registry"),
     "verify": ("verify", "check an image's signature against a public key"),
@@ -55,7 +55,7 @@ EXIT_EPILOG = """exit codes:
   3    a bug in plainsail: the message names a file with the details
   130  interrupted (SIGTERM or Ctrl-C)"""
 
-# Kept in step with plainsail.outcomes.EXIT_CODES by tests/test_docs.py.
+# Kept in step with plainsail.deploy.outcomes.EXIT_CODES by tests/test_docs.py.
 OUTCOME_EPILOG = """outcomes (printed, recorded, and the exit code):
   succeeded                    0    the new version passed its health gate on every host
   unchanged                    0    that version already runs everywhere (--force redeploys)

@@ -24,16 +24,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from plainsail import config as configlib
-from plainsail.build import run_build
-from plainsail.deploy import Deploy
+from plainsail.config import model as configlib
+from plainsail.deploy.plan import Request
+from plainsail.deploy.report import render_summary
+from plainsail.deploy.rollback import rollback
+from plainsail.deploy.run import Deploy
 from plainsail.errors import PlainsailError
-from plainsail.keys import generate
-from plainsail.plan import Request
-from plainsail.report import render_summary
-from plainsail.rollback import rollback
 from plainsail.secret import Secret
-from plainsail.signing import sign_image
+from plainsail.supply.build import run_build
+from plainsail.supply.keys import generate
+from plainsail.supply.signing import sign_image
 
 ADMIN_URL = os.environ.get("PLAINSAIL_DEMO_PG",
                            "postgresql://plainsail:plainsail@127.0.0.1:5432/postgres")

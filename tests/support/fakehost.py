@@ -17,10 +17,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from plainsail import hoststate
 from plainsail.errors import RemoteError
-from plainsail.hosts import parse_host
-from plainsail.runner import Executor, Result, write_file_argv
+from plainsail.hosts import state as hoststate
+from plainsail.hosts.addresses import parse_host
+from plainsail.hosts.executor import Executor, Result, write_file_argv
 
 _ids = itertools.count(1)
 _clock = itertools.count(1)

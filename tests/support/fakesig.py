@@ -8,11 +8,11 @@ import json
 from pathlib import Path
 from typing import Any, cast
 
-from plainsail import signatures
-from plainsail.config import Config, KeylessConfig, SigningConfig
+from plainsail.config.model import Config, KeylessConfig, SigningConfig
 from plainsail.errors import RegistryNotFoundError
-from plainsail.images import ImageRef
-from plainsail.registry import RegistryClient
+from plainsail.supply import signatures
+from plainsail.supply.images import ImageRef
+from plainsail.supply.registry import RegistryClient
 
 
 def sha(data: bytes) -> str:

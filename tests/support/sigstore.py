@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from plainsail import signatures
+from plainsail.supply import signatures
 
 GITHUB = "https://token.actions.githubusercontent.com"
 WORKFLOW = "https://github.com/acme/api/.github/workflows/deploy.yml@refs/heads/main"

@@ -1,4 +1,4 @@
-"""YAML with line numbers: documents composed into nodes (as plainsail.config does), then
+"""YAML with line numbers: documents composed into nodes (as plainsail.config.model does), then
 turned into dicts, lists and strings that remember the line they start on.
 
 Every scalar becomes a `YStr` (booleans and numbers too: `push: true` is "true"), so rules

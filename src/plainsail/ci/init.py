@@ -81,7 +81,7 @@ def _service_name(root: Path) -> str:
 
 
 def _origin_image(root: Path) -> str | None:
-    from plainsail.git import git
+    from plainsail.supply.git import git
 
     proc = git(["remote", "get-url", "origin"], root, check=False)
     m = re.search(r"github\.com[:/]([^/]+)/([^/]+?)(?:\.git)?/?$", proc.stdout.strip())
@@ -89,7 +89,7 @@ def _origin_image(root: Path) -> str | None:
 
 
 def _branch(root: Path) -> str:
-    from plainsail.git import git
+    from plainsail.supply.git import git
 
     proc = git(["symbolic-ref", "--short", "HEAD"], root, check=False)
     name = proc.stdout.strip()
@@ -97,8 +97,8 @@ def _branch(root: Path) -> str:
 
 
 def _validate(opts: Options, root: Path) -> tuple[str, str]:
-    from plainsail.config import SERVICE_RE, check_repository
-    from plainsail.hosts import parse_host
+    from plainsail.config.model import SERVICE_RE, check_repository
+    from plainsail.hosts.addresses import parse_host
 
     service = opts.service or _service_name(root)
     if not SERVICE_RE.fullmatch(service):
@@ -241,7 +241,7 @@ def _ignore_entries(path: Path, entries: tuple[str, ...]) -> str | None:
 
 def init(root: Path, opts: Options) -> Result:
     from plainsail.audit.files import migrations_folder
-    from plainsail.git import toplevel
+    from plainsail.supply.git import toplevel
 
     root = root.resolve()
     top = toplevel(root)
@@ -298,8 +298,8 @@ def init(root: Path, opts: Options) -> Result:
 
 
 def _keys(root: Path) -> str:
-    from plainsail.keys import generate
     from plainsail.secret import Secret
+    from plainsail.supply.keys import generate
 
     if (root / KEY).exists() or (root / PUB).exists():
         return "kept"

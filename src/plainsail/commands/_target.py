@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from plainsail import buildrecords
-from plainsail.config import Config
+from plainsail.config.model import Config
 from plainsail.errors import UsageError
-from plainsail.images import split_ref
+from plainsail.supply import buildrecords
+from plainsail.supply.images import split_ref
 
 
 def target(cfg: Config, ref: str | None) -> tuple[str | None, str | None]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from plainsail import config as configlib
-from plainsail.build import OCI, run_build
+from plainsail.config import model as configlib
 from plainsail.output import append_github_file, print_json, say, warn
+from plainsail.supply.build import OCI, run_build
 
 
 def run(args: argparse.Namespace) -> int:

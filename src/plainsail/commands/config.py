@@ -7,9 +7,9 @@ import os
 
 import yaml
 
-from plainsail import config as configlib
+from plainsail.config import model as configlib
+from plainsail.config.secretsources import EnvSource, Source
 from plainsail.output import print_json, say
-from plainsail.secretsources import EnvSource, Source
 
 
 def run(args: argparse.Namespace) -> int:

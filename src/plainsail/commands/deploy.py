@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from plainsail import config as configlib
-from plainsail.deploy import deploy
-from plainsail.plan import Request
-from plainsail.report import finish, json_on_failure, progress_printer
+from plainsail.config import model as configlib
+from plainsail.deploy.plan import Request
+from plainsail.deploy.report import finish, json_on_failure, progress_printer
+from plainsail.deploy.run import deploy
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import argparse
 
-from plainsail import config as configlib
-from plainsail.drill import drill, render
+from plainsail.config import model as configlib
+from plainsail.deploy.drill import drill, render
+from plainsail.deploy.report import json_on_failure, progress_printer
 from plainsail.output import append_step_summary, print_json, say
-from plainsail.report import json_on_failure, progress_printer
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import argparse
 
-from plainsail import config as configlib
-from plainsail.history import gather
+from plainsail.config import model as configlib
+from plainsail.deploy.history import gather
+from plainsail.deploy.report import table
 from plainsail.output import print_json, say
-from plainsail.report import table
 
 
 def run(args: argparse.Namespace) -> int:

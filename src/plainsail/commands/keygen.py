@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from plainsail.keys import add_ignore_entries, check_free, generate, read_passphrase
 from plainsail.output import say
+from plainsail.supply.keys import add_ignore_entries, check_free, generate, read_passphrase
 
 
 def run(args: argparse.Namespace) -> int:

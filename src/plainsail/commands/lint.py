@@ -49,7 +49,7 @@ def _configured_layout(args: argparse.Namespace) -> str | None:
     """`migrate.layout` from plainsail.yml when there is one (lint also runs without)."""
     from pathlib import Path
 
-    from plainsail import config as configlib
+    from plainsail.config import model as configlib
 
     path = Path(args.config or configlib.DEFAULT_FILE)
     if not path.is_file():

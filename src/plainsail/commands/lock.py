@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from plainsail import config as configlib
-from plainsail import hoststate
-from plainsail.fleet import opened
+from plainsail.config import model as configlib
+from plainsail.hosts import state as hoststate
+from plainsail.hosts.fleet import opened
 from plainsail.output import say
 
 

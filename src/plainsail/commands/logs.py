@@ -13,15 +13,15 @@ import argparse
 import os
 from collections.abc import Iterable, Mapping
 
-from plainsail import config as configlib
-from plainsail import docker
-from plainsail.containers import current, list_service
+from plainsail.config import model as configlib
+from plainsail.config.secretsources import env_values
 from plainsail.errors import PlainsailError
-from plainsail.fleet import opened
+from plainsail.hosts import docker
+from plainsail.hosts.containers import current, list_service
+from plainsail.hosts.executor import Executor
+from plainsail.hosts.fleet import opened
 from plainsail.output import say
-from plainsail.runner import Executor
 from plainsail.secret import Secret, redact
-from plainsail.secretsources import env_values
 
 
 def secrets_to_hide(cfg: configlib.Config, environ: Mapping[str, str]) -> list[Secret]:

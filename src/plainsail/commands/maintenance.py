@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from plainsail import config as configlib
 from plainsail import proxy
-from plainsail.fleet import opened
+from plainsail.config import model as configlib
+from plainsail.hosts.fleet import opened
 from plainsail.output import print_json, say
 from plainsail.proxy.host import proxy_config
 

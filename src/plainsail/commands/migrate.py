@@ -13,7 +13,7 @@ import argparse
 import os
 from pathlib import Path
 
-from plainsail.durations import format_duration, parse_duration
+from plainsail.config.durations import format_duration, parse_duration
 from plainsail.errors import MigrationError, UsageError
 from plainsail.migrations import layouts
 from plainsail.migrations.dburl import parse_database_url

@@ -6,10 +6,10 @@ import argparse
 import os
 from typing import Any
 
-from plainsail import config as configlib
 from plainsail import proxy
 from plainsail.commands.logs import secrets_to_hide
-from plainsail.fleet import opened
+from plainsail.config import model as configlib
+from plainsail.hosts.fleet import opened
 from plainsail.output import print_json, say
 from plainsail.proxy.host import proxy_config
 from plainsail.secret import redact

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from plainsail import config as configlib
-from plainsail.recover import recover
-from plainsail.report import finish, json_on_failure, progress_printer
+from plainsail.config import model as configlib
+from plainsail.deploy.recover import recover
+from plainsail.deploy.report import finish, json_on_failure, progress_printer
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from plainsail import config as configlib
-from plainsail.report import finish, json_on_failure, progress_printer
-from plainsail.rollback import rollback
+from plainsail.config import model as configlib
+from plainsail.deploy.report import finish, json_on_failure, progress_printer
+from plainsail.deploy.rollback import rollback
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from plainsail import config as configlib
 from plainsail.commands._target import target
+from plainsail.config import model as configlib
 from plainsail.output import print_json, say
-from plainsail.signing import sign_image
+from plainsail.supply.signing import sign_image
 
 
 def run(args: argparse.Namespace) -> int:

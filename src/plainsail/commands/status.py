@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import argparse
 
-from plainsail import config as configlib
+from plainsail.config import model as configlib
+from plainsail.deploy.status import status
 from plainsail.output import print_json, say
-from plainsail.status import status
 
 
 def run(args: argparse.Namespace) -> int:

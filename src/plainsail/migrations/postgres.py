@@ -26,7 +26,7 @@ except ImportError as exc:  # pragma: no cover - depends on the image
 from plainsail.errors import MigrationError
 from plainsail.migrations.dburl import DatabaseURL
 from plainsail.migrations.files import NO_TRANSACTION_MARKER, MigrationFile
-from plainsail.migrations.history import TABLE, AppliedRow
+from plainsail.migrations.ledger import TABLE, AppliedRow
 from plainsail.migrations.sqlsplit import Statement
 from plainsail.secret import redact
 

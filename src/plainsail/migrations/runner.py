@@ -19,8 +19,8 @@ from plainsail.errors import MigrationError
 from plainsail.migrations import dburl
 from plainsail.migrations.dburl import DatabaseURL
 from plainsail.migrations.files import MigrationFile, check_file
-from plainsail.migrations.history import AppliedRow, Plan, plan
 from plainsail.migrations.layouts import discover
+from plainsail.migrations.ledger import AppliedRow, Ledger, compare
 
 MYSQL_REFUSAL = (
     "MySQL and MariaDB commit every DDL statement on their own, so a file that fails "
@@ -113,7 +113,7 @@ def _refuse(problems: list[str]) -> MigrationError:
     return MigrationError(f"refusing to migrate, {len(problems)} problems:\n{lines}")
 
 
-def status(opts: Options, warn: Callable[[str], None]) -> Plan:
+def status(opts: Options, warn: Callable[[str], None]) -> Ledger:
     """Applied and pending files and any problems; changes nothing."""
     files = _load(opts)
     db = open_database(opts, warn)
@@ -122,7 +122,7 @@ def status(opts: Options, warn: Callable[[str], None]) -> Plan:
         invalid = db.invalid_indexes()
     finally:
         db.close()
-    p = plan(files, rows)
+    p = compare(files, rows)
     if invalid:
         drops = "; ".join(f"DROP INDEX CONCURRENTLY IF EXISTS {i}" for i in invalid)
         p.problems.append(
@@ -148,7 +148,7 @@ def migrate(
         db.acquire_lock(opts.wait, say)
         try:
             db.prepare()
-            p = plan(files, db.read_applied() or [])
+            p = compare(files, db.read_applied() or [])
             if p.problems:
                 raise _refuse(p.problems)
             result.already = len(p.applied)

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from plainsail.errors import MigrationError
 from plainsail.migrations.dburl import DatabaseURL
 from plainsail.migrations.files import MigrationFile
-from plainsail.migrations.history import TABLE, AppliedRow
+from plainsail.migrations.ledger import TABLE, AppliedRow
 from plainsail.migrations.sqlsplit import Statement
 
 

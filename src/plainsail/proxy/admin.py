@@ -28,8 +28,8 @@ import tempfile
 from typing import Any
 
 from plainsail.errors import PlainsailError
+from plainsail.hosts.executor import Executor, SSHExecutor
 from plainsail.proxy.caddyconf import ADMIN_ORIGIN
-from plainsail.runner import Executor, SSHExecutor
 
 log = logging.getLogger("plainsail.run")
 

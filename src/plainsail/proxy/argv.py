@@ -10,7 +10,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 
-from plainsail.docker import LABEL_ROLE
+from plainsail.hosts.docker import LABEL_ROLE
 from plainsail.proxy.caddyconf import ADMIN_SOCKET, MOUNT
 
 DEFAULT_HOST_DIR = "~/.plainsail"

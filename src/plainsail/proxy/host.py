@@ -25,12 +25,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from plainsail import hoststate
-from plainsail.config import Config, ProxyConfig
+from plainsail.config.model import Config, ProxyConfig
+from plainsail.hosts import state as hoststate
+from plainsail.hosts.executor import Executor, expand_home, write_file_argv
 from plainsail.proxy import argv
 from plainsail.proxy.admin import Admin, ProxyError
 from plainsail.proxy.caddyconf import ADMIN_SOCKET, boot_config
-from plainsail.runner import Executor, expand_home, write_file_argv
 
 BOOT_WAIT = 15.0  # seconds for a started proxy's admin API to answer
 LOCK_WAIT = 30.0  # seconds to wait for another deployer's proxy change

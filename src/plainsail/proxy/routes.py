@@ -20,13 +20,13 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-from plainsail.config import Config
-from plainsail.health import check
+from plainsail.config.model import Config
+from plainsail.deploy.health import check
+from plainsail.hosts.executor import Executor, write_file_argv
 from plainsail.proxy import argv, caddyconf
 from plainsail.proxy.admin import Admin, ProxyError
 from plainsail.proxy.caddyconf import MOUNT, ServiceRoute
 from plainsail.proxy.host import HostState, proxy_config, proxy_lock, read_state
-from plainsail.runner import Executor, write_file_argv
 
 
 def upstream_of(cfg: Config, container: str) -> str:

@@ -1,0 +1,1 @@
+"""plainsail.yml: its model and strict loader, durations, and secret sources."""

@@ -1,0 +1,152 @@
+"""The health gate: the step between "deployed" and "done".
+
+Poll `health.path` until it answers `health.status` (and contains `health.body_contains`),
+each attempt bounded by `health.timeout`, at most `health.attempts` attempts
+`health.interval` apart. Between failed attempts the container itself is checked, so a
+container that exits or restarts fails the gate at once instead of after every attempt.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from plainsail.config.model import Config, HealthConfig
+from plainsail.hosts import docker
+from plainsail.hosts.executor import Executor
+from plainsail.secret import Secret, redact
+
+log = logging.getLogger("plainsail.deploy.health")
+BODY_KEPT = 300
+
+
+@dataclass
+class Attempt:
+    n: int
+    seconds: float  # since the gate started
+    status: int | None = None
+    body: str = ""
+    error: str | None = None
+
+
+@dataclass
+class Verdict:
+    healthy: bool
+    reason: str
+    attempts: list[Attempt] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_json(self, last: int = 5) -> dict[str, Any]:
+        return {
+            "healthy": self.healthy,
+            "reason": self.reason,
+            "attempts": len(self.attempts),
+            "seconds": round(self.seconds, 3),
+            "last": [asdict(a) for a in self.attempts[-last:]],
+        }
+
+
+def app_address(ex: Executor, cfg: Config, container: str) -> tuple[str, int]:
+    """Where the target host reaches the app: its published (or host-network) port, else
+    the container's own address on its network."""
+    from plainsail.deploy.plan import health_target
+
+    target = health_target(cfg)
+    if target is not None:
+        return target
+    ips = ex.run(docker.container_ips(container), timeout=30, what="find the app's address"
+                 ).stdout.split()
+    return (ips[0] if ips else "127.0.0.1"), cfg.app.port
+
+
+def probe_once(ex: Executor, host: str, port: int, path: str,
+               timeout: float) -> tuple[int, str]:
+    """One GET through the executor (which knows how the host is reached)."""
+    return ex.http_get(host, port, path, timeout)
+
+
+def container_state(ex: Executor, name: str) -> tuple[str, int]:
+    """(status, restart count) of a container; ("missing", 0) if it does not exist."""
+    res = ex.run(docker.inspect([name]), check=False, timeout=30, what="inspect container")
+    if res.returncode != 0:
+        return "missing", 0
+    try:
+        data = json.loads(res.stdout)[0]
+        return str(data["State"]["Status"]), int(data.get("RestartCount", 0))
+    except (ValueError, KeyError, IndexError, TypeError):
+        return "unknown", 0
+
+
+def check(status: int, body: str, hc: HealthConfig) -> str | None:
+    """Why an answer does not pass, or None when it does."""
+    if status != hc.status:
+        return f"answered {status}, expected {hc.status}"
+    if hc.body_contains and hc.body_contains not in body:
+        return f"answered {status} without {hc.body_contains!r} in the body"
+    return None
+
+
+def gate(
+    ex: Executor,
+    hc: HealthConfig,
+    target: tuple[str, int],
+    container: str,
+    secrets: Iterable[Secret] = (),
+    *,
+    progress: Callable[[Attempt], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Verdict:
+    """Run the gate against `target` (host, port as seen from the target host)."""
+    secrets = list(secrets)
+    host, port = ex.reach(*target)
+    start = time.monotonic()
+    attempts: list[Attempt] = []
+    reason = "no attempt was made"
+    for n in range(1, hc.attempts + 1):
+        attempt = Attempt(n, round(time.monotonic() - start, 3))
+        try:
+            status, body = probe_once(ex, host, port, hc.path, hc.timeout)
+            attempt.status = status
+            attempt.body = redact(body[:BODY_KEPT], secrets)
+            problem = check(status, body, hc)
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            # ValueError: a path http.client cannot send (config check refuses those).
+            problem = attempt.error = redact(_describe(exc), secrets)
+        attempts.append(attempt)
+        if progress:
+            progress(attempt)
+        if problem is None:
+            return Verdict(True, f"healthy after {n} attempt(s)", attempts,
+                           time.monotonic() - start)
+        reason = problem
+        state, restarts = container_state(ex, container)
+        if state in ("exited", "dead", "missing") or restarts > 0 or state == "restarting":
+            what = f"restarted {restarts} time(s)" if restarts else f"is {state}"
+            return Verdict(False, f"the container {what} (last check: {problem})", attempts,
+                           time.monotonic() - start)
+        if n < hc.attempts:
+            sleep(hc.interval)
+    return Verdict(
+        False,
+        f"not healthy after {hc.attempts} attempts over {time.monotonic() - start:.1f}s "
+        f"(last: {reason})",
+        attempts,
+        time.monotonic() - start,
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset"
+    if isinstance(exc, http.client.RemoteDisconnected):
+        return "closed the connection without answering"
+    return str(exc) or type(exc).__name__

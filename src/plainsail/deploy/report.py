@@ -1,0 +1,116 @@
+"""Human renderings of deploy records: the closing verdict, tables, markdown for CI."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from plainsail.output import say
+
+VERDICTS = {
+    "succeeded": "SUCCEEDED",
+    "unchanged": "UNCHANGED",
+    "dry-run": "DRY RUN",
+    "aborted": "ABORTED (nothing was switched; the running version is untouched)",
+    "failed-migration": "FAILED: migrations failed; the old version keeps serving",
+    "failed-health-old-kept": "FAILED: the new version never took traffic; the old one "
+                              "kept serving",
+    "failed-health-restored": "FAILED, RESTORED the previous version",
+    "failed-health-left-stopped": "FAILED, left for a human (on_failure: stop)",
+    "restore-failed": "FAILED, AND THE PREVIOUS VERSION COULD NOT BE RESTORED",
+    "interrupted": "INTERRUPTED",
+    "recovered": "RECOVERED: the last known-good version runs again",
+}
+
+
+def render_summary(s: dict[str, Any]) -> str:
+    kind = s.get("kind", "deploy")
+    lines = [f"{kind} {s.get('id')}: {VERDICTS.get(str(s.get('outcome')), s.get('outcome'))}"]
+    lines.append(f"  image:  {s.get('image')}:{s.get('tag')} ({s.get('digest')})")
+    if s.get("recovered_from"):
+        lines.append(f"  recovered from the interrupted attempt {s['recovered_from']}")
+    if s.get("rollback_from"):
+        lines.append(f"  rollback: {s['rollback_from']} -> {s.get('rollback_to')}")
+    if s.get("reason"):
+        lines.append(f"  why:    {s['reason']}")
+    for h in s.get("per_host") or []:
+        lines.append(f"  {h['host']}: {h['outcome']}" + (
+            f" (was {h['previous_tag']})" if h.get("previous_tag") else ""))
+    m = s.get("migration")
+    if m and m.get("exit_code") != 0:
+        lines.append("  migration output (tail):")
+        lines += [f"    {line}" for line in str(m.get("output_tail", "")).splitlines()[-15:]]
+    lines.append(f"  took {s.get('seconds', 0):.1f}s")
+    return "\n".join(lines)
+
+
+def summary_markdown(s: dict[str, Any]) -> str:
+    rows = "\n".join(f"| {h['host']} | {h['outcome']} | {h.get('previous_tag') or ''} |"
+                     for h in s.get("per_host") or [])
+    return (
+        f"### plainsail {s.get('kind', 'deploy')} of `{s.get('tag')}`: "
+        f"{str(s.get('outcome')).upper()}\n\n"
+        f"- image: `{s.get('image')}@{s.get('digest')}`\n- why: {s.get('reason')}\n"
+        f"- by {s.get('who')} from {s.get('origin')}\n\n"
+        f"| host | outcome | previous |\n|---|---|---|\n{rows}\n"
+    )
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    data = [[str(c) for c in r] for r in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in data]) for i, h in enumerate(headers)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    out = [fmt.format(*headers).rstrip()]
+    out += [fmt.format(*r).rstrip() for r in data]
+    return "\n".join(out)
+
+
+def progress_printer(as_json: bool) -> Callable[[str], None]:
+    """Progress lines go through the output boundary: stdout, or stderr when stdout
+    carries the JSON record (see `plainsail.output.set_json_mode`)."""
+    return say
+
+
+@contextmanager
+def json_on_failure(kind: str, as_json: bool) -> Iterator[None]:
+    """With --json, an attempt that stops with an error still prints exactly one JSON
+    object with a top-level outcome: the attempt's record when there is one."""
+    from plainsail.deploy.outcomes import ABORTED, INTERRUPTED
+    from plainsail.errors import PlainsailError
+    from plainsail.output import print_json
+    from plainsail.secret import scrub
+
+    try:
+        yield
+    except PlainsailError as exc:
+        if as_json:
+            print_json(exc.record or {"kind": kind, "outcome": ABORTED,
+                                      "reason": scrub(str(exc).splitlines()[0]),
+                                      "preflight": True})
+        raise
+    except KeyboardInterrupt:
+        if as_json:
+            print_json({"kind": kind, "outcome": INTERRUPTED, "reason": "interrupted",
+                        "preflight": True})
+        raise
+    except Exception as exc:
+        if as_json:
+            print_json({"kind": kind, "outcome": ABORTED, "preflight": True,
+                        "reason": f"plainsail hit an unexpected {type(exc).__name__} before "
+                        "any host changed; this is a bug"})
+        raise
+
+
+def finish(summary: dict[str, Any], as_json: bool) -> int:
+    """Show a deploy or rollback record (text or JSON), add the CI summary, return the
+    exit code its outcome means."""
+    from plainsail.deploy.outcomes import exit_code
+    from plainsail.output import append_step_summary, print_json
+
+    if as_json:
+        print_json(summary)
+    else:
+        say(render_summary(summary))
+    append_step_summary(summary_markdown(summary))
+    return exit_code(summary)

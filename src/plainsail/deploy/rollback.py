@@ -1,0 +1,97 @@
+"""Rollback: a deploy of a previous known-good image, found in the deployment records.
+
+Migrations are forward-only and never run by a rollback. A retained container created
+with the same environment and options is started again (the fast path, no pull); else a
+fresh container is created from the recorded digest with today's environment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from plainsail.config.model import Config
+from plainsail.deploy.outcomes import RECOVERED, SUCCEEDED
+from plainsail.deploy.plan import Request, select_hosts, ssh_options
+from plainsail.deploy.run import Deploy, Reporter, _print
+from plainsail.errors import DeployError, UsageError
+from plainsail.hosts import state as hoststate
+from plainsail.hosts.containers import current, list_service
+from plainsail.hosts.executor import Executor, executor_for
+from plainsail.hosts.fleet import opened
+
+
+def successes(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Successful deploys and rollbacks, newest first."""
+    good = [r for r in records if r.get("outcome") in (SUCCEEDED, RECOVERED) and r.get("tag")]
+    return sorted(good, key=lambda r: str(r.get("started", "")), reverse=True)
+
+
+def previous_good(
+    records: Sequence[dict[str, Any]], running_tag: str | None
+) -> dict[str, Any] | None:
+    """The newest success before the one now running, with another tag."""
+    good = successes(records)
+    if running_tag:
+        idx = next((i for i, r in enumerate(good) if r["tag"] == running_tag), None)
+        if idx is not None:
+            good = good[idx + 1:]
+    return next((r for r in good if r["tag"] != running_tag), None)
+
+
+def choose(cfg: Config, hosts: list[str], to: str | None,
+           executors: dict[str, Executor] | None = None) -> tuple[str, str, str | None]:
+    """(tag, digest, tag running now) agreed by every selected host."""
+    picks: dict[str, tuple[str, str]] = {}
+    running: dict[str, str | None] = {}
+    with opened(cfg, hosts, executors) as fleet:
+        for o in fleet:
+            records = hoststate.read_history(o.ex, o.paths)
+            cur = current(list_service(o.ex, cfg.service))
+            running[o.host.name] = cur.tag if cur else None
+            if to:
+                rec = next((r for r in successes(records) if r["tag"] == to), None)
+                if rec is None:
+                    known = sorted({r["tag"] for r in successes(records)})
+                    raise UsageError(
+                        f"{o.host.name}: {to} never deployed successfully there, so it is not "
+                        "a known-good version; successful tags: "
+                        f"{', '.join(known) or 'none'}"
+                    )
+            else:
+                rec = previous_good(records, running[o.host.name])
+                if rec is None:
+                    raise DeployError(
+                        f"{o.host.name}: nothing to roll back to: no successful deploy before "
+                        f"the one now running ({running[o.host.name] or 'nothing runs'})"
+                    )
+            picks[o.host.name] = (rec["tag"], rec["digest"])
+    distinct = set(picks.values())
+    if len(distinct) > 1:
+        detail = ", ".join(f"{h}: {t}" for h, (t, _) in picks.items())
+        raise UsageError(f"the hosts disagree on the previous version ({detail}); choose one "
+                         "with --to TAG")
+    tag, digest = distinct.pop()
+    froms = {t for t in running.values() if t}
+    if froms == {tag}:
+        raise UsageError(f"{tag} is already running; nothing to roll back")
+    return tag, digest, ", ".join(sorted(froms)) or None
+
+
+def rollback(cfg: Config, *, to: str | None = None, hosts: list[str] | None = None,
+             dry_run: bool = False, report: Reporter = _print,
+             environ: dict[str, str] | None = None,
+             drill: str | None = None) -> dict[str, Any]:
+    hosts = hosts or []
+    # One connection per host serves both reading the records and the deploy itself.
+    executors = {h.name: executor_for(h, ssh_options(cfg), cfg.secrets())
+                 for h in select_hosts(cfg, hosts)}
+    try:
+        tag, digest, running = choose(cfg, hosts, to, executors)
+    except BaseException:
+        for ex in executors.values():
+            ex.close()
+        raise
+    req = Request(ref=f"{tag}@{digest}", hosts=hosts, skip_migrations=True, dry_run=dry_run,
+                  force=True, kind="rollback", rollback_from=running, drill=drill)
+    return Deploy(cfg, req, report, environ=environ, executors=executors).run()

@@ -1,0 +1,537 @@
+"""The deploy stage: the seed's sequence, per host, with loud failures and a record.
+
+1. Preflight (nothing changes anywhere): secrets present, image verified and pinned to a
+   digest, every host reachable with Docker. A failure is recorded locally only.
+2. Lock the service on every host.
+3. Pull `image@digest` and write the env file (mode 0600) on every host.
+4. Run the migrations once, in a temporary container of the new image (first host). A
+   failure or timeout aborts: the old container was never touched and keeps serving.
+5. Per host: stop the old container (kept: the instant way back), start the new one.
+6. Health gate. Unhealthy: restore the previous container (on_failure: restore) or leave
+   the failed state for a human (on_failure: stop); hosts already switched are restored.
+7. Healthy everywhere: prune old containers beyond `retain`, record, notify, unlock.
+
+Rollback (`plainsail.deploy.rollback`) runs this same code with migrations skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from functools import partial
+from typing import Any
+
+from plainsail.config.model import Config
+from plainsail.deploy import notify
+from plainsail.deploy.history import append_local
+from plainsail.deploy.outcomes import (
+    ABORTED,
+    FAILED_MIGRATION,
+    INTERRUPTED,
+    LEFT_STOPPED,
+    OLD_KEPT,
+    RECOVERED,
+    RESTORE_FAILED,
+    RESTORED,
+    SUCCEEDED,
+    UNCHANGED,
+)
+from plainsail.deploy.plan import (
+    STEP_TIMEOUT,
+    Request,
+    Target,
+    app_env,
+    host_plan,
+    missing_secrets,
+    resolve_target,
+    run_options,
+    select_hosts,
+    ssh_options,
+)
+from plainsail.deploy.records import new_deploy_id, now, origin, redact_free_text, who
+from plainsail.deploy.switch import HostRun, Reporter, Step, Switcher
+from plainsail.errors import (
+    DeployInterrupted,
+    LockError,
+    PlainsailError,
+    RemoteError,
+    one_line,
+)
+from plainsail.hosts import docker
+from plainsail.hosts import state as hoststate
+from plainsail.hosts.addresses import Host
+from plainsail.hosts.containers import current, fingerprint
+from plainsail.hosts.executor import Executor, executor_for, tail_text
+from plainsail.output import error, gha_endgroup, gha_error, gha_group, say, warn
+from plainsail.secret import Secret
+
+log = logging.getLogger("plainsail.deploy.run")
+
+BUILTIN_NETWORKS = ("bridge", "host", "none")
+
+__all__ = ["Deploy", "HostRun", "Interrupted", "Reporter", "Step", "deploy"]
+
+
+class Interrupted(BaseException):
+    """SIGTERM or Ctrl-C during a deploy: unwind, restore what was switched, unlock."""
+
+
+
+
+def _print(line: str) -> None:
+    say(line)
+
+
+# ---------------------------------------------------------------- the deploy
+
+
+class Deploy:
+    """One deploy (or rollback) attempt across the selected hosts."""
+
+    def __init__(self, cfg: Config, req: Request, report: Reporter = _print,
+                 environ: dict[str, str] | None = None,
+                 executors: dict[str, Executor] | None = None,
+                 resolve: Callable[[Config, Request], Target] = resolve_target,
+                 proxy: Any = None) -> None:
+        self.cfg = cfg
+        self._proxy = proxy  # a stand-in for plainsail.proxy (tests); None: the real one
+        self._resolve = resolve
+        self.req = req
+        self.report = report
+        self.environ = dict(os.environ if environ is None else environ)
+        self.id = new_deploy_id()
+        self.started = now()
+        self.t0 = time.monotonic()
+        self.runs: list[HostRun] = []
+        self.target: Target | None = None
+        self.migration: dict[str, Any] | None = None
+        self.secret_values: list[Secret] = list(cfg.secrets())
+        self.who = who(cfg)
+        self.origin = origin()
+        self.hosts: list[Host] = []
+        self._given = dict(executors or {})  # open connections to reuse, by host name
+        self.finishing = False  # recording the outcome: signals wait
+        self.late_signal: int | None = None
+
+    # -- entry point
+    def run(self) -> dict[str, Any]:
+        """Run the whole attempt; return the summary record (its outcome says how it went).
+
+        A failure in preflight raises (nothing changed anywhere); the local record of it is
+        written first and attached to the exception as `.record`. Once hosts are locked,
+        every path, an unexpected error included, ends in one outcome, a record on every
+        host reached and locally, a notification and released locks.
+        """
+        with _sigterm_as_interrupt(self):
+            try:
+                self._preflight()
+            except (PlainsailError, Interrupted) as exc:
+                outcome = INTERRUPTED if isinstance(exc, Interrupted) else ABORTED
+                summary = self._summary(outcome, one_line(exc), preflight=True)
+                append_local(self.cfg, summary)
+                self._close()
+                if isinstance(exc, Interrupted):
+                    err = DeployInterrupted("interrupted before any host changed")
+                    err.record = summary
+                    raise err from None
+                exc.record = summary
+                raise
+            if self.req.dry_run:
+                self._dry_run()
+                self._close()
+                return self._summary("dry-run", "nothing was changed")
+            if all(r.outcome == UNCHANGED for r in self.runs):
+                tag = self.target.tag if self.target else ""
+                if self.req.kind == "recover":
+                    # Nothing to switch back, but every host records that it was checked.
+                    reason = (f"{tag}, the last known-good version, already runs on every "
+                              "host; the interrupted attempt had not switched any")
+                    for run in self.runs:
+                        run.outcome, run.reason = RECOVERED, reason
+                    self.finishing = True
+                    summary = self._finish(RECOVERED, reason)
+                    self._close()
+                    return summary
+                summary = self._summary(UNCHANGED, f"{tag} already runs on every host; use "
+                                        "--force to redeploy")
+                append_local(self.cfg, summary)
+                self._close()
+                return summary
+            try:
+                outcome, reason = self._execute()
+            except Interrupted:
+                outcome, reason = self._unwind("interrupted by a signal", INTERRUPTED)
+            except Exception as exc:  # a bug: still restore, record, notify and unlock
+                from plainsail.crash import write_crash_log
+
+                path = write_crash_log(exc)
+                outcome, reason = self._unwind(
+                    f"plainsail hit an unexpected {type(exc).__name__} (a bug; details for a "
+                    f"bug report in {path})", ABORTED)
+            except BaseException:  # SystemExit and the like: at least release the locks
+                self._unlock_all()
+                self._close()
+                raise
+            self.finishing = True
+            try:
+                summary = self._finish(outcome, reason)
+            finally:
+                self._unlock_all()  # already done by _finish, unless it failed
+                self._close()
+            return summary
+
+    # -- preflight
+    def _preflight(self) -> None:
+        cfg = self.cfg
+        self.hosts = select_hosts(cfg, self.req.hosts)
+        missing = missing_secrets(cfg, self.environ)
+        if missing:
+            raise PlainsailError(
+                f"app.secrets {', '.join(missing)} not set or empty in this environment; "
+                "export them (in CI: from a protected environment's secrets; a secret the "
+                "environment lacks arrives empty) and retry"
+            )
+        self.env = app_env(cfg, self.environ)
+        self.secret_values += [Secret(self.env[n]) for n in cfg.app.secrets]
+        self.env_content = hoststate.env_file_content(self.env)
+        self.fingerprint = fingerprint(self.env_content, run_options(cfg))
+        self._step_report("preflight", "verifying the image")
+        self.target = self._resolve(cfg, self.req)
+        self._step_report("preflight", f"image {self.target.tag} pinned to "
+                          f"{self.target.digest}" + (" (signature verified)"
+                                                     if self.target.verified else ""))
+        for host in self.hosts:
+            ex = self._given.pop(host.name, None) or executor_for(
+                host, ssh_options(cfg), self.secret_values)
+            ex.secrets = list(self.secret_values)
+            try:
+                # Behind the proxy the app joins the proxy's network, created at its boot.
+                custom = (None if cfg.proxy or cfg.app.network in BUILTIN_NETWORKS
+                          else cfg.app.network)
+                found = hoststate.survey(ex, cfg.host_dir, cfg.service, custom)
+                if not found.network_ok:
+                    raise PlainsailError(
+                        f"{host.name}: app.network {cfg.app.network!r} does not exist there; "
+                        f"create it (docker network create {cfg.app.network}) or fix "
+                        "app.network")
+                paths, version, containers = found.paths, found.docker_version, found.containers
+            except PlainsailError:
+                ex.close()
+                raise
+            run = HostRun(host, ex, paths, containers, current(containers))
+            self.runs.append(run)
+            prev = run.previous
+            if (prev and prev.digest == self.target.digest and prev.tag == self.target.tag
+                    and not self.req.force):
+                run.outcome = UNCHANGED
+            if self.req.kind in ("rollback", "recover"):
+                run.reuse = next((c for c in containers if c.digest == self.target.digest
+                                  and c.fingerprint == self.fingerprint and not c.running), None)
+            self._step_report(host.name, f"reachable, Docker {version}, running: "
+                              f"{prev.tag if prev else 'nothing'}")
+        self._plan()
+
+    def _plan(self) -> None:
+        """Decide every host's steps (argv lists included) before anything changes."""
+        assert self.target
+        self.lock_info = hoststate.LockInfo(
+            deploy_id=self.id, holder=f"{self.who}@{socket.gethostname()}",
+            machine=socket.gethostname(), pid=os.getpid(), started=now(),
+            tag=self.target.tag, origin=self.origin, kind=self.req.kind,
+        )
+        self.sw = Switcher(self.cfg, self.target, self.id, self.fingerprint,
+                           self.secret_values, self.report, proxy=self._proxy)
+        active = [r for r in self.runs if r.outcome != UNCHANGED]
+        migrate = bool(self.cfg.migrate) and not self.req.skip_migrations
+        for run in self.runs:
+            run.plan = host_plan(
+                self.cfg, self.target, self.id, self.fingerprint, run.paths, run.containers,
+                run.previous, run.reuse, self.lock_info, unchanged=run not in active,
+                migrate_here=migrate and bool(active) and run is active[0])
+            run.plan.host = run.host.name
+
+    # -- dry run
+    def _dry_run(self) -> None:
+        """Show each host's plan: the same steps, in the same order, the deploy runs."""
+        for run in self.runs:
+            self.report(f"[{run.host.name}] would run:")
+            for step in run.plan.steps:
+                shown = (run.ex.display(step.argv) if step.argv is not None
+                         else f"# {step.what}")
+                notes = [f"stdin: {step.stdin}"] if step.stdin else []
+                notes += [f"on failure: {step.undo}"] if step.undo else []
+                self.report(f"  {step.name}: {shown}" + (f"  # {'; '.join(notes)}"
+                                                         if notes else ""))
+
+    # -- the changing part
+    def _execute(self) -> tuple[str, str]:
+        assert self.target
+        target = self.target
+        # Hosts already running this exact image are left alone (they are locked all the
+        # same, so nobody changes them under this deploy).
+        active = [r for r in self.runs if r.outcome != UNCHANGED]
+        try:
+            for run in self.runs:
+                self._lock(run)
+            for run in active:
+                self.sw.planned(run, "pull")
+        except PlainsailError as exc:
+            reason = f"{one_line(exc)}; nothing was switched, the running version is untouched"
+            for run in self.runs:
+                run.outcome, run.reason = ABORTED, reason
+            return ABORTED, reason
+        if self.cfg.migrate and not self.req.skip_migrations:
+            ok, reason = self._migrate(active[0])
+            if not ok:
+                for run in self.runs:
+                    run.outcome, run.reason = FAILED_MIGRATION, reason
+                return FAILED_MIGRATION, reason
+        for i, run in enumerate(active):
+            gha_group(f"{run.host.name}: switch to {target.tag}")
+            try:
+                ok = self.sw.switch(run)
+            except PlainsailError as exc:
+                failed = run.steps[-1].name if run.steps else "switch"
+                run.reason = f"{failed} failed: {one_line(exc)}"
+                self.sw.restore(run, f"{failed} failed", failed_new=True)
+                ok = False
+            finally:
+                gha_endgroup()
+            if not ok:
+                if run.outcome not in (RESTORED, RESTORE_FAILED, LEFT_STOPPED, OLD_KEPT):
+                    raise AssertionError(f"switch of {run.host.name} ended without an outcome")
+                for other in active[:i]:
+                    other.reason = f"{run.host.name} failed its health gate"
+                    self.sw.restore(other, other.reason, failed_new=True)
+                for other in active[i + 1:]:
+                    other.outcome = ABORTED
+                    other.reason = f"not touched: {run.host.name} failed its health gate"
+                return run.outcome, run.reason
+        for run in active:
+            run.outcome = SUCCEEDED
+        # Pruning never undoes a healthy deploy: a failure there is only reported, and a
+        # signal waits until it and the records are done (well under a second).
+        self.finishing = True
+        for run in active:
+            try:
+                self.sw.prune(run)
+            except Exception as exc:  # noqa: BLE001 - reported, the deploy stands
+                warn(f"{run.host.name}: removing old containers failed "
+                     f"({type(exc).__name__}: {one_line(exc)}); the deploy is unaffected")
+        if self.req.kind == "recover":
+            for run in active:
+                run.outcome = RECOVERED
+            return RECOVERED, f"{target.tag}, the last known-good version, is healthy again"
+        return SUCCEEDED, f"{target.tag} is healthy on every host"
+
+    def _lock(self, run: HostRun) -> None:
+        """Take the host's deploy lock and, for a host that changes, write its env file in
+        the same round trip (the plan's first step)."""
+        try:
+            if run.plan.step("lock+env"):
+                self.sw.step(run, "lock+env", partial(
+                    hoststate.lock_and_write_env, run.ex, run.paths, self.lock_info, self.env))
+            else:
+                self.sw.step(run, "lock", partial(hoststate.acquire, run.ex, run.paths,
+                                                 self.lock_info))
+        except hoststate.EnvFileError:
+            run.locked = True
+            raise
+        except LockError:
+            run.outcome = ABORTED
+            raise
+        run.locked = True
+
+    def _unlock_all(self) -> None:
+        for run in self.runs:
+            if run.locked:
+                try:
+                    hoststate.release(run.ex, run.paths, self.id)
+                    run.locked = False
+                except Exception as exc:  # noqa: BLE001 - the outcome must still be recorded
+                    error(f"{run.host.name}: could not release the deploy lock "
+                          f"{run.paths.lock} ({type(exc).__name__}: {one_line(exc)}); "
+                          "check the host, then run: plainsail lock release")
+
+    def _migrate(self, run: HostRun) -> tuple[bool, str]:
+        assert self.target and self.cfg.migrate
+        step = run.plan.step("migrate")
+        assert step is not None and step.argv is not None
+        argv = step.argv
+        name = argv[argv.index("--name") + 1]
+        start = time.monotonic()
+        self._step_report(run.host.name, f"migrate: {' '.join(self.cfg.migrate.command)}")
+        try:
+            res = run.ex.run(argv, timeout=step.timeout, check=False, what=step.what)
+            code: int | None = res.returncode
+            tail = res.tail()
+        except RemoteError as exc:  # timeout
+            code, tail = None, exc.output_tail
+            with suppress(PlainsailError):
+                run.ex.run(docker.rm([name], force=True), check=False, timeout=STEP_TIMEOUT)
+        seconds = time.monotonic() - start
+        self.migration = {"host": run.host.name, "exit_code": code,
+                          "output_tail": tail, "seconds": round(seconds, 3)}
+        ok = code == 0
+        run.steps.append(Step("migrate", round(seconds, 3), ok))
+        if ok:
+            self._step_report(run.host.name, f"migrate: ok ({seconds:.1f}s)")
+            return True, ""
+        why = (f"timed out after {self.cfg.migrate.timeout:g}s" if code is None
+               else f"exit code {code}")
+        last = tail_text(tail, 1) or "no output"
+        reason = (f"migrations failed ({why}): {last}; the deploy stopped before touching the "
+                  "running app, which keeps serving the old schema")
+        self._step_report(run.host.name, f"migrate: FAILED ({why})")
+        return False, reason
+
+    def _unwind(self, why: str, outcome: str) -> tuple[str, str]:
+        """After a signal or an unexpected error: put the previous version back wherever the
+        switch had begun and not finished; return the attempt's outcome and reason."""
+        for run in self.runs:
+            if run.outcome in (SUCCEEDED, UNCHANGED, RECOVERED, RESTORED, RESTORE_FAILED,
+                               LEFT_STOPPED, OLD_KEPT):
+                continue
+            run.reason = run.reason or why
+            if run.switched or (self.cfg.proxy is not None and run.new_name):
+                with suppress(PlainsailError, Interrupted):
+                    self.sw.restore(run, why, failed_new=True)
+            if outcome == INTERRUPTED and run.outcome != RESTORE_FAILED:
+                run.outcome = INTERRUPTED
+            elif run.outcome not in (RESTORED, RESTORE_FAILED):
+                run.outcome = ABORTED if not run.switched else RESTORE_FAILED
+        outcomes = {r.outcome for r in self.runs}
+        if outcome != INTERRUPTED:
+            outcome = next((o for o in (RESTORE_FAILED, RESTORED) if o in outcomes), outcome)
+        return outcome, why
+
+    def _step_report(self, where: str, text: str) -> None:
+        self.report(f"[{where}] {text}")
+
+    def _record(self, run: HostRun | None, outcome: str, reason: str) -> dict[str, Any]:
+        t = self.target
+        rec: dict[str, Any] = {
+            "id": self.id,
+            "kind": self.req.kind,
+            "drill": self.req.drill,
+            "service": self.cfg.service,
+            "image": self.cfg.image,
+            "tag": t.tag if t else None,
+            "digest": t.digest if t else None,
+            "verified": t.verified if t else False,
+            "signed_by": t.signed_by if t else None,
+            "who": self.who,
+            "origin": self.origin,
+            "started": self.started,
+            "ended": now(),
+            "seconds": round(time.monotonic() - self.t0, 3),
+            "outcome": outcome,
+            "reason": reason,
+            "skip_migrations": self.req.skip_migrations,
+            "requested": self.req.ref,
+        }
+        if self.req.kind == "rollback":
+            rec["rollback_from"] = self.req.rollback_from
+            rec["rollback_to"] = t.tag if t else None
+        if self.req.kind == "recover":
+            rec["recovered_from"] = self.req.rollback_from
+        if run is not None:
+            rec.update({
+                "host": run.host.name,
+                "previous_tag": run.previous.tag if run.previous else None,
+                "previous_digest": run.previous.digest if run.previous else None,
+                "container": run.new_name or None,
+                "reused_container": bool(run.reuse),
+                "steps": [s.__dict__ for s in run.steps],
+                "health": run.health,
+                "restore_health": run.restore_health,
+                "log_tail": run.log_tail,
+                "in_flight_at_switch": run.in_flight_at_switch,
+            })
+        if self.migration:
+            rec["migration"] = self.migration
+        return redact_free_text(rec, self.secret_values)
+
+    def _summary(self, outcome: str, reason: str, preflight: bool = False) -> dict[str, Any]:
+        rec = self._record(None, outcome, reason)
+        rec["hosts"] = [h.name for h in self.hosts] or list(self.req.hosts)
+        rec["preflight"] = preflight
+        rec["per_host"] = [
+            {"host": r.host.name, "outcome": r.outcome or outcome, "reason": r.reason,
+             "previous_tag": r.previous.tag if r.previous else None}
+            for r in self.runs
+        ]
+        return redact_free_text(rec, self.secret_values)
+
+    def _finish(self, outcome: str, reason: str) -> dict[str, Any]:
+        self.finishing = True
+        unrecorded: list[str] = []
+        for run in self.runs:
+            if not run.outcome:
+                run.outcome = outcome
+                run.reason = run.reason or reason
+            record = self._record(run, run.outcome, run.reason or reason)
+            try:
+                hoststate.append_history(run.ex, run.paths, record)
+            except (PlainsailError, Interrupted, Exception) as exc:
+                unrecorded.append(run.host.name)
+                error(f"{run.host.name}: the record of this attempt could not be stored on the "
+                      f"host ({type(exc).__name__}: {one_line(exc)}); rollback reads those "
+                      f"records, so fix the host's state folder {run.paths.root}. The record "
+                      "is kept locally in .plainsail/history.jsonl")
+        self._unlock_all()  # the host records first, so the next deploy sees this one
+        summary = self._summary(outcome, reason)
+        if unrecorded:
+            summary["unrecorded_hosts"] = unrecorded
+        append_local(self.cfg, summary)
+        try:
+            for w in notify.send(self.cfg.notify, summary):
+                warn(w)
+        except Exception as exc:  # noqa: BLE001 - a notification never changes the outcome
+            warn(f"notifications failed ({type(exc).__name__}); the {self.req.kind} is "
+                 "unaffected")
+        if outcome not in (SUCCEEDED, RECOVERED):
+            gha_error(f"{self.req.kind} of {summary.get('tag')} {outcome}: {reason}")
+        return summary
+
+    def _close(self) -> None:
+        for run in self.runs:
+            run.ex.close()
+        for ex in self._given.values():
+            ex.close()
+        self._given.clear()
+
+
+
+
+@contextmanager
+def _sigterm_as_interrupt(attempt: Deploy) -> Iterator[None]:
+    """SIGTERM and Ctrl-C unwind the deploy (restore, record, unlock) instead of killing it.
+    While the outcome is being recorded (`attempt.finishing`), a signal is noted and the
+    bookkeeping, which takes well under a second, completes."""
+    def handler(signum: int, frame: object) -> None:
+        if attempt.finishing:
+            attempt.late_signal = signum
+            return
+        raise Interrupted()
+
+    try:
+        old_term = signal.signal(signal.SIGTERM, handler)
+        old_int = signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not in the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+        signal.signal(signal.SIGINT, old_int)
+
+
+def deploy(cfg: Config, req: Request, report: Reporter = _print) -> dict[str, Any]:
+    return Deploy(cfg, req, report).run()

@@ -1,0 +1,355 @@
+"""The switch on one host: stop the old version, start the new one, gate it, and the way
+back (restore) when anything after the stop fails; prune after a healthy verdict.
+
+`Deploy` (plainsail.deploy.run) decides the plan and the order of hosts; a `Switcher` runs the
+switch steps of one host's plan and keeps that host's account (`HostRun`) of what it did.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass, field, replace
+from functools import partial
+from typing import Any
+
+from plainsail.config.model import Config
+from plainsail.deploy import health
+from plainsail.deploy.outcomes import LEFT_STOPPED, OLD_KEPT, RESTORE_FAILED, RESTORED
+from plainsail.deploy.plan import STEP_TIMEOUT, HostPlan, Target, app_run_argv, container_name
+from plainsail.errors import PlainsailError, RemoteError, one_line
+from plainsail.hosts import docker
+from plainsail.hosts import state as hoststate
+from plainsail.hosts.addresses import Host
+from plainsail.hosts.containers import Container
+from plainsail.hosts.executor import Executor
+from plainsail.secret import Secret
+
+log = logging.getLogger("plainsail.deploy.run")
+
+Reporter = Callable[[str], None]
+
+
+@dataclass
+class Step:
+    name: str
+    seconds: float
+    ok: bool
+    detail: str = ""
+
+
+@dataclass
+class HostRun:
+    host: Host
+    ex: Executor
+    paths: hoststate.Paths
+    containers: list[Container]
+    previous: Container | None
+    reuse: Container | None = None  # rollback fast path: a retained container to start again
+    new_name: str = ""
+    switched: bool = False
+    outcome: str = ""
+    reason: str = ""
+    steps: list[Step] = field(default_factory=list)
+    health: dict[str, Any] | None = None
+    restore_health: dict[str, Any] | None = None
+    log_tail: str = ""
+    locked: bool = False
+    restored_name: str = ""  # the container that runs the previous version after a restore
+    old_stopped: bool = False  # behind the proxy: the old version was drained and stopped
+    in_flight_at_switch: int | None = None  # behind the proxy: requests in flight then
+    plan: HostPlan = field(default_factory=lambda: HostPlan("", []))
+
+
+class Switcher:
+    """Runs the switch steps of host plans for one attempt."""
+
+    def __init__(self, cfg: Config, target: Target, deploy_id: str, fingerprint: str,
+                 secrets: list[Secret], report: Reporter, proxy: Any = None) -> None:
+        self.cfg = cfg
+        if proxy is None and cfg.proxy is not None:
+            from plainsail import proxy as proxy_module
+
+            proxy = proxy_module
+        self.proxy: Any = proxy  # plainsail.proxy, or a stand-in with the same functions
+        self.target = target
+        self.id = deploy_id
+        self.fingerprint = fingerprint
+        self.secret_values = secrets
+        self.report = report
+
+    def switch(self, run: HostRun) -> bool:
+        """Run the plan's switch steps (stop the old version, start the new one), then its
+        gate. Returns whether the new version is healthy; otherwise the host is restored."""
+        if self.cfg.proxy is not None:
+            return self._switch_proxied(run)
+        cfg = self.cfg
+        run.switched = True  # from here on, the way back is _restore
+        self.planned(run, "stop-old")
+        if run.plan.rename:
+            old, alias = run.plan.rename
+            self.planned(run, "rename-old")
+            run.containers = [replace(c, name=alias) if c.name == old else c
+                              for c in run.containers]
+            if run.previous and run.previous.name == old:
+                run.previous = replace(run.previous, name=alias)
+        run.new_name = run.plan.new_name
+        self.planned(run, "start-retained")
+        self.planned(run, "start-new")
+        verdict = self.gate(run, run.new_name)
+        run.health = verdict.to_json()
+        if verdict.healthy:
+            self.say(run.host.name, f"healthy: {verdict.reason} "
+                              f"({verdict.seconds:.1f}s)")
+            return True
+        run.log_tail = self.log_tail(run, run.new_name)
+        run.reason = f"health gate failed: {verdict.reason}"
+        self.say(run.host.name, f"UNHEALTHY: {verdict.reason}")
+        if cfg.on_failure == "stop":
+            run.outcome = LEFT_STOPPED
+            run.reason += ("; on_failure is stop: the failed version is left as it is for a "
+                           "human, the previous container is stopped")
+            return False
+        self.restore(run, "its health gate failed", failed_new=True)
+        return False
+
+    def gate(self, run: HostRun, name: str) -> health.Verdict:
+        target = health.app_address(run.ex, self.cfg, name)
+        start = time.monotonic()
+
+        def progress(a: health.Attempt) -> None:
+            state = a.status if a.status is not None else a.error
+            log.debug("[%s]   health attempt %d: %s", run.host.name, a.n, state)
+
+        verdict = health.gate(run.ex, self.cfg.health, target, name, self.secret_values,
+                              progress=progress)
+        run.steps.append(Step(f"health:{name}", round(time.monotonic() - start, 3),
+                              verdict.healthy, verdict.reason))
+        return verdict
+
+    def restore(self, run: HostRun, why: str, failed_new: bool = False) -> None:
+        """Stop the new container and start the previous version again, then gate it.
+
+        The previous container is started as it was when its environment and options are
+        today's; otherwise (a rotated secret, a changed option) a new container of the
+        previous digest is created with today's environment, the rule rollback follows.
+        """
+        if self.cfg.proxy is not None:
+            self._restore_proxied(run, why, failed_new)
+            return
+        if not run.switched:
+            return
+        self._remove_new(run, failed_new)
+        self._start_previous(run, why)
+
+    def _remove_new(self, run: HostRun, failed_new: bool) -> None:
+        """Stop the new container; remove it when it failed (its log tail is in the record,
+        and a failed version is no rollback target)."""
+        if not run.new_name:
+            return
+        with suppress(PlainsailError):
+            run.ex.run(docker.stop(run.new_name, self.cfg.app.stop_timeout),
+                       timeout=self.cfg.app.stop_timeout + STEP_TIMEOUT, check=False)
+        if failed_new and not run.reuse:
+            with suppress(PlainsailError):
+                run.ex.run(docker.rm([run.new_name], force=True), check=False,
+                           timeout=STEP_TIMEOUT)
+
+    def _start_previous(self, run: HostRun, why: str) -> None:
+        """Start the previous version again and gate it: outcome RESTORED (its container
+        in `run.restored_name`) or RESTORE_FAILED."""
+        ex = run.ex
+        prev = run.previous
+        if prev is None:
+            run.outcome = RESTORE_FAILED
+            run.reason = (f"{run.reason or why}; there is no previous version to restore "
+                          "(first deploy): the service is DOWN on this host. Fix forward "
+                          "and deploy again")
+            return
+        # The retained container as it was, unless its environment or options are not
+        # today's: then first a container of the previous digest with today's environment
+        # (a rotated secret), and the retained one only if that fails (a wrong new secret).
+        ways = ["today", "retained"] if prev.fingerprint != self.fingerprint else ["retained"]
+        tried: list[str] = []
+        for way in ways:
+            if way == "today":
+                name = f"{container_name(self.cfg.service, prev.tag)}-{self.id[-6:]}"
+                target = Target(self.cfg.image, prev.tag, prev.digest, False)
+                argv = app_run_argv(self.cfg, target, name, run.paths.env, self.id,
+                                    self.fingerprint)
+                action: Callable[[], object] = partial(
+                    ex.run, argv, timeout=STEP_TIMEOUT, what="docker run")
+                how = " with today's environment"
+            else:
+                name = prev.name
+                action = partial(run_idempotent, ex, docker.start(prev.name),
+                                 what="docker start")
+                how = " with its previous environment" if tried else ""
+            try:
+                self.step(run, "restore" if way == "retained" else "restore-today", action)
+            except PlainsailError as exc:
+                tried.append(f"restarting {prev.tag}{how} failed: {one_line(exc)}")
+                continue
+            verdict = self.gate(run, name)
+            run.restore_health = verdict.to_json()
+            if verdict.healthy:
+                run.outcome = RESTORED
+                run.restored_name = name
+                run.reason = (f"{run.reason or why}; restored {prev.tag}{how}, which is "
+                              "healthy again" + (f" ({'; '.join(tried)})" if tried else ""))
+                self.say(run.host.name, f"restored {prev.tag}{how}: healthy")
+                return
+            said = _last_line(self.log_tail(run, name))
+            tried.append(f"{prev.tag}{how} failed its health gate too ({verdict.reason}); "
+                         + (f"its log ends with: {said}" if said else "its log is empty"))
+            self.say(run.host.name, f"restore of {prev.tag}{how} UNHEALTHY too")
+            if way == ways[-1]:
+                break  # left running, unhealthy, for a human to inspect
+            with suppress(PlainsailError):
+                ex.run(docker.stop(name, self.cfg.app.stop_timeout),
+                       timeout=self.cfg.app.stop_timeout + STEP_TIMEOUT, check=False)
+            if way == "today":
+                with suppress(PlainsailError):
+                    ex.run(docker.rm([name], force=True), check=False, timeout=STEP_TIMEOUT)
+        run.outcome = RESTORE_FAILED
+        run.reason = (f"{run.reason or why}; " + "; ".join(tried)
+                      + ". The service is DOWN on this host: fix forward")
+
+    # -- behind the proxy: start next to the old version, gate, switch the route, drain
+
+    def _switch_proxied(self, run: HostRun) -> bool:
+        """The new container starts next to the running one, unpublished, and is gated at
+        its own address; only a healthy one gets the route. Until the route switches, a
+        failure leaves the old version serving as if nothing happened."""
+        ex, px = run.ex, self.proxy
+        self.step(run, "proxy-boot", lambda: px.ensure_booted(ex, self.cfg))
+        run.new_name = run.plan.new_name
+        self.planned(run, "start-retained")
+        self.planned(run, "start-new")
+        verdict = self.gate(run, run.new_name)
+        run.health = verdict.to_json()
+        if not verdict.healthy:
+            run.log_tail = self.log_tail(run, run.new_name)
+            self.say(run.host.name, f"UNHEALTHY: {verdict.reason}")
+            keep = self.cfg.on_failure == "stop"
+            if not keep:
+                self._remove_new(run, failed_new=True)
+            run.reason = (f"health gate failed: {verdict.reason}; the route never pointed "
+                          "at the new container" + ("" if not keep else
+                          f" ({run.new_name} is left running, unrouted, for a human)"))
+            if run.previous is None:
+                run.outcome = RESTORE_FAILED
+                run.reason += "; nothing ran before (first deploy): the service is DOWN"
+            else:
+                run.outcome = OLD_KEPT
+                run.reason += f"; {run.previous.tag} kept serving, never stopped"
+            return False
+        self.say(run.host.name, f"healthy: {verdict.reason} ({verdict.seconds:.1f}s)")
+        run.switched = True  # from here on, the way back is the restore (route back)
+        switched: list[Any] = []
+        self.step(run, "route", lambda: switched.append(px.route_to(ex, self.cfg,
+                                                                     run.new_name)))
+        if switched:
+            run.in_flight_at_switch = int(getattr(switched[0], "in_flight", 0) or 0)
+        self.step(run, "check-through", lambda: px.check_through(ex, self.cfg))
+        if run.previous is not None and run.previous.running:
+            old = run.previous.name
+            drained: list[Any] = []
+            self.step(run, "drain", lambda: drained.append(px.drain(ex, self.cfg, old)))
+            self.planned(run, "stop-old")
+            run.old_stopped = True
+        return True
+
+    def _restore_proxied(self, run: HostRun, why: str, failed_new: bool) -> None:
+        """Route back to the previous version (started and gated again if it was already
+        stopped), then remove the new container."""
+        if not run.switched:
+            # The route never moved: the old version kept serving; only clean up.
+            self._remove_new(run, failed_new)
+            if run.outcome not in (RESTORED, RESTORE_FAILED, OLD_KEPT, LEFT_STOPPED):
+                run.outcome = OLD_KEPT if run.previous else RESTORE_FAILED
+                run.reason = run.reason or why
+            return
+        prev = run.previous
+        if prev is None:
+            run.outcome = RESTORE_FAILED
+            run.reason = (f"{run.reason or why}; there is no previous version to route back "
+                          "to (first deploy): fix forward and deploy again")
+            return
+        if run.old_stopped:
+            self._start_previous(run, why)
+            if run.outcome != RESTORED:
+                return
+            name = run.restored_name
+        else:
+            name = prev.name
+        try:
+            self.step(run, "route-back", lambda: self.proxy.route_to(run.ex, self.cfg, name))
+        except PlainsailError as exc:
+            run.outcome = RESTORE_FAILED
+            run.reason = (f"{run.reason or why}; routing back to {prev.tag} failed: "
+                          f"{one_line(exc)}")
+            return
+        self._remove_new(run, failed_new)
+        run.outcome = RESTORED
+        run.restored_name = name
+        run.reason = (f"{run.reason or why}; the route points at {prev.tag} again"
+                      + (", started again and healthy" if run.old_stopped else
+                         ", which never stopped"))
+        self.say(run.host.name, f"routed back to {prev.tag}")
+
+    def planned(self, run: HostRun, name: str, check: bool = True) -> None:
+        """Run a plain-command step of the host's plan, if the plan has it."""
+        step = run.plan.step(name)
+        if step is None or step.argv is None:
+            return
+        argv = step.argv
+        self.step(run, name, lambda: run.ex.run(argv, timeout=step.timeout, what=step.what,
+                                                  check=check))
+
+    def prune(self, run: HostRun) -> None:
+        """Remove old containers beyond `retain` (decided in the plan), then their images."""
+        self.planned(run, "prune")
+        self.planned(run, "prune-images", check=False)
+
+    def log_tail(self, run: HostRun, name: str) -> str:
+        res = run.ex.run(docker.logs(name, 40), check=False, timeout=STEP_TIMEOUT)
+        return res.tail(40)
+
+    # -- bookkeeping
+    def step(self, run: HostRun, name: str, action: Callable[[], object]) -> None:
+        start = time.monotonic()
+        try:
+            action()
+        except PlainsailError as exc:
+            run.steps.append(Step(name, round(time.monotonic() - start, 3), False,
+                                  one_line(exc)))
+            self.say(run.host.name, f"{name}: FAILED")
+            raise
+        seconds = time.monotonic() - start
+        run.steps.append(Step(name, round(seconds, 3), True))
+        self.say(run.host.name, f"{name}: ok ({seconds:.1f}s)")
+
+    def say(self, where: str, text: str) -> None:
+        self.report(f"[{where}] {text}")
+
+
+def run_idempotent(ex: Executor, argv: list[str], what: str) -> object:
+    """Run a command that may safely run twice; when the SSH connection dropped (exit 255)
+    try once more over a new connection, since the way back must not give up on a blip."""
+    try:
+        return ex.run(argv, timeout=STEP_TIMEOUT, what=what)
+    except RemoteError as exc:
+        if exc.returncode != 255 or ex.host.is_local:
+            raise
+        log.warning("[%s] the connection dropped during %s; trying once more",
+                    ex.host.name, what)
+        return ex.run(argv, timeout=STEP_TIMEOUT, what=what)
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""
+

@@ -1,0 +1,2 @@
+"""Hosts: their addresses, the executor that runs argv lists on them, the state plainsail
+keeps there, and the containers found there."""

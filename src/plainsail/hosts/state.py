@@ -1,0 +1,403 @@
+"""State plainsail keeps on each host, under one folder per service (default
+`~/.plainsail/<service>/`, in the SSH user's home, so no root is needed):
+
+- `lock/`            the deploy lock: created with mkdir (atomic), `lock/info.json` says who
+- `env`              the app's environment for `docker --env-file`, mode 0600
+- `history.jsonl`    one JSON record per deploy attempt, appended (earlier lines are never
+                     rewritten, so a crash mid-write cannot corrupt them)
+
+Every action is an argv list run through an Executor; paths travel as positional
+parameters of fixed scripts, never formatted into shell code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from plainsail.errors import LockError, PlainsailError
+from plainsail.hosts.containers import Container, sorted_containers
+from plainsail.hosts.executor import (
+    IS_A_DIRECTORY,
+    WRITE_FILE_SCRIPT,
+    Executor,
+    Result,
+    expand_home,
+    write_file_argv,
+)
+
+HOME_AND_DOCKER = [
+    "sh", "-c",
+    'printf "%s\\n" "$HOME"; docker version --format "{{.Server.Version}}" 2>&1',
+]
+
+
+@dataclass(frozen=True)
+class Paths:
+    root: str  # <host_dir>/<service>
+
+    @property
+    def lock(self) -> str:
+        return f"{self.root}/lock"
+
+    @property
+    def lock_info(self) -> str:
+        return f"{self.root}/lock/info.json"
+
+    @property
+    def env(self) -> str:
+        return f"{self.root}/env"
+
+    @property
+    def history(self) -> str:
+        return f"{self.root}/history.jsonl"
+
+
+def probe(ex: Executor, host_dir: str, service: str, timeout: float = 30) -> tuple[Paths, str]:
+    """Check the host answers and Docker works there; return its paths and Docker version."""
+    res = ex.run(HOME_AND_DOCKER, timeout=timeout, check=False, what="reach host")
+    if res.returncode == 255 and not ex.host.is_local:
+        raise ex.failure(res, "ssh")
+    lines = res.stdout.splitlines()
+    home = lines[0].strip() if lines else ""
+    version = lines[1].strip() if len(lines) > 1 else ""
+    if res.returncode != 0 or not version or not version[0].isdigit():
+        detail = (version or res.tail(1) or "no answer").strip()
+        raise PlainsailError(
+            f"{ex.host.name}: Docker is not usable there ({detail}); install Docker and make "
+            "sure the SSH user may use it (e.g. member of the docker group)"
+        )
+    if not home and host_dir.startswith("~"):
+        raise PlainsailError(f"{ex.host.name}: $HOME is not set; set host_dir to an absolute path")
+    root = expand_home(host_dir, home).rstrip("/") + f"/{service}"
+    return Paths(root), version
+
+
+# One round trip tells what a deploy needs to know before it changes anything: $HOME, the
+# Docker version, the service's containers (`docker container inspect` JSON) and whether a
+# custom network exists. $1: the service label filter; $2: a network name or empty.
+SURVEY = (
+    'printf "%s\\n" "$HOME"; docker version --format "{{.Server.Version}}" 2>&1 | head -n 1; '
+    'if [ -n "$2" ]; then docker network inspect --format "{{.Name}}" "$2" >/dev/null 2>&1 '
+    '&& echo "network: ok" || echo "network: missing"; else echo "network: builtin"; fi; '
+    'ids=$(docker ps --all --quiet --no-trunc --filter "label=$1") || exit 70; '
+    'if [ -n "$ids" ]; then docker container inspect $ids || exit 70; else echo "[]"; fi'
+)
+
+
+@dataclass(frozen=True)
+class Survey:
+    paths: Paths
+    docker_version: str
+    containers: list[Container]
+    network_ok: bool
+
+
+def survey(ex: Executor, host_dir: str, service: str, network: str | None = None,
+           timeout: float = 30) -> Survey:
+    """Everything a deploy's preflight needs from a host, in one round trip."""
+    from plainsail.hosts.docker import LABEL_SERVICE
+
+    res = ex.run(["sh", "-c", SURVEY, "sh", f"{LABEL_SERVICE}={service}", network or ""],
+                 timeout=timeout, check=False, what="survey the host")
+    if res.returncode == 255 and not ex.host.is_local:
+        raise ex.failure(res, "ssh")
+    lines = res.stdout.split("\n", 3)
+    home = lines[0].strip() if lines else ""
+    version = lines[1].strip() if len(lines) > 1 else ""
+    if not version or not version[0].isdigit():
+        detail = (version or res.tail(1) or "no answer").strip()
+        raise PlainsailError(
+            f"{ex.host.name}: Docker is not usable there ({detail}); install Docker and make "
+            "sure the SSH user may use it (e.g. member of the docker group)"
+        )
+    if res.returncode != 0 or len(lines) < 4:
+        raise ex.failure(res, "list the service's containers")
+    if not home and host_dir.startswith("~"):
+        raise PlainsailError(f"{ex.host.name}: $HOME is not set; set host_dir to an absolute path")
+    try:
+        data = json.loads(lines[3] or "[]")
+    except ValueError as exc:
+        raise PlainsailError(f"{ex.host.name}: docker container inspect answered something "
+                             f"that is not JSON ({exc})") from None
+    root = expand_home(host_dir, home).rstrip("/") + f"/{service}"
+    return Survey(Paths(root), version, sorted_containers(data),
+                  lines[2].strip() != "network: missing")
+
+
+# ---------------------------------------------------------------- lock
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    deploy_id: str
+    holder: str  # user@machine
+    machine: str
+    pid: int
+    started: str
+    tag: str
+    origin: str
+    kind: str = "deploy"
+
+    def describe(self) -> str:
+        return (
+            f"{self.holder} since {self.started} ({self.kind} of {self.tag}, deploy "
+            f"{self.deploy_id}, from {self.origin})"
+        )
+
+    def holder_dead(self) -> bool:
+        """The holder was a process of this machine that no longer runs."""
+        return self.machine == socket.gethostname() and self.pid > 0 and not _pid_alive(
+            self.pid)
+
+    def stale_hint(self) -> str:
+        """Say so when the holder was a process on this machine that no longer runs."""
+        if self.holder_dead():
+            return (
+                f"; INTERRUPTED: the deployer that took it (pid {self.pid} on {self.machine}) "
+                f"is no longer running, so attempt {self.deploy_id} never finished. Run "
+                "plainsail recover to put the last known-good version back and release the "
+                "lock (plainsail status shows what runs; plainsail lock release only removes "
+                "the lock)"
+            )
+        return ""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# Exit codes of ACQUIRE_ARGV: 75 the lock is held (its info.json on stdout), 73 the lock
+# cannot be created (the OS error on stderr).
+LOCK_HELD = 75
+NOT_WRITABLE = 73
+ACQUIRE_ARGV = (
+    'mkdir -p -- "$(dirname -- "$1")" || exit 73; '
+    'if err=$(mkdir -- "$1" 2>&1); then '
+    'umask 077; cat > "$1/info.json" && exit 0; rm -rf -- "$1"; exit 73; fi; '
+    'if [ -d "$1" ]; then cat "$1/info.json" 2>/dev/null; exit 75; fi; '
+    'printf "%s\\n" "$err" >&2; exit 73'
+)
+
+
+def acquire(ex: Executor, paths: Paths, info: LockInfo) -> None:
+    """Take the lock atomically (mkdir) or fail at once naming the holder."""
+    data = json.dumps(info.__dict__)
+    res = ex.run(lock_argv(paths), input=data, check=False, what="take the deploy lock")
+    if res.returncode != 0:
+        _lock_failure(ex, paths, res)
+
+
+def _lock_failure(ex: Executor, paths: Paths, res: Result) -> NoReturn:
+    if res.returncode == LOCK_HELD:
+        holder = parse_lock(res.stdout)
+        if holder is None:
+            raise LockError(
+                f"{ex.host.name}: the deploy lock {paths.lock} exists but says nothing about "
+                "its holder (a deployer died while taking it?); check, then run "
+                "plainsail lock release"
+            )
+        raise LockError(
+            f"{ex.host.name}: another deploy holds the lock: {holder.describe()}"
+            f"{holder.stale_hint()}"
+        )
+    if res.returncode == NOT_WRITABLE:
+        raise PlainsailError(
+            f"{ex.host.name}: cannot take the deploy lock: {paths.root} is not writable by "
+            f"the SSH user ({_os_error(res.stderr)}); fix its permissions or set host_dir "
+            "to a folder that user can write"
+        )
+    raise ex.failure(res, "take the deploy lock")
+
+
+# Take the lock and write the env file in one round trip: $1 the lock folder, $2 the lock
+# info (JSON; nothing secret), $3 the env file, $4 its mode; the env content on stdin.
+# Exit codes: as ACQUIRE_ARGV for the lock; once it is taken, as write_file_argv.
+LOCK_AND_WRITE = (
+    'mkdir -p -- "$(dirname -- "$1")" || exit 73; '
+    'if err=$(mkdir -- "$1" 2>&1); then '
+    '(umask 077; printf "%s" "$2" > "$1/info.json") || { rm -rf -- "$1"; exit 73; }; '
+    'else if [ -d "$1" ]; then cat "$1/info.json" 2>/dev/null; exit 75; fi; '
+    'printf "%s\\n" "$err" >&2; exit 73; fi; shift 2; ' + WRITE_FILE_SCRIPT
+)
+
+
+class EnvFileError(PlainsailError):
+    """The env file could not be written (the lock was taken: release it)."""
+
+
+def lock_argv(paths: Paths) -> list[str]:
+    """Take the lock; its info on stdin."""
+    return ["sh", "-c", ACQUIRE_ARGV, "sh", paths.lock]
+
+
+def lock_and_env_argv(paths: Paths, info: LockInfo) -> list[str]:
+    """Take the lock and write the env file; the env content on stdin."""
+    return ["sh", "-c", LOCK_AND_WRITE, "sh", paths.lock, json.dumps(info.__dict__),
+            paths.env, "600"]
+
+
+def release_argv(paths: Paths, deploy_id: str) -> list[str]:
+    """Release the lock if this deploy holds it."""
+    return ["sh", "-c", RELEASE_OWN, "sh", paths.lock, deploy_id]
+
+
+def append_argv(paths: Paths) -> list[str]:
+    """Append stdin (one record) to the host's history."""
+    return ["sh", "-c", APPEND_ARGV, "sh", paths.history]
+
+
+def lock_and_write_env(ex: Executor, paths: Paths, info: LockInfo,
+                       env: Mapping[str, str]) -> None:
+    """Take the lock, then write the env file (mode 0600) atomically, in one round trip."""
+    res = ex.run(lock_and_env_argv(paths, info), input=env_file_content(env), check=False,
+                 what="take the deploy lock and write the env file")
+    if res.returncode in (LOCK_HELD, NOT_WRITABLE) or (
+            res.returncode == 255 and not ex.host.is_local):
+        _lock_failure(ex, paths, res)
+    if res.returncode != 0:
+        try:
+            _env_failure(ex, paths, res)
+        except PlainsailError as exc:
+            raise EnvFileError(str(exc)) from None
+
+
+def _os_error(stderr: str) -> str:
+    """The last line of a failed shell command's stderr, without the shell's own prefix."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    return lines[-1] if lines else "no error message"
+
+
+def parse_lock(text: str) -> LockInfo | None:
+    try:
+        data = json.loads(text)
+        return LockInfo(**data)
+    except (ValueError, TypeError):
+        return None
+
+
+READ_LOCK = 'test -d "$1" || exit 3; cat "$1/info.json" 2>/dev/null; true'
+RELEASE_ANY = 'test -d "$1" || exit 3; rm -rf "$1"'
+RELEASE_OWN = ('grep -q "\\"deploy_id\\": \\"$2\\"" "$1/info.json" 2>/dev/null || exit 3; '
+               'rm -rf "$1"')
+
+
+def read_lock(ex: Executor, paths: Paths) -> LockInfo | None | str:
+    """The lock's holder, None when unlocked, or "unknown" when the lock has no info."""
+    res = ex.run(["sh", "-c", READ_LOCK, "sh", paths.lock], check=False,
+                 what="read the deploy lock")
+    if res.returncode == 3:
+        return None
+    if res.returncode != 0:
+        raise ex.failure(res, "read the deploy lock")
+    return parse_lock(res.stdout) or "unknown"
+
+
+def release(ex: Executor, paths: Paths, deploy_id: str | None = None) -> bool:
+    """Remove the lock; with deploy_id only if that deploy holds it. True if removed."""
+    if deploy_id is None:
+        res = ex.run(["sh", "-c", RELEASE_ANY, "sh", paths.lock], check=False,
+                     what="release lock")
+    else:
+        res = ex.run(release_argv(paths, deploy_id), check=False, what="release lock")
+    if res.returncode == 3:
+        return False
+    if res.returncode != 0:
+        raise ex.failure(res, "release the deploy lock")
+    return True
+
+
+# ---------------------------------------------------------------- env file
+
+
+def env_file_content(env: Mapping[str, str]) -> str:
+    """`docker --env-file` content. Values cannot hold newlines in that format."""
+    lines = []
+    for key, value in env.items():
+        if "\n" in value or "\r" in value:
+            raise PlainsailError(
+                f"the value of {key} contains a newline, which docker --env-file cannot carry; "
+                "encode it (e.g. base64) or put it in a mounted file"
+            )
+        lines.append(f"{key}={value}")
+    return "\n".join(lines) + "\n"
+
+
+def write_env(ex: Executor, paths: Paths, env: Mapping[str, str]) -> None:
+    """Write the env file (mode 0600) atomically; on failure nothing is left behind."""
+    res = ex.run(write_file_argv(paths.env, "600"), input=env_file_content(env), check=False,
+                 what="write env file")
+    if res.returncode != 0:
+        _env_failure(ex, paths, res)
+
+
+def _env_failure(ex: Executor, paths: Paths, res: Result) -> NoReturn:
+    if res.returncode == IS_A_DIRECTORY:
+        raise PlainsailError(
+            f"{ex.host.name}: cannot write the env file: {paths.env} is a directory; "
+            "remove it and retry"
+        )
+    if res.returncode == 255 and not ex.host.is_local:
+        raise ex.failure(res, "write env file")
+    raise PlainsailError(
+        f"{ex.host.name}: cannot write the env file {paths.env} ({_os_error(res.stderr)}); "
+        "make host_dir writable by the SSH user"
+    )
+
+
+# ---------------------------------------------------------------- history
+
+APPEND_ARGV = (
+    'if [ -d "$1" ]; then printf "%s is a directory\\n" "$1" >&2; exit 66; fi; '
+    'mkdir -p -- "$(dirname -- "$1")" && umask 077 && cat >> "$1"'
+)
+
+
+def append_history(ex: Executor, paths: Paths, record: Mapping[str, Any]) -> None:
+    """Append one record to the host's history; raise a clear error when that fails."""
+    line = json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n"
+    res = ex.run(append_argv(paths), input=line, check=False,
+                 what="append record")
+    if res.returncode == 0:
+        return
+    if res.returncode == 255 and not ex.host.is_local:
+        raise ex.failure(res, "append the deploy record")
+    problem = (f"{paths.history} is a directory; remove it" if res.returncode == IS_A_DIRECTORY
+               else f"{_os_error(res.stderr)}; make it a file the SSH user can write")
+    raise PlainsailError(
+        f"{ex.host.name}: cannot append the deploy record to {paths.history}: {problem}"
+    )
+
+
+READ_HISTORY = 'test -f "$1" || exit 0; cat "$1"'
+
+
+def read_history(ex: Executor, paths: Paths) -> list[dict[str, Any]]:
+    """Every readable record, oldest first; a torn last line is skipped."""
+    res = ex.run(["sh", "-c", READ_HISTORY, "sh", paths.history], what="read history",
+                 check=False)
+    if res.returncode != 0:
+        raise ex.failure(res, "read history")
+    return parse_history(res.stdout)
+
+
+def parse_history(text: str) -> list[dict[str, Any]]:
+    records = []
+    for line in text.splitlines():
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            records.append(value)
+    return records

@@ -1,0 +1,98 @@
+"""Sign an image's digest and store the signature in the registry, as cosign does.
+
+The signature goes into the image's own repository under `sha256-<hex>.sig`, appended to
+the signatures already there. Like cosign's duplicate detection, a layer whose payload is
+the same and which verifies under the same key counts as the same signature: signing twice
+with one key leaves one layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from plainsail.config.model import Config
+from plainsail.errors import SigningKeyError
+from plainsail.secret import Secret
+from plainsail.supply.images import ImageRef
+from plainsail.supply.registry import RegistryClient
+from plainsail.supply.signatures import (
+    OCI_MANIFEST,
+    SIGNATURE_ANNOTATION,
+    Layer,
+    identity_of,
+    make_config,
+    make_manifest,
+    make_payload,
+    sign,
+    signature_tag,
+    verify,
+)
+from plainsail.supply.verification import fetch_signatures, pin_digest
+
+
+@dataclass(frozen=True)
+class SignResult:
+    repository: str
+    tag: str | None
+    digest: str
+    signature_ref: str  # REPO:sha256-<hex>.sig
+    layers: int  # signatures in the manifest now
+    added: bool  # False: this key had already signed this digest
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def private_key_path(cfg: Config, key: str | None) -> Path:
+    if key:
+        return Path(key)
+    if not cfg.signing.key:
+        raise SigningKeyError(
+            "no signing key: set signing.key in plainsail.yml or give --key cosign.key "
+            "(create one with plainsail keygen)"
+        )
+    return cfg.resolve(cfg.signing.key)
+
+
+def sign_image(
+    cfg: Config,
+    tag: str | None,
+    digest: str | None,
+    *,
+    key: str | None = None,
+    passphrase: Secret | None = None,
+    client: RegistryClient | None = None,
+) -> SignResult:
+    """Resolve `tag` (or take `digest`), sign the digest, store the signature."""
+    from plainsail.supply.keys import load_private_key
+
+    private = load_private_key(private_key_path(cfg, key), passphrase)
+    public = private.public_key()
+    own = client is None
+    client = client or RegistryClient.for_config(cfg)
+    try:
+        pinned = pin_digest(cfg, client, tag, digest)
+        image = ImageRef(cfg.image)
+        payload = make_payload(identity_of(image), pinned)
+        sig_ref = ImageRef(cfg.image, tag=signature_tag(pinned))
+        found, candidates = fetch_signatures(client, cfg.image, pinned)
+        layers: list[Layer | dict[str, Any]] = [*found.descriptors] if found else []
+        result = SignResult(cfg.image, tag, pinned, str(sig_ref), len(layers), False)
+        for c in candidates:
+            if c.payload == payload and verify(public, c.payload, c.signature):
+                return result
+        signature = sign(private, payload)
+        payload_digest = client.put_blob(sig_ref, payload)
+        new = Layer(payload_digest, len(payload), signature,
+                    annotations={SIGNATURE_ANNOTATION: signature})
+        all_layers = [*layers, new]  # layers not read as signatures are kept as found
+        config = make_config(all_layers)
+        config_digest = client.put_blob(sig_ref, config)
+        manifest = make_manifest(config_digest, len(config), all_layers)
+        client.put_manifest(sig_ref, manifest, OCI_MANIFEST)
+        return SignResult(cfg.image, tag, pinned, str(sig_ref), len(all_layers), True)
+    finally:
+        if own:
+            client.close()
