@@ -1,5 +1,6 @@
-"""A private Sigstore for tests: a Fulcio-like CA (root + intermediate), a Rekor key, a
-TrustedRoot JSON naming them, and keyless cosign signatures made with them."""
+"""A private Sigstore for tests: a Fulcio-like CA (root + intermediate), a Rekor key, a CT
+log key, a TrustedRoot JSON naming them, and keyless cosign signatures made with them (the
+leaf certificates carry an RFC 6962 SCT by the CT log key, as Fulcio's do)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from plainsail.supply import signatures
 GITHUB = "https://token.actions.githubusercontent.com"
 WORKFLOW = "https://github.com/acme/api/.github/workflows/deploy.yml@refs/heads/main"
 SIGNED_AT = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+SCT_OID = x509.ObjectIdentifier("1.3.6.1.4.1.11129.2.4.2")
 
 
 def _name(cn: str) -> x509.Name:
@@ -41,6 +43,32 @@ def _ca(cn: str, key: ec.EllipticCurvePrivateKey, issuer: tuple[x509.Name,
             .sign(issuer_key, hashes.SHA384()))
 
 
+def _octet_string(raw: bytes) -> bytes:
+    n = len(raw)
+    length = bytes([n]) if n < 128 else bytes([0x82]) + n.to_bytes(2, "big")
+    return b"\x04" + length + raw
+
+
+def spki(key: ec.EllipticCurvePublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.DER,
+                            serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def sct_list(ct_key: ec.EllipticCurvePrivateKey, tbs: bytes, issuer: x509.Certificate,
+             when: datetime) -> bytes:
+    """The extension value of an embedded SCT list holding one SCT (RFC 6962 3.2-3.3)."""
+    log_id = hashlib.sha256(spki(ct_key.public_key())).digest()
+    ms = (when - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+    issuer_key_hash = hashlib.sha256(spki(issuer.public_key())).digest()  # type: ignore[arg-type]
+    signed = (b"\x00\x00" + ms.to_bytes(8, "big") + b"\x00\x01" + issuer_key_hash
+              + len(tbs).to_bytes(3, "big") + tbs + b"\x00\x00")
+    sig = ct_key.sign(signed, ec.ECDSA(hashes.SHA256()))
+    sct = (b"\x00" + log_id + ms.to_bytes(8, "big") + b"\x00\x00" + b"\x04\x03"
+           + len(sig).to_bytes(2, "big") + sig)
+    one = len(sct).to_bytes(2, "big") + sct
+    return _octet_string(len(one).to_bytes(2, "big") + one)
+
+
 def _der_utf8(text: str) -> bytes:
     raw = text.encode()
     assert len(raw) < 128
@@ -54,6 +82,8 @@ class Sigstore:
     inter_key: ec.EllipticCurvePrivateKey = field(
         default_factory=lambda: ec.generate_private_key(ec.SECP384R1()))
     rekor_key: ec.EllipticCurvePrivateKey = field(
+        default_factory=lambda: ec.generate_private_key(ec.SECP256R1()))
+    ct_key: ec.EllipticCurvePrivateKey = field(
         default_factory=lambda: ec.generate_private_key(ec.SECP256R1()))
 
     def __post_init__(self) -> None:
@@ -70,9 +100,22 @@ class Sigstore:
     def log_id(self) -> str:
         return hashlib.sha256(self.rekor_der).hexdigest()
 
-    def trusted_root(self, path: Path) -> Path:
+    @property
+    def ct_log_id(self) -> str:
+        return hashlib.sha256(spki(self.ct_key.public_key())).hexdigest()
+
+    def trusted_root(self, path: Path, *, ctlogs: bool = True,
+                     ct_valid: dict[str, str] | None = None) -> Path:
+        """Write the TrustedRoot JSON; `ctlogs=False` leaves the CT log out, `ct_valid`
+        is the CT log key's validFor."""
         def b64(data: bytes) -> str:
             return base64.b64encode(data).decode()
+
+        ct = [{"baseUrl": "https://ctfe.test", "hashAlgorithm": "SHA2_256",
+               "publicKey": {"rawBytes": b64(spki(self.ct_key.public_key())),
+                             "keyDetails": "PKIX_ECDSA_P256_SHA_256",
+                             "validFor": ct_valid or {"start": "2020-01-01T00:00:00Z"}},
+               "logId": {"keyId": b64(bytes.fromhex(self.ct_log_id))}}]
 
         doc = {
             "mediaType": "application/vnd.dev.sigstore.trustedroot+json;version=0.1",
@@ -88,7 +131,7 @@ class Sigstore:
                     {"rawBytes": b64(c.public_bytes(serialization.Encoding.DER))}
                     for c in (self.intermediate, self.root)]},
                 "validFor": {"start": "2020-01-01T00:00:00Z"}}],
-            "ctlogs": [], "timestampAuthorities": [],
+            "ctlogs": ct if ctlogs else [], "timestampAuthorities": [],
         }
         path.write_text(json.dumps(doc, indent=2))
         return path
@@ -104,11 +147,14 @@ class Sigstore:
         ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None = None,
         chain: list[x509.Certificate] | None = None,
         break_set: bool = False,
+        sct: str = "valid",
     ) -> tuple[bytes, dict[str, Any]]:
-        """(payload, descriptor overrides) of one keyless signature layer."""
+        """(payload, descriptor overrides) of one keyless signature layer. `sct`: "valid",
+        "none" (no SCT), "other-log" (by a CT key not in the trusted root) or "altered"
+        (signed over another certificate)."""
         ca_cert, ca_key = ca or (self.intermediate, self.inter_key)
         leaf_key = ec.generate_private_key(ec.SECP256R1())
-        leaf = (x509.CertificateBuilder().subject_name(x509.Name([]))
+        builder = (x509.CertificateBuilder().subject_name(x509.Name([]))
                 .issuer_name(ca_cert.subject).public_key(leaf_key.public_key())
                 .serial_number(x509.random_serial_number())
                 .not_valid_before(SIGNED_AT).not_valid_after(SIGNED_AT + timedelta(minutes=10))
@@ -120,8 +166,19 @@ class Sigstore:
                     [x509.UniformResourceIdentifier(identity)]), critical=True)
                 .add_extension(x509.UnrecognizedExtension(
                     x509.ObjectIdentifier("1.3.6.1.4.1.57264.1.8"), _der_utf8(issuer)),
-                    critical=False)
-                .sign(ca_key, hashes.SHA384()))
+                    critical=False))
+        if sct == "none":
+            leaf = builder.sign(ca_key, hashes.SHA384())
+        else:
+            tbs = builder.sign(ca_key, hashes.SHA384()).tbs_certificate_bytes
+            ct_key = self.ct_key if sct != "other-log" else ec.generate_private_key(
+                ec.SECP256R1())
+            if sct == "altered":
+                tbs = tbs.replace(identity.encode(), identity.upper().encode())
+            leaf = builder.add_extension(x509.UnrecognizedExtension(
+                SCT_OID, sct_list(ct_key, tbs, ca_cert, SIGNED_AT)), critical=False).sign(
+                ca_key, hashes.SHA384())
+            assert sct == "altered" or leaf.tbs_precertificate_bytes == tbs
         leaf_pem = leaf.public_bytes(serialization.Encoding.PEM)
         payload = signatures.make_payload(repository, digest)
         sig = signatures.sign(leaf_key, payload)

@@ -19,6 +19,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     for skipped in verified.skipped:
         warn(f"skipped a signature layer: {skipped}")
+    for unchecked in verified.unchecked:
+        warn(f"not checked: {unchecked}")
     by = verified.signer + (f" (issuer {verified.issuer})" if verified.issuer else "")
     say(f"Verified: {verified.pinned} is signed by {by} for {verified.identity}")
     say(verified.digest)

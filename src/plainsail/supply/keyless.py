@@ -8,7 +8,8 @@ transparency log. The `.sig` layer then carries, next to the usual signature ann
 - `dev.sigstore.cosign/chain`: the certificates up to the Fulcio root (PEM);
 - `dev.sigstore.cosign/bundle`: `{"SignedEntryTimestamp": B64, "Payload": {"body": B64,
   "integratedTime": UNIX, "logIndex": N, "logID": HEX}}`, Rekor's signed promise (SET)
-  that the entry `body` was logged at `integratedTime`.
+  that the entry `body` was logged at `integratedTime` (or a Sigstore bundle's log entry,
+  which may also carry an inclusion proof: see plainsail.supply.rekor).
 
 Everything is checked against a Sigstore TrustedRoot JSON file given in the config (no
 network at deploy), each check named in its failure:
@@ -16,18 +17,23 @@ network at deploy), each check named in its failure:
 - `certificate`: the leaf is a certificate for code signing;
 - `tlog`: the bundle's log is a Rekor log of the trusted root, and its SET verifies with
   that log's key over the canonical JSON of body, integratedTime, logID and logIndex;
+- `inclusion-proof`: when the bundle carries an inclusion proof (a Sigstore bundle's log
+  entry does, cosign's annotation does not), its audit path leads from the entry to the
+  root hash of a checkpoint signed by that log's key (see plainsail.supply.rekor);
 - `tlog-entry`: the logged entry is this signature: same signature, same certificate,
   SHA-256 of this payload;
 - `chain`: the leaf chains (through the layer's chain) to a CA certificate of the trusted
   root, each link signed by its issuer, each issuer a CA;
 - `validity`: every certificate of the chain, the CA and the log key were valid at the
   integrated time (Fulcio certificates live ten minutes: the log's time is what counts);
+- `sct`: a signed certificate timestamp embedded in the leaf verifies with a CT log key of
+  the trusted root (see plainsail.supply.ctlog); skipped, and said so in the result, when
+  the trusted root lists no CT logs;
 - `signature`: the signature verifies with the leaf's key over the payload;
 - `identity`: the certificate's OIDC issuer extension equals `issuer` and one of its
   subject alternative names equals `identity` (or fully matches `identity_regexp`).
 
-The payload's digest and repository are then checked as for key-based signatures. Signed
-certificate timestamps (the CT log part of the trusted root) are not checked.
+The payload's digest and repository are then checked as for key-based signatures.
 """
 
 from __future__ import annotations
@@ -38,16 +44,14 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from plainsail.errors import SigningKeyError
+from plainsail.supply import ctlog, rekor
 from plainsail.supply.signatures import (
     BUNDLE_ANNOTATION,
     CERTIFICATE_ANNOTATION,
@@ -55,47 +59,22 @@ from plainsail.supply.signatures import (
     Candidate,
     decode_b64,
 )
+from plainsail.supply.trustedroot import (  # re-exported: the keyless API in one place
+    KeylessFailure,
+    TrustedRoot,
+    load_trusted_root,
+    parse_trusted_root,
+    verify_signature,
+)
+
+__all__ = ["KeylessFailure", "KeylessPolicy", "Signer", "TrustedRoot", "load_trusted_root",
+           "parse_trusted_root", "verify_candidate"]
 
 ISSUER_V2_OID = x509.ObjectIdentifier("1.3.6.1.4.1.57264.1.8")  # DER UTF8String
 ISSUER_V1_OID = x509.ObjectIdentifier("1.3.6.1.4.1.57264.1.1")  # raw bytes (deprecated)
-TRUSTED_ROOT_MEDIA = "application/vnd.dev.sigstore.trustedroot"
 MAX_CHAIN = 5
-
-
-class KeylessFailure(Exception):
-    """One keyless signature failed one check; `check` names it."""
-
-    def __init__(self, check: str, detail: str) -> None:
-        self.check = check
-        super().__init__(f"{check}: {detail}")
-
-
-@dataclass(frozen=True)
-class Window:
-    start: datetime | None
-    end: datetime | None
-
-    def covers(self, when: datetime) -> bool:
-        return (self.start is None or self.start <= when) and (
-            self.end is None or when <= self.end)
-
-
-@dataclass(frozen=True)
-class CertificateAuthority:
-    certificates: tuple[x509.Certificate, ...]
-    valid: Window
-
-
-@dataclass(frozen=True)
-class TransparencyLog:
-    key: Any  # a public key object
-    valid: Window
-
-
-@dataclass(frozen=True)
-class TrustedRoot:
-    authorities: tuple[CertificateAuthority, ...]
-    logs: dict[str, TransparencyLog]  # log ID (hex) -> log
+CT_NOT_CHECKED = ("certificate transparency: trusted_root lists no CT logs, so the "
+                  "certificate's signed certificate timestamps were not checked")
 
 
 @dataclass(frozen=True)
@@ -117,77 +96,20 @@ class KeylessPolicy:
 
 @dataclass(frozen=True)
 class Signer:
-    """Who signed, as the certificate says, and when Rekor logged it."""
+    """Who signed, as the certificate says, and when Rekor logged it. `ct_log` is the CT
+    log whose SCT verified ("" when the trusted root has no CT logs: not checked);
+    `inclusion_proof` says whether the Rekor entry carried an inclusion proof (verified)."""
 
     identity: str
     issuer: str
     integrated_time: datetime
     log_index: int
+    ct_log: str = ""
+    inclusion_proof: bool = False
 
-
-# ---------------------------------------------------------------- trusted root
-
-
-def load_trusted_root(path: Path) -> TrustedRoot:
-    """Read a Sigstore TrustedRoot JSON file (what `cosign trusted-root create` and the
-    Sigstore TUF repository's trusted_root.json hold)."""
-    try:
-        doc = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        raise SigningKeyError(
-            f"trusted root {path} does not exist; set signing.keyless.trusted_root to a "
-            "Sigstore TrustedRoot JSON file (e.g. trusted_root.json from Sigstore's TUF "
-            "repository)"
-        ) from None
-    except OSError as exc:
-        raise SigningKeyError(f"cannot read trusted root {path}: {exc.strerror}") from None
-    except ValueError:
-        raise SigningKeyError(f"trusted root {path} is not JSON") from None
-    try:
-        return parse_trusted_root(doc)
-    except (KeyError, TypeError, ValueError, UnsupportedAlgorithm) as exc:
-        raise SigningKeyError(
-            f"trusted root {path} is not a Sigstore TrustedRoot JSON file ({exc!s:.100})"
-        ) from None
-
-
-def parse_trusted_root(doc: dict[str, Any]) -> TrustedRoot:
-    media = doc.get("mediaType", "")
-    if not isinstance(media, str) or not media.startswith(TRUSTED_ROOT_MEDIA):
-        raise ValueError(f"mediaType is {media!r}, not {TRUSTED_ROOT_MEDIA}+json")
-    authorities = []
-    for ca in doc.get("certificateAuthorities") or []:
-        certs = tuple(
-            x509.load_der_x509_certificate(base64.b64decode(c["rawBytes"]))
-            for c in ca["certChain"]["certificates"]
-        )
-        if not certs:
-            raise ValueError("a certificate authority has no certificates")
-        authorities.append(CertificateAuthority(certs, _window(ca.get("validFor"))))
-    logs = {}
-    for tlog in doc.get("tlogs") or []:
-        raw = base64.b64decode(tlog["publicKey"]["rawBytes"])
-        key = serialization.load_der_public_key(raw)
-        key_id = (tlog.get("logId") or {}).get("keyId")
-        log_id = base64.b64decode(key_id).hex() if key_id else hashlib.sha256(raw).hexdigest()
-        logs[log_id] = TransparencyLog(key, _window(tlog["publicKey"].get("validFor")))
-    if not authorities:
-        raise ValueError("no certificateAuthorities")
-    if not logs:
-        raise ValueError("no tlogs")
-    return TrustedRoot(tuple(authorities), logs)
-
-
-def _window(doc: dict[str, Any] | None) -> Window:
-    doc = doc or {}
-    return Window(_time(doc.get("start")), _time(doc.get("end")))
-
-
-def _time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
+    @property
+    def unchecked(self) -> list[str]:
+        return [] if self.ct_log else [CT_NOT_CHECKED]
 
 
 # ---------------------------------------------------------------- one signature
@@ -197,8 +119,9 @@ def verify_candidate(c: Candidate, root: TrustedRoot, policy: KeylessPolicy) -> 
     """The signer of keyless signature `c`, or KeylessFailure naming the check that failed.
     The payload's digest and repository are the caller's to check."""
     leaf = _leaf(c)
-    entry, when, log_index = _logged(c, root)
-    _entry_matches(entry, c, leaf)
+    logged = _logged(c, root)
+    when = logged.when
+    _entry_matches(_entry_json(logged), c, leaf)
     path = _chain(leaf, c, root, when)
     for cert in path:
         start, end = _validity(cert)
@@ -207,8 +130,10 @@ def verify_candidate(c: Candidate, root: TrustedRoot, policy: KeylessPolicy) -> 
                 "validity", f"certificate {cert.subject.rfc4514_string() or '(leaf)'} was "
                 f"not valid at the log's integrated time {when:%Y-%m-%d %H:%M:%S}Z (valid "
                 f"{start:%Y-%m-%d %H:%M:%S}Z to {end:%Y-%m-%d %H:%M:%S}Z)")
+    ct_log = ctlog.verify_scts(leaf, path[1] if len(path) > 1 else leaf,
+                                root.ctlogs) if root.ctlogs else ""
     try:
-        _verify(leaf.public_key(), decode_b64(c.signature), c.payload)
+        verify_signature(leaf.public_key(), decode_b64(c.signature), c.payload)
     except (InvalidSignature, ValueError, TypeError):
         raise KeylessFailure(
             "signature", "the signature does not verify with the certificate's key over "
@@ -223,7 +148,8 @@ def verify_candidate(c: Candidate, root: TrustedRoot, policy: KeylessPolicy) -> 
             f"issuer {policy.issuer}")
     if not policy.matches(names):
         raise KeylessFailure("identity", f"signed by {shown}, expected {policy.expected}")
-    return Signer(names[0], issuer, when, log_index)
+    return Signer(names[0], issuer, when, logged.log_index, ct_log,
+                  logged.proof is not None)
 
 
 def _leaf(c: Candidate) -> x509.Certificate:
@@ -245,41 +171,27 @@ def _leaf(c: Candidate) -> x509.Certificate:
     return leaf
 
 
-def _logged(c: Candidate, root: TrustedRoot) -> tuple[dict[str, Any], datetime, int]:
+def _logged(c: Candidate, root: TrustedRoot) -> rekor.LogEntry:
     raw = c.annotations.get(BUNDLE_ANNOTATION)
     if not raw:
         raise KeylessFailure("tlog", f"no {BUNDLE_ANNOTATION} annotation: the signature "
                              "was not recorded in a transparency log")
     try:
-        bundle = json.loads(raw)
-        set_b64 = bundle["SignedEntryTimestamp"]
-        p = bundle["Payload"]
-        body, t, index, log_id = p["body"], p["integratedTime"], p["logIndex"], p["logID"]
-        if not (isinstance(body, str) and isinstance(log_id, str) and type(t) is int
-                and type(index) is int):
-            raise TypeError
-        entry = json.loads(base64.b64decode(body, validate=True))
-        signed_time = decode_b64(set_b64)
-    except (ValueError, KeyError, TypeError):
+        entry = rekor.parse_bundle(raw)
+    except ValueError:
         raise KeylessFailure("tlog", "the Rekor bundle annotation is malformed") from None
-    log = root.logs.get(log_id)
-    if log is None:
-        raise KeylessFailure("tlog", f"the entry is in log {log_id[:16]}..., which is not a "
-                             "Rekor log of trusted_root")
-    when = datetime.fromtimestamp(t, UTC)
-    canonical = json.dumps({"body": body, "integratedTime": t, "logID": log_id,
-                            "logIndex": index}, sort_keys=True, separators=(",", ":"))
+    rekor.verify_entry(entry, root)
+    return entry
+
+
+def _entry_json(logged: rekor.LogEntry) -> dict[str, Any]:
     try:
-        _verify(log.key, signed_time, canonical.encode())
-    except (InvalidSignature, ValueError, TypeError):
-        raise KeylessFailure("tlog", "the signed entry timestamp (SET) does not verify "
-                             "with the Rekor key of trusted_root") from None
-    if not log.valid.covers(when):
-        raise KeylessFailure("validity", "the Rekor key of trusted_root was not valid at "
-                             f"the integrated time {when:%Y-%m-%d %H:%M:%S}Z")
+        entry = json.loads(logged.body)
+    except ValueError:
+        entry = None
     if not isinstance(entry, dict):
         raise KeylessFailure("tlog-entry", "the logged entry is not a JSON object")
-    return entry, when, index
+    return entry
 
 
 def _entry_matches(entry: dict[str, Any], c: Candidate, leaf: x509.Certificate) -> None:
@@ -368,24 +280,11 @@ def _issued(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     if not constraints.ca:
         return False
     try:
-        _verify(issuer.public_key(), cert.signature, cert.tbs_certificate_bytes,
-                cert.signature_hash_algorithm)
+        verify_signature(issuer.public_key(), cert.signature, cert.tbs_certificate_bytes,
+                         cert.signature_hash_algorithm)
     except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
         return False
     return True
-
-
-def _verify(key: Any, signature: bytes, data: bytes,
-            algorithm: hashes.HashAlgorithm | None = None) -> None:
-    """Raise InvalidSignature (or ValueError/TypeError) unless `signature` verifies."""
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        key.verify(signature, data, ec.ECDSA(algorithm or hashes.SHA256()))
-    elif isinstance(key, rsa.RSAPublicKey):
-        key.verify(signature, data, padding.PKCS1v15(), algorithm or hashes.SHA256())
-    elif isinstance(key, ed25519.Ed25519PublicKey):
-        key.verify(signature, data)
-    else:
-        raise TypeError(f"unsupported key type {type(key).__name__}")
 
 
 def oidc_issuer(cert: x509.Certificate) -> str:

@@ -43,7 +43,10 @@ class VerifiedImage:
     """What was verified. `identity` is the docker-reference the accepted signature names;
     `signer` is the public key file, or for a keyless signature the certificate identity
     (with `issuer`); `skipped` lists signature layers that were malformed or not
-    signatures at all."""
+    signatures at all. For a keyless signature, `unchecked` names checks that the trusted
+    root did not allow (certificate transparency when it lists no CT logs), and
+    `inclusion_proof` says whether the Rekor entry's inclusion proof was verified (cosign's
+    bundle annotation carries the signed entry timestamp only)."""
 
     repository: str
     tag: str | None
@@ -53,6 +56,8 @@ class VerifiedImage:
     signer: str = ""
     issuer: str = ""
     skipped: list[str] = field(default_factory=list)
+    unchecked: list[str] = field(default_factory=list)
+    inclusion_proof: bool = False
 
     @property
     def pinned(self) -> str:
@@ -191,7 +196,8 @@ def verify_image(
         found = _verify_keyless(keyless_cfg, root, pinned, candidates, identity)
         if isinstance(found, VerifiedImage):
             return VerifiedImage(cfg.image, tag, pinned, "", found.identity, found.signer,
-                                 found.issuer, skipped)
+                                 found.issuer, skipped, found.unchecked,
+                                 found.inclusion_proof)
         failures.append((found[0], f"{found[1]}: {what}"))
     order = ("wrong-identity", "wrong-digest", "untrusted", "wrong-key")
     failures.sort(key=lambda f: order.index(f[0]) if f[0] in order else len(order))
@@ -235,7 +241,7 @@ def _verify_keyless(
                              f"was {problem}"))
             continue
         return VerifiedImage("", None, digest, "", payload.identity, signer.identity,
-                             signer.issuer)
+                             signer.issuer, [], signer.unchecked, signer.inclusion_proof)
     order = ("wrong-identity", "wrong-digest", "untrusted")
     problems.sort(key=lambda p: order.index(p[0]))
     return problems[0][0], "keyless verification failed: " + "; ".join(p[1] for p in problems)
