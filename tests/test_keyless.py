@@ -220,6 +220,7 @@ def test_private_happy_path_checks_the_sct(tmp_path: Path, store: Sigstore) -> N
     ("none", "sct: the certificate has no signed certificate timestamp"),
     ("other-log", "which is not a CT log of trusted_root"),
     ("altered", "sct: the SCT from https://ctfe.test does not verify with that CT log's key"),
+    ("malformed", "certificate: the certificate has a malformed extension"),
 ])
 def test_sct_failures_name_the_check(tmp_path: Path, store: Sigstore, sct: str,
                                      message: str) -> None:

@@ -150,8 +150,8 @@ class Sigstore:
         sct: str = "valid",
     ) -> tuple[bytes, dict[str, Any]]:
         """(payload, descriptor overrides) of one keyless signature layer. `sct`: "valid",
-        "none" (no SCT), "other-log" (by a CT key not in the trusted root) or "altered"
-        (signed over another certificate)."""
+        "none" (no SCT), "malformed" (an SCT list that does not parse), "other-log" (by a
+        CT key not in the trusted root) or "altered" (signed over another certificate)."""
         ca_cert, ca_key = ca or (self.intermediate, self.inter_key)
         leaf_key = ec.generate_private_key(ec.SECP256R1())
         builder = (x509.CertificateBuilder().subject_name(x509.Name([]))
@@ -169,6 +169,10 @@ class Sigstore:
                     critical=False))
         if sct == "none":
             leaf = builder.sign(ca_key, hashes.SHA384())
+        elif sct == "malformed":
+            leaf = builder.add_extension(x509.UnrecognizedExtension(
+                SCT_OID, _octet_string(b"\x00\x05\x00\x03abc")), critical=False).sign(
+                ca_key, hashes.SHA384())
         else:
             tbs = builder.sign(ca_key, hashes.SHA384()).tbs_certificate_bytes
             ct_key = self.ct_key if sct != "other-log" else ec.generate_private_key(

@@ -166,6 +166,9 @@ def _leaf(c: Candidate) -> x509.Certificate:
         usage = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     except x509.ExtensionNotFound:
         usage = None
+    except ValueError:  # an extension cryptography cannot parse (e.g. a broken SCT list)
+        raise KeylessFailure("certificate", "the certificate has a malformed "
+                             "extension") from None
     if usage is None or ExtendedKeyUsageOID.CODE_SIGNING not in usage:
         raise KeylessFailure("certificate", "the certificate is not for code signing")
     return leaf
