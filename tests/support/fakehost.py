@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from plainsail.deploy import hostregistry
 from plainsail.errors import RemoteError
 from plainsail.hosts import state as hoststate
 from plainsail.hosts.addresses import parse_host
@@ -110,6 +111,7 @@ SCRIPTS = {
     hoststate.APPEND_ARGV: "history",
     hoststate.READ_HISTORY: "read-history",
     write_file_argv("x")[2]: "env",
+    hostregistry.START_SCRIPT: "host-registry",
 }
 
 
@@ -306,6 +308,8 @@ class FakeExecutor(Executor):
         if step == "env":
             f.files[path] = stdin
             return 0, "", ""
+        if step == "host-registry":  # a host without docker-registry or registry.image
+            return hostregistry.NO_REGISTRY, "", "this host has no docker-registry"
         return 127, "", f"fake host: unknown script {script!r}"
 
 

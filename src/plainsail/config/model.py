@@ -68,9 +68,21 @@ MAX_MIGRATE_TIMEOUT = 24 * HOUR
 
 @dataclass(frozen=True)
 class RegistryAuth:
+    """The `registry` block: credentials for the registry named in `image` (mode
+    `registry`), or `mode: host`: no registry of yours; plainsail runs one on loopback on
+    the deployer and one on each host (port `port`, from `image` when the host has no
+    docker-registry binary) and copies the image over SSH."""
+
     username: str = ""
     password: Secret = field(default_factory=lambda: Secret(""))
     insecure: bool = False
+    mode: str = "registry"
+    port: int = 5000
+    image: str | None = None
+
+    @property
+    def host_mode(self) -> bool:
+        return self.mode == "host"
 
 
 @dataclass(frozen=True)
@@ -199,6 +211,11 @@ class Config:
     @property
     def registry_host(self) -> str:
         return registry_host_of(self.image)
+
+    @property
+    def host_mode(self) -> bool:
+        """`registry: {mode: host}`: no registry of yours, images travel over SSH."""
+        return self.registry is not None and self.registry.host_mode
 
     def secrets(self) -> list[Secret]:
         """Every secret value this config can reach, for redacting output."""
@@ -874,16 +891,21 @@ def _proxy_tls(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
     return _MISSING
 
 
-def _proxy_image(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
-    value = string(optional=False)(ctx, node, path)
-    if not isinstance(value, str):
-        return value
+def _pinned_image(value: str) -> bool:
+    """REPOSITORY[:TAG]@sha256:<64 hex>."""
     m = _IMAGE_DIGEST_RE.fullmatch(value)
     repo = m["repo"] if m else ""
     last = repo.rsplit("/", 1)[-1]
     if ":" in last:
         repo = repo[: len(repo) - len(last)] + last.split(":", 1)[0]
-    if m is None or check_repository(repo) is not None:
+    return m is not None and check_repository(repo) is None
+
+
+def _proxy_image(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
+    value = string(optional=False)(ctx, node, path)
+    if not isinstance(value, str):
+        return value
+    if not _pinned_image(value):
         ctx.error(node, path, f"{_show(value)} is not an image pinned by digest: write "
                   "REPOSITORY[:TAG]@sha256:<64 hex digits>, e.g. caddy:2.10@sha256:...")
         return _MISSING
@@ -925,11 +947,28 @@ def _proxy(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
     return ProxyConfig(**values)
 
 
+def _registry_image(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
+    """The registry image a host without docker-registry runs: pinned by digest."""
+    value = string(optional=False)(ctx, node, path)
+    if not isinstance(value, str):
+        return value
+    if not _pinned_image(value):
+        ctx.error(node, path, f"{_show(value)} is not an image pinned by digest: write "
+                  "REPOSITORY[:TAG]@sha256:<64 hex digits>, e.g. registry:2@sha256:...")
+        return _MISSING
+    return value
+
+
 _REGISTRY_FIELDS: dict[str, Conv] = {
     "username": string(re.compile(r"[^:]*"), "a user name cannot contain ':'"),
     "password": _secret_or_source,
     "insecure": boolean,
+    "mode": choice("registry", "host"),
+    "port": integer(1, 65535),
+    "image": _registry_image,
 }
+_HOST_MODE_ONLY = ("port", "image")
+_REGISTRY_MODE_ONLY = ("username", "password", "insecure")
 _REGISTRY_HINT = ("give both username and password, or remove the block to use your Docker "
                   "credentials")
 
@@ -942,6 +981,18 @@ def _registry(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
         return _MISSING
     if isinstance(node, yaml.MappingNode):
         given = {k.value for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
+        mode = next((v.value for k, v in node.value if k.value == "mode"
+                     and isinstance(v, yaml.ScalarNode)), "registry")
+        if mode == "host":
+            for knode, _ in node.value:
+                if knode.value in _REGISTRY_MODE_ONLY:
+                    ctx.error(knode, f"{path}.{knode.value}", "is not used with mode: host "
+                              "(plainsail runs the registries itself, on loopback); remove it")
+            return obj(RegistryAuth, _REGISTRY_FIELDS)(ctx, node, path)
+        for knode, _ in node.value:
+            if knode.value in _HOST_MODE_ONLY:
+                ctx.error(knode, f"{path}.{knode.value}", "is used only with mode: host; "
+                          "remove it, or add mode: host")
         missing = [k for k in ("username", "password") if k not in given]
         if missing and given & {"username", "password"}:
             ctx.error(node, path, f"{' and '.join(missing)} missing; {_REGISTRY_HINT}")
@@ -1126,6 +1177,11 @@ def _cross_checks(cfg: Config, ctx: _Ctx, lines: dict[str, int]) -> None:
             err("proxy.https_port", "must differ from proxy.http_port")
     if len(set(cfg.hosts)) != len(cfg.hosts):
         err("hosts", "a host is listed twice")
+    first, sep, _ = cfg.image.partition("/")
+    if cfg.host_mode and sep and registry_host_of(cfg.image) == first:
+        err("image", f"with registry.mode host the image travels without a registry: give "
+            f"the repository without a registry host ({cfg.image[len(first) + 1:]}), not "
+            f"{cfg.image}")
 
 
 def _top_lines(root: yaml.Node) -> dict[str, int]:

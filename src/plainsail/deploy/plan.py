@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 
 from plainsail.config import secretsources
 from plainsail.config.model import Config
+from plainsail.deploy.hostregistry import pull_repository, start_argv
 from plainsail.errors import SignatureError, UsageError
 from plainsail.hosts import docker
 from plainsail.hosts import state as hoststate
@@ -173,7 +174,7 @@ def resolve_target(cfg: Config, req: Request) -> Target:
             warn(f"signature of {cfg.image}:{tag}: not checked: {unchecked}")
         if verified.unchecked:
             signed_by["unchecked"] = "; ".join(verified.unchecked)
-        return Target(cfg.image, tag, verified.digest, True,
+        return Target(pull_repository(cfg), tag, verified.digest, True,
                       signed_by=signed_by if verified.identity else None)
     warn("signing.verify is false: deploying an image whose origin is not verified")
     from plainsail.supply.registry import RegistryClient
@@ -187,7 +188,7 @@ def resolve_target(cfg: Config, req: Request) -> Target:
             f"tag drift: {cfg.image}:{tag} now points to {now_digest}, but the build produced "
             f"{digest}; someone re-pushed the tag. Investigate before deploying"
         )
-    return Target(cfg.image, tag, digest or now_digest or "", False)
+    return Target(pull_repository(cfg), tag, digest or now_digest or "", False)
 
 
 def select_hosts(cfg: Config, wanted: list[str]) -> list[Host]:
@@ -263,6 +264,30 @@ def prune_plan(containers: Sequence[Container], new_name: str, digest: str, reta
     return [c.name for c in doomed], images
 
 
+def host_registry_steps(cfg: Config, target: Target, paths: Paths) -> list[PlannedStep]:
+    """registry.mode host: the host's loopback registry, the image sent to it over SSH and
+    its signature checked there, before the host pulls from it."""
+    assert cfg.registry is not None
+    port = cfg.registry.port
+    keep = ("nothing to undo: the registry keeps running, holding the versions sent so far "
+            "(rollbacks pull from it)")
+    steps = [
+        PlannedStep("host-registry", start_argv(cfg, paths.root), STEP_TIMEOUT,
+                    f"start the host's registry on 127.0.0.1:{port} (docker-registry, else "
+                    "a container of registry.image), or reuse the running one", undo=keep),
+        PlannedStep("send", None, PULL_TIMEOUT,
+                    f"copy {target.tag}@{target.digest} and its signature from this "
+                    f"machine's registry to 127.0.0.1:{port} on the host, through a port "
+                    "forwarded over SSH (only the blobs it lacks)", undo=keep),
+    ]
+    if cfg.signing.verify:
+        steps.append(PlannedStep(
+            "verify-host", None, STEP_TIMEOUT,
+            f"verify the signature of {cfg.image}@{target.digest} as the host's registry "
+            "holds it, and that its tag names that digest"))
+    return steps
+
+
 def host_plan(cfg: Config, target: Target, deploy_id: str, fp: str, paths: Paths,
               containers: Sequence[Container], previous: Container | None,
               reuse: Container | None, lock: LockInfo, *, unchanged: bool,
@@ -280,6 +305,8 @@ def host_plan(cfg: Config, target: Target, deploy_id: str, fp: str, paths: Paths
                                  stdin="the env file, secrets included (not shown)",
                                  undo="release the lock"))
         if not reuse:
+            if cfg.host_mode:
+                steps += host_registry_steps(cfg, target, paths)
             steps.append(PlannedStep("pull", docker.pull(target.pinned), PULL_TIMEOUT,
                                      "docker pull"))
         if migrate_here and cfg.migrate:
@@ -357,7 +384,7 @@ def host_plan(cfg: Config, target: Target, deploy_id: str, fp: str, paths: Paths
                     cfg.app.stop_timeout + STEP_TIMEOUT, "docker stop",
                     undo=f"start {previous.tag} again and route back to it"))
         doomed, images = prune_plan(after, plan.new_name, target.digest, cfg.retain,
-                                    cfg.image)
+                                    target.image)
         plan.doomed = doomed
         if doomed:
             steps.append(PlannedStep("prune", docker.rm(doomed, force=True), STEP_TIMEOUT,

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from plainsail.config.model import Config
+from plainsail.deploy.hostregistry import pull_repository
 from plainsail.deploy.outcomes import INTERRUPTED, SUCCEEDED
 from plainsail.deploy.plan import Request, Target, select_hosts, ssh_options
 from plainsail.deploy.records import now
@@ -105,7 +106,7 @@ def recover(cfg: Config, *, hosts: list[str] | None = None, force: bool = False,
     interrupted = ", ".join(sorted({s.lock.deploy_id for s in stale if s.lock})) or None
     req = Request(ref=f"{tag}@{digest}", hosts=hosts, skip_migrations=True, kind="recover",
                   rollback_from=interrupted)
-    target = Target(cfg.image, tag, digest, True)  # verified when it was deployed
+    target = Target(pull_repository(cfg), tag, digest, True)  # verified when it was deployed
     return Deploy(cfg, req, report, environ=environ, executors=executors,
                   resolve=lambda c, r: target).run()
 

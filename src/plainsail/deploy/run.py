@@ -27,7 +27,7 @@ from functools import partial
 from typing import Any
 
 from plainsail.config.model import Config
-from plainsail.deploy import notify
+from plainsail.deploy import hostregistry, notify
 from plainsail.deploy.history import append_local
 from plainsail.deploy.outcomes import (
     ABORTED,
@@ -69,6 +69,7 @@ from plainsail.hosts.containers import current, fingerprint
 from plainsail.hosts.executor import Executor, executor_for, tail_text
 from plainsail.output import error, gha_endgroup, gha_error, gha_group, say, warn
 from plainsail.secret import Secret
+from plainsail.supply.registrycopy import CopyStats
 
 log = logging.getLogger("plainsail.deploy.run")
 
@@ -279,6 +280,7 @@ class Deploy:
             for run in self.runs:
                 self._lock(run)
             for run in active:
+                self._send_image(run)
                 self.sw.planned(run, "pull")
         except PlainsailError as exc:
             reason = f"{one_line(exc)}; nothing was switched, the running version is untouched"
@@ -328,6 +330,29 @@ class Deploy:
                 run.outcome = RECOVERED
             return RECOVERED, f"{target.tag}, the last known-good version, is healthy again"
         return SUCCEEDED, f"{target.tag} is healthy on every host"
+
+    def _send_image(self, run: HostRun) -> None:
+        """registry.mode host: the host's registry up, the image and its signature sent to
+        it over the SSH connection, the signature verified there (plan steps host-registry,
+        send, verify-host; absent otherwise)."""
+        start = run.plan.step("host-registry")
+        send = run.plan.step("send")
+        if start is None or send is None or start.argv is None:
+            return
+        assert self.target is not None
+        cfg, ex, tag, digest = self.cfg, run.ex, self.target.tag, self.target.digest
+        argv = start.argv
+        did: list[str] = []
+        self.sw.step(run, "host-registry", lambda: did.append(
+            hostregistry.ensure(ex, cfg, argv, start.timeout)))
+        self._step_report(run.host.name, f"host-registry: {did[0]}")
+        copied: list[CopyStats] = []
+        self.sw.step(run, "send", lambda: copied.append(
+            hostregistry.send(ex, cfg, tag, digest, send.timeout)))
+        self._step_report(run.host.name, f"send: {copied[0].summary()}")
+        if run.plan.step("verify-host"):
+            self.sw.step(run, "verify-host", partial(
+                hostregistry.verify_there, ex, cfg, tag, digest))
 
     def _lock(self, run: HostRun) -> None:
         """Take the host's deploy lock and, for a host that changes, write its env file in

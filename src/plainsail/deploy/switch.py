@@ -17,6 +17,7 @@ from typing import Any
 
 from plainsail.config.model import Config
 from plainsail.deploy import health
+from plainsail.deploy.hostregistry import pull_repository
 from plainsail.deploy.outcomes import LEFT_STOPPED, OLD_KEPT, RESTORE_FAILED, RESTORED
 from plainsail.deploy.plan import STEP_TIMEOUT, HostPlan, Target, app_run_argv, container_name
 from plainsail.errors import PlainsailError, RemoteError, one_line
@@ -176,7 +177,7 @@ class Switcher:
         for way in ways:
             if way == "today":
                 name = f"{container_name(self.cfg.service, prev.tag)}-{self.id[-6:]}"
-                target = Target(self.cfg.image, prev.tag, prev.digest, False)
+                target = Target(pull_repository(self.cfg), prev.tag, prev.digest, False)
                 argv = app_run_argv(self.cfg, target, name, run.paths.env, self.id,
                                     self.fingerprint)
                 action: Callable[[], object] = partial(

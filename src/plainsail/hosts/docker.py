@@ -37,6 +37,15 @@ def push(image: str, config_dir: str | None = None) -> list[str]:
     return [*_docker(config_dir), "push", image]
 
 
+def tag(source: str, target: str) -> list[str]:
+    return ["docker", "tag", source, target]
+
+
+def untag(name: str) -> list[str]:
+    """Remove one name of an image (the image stays while another name points at it)."""
+    return ["docker", "image", "rm", name]
+
+
 def login(registry: str, username: str, config_dir: str) -> list[str]:
     """Log in with the password on stdin, into a private config dir (not the user's)."""
     return [*_docker(config_dir), "login", "--username", username, "--password-stdin", registry]

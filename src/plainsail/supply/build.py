@@ -220,29 +220,41 @@ def run_build(
         ) from None
     image_id = local.run(docker.image_inspect(str(p.ref), "{{.Id}}")).stdout.strip()
 
-    log.info("pushing %s", p.ref)
-    with _push_config(cfg, local) as config_dir:
-        try:
-            local.run(docker.push(str(p.ref), config_dir), timeout=PUSH_TIMEOUT,
-                      what="docker push")
-        except RemoteError as exc:
-            raise RegistryError(
-                f"pushing {p.ref} failed: {_last_line(exc.output_tail)}; check that the "
-                "registry is up and the credentials are right (registry.username/password "
-                "or docker login)"
-            ) from None
+    # With registry.mode host the image is pushed to plainsail's loopback registry under
+    # that registry's name; the configured name stays the image's identity.
+    push_ref = ImageRef(f"{client.registry}/{p.ref.path}", p.ref.tag) if cfg.host_mode \
+        else p.ref
+    if push_ref != p.ref:
+        local.run(docker.tag(str(p.ref), str(push_ref)), what="docker tag")
+    log.info("pushing %s", push_ref)
+    try:
+        with _push_config(cfg, local) as config_dir:
+            try:
+                local.run(docker.push(str(push_ref), config_dir), timeout=PUSH_TIMEOUT,
+                          what="docker push")
+            except RemoteError as exc:
+                raise RegistryError(
+                    f"pushing {push_ref} failed: {_last_line(exc.output_tail)}; check that "
+                    "the registry is up and the credentials are right (registry.username/"
+                    "password or docker login)"
+                ) from None
 
-    digest = client.resolve(p.ref)
-    if not digest:
-        raise RegistryError(f"the registry does not list {p.ref} after the push; retry the build")
-    repo_digests = json.loads(
-        local.run(docker.image_inspect(str(p.ref), "{{json .RepoDigests}}")).stdout or "[]"
-    )
-    if f"{cfg.image}@{digest}" not in (repo_digests or []):
-        raise RegistryError(
-            f"{p.ref} in the registry is {digest}, not the image just built ({image_id}); "
-            "someone pushed the same tag at the same time. Investigate before deploying"
+        digest = client.resolve(p.ref)
+        if not digest:
+            raise RegistryError(f"the registry does not list {p.ref} after the push; retry "
+                                "the build")
+        repo_digests = json.loads(
+            local.run(docker.image_inspect(str(push_ref), "{{json .RepoDigests}}")).stdout
+            or "[]"
         )
+        if f"{push_ref.repository}@{digest}" not in (repo_digests or []):
+            raise RegistryError(
+                f"{p.ref} in the registry is {digest}, not the image just built ({image_id}); "
+                "someone pushed the same tag at the same time. Investigate before deploying"
+            )
+    finally:
+        if push_ref != p.ref:  # the loopback name (its port changes per run) is dropped
+            local.run(docker.untag(str(push_ref)), check=False, what="docker image rm")
     record = BuildRecord(
         image=cfg.image, tag=p.ref.tag or "", digest=digest, git_sha=p.commit.sha,
         created=p.labels[f"{OCI}.created"], builder=socket.gethostname(), labels=p.labels,

@@ -47,10 +47,10 @@ def record_dir(cfg: Config, override: str | os.PathLike[str] | None = None) -> P
     if override:
         return Path(override)
     env = os.environ.get("PLAINSAIL_BUILD_RECORDS")
-    return Path(env) if env else _work_tree_root(cfg.root) / RECORD_DIR
+    return Path(env) if env else work_tree_root(cfg.root) / RECORD_DIR
 
 
-def _work_tree_root(folder: Path) -> Path:
+def work_tree_root(folder: Path) -> Path:
     """The top of the git work tree holding `folder`, or `folder` itself outside one."""
     try:
         proc = gitlib.git(["rev-parse", "--show-toplevel"], folder, check=False)

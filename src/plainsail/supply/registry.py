@@ -32,10 +32,10 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 import httpx
 
@@ -65,6 +65,16 @@ _REDIRECTS = (301, 302, 303, 307, 308)
 _MAX_REDIRECTS = 10
 
 Origin = tuple[str, str, int | None]
+
+
+class Sink(Protocol):
+    """Where a streamed body goes (a binary file, or something that passes it on)."""
+
+    def write(self, data: bytes, /) -> int: ...
+
+
+Body = bytes | Iterable[bytes] | None  # a request body: bytes, or chunks streamed from a file
+_CHUNK = _MiB
 
 
 def sha256_digest(data: bytes) -> str:
@@ -215,7 +225,12 @@ class RegistryClient:
     @classmethod
     def for_config(cls, cfg: Config, **kwargs: Any) -> RegistryClient:
         """Credentials from plainsail.yml `registry`, else Docker's config.json, else none.
-        With `registry.insecure: true`, plain HTTP and a warning."""
+        With `registry.insecure: true`, plain HTTP and a warning. With `registry.mode: host`,
+        plainsail's own registry on this machine's loopback (started on demand)."""
+        if cfg.host_mode:  # plainsail's own registry on this machine's loopback
+            from plainsail.supply.localregistry import address_for
+
+            return cls(address_for(cfg), **kwargs)
         host = cfg.registry_host
         if cfg.registry and cfg.registry.insecure and not is_loopback(host):
             from plainsail.output import warn
@@ -351,6 +366,45 @@ class RegistryClient:
         ref = self._as_ref(repository)
         return self._send("HEAD", ref, f"blobs/{digest}", ok=(200, 404)).status_code == 200
 
+    def fetch_blob_to(
+        self, repository: ImageRef | str, digest: str, sink: BinaryIO, *, size: int
+    ) -> None:
+        """Stream a blob of `size` bytes (its descriptor's) into `sink`, checking its
+        digest; a blob larger than `size` or with other content is refused."""
+        ref = self._as_ref(repository)
+        hashing = _HashingWriter(sink)
+        self._send("GET", ref, f"blobs/{digest}", limit=size, what="a blob",
+                   subject=f"{ref.path}@{digest}", sink=hashing)
+        if hashing.digest() != digest or hashing.size != size:
+            raise RegistryError(
+                f"blob {digest} from {self.registry}/{ref.path} does not match its digest "
+                "or size; the registry or a proxy altered it"
+            )
+
+    def push_blob_file(
+        self, repository: ImageRef | str, digest: str, source: BinaryIO, size: int
+    ) -> bool:
+        """Upload `size` bytes of `source` (from its start) as blob `digest`, streamed;
+        False when the registry already has the blob (nothing is sent)."""
+        ref = self._as_ref(repository)
+        if self.has_blob(ref, digest):
+            return False
+        resp = self._send("POST", ref, "blobs/uploads/", push=True, ok=(202,))
+        location = resp.headers.get("Location")
+        if not location:
+            raise RegistryError(f"registry {self.registry} started an upload without a Location")
+        url = resp.url.join(location).copy_merge_params({"digest": digest})
+        source.seek(0)
+
+        def chunks() -> Iterator[bytes]:
+            while chunk := source.read(_CHUNK):
+                yield chunk
+
+        self._send("PUT", ref, str(url), push=True, content=chunks(), ok=(201, 204),
+                   headers={"Content-Type": "application/octet-stream",
+                            "Content-Length": str(size)})
+        return True
+
     def put_blob(self, repository: ImageRef | str, data: bytes) -> str:
         """Upload `data` as a blob (monolithic upload); return its digest."""
         ref = self._as_ref(repository)
@@ -390,10 +444,11 @@ class RegistryClient:
         push: bool = False,
         ok: Iterable[int] = (200,),
         headers: dict[str, str] | None = None,
-        content: bytes | None = None,
+        content: Body = None,
         limit: int = _MAX_SMALL,
         what: str = "a response",
         subject: str | None = None,
+        sink: Sink | None = None,
     ) -> Reply:
         """One registry request with auth; its body is read up to `limit` bytes (`what` for
         `subject` names it in the error when it is larger)."""
@@ -418,7 +473,7 @@ class RegistryClient:
         subject = subject or f"{method} {ref.path}/{path.split('?')[0]}"
         ok = tuple(ok)
         resp = self._request(method, url, hdrs, content, trusted=self._origin, ok=ok,
-                             limit=limit, what=what, subject=subject)
+                             limit=limit, what=what, subject=subject, sink=sink)
         if resp.status_code == 401:
             if not home or origin(resp.url) != self._origin:
                 elsewhere = resp.url
@@ -438,7 +493,7 @@ class RegistryClient:
                 raise self._unauthorized(ref)
             hdrs["Authorization"] = self._auth_header(scope) or ""
             resp = self._request(method, url, hdrs, content, trusted=self._origin, ok=ok,
-                                 limit=limit, what=what, subject=subject)
+                                 limit=limit, what=what, subject=subject, sink=sink)
             if resp.status_code == 401:
                 raise self._unauthorized(ref)
         if resp.status_code in ok:
@@ -450,7 +505,7 @@ class RegistryClient:
         method: str,
         url: str | httpx.URL,
         headers: dict[str, str],
-        content: bytes | None,
+        content: Body,
         *,
         trusted: Origin,
         ok: tuple[int, ...],
@@ -458,6 +513,7 @@ class RegistryClient:
         what: str,
         subject: str,
         where: str | None = None,
+        sink: Sink | None = None,
     ) -> Reply:
         """One request, following redirects, done within the deadline; the Authorization
         header goes only to the `trusted` origin and is dropped for good at the first hop
@@ -478,7 +534,8 @@ class RegistryClient:
                     data = self._read(resp, limit if wanted else _MAX_SMALL, deadline,
                                       f"{who} sent {what} larger than {_size(limit)} for "
                                       f"{subject}; refused" if wanted else None,
-                                      f"{who} did not finish sending {what} for {subject}")
+                                      f"{who} did not finish sending {what} for {subject}",
+                                      sink if wanted else None)
                     return Reply(resp.status_code, resp.headers, data, target)
                 target = target.join(location)
             except httpx.InvalidURL:  # not a usable Location: the caller reports the status
@@ -497,7 +554,7 @@ class RegistryClient:
         method: str,
         url: httpx.URL,
         headers: dict[str, str],
-        content: bytes | None,
+        content: Body,
         where: str | None,
         deadline: float,
     ) -> httpx.Response:
@@ -524,7 +581,7 @@ class RegistryClient:
 
     def _read(
         self, resp: httpx.Response, limit: int, deadline: float, too_large: str | None,
-        unfinished: str,
+        unfinished: str, sink: Sink | None = None,
     ) -> bytes:
         """The body, read in chunks. Past `limit` it is refused with `too_large`, or
         dropped (b"") when that is None; past the deadline the read is abandoned."""
@@ -536,10 +593,15 @@ class RegistryClient:
                 raise RegistryError(too_large)
             return b""
         data = bytearray()
+        count = 0
         try:
             for chunk in resp.iter_bytes():
-                data += chunk
-                if len(data) > limit:
+                count += len(chunk)
+                if sink is not None:
+                    sink.write(chunk)  # a large blob goes to a file, not into memory
+                else:
+                    data += chunk
+                if count > limit:
                     if too_large:
                         raise RegistryError(too_large)
                     return b""
@@ -649,6 +711,23 @@ class RegistryClient:
         return RegistryError(
             f"registry {self.registry} answered {resp.status_code} to {what}{detail}"
         )
+
+
+class _HashingWriter:
+    """Writes to a file and hashes what passes through (sha256)."""
+
+    def __init__(self, sink: BinaryIO) -> None:
+        self._sink = sink
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self._hash.update(data)
+        self.size += len(data)
+        return self._sink.write(data)
+
+    def digest(self) -> str:
+        return "sha256:" + self._hash.hexdigest()
 
 
 def _pick_platform(manifests: list[dict[str, Any]], ref: ImageRef) -> str:
