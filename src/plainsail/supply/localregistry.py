@@ -3,8 +3,9 @@
 Debian's `docker-registry` (distribution), bound to 127.0.0.1 on a free port, its data under
 `.plainsail/registry/` at the top of the git work tree (beside the build records). It is
 started on demand, the first time a command of this process talks to the registry, reused
-by every later request of the same process, and stopped when the process exits: no daemon
-is left behind, and the images stay in the data folder for the next command. Docker pushes
+by every later request of the same process, and stopped when the process exits (on Linux
+even when it is killed: the kernel sends the registry SIGTERM when its parent dies), so no
+daemon is left behind; the images stay in the data folder for the next command. Docker pushes
 to it over plain HTTP because it is on loopback.
 """
 
@@ -101,8 +102,10 @@ def start(root: Path) -> LocalRegistry:
     config = root / "config.yml"
     config.write_text(config_text(root / "data", port), encoding="utf-8")
     log = (root / "registry.log").open("ab")
+    # Its own session: a Ctrl-C meant for plainsail (which then unwinds) does not stop it.
     proc = subprocess.Popen([program, "serve", str(config)], stdin=subprocess.DEVNULL,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=_die_with_parent)  # noqa: PLW1509 - only prctl
     reg = LocalRegistry(root, port, proc, log)
     deadline = time.monotonic() + START_TIMEOUT
     while True:
@@ -141,6 +144,19 @@ def stop_all() -> None:
 
 
 atexit.register(stop_all)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: ask Linux for SIGTERM when the parent dies
+    (prctl PR_SET_PDEATHSIG); elsewhere nothing (the atexit hook still stops it)."""
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _free_port() -> int:
