@@ -63,6 +63,9 @@ class FakeHost:
         self.dirs: set[str] = set()
         self.readonly: set[str] = set()  # path prefixes where writes fail
         self.images: set[str] = set()
+        # Labels of images by digest (e.g. the revision label), which Docker copies onto
+        # every container of the image.
+        self.image_labels: dict[str, dict[str, str]] = {}
         self.faults: dict[str, Fault] = {}
         self.log: list[list[str]] = []  # every argv run, in order
         self.migrate_exit = 0
@@ -237,7 +240,8 @@ class FakeExecutor(Executor):
             return None
         return {"Name": "/" + c.name, "Id": c.id, "Created": c.created,
                 "RestartCount": c.restarts,
-                "Config": {"Labels": c.labels, "Image": c.image},
+                "Config": {"Labels": {**self.fake.image_labels.get(
+                    c.image.partition("@")[2], {}), **c.labels}, "Image": c.image},
                 "State": {"Status": c.status, "StartedAt": c.created}}
 
     def _run_container(self, argv: list[str]) -> tuple[int, str, str]:
