@@ -322,6 +322,7 @@ class FakeProxy:
         self.outages: list[str] = []
         self.faults: dict[str, str] = {}  # function name -> "fail" (ProxyError) or "crash"
         self.calls: list[str] = []
+        self.maintenance: dict[tuple[str, str], str] = {}  # (host, service) -> message
 
     def _fault(self, name: str) -> None:
         from plainsail.proxy import ProxyError
@@ -338,8 +339,12 @@ class FakeProxy:
         assert isinstance(ex, FakeExecutor)
         return ex.fake
 
-    def ensure_booted(self, ex: Executor, cfg: Any) -> None:
+    def ensure_booted(self, ex: Executor, cfg: Any) -> Any:
+        from types import SimpleNamespace
+
         self._fault("ensure_booted")
+        return SimpleNamespace(maintenance=self.maintenance.get(
+            (self._fake(ex).host.name, cfg.service)))
 
     def route_to(self, ex: Executor, cfg: Any, container: str) -> Any:
         from types import SimpleNamespace

@@ -485,6 +485,7 @@ class Deploy:
                 "restore_health": run.restore_health,
                 "log_tail": run.log_tail,
                 "in_flight_at_switch": run.in_flight_at_switch,
+                "maintenance": run.maintenance,
             })
         if self.migration:
             rec["migration"] = self.migration
