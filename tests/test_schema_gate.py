@@ -341,3 +341,14 @@ def test_a_recovery_is_not_gated(gb: GateBench) -> None:
     s, exc = gb.run(v1, kind="recover")
     assert exc is None and s["outcome"] == RECOVERED
     assert "not gated" in _skip_reason(s)
+
+
+def test_skipped_when_the_migrations_at_a_revision_cannot_be_read(gb: GateBench) -> None:
+    v1 = gb.commit("v1", {"migrations/0001_init.up.sql": INIT})
+    v2 = gb.commit("v2", {"migrations/V2__drop_title.sql": DROP})  # golang-migrate + flyway
+    gb.run(v1)
+    s, exc = gb.run(v2)
+    assert exc is None and s["outcome"] == SUCCEEDED
+    reason = _skip_reason(s)
+    assert reason.startswith("the migrations could not be read from git")
+    assert "mixes migration layouts" in reason
