@@ -112,10 +112,17 @@ def test_upgrade_failed_deploy_and_rollback_drop_no_request(
         assert r.code == 0 and "maintenance of" in r.out, r.text
         status, body = ph.get(f"{service}.test")
         assert status == 503 and "Back soon" in body
+        shown = json.loads(plainsail("status", "--json", cwd=tmp_path).out)["hosts"][0]
+        assert shown["proxy"]["state"] == "running" and shown["proxy"]["behind_proxy"] is True
+        assert shown["proxy"]["maintenance"] == {"on": True, "message": "Back soon"}
+        assert shown["proxy"]["upstream"] == f"{shown['running']['container']}:8000"
         assert run("deploy", refs["v2"])["outcome"] == "succeeded"
         assert ph.get(f"{service}.test")[0] == 503
         assert plainsail("maintenance", "off", cwd=tmp_path).code == 0
         assert ph.get(f"{service}.test")[1].strip() == "v2"
+        text = plainsail("status", cwd=tmp_path)
+        assert text.code == 0 and "behind the proxy" in text.out, text.text
+        assert "maintenance off" in text.out and "NOT behind" not in text.out
         records = [json.loads(line) for line in ph.ssh.run(
             ["cat", f"{ph.ssh.home}/{ph.host_dir[2:]}/{service}/history.jsonl"]
         ).stdout.splitlines()]
@@ -123,6 +130,8 @@ def test_upgrade_failed_deploy_and_rollback_drop_no_request(
         names = [s["name"] for s in switch["steps"]]
         assert names.index("route") < names.index("drain") < names.index("stop-old")
         assert isinstance(switch["in_flight_at_switch"], int)
+        assert records[0]["maintenance"] == {"on": False, "message": None}
+        assert records[-1]["maintenance"] == {"on": True, "message": "Back soon"}
     finally:
         ids = ph.ssh.run(["docker", "ps", "-aq", "--filter",
                           f"label=dev.plainsail.service={service}"]).stdout.split()

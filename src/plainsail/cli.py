@@ -196,6 +196,10 @@ def _deploy_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="print the commands each host would run; change nothing")
     p.add_argument("--force", action="store_true", help="deploy even if this tag already runs")
+    p.add_argument("--allow-breaking-migrations", action="store_true",
+                   help="deploy although new migrations break the running version (the "
+                   "schema gate reports them; the record and the notification name this "
+                   "flag)")
     _json_flag(p)
 
 
@@ -204,6 +208,10 @@ def _rollback_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", action="append", metavar="HOST", default=[],
                    help="roll back only this host (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="print the commands; change nothing")
+    p.add_argument("--allow-breaking-migrations", action="store_true",
+                   help="roll back although migrations applied since that version break it "
+                   "(the schema gate reports them; the record and the notification name "
+                   "this flag)")
     _json_flag(p)
 
 

@@ -55,6 +55,13 @@ VARIANTS: dict[str, dict[str, str]] = {
               'raise SystemExit("refusing to start: this build is broken")\n'},
     "slow": {"notes_api/version.py": 'APP_VERSION = "5-slow"\nREQUIRED_SCHEMA = "0002"\n'
              "import time\ntime.sleep(3)\n"},
+    # A migration that breaks version 1 (it still selects tags): the schema gate's case.
+    "drop-column": {
+        "notes_api/version.py": 'APP_VERSION = "6-drop-column"\nREQUIRED_SCHEMA = "0003"\n',
+        "migrations/0003_drop_tags.sql": (
+            "-- plainsail: allow missing-lock-timeout plainsail migrate sets lock_timeout\n"
+            "ALTER TABLE notes DROP COLUMN tags;\n"),
+    },
 }
 
 

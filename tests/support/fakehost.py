@@ -64,6 +64,9 @@ class FakeHost:
         self.dirs: set[str] = set()
         self.readonly: set[str] = set()  # path prefixes where writes fail
         self.images: set[str] = set()
+        # Labels of images by digest (e.g. the revision label), which Docker copies onto
+        # every container of the image.
+        self.image_labels: dict[str, dict[str, str]] = {}
         self.faults: dict[str, Fault] = {}
         self.log: list[list[str]] = []  # every argv run, in order
         self.migrate_exit = 0
@@ -239,7 +242,8 @@ class FakeExecutor(Executor):
             return None
         return {"Name": "/" + c.name, "Id": c.id, "Created": c.created,
                 "RestartCount": c.restarts,
-                "Config": {"Labels": c.labels, "Image": c.image},
+                "Config": {"Labels": {**self.fake.image_labels.get(
+                    c.image.partition("@")[2], {}), **c.labels}, "Image": c.image},
                 "State": {"Status": c.status, "StartedAt": c.created}}
 
     def _run_container(self, argv: list[str]) -> tuple[int, str, str]:
@@ -322,6 +326,7 @@ class FakeProxy:
         self.outages: list[str] = []
         self.faults: dict[str, str] = {}  # function name -> "fail" (ProxyError) or "crash"
         self.calls: list[str] = []
+        self.maintenance: dict[tuple[str, str], str] = {}  # (host, service) -> message
 
     def _fault(self, name: str) -> None:
         from plainsail.proxy import ProxyError
@@ -338,8 +343,12 @@ class FakeProxy:
         assert isinstance(ex, FakeExecutor)
         return ex.fake
 
-    def ensure_booted(self, ex: Executor, cfg: Any) -> None:
+    def ensure_booted(self, ex: Executor, cfg: Any) -> Any:
+        from types import SimpleNamespace
+
         self._fault("ensure_booted")
+        return SimpleNamespace(maintenance=self.maintenance.get(
+            (self._fake(ex).host.name, cfg.service)))
 
     def route_to(self, ex: Executor, cfg: Any, container: str) -> Any:
         from types import SimpleNamespace

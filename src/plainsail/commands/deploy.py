@@ -14,6 +14,7 @@ def run(args: argparse.Namespace) -> int:
     with json_on_failure("deploy", args.json):
         cfg = configlib.load(args.config)
         req = Request(ref=args.ref, hosts=args.host, skip_migrations=args.skip_migrations,
-                      dry_run=args.dry_run, force=args.force)
+                      dry_run=args.dry_run, force=args.force,
+                      allow_breaking_migrations=args.allow_breaking_migrations)
         summary = deploy(cfg, req, progress_printer(args.json))
     return finish(summary, args.json)

@@ -13,5 +13,6 @@ def run(args: argparse.Namespace) -> int:
     with json_on_failure("rollback", args.json):
         cfg = configlib.load(args.config)
         summary = rollback(cfg, to=args.to, hosts=args.host, dry_run=args.dry_run,
-                           report=progress_printer(args.json))
+                           report=progress_printer(args.json),
+                           allow_breaking_migrations=args.allow_breaking_migrations)
     return finish(summary, args.json)

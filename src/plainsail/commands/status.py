@@ -1,12 +1,13 @@
 """`plainsail status`: per host, what runs, since when, its health now, the rollback
-targets kept, and the lock holder if any (an interrupted attempt named as such)."""
+targets kept, the lock holder if any (an interrupted attempt named as such) and, with a
+proxy, the proxy's state, whether the service is behind it, and maintenance on/off."""
 
 from __future__ import annotations
 
 import argparse
 
 from plainsail.config import model as configlib
-from plainsail.deploy.status import status
+from plainsail.deploy.status import describe_proxy, status
 from plainsail.output import print_json, say
 
 
@@ -23,6 +24,7 @@ def run(args: argparse.Namespace) -> int:
                 f"{run_['since'][:19]}Z, health: {e['health']}")
         else:
             say(f"{e['host']}: nothing of {cfg.service} is running")
+        say("  " + describe_proxy(e["proxy"]))
         if e["retained"]:
             say("  rollback targets kept: " + ", ".join(
                 f"{r['tag']} ({r['status']})" for r in e["retained"]))

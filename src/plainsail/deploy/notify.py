@@ -35,6 +35,14 @@ def message(record: Mapping[str, Any]) -> dict[str, Any]:
         text += f" (previous: {record['previous_tag']})"
     if record.get("reason") and outcome != "succeeded":
         text += f"\nwhy: {record['reason']}"
+    gate = record.get("schema_gate") or {}
+    if gate.get("verdict") == "allowed":
+        found = gate.get("findings") or []
+        first = found[0] if found else {}
+        text += (f"\n:warning: --allow-breaking-migrations: {len(found)} migration finding(s) "
+                 f"that break {', '.join(str(v.get('tag')) for v in gate.get('old') or [])} "
+                 f"went ahead (first: {first.get('file')}:{first.get('line')} "
+                 f"{first.get('rule')})")
     text += f"\nby {record.get('who')} from {record.get('origin')}, deploy {record.get('id')}"
     return {"text": text, "username": "plainsail"}
 

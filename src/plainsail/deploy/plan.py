@@ -34,6 +34,7 @@ class Request:
     rollback_from: str | None = None  # the tag running before a rollback
     pinned_digest: str | None = None  # rollback: the digest the records name
     drill: str | None = None  # the id of the rollback drill this attempt belongs to
+    allow_breaking_migrations: bool = False  # the schema gate reports but does not refuse
 
 
 @dataclass

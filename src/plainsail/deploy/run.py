@@ -27,7 +27,7 @@ from functools import partial
 from typing import Any
 
 from plainsail.config.model import Config
-from plainsail.deploy import hostregistry, notify
+from plainsail.deploy import hostregistry, notify, schemagate
 from plainsail.deploy.history import append_local
 from plainsail.deploy.outcomes import (
     ABORTED,
@@ -111,6 +111,7 @@ class Deploy:
         self.runs: list[HostRun] = []
         self.target: Target | None = None
         self.migration: dict[str, Any] | None = None
+        self.gate: schemagate.Gate | None = None
         self.secret_values: list[Secret] = list(cfg.secrets())
         self.who = who(cfg)
         self.origin = origin()
@@ -235,7 +236,35 @@ class Deploy:
                                   and c.fingerprint == self.fingerprint and not c.running), None)
             self._step_report(host.name, f"reachable, Docker {version}, running: "
                               f"{prev.tag if prev else 'nothing'}")
+        self._schema_gate()
         self._plan()
+
+    def _schema_gate(self) -> None:
+        """The seed's rule, enforced: refuse (nothing changed yet) when the migrations
+        between the running version and the target break the older of the two, unless
+        --allow-breaking-migrations. A gate that cannot run says why and lets the attempt
+        go on."""
+        assert self.target
+        t = self.target
+        running = [schemagate.Version(r.previous.tag, r.previous.digest, r.previous.revision)
+                   for r in self.runs if r.previous]
+        # A retained container of the target (a rollback) carries its image's revision.
+        known = next((c.revision for r in self.runs for c in r.containers
+                      if c.digest == t.digest and c.revision), "")
+        self.gate = gate = schemagate.check(
+            self.cfg, kind=self.req.kind, target=schemagate.Version(t.tag, t.digest, known),
+            running=running, allow=self.req.allow_breaking_migrations, environ=self.environ)
+        if not gate.ran:
+            warn(gate.summary())
+            return
+        for h in gate.findings:
+            self._step_report("schema-gate", f"{h.file}:{h.line}: {h.rule}: {h.message}")
+        if gate.refuses:
+            raise schemagate.SchemaGateError(gate.refusal())
+        if gate.findings:
+            warn(gate.summary())
+        else:
+            self._step_report("schema-gate", gate.summary())
 
     def _plan(self) -> None:
         """Decide every host's steps (argv lists included) before anything changes."""
@@ -259,6 +288,8 @@ class Deploy:
     # -- dry run
     def _dry_run(self) -> None:
         """Show each host's plan: the same steps, in the same order, the deploy runs."""
+        if self.gate is not None:
+            self.report(self.gate.summary())
         for run in self.runs:
             self.report(f"[{run.host.name}] would run:")
             for step in run.plan.steps:
@@ -459,6 +490,8 @@ class Deploy:
             "reason": reason,
             "skip_migrations": self.req.skip_migrations,
             "requested": self.req.ref,
+            "allow_breaking_migrations": self.req.allow_breaking_migrations,
+            "schema_gate": self.gate.record() if self.gate else None,
         }
         if self.req.kind == "rollback":
             rec["rollback_from"] = self.req.rollback_from
@@ -477,6 +510,7 @@ class Deploy:
                 "restore_health": run.restore_health,
                 "log_tail": run.log_tail,
                 "in_flight_at_switch": run.in_flight_at_switch,
+                "maintenance": run.maintenance,
             })
         if self.migration:
             rec["migration"] = self.migration

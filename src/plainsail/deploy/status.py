@@ -1,5 +1,6 @@
 """What runs on each host now: the running version and its health, the rollback targets
-kept, and the deploy lock (with an interrupted attempt named as such)."""
+kept, the deploy lock (with an interrupted attempt named as such) and, with a proxy, the
+proxy's state, whether the service is behind it, and its maintenance mode."""
 
 from __future__ import annotations
 
@@ -8,17 +9,20 @@ from typing import Any
 
 from plainsail.config.model import Config
 from plainsail.deploy.health import app_address, check, probe_once
-from plainsail.errors import PlainsailError
+from plainsail.errors import PlainsailError, one_line
 from plainsail.hosts import state as hoststate
-from plainsail.hosts.containers import current, list_service
+from plainsail.hosts.containers import Container, current, list_service
+from plainsail.hosts.executor import Executor
 from plainsail.hosts.fleet import Opened, opened
 
 
-def status(cfg: Config, hosts: list[str]) -> dict[str, Any]:
+def status(cfg: Config, hosts: list[str],
+           executors: dict[str, Executor] | None = None) -> dict[str, Any]:
     """Per selected host: running (tag, digest, container, since), health now, retained
-    containers, and the lock (`interrupted` when its holder died without finishing)."""
+    containers, the lock (`interrupted` when its holder died without finishing), and the
+    proxy (None without a proxy: block; see `proxy_now`)."""
     out: list[dict[str, Any]] = []
-    with opened(cfg, hosts) as fleet:
+    with opened(cfg, hosts, executors) as fleet:
         for o in fleet:
             containers = list_service(o.ex, cfg.service)
             cur = current(containers)
@@ -27,6 +31,7 @@ def status(cfg: Config, hosts: list[str]) -> dict[str, Any]:
                 entry["running"] = {"tag": cur.tag, "digest": cur.digest, "container": cur.name,
                                     "since": cur.started, "deploy_id": cur.deploy_id}
                 entry["health"] = health_now(cfg, o, cur.name)
+            entry["proxy"] = proxy_now(cfg, o, cur) if cfg.proxy is not None else None
             entry["retained"] = [
                 {"tag": c.tag, "digest": c.digest, "container": c.name, "status": c.status,
                  "created": c.created}
@@ -52,3 +57,55 @@ def health_now(cfg: Config, o: Opened, name: str) -> str:
         return f"unhealthy ({exc or type(exc).__name__})"
     problem = check(code, body, cfg.health)
     return "healthy" if problem is None else f"unhealthy ({problem})"
+
+
+def proxy_now(cfg: Config, o: Opened, cur: Container | None) -> dict[str, Any]:
+    """The host's proxy: its state (running, stopped or missing), whether this service's
+    route points at the running container, and its maintenance mode (on, message).
+    `behind_proxy` and `maintenance` are None when the proxy cannot be asked."""
+    from plainsail import proxy
+
+    out: dict[str, Any] = {"state": "unknown", "container": None, "admin": None,
+                           "behind_proxy": None, "upstream": None, "in_flight": None,
+                           "maintenance": None}
+    try:
+        st = proxy.status(o.ex, cfg)
+    except PlainsailError as exc:
+        out["admin"] = f"not asked ({one_line(exc)})"
+        return out
+    status = str(st["status"])
+    out["state"] = status if status in ("running", "missing") else "stopped"
+    out["container"], out["admin"] = st["container"], st["admin"]
+    if st["admin"] != "ok":
+        return out
+    route = next((r for r in st["routes"] if r["service"] == cfg.service), None)
+    message = route["maintenance"] if route else None
+    out["maintenance"] = {"on": message is not None, "message": message}
+    if route is None:
+        out["behind_proxy"] = False
+        return out
+    out["upstream"], out["in_flight"] = route["upstream"], route["in_flight"]
+    out["behind_proxy"] = bool(cur and route["upstream"] == proxy.upstream_of(cfg, cur.name))
+    return out
+
+
+def describe_proxy(p: dict[str, Any] | None) -> str:
+    """One line for `plainsail status`."""
+    if p is None:
+        return "proxy: none configured (stop-start deploys)"
+    if p["state"] == "missing":
+        return ("proxy: MISSING (plainsail proxy boot, or the next deploy, starts it); the "
+                "service is not behind it")
+    if p["state"] != "running":
+        return (f"proxy: {p['state'].upper()}"
+                + (f" ({p['container']})" if p["container"] else "")
+                + f"; admin: {p['admin']}; plainsail proxy boot starts it")
+    if p["behind_proxy"] is None:
+        return f"proxy: running ({p['container']}), admin: {p['admin']}"
+    routed = ("behind the proxy" if p["behind_proxy"] else
+              f"NOT behind the proxy (the route points at {p['upstream']})" if p["upstream"]
+              else "NOT behind the proxy (no route)")
+    m = p["maintenance"] or {}
+    maint = (f"maintenance ON: {m.get('message')!r}" if m.get("on") else "maintenance off")
+    flight = f", {p['in_flight']} request(s) in flight" if p["in_flight"] else ""
+    return f"proxy: running ({p['container']}); {routed}{flight}; {maint}"

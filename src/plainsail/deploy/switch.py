@@ -61,6 +61,7 @@ class HostRun:
     restored_name: str = ""  # the container that runs the previous version after a restore
     old_stopped: bool = False  # behind the proxy: the old version was drained and stopped
     in_flight_at_switch: int | None = None  # behind the proxy: requests in flight then
+    maintenance: dict[str, Any] | None = None  # behind the proxy: maintenance at the deploy
     plan: HostPlan = field(default_factory=lambda: HostPlan("", []))
 
 
@@ -225,7 +226,10 @@ class Switcher:
         its own address; only a healthy one gets the route. Until the route switches, a
         failure leaves the old version serving as if nothing happened."""
         ex, px = run.ex, self.proxy
-        self.step(run, "proxy-boot", lambda: px.ensure_booted(ex, self.cfg))
+        booted: list[Any] = []
+        self.step(run, "proxy-boot", lambda: booted.append(px.ensure_booted(ex, self.cfg)))
+        message = getattr(booted[0], "maintenance", None) if booted else None
+        run.maintenance = {"on": message is not None, "message": message}
         run.new_name = run.plan.new_name
         self.planned(run, "start-retained")
         self.planned(run, "start-new")

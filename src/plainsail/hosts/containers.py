@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from plainsail.hosts import docker
 from plainsail.hosts.executor import Executor
 
+# Docker copies an image's labels onto its containers: the commit a container was built from.
+REVISION_LABEL = "org.opencontainers.image.revision"
+
 
 @dataclass(frozen=True)
 class Container:
@@ -23,6 +26,7 @@ class Container:
     created: str
     started: str
     image: str
+    revision: str = ""  # the image's org.opencontainers.image.revision label, if any
 
     @property
     def running(self) -> bool:
@@ -69,6 +73,7 @@ def parse_inspect(data: Mapping[str, object]) -> Container | None:
         created=str(data.get("Created", "")),
         started=str(state.get("StartedAt", "")),
         image=str(config.get("Image", "")) if isinstance(config, dict) else "",
+        revision=str(labels.get(REVISION_LABEL, "")),
     )
 
 

@@ -141,6 +141,16 @@ RULES: dict[str, Rule] = {r.id: r for r in [
 ]}
 
 
+# The compatibility rules: what they find breaks the previous application version, which
+# keeps running against the new schema during a deploy and after a rollback. The deploy's
+# schema gate refuses on these alone; the other rules are locking hazards.
+COMPATIBILITY = frozenset({
+    "drop-column", "drop-table", "rename-column", "rename-table", "change-column-type",
+    "add-not-null-column-without-default", "set-not-null", "drop-default",
+    "rename-enum-value", "drop-view", "drop-function", "rename-object",
+})
+
+
 @dataclass
 class Column:
     """What the history says about one column: its type and whether it has a default."""

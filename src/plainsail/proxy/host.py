@@ -125,15 +125,18 @@ def check_settings(ex: Executor, cfg: Config, st: HostState) -> None:
         "anew)")
 
 
-def _answers(ex: Executor, st: HostState) -> bool:
+def _answers(ex: Executor, st: HostState) -> dict[str, Any] | None:
+    """The proxy's config when its admin API answers, else None."""
     if not st.socket:
-        return False
+        return None
     try:
         with Admin(ex, st.socket_path, timeout=5) as api:
-            status, _ = api.request("GET", "/config/")
+            status, body = api.request("GET", "/config/")
     except ProxyError:
-        return False
-    return status == 200
+        return None
+    if status != 200:
+        return None
+    return body if isinstance(body, dict) else {}  # an empty config is `null`
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,7 @@ class Booted:
     action: str  # none, created, started, restarted
     seconds: float
     state_dir: str
+    maintenance: str | None = None  # the service's maintenance message then; None: off
 
 
 def ensure_booted(ex: Executor, cfg: Config) -> Booted:
@@ -152,15 +156,20 @@ def ensure_booted(ex: Executor, cfg: Config) -> Booted:
     creates it (and its network and state folder) when missing, starts it when stopped,
     restarts it when its admin socket is gone; all under the proxy's lock.
     """
+    from plainsail.proxy.caddyconf import current_maintenance
+
     start = time.monotonic()
     st = read_state(ex, cfg)
     check_settings(ex, cfg, st)
-    if st.status == "running" and _answers(ex, st):
-        return Booted(ex.host.name, st.name, "none", time.monotonic() - start, st.state_dir)
+    config = _answers(ex, st) if st.status == "running" else None
+    if config is not None:
+        return Booted(ex.host.name, st.name, "none", time.monotonic() - start, st.state_dir,
+                      current_maintenance(config, cfg.service))
     with proxy_lock(ex, st.state_dir, cfg.service, "boot"):
         st = read_state(ex, cfg)  # another deployer may have booted it meanwhile
         check_settings(ex, cfg, st)
-        if st.status == "running" and _answers(ex, st):
+        config = _answers(ex, st) if st.status == "running" else None
+        if config is not None:
             action = "none"
         elif st.status == "missing":
             _create(ex, cfg, st)
@@ -171,8 +180,10 @@ def ensure_booted(ex: Executor, cfg: Config) -> Booted:
         else:
             ex.run(argv.start(st.name), timeout=60, what="start the proxy")
             action = "started"
-        _wait_for_admin(ex, cfg)
-    return Booted(ex.host.name, st.name, action, time.monotonic() - start, st.state_dir)
+        if config is None:
+            config = _wait_for_admin(ex, cfg)
+    return Booted(ex.host.name, st.name, action, time.monotonic() - start, st.state_dir,
+                  current_maintenance(config, cfg.service))
 
 
 def _create(ex: Executor, cfg: Config, st: HostState) -> None:
@@ -198,12 +209,14 @@ def _create(ex: Executor, cfg: Config, st: HostState) -> None:
            input=json.dumps(record) + "\n", timeout=30, what="record the proxy's settings")
 
 
-def _wait_for_admin(ex: Executor, cfg: Config) -> None:
+def _wait_for_admin(ex: Executor, cfg: Config) -> dict[str, Any]:
+    """Wait until the proxy's admin API answers; its config."""
     deadline = time.monotonic() + BOOT_WAIT
     while True:
         st = read_state(ex, cfg)
-        if st.status == "running" and _answers(ex, st):
-            return
+        config = _answers(ex, st) if st.status == "running" else None
+        if config is not None:
+            return config
         if st.status not in ("running", "created", "restarting") or \
                 time.monotonic() > deadline:
             tail = ex.run(argv.logs(st.name, 5), timeout=30, check=False).tail(5)
