@@ -151,6 +151,19 @@ def test_history_falls_back_to_the_local_file_when_hosts_are_unreachable(
     assert strict.code == 1 and "cannot connect over SSH" in strict.err
 
 
+def test_status_lists_an_unreachable_host_and_exits_1(tmp_path: Path) -> None:
+    folder = _offline_project(tmp_path)
+    j = plainsail("status", "--json", cwd=folder)
+    assert j.code == 1, j.text
+    [host] = json.loads(j.out)["hosts"]  # still one JSON object on stdout
+    assert host["reachable"] is False and "cannot connect over SSH" in host["error"]
+    assert host["running"] is None
+
+    r = plainsail("status", cwd=folder)
+    assert r.code == 1
+    assert "UNREACHABLE: cannot connect over SSH" in r.out
+
+
 # ---------------------------------------------------------------- build records
 
 

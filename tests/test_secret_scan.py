@@ -9,7 +9,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import tempfile
 from typing import Any
 
 from tests.support.deploy_env import DeployDir, Webhook
@@ -40,8 +39,10 @@ def test_no_secret_leaks_and_every_deploy_still_works(deploy_dir: DeployDir,
     cfg.write_text(cfg.read_text().replace(
         "secrets: [DATABASE_URL]", "secrets: [DATABASE_URL, SHORT_PG, SHORT_APP]"))
     summary = d.path / "summary.md"
-    gha = {"GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(summary)}
-    crash_before = set(glob.glob(os.path.join(tempfile.gettempdir(), "plainsail-crash-*")))
+    crash_dir = d.path / "tmp"  # crash logs of these runs only, not of other test runs
+    crash_dir.mkdir()
+    gha = {"GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(summary),
+           "TMPDIR": str(crash_dir)}
 
     printed: list[str] = []
     json_docs: list[dict[str, Any]] = []
@@ -80,9 +81,9 @@ def test_no_secret_leaks_and_every_deploy_still_works(deploy_dir: DeployDir,
     assert {r["service"] for r in local} == {d.service}
     assert json_docs[0]["outcome"] == "succeeded" and json_docs[0]["service"] == d.service
 
-    crash_logs = set(glob.glob(os.path.join(tempfile.gettempdir(), "plainsail-crash-*")))
+    crash_logs = glob.glob(os.path.join(crash_dir, "plainsail-crash-*"))
     human = printed + webhook.bodies + [summary.read_text()]
-    human += [open(p).read() for p in crash_logs - crash_before]
+    human += [open(p).read() for p in crash_logs]
     texts = free_text(records) + free_text(local) + free_text(json_docs)
     secrets = [url, webhook.url, d.service, "postgres", "app"]
     for secret in secrets:

@@ -35,7 +35,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "maintenance": ("maintenance", "behind the proxy: answer 503 (maintenance page) for this "
                     "service, or stop doing so; deploys still work behind it"),
     "history": ("history", "list deploy attempts, newest first"),
-    "status": ("status", "show what runs on each host and its health now"),
+    "status": ("status", "show what runs on each host and its health now (exit 1 when a "
+               "host cannot be reached; the others are still shown)"),
     "logs": ("logs", "show the app container's logs"),
     "lock": ("lock", "show or release a service's deploy lock"),
     "proxy": ("proxy", "show, start or read the logs of the proxy on each host"),

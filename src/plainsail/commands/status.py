@@ -1,6 +1,7 @@
 """`plainsail status`: per host, what runs, since when, its health now, the rollback
 targets kept, the lock holder if any (an interrupted attempt named as such) and, with a
-proxy, the proxy's state, whether the service is behind it, and maintenance on/off."""
+proxy, the proxy's state, whether the service is behind it, and maintenance on/off. A host
+that cannot be reached is listed as such (exit 1) and the others are still shown."""
 
 from __future__ import annotations
 
@@ -14,10 +15,16 @@ from plainsail.output import print_json, say
 def run(args: argparse.Namespace) -> int:
     cfg = configlib.load(args.config)
     result = status(cfg, args.host)
+    unreachable = [e for e in result["hosts"] if not e["reachable"]]
+    code = 1 if unreachable else 0
     if args.json:
         print_json(result)
-        return 0
+        return code
     for e in result["hosts"]:
+        if not e["reachable"]:
+            error = e["error"].removeprefix(f"{e['host']}: ")
+            say(f"{e['host']}: UNREACHABLE: {error}")
+            continue
         run_ = e["running"]
         if run_:
             say(f"{e['host']}: {cfg.service} {run_['tag']} ({run_['digest'][:19]}) since "
@@ -33,4 +40,4 @@ def run(args: argparse.Namespace) -> int:
             since = f" since {lock['started']}" if lock.get("started") else ""
             say(f"  LOCKED by {lock['holder']}{since}"
                 + (f"; {lock['hint']}" if lock.get("hint") else ""))
-    return 0
+    return code

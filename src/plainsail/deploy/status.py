@@ -9,6 +9,7 @@ from typing import Any
 
 from plainsail.config.model import Config
 from plainsail.deploy.health import app_address, check, probe_once
+from plainsail.deploy.plan import select_hosts
 from plainsail.errors import PlainsailError, one_line
 from plainsail.hosts import state as hoststate
 from plainsail.hosts.containers import Container, current, list_service
@@ -22,31 +23,41 @@ def status(cfg: Config, hosts: list[str],
     containers, the lock (`interrupted` when its holder died without finishing), and the
     proxy (None without a proxy: block; see `proxy_now`)."""
     out: list[dict[str, Any]] = []
-    with opened(cfg, hosts, executors) as fleet:
-        for o in fleet:
-            containers = list_service(o.ex, cfg.service)
-            cur = current(containers)
-            entry: dict[str, Any] = {"host": o.host.name, "running": None, "health": None}
-            if cur:
-                entry["running"] = {"tag": cur.tag, "digest": cur.digest, "container": cur.name,
-                                    "since": cur.started, "deploy_id": cur.deploy_id}
-                entry["health"] = health_now(cfg, o, cur.name)
-            entry["proxy"] = proxy_now(cfg, o, cur) if cfg.proxy is not None else None
-            entry["retained"] = [
-                {"tag": c.tag, "digest": c.digest, "container": c.name, "status": c.status,
-                 "created": c.created}
-                for c in containers if c is not cur
-            ]
-            lock = hoststate.read_lock(o.ex, o.paths)
-            if lock is None:
-                entry["lock"] = None
-            elif isinstance(lock, str):
-                entry["lock"] = {"holder": "unknown", "interrupted": False}
-            else:
-                entry["lock"] = {**lock.__dict__, "interrupted": lock.holder_dead(),
-                                 "hint": lock.stale_hint().lstrip("; ")}
-            out.append(entry)
+    for host in select_hosts(cfg, hosts):
+        try:
+            with opened(cfg, [host.name], executors) as fleet:
+                out.append(_host_status(cfg, fleet[0]))
+        except PlainsailError as exc:  # one host down must not hide the others
+            out.append({"host": host.name, "reachable": False, "error": one_line(exc),
+                        "running": None, "health": None, "proxy": None, "retained": [],
+                        "lock": None})
     return {"service": cfg.service, "hosts": out}
+
+
+def _host_status(cfg: Config, o: Opened) -> dict[str, Any]:
+    containers = list_service(o.ex, cfg.service)
+    cur = current(containers)
+    entry: dict[str, Any] = {"host": o.host.name, "reachable": True, "error": None,
+                             "running": None, "health": None}
+    if cur:
+        entry["running"] = {"tag": cur.tag, "digest": cur.digest, "container": cur.name,
+                            "since": cur.started, "deploy_id": cur.deploy_id}
+        entry["health"] = health_now(cfg, o, cur.name)
+    entry["proxy"] = proxy_now(cfg, o, cur) if cfg.proxy is not None else None
+    entry["retained"] = [
+        {"tag": c.tag, "digest": c.digest, "container": c.name, "status": c.status,
+         "created": c.created}
+        for c in containers if c is not cur
+    ]
+    lock = hoststate.read_lock(o.ex, o.paths)
+    if lock is None:
+        entry["lock"] = None
+    elif isinstance(lock, str):
+        entry["lock"] = {"holder": "unknown", "interrupted": False}
+    else:
+        entry["lock"] = {**lock.__dict__, "interrupted": lock.holder_dead(),
+                         "hint": lock.stale_hint().lstrip("; ")}
+    return entry
 
 
 def health_now(cfg: Config, o: Opened, name: str) -> str:
