@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 
 from plainsail.errors import UsageError
@@ -11,7 +10,9 @@ from plainsail.output import say
 
 
 def run(args: argparse.Namespace) -> int:
-    if importlib.util.find_spec("pglast") is None:
+    from importlib.machinery import PathFinder
+
+    if PathFinder.find_spec("pglast") is None:
         raise UsageError("plainsail lint needs pglast: pip install 'plainsail[lint]'")
     from plainsail.lint import report
     from plainsail.lint.batch import lint_sources
@@ -46,13 +47,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _configured_layout(args: argparse.Namespace) -> str | None:
-    """`migrate.layout` from plainsail.yml when there is one (lint also runs without)."""
+    """`migrate.layout` from plainsail.yml when there is one (lint also runs without).
+    A file that never says `layout` cannot set it, so it is not loaded (loading and
+    checking the whole configuration costs more than linting a history)."""
     from pathlib import Path
 
+    path = Path(args.config or "plainsail.yml")
+    try:
+        if "layout" not in path.read_text(encoding="utf-8", errors="replace"):
+            return None
+    except OSError:
+        return None  # no configuration file: lint runs without one
     from plainsail.config import model as configlib
 
-    path = Path(args.config or configlib.DEFAULT_FILE)
-    if not path.is_file():
-        return None
     cfg = configlib.load(path)
     return cfg.migrate.layout if cfg.migrate else None

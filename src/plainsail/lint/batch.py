@@ -1,5 +1,6 @@
 """Lint many files fast: each file is parsed once, results are cached by the file's
-checksum, and files not in the cache are split across the CPU cores.
+checksum, and when many files are not in the cache they are split across the CPU cores
+(forked workers that send their results back through a pipe).
 
 The cache is a JSON file in $PLAINSAIL_LINT_CACHE (a folder; `off` disables it), else
 $XDG_CACHE_HOME/plainsail, else ~/.cache/plainsail. Its key covers the text, where the
@@ -11,11 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import os
-import tempfile
+import sys
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,24 +22,25 @@ from plainsail.lint.catalog import Column
 from plainsail.lint.engine import FileResult, Finding, analyze, resolve
 from plainsail.lint.sources import Source
 
-# Fewer uncached files than this are linted in this process: parsing one file takes about
-# 0.15 ms, so below this starting a second process costs more than it saves.
-PARALLEL_FROM = 2000
+# Fewer uncached files than this are linted in this process: linting one file takes about
+# 0.1-0.2 ms and forking a worker about 2 ms, so below this a second process saves little
+# (bench/lint_bench.py measures both ways).
+PARALLEL_FROM = 200
 _MAX_ENTRIES = 50_000
 
 
 def _salt() -> str:
     """Changes with the lint's code and with the installed pglast (its parser's file)."""
-    import importlib.util
+    from importlib.machinery import PathFinder
 
     h = hashlib.sha256()
-    spec = importlib.util.find_spec("pglast")
+    spec = PathFinder.find_spec("pglast")
     if spec is not None and spec.origin:
         for p in sorted(Path(spec.origin).parent.glob("parser*")):
             st = p.stat()
             h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns}".encode())
     here = Path(__file__).resolve().parent
-    for name in ("engine.py", "rules.py", "batch.py"):
+    for name in ("engine.py", "rules.py", "batch.py", "pgparse.py"):
         h.update((here / name).read_bytes())
     return h.hexdigest()[:16]
 
@@ -97,14 +97,13 @@ def _read_cache(path: Path | None) -> dict[str, Any]:
 def _write_cache(path: Path | None, entries: dict[str, Any]) -> None:
     if path is None:
         return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # then renamed: atomic
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=".lint-", suffix=".tmp",
-                                         delete=False, encoding="utf-8") as tmp:
-            tmp.write(json.dumps(entries, separators=(",", ":")))
-        os.replace(tmp.name, path)
+        tmp.write_text(json.dumps(entries, separators=(",", ":")), encoding="utf-8")
+        os.replace(tmp, path)
     except OSError:
-        pass  # a read-only home: lint without a cache
+        tmp.unlink(missing_ok=True)  # a read-only home: lint without a cache
 
 
 def _analyze_chunk(chunk: list[tuple[str, int, bool]]) -> list[list[Any]]:
@@ -112,13 +111,62 @@ def _analyze_chunk(chunk: list[tuple[str, int, bool]]) -> list[list[Any]]:
 
 
 def _workers(count: int) -> int:
+    if count < PARALLEL_FROM or not hasattr(os, "fork"):
+        return 1
+    threading = sys.modules.get("threading")
+    if threading is not None and threading.active_count() > 1:
+        return 1  # forking a process with other threads running is not safe
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
         os.cpu_count() or 1)
-    if count < PARALLEL_FROM or cpus < 2:
-        return 1
-    if "fork" not in multiprocessing.get_all_start_methods():
-        return 1  # spawning fresh interpreters costs more than it saves here
-    return min(cpus, 4)
+    return max(1, min(cpus, 4, count // (PARALLEL_FROM // 2)))
+
+
+def _forked(chunk: list[tuple[str, int, bool]]) -> tuple[int, int]:
+    """Start a worker for `chunk`; returns its pid and the pipe its result comes from."""
+    import marshal
+
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the worker: analyze, send, exit without running the parent's cleanup
+        code = 0
+        try:
+            os.close(r)
+            data = marshal.dumps(_analyze_chunk(chunk))
+            with os.fdopen(w, "wb") as out:
+                out.write(data)
+        except BaseException:  # noqa: BLE001 - the parent redoes the chunk itself
+            code = 1
+        os._exit(code)
+    os.close(w)
+    return pid, r
+
+
+def _collect(pid: int, r: int, chunk: list[tuple[str, int, bool]]) -> list[list[Any]]:
+    import marshal
+
+    with os.fdopen(r, "rb") as pipe:
+        data = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    if status == 0 and data:
+        try:
+            result = marshal.loads(data)
+            if isinstance(result, list) and len(result) == len(chunk):
+                return result
+        except (EOFError, ValueError, TypeError):
+            pass
+    return _analyze_chunk(chunk)  # the worker failed: do its share here
+
+
+def _analyze_parallel(jobs: list[tuple[str, int, bool]], n: int) -> list[list[Any]]:
+    size = -(-len(jobs) // n)
+    chunks = [jobs[k:k + size] for k in range(0, len(jobs), size)]
+    for name in ("plainsail.lint.pgparse", "plainsail.lint.rules"):
+        __import__(name)  # once, before forking, not in every worker
+    for out in (sys.stdout, sys.stderr):
+        out.flush()
+    started = [(_forked(c), c) for c in chunks[1:]]
+    first = _analyze_chunk(chunks[0])
+    return first + [d for (pid, r), c in started for d in _collect(pid, r, c)]
 
 
 def analyze_all(sources: Sequence[Source], use_cache: bool = True) -> list[FileResult]:
@@ -139,14 +187,7 @@ def analyze_all(sources: Sequence[Source], use_cache: bool = True) -> list[FileR
     if todo:
         jobs = [(sources[i].text, sources[i].first_line, sources[i].marked) for i in todo]
         n = _workers(len(jobs))
-        if n == 1:
-            dumped = _analyze_chunk(jobs)
-        else:
-            size = -(-len(jobs) // n)
-            chunks = [jobs[k:k + size] for k in range(0, len(jobs), size)]
-            ctx = multiprocessing.get_context("fork")
-            with ProcessPoolExecutor(max_workers=len(chunks), mp_context=ctx) as pool:
-                dumped = [d for part in pool.map(_analyze_chunk, chunks) for d in part]
+        dumped = _analyze_chunk(jobs) if n == 1 else _analyze_parallel(jobs, n)
         for i, data in zip(todo, dumped, strict=True):
             cache[keys[i]] = data
             results[i] = _load(data)

@@ -7,6 +7,8 @@ A finding is accepted with a comment on the statement's own lines or right above
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -69,8 +71,6 @@ class _Lines:
         self.starts = [m.end() for m in re.finditer("\n", text)]
 
     def __call__(self, pos: int) -> int:
-        from bisect import bisect_right
-
         return bisect_right(self.starts, pos) + 1
 
 
@@ -128,86 +128,65 @@ def _command_offsets(text: str, start: int, end: int) -> list[int]:
     return [_skip_blank(text, m.end()) if m else start, *out]
 
 
-# Statement kinds some rule looks at as a syntax tree. CREATE TABLE and CREATE FUNCTION
-# only tell later statements what exists, which the parser's JSON says faster; every other
-# kind (INSERT, UPDATE, COMMENT, GRANT, CREATE TRIGGER, ...) no rule looks at.
-_TREE_KINDS = {
-    "TransactionStmt", "VariableSetStmt", "CreateTableAsStmt", "ViewStmt", "AlterTableStmt",
-    "AlterEnumStmt", "RenameStmt", "DropStmt", "IndexStmt", "ReindexStmt", "VacuumStmt",
-    "ClusterStmt", "AlterDomainStmt", "DoStmt", "CallStmt", "CreatedbStmt", "DropdbStmt",
-    "CreateTableSpaceStmt", "DropTableSpaceStmt", "AlterSystemStmt",
-}
+# In the parser's JSON every statement starts with this; nested statements (a rule's
+# actions, a CREATE TABLE AS query) have no "stmt" key, and quotes inside strings are
+# escaped, so the pattern finds exactly the top-level statements.
+_STMT = re.compile(r'\{"stmt":\{"(\w+)"')
+_STMT_LOCATION = re.compile(r'"stmt_location":(\d+)')
+_STMT_LEN = re.compile(r'"stmt_len":(\d+)')
 
 
-def _sval(node: Any) -> str:
-    return str(node.get("String", {}).get("sval", "")) if isinstance(node, dict) else ""
+def _statements(text: str) -> tuple[list[tuple[int, int, str, dict[str, Any]]],
+                                     Callable[[int], int]]:
+    """(start, end, kind, node) of every statement, offsets in characters, from one parse;
+    and the function that turns the parser's byte offsets into character offsets.
 
-
-def _json_column(cd: dict[str, Any]) -> Column:
-    tn = cd.get("typeName", {})
-    names = [_sval(n) for n in tn.get("names", ())]
-    default = False
-    for c in cd.get("constraints", ()):
-        con = c.get("Constraint", {})
-        if con.get("contype") == "CONSTR_DEFAULT":
-            default = not con.get("raw_expr", {}).get("A_Const", {}).get("isnull", False)
-    return Column(type=names[-1].lower() if names else "", typmod=bool(tn.get("typmods")),
-                  default=default)
-
-
-def _json_create(kind: str, node: dict[str, Any], state: FileState) -> None:
-    """What CREATE TABLE and CREATE FUNCTION establish, read from the parser's JSON."""
-    if kind == "CreateStmt":
-        rv = node.get("relation", {})
-        relname, schema = str(rv.get("relname", "")), rv.get("schemaname")
-        state.created.update({f"{schema}.{relname}" if schema else relname, relname})
-        prefix = f"{schema}.{relname}" if schema and schema != "public" else relname
-        for elt in node.get("tableElts", ()):
-            cd = elt.get("ColumnDef")
-            if cd and cd.get("colname"):
-                state.columns[f"{prefix}.{cd['colname']}".lower()] = _json_column(cd)
-    else:
-        name = ".".join(_sval(n) for n in node.get("funcname", ()))
-        state.created.add(name)
-        for o in node.get("options", ()):
-            d = o.get("DefElem", {})
-            if d.get("defname") == "volatility" and _sval(d.get("arg")) in ("immutable",
-                                                                              "stable"):
-                state.safe_functions.add(name.split(".")[-1].lower())
-
-
-def _statements(text: str) -> list[tuple[int, int, str, dict[str, Any]]]:
-    """(start, end, kind, node) of every statement, offsets in characters; one parse."""
+    Only statements some rule looks at are decoded from the parser's JSON (node {} for the
+    others): an INSERT of a thousand rows costs a regular expression, not a decode."""
     import json
 
-    from pglast.parser import parse_sql_json
+    from plainsail.lint.pgparse import parse_sql_json
+    from plainsail.lint.rules import KINDS
 
-    data = json.loads(parse_sql_json(text))
-    raw = text.encode("utf-8") if not text.isascii() else None
+    doc = parse_sql_json(text)
+    if text.isascii():
+        def chars(pos: int) -> int:
+            return pos
+    else:
+        raw = text.encode("utf-8")
 
-    def chars(pos: int) -> int:
-        return pos if raw is None else len(raw[:pos].decode("utf-8", errors="ignore"))
+        def chars(pos: int) -> int:
+            return len(raw[:pos].decode("utf-8", errors="ignore"))
 
+    decode = json.JSONDecoder().raw_decode
+    found = list(_STMT.finditer(doc))
     out = []
-    for st in data.get("stmts", ()):
-        loc = int(st.get("stmt_location", 0))
-        length = int(st.get("stmt_len", 0))
+    for i, m in enumerate(found):
+        kind = m.group(1)
+        stop = found[i + 1].start() if i + 1 < len(found) else len(doc)
+        if kind in KINDS:
+            st, _ = decode(doc, m.start())
+            loc, length = int(st.get("stmt_location", 0)), int(st.get("stmt_len", 0))
+            node = st["stmt"][kind]
+        else:
+            tail = doc.rfind('"stmt_location"', m.end(), stop)
+            lm = _STMT_LOCATION.match(doc, tail) if tail >= 0 else None
+            tail = doc.rfind('"stmt_len"', m.end(), stop)
+            ln = _STMT_LEN.match(doc, tail) if tail >= 0 else None
+            loc, length = int(lm.group(1)) if lm else 0, int(ln.group(1)) if ln else 0
+            node = {}
         start = chars(loc)
         end = chars(loc + length) if length else len(text)
-        ((kind, node),) = st["stmt"].items()
         out.append((start, end, kind, node))
-    return out
+    return out, chars
 
 
 def analyze(text: str, first_line: int = 1, marked: bool = False) -> FileResult:
     """Lint one file on its own. `first_line` is where the no-transaction marker counts
     (dbmate: the up section's first line); `marked` is a layout's own marker.
 
-    The file is parsed once by PostgreSQL's parser (as JSON); only statements some rule
-    looks at become a pglast syntax tree, which is where most of the time would go."""
-    from pglast import ast, parse_sql
-    from pglast.parser import ParseError
-
+    The file is parsed once by PostgreSQL's parser, whose JSON the rules read directly."""
+    from plainsail.lint.pgparse import ParseError
     from plainsail.lint.rules import FileState, check, may_run_alone
 
     line_of = _Lines(text)
@@ -215,21 +194,19 @@ def analyze(text: str, first_line: int = 1, marked: bool = False) -> FileResult:
     findings = result.findings
     result.allows = _allows(text, findings)
     try:
-        stmts = _statements(text)
+        stmts, chars = _statements(text)
     except ParseError as exc:
         loc = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], int) else 0
         findings.append(Finding("", line_of(loc), 0, "parse-error",
                                 f"cannot parse: {exc.args[0]}"))
         return result
-    state = FileState()
-    parts = [text[start:end] for start, end, _, _ in stmts]
-    trees: list[Any] = [parse_sql(part)[0].stmt if kind in _TREE_KINDS else None
-                        for part, (_, _, kind, _) in zip(parts, stmts, strict=True)]
+    state = FileState(position=chars)
     # A plainsail file runs inside the runner's transaction; output of Alembic or Django,
     # which prints its own BEGIN/COMMIT, runs outside one between them.
     if any(kind == "TransactionStmt" for _, _, kind, _ in stmts):
         state.in_transaction = False
-    markers = [line_of(m.start()) for m in _MARKER.finditer(text)]
+    markers = [line_of(m.start()) for m in _MARKER.finditer(text)] if "plainsail" in text \
+        else []
     for line in markers:
         if line != first_line:
             findings.append(Finding(
@@ -238,56 +215,54 @@ def analyze(text: str, first_line: int = 1, marked: bool = False) -> FileResult:
                 "nothing, so the file runs in a transaction"))
     if marked or first_line in markers:
         state.in_transaction = False
-        if len(trees) != 1 or trees[0] is None or not may_run_alone(trees[0]):
+        if len(stmts) != 1 or not may_run_alone(stmts[0][2], stmts[0][3]):
             findings.append(Finding(
                 "", first_line, 0, "no-transaction-file",
-                f"marked no-transaction but holds {len(trees)} statement(s); it must hold "
+                f"marked no-transaction but holds {len(stmts)} statement(s); it must hold "
                 "exactly one statement that cannot run in a transaction"))
-    for number, ((loc, end, kind, node), part, tree) in enumerate(
-            zip(stmts, parts, trees, strict=True), start=1):
+    for number, (loc, end, kind, node) in enumerate(stmts, start=1):
         start = _skip_blank(text, loc)
         result.spans.append((number, line_of(start), line_of(max(start, end))))
-        if tree is None:
-            if kind in ("CreateStmt", "CreateFunctionStmt"):
-                _json_create(kind, node, state)
-            continue
-        offsets = (_command_offsets(part, 0, len(part))
-                   if isinstance(tree, ast.AlterTableStmt) else None)
-        for rule, message, at in check(tree, state, offsets):
-            pos = loc + at if at is not None else start
-            findings.append(Finding("", line_of(pos), number, rule, message))
+        offsets = ([loc + o for o in _command_offsets(text[loc:end], 0, end - loc)]
+                   if kind == "AlterTableStmt" else None)
+        for rule, message, at in check(kind, node, state, offsets):
+            findings.append(Finding("", line_of(at if at is not None else start), number,
+                                    rule, message))
         for d in state.pending_deferred:
-            result.deferred.append((d, line_of(loc + d[3] if d[3] is not None else start),
-                                    number))
-        if isinstance(tree, ast.DoStmt):
-            _do_block(tree, state, number, line_of, findings, result, loc)
+            result.deferred.append((d, line_of(d[3] if d[3] is not None else start), number))
+        if kind == "DoStmt":
+            _do_block(node, state, number, line_of, findings, result, chars)
     result.columns = state.columns
     return result
 
 
-def _do_block(stmt: Any, state: FileState, number: int, line_of: _Lines,
-              findings: list[Finding], result: FileResult, base_offset: int) -> None:
+def _do_block(node: dict[str, Any], state: FileState, number: int, line_of: _Lines,
+              findings: list[Finding], result: FileResult,
+              chars: Callable[[int], int]) -> None:
     """Lint the SQL a PL/pgSQL DO block runs: its statements and constant EXECUTE strings;
     a COMMIT or ROLLBACK inside needs a no-transaction file."""
-    from pglast import ast, parse_plpgsql, parse_sql
-    from pglast.parser import ParseError
+    import json
 
+    from plainsail.lint.pgparse import ParseError, parse_plpgsql_json, parse_sql_json
     from plainsail.lint.rules import check
 
     body, at, language = None, 0, "plpgsql"
-    for arg in stmt.args or ():
-        if isinstance(arg, ast.DefElem) and arg.defname == "as":
-            body, at = str(getattr(arg.arg, "sval", "")), arg.arg_location or 0
-        elif isinstance(arg, ast.DefElem) and arg.defname == "language":
-            language = str(getattr(arg.arg, "sval", "")).lower()
+    for arg in node.get("args") or ():
+        d = arg.get("DefElem", {})
+        value = d.get("arg", {}).get("String", {}).get("sval")
+        if d.get("defname") == "as" and isinstance(value, str):
+            body, at = value, max(0, int(d.get("arg_location", d.get("location", 0))))
+        elif d.get("defname") == "language" and isinstance(value, str):
+            language = value.lower()
     if body is None or language != "plpgsql":
         return
     try:
-        tree = parse_plpgsql("CREATE FUNCTION plainsail_do() RETURNS void LANGUAGE plpgsql "
-                             "AS $plainsail_do$" + body + "$plainsail_do$")
-    except (ParseError, Exception):  # noqa: BLE001 - a body pglast cannot read is skipped
+        tree = json.loads(parse_plpgsql_json(
+            "CREATE FUNCTION plainsail_do() RETURNS void LANGUAGE plpgsql "
+            "AS $plainsail_do$" + body + "$plainsail_do$"))
+    except (ParseError, ValueError):  # a body PostgreSQL cannot read fails when it runs
         return
-    base = line_of(base_offset + at)
+    base = line_of(chars(at))
     inner: list[tuple[int, str]] = []
     commits: list[int] = []
 
@@ -317,17 +292,23 @@ def _do_block(stmt: Any, state: FileState, number: int, line_of: _Lines,
                                 "concurrently-in-transaction",
                                 "a DO block that COMMITs or ROLLBACKs inside cannot run "
                                 "inside a transaction"))
-    for lineno, sql in inner:
-        try:
-            stmts = parse_sql(sql)
-        except ParseError:
-            continue
-        for r in stmts:
-            for rule, message, _at in check(r.stmt, state, None):
-                findings.append(Finding("", base + lineno - 1, number, rule,
-                                        f"{message} (inside a DO block)"))
-            for d in state.pending_deferred:
-                result.deferred.append((d, base + lineno - 1, number))
+    position = state.position
+    state.position = lambda _pos: None  # offsets inside the body are not the file's
+    try:
+        for lineno, sql in inner:
+            try:
+                stmts = json.loads(parse_sql_json(sql)).get("stmts", ())
+            except (ParseError, ValueError):
+                continue
+            for st in stmts:
+                ((kind, inner_node),) = st["stmt"].items()
+                for rule, message, _at in check(kind, inner_node, state, None):
+                    findings.append(Finding("", base + lineno - 1, number, rule,
+                                            f"{message} (inside a DO block)"))
+                for d in state.pending_deferred:
+                    result.deferred.append((d, base + lineno - 1, number))
+    finally:
+        state.position = position
 
 
 def resolve(path: str, result: FileResult, known: dict[str, Column],

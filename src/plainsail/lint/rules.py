@@ -1,19 +1,23 @@
-"""The lint's checks: they walk pglast's syntax tree, one statement at a time. The rules
-themselves (why, instead) are in catalog.py."""
+"""The lint's checks. They read the syntax tree as PostgreSQL's parser prints it (JSON,
+through pglast's parse_sql_json), one statement at a time: plain dicts and lists, so no
+node classes are built or imported. The rules themselves (why, instead) are in catalog.py.
+
+A node is `{"KindName": {...fields}}`; a statement is passed as its kind and its fields.
+Fields the parser leaves at their zero value (false, 0, empty) are absent.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
-
-from pglast import ast
-from pglast.enums import AlterTableType, ConstrType, ObjectType, TransactionStmtKind
 
 from plainsail.lint.catalog import ERROR, RULES, WARNING, Column, Deferred, Hit, Rule
 
 __all__ = ["ERROR", "RULES", "WARNING", "Column", "Deferred", "FileState", "Hit", "Rule",
            "check", "may_run_alone", "non_transactional"]
+
+Node = dict[str, Any]
 
 _VOLATILE = {"random", "gen_random_uuid", "uuid_generate_v1", "uuid_generate_v1mc",
              "uuid_generate_v4", "uuidv4", "uuidv7", "clock_timestamp", "timeofday",
@@ -49,263 +53,321 @@ class FileState:
     timezone_utc: bool = False
     safe_functions: set[str] = field(default_factory=set)  # declared IMMUTABLE/STABLE here
     columns: dict[str, Column] = field(default_factory=dict)  # set in this file
-    deferred: list[Deferred] = field(default_factory=list)
     pending_deferred: list[Deferred] = field(default_factory=list)  # of the current statement
+    # The parser's locations are byte offsets into the text it parsed; this maps them to
+    # offsets into the file (None: findings fall back to the statement's start).
+    position: Callable[[int], int | None] = lambda _pos: None
 
 
-def table_name(rv: ast.RangeVar | None) -> str:
-    if rv is None:
+def _sval(node: Any) -> str:
+    if isinstance(node, dict):
+        s = node.get("String")
+        if s is not None:
+            return str(s.get("sval", ""))
+        sv = node.get("sval")  # A_Const's {"sval": {"sval": ...}}
+        if isinstance(sv, dict):
+            return str(sv.get("sval", ""))
+    return ""
+
+
+def _dotted(items: Any) -> str:
+    """A qualified name: a list of String nodes, a List node or an ObjectWithArgs."""
+    if isinstance(items, dict):
+        if "ObjectWithArgs" in items:
+            items = items["ObjectWithArgs"].get("objname", ())
+        elif "List" in items:
+            items = items["List"].get("items", ())
+        else:
+            return _sval(items)
+    return ".".join(_sval(n) for n in items or ())
+
+
+def table_name(rv: Node | None) -> str:
+    if not rv:
         return "?"
-    return f"{rv.schemaname}.{rv.relname}" if rv.schemaname else str(rv.relname)
+    rel = str(rv.get("relname", ""))
+    return f"{rv['schemaname']}.{rel}" if rv.get("schemaname") else rel
 
 
-def column_key(rv: ast.RangeVar | None, column: str) -> str:
+def column_key(rv: Node | None, column: str) -> str:
     """A column's key across files: schema `public` is the same as no schema."""
-    if rv is None:
+    if not rv:
         return f"?.{column}"
-    schema = str(rv.schemaname) if rv.schemaname and rv.schemaname != "public" else ""
-    return f"{schema + '.' if schema else ''}{rv.relname}.{column}".lower()
+    schema = str(rv.get("schemaname") or "")
+    schema = "" if schema == "public" else schema
+    return f"{schema + '.' if schema else ''}{rv.get('relname', '')}.{column}".lower()
 
 
-def _is_new(state: FileState, rv: ast.RangeVar | None) -> bool:
-    if rv is None:
+def _is_new(state: FileState, rv: Node | None) -> bool:
+    if not rv:
         return False
-    return table_name(rv) in state.created or str(rv.relname) in state.created
+    return table_name(rv) in state.created or str(rv.get("relname")) in state.created
 
 
-def _walk(node: Any) -> Iterator[Any]:
-    if isinstance(node, list | tuple):
+def _walk(node: Any) -> Iterator[tuple[str, Any]]:
+    """Every (kind, fields) below `node`."""
+    if isinstance(node, list):
         for item in node:
             yield from _walk(item)
-    elif isinstance(node, ast.Node):
-        yield node
-        for name in getattr(type(node), "__slots__", ()):
-            yield from _walk(getattr(node, name, None))
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            if isinstance(value, dict) and key[:1].isupper():
+                yield key, value
+            if isinstance(value, dict | list):
+                yield from _walk(value)
 
 
 def _func_names(expr: Any) -> set[str]:
-    return {str(n.funcname[-1].sval).lower() for n in _walk(expr)
-            if isinstance(n, ast.FuncCall) and n.funcname}
+    return {_sval(f["funcname"][-1]).lower() for kind, f in _walk(expr)
+            if kind == "FuncCall" and f.get("funcname")}
 
 
-def _names(tn: ast.TypeName | None) -> str:
-    names = tn.names if tn is not None else ()
-    return str(names[-1].sval).lower() if names else ""
+def _type_name(tn: Node | None) -> str:
+    names = (tn or {}).get("names") or ()
+    return _sval(names[-1]).lower() if names else ""
 
 
-def _type_name(col: ast.ColumnDef) -> str:
-    return _names(col.typeName)
+def _has_typmod(tn: Node | None) -> bool:
+    return bool((tn or {}).get("typmods"))
 
 
-def _has_typmod(tn: ast.TypeName | None) -> bool:
-    return bool(tn is not None and tn.typmods)
+def _loc(state: FileState, node: Node | None) -> int | None:
+    loc = (node or {}).get("location")
+    return state.position(loc) if isinstance(loc, int) and loc >= 0 else None
 
 
-def _loc(node: Any) -> int | None:
-    loc = getattr(node, "location", None)
-    return loc if isinstance(loc, int) and loc >= 0 else None
+def _unwrap(node: Any, kind: str) -> Node | None:
+    return node.get(kind) if isinstance(node, dict) else None
 
 
-def _dotted(obj: Any) -> str:
-    if isinstance(obj, ast.ObjectWithArgs):
-        obj = obj.objname
-    if isinstance(obj, list | tuple):
-        return ".".join(str(getattr(s, "sval", s)) for s in obj)
-    return str(getattr(obj, "sval", obj))
+def _is_null(expr: Any) -> bool:
+    c = _unwrap(expr, "A_Const")
+    return c is not None and bool(c.get("isnull"))
 
 
-def non_transactional(stmt: Any) -> str | None:
-    if isinstance(stmt, ast.IndexStmt) and stmt.concurrent:
+def _constraints(col: Node) -> list[Node]:
+    return [c["Constraint"] for c in col.get("constraints") or () if "Constraint" in c]
+
+
+def _has_option(node: Node, key: str, name: str) -> bool:
+    return any(_unwrap(o, "DefElem") and o["DefElem"].get("defname") == name
+               for o in node.get(key) or ())
+
+
+def non_transactional(kind: str, node: Node) -> str | None:
+    if kind == "IndexStmt" and node.get("concurrent"):
         return "CREATE INDEX CONCURRENTLY"
-    if isinstance(stmt, ast.DropStmt) and stmt.concurrent:
+    if kind == "DropStmt" and node.get("concurrent"):
         return "DROP INDEX CONCURRENTLY"
-    if isinstance(stmt, ast.ReindexStmt) and any(
-            getattr(p, "defname", "") == "concurrently" for p in stmt.params or ()):
+    if kind == "ReindexStmt" and _has_option(node, "params", "concurrently"):
         return "REINDEX CONCURRENTLY"
-    if isinstance(stmt, ast.AlterTableStmt):
-        for cmd in stmt.cmds or ():
-            if cmd.subtype == AlterTableType.AT_DetachPartition and getattr(
-                    cmd.def_, "concurrent", False):
+    if kind == "AlterTableStmt":
+        for c in node.get("cmds") or ():
+            cmd = c.get("AlterTableCmd", {})
+            part = _unwrap(cmd.get("def"), "PartitionCmd")
+            if cmd.get("subtype") == "AT_DetachPartition" and part and part.get("concurrent"):
                 return "DETACH PARTITION CONCURRENTLY"
-    if isinstance(stmt, ast.VacuumStmt):
-        return "VACUUM" if stmt.is_vacuumcmd else None  # ANALYZE runs in a transaction
-    kinds = {ast.CreatedbStmt: "CREATE DATABASE",
-             ast.DropdbStmt: "DROP DATABASE", ast.CreateTableSpaceStmt: "CREATE TABLESPACE",
-             ast.DropTableSpaceStmt: "DROP TABLESPACE", ast.AlterSystemStmt: "ALTER SYSTEM"}
-    for cls, what in kinds.items():
-        if isinstance(stmt, cls):
-            return what
-    return None
+    if kind == "VacuumStmt":
+        return "VACUUM" if node.get("is_vacuumcmd") else None  # ANALYZE runs in a transaction
+    return {"CreatedbStmt": "CREATE DATABASE", "DropdbStmt": "DROP DATABASE",
+            "CreateTableSpaceStmt": "CREATE TABLESPACE",
+            "DropTableSpaceStmt": "DROP TABLESPACE", "AlterSystemStmt": "ALTER SYSTEM"}.get(kind)
 
 
-def may_run_alone(stmt: Any) -> bool:
+def may_run_alone(kind: str, node: Node) -> bool:
     """What a no-transaction file may hold (the runner's files.may_run_alone): a statement
     that cannot run in a transaction, a DO block or CALL (may COMMIT), VACUUM or ANALYZE."""
-    return bool(non_transactional(stmt)) or isinstance(
-        stmt, ast.DoStmt | ast.CallStmt | ast.VacuumStmt)
+    return bool(non_transactional(kind, node)) or kind in ("DoStmt", "CallStmt", "VacuumStmt")
 
 
-def check(stmt: Any, state: FileState, offsets: list[int] | None = None) -> list[Hit]:
+# Statement kinds some rule looks at; every other kind (INSERT, UPDATE, COMMENT, GRANT,
+# CREATE TRIGGER, ...) passes without a look.
+KINDS = frozenset({
+    "TransactionStmt", "VariableSetStmt", "CreateStmt", "CreateTableAsStmt", "ViewStmt",
+    "CreateFunctionStmt", "AlterTableStmt", "AlterEnumStmt", "RenameStmt", "DropStmt",
+    "IndexStmt", "ReindexStmt", "VacuumStmt", "ClusterStmt", "AlterDomainStmt", "DoStmt",
+    "CallStmt", "CreatedbStmt", "DropdbStmt", "CreateTableSpaceStmt", "DropTableSpaceStmt",
+    "AlterSystemStmt",
+})
+
+
+def check(kind: str, node: Node, state: FileState,
+          offsets: list[int] | None = None) -> list[Hit]:
     """Findings for one statement; updates `state` with what it establishes. `offsets`
-    holds where each ALTER TABLE command starts in the text, for pointing at the clause."""
+    holds where each ALTER TABLE command starts in the file, for pointing at the clause."""
     hits: list[Hit] = []
     state.pending_deferred = []
-    what = non_transactional(stmt)
+    if kind not in KINDS:
+        return hits
+    what = non_transactional(kind, node)
     if what and state.in_transaction:
         hits.append(("concurrently-in-transaction", f"{what} cannot run inside a transaction",
                      None))
-    if isinstance(stmt, ast.TransactionStmt):
-        if stmt.kind in (TransactionStmtKind.TRANS_STMT_BEGIN,
-                         TransactionStmtKind.TRANS_STMT_START):
+    if kind == "TransactionStmt":
+        tk = node.get("kind")
+        if tk in ("TRANS_STMT_BEGIN", "TRANS_STMT_START"):
             state.in_transaction = True
-        elif stmt.kind in (TransactionStmtKind.TRANS_STMT_COMMIT,
-                           TransactionStmtKind.TRANS_STMT_ROLLBACK):
+        elif tk in ("TRANS_STMT_COMMIT", "TRANS_STMT_ROLLBACK"):
             state.in_transaction = False
-    elif isinstance(stmt, ast.VariableSetStmt):
-        if stmt.name == "lock_timeout":
+    elif kind == "VariableSetStmt":
+        name = node.get("name")
+        if name == "lock_timeout":
             state.lock_timeout = True
-        elif stmt.name == "timezone":
-            value = [str(getattr(a.val, "sval", "")).upper() for a in stmt.args or ()
-                     if isinstance(a, ast.A_Const) and a.val is not None]
+        elif name == "timezone":
+            value = [_sval(a.get("A_Const")).upper() for a in node.get("args") or ()
+                     if "A_Const" in a]
             state.timezone_utc = value in (["UTC"], ["ETC/UTC"], ["Z"], ["GMT"])
-    elif isinstance(stmt, ast.CreateStmt | ast.CreateTableAsStmt | ast.ViewStmt):
-        if isinstance(stmt, ast.CreateStmt | ast.ViewStmt):
-            rv = stmt.relation if isinstance(stmt, ast.CreateStmt) else stmt.view
-        else:
-            rv = stmt.into.rel if stmt.into is not None else None
-        if rv is not None:
-            state.created.update({table_name(rv), str(rv.relname)})
-            if isinstance(stmt, ast.CreateStmt):
-                for elt in stmt.tableElts or ():
-                    if isinstance(elt, ast.ColumnDef) and elt.colname:
-                        state.columns[column_key(rv, str(elt.colname))] = _column_of(elt)
-    elif isinstance(stmt, ast.CreateFunctionStmt):
-        name = _dotted(stmt.funcname)
+    elif kind in ("CreateStmt", "CreateTableAsStmt", "ViewStmt"):
+        rv = (node.get("relation") if kind == "CreateStmt" else node.get("view")
+              if kind == "ViewStmt" else (node.get("into") or {}).get("rel"))
+        if rv:
+            state.created.update({table_name(rv), str(rv.get("relname"))})
+            for elt in node.get("tableElts") or () if kind == "CreateStmt" else ():
+                cd = elt.get("ColumnDef")
+                if cd and cd.get("colname"):
+                    state.columns[column_key(rv, str(cd["colname"]))] = _column_of(cd)
+    elif kind == "CreateFunctionStmt":
+        name = _dotted(node.get("funcname"))
         state.created.add(name)
-        vol = [str(getattr(o.arg, "sval", "")) for o in stmt.options or ()
-               if isinstance(o, ast.DefElem) and o.defname == "volatility"]
+        vol = [_sval(o["DefElem"].get("arg")) for o in node.get("options") or ()
+               if o.get("DefElem", {}).get("defname") == "volatility"]
         if vol and vol[0] in ("immutable", "stable"):
             state.safe_functions.add(name.split(".")[-1].lower())
-    elif isinstance(stmt, ast.AlterTableStmt) and stmt.objtype == ObjectType.OBJECT_TABLE:
-        if not _is_new(state, stmt.relation):
-            hits += _alter_table(stmt, state, offsets or [])
-            _needs_lock_timeout(state, hits, table_name(stmt.relation))
-        _record_alter(stmt, state)
-    elif isinstance(stmt, ast.AlterEnumStmt) and stmt.oldVal:
+    elif kind == "AlterTableStmt" and node.get("objtype") == "OBJECT_TABLE":
+        rv = node.get("relation")
+        if not _is_new(state, rv):
+            hits += _alter_table(node, state, offsets or [])
+            _needs_lock_timeout(state, hits, table_name(rv))
+        _record_alter(node, state)
+    elif kind == "AlterEnumStmt" and node.get("oldVal"):
         hits.append(("rename-enum-value",
-                     f"renames value '{stmt.oldVal}' of enum {_dotted(stmt.typeName)} to "
-                     f"'{stmt.newVal}'", None))
-    elif isinstance(stmt, ast.RenameStmt):
-        hits += _rename(stmt, state)
-    elif isinstance(stmt, ast.DropStmt):
-        hits += _drop(stmt, state)
-    elif isinstance(stmt, ast.IndexStmt):
-        if not stmt.concurrent and not _is_new(state, stmt.relation):
-            name = f"index {stmt.idxname} " if stmt.idxname else "an index "
+                     f"renames value '{node['oldVal']}' of enum {_dotted(node.get('typeName'))} "
+                     f"to '{node.get('newVal')}'", None))
+    elif kind == "RenameStmt":
+        hits += _rename(node, state)
+    elif kind == "DropStmt":
+        hits += _drop(node, state)
+    elif kind == "IndexStmt":
+        rv = node.get("relation")
+        if not node.get("concurrent") and not _is_new(state, rv):
+            name = f"index {node['idxname']} " if node.get("idxname") else "an index "
             hits.append(("index-without-concurrently",
-                         f"builds {name}on {table_name(stmt.relation)} without CONCURRENTLY",
-                         None))
-            _needs_lock_timeout(state, hits, table_name(stmt.relation))
-    elif isinstance(stmt, ast.ReindexStmt) and not non_transactional(stmt):
-        if stmt.relation is not None and not _is_new(state, stmt.relation):
+                         f"builds {name}on {table_name(rv)} without CONCURRENTLY", None))
+            _needs_lock_timeout(state, hits, table_name(rv))
+    elif kind == "ReindexStmt" and not what:
+        rv = node.get("relation")
+        if rv and not _is_new(state, rv):
             hits.append(("index-without-concurrently",
-                         f"rebuilds {table_name(stmt.relation)} without CONCURRENTLY", None))
-    elif isinstance(stmt, ast.VacuumStmt) and stmt.is_vacuumcmd and any(
-            getattr(o, "defname", "") == "full" for o in stmt.options or ()):
+                         f"rebuilds {table_name(rv)} without CONCURRENTLY", None))
+    elif kind == "VacuumStmt" and node.get("is_vacuumcmd") and _has_option(node, "options",
+                                                                            "full"):
         hits.append(("table-rewrite", "VACUUM FULL rewrites the table under an ACCESS "
                      "EXCLUSIVE lock", None))
-    elif isinstance(stmt, ast.ClusterStmt):
-        hits.append(("table-rewrite", f"CLUSTER rewrites {table_name(stmt.relation)} under an "
-                     "ACCESS EXCLUSIVE lock", None))
-    elif isinstance(stmt, ast.AlterDomainStmt) and stmt.subtype == "C" and isinstance(
-            stmt.def_, ast.Constraint) and not stmt.def_.skip_validation:
-        hits.append(("constraint-without-not-valid",
-                     f"adds a constraint to domain {_dotted(stmt.typeName)} without NOT VALID "
-                     "(checks every column of that domain)", _loc(stmt.def_)))
+    elif kind == "ClusterStmt":
+        hits.append(("table-rewrite", f"CLUSTER rewrites {table_name(node.get('relation'))} "
+                     "under an ACCESS EXCLUSIVE lock", None))
+    elif kind == "AlterDomainStmt" and node.get("subtype") == "C":
+        con = _unwrap(node.get("def"), "Constraint")
+        if con is not None and not con.get("skip_validation"):
+            hits.append(("constraint-without-not-valid",
+                         f"adds a constraint to domain {_dotted(node.get('typeName'))} without "
+                         "NOT VALID (checks every column of that domain)", _loc(state, con)))
     return hits
 
 
-def _column_of(col: ast.ColumnDef) -> Column:
-    default = next((c.raw_expr for c in col.constraints or ()
-                    if c.contype == ConstrType.CONSTR_DEFAULT), None)
-    is_null = isinstance(default, ast.A_Const) and default.isnull
-    return Column(type=_type_name(col), typmod=_has_typmod(col.typeName),
-                  default=default is not None and not is_null)
+def _column_of(col: Node) -> Column:
+    default = next((c.get("raw_expr") for c in _constraints(col)
+                    if c.get("contype") == "CONSTR_DEFAULT"), None)
+    tn = col.get("typeName")
+    return Column(type=_type_name(tn), typmod=_has_typmod(tn),
+                  default=default is not None and not _is_null(default))
 
 
-def _record_alter(stmt: ast.AlterTableStmt, state: FileState) -> None:
+def _cmds(node: Node) -> list[Node]:
+    return [c["AlterTableCmd"] for c in node.get("cmds") or () if "AlterTableCmd" in c]
+
+
+def _record_alter(node: Node, state: FileState) -> None:
     """Remember what an ALTER TABLE does to columns, for later statements and files."""
-    for cmd in stmt.cmds or ():
-        sub = cmd.subtype
-        if sub == AlterTableType.AT_AddColumn and isinstance(cmd.def_, ast.ColumnDef):
-            state.columns[column_key(stmt.relation, str(cmd.def_.colname))] = \
-                _column_of(cmd.def_)
+    rv = node.get("relation")
+    for cmd in _cmds(node):
+        sub = cmd.get("subtype")
+        cd = _unwrap(cmd.get("def"), "ColumnDef")
+        if sub == "AT_AddColumn" and cd is not None:
+            state.columns[column_key(rv, str(cd.get("colname")))] = _column_of(cd)
             continue
-        if not cmd.name:
+        if not cmd.get("name"):
             continue
-        key = column_key(stmt.relation, str(cmd.name))
-        if sub == AlterTableType.AT_ColumnDefault:
+        key = column_key(rv, str(cmd["name"]))
+        if sub == "AT_ColumnDefault":
             col = state.columns.setdefault(key, Column())
-            is_null = cmd.def_ is None or (isinstance(cmd.def_, ast.A_Const)
-                                           and cmd.def_.isnull)
-            col.default = not is_null
-        elif sub == AlterTableType.AT_AlterColumnType and isinstance(cmd.def_, ast.ColumnDef):
+            col.default = not (cmd.get("def") is None or _is_null(cmd.get("def")))
+        elif sub == "AT_AlterColumnType" and cd is not None:
             col = state.columns.setdefault(key, Column())
-            col.type, col.typmod = _type_name(cmd.def_), _has_typmod(cmd.def_.typeName)
-        elif sub == AlterTableType.AT_DropColumn:
+            col.type, col.typmod = _type_name(cd.get("typeName")), _has_typmod(
+                cd.get("typeName"))
+        elif sub == "AT_DropColumn":
             state.columns.pop(key, None)
 
 
-def _rename(stmt: ast.RenameStmt, state: FileState) -> list[Hit]:
+def _rename(node: Node, state: FileState) -> list[Hit]:
     hits: list[Hit] = []
-    kind = stmt.renameType
-    if kind in (ObjectType.OBJECT_COLUMN, ObjectType.OBJECT_TABLE):
-        rv, table = stmt.relation, table_name(stmt.relation)
+    kind = node.get("renameType")
+    rv = node.get("relation")
+    if kind in ("OBJECT_COLUMN", "OBJECT_TABLE"):
+        # ALTER VIEW v RENAME COLUMN is renameType OBJECT_COLUMN on relationType VIEW.
         if _is_new(state, rv):
             return hits
-        if kind == ObjectType.OBJECT_COLUMN:
-            hits.append(("rename-column",
-                         f"renames column {table}.{stmt.subname} to {stmt.newname}", None))
+        table = table_name(rv)
+        if kind == "OBJECT_COLUMN":
+            if node.get("relationType") in ("OBJECT_VIEW", "OBJECT_MATVIEW"):
+                return [("rename-object", f"renames column {table}.{node.get('subname')} of "
+                         f"a view to {node.get('newname')}", None)]
+            hits.append(("rename-column", f"renames column {table}.{node.get('subname')} to "
+                         f"{node.get('newname')}", None))
         else:
-            hits.append(("rename-table", f"renames table {table} to {stmt.newname}", None))
+            hits.append(("rename-table", f"renames table {table} to {node.get('newname')}",
+                         None))
         _needs_lock_timeout(state, hits, table)
-    elif kind in (ObjectType.OBJECT_VIEW, ObjectType.OBJECT_MATVIEW):
-        if not _is_new(state, stmt.relation):
-            what = "view" if kind == ObjectType.OBJECT_VIEW else "materialized view"
-            hits.append(("rename-object", f"renames {what} {table_name(stmt.relation)} to "
-                         f"{stmt.newname}", None))
-    elif kind in (ObjectType.OBJECT_FUNCTION, ObjectType.OBJECT_PROCEDURE):
-        name = _dotted(stmt.object)
-        if name not in state.created:
-            what = "function" if kind == ObjectType.OBJECT_FUNCTION else "procedure"
-            hits.append(("rename-object", f"renames {what} {name} to {stmt.newname}", None))
+    elif kind in ("OBJECT_VIEW", "OBJECT_MATVIEW"):
+        if not _is_new(state, rv):
+            what = "view" if kind == "OBJECT_VIEW" else "materialized view"
+            hits.append(("rename-object", f"renames {what} {table_name(rv)} to "
+                         f"{node.get('newname')}", None))
+    elif kind in ("OBJECT_FUNCTION", "OBJECT_PROCEDURE"):
+        name = _dotted(node.get("object"))
+        if name not in state.created and name.split(".")[-1] not in state.created:
+            what = "function" if kind == "OBJECT_FUNCTION" else "procedure"
+            hits.append(("rename-object", f"renames {what} {name} to {node.get('newname')}",
+                         None))
     return hits
 
 
 _DROP_KINDS = {
-    ObjectType.OBJECT_VIEW: ("drop-view", "view"),
-    ObjectType.OBJECT_MATVIEW: ("drop-view", "materialized view"),
-    ObjectType.OBJECT_FUNCTION: ("drop-function", "function"),
-    ObjectType.OBJECT_PROCEDURE: ("drop-function", "procedure"),
+    "OBJECT_VIEW": ("drop-view", "view"),
+    "OBJECT_MATVIEW": ("drop-view", "materialized view"),
+    "OBJECT_FUNCTION": ("drop-function", "function"),
+    "OBJECT_PROCEDURE": ("drop-function", "procedure"),
 }
 
 
-def _drop(stmt: ast.DropStmt, state: FileState) -> list[Hit]:
+def _drop(node: Node, state: FileState) -> list[Hit]:
     hits: list[Hit] = []
-    names = [_dotted(obj) for obj in stmt.objects or ()
-             if isinstance(obj, list | tuple | ast.ObjectWithArgs)]
+    names = [_dotted(obj) for obj in node.get("objects") or ()
+             if isinstance(obj, dict) and ("List" in obj or "ObjectWithArgs" in obj)]
     old = [n for n in names if n not in state.created
            and n.split(".")[-1] not in state.created]
-    if stmt.removeType == ObjectType.OBJECT_TABLE:
+    kind = node.get("removeType")
+    if kind == "OBJECT_TABLE":
         if old:
             hits.append(("drop-table", f"drops table {', '.join(old)}", None))
             _needs_lock_timeout(state, hits, old[0])
-    elif stmt.removeType == ObjectType.OBJECT_INDEX and not stmt.concurrent:
+    elif kind == "OBJECT_INDEX" and not node.get("concurrent"):
         hits.append(("drop-index-without-concurrently",
                      f"drops index {', '.join(names)} without CONCURRENTLY", None))
         _needs_lock_timeout(state, hits, names[0] if names else "?")
-    elif stmt.removeType in _DROP_KINDS and old:
-        rule, what = _DROP_KINDS[stmt.removeType]
+    elif kind in _DROP_KINDS and old:
+        rule, what = _DROP_KINDS[kind]
         hits.append((rule, f"drops {what} {', '.join(old)}", None))
     return hits
 
@@ -317,92 +379,106 @@ def _needs_lock_timeout(state: FileState, hits: list[Hit], table: str) -> None:
                      f"locks {table} with no SET lock_timeout earlier in the file", None))
 
 
-def _alter_table(stmt: ast.AlterTableStmt, state: FileState, offsets: list[int]) -> list[Hit]:
-    table = table_name(stmt.relation)
+_REWRITES = {"AT_SetLogged": "SET LOGGED", "AT_SetUnLogged": "SET UNLOGGED",
+             "AT_SetTableSpace": "SET TABLESPACE"}
+
+
+def _alter_table(node: Node, state: FileState, offsets: list[int]) -> list[Hit]:
+    rv = node.get("relation")
+    table = table_name(rv)
     hits: list[Hit] = []
-    for i, cmd in enumerate(stmt.cmds or ()):
+    for i, cmd in enumerate(_cmds(node)):
         at = offsets[i] if i < len(offsets) else None
-        sub = cmd.subtype
-        col = f"{table}.{cmd.name}"
-        key = column_key(stmt.relation, str(cmd.name)) if cmd.name else ""
-        if sub == AlterTableType.AT_DropColumn:
+        sub = cmd.get("subtype")
+        name = cmd.get("name")
+        col = f"{table}.{name}"
+        key = column_key(rv, str(name)) if name else ""
+        definition = cmd.get("def")
+        cd, con = _unwrap(definition, "ColumnDef"), _unwrap(definition, "Constraint")
+        if sub == "AT_DropColumn":
             hits.append(("drop-column", f"drops column {col}", at))
-        elif sub == AlterTableType.AT_AlterColumnType and isinstance(cmd.def_, ast.ColumnDef):
-            hits += _type_change(state, col, key, cmd.def_, at)
-        elif sub == AlterTableType.AT_SetNotNull:
+        elif sub == "AT_AlterColumnType" and cd is not None:
+            hits += _type_change(state, col, key, cd, at)
+        elif sub == "AT_SetNotNull":
             hits.append(("set-not-null", f"sets NOT NULL on {col}", at))
-        elif sub == AlterTableType.AT_ColumnDefault and (
-                cmd.def_ is None or (isinstance(cmd.def_, ast.A_Const) and cmd.def_.isnull)):
+        elif sub == "AT_ColumnDefault" and (definition is None or _is_null(definition)):
             known = state.columns.get(key)
             message = f"drops the default of {col}"
             if known is None:
                 state.pending_deferred.append(("drop-default", message, key, at, "default"))
             elif known.default:
                 hits.append(("drop-default", message, at))
-        elif sub == AlterTableType.AT_AddColumn and isinstance(cmd.def_, ast.ColumnDef):
-            hits += _add_column(table, cmd.def_, state, at)
-        elif sub == AlterTableType.AT_AddConstraint and isinstance(cmd.def_, ast.Constraint):
-            c = cmd.def_
-            name = f" {c.conname}" if c.conname else ""
-            if c.contype in (ConstrType.CONSTR_FOREIGN, ConstrType.CONSTR_CHECK) and \
-                    not c.skip_validation:
-                kind = "FOREIGN KEY" if c.contype == ConstrType.CONSTR_FOREIGN else "CHECK"
-                hits.append(("constraint-without-not-valid",
-                             f"adds {kind} constraint{name} on {table} without NOT VALID", at))
-            elif c.contype in (ConstrType.CONSTR_UNIQUE, ConstrType.CONSTR_PRIMARY,
-                               ConstrType.CONSTR_EXCLUSION) and not c.indexname:
-                kind = {ConstrType.CONSTR_UNIQUE: "UNIQUE",
-                        ConstrType.CONSTR_PRIMARY: "PRIMARY KEY"}.get(c.contype, "EXCLUDE")
-                hits.append(("unique-without-index",
-                             f"adds a {kind} constraint{name} on {table}, which builds its "
-                             "index under a write lock (no USING INDEX)", at))
-        elif sub in (AlterTableType.AT_SetLogged, AlterTableType.AT_SetUnLogged,
-                     AlterTableType.AT_SetTableSpace):
-            what = {AlterTableType.AT_SetLogged: "SET LOGGED",
-                    AlterTableType.AT_SetUnLogged: "SET UNLOGGED"}.get(sub, "SET TABLESPACE")
-            hits.append(("table-rewrite", f"{what} rewrites {table} under an ACCESS "
+        elif sub == "AT_AddColumn" and cd is not None:
+            hits += _add_column(table, cd, state, at)
+        elif sub == "AT_AddConstraint" and con is not None:
+            hits += _add_constraint(table, con, at)
+        elif sub in _REWRITES:
+            hits.append(("table-rewrite", f"{_REWRITES[sub]} rewrites {table} under an ACCESS "
                          "EXCLUSIVE lock", at))
     return hits
 
 
-def _type_change(state: FileState, col: str, key: str, new: ast.ColumnDef,
+_KEY_KINDS = {"CONSTR_UNIQUE": "UNIQUE", "CONSTR_PRIMARY": "PRIMARY KEY",
+              "CONSTR_EXCLUSION": "EXCLUDE"}
+
+
+def _add_constraint(table: str, c: Node, at: int | None) -> list[Hit]:
+    name = f" {c['conname']}" if c.get("conname") else ""
+    contype = c.get("contype")
+    if contype in ("CONSTR_FOREIGN", "CONSTR_CHECK") and not c.get("skip_validation"):
+        what = "FOREIGN KEY" if contype == "CONSTR_FOREIGN" else "CHECK"
+        return [("constraint-without-not-valid",
+                 f"adds {what} constraint{name} on {table} without NOT VALID", at)]
+    if contype in _KEY_KINDS and not c.get("indexname"):
+        return [("unique-without-index",
+                 f"adds a {_KEY_KINDS[contype]} constraint{name} on {table}, which builds its "
+                 "index under a write lock (no USING INDEX)", at)]
+    return []
+
+
+def _type_change(state: FileState, col: str, key: str, new: Node,
                  at: int | None) -> list[Hit]:
     """Changing a type is flagged unless it is known to keep every value and not rewrite:
     timestamp -> timestamptz with the session time zone UTC (PostgreSQL 12+), and
     varchar(n) -> text or a longer/unbounded varchar."""
-    new_type = _type_name(new)
+    new_type = _type_name(new.get("typeName"))
     message = f"changes the type of {col} to {new_type}"
     known = state.columns.get(key)
-    if new_type in _TIMESTAMPTZ and state.timezone_utc and new.raw_default is None:
+    if new_type in _TIMESTAMPTZ and state.timezone_utc and new.get("raw_default") is None:
         if known is None:
             state.pending_deferred.append(("change-column-type", message, key, at,
                                            "not-timestamp"))
             return []
         if known.type in _TIMESTAMP:
             return []
-    if new_type in _TEXTLIKE and not (new_type == "varchar" and _has_typmod(new.typeName)):
+    if new_type in _TEXTLIKE and not (new_type == "varchar" and _has_typmod(
+            new.get("typeName"))):
         if known is not None and known.type in _TEXTLIKE:
             return []
     return [("change-column-type", message, at)]
 
 
-def _add_column(table: str, col: ast.ColumnDef, state: FileState,
-                at: int | None) -> list[Hit]:
-    name = f"{table}.{col.colname}"
-    cons = list(col.constraints or ())
-    kinds = {c.contype for c in cons}
-    default = next((c.raw_expr for c in cons if c.contype == ConstrType.CONSTR_DEFAULT), None)
-    where = _loc(col) if _loc(col) is not None else at
+_SAFE_NOT_NULL = {"CONSTR_IDENTITY", "CONSTR_GENERATED"}
+
+
+def _add_column(table: str, col: Node, state: FileState, at: int | None) -> list[Hit]:
+    name = f"{table}.{col.get('colname')}"
+    cons = _constraints(col)
+    kinds = {c.get("contype") for c in cons}
+    default_con = next((c for c in cons if c.get("contype") == "CONSTR_DEFAULT"), None)
+    default = default_con.get("raw_expr") if default_con else None
+    where = _loc(state, col)
+    where = where if where is not None else at
+    type_name = _type_name(col.get("typeName"))
     hits: list[Hit] = []
-    if ConstrType.CONSTR_NOTNULL in kinds and default is None and not kinds & {
-            ConstrType.CONSTR_IDENTITY, ConstrType.CONSTR_GENERATED} \
-            and _type_name(col) not in _SERIAL:
+    if "CONSTR_NOTNULL" in kinds and default is None and not kinds & _SAFE_NOT_NULL \
+            and type_name not in _SERIAL:
         hits.append(("add-not-null-column-without-default",
                      f"adds NOT NULL column {name} without a default", where))
     funcs = _func_names(default) if default is not None else set()
     volatile = sorted(funcs & _VOLATILE)
     unknown = sorted(funcs - _VOLATILE - _NOT_VOLATILE - state.safe_functions)
-    dloc = next((_loc(c) for c in cons if c.contype == ConstrType.CONSTR_DEFAULT), None)
+    dloc = _loc(state, default_con) if default_con else None
     if volatile:
         hits.append(("volatile-default",
                      f"adds {name} with the volatile default {volatile[0]}()", dloc or where))
@@ -411,22 +487,23 @@ def _add_column(table: str, col: ast.ColumnDef, state: FileState,
                      f"adds {name} with the default {unknown[0]}(), which may be volatile "
                      "(functions are VOLATILE unless declared IMMUTABLE or STABLE)",
                      dloc or where))
-    elif _type_name(col) in _SERIAL:
-        hits.append(("volatile-default", f"adds {name} as {_type_name(col)} (nextval default)",
+    elif type_name in _SERIAL:
+        hits.append(("volatile-default", f"adds {name} as {type_name} (nextval default)",
                      where))
-    elif ConstrType.CONSTR_IDENTITY in kinds:
+    elif "CONSTR_IDENTITY" in kinds:
         hits.append(("volatile-default", f"adds identity column {name}", where))
-    elif ConstrType.CONSTR_GENERATED in kinds:
+    elif "CONSTR_GENERATED" in kinds:
         hits.append(("volatile-default", f"adds stored generated column {name}", where))
     for c in cons:
-        cloc = _loc(c) or where
-        if c.contype in (ConstrType.CONSTR_UNIQUE, ConstrType.CONSTR_PRIMARY):
-            kind = "UNIQUE" if c.contype == ConstrType.CONSTR_UNIQUE else "PRIMARY KEY"
+        cloc = _loc(state, c) or where
+        contype = c.get("contype")
+        if contype in ("CONSTR_UNIQUE", "CONSTR_PRIMARY"):
             hits.append(("unique-without-index",
-                         f"adds column {name} with {kind}, which builds its index under a "
-                         "write lock; add the column, then the constraint USING INDEX", cloc))
-        elif c.contype == ConstrType.CONSTR_FOREIGN:
-            ref = table_name(c.pktable)
+                         f"adds column {name} with {_KEY_KINDS[contype]}, which builds its "
+                         "index under a write lock; add the column, then the constraint USING "
+                         "INDEX", cloc))
+        elif contype == "CONSTR_FOREIGN":
+            ref = table_name(c.get("pktable"))
             hits.append(("constraint-without-not-valid",
                          f"adds column {name} with REFERENCES {ref}, which cannot be NOT "
                          "VALID; add the column, then ADD CONSTRAINT ... FOREIGN KEY ... "

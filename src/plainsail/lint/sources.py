@@ -3,7 +3,6 @@ single files, `-` for standard input, and `--since`."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +50,8 @@ def expand(paths: list[str], layout: str | None = None) -> list[Path]:
 
 
 def _git(args: list[str], cwd: Path) -> str:
+    import subprocess
+
     try:
         proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
                               check=False)
