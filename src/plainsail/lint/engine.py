@@ -187,7 +187,7 @@ def analyze(text: str, first_line: int = 1, marked: bool = False) -> FileResult:
 
     The file is parsed once by PostgreSQL's parser, whose JSON the rules read directly."""
     from plainsail.lint.pgparse import ParseError
-    from plainsail.lint.rules import FileState, check, may_run_alone
+    from plainsail.lint.rules import FileState, check, may_run_alone, recreated
 
     line_of = _Lines(text)
     result = FileResult(findings=[])
@@ -232,6 +232,10 @@ def analyze(text: str, first_line: int = 1, marked: bool = False) -> FileResult:
             result.deferred.append((d, line_of(d[3] if d[3] is not None else start), number))
         if kind == "DoStmt":
             _do_block(node, state, number, line_of, findings, result, chars)
+    again = recreated(state)
+    if again:
+        findings[:] = [f for f in findings if not (
+            f.rule in ("drop-view", "drop-function") and f.message in again)]
     result.columns = state.columns
     return result
 

@@ -54,6 +54,9 @@ class FileState:
     safe_functions: set[str] = field(default_factory=set)  # declared IMMUTABLE/STABLE here
     columns: dict[str, Column] = field(default_factory=dict)  # set in this file
     pending_deferred: list[Deferred] = field(default_factory=list)  # of the current statement
+    # Views and functions dropped: (message of the finding, names); a finding is withdrawn
+    # when the same file creates every name again (one transaction: no one sees the gap).
+    dropped: list[tuple[str, list[str]]] = field(default_factory=list)
     # The parser's locations are byte offsets into the text it parsed; this maps them to
     # offsets into the file (None: findings fall back to the statement's start).
     position: Callable[[int], int | None] = lambda _pos: None
@@ -279,8 +282,11 @@ def _column_of(col: Node) -> Column:
     default = next((c.get("raw_expr") for c in _constraints(col)
                     if c.get("contype") == "CONSTR_DEFAULT"), None)
     tn = col.get("typeName")
-    return Column(type=_type_name(tn), typmod=_has_typmod(tn),
-                  default=default is not None and not _is_null(default))
+    type_name = _type_name(tn)
+    # A serial column's default is its sequence's nextval().
+    return Column(type=type_name, typmod=_has_typmod(tn),
+                  default=(default is not None and not _is_null(default))
+                  or type_name in _SERIAL)
 
 
 def _cmds(node: Node) -> list[Node]:
@@ -368,8 +374,19 @@ def _drop(node: Node, state: FileState) -> list[Hit]:
         _needs_lock_timeout(state, hits, names[0] if names else "?")
     elif kind in _DROP_KINDS and old:
         rule, what = _DROP_KINDS[kind]
-        hits.append((rule, f"drops {what} {', '.join(old)}", None))
+        message = f"drops {what} {', '.join(old)}"
+        hits.append((rule, message, None))
+        state.dropped.append((message, old))
+    for n in names:  # created before, dropped now: a later CREATE makes it new again
+        state.created.discard(n)
+        state.created.discard(n.split(".")[-1])
     return hits
+
+
+def recreated(state: FileState) -> set[str]:
+    """Messages of drop findings whose every object the file creates again afterwards."""
+    return {message for message, names in state.dropped
+            if all(n in state.created or n.split(".")[-1] in state.created for n in names)}
 
 
 def _needs_lock_timeout(state: FileState, hits: list[Hit], table: str) -> None:
@@ -444,7 +461,12 @@ def _type_change(state: FileState, col: str, key: str, new: Node,
     new_type = _type_name(new.get("typeName"))
     message = f"changes the type of {col} to {new_type}"
     known = state.columns.get(key)
-    if new_type in _TIMESTAMPTZ and state.timezone_utc and new.get("raw_default") is None:
+    using = new.get("raw_default")
+    ref = _unwrap(using, "ColumnRef")
+    if ref is not None and [_sval(f) for f in ref.get("fields") or ()] == [
+            col.rsplit(".", 1)[-1]]:
+        using = None  # USING the column itself: the same as no USING
+    if new_type in _TIMESTAMPTZ and state.timezone_utc and using is None:
         if known is None:
             state.pending_deferred.append(("change-column-type", message, key, at,
                                            "not-timestamp"))
