@@ -91,92 +91,75 @@ def _skip_blank(text: str, pos: int) -> int:
     return pos
 
 
+# What _command_offsets steps over or counts: strings, quoted identifiers, comments,
+# dollar quotes (to their closing tag), parentheses and commas.
+_TOKEN = re.compile(r"'(?:[^']|'')*'?|\"(?:[^\"]|\"\")*\"?|--[^\n]*|/\*.*?(?:\*/|\Z)"
+                    r"|\$([A-Za-z_]*)\$|[(),]", re.S)
+_ALTER_TABLE_NAME = re.compile(
+    r"ALTER\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?:ONLY\s+)?"
+    r"(?:\"[^\"]*\"|[^\s\"]+)(?:\s*\.\s*(?:\"[^\"]*\"|[^\s\"]+))?\s*\*?\s*", re.I)
+
+
 def _command_offsets(text: str, start: int, end: int) -> list[int]:
     """Where each comma-separated command of an ALTER TABLE starts: after ALTER TABLE
     name, split at commas outside parentheses, strings, identifiers and comments."""
     out: list[int] = []
-    depth, i = 0, start
-    while i < end:
-        c = text[i]
-        if c in "'\"":
-            j = text.find(c, i + 1)
-            while j >= 0 and j + 1 < end and text[j + 1] == c:
-                j = text.find(c, j + 2)
-            i = end if j < 0 else j + 1
-            continue
-        if text.startswith("--", i):
-            j = text.find("\n", i)
-            i = end if j < 0 else j
-            continue
-        if c == "$":
-            m = re.compile(r"\$[A-Za-z_]*\$").match(text, i)
-            if m:
-                j = text.find(m.group(0), m.end())
-                i = end if j < 0 else j + len(m.group(0))
-                continue
-        if c == "(":
+    depth, pos = 0, start
+    while True:
+        m = _TOKEN.search(text, pos, end)
+        if m is None:
+            break
+        token, pos = m.group(0), m.end()
+        if m.group(1) is not None:  # a dollar quote: skip to its closing tag
+            close = text.find(token, pos, end)
+            pos = end if close < 0 else close + len(token)
+        elif token == "(":
             depth += 1
-        elif c == ")":
+        elif token == ")":
             depth -= 1
-        elif c == "," and depth == 0:
-            out.append(_skip_blank(text, i + 1))
-        i += 1
+        elif token == "," and depth == 0:
+            out.append(_skip_blank(text, pos))
     # The first command begins after "ALTER TABLE [IF EXISTS] [ONLY] name".
-    m = re.compile(r"ALTER\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?:ONLY\s+)?"
-                   r"(?:\"[^\"]*\"|[^\s\"]+)(?:\s*\.\s*(?:\"[^\"]*\"|[^\s\"]+))?\s*\*?\s*",
-                   re.I).match(text, start)
-    return [_skip_blank(text, m.end()) if m else start, *out]
+    first = _ALTER_TABLE_NAME.match(text, start)
+    return [_skip_blank(text, first.end()) if first else start, *out]
 
 
-# In the parser's JSON every statement starts with this; nested statements (a rule's
-# actions, a CREATE TABLE AS query) have no "stmt" key, and quotes inside strings are
-# escaped, so the pattern finds exactly the top-level statements.
-_STMT = re.compile(r'\{"stmt":\{"(\w+)"')
-_STMT_LOCATION = re.compile(r'"stmt_location":(\d+)')
-_STMT_LEN = re.compile(r'"stmt_len":(\d+)')
+def _char_offsets(text: str) -> Callable[[int], int]:
+    """The parser counts UTF-8 bytes; this turns its offsets into offsets into `text`."""
+    if text.isascii():
+        return lambda pos: pos
+    at: list[int] = []  # byte offset after each non-ASCII character
+    extra: list[int] = []  # bytes beyond one per character, up to and including it
+    total = 0
+    for m in re.finditer(r"[^\x00-\x7f]", text):
+        total += len(m.group(0).encode("utf-8", "surrogatepass")) - 1
+        at.append(m.start() + total + 1)
+        extra.append(total)
+
+    def chars(pos: int) -> int:
+        i = bisect_right(at, pos)
+        return pos - (extra[i - 1] if i else 0)
+
+    return chars
 
 
 def _statements(text: str) -> tuple[list[tuple[int, int, str, dict[str, Any]]],
                                      Callable[[int], int]]:
     """(start, end, kind, node) of every statement, offsets in characters, from one parse;
-    and the function that turns the parser's byte offsets into character offsets.
-
-    Only statements some rule looks at are decoded from the parser's JSON (node {} for the
-    others): an INSERT of a thousand rows costs a regular expression, not a decode."""
+    and the function that turns the parser's byte offsets into character offsets."""
     import json
 
     from plainsail.lint.pgparse import parse_sql_json
-    from plainsail.lint.rules import KINDS
 
-    doc = parse_sql_json(text)
-    if text.isascii():
-        def chars(pos: int) -> int:
-            return pos
-    else:
-        raw = text.encode("utf-8")
-
-        def chars(pos: int) -> int:
-            return len(raw[:pos].decode("utf-8", errors="ignore"))
-
-    decode = json.JSONDecoder().raw_decode
-    found = list(_STMT.finditer(doc))
+    data = json.loads(parse_sql_json(text))
+    chars = _char_offsets(text)
     out = []
-    for i, m in enumerate(found):
-        kind = m.group(1)
-        stop = found[i + 1].start() if i + 1 < len(found) else len(doc)
-        if kind in KINDS:
-            st, _ = decode(doc, m.start())
-            loc, length = int(st.get("stmt_location", 0)), int(st.get("stmt_len", 0))
-            node = st["stmt"][kind]
-        else:
-            tail = doc.rfind('"stmt_location"', m.end(), stop)
-            lm = _STMT_LOCATION.match(doc, tail) if tail >= 0 else None
-            tail = doc.rfind('"stmt_len"', m.end(), stop)
-            ln = _STMT_LEN.match(doc, tail) if tail >= 0 else None
-            loc, length = int(lm.group(1)) if lm else 0, int(ln.group(1)) if ln else 0
-            node = {}
+    for st in data.get("stmts", ()):
+        loc = int(st.get("stmt_location", 0))
+        length = int(st.get("stmt_len", 0))
         start = chars(loc)
         end = chars(loc + length) if length else len(text)
+        ((kind, node),) = st["stmt"].items()
         out.append((start, end, kind, node))
     return out, chars
 
@@ -223,8 +206,7 @@ def analyze(text: str, first_line: int = 1, marked: bool = False) -> FileResult:
     for number, (loc, end, kind, node) in enumerate(stmts, start=1):
         start = _skip_blank(text, loc)
         result.spans.append((number, line_of(start), line_of(max(start, end))))
-        offsets = ([loc + o for o in _command_offsets(text[loc:end], 0, end - loc)]
-                   if kind == "AlterTableStmt" else None)
+        offsets = _lazy_offsets(text, loc, end) if kind == "AlterTableStmt" else None
         for rule, message, at in check(kind, node, state, offsets):
             findings.append(Finding("", line_of(at if at is not None else start), number,
                                     rule, message))
@@ -238,6 +220,19 @@ def analyze(text: str, first_line: int = 1, marked: bool = False) -> FileResult:
             f.rule in ("drop-view", "drop-function") and f.message in again)]
     result.columns = state.columns
     return result
+
+
+def _lazy_offsets(text: str, start: int, end: int) -> Callable[[int], int | None]:
+    """Where the i-th command of the ALTER TABLE at text[start:end] starts; worked out
+    only when a finding needs it."""
+    found: list[int] = []
+
+    def offset(i: int) -> int | None:
+        if not found:
+            found.extend(_command_offsets(text, start, end))
+        return found[i] if i < len(found) else None
+
+    return offset
 
 
 def _do_block(node: dict[str, Any], state: FileState, number: int, line_of: _Lines,

@@ -195,9 +195,9 @@ KINDS = frozenset({
 
 
 def check(kind: str, node: Node, state: FileState,
-          offsets: list[int] | None = None) -> list[Hit]:
+          offsets: Callable[[int], int | None] | None = None) -> list[Hit]:
     """Findings for one statement; updates `state` with what it establishes. `offsets`
-    holds where each ALTER TABLE command starts in the file, for pointing at the clause."""
+    tells where the i-th ALTER TABLE command starts in the file, to point at the clause."""
     hits: list[Hit] = []
     state.pending_deferred = []
     if kind not in KINDS:
@@ -239,7 +239,7 @@ def check(kind: str, node: Node, state: FileState,
     elif kind == "AlterTableStmt" and node.get("objtype") == "OBJECT_TABLE":
         rv = node.get("relation")
         if not _is_new(state, rv):
-            hits += _alter_table(node, state, offsets or [])
+            hits += _alter_table(node, state, offsets or (lambda _i: None))
             _needs_lock_timeout(state, hits, table_name(rv))
         _record_alter(node, state)
     elif kind == "AlterEnumStmt" and node.get("oldVal"):
@@ -396,16 +396,18 @@ def _needs_lock_timeout(state: FileState, hits: list[Hit], table: str) -> None:
                      f"locks {table} with no SET lock_timeout earlier in the file", None))
 
 
+_HERE = -1  # stands for the offset of the current ALTER TABLE command, worked out later
 _REWRITES = {"AT_SetLogged": "SET LOGGED", "AT_SetUnLogged": "SET UNLOGGED",
              "AT_SetTableSpace": "SET TABLESPACE"}
 
 
-def _alter_table(node: Node, state: FileState, offsets: list[int]) -> list[Hit]:
+def _alter_table(node: Node, state: FileState,
+                 offsets: Callable[[int], int | None]) -> list[Hit]:
     rv = node.get("relation")
     table = table_name(rv)
     hits: list[Hit] = []
     for i, cmd in enumerate(_cmds(node)):
-        at = offsets[i] if i < len(offsets) else None
+        at, before = _HERE, len(hits)
         sub = cmd.get("subtype")
         name = cmd.get("name")
         col = f"{table}.{name}"
@@ -432,6 +434,12 @@ def _alter_table(node: Node, state: FileState, offsets: list[int]) -> list[Hit]:
         elif sub in _REWRITES:
             hits.append(("table-rewrite", f"{_REWRITES[sub]} rewrites {table} under an ACCESS "
                          "EXCLUSIVE lock", at))
+        if len(hits) > before:  # point at this command's clause in the text
+            hits[before:] = [(r, m, offsets(i) if where == _HERE else where)
+                             for r, m, where in hits[before:]]
+        for j, d in enumerate(state.pending_deferred):
+            if d[3] == _HERE:
+                state.pending_deferred[j] = (d[0], d[1], d[2], offsets(i), d[4])
     return hits
 
 

@@ -74,9 +74,13 @@ def checksum_of(data: bytes) -> str:
     return hashlib.sha256(data.replace(b"\r\n", b"\n")).hexdigest()
 
 
-def read_file(path: Path) -> MigrationFile:
+def read_file(path: Path, name: str | None = None, version: str | None = None,
+              order: tuple[object, ...] = ()) -> MigrationFile:
+    """Read one migration; `name`, `version` and `order` default to what the file's own
+    name says (layouts.py passes what its layout says)."""
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as fh:
+            data = fh.read()
     except OSError as exc:
         raise MigrationError(f"cannot read {path}: {exc.strerror}") from exc
     try:
@@ -84,10 +88,11 @@ def read_file(path: Path) -> MigrationFile:
     except UnicodeDecodeError as exc:
         raise MigrationError(f"{path.name} is not UTF-8 text (byte {exc.start}); "
                              "save it as UTF-8") from exc
-    m = _VERSION.match(path.stem)
-    version = m.group(1) if m else path.stem
-    return MigrationFile(path=path, name=path.name, version=version, text=text,
-                         checksum=checksum_of(data))
+    if version is None:
+        m = _VERSION.match(path.stem)
+        version = m.group(1) if m else path.stem
+    return MigrationFile(path=path, name=name or path.name, version=version, text=text,
+                         checksum=checksum_of(data), order=order)
 
 
 # Statements PostgreSQL refuses to run inside a transaction block.

@@ -145,43 +145,53 @@ def _with(f: MigrationFile, **changes: object) -> MigrationFile:
     return replace(f, **changes)  # type: ignore[arg-type]
 
 
+def _entries(folder: Path) -> list[tuple[str, bool, bool]]:
+    """(name, is a file, is a folder) of every entry of `folder`, sorted by name; one
+    directory read, no stat per entry where the file system reports the type."""
+    with os.scandir(folder) as it:
+        return sorted((e.name, e.is_file(), e.is_dir()) for e in it)
+
+
 def _flat(folder: Path, layout: str) -> list[MigrationFile]:
     out = []
-    for p in sorted(folder.glob("*.sql"), key=lambda p: p.name):
-        if not p.is_file() or _DOWN.search(p.name):
+    for name, is_file, _ in _entries(folder):
+        if not is_file or not name.endswith(".sql") or _DOWN.search(name):
             continue
-        f = read_file(p)
-        version = flat_version(p.stem)
+        stem = name[:-4]
+        version = flat_version(stem)
         numbers = _numbers(version) if version[:1].isdigit() else ()
         # Numbered files first, in numeric order (so 0002 runs before 00010); then other
         # names in name order.
-        order = (0, numbers, p.name) if numbers else (1, (version,), p.name)
-        out.append(_with(f, version=version, order=order))
+        order = (0, numbers, name) if numbers else (1, (version,), name)
+        out.append(read_file(folder / name, version=version, order=order))
     return out
 
 
 def _folders(folder: Path, layout: str) -> list[MigrationFile]:
     script = "up.sql" if layout == DIESEL else "migration.sql"
     out = []
-    stray = sorted(p.name for p in folder.glob("*.sql") if p.is_file())
+    entries = _entries(folder)
+    stray = [name for name, is_file, _ in entries if is_file and name.endswith(".sql")]
     if stray:
         raise MigrationError(
             f"{folder}/{stray[0]} is not part of the {layout} layout (each migration is a "
             f"folder holding {script}); move it into its own migration folder")
-    for d in sorted(p for p in folder.iterdir() if p.is_dir()):
+    for name, _, is_dir in entries:
+        if not is_dir:
+            continue
+        d = folder / name
         path = d / script
+        version = name.split("_", 1)[0]
+        numbers = _numbers(version)
         if not path.is_file():
             if any(d.glob("*.sql")):
                 raise MigrationError(f"{d} has no {script}; every {layout} migration folder "
                                      f"needs one")
             continue
-        version = d.name.split("_", 1)[0]
-        numbers = _numbers(version)
         if not numbers:
-            raise MigrationError(f"{d.name}: a {layout} migration folder is named "
+            raise MigrationError(f"{name}: a {layout} migration folder is named "
                                  "<timestamp>_<name>; rename it")
-        f = read_file(path)
-        out.append(_with(f, name=d.name, version=version, order=(0, numbers, d.name)))
+        out.append(read_file(path, name=name, version=version, order=(0, numbers, name)))
     return out
 
 
@@ -194,8 +204,7 @@ def _golang(folder: Path, layout: str) -> list[MigrationFile]:
         if not m:
             raise MigrationError(f"{p.name}: a golang-migrate file is named "
                                  "<version>_<name>.up.sql (or .down.sql); rename it")
-        f = read_file(p)
-        out.append(_with(f, version=m.group(1), order=(0, _numbers(m.group(1)), p.name)))
+        out.append(read_file(p, version=m.group(1), order=(0, _numbers(m.group(1)), p.name)))
     return out
 
 
@@ -250,8 +259,7 @@ def _flyway(folder: Path, layout: str) -> list[MigrationFile]:
             raise MigrationError(f"{p.name}: a Flyway migration is named "
                                  "V<version>__<description>.sql; rename it")
         version = m.group(1).replace("_", ".")
-        f = read_file(p)
-        out.append(_with(f, version=version, order=(0, _numbers(version), p.name)))
+        out.append(read_file(p, version=version, order=(0, _numbers(version), p.name)))
     return out
 
 
