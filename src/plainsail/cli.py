@@ -71,7 +71,9 @@ OUTCOME_EPILOG = """outcomes (printed, recorded, and the exit code):
 a usage error exits 2; a bug exits 3 (after restoring, recording and unlocking)"""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; with `only`, the arguments of that one command (the others
+    are listed but take no arguments), which is all one run needs and quicker to build."""
     parser = argparse.ArgumentParser(
         prog="plainsail",
         description="Ship containerized APIs the boring way: build, sign, migrate, deploy, "
@@ -103,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
                            epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
         p.set_defaults(_module=module)
         add_args = _ADDERS.get(name)
-        if add_args:
+        if add_args and only in (None, name):
             add_args(p)
     return parser
 
@@ -388,8 +390,24 @@ def _scrub_filter(record: logging.LogRecord) -> bool:
     return True
 
 
+def _command_named(argv: list[str]) -> str | None:
+    """The command argparse will read: the first word that is neither an option nor the
+    value of -c/--config (the only top-level option that takes one)."""
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word in ("-c", "--config"):
+            skip = True
+        elif word == "--" or not word.startswith("-"):
+            return word if word in COMMANDS else None
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    named = _command_named(argv)
+    parser = build_parser(named)  # only that command's arguments: quicker to build
     args = parser.parse_args(argv)
     if not getattr(args, "_module", None):
         parser.print_help()
