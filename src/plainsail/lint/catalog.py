@@ -3,7 +3,7 @@ types findings are made of. No parser here: reports and cached runs need only th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from plainsail.record import Record
 
 ERROR = "error"
 WARNING = "warning"
@@ -15,13 +15,12 @@ _LOCK = ("Until it finishes, the table is locked and the running app's queries q
          "it, so a deploy turns into an outage.")
 
 
-@dataclass(frozen=True)
-class Rule:
-    id: str
-    severity: str
-    title: str
-    why: str
-    instead: str
+class Rule(Record):
+    _fields = ("id", "severity", "title", "why", "instead")
+
+    def __init__(self, id: str, severity: str, title: str, why: str, instead: str) -> None:
+        self.id, self.severity, self.title = id, severity, title
+        self.why, self.instead = why, instead
 
 
 RULES: dict[str, Rule] = {r.id: r for r in [
@@ -151,13 +150,14 @@ COMPATIBILITY = frozenset({
 })
 
 
-@dataclass
-class Column:
-    """What the history says about one column: its type and whether it has a default."""
+class Column(Record):
+    """What the history says about one column: its type, whether a length or precision
+    was given (e.g. varchar(40)) and whether it has a non-NULL default."""
 
-    type: str = ""
-    typmod: bool = False  # a length or precision was given, e.g. varchar(40)
-    default: bool = False  # a non-NULL default
+    _fields = ("type", "typmod", "default")
+
+    def __init__(self, type: str = "", typmod: bool = False, default: bool = False) -> None:
+        self.type, self.typmod, self.default = type, typmod, default
 
 
 Hit = tuple[str, str, int | None]  # (rule id, message, text offset of the clause or None)

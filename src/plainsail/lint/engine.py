@@ -9,11 +9,11 @@ from __future__ import annotations
 import re
 from bisect import bisect_right
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from plainsail.lint.catalog import RULES, Column, Deferred
 from plainsail.migrations.files import NO_TRANSACTION_MARKER
+from plainsail.record import Record
 
 _ALLOW = re.compile(r"--[ \t]*plainsail:[ \t]*allow\b[ \t]*(.*)$", re.I)
 _MARKER = re.compile(r"^[ \t]*--[ \t]*plainsail:[ \t]*no-transaction[ \t]*\r?$", re.I | re.M)
@@ -22,46 +22,49 @@ if TYPE_CHECKING:
     from plainsail.lint.rules import FileState
 
 
-@dataclass
-class Finding:
-    path: str
-    line: int
-    statement: int  # 1-based; 0 for findings about the file or a comment
-    rule: str
-    message: str
-    suppressed: str | None = None  # the reason given in the allow comment
+class Finding(Record):
+    """`statement` counts from 1 (0: about the file or a comment); `suppressed` is the
+    reason given in the allow comment that accepts it."""
+
+    _fields = ("path", "line", "statement", "rule", "message", "suppressed")
+
+    def __init__(self, path: str, line: int, statement: int, rule: str, message: str,
+                 suppressed: str | None = None) -> None:
+        self.path, self.line, self.statement = path, line, statement
+        self.rule, self.message, self.suppressed = rule, message, suppressed
 
     @property
     def severity(self) -> str:
         return RULES[self.rule].severity
 
 
-@dataclass
-class FileResult:
+class FileResult(Record):
     """What linting one file found, without knowledge of other files: its findings, the
     findings that depend on earlier files (`deferred`, with their line and statement),
     and what it establishes about columns for later files. Picklable and cacheable."""
 
-    findings: list[Finding]
-    deferred: list[tuple[Deferred, int, int]] = field(default_factory=list)
-    columns: dict[str, Column] = field(default_factory=dict)
-    spans: list[tuple[int, int, int]] = field(default_factory=list)
-    allows: list[tuple[int, str, str]] = field(default_factory=list)
+    _fields = ("findings", "deferred", "columns", "spans", "allows")
+
+    def __init__(self, findings: list[Finding],
+                 deferred: list[tuple[Deferred, int, int]] | None = None,
+                 columns: dict[str, Column] | None = None,
+                 spans: list[tuple[int, int, int]] | None = None,
+                 allows: list[tuple[int, str, str]] | None = None) -> None:
+        self.findings = findings
+        self.deferred = deferred if deferred is not None else []
+        self.columns = columns if columns is not None else {}
+        self.spans = spans if spans is not None else []
+        self.allows = allows if allows is not None else []
 
 
-@dataclass
 class _Allow:
-    line: int
-    rule: str
-    reason: str
-    used: bool = False
+    def __init__(self, line: int, rule: str, reason: str) -> None:
+        self.line, self.rule, self.reason, self.used = line, rule, reason, False
 
 
-@dataclass(frozen=True)
 class _Span:
-    number: int
-    first: int
-    last: int
+    def __init__(self, number: int, first: int, last: int) -> None:
+        self.number, self.first, self.last = number, first, last
 
 
 class _Lines:

@@ -9,10 +9,10 @@ Fields the parser leaves at their zero value (false, 0, empty) are absent.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from plainsail.lint.catalog import ERROR, RULES, WARNING, Column, Deferred, Hit, Rule
+from plainsail.record import Record
 
 __all__ = ["ERROR", "RULES", "WARNING", "Column", "Deferred", "FileState", "Hit", "Rule",
            "check", "may_run_alone", "non_transactional"]
@@ -42,24 +42,28 @@ _TIMESTAMPTZ = {"timestamptz"}
 _TEXTLIKE = {"text", "varchar"}
 
 
-@dataclass
-class FileState:
+class FileState(Record):
     """What earlier statements of the same file established."""
 
-    created: set[str] = field(default_factory=set)  # tables, views, functions new in this file
-    in_transaction: bool = True
-    lock_timeout: bool = False
-    warned_lock_timeout: bool = False
-    timezone_utc: bool = False
-    safe_functions: set[str] = field(default_factory=set)  # declared IMMUTABLE/STABLE here
-    columns: dict[str, Column] = field(default_factory=dict)  # set in this file
-    pending_deferred: list[Deferred] = field(default_factory=list)  # of the current statement
-    # Views and functions dropped: (message of the finding, names); a finding is withdrawn
-    # when the same file creates every name again (one transaction: no one sees the gap).
-    dropped: list[tuple[str, list[str]]] = field(default_factory=list)
-    # The parser's locations are byte offsets into the text it parsed; this maps them to
-    # offsets into the file (None: findings fall back to the statement's start).
-    position: Callable[[int], int | None] = lambda _pos: None
+    _fields = ("created", "in_transaction", "lock_timeout", "warned_lock_timeout",
+               "timezone_utc", "safe_functions", "columns", "pending_deferred", "dropped")
+
+    def __init__(self, position: Callable[[int], int | None] | None = None) -> None:
+        self.created: set[str] = set()  # tables, views, functions new in this file
+        self.in_transaction = True
+        self.lock_timeout = False
+        self.warned_lock_timeout = False
+        self.timezone_utc = False
+        self.safe_functions: set[str] = set()  # declared IMMUTABLE/STABLE here
+        self.columns: dict[str, Column] = {}  # set in this file
+        self.pending_deferred: list[Deferred] = []  # of the current statement
+        # Views and functions dropped: (message of the finding, names); a finding is
+        # withdrawn when the file creates every name again (one transaction: no one sees
+        # the gap).
+        self.dropped: list[tuple[str, list[str]]] = []
+        # The parser's locations are byte offsets into the text it parsed; this maps them
+        # to offsets into the file (None: findings fall back to the statement's start).
+        self.position: Callable[[int], int | None] = position or (lambda _pos: None)
 
 
 def _sval(node: Any) -> str:

@@ -4,21 +4,25 @@ single files, `-` for standard input, and `--since`."""
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 from plainsail.errors import GitError, UsageError
 from plainsail.migrations import layouts
+from plainsail.record import Record
 
 
-@dataclass
-class Source:
-    name: str  # as shown in reports
-    text: str  # for a dbmate file: the up section, at its own line numbers
-    first_line: int = 1  # where the no-transaction marker counts
-    marked: bool = False  # the layout's own no-transaction marker
-    report: bool = True  # False: only what it establishes matters (an earlier file)
-    path: Path | None = None
+class Source(Record):
+    """`name` as shown in reports; `text` (for a dbmate file: the up section, at its own
+    line numbers); `first_line`, where the no-transaction marker counts; `marked`, the
+    layout's own no-transaction marker; `report` False: only what the file establishes
+    matters (an earlier file)."""
+
+    _fields = ("name", "text", "first_line", "marked", "report", "path")
+
+    def __init__(self, name: str, text: str, first_line: int = 1, marked: bool = False,
+                 report: bool = True, path: Path | None = None) -> None:
+        self.name, self.text, self.first_line, self.marked = name, text, first_line, marked
+        self.report, self.path = report, path
 
 
 def _down(path: Path) -> bool:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from plainsail.errors import MigrationError
+from plainsail.record import Record
 
 if TYPE_CHECKING:
     from plainsail.migrations.sqlsplit import Statement
@@ -23,23 +23,45 @@ _MARKER = re.compile(r"^[ \t]*--[ \t]*plainsail:[ \t]*no-transaction[ \t]*\r?$",
 _VERSION = re.compile(r"^([^_\-.]+)[_\-]?")
 
 
-@dataclass(frozen=True)
-class MigrationFile:
+class MigrationFile(Record):
     """One migration: the SQL that runs, where it came from, and how it is recorded.
 
     `name` is what `plainsail_migrations` records (the file name; for Diesel and Prisma the
     migration's folder name) and `version` its unique key (`0007` for `0007_add_email.sql`).
     `text` keeps the file's line numbers: text outside a dbmate `-- migrate:up` section
-    is blanked out, not removed. `order` sorts migrations (see layouts.py)."""
+    is blanked out, not removed. `first_line` is where the no-transaction marker must be
+    (dbmate: the up section's first line), `marked` the layout's own no-transaction
+    marker (dbmate transaction:false). `order` sorts migrations (see layouts.py).
+    Read-only: `replace` makes a changed copy."""
+
+    _fields = ("path", "name", "version", "text", "checksum", "first_line", "marked",
+               "order")
+
+    def __init__(self, path: Path, name: str, version: str, text: str, checksum: str,
+                 first_line: int = 1, marked: bool = False,
+                 order: tuple[object, ...] = ()) -> None:
+        values = {"path": path, "name": name, "version": version, "text": text,
+                  "checksum": checksum, "first_line": first_line, "marked": marked,
+                  "order": order}
+        self.__dict__.update(values)
 
     path: Path
     name: str
     version: str
     text: str
     checksum: str
-    first_line: int = 1  # where the no-transaction marker must be (dbmate: the up section)
-    marked: bool = False  # the layout's own no-transaction marker (dbmate transaction:false)
-    order: tuple[object, ...] = ()
+    first_line: int
+    marked: bool
+    order: tuple[object, ...]
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"MigrationFile is read-only; use replace({name}=...)")
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._values().values()))
+
+    def replace(self, **changes: object) -> MigrationFile:
+        return MigrationFile(**{**self._values(), **changes})
 
     @property
     def no_transaction(self) -> bool:

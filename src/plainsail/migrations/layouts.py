@@ -140,9 +140,7 @@ def flat_version(stem: str) -> str:
 
 
 def _with(f: MigrationFile, **changes: object) -> MigrationFile:
-    from dataclasses import replace
-
-    return replace(f, **changes)  # type: ignore[arg-type]
+    return f.replace(**changes)
 
 
 def _entries(folder: Path) -> list[tuple[str, bool, bool]]:
