@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from plainsail import __version__
+
+if TYPE_CHECKING:
+    import logging
 
 # subcommand -> (module under plainsail.commands, help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -372,6 +375,8 @@ _ADDERS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
 
 
 def setup_logging(verbose: bool) -> None:
+    import logging
+
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     handler.addFilter(_scrub_filter)
@@ -412,13 +417,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "_module", None):
         parser.print_help()
         return 2
-    setup_logging(args.verbose)
     from plainsail.errors import PlainsailError
     from plainsail.output import error, set_json_mode
 
     set_json_mode(bool(getattr(args, "json", False)))
     try:
         module = importlib.import_module(f"plainsail.commands.{args._module}")
+        # A command that never logs (LOGS = False) skips importing logging at all.
+        if getattr(module, "LOGS", True):
+            setup_logging(args.verbose)
         code: int = module.run(args)
         return code
     except PlainsailError as exc:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 
 REDACTED = "***"
@@ -52,6 +51,8 @@ class Secret:
         return isinstance(other, Secret) and other._value == self._value
 
     def __hash__(self) -> int:
+        import hashlib
+
         return hash(("Secret", hashlib.sha256(self._value.encode()).hexdigest()))
 
     def __reduce__(self) -> str | tuple[object, ...]:  # never pickled into a file by accident

@@ -8,6 +8,8 @@ import os
 from plainsail.errors import UsageError
 from plainsail.output import say
 
+LOGS = False  # nothing the lint runs logs: the CLI need not set up (or import) logging
+
 
 def run(args: argparse.Namespace) -> int:
     from importlib.machinery import PathFinder
