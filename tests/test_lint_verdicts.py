@@ -187,3 +187,15 @@ def test_pglast_classes_still_load_after_the_json_only_import() -> None:
     (raw,) = parse_sql("ALTER TABLE t DROP COLUMN c")
     assert type(raw.stmt).__name__ == "AlterTableStmt"
     assert sys.modules["pglast.ast"].AlterTableStmt is type(raw.stmt)
+
+
+def test_json_report_is_the_same_text_json_dumps_writes() -> None:
+    from plainsail.lint import report
+    from plainsail.lint.engine import Finding
+
+    assert report.as_json([], 3) == report.as_json_reference([], 3)
+    found = lint_text("mig/0001 naïve \"x\".sql", "DROP TABLE users;\nDROP VIEW v;\n")
+    found.append(Finding("<stdin>", 2, 1, "drop-column", "drops column ü.\"x\"\\y",
+                         suppressed="gone since v3 — see ticket \"12\""))
+    assert report.as_json(found, 1) == report.as_json_reference(found, 1)
+    assert json.loads(report.as_json(found, 1))["findings"][-1]["accepted"].startswith("gone")

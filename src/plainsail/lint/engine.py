@@ -68,12 +68,16 @@ class _Span:
 
 
 class _Lines:
-    """Line numbers of text offsets, by bisecting the newline positions once."""
+    """Line numbers of text offsets, by bisecting the newline positions, found the first
+    time a line number is asked for (most statements never need one)."""
 
     def __init__(self, text: str) -> None:
-        self.starts = [m.end() for m in re.finditer("\n", text)]
+        self.text = text
+        self.starts: list[int] | None = None
 
     def __call__(self, pos: int) -> int:
+        if self.starts is None:
+            self.starts = [m.end() for m in re.finditer("\n", self.text)]
         return bisect_right(self.starts, pos) + 1
 
 
@@ -207,14 +211,19 @@ def analyze(text: str, first_line: int = 1, marked: bool = False) -> FileResult:
                 f"marked no-transaction but holds {len(stmts)} statement(s); it must hold "
                 "exactly one statement that cannot run in a transaction"))
     for number, (loc, end, kind, node) in enumerate(stmts, start=1):
-        start = _skip_blank(text, loc)
-        result.spans.append((number, line_of(start), line_of(max(start, end))))
+        if result.allows:  # which statement each allow comment belongs to
+            start = _skip_blank(text, loc)
+            result.spans.append((number, line_of(start), line_of(max(start, end))))
         offsets = _lazy_offsets(text, loc, end) if kind == "AlterTableStmt" else None
-        for rule, message, at in check(kind, node, state, offsets):
-            findings.append(Finding("", line_of(at if at is not None else start), number,
-                                    rule, message))
-        for d in state.pending_deferred:
-            result.deferred.append((d, line_of(d[3] if d[3] is not None else start), number))
+        hits = check(kind, node, state, offsets)
+        if hits or state.pending_deferred:
+            start = _skip_blank(text, loc)
+            for rule, message, at in hits:
+                findings.append(Finding("", line_of(at if at is not None else start), number,
+                                        rule, message))
+            for d in state.pending_deferred:
+                result.deferred.append((d, line_of(d[3] if d[3] is not None else start),
+                                        number))
         if kind == "DoStmt":
             _do_block(node, state, number, line_of, findings, result, chars)
     again = recreated(state)

@@ -70,14 +70,14 @@ def _numbers(version: str) -> tuple[int, ...]:
 def detect(folder: Path) -> str:
     """The layout of `folder`, from the names (and, for dbmate, the text) of its files."""
     found: dict[str, str] = {}
-    with os.scandir(folder) as entries:
-        listing = [(e.name, e.is_dir()) for e in entries]
+    listing = [(name, is_dir) for name, _, is_dir in _entries(folder)]
     sql = [folder / n for n, is_dir in listing if not is_dir and n.endswith(".sql")]
-    for d in sorted(folder / n for n, is_dir in listing if is_dir):
-        if (d / "up.sql").is_file():
-            found.setdefault(DIESEL, f"{d.name}/up.sql")
-        elif (d / "migration.sql").is_file():
-            found.setdefault(PRISMA, f"{d.name}/migration.sql")
+    base = str(folder)
+    for name in (n for n, is_dir in listing if is_dir):
+        if os.path.isfile(os.path.join(base, name, "up.sql")):
+            found.setdefault(DIESEL, f"{name}/up.sql")
+        elif os.path.isfile(os.path.join(base, name, "migration.sql")):
+            found.setdefault(PRISMA, f"{name}/migration.sql")
     for p in sorted(sql):
         if _FLYWAY.match(p.name) or _FLYWAY_OTHER.match(p.name):
             found.setdefault(FLYWAY, p.name)
@@ -174,14 +174,14 @@ def _folders(folder: Path, layout: str) -> list[MigrationFile]:
         raise MigrationError(
             f"{folder}/{stray[0]} is not part of the {layout} layout (each migration is a "
             f"folder holding {script}); move it into its own migration folder")
+    base = str(folder)
     for name, _, is_dir in entries:
         if not is_dir:
             continue
-        d = folder / name
-        path = d / script
         version = name.split("_", 1)[0]
         numbers = _numbers(version)
-        if not path.is_file():
+        if not os.path.isfile(os.path.join(base, name, script)):
+            d = folder / name
             if any(d.glob("*.sql")):
                 raise MigrationError(f"{d} has no {script}; every {layout} migration folder "
                                      f"needs one")
@@ -189,7 +189,8 @@ def _folders(folder: Path, layout: str) -> list[MigrationFile]:
         if not numbers:
             raise MigrationError(f"{name}: a {layout} migration folder is named "
                                  "<timestamp>_<name>; rename it")
-        out.append(read_file(path, name=name, version=version, order=(0, numbers, name)))
+        out.append(read_file(folder / name / script, name=name, version=version,
+                             order=(0, numbers, name)))
     return out
 
 
