@@ -199,3 +199,53 @@ def test_json_report_is_the_same_text_json_dumps_writes() -> None:
                          suppressed="gone since v3 — see ticket \"12\""))
     assert report.as_json(found, 1) == report.as_json_reference(found, 1)
     assert json.loads(report.as_json(found, 1))["findings"][-1]["accepted"].startswith("gone")
+
+
+# History-aware verdicts: (earlier files, the new file, rules expected in the new file).
+HISTORY_VERDICTS: dict[str, tuple[str, str, set[str]]] = {
+    # trigger.dev 20231115134828_add_events_schema_and_tables: a re-run guard in the file
+    # that first creates the table.
+    "DROP TABLE IF EXISTS + CREATE, never created before": (
+        "SELECT 1;", "DROP TABLE IF EXISTS ev.runs;\nCREATE TABLE ev.runs (id int);", set()),
+    "DROP TABLE IF EXISTS + CREATE of a table the history has": (
+        "CREATE TABLE ev.runs (id int);",
+        "DROP TABLE IF EXISTS ev.runs;\nCREATE TABLE ev.runs (id int);", {"drop-table"}),
+    "DROP TABLE IF EXISTS, not created again": (
+        "SELECT 1;", "DROP TABLE IF EXISTS runs;", {"drop-table"}),
+    # lemmy 2021-03-09-171136_split_user_table_2: renaming trigger functions.
+    "rename of a trigger function": (
+        "CREATE FUNCTION site_user_delete() RETURNS trigger LANGUAGE plpgsql AS "
+        "'BEGIN RETURN NULL; END';",
+        "ALTER FUNCTION site_user_delete() RENAME TO site_person_delete;", set()),
+    "rename of a function the app calls": (
+        "CREATE FUNCTION hot_rank(n int) RETURNS int LANGUAGE sql AS 'SELECT 1';",
+        "ALTER FUNCTION hot_rank(int) RENAME TO rank;", {"rename-object"}),
+    "drop of a trigger function": (
+        "CREATE FUNCTION t_touch() RETURNS trigger LANGUAGE plpgsql AS "
+        "'BEGIN RETURN NEW; END';", "DROP FUNCTION t_touch() CASCADE;", set()),
+    # trigger.dev 20240319120645: a column added, filled and renamed in one file.
+    "rename of a column this file added": (
+        'CREATE TABLE "TaskEvent" (id int);',
+        'ALTER TABLE "TaskEvent" ADD COLUMN "tmp" bigint;\n'
+        'ALTER TABLE "TaskEvent" DROP COLUMN "startTime";\n'
+        'ALTER TABLE "TaskEvent" RENAME COLUMN "tmp" TO "startTime";', {"drop-column"}),
+    # documenso 20260525103410: a NOT NULL column added with a backfill default that is
+    # dropped at once; the old app's INSERTs now fail.
+    "DROP DEFAULT right after ADD COLUMN NOT NULL DEFAULT": (
+        'CREATE TABLE "Envelope" (id int);',
+        'ALTER TABLE "Envelope" ADD COLUMN "level" TEXT NOT NULL DEFAULT \'SES\';\n'
+        'ALTER TABLE "Envelope" ALTER COLUMN "level" DROP DEFAULT;', {"drop-default"}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HISTORY_VERDICTS))
+def test_history_verdict(name: str, tmp_path: Path,
+                         capsys: pytest.CaptureFixture[str]) -> None:
+    before, sql, expected = HISTORY_VERDICTS[name]
+    (tmp_path / "0001_before.sql").write_text(before + "\n")
+    (tmp_path / "0002_change.sql").write_text(sql + "\n")
+    main(["lint", "migrations", str(tmp_path), "--format", "json"])
+    doc = json.loads(capsys.readouterr().out)
+    found = {f["rule"] for f in doc["findings"]
+             if f["path"].endswith("0002_change.sql") and f["accepted"] is None} - HINTS
+    assert found == expected

@@ -230,6 +230,15 @@ def analyze(text: str, first_line: int = 1, marked: bool = False) -> FileResult:
     if again:
         findings[:] = [f for f in findings if not (
             f.rule in ("drop-view", "drop-function") and f.message in again)]
+        result.deferred = [d for d in result.deferred if not (
+            d[0][0] in ("drop-view", "drop-function") and d[0][1] in again)]
+    # A DROP TABLE IF EXISTS waits for earlier files only when this file creates the
+    # table again; otherwise it is a finding now.
+    now = [e for e in result.deferred if e[0][4] == "existed" and e[0][1] not in again]
+    for entry in now:
+        result.deferred.remove(entry)
+        (rule, message, _key, _at, _condition), line, number = entry
+        findings.append(Finding("", line, number, rule, message))
     result.columns = state.columns
     return result
 
@@ -332,6 +341,10 @@ def resolve(path: str, result: FileResult, known: dict[str, Column],
         for (rule, message, key, _at, condition), line, number in result.deferred:
             col = known.get(key)
             if condition == "default" and col is not None and not col.default:
+                continue
+            if condition == "existed" and (col is None or col.type != "table"):
+                continue
+            if condition == "not-trigger" and col is not None and col.type == "trigger":
                 continue
             if condition == "not-timestamp" and (col is None or col.type == "timestamp"):
                 continue

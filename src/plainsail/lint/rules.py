@@ -61,6 +61,7 @@ class FileState(Record):
         # withdrawn when the file creates every name again (one transaction: no one sees
         # the gap).
         self.dropped: list[tuple[str, list[str]]] = []
+        self.added: set[str] = set()  # columns this file added to existing tables
         # The parser's locations are byte offsets into the text it parsed; this maps them
         # to offsets into the file (None: findings fall back to the statement's start).
         self.position: Callable[[int], int | None] = position or (lambda _pos: None)
@@ -103,6 +104,17 @@ def column_key(rv: Node | None, column: str) -> str:
     schema = str(rv.get("schemaname") or "")
     schema = "" if schema == "public" else schema
     return f"{schema + '.' if schema else ''}{rv.get('relname', '')}.{column}".lower()
+
+
+def table_key(rv: Node | None) -> str:
+    """A table's key among what the history established (see column_key)."""
+    return "table:" + column_key(rv, "").rstrip(".")
+
+
+def function_key(name: str) -> str:
+    """A function's key among what the history established: its name without schema
+    (overloads share it)."""
+    return "function:" + name.split(".")[-1].lower()
 
 
 def _is_new(state: FileState, rv: Node | None) -> bool:
@@ -229,6 +241,7 @@ def check(kind: str, node: Node, state: FileState,
               if kind == "ViewStmt" else (node.get("into") or {}).get("rel"))
         if rv:
             state.created.update({table_name(rv), str(rv.get("relname"))})
+            state.columns[table_key(rv)] = Column(type="table")
             for elt in node.get("tableElts") or () if kind == "CreateStmt" else ():
                 cd = elt.get("ColumnDef")
                 if cd and cd.get("colname"):
@@ -236,6 +249,7 @@ def check(kind: str, node: Node, state: FileState,
     elif kind == "CreateFunctionStmt":
         name = _dotted(node.get("funcname"))
         state.created.add(name)
+        state.columns[function_key(name)] = Column(type=_type_name(node.get("returnType")))
         vol = [_sval(o["DefElem"].get("arg")) for o in node.get("options") or ()
                if o.get("DefElem", {}).get("defname") == "volatility"]
         if vol and vol[0] in ("immutable", "stable"):
@@ -304,7 +318,9 @@ def _record_alter(node: Node, state: FileState) -> None:
         sub = cmd.get("subtype")
         cd = _unwrap(cmd.get("def"), "ColumnDef")
         if sub == "AT_AddColumn" and cd is not None:
-            state.columns[column_key(rv, str(cd.get("colname")))] = _column_of(cd)
+            key = column_key(rv, str(cd.get("colname")))
+            state.columns[key] = _column_of(cd)
+            state.added.add(key)
             continue
         if not cmd.get("name"):
             continue
@@ -333,6 +349,9 @@ def _rename(node: Node, state: FileState) -> list[Hit]:
             if node.get("relationType") in ("OBJECT_VIEW", "OBJECT_MATVIEW"):
                 return [("rename-object", f"renames column {table}.{node.get('subname')} of "
                          f"a view to {node.get('newname')}", None)]
+            key = column_key(rv, str(node.get("subname")))
+            if key in state.added:  # added by this file: the old app never saw it
+                return hits
             hits.append(("rename-column", f"renames column {table}.{node.get('subname')} to "
                          f"{node.get('newname')}", None))
         else:
@@ -348,8 +367,8 @@ def _rename(node: Node, state: FileState) -> list[Hit]:
         name = _dotted(node.get("object"))
         if name not in state.created and name.split(".")[-1] not in state.created:
             what = "function" if kind == "OBJECT_FUNCTION" else "procedure"
-            hits.append(("rename-object", f"renames {what} {name} to {node.get('newname')}",
-                         None))
+            _unless_trigger(state, hits, "rename-object",
+                            f"renames {what} {name} to {node.get('newname')}", [name])
     return hits
 
 
@@ -369,7 +388,16 @@ def _drop(node: Node, state: FileState) -> list[Hit]:
            and n.split(".")[-1] not in state.created]
     kind = node.get("removeType")
     if kind == "OBJECT_TABLE":
-        if old:
+        if old and node.get("missing_ok") and len(old) == 1:
+            # DROP TABLE IF EXISTS t followed by CREATE TABLE t in the same file is a
+            # re-run guard; when no earlier file created t, nothing the old app uses is
+            # lost (decided at the end of the file, then against earlier files).
+            key = "table:" + _relation_key(old[0])
+            message = f"drops table {old[0]}"
+            state.pending_deferred.append(("drop-table", message, key, None, "existed"))
+            state.dropped.append((message, old))
+            _needs_lock_timeout(state, hits, old[0])
+        elif old:
             hits.append(("drop-table", f"drops table {', '.join(old)}", None))
             _needs_lock_timeout(state, hits, old[0])
     elif kind == "OBJECT_INDEX" and not node.get("concurrent"):
@@ -379,12 +407,39 @@ def _drop(node: Node, state: FileState) -> list[Hit]:
     elif kind in _DROP_KINDS and old:
         rule, what = _DROP_KINDS[kind]
         message = f"drops {what} {', '.join(old)}"
-        hits.append((rule, message, None))
+        if rule == "drop-function":
+            _unless_trigger(state, hits, rule, message, old)
+        else:
+            hits.append((rule, message, None))
         state.dropped.append((message, old))
+    if kind == "OBJECT_TABLE":
+        for n in names:  # gone, for later files
+            state.columns["table:" + _relation_key(n)] = Column(type="")
     for n in names:  # created before, dropped now: a later CREATE makes it new again
         state.created.discard(n)
         state.created.discard(n.split(".")[-1])
     return hits
+
+
+def _relation_key(dotted: str) -> str:
+    schema, _, rel = dotted.rpartition(".")
+    return (f"{schema}.{rel}" if schema and schema != "public" else rel).lower()
+
+
+def _unless_trigger(state: FileState, hits: list[Hit], rule: str, message: str,
+                    names: list[str]) -> None:
+    """A trigger function is called by its triggers (which follow a rename and block a
+    drop), never by the app: dropping or renaming one is no finding. Whether it is one
+    is known from this file or, deferred, from earlier files."""
+    if len(names) != 1:
+        hits.append((rule, message, None))
+        return
+    known = state.columns.get(function_key(names[0]))
+    if known is None:
+        state.pending_deferred.append((rule, message, function_key(names[0]), None,
+                                       "not-trigger"))
+    elif known.type != "trigger":
+        hits.append((rule, message, None))
 
 
 def recreated(state: FileState) -> set[str]:
@@ -419,7 +474,8 @@ def _alter_table(node: Node, state: FileState,
         definition = cmd.get("def")
         cd, con = _unwrap(definition, "ColumnDef"), _unwrap(definition, "Constraint")
         if sub == "AT_DropColumn":
-            hits.append(("drop-column", f"drops column {col}", at))
+            if key not in state.added:  # a column this file added: the old app never saw it
+                hits.append(("drop-column", f"drops column {col}", at))
         elif sub == "AT_AlterColumnType" and cd is not None:
             hits += _type_change(state, col, key, cd, at)
         elif sub == "AT_SetNotNull":
