@@ -195,7 +195,13 @@ def score(labels: dict[str, Any], name: str, ps_danger: list[dict[str, Any]],
         right = sum(x["verdict"] == "right" for x in still)
         print(f"\nprecision: {right}/{len(still)} labelled plainsail findings are right "
               f"({len(judged) - len(still)} labelled findings no longer reported)")
-    recall = [x for x in labels.get("recall", []) if x["corpus"] == name and x["dangerous"]]
+    sampled = [x for x in labels.get("recall", []) if x["corpus"] == name]
+    for tool, flagged in (("plainsail", ps_stmts), ("squawk", sq_stmts)):
+        mine = [x for x in sampled if (x["file"], x["statement_line"]) in flagged]
+        if mine:
+            print(f"{tool} flags {len(mine)} of the {len(sampled)} sampled statements, "
+                  f"{sum(x['dangerous'] for x in mine)} of them dangerous")
+    recall = [x for x in sampled if x["dangerous"]]
     if recall:
         keys = [(x["file"], x["statement_line"]) for x in recall]
         ps_hit = sum(k in ps_stmts for k in keys)
