@@ -70,25 +70,25 @@ def _numbers(version: str) -> tuple[int, ...]:
 def detect(folder: Path) -> str:
     """The layout of `folder`, from the names (and, for dbmate, the text) of its files."""
     found: dict[str, str] = {}
-    listing = [(name, is_dir) for name, _, is_dir in _entries(folder)]
-    sql = [folder / n for n, is_dir in listing if not is_dir and n.endswith(".sql")]
+    listing = [(name, is_dir) for name, _, is_dir in _entries(folder)]  # sorted by name
+    sql = [n for n, is_dir in listing if not is_dir and n.endswith(".sql")]
     base = str(folder)
     for name in (n for n, is_dir in listing if is_dir):
         if os.path.isfile(os.path.join(base, name, "up.sql")):
             found.setdefault(DIESEL, f"{name}/up.sql")
         elif os.path.isfile(os.path.join(base, name, "migration.sql")):
             found.setdefault(PRISMA, f"{name}/migration.sql")
-    for p in sorted(sql):
-        if _FLYWAY.match(p.name) or _FLYWAY_OTHER.match(p.name):
-            found.setdefault(FLYWAY, p.name)
-        elif p.name.endswith((".up.sql", ".down.sql")):
-            found.setdefault(GOLANG_MIGRATE, p.name)
+    for name in sql:
+        if _FLYWAY.match(name) or _FLYWAY_OTHER.match(name):
+            found.setdefault(FLYWAY, name)
+        elif name.endswith((".up.sql", ".down.sql")):
+            found.setdefault(GOLANG_MIGRATE, name)
     if not found and sql:
         # Every dbmate file starts with its '-- migrate:up' section: the first one tells.
-        with min(sql).open("rb") as fh:
+        with open(os.path.join(base, sql[0]), "rb") as fh:
             head = fh.read(4096).decode("utf-8", errors="replace")
         if _DBMATE_UP.search(head):
-            found[DBMATE] = min(sql).name
+            found[DBMATE] = sql[0]
     if not found:
         return FLAT
     if len(found) > 1:
