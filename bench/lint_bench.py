@@ -158,8 +158,9 @@ def main() -> int:
                 elif not cache.exists():
                     _run(ps, env, tmp)
                 times[name].append(_run(cmd, env, tmp))
+        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
         print(f"lint {len(files)} files ({'corpus ' + str(corpus) if args.corpus else 'generated'})"
-              f", {os.cpu_count()} CPUs, best (median) of {args.rounds}:")
+              f", {os.cpu_count()} CPUs (load average {load}), best (median) of {args.rounds}:")
         for name, ts in times.items():
             print(f"  {name:28s} {min(ts):6.3f}s ({statistics.median(ts):.3f}s)")
         if squawk:

@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -100,6 +101,8 @@ def main() -> int:
     ap.add_argument("--sample", type=int, default=0)
     ap.add_argument("--seed", type=int, default=13)
     ap.add_argument("--labels")
+    ap.add_argument("--explain", action="store_true",
+                    help="sort the statements only squawk flags by kind")
     ap.add_argument("--show", type=int, default=0,
                     help="print up to N statements per squawk rule that only squawk flags")
     ap.add_argument("--name", help="the corpus's name in the labels file (default: folder)")
@@ -145,6 +148,20 @@ def main() -> int:
             r for k in only_sq for r in sq_stmts[k]).most_common()))
         print("  only plainsail, by rule:", dict(Counter(
             r for k in only_ps for r in ps_stmts[k]).most_common()))
+        if args.explain:
+            texts = {rel[src.name]: src.text for src in sources}
+            kinds: Counter[str] = Counter()
+            other = []
+            for k in only_sq:
+                text = texts[k[0]]
+                cut = len("\n".join(text.split("\n")[:k[1] - 1]))
+                kind = kind_of(text_of_all(spans, rel).get(k, ""), text[:cut], text[cut:])
+                kinds[kind] += 1
+                if kind == "other":
+                    other.append(k)
+            print("  only squawk, by kind:", dict(kinds.most_common()))
+            for k in other:
+                print(f"    other: {k[0]}:{k[1]} {sorted(sq_stmts[k])}")
         if args.show:
             shown: Counter[str] = Counter()
             for k in only_sq:
@@ -176,6 +193,42 @@ def main() -> int:
         score(json.loads(Path(args.labels).read_text()), name, ps_danger, ps_stmts, sq_stmts,
               rel, spans)
     return 0
+
+
+_IDENT = r'(?:"[^"]+"|[\w.]+)(?:\s*\.\s*(?:"[^"]+"|\w+))?'
+_TARGET = re.compile(
+    r"(?is)\s*(?:alter\s+table\s+(?:if\s+exists\s+)?(?:only\s+)?|create\s+(?:unique\s+)?"
+    r"index\s+(?:concurrently\s+)?(?:if\s+not\s+exists\s+)?(?:\"[^\"]+\"|\S+)?\s*on\s+"
+    r"(?:only\s+)?|drop\s+(?:view|table|function|materialized\s+view)\s+(?:if\s+exists\s+)?)"
+    r"(" + _IDENT + r")")
+
+
+def _created(kinds: str, name: str, text: str) -> bool:
+    return bool(re.search(
+        r"(?is)create\s+(?:or\s+replace\s+)?(?:temp(?:orary)?\s+|unlogged\s+)?(?:" + kinds
+        + r")\s+(?:if\s+not\s+exists\s+)?(?:\"?\w+\"?\s*\.\s*)?\"?" + re.escape(name)
+        + r'"?[\s(]', text))
+
+
+def kind_of(sql: str, before: str, after: str) -> str:
+    """What a statement only squawk flags is, told from its text and its file: the
+    breakdown docs/migrations.md gives (a rough reading by regular expressions, for the
+    report only; "other" is left to be read by hand)."""
+    m = _TARGET.match(sql)
+    target = m.group(1).replace('"', "").split(".")[-1].lower() if m else None
+    if re.match(r"(?is)\s*alter\s+(index|sequence|type|trigger)\b.*\brename\b", sql) or \
+            re.match(r"(?is)\s*alter\s+table\b.*\brename\s+constraint\b", sql):
+        return "renames an index, sequence, type, trigger or constraint"
+    if re.match(r"(?is)\s*drop\s+(type|sequence|schema)\b", sql):
+        return "drops a type, sequence or schema"
+    if target and _created("table|materialized\\s+view|view", target, before):
+        return "its table or view is created earlier in the same file"
+    if target and sql.lstrip().lower().startswith("drop") and _created(
+            "view|materialized\\s+view|function|table", target, after):
+        return "dropped and created again later in the same file"
+    if "timestamptz" in sql.lower() and "set timezone" in before.lower():
+        return "timestamp to timestamptz with the session in UTC"
+    return "other"
 
 
 def text_of_all(spans: dict[str, list[tuple[int, int, str]]],

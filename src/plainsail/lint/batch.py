@@ -10,7 +10,6 @@ release never reuses an old verdict.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -21,6 +20,7 @@ from typing import Any
 from plainsail.lint.catalog import Column
 from plainsail.lint.engine import FileResult, Finding, analyze, resolve
 from plainsail.lint.sources import Source
+from plainsail.migrations.files import sha256
 
 # Fewer uncached files than this are linted in this process: linting one file takes about
 # 0.1-0.2 ms and forking a worker about 2 ms, so below this a second process saves little
@@ -33,7 +33,7 @@ def _salt() -> str:
     """Changes with the lint's code and with the installed pglast (its parser's file)."""
     from importlib.machinery import PathFinder
 
-    h = hashlib.sha256()
+    h = sha256()
     spec = PathFinder.find_spec("pglast")
     if spec is not None and spec.origin:
         for p in sorted(Path(spec.origin).parent.glob("parser*")):
@@ -42,7 +42,7 @@ def _salt() -> str:
     here = Path(__file__).resolve().parent
     for name in ("engine.py", "rules.py", "batch.py", "pgparse.py"):
         h.update((here / name).read_bytes())
-    return h.hexdigest()[:16]
+    return str(h.hexdigest())[:16]
 
 
 def cache_file() -> Path | None:
@@ -58,9 +58,9 @@ def cache_file() -> Path | None:
 
 
 def _key(s: Source) -> str:
-    h = hashlib.sha256(f"{s.first_line}:{int(s.marked)}:".encode())
+    h = sha256(f"{s.first_line}:{int(s.marked)}:".encode())
     h.update(s.text.encode("utf-8", "surrogatepass"))
-    return h.hexdigest()
+    return str(h.hexdigest())
 
 
 def _dump(r: FileResult) -> list[Any]:
