@@ -74,6 +74,29 @@ OUTCOME_EPILOG = """outcomes (printed, recorded, and the exit code):
 a usage error exits 2; a bug exits 3 (after restoring, recording and unlocking)"""
 
 
+def _terminal_columns() -> int:
+    """shutil.get_terminal_size().columns, without importing shutil (and the compression
+    modules it loads) on every run: argparse asks for the width each time it checks an
+    argument, not only when it prints help."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        super().__init__(prog, indent_increment, max_help_position,
+                         width if width is not None else _terminal_columns() - 2)
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The whole command line; with `only`, the arguments of that one command (the others
     are listed but take no arguments), which is all one run needs and quicker to build."""
@@ -81,7 +104,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         prog="plainsail",
         description="Ship containerized APIs the boring way: build, sign, migrate, deploy, "
         "roll back. The same steps every time, loud failures.",
-        epilog=EXIT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EXIT_EPILOG, formatter_class=_Formatter,
     )
     parser.add_argument("--version", action="version", version=f"plainsail {__version__}")
     # -c and -v work before or after the command: the top level holds the defaults, and
@@ -99,13 +122,13 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         )
 
     common_options(parser, top=True)
-    common = argparse.ArgumentParser(add_help=False)
+    common = argparse.ArgumentParser(add_help=False, formatter_class=_Formatter)
     common_options(common, top=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         epilog = OUTCOME_EPILOG if name in ("deploy", "rollback", "recover") else EXIT_EPILOG
         p = sub.add_parser(name, help=help_text, description=help_text, parents=[common],
-                           epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+                           epilog=epilog, formatter_class=_Formatter)
         p.set_defaults(_module=module)
         add_args = _ADDERS.get(name)
         if add_args and only in (None, name):
