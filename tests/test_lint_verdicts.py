@@ -220,6 +220,14 @@ HISTORY_VERDICTS: dict[str, tuple[str, str, set[str]]] = {
     "rename of a function the app calls": (
         "CREATE FUNCTION hot_rank(n int) RETURNS int LANGUAGE sql AS 'SELECT 1';",
         "ALTER FUNCTION hot_rank(int) RENAME TO rank;", {"rename-object"}),
+    "drop of an event trigger function": (
+        "CREATE FUNCTION extensions.notify_api_restart() RETURNS event_trigger "
+        "LANGUAGE plpgsql AS 'BEGIN NULL; END';",
+        "DROP EVENT TRIGGER IF EXISTS api_restart;\n"
+        "DROP FUNCTION IF EXISTS extensions.notify_api_restart();", set()),
+    "drop of a function nothing in the history declares": (
+        "SELECT 1;", "DROP FUNCTION IF EXISTS extensions.notify_api_restart();",
+        {"drop-function"}),
     "drop of a trigger function": (
         "CREATE FUNCTION t_touch() RETURNS trigger LANGUAGE plpgsql AS "
         "'BEGIN RETURN NEW; END';", "DROP FUNCTION t_touch() CASCADE;", set()),

@@ -160,6 +160,10 @@ class Column(Record):
         self.type, self.typmod, self.default = type, typmod, default
 
 
+# Return types of functions only triggers call (never an app): dropping or renaming one
+# is no finding.
+TRIGGER_TYPES = frozenset({"trigger", "event_trigger"})
+
 Hit = tuple[str, str, int | None]  # (rule id, message, text offset of the clause or None)
 # A finding that depends on what earlier files established: (condition, column key).
 Deferred = tuple[str, str, str, int | None, str]  # (rule, message, column, offset, condition)

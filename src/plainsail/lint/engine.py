@@ -11,7 +11,7 @@ from bisect import bisect_right
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from plainsail.lint.catalog import RULES, Column, Deferred
+from plainsail.lint.catalog import RULES, TRIGGER_TYPES, Column, Deferred
 from plainsail.migrations.files import NO_TRANSACTION_MARKER
 from plainsail.record import Record
 
@@ -344,7 +344,7 @@ def resolve(path: str, result: FileResult, known: dict[str, Column],
                 continue
             if condition == "existed" and (col is None or col.type != "table"):
                 continue
-            if condition == "not-trigger" and col is not None and col.type == "trigger":
+            if condition == "not-trigger" and col is not None and col.type in TRIGGER_TYPES:
                 continue
             if condition == "not-timestamp" and (col is None or col.type == "timestamp"):
                 continue

@@ -11,7 +11,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from plainsail.lint.catalog import ERROR, RULES, WARNING, Column, Deferred, Hit, Rule
+from plainsail.lint.catalog import (
+    ERROR,
+    RULES,
+    TRIGGER_TYPES,
+    WARNING,
+    Column,
+    Deferred,
+    Hit,
+    Rule,
+)
 from plainsail.record import Record
 
 __all__ = ["ERROR", "RULES", "WARNING", "Column", "Deferred", "FileState", "Hit", "Rule",
@@ -438,7 +447,7 @@ def _unless_trigger(state: FileState, hits: list[Hit], rule: str, message: str,
     if known is None:
         state.pending_deferred.append((rule, message, function_key(names[0]), None,
                                        "not-trigger"))
-    elif known.type != "trigger":
+    elif known.type not in TRIGGER_TYPES:
         hits.append((rule, message, None))
 
 
