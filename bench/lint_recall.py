@@ -226,6 +226,10 @@ def kind_of(sql: str, before: str, after: str) -> str:
     if target and sql.lstrip().lower().startswith("drop") and _created(
             "view|materialized\\s+view|function|table", target, after):
         return "dropped and created again later in the same file"
+    dropped = re.search(r'(?is)alter\s+(?:column\s+)?"?(\w+)"?\s+drop\s+default', sql)
+    if dropped and re.search(r'(?is)\b"?' + re.escape(dropped.group(1))
+                             + r'"?\s+set\s+default\b', after):
+        return "a default dropped and set again later in the same file"
     if "timestamptz" in sql.lower() and "set timezone" in before.lower():
         return "timestamp to timestamptz with the session in UTC"
     return "other"

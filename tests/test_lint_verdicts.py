@@ -89,6 +89,20 @@ VERDICTS: dict[str, tuple[str, set[str]]] = {
         "ALTER TABLE t2 ALTER COLUMN b DROP DEFAULT;", {"drop-default"}),
     "DROP DEFAULT of a serial": (
         "ALTER TABLE folder ALTER COLUMN id DROP DEFAULT;", {"drop-default"}),
+    # lemmy 2025-08-01-000039_remove_post_sort_type_enums: the default makes way for an
+    # enum swap and is set again before the file commits.
+    "DROP DEFAULT, then SET DEFAULT again": (
+        "ALTER TABLE t2 ALTER COLUMN b SET DEFAULT 1;\n"
+        "ALTER TABLE t2 ALTER b DROP DEFAULT;\n"
+        "ALTER TABLE t2 ALTER COLUMN b TYPE bigint USING b::bigint;\n"
+        "ALTER TABLE t2 ALTER b SET DEFAULT 2;", {"change-column-type"}),
+    "DROP DEFAULT of a serial, then SET DEFAULT again": (
+        "ALTER TABLE folder ALTER COLUMN id DROP DEFAULT;\n"
+        "ALTER TABLE folder ALTER COLUMN id SET DEFAULT nextval('folder_id_seq2');", set()),
+    "DROP DEFAULT, then SET DEFAULT NULL": (
+        "ALTER TABLE t2 ALTER COLUMN b SET DEFAULT 1;\n"
+        "ALTER TABLE t2 ALTER b DROP DEFAULT;\n"
+        "ALTER TABLE t2 ALTER b SET DEFAULT NULL;", {"drop-default"}),
     # timestamp -> timestamptz with the session in UTC: no rewrite since PostgreSQL 12.
     "timestamptz after SET timezone UTC, USING the column": (
         "SET timezone = 'UTC';\nALTER TABLE community ALTER COLUMN published TYPE "

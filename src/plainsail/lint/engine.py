@@ -227,6 +227,11 @@ def analyze(text: str, first_line: int = 1, marked: bool = False) -> FileResult:
         if kind == "DoStmt":
             _do_block(node, state, number, line_of, findings, result, chars)
     again = recreated(state)
+    if state.restored_defaults:
+        findings[:] = [f for f in findings if not (
+            f.rule == "drop-default" and f.message in state.restored_defaults)]
+        result.deferred = [d for d in result.deferred if not (
+            d[0][0] == "drop-default" and d[0][1] in state.restored_defaults)]
     if again:
         findings[:] = [f for f in findings if not (
             f.rule in ("drop-view", "drop-function") and f.message in again)]

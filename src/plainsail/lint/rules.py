@@ -71,6 +71,11 @@ class FileState(Record):
         # the gap).
         self.dropped: list[tuple[str, list[str]]] = []
         self.added: set[str] = set()  # columns this file added to existing tables
+        # Defaults dropped (column -> message of the finding), and the messages of those
+        # set again later in the file: a DROP DEFAULT that only makes way for a type change
+        # (lemmy's enum swaps) leaves the column with a default when the file commits.
+        self.dropped_defaults: dict[str, str] = {}
+        self.restored_defaults: set[str] = set()
         # The parser's locations are byte offsets into the text it parsed; this maps them
         # to offsets into the file (None: findings fall back to the statement's start).
         self.position: Callable[[int], int | None] = position or (lambda _pos: None)
@@ -337,6 +342,8 @@ def _record_alter(node: Node, state: FileState) -> None:
         if sub == "AT_ColumnDefault":
             col = state.columns.setdefault(key, Column())
             col.default = not (cmd.get("def") is None or _is_null(cmd.get("def")))
+            if col.default and key in state.dropped_defaults:
+                state.restored_defaults.add(state.dropped_defaults.pop(key))
         elif sub == "AT_AlterColumnType" and cd is not None:
             col = state.columns.setdefault(key, Column())
             col.type, col.typmod = _type_name(cd.get("typeName")), _has_typmod(
@@ -492,6 +499,7 @@ def _alter_table(node: Node, state: FileState,
         elif sub == "AT_ColumnDefault" and (definition is None or _is_null(definition)):
             known = state.columns.get(key)
             message = f"drops the default of {col}"
+            state.dropped_defaults[key] = message
             if known is None:
                 state.pending_deferred.append(("drop-default", message, key, at, "default"))
             elif known.default:
