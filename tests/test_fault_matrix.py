@@ -170,6 +170,8 @@ def cell(d: DeployDir, bindir: Path, step: str, fault: str, **config: str) -> st
             said = out + err
             assert f"within {limit}s" in said or f"timed out after {limit}s" in said, said
         if outcome == "restore-failed":
+            assert "DOWN" in doc["reason"], doc["reason"]
+            assert d.get()[0] != 200, "restore-failed, yet the service answers"
             return label
         version_now = "2" if outcome == "succeeded" else "1"
     time.sleep(0.5)
