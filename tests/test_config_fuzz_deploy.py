@@ -155,6 +155,7 @@ def _remove_state(d: DeployDir, host_dir: str) -> None:
     assert d.ssh is not None
     if host_dir in ("~/.plainsail",):
         return
-    root = d.ssh.home + host_dir[1:] if host_dir.startswith("~") else host_dir
-    if Path(root).is_relative_to(d.ssh.home):
-        d.host_run("rm", "-rf", f"{root}/{d.service}")
+    home = Path(d.ssh.home)
+    root = Path(str(home) + host_dir[1:]) if host_dir.startswith("~") else Path(host_dir)
+    if root.is_relative_to(home):
+        d.host_run("rm", "-rf", str(root / d.service))
