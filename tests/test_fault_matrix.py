@@ -44,7 +44,14 @@ if [ -s "$ctl" ]; then
       : > "$ctl"
       case "$kind" in
         fail) echo "injected failure in: docker $*" >&2; exit 1 ;;
-        drop) pkill -9 -u "$(id -u)" -x sshd; sleep 5; exit 255 ;;
+        drop)
+          # This command's connection only (the sshd process it runs under), not every
+          # connection of the user: other tests may be using the same SSH user.
+          p=$PPID
+          while [ "$p" -gt 1 ] && [ "$(cat /proc/$p/comm)" != sshd ]; do
+            p=$(awk '{{print $4}}' /proc/$p/stat)
+          done
+          kill -9 "$p"; sleep 5; exit 255 ;;
         pause) touch {dir}/paused; sleep 6 ;;
         hang) echo $$ > {dir}/hung; exec sleep 60 ;;
       esac ;;
