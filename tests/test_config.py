@@ -142,7 +142,10 @@ def test_health_path_accepts_encoded_paths_and_queries(path: str) -> None:
      ("app.stop_timeout", "9" * 400 + "h", "too long a duration"),
      ("app.stop_timeout", "61m", "too long: at most 1h"),
      ("migrate.timeout", "25h", "too long: at most 24h"),
-     ("migrate.timeout", "0s", "longer than 0")],
+     ("migrate.timeout", "0s", "longer than 0"),
+     ("timeouts.command", "0", "longer than 0"),
+     ("timeouts.command", "2h", "too long: at most 1h"),
+     ("timeouts.pull", "25h", "too long: at most 24h")],
 )
 def test_durations_have_bounds(key: str, value: str, needle: str) -> None:
     section, name = key.split(".")
@@ -157,6 +160,27 @@ def test_durations_at_their_bounds_are_accepted() -> None:
                 "migrate:\n  command: [m]\n  timeout: 24h\n")
     assert cfg.app.stop_timeout == 0 and cfg.health.interval == 0
     assert cfg.health.timeout == 3600 and cfg.migrate and cfg.migrate.timeout == 86400
+
+
+def test_host_command_timeouts_reach_every_step_of_the_plan() -> None:
+    from plainsail.deploy import plan
+    from plainsail.hosts.containers import Container
+    from plainsail.hosts.state import LockInfo, Paths
+
+    assert parse(MINIMAL).timeouts == configlib.TimeoutsConfig(120.0, 900.0)
+    cfg = parse(MINIMAL + "app:\n  stop_timeout: 3s\ntimeouts:\n  command: 4s\n  pull: 1m\n"
+                "migrate:\n  command: [m]\n  timeout: 9s\n")
+    assert cfg.timeouts.command == 4 and cfg.timeouts.pull == 60 and cfg.timeouts.query == 4
+    target = plan.Target(cfg.image, "a3f1b2c3", "sha256:" + "ab" * 32, True)
+    old = Container("api-0ld", "id0", "0ld", "sha256:" + "cd" * 32, "d0", "fp", "running",
+                    "", "", cfg.image)
+    paths = Paths("/h/.plainsail/api")
+    hp = plan.host_plan(cfg, target, "d1", "fp", paths, [old], old, None,
+                        LockInfo("d1", "me@m", "m", 1, "t", target.tag, "ci"),
+                        unchanged=False, migrate_here=True)
+    limits = {s.name: s.timeout for s in hp.steps}
+    assert limits == {"lock+env": 4, "pull": 60, "migrate": 9, "stop-old": 7,
+                      "start-new": 4, "gate": limits["gate"], "record": 4, "unlock": 4}
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,8 @@ def test_every_config_key_is_documented() -> None:
             t = {"registry": configlib.RegistryAuth, "build": configlib.BuildConfig,
                  "signing": configlib.SigningConfig, "ssh": configlib.SSHConfig,
                  "app": configlib.AppConfig, "migrate": configlib.MigrateConfig,
-                 "health": configlib.HealthConfig}.get(f.name) if not prefix else None
+                 "health": configlib.HealthConfig,
+                 "timeouts": configlib.TimeoutsConfig}.get(f.name) if not prefix else None
             if t is not None and is_dataclass(t):
                 walk(t, f"{key}.")
             elif f.name == "notify":

@@ -1,6 +1,8 @@
 """The fault matrix against a real sshd and a real Docker Engine: for each Docker step of
-a deploy, the command fails, the SSH connection drops (the host side of the connection is
-killed), or the deployer receives SIGTERM or SIGKILL while the command runs. Each cell
+a deploy, the command fails, it hangs beyond its timeout (`timeouts.command`,
+`timeouts.pull` and `migrate.timeout` shortened to a few seconds), the SSH connection drops
+(the host side of the connection is killed), or the deployer receives SIGTERM or SIGKILL
+while the command runs. Each cell
 checks a defined outcome, its exit code, the records, the lock, and that the last good
 version serves (after `plainsail recover` for SIGKILL) unless the outcome says it does not.
 
@@ -12,11 +14,14 @@ otherwise. docs/reliability.md shows the table these tests produce.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,8 +44,16 @@ if [ -s "$ctl" ]; then
       : > "$ctl"
       case "$kind" in
         fail) echo "injected failure in: docker $*" >&2; exit 1 ;;
-        drop) pkill -9 -u "$(id -u)" -x sshd; sleep 5; exit 255 ;;
+        drop)
+          # This command's connection only (the sshd process it runs under), not every
+          # connection of the user: other tests may be using the same SSH user.
+          p=$PPID
+          while [ "$p" -gt 1 ] && [ "$(cat /proc/$p/comm)" != sshd ]; do
+            p=$(awk '{{print $4}}' /proc/$p/stat)
+          done
+          kill -9 "$p"; sleep 5; exit 255 ;;
         pause) touch {dir}/paused; sleep 6 ;;
+        hang) echo $$ > {dir}/hung; exec sleep 60 ;;
       esac ;;
   esac
 fi
@@ -57,15 +70,18 @@ STEPS = {
     "restore (docker start)": ("docker start", "crash"),
     "prune (docker rm)": ("docker rm", "v2"),
 }
-FAULTS = ["fail", "drop", "SIGTERM", "SIGKILL"]
+FAULTS = ["fail", "timeout", "drop", "SIGTERM", "SIGKILL"]
+LIMIT = 5  # seconds: every host command's timeout in the `timeout` column
 RESULTS: dict[tuple[str, str], str] = {}
 DOC = Path(__file__).resolve().parent.parent / "docs" / "reliability.md"
 BEGIN, END = "<!-- real-matrix:begin -->", "<!-- real-matrix:end -->"
 
 
 @pytest.fixture(scope="module")
-def fault_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SSHHost, Path]]:
-    bindir = tmp_path_factory.mktemp("faultbin")
+def fault_host() -> Iterator[tuple[SSHHost, Path]]:
+    # Not under pytest's numbered temp folders: another pytest run of the same user may
+    # remove those while this module runs, and the host would then run the real docker.
+    bindir = Path(tempfile.mkdtemp(prefix="plainsail-faultbin-"))
     bindir.chmod(0o777)
     for parent in bindir.parents:  # the SSH user must reach the wrapper
         if str(parent).startswith(("/tmp", tempfile_root())):
@@ -80,11 +96,10 @@ def fault_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SSHHo
         yield host, bindir
     finally:
         stop_sshd(proc, host.directory)
+        shutil.rmtree(bindir, ignore_errors=True)
 
 
 def tempfile_root() -> str:
-    import tempfile
-
     return tempfile.gettempdir()
 
 
@@ -95,11 +110,16 @@ def _deploy_proc(d: DeployDir, version: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE, text=True)
 
 
-def cell(d: DeployDir, bindir: Path, step: str, fault: str) -> str:
+def cell(d: DeployDir, bindir: Path, step: str, fault: str, **config: str) -> str:
     prefix, version = STEPS[step]
+    d.config(**config)
     assert d.run("deploy", d.builds.ref("v1")).code == 0  # type: ignore[attr-defined]
+    if fault == "timeout":
+        d.config(**config, migrate_timeout=f"{LIMIT}s",
+                 extra=f"timeouts:\n  command: {LIMIT}s\n  pull: {LIMIT}s\n")
     (bindir / "paused").unlink(missing_ok=True)
-    kind = fault if fault in ("fail", "drop") else "pause"
+    (bindir / "hung").unlink(missing_ok=True)
+    kind = {"fail": "fail", "drop": "drop", "timeout": "hang"}.get(fault, "pause")
     # Only this cell's commands (its service's name, or for a pull the digest it pulls)
     # take the fault.
     scope = d.builds.versions[version].digest if prefix == "docker pull" else d.service
@@ -117,6 +137,12 @@ def cell(d: DeployDir, bindir: Path, step: str, fault: str) -> str:
         proc.send_signal(signal.SIGTERM if fault == "SIGTERM" else signal.SIGKILL)
     out, err = proc.communicate(timeout=300)
     (bindir / "fault").write_text("")
+    if kind == "hang":
+        hung = bindir / "hung"
+        trace = "\n".join((bindir / "trace").read_text().splitlines()[-12:])
+        assert hung.exists(), f"the step was never reached: {out} {err}\n{trace}"
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(hung.read_text()), signal.SIGKILL)  # the hanging command, if alive
     assert "Traceback" not in out + err, out + err
     lock = d.run("lock", "status").out  # type: ignore[attr-defined]
     if fault == "SIGKILL":
@@ -145,7 +171,14 @@ def cell(d: DeployDir, bindir: Path, step: str, fault: str) -> str:
             assert d.host_records()[-1]["id"] == doc["id"]
         assert lock.strip().endswith("unlocked"), lock
         label = f"{outcome} (exit {code})" + (", in preflight" if doc.get("preflight") else "")
+        if fault == "timeout":
+            # The step's own limit, named: `docker stop` gets app.stop_timeout (5s) more.
+            limit = LIMIT + 5 if step == "stop-old" else LIMIT
+            said = out + err
+            assert f"within {limit}s" in said or f"timed out after {limit}s" in said, said
         if outcome == "restore-failed":
+            assert "DOWN" in doc["reason"], doc["reason"]
+            assert d.get()[0] != 200, "restore-failed, yet the service answers"
             return label
         version_now = "2" if outcome == "succeeded" else "1"
     time.sleep(0.5)
@@ -162,8 +195,8 @@ def test_real_fault_matrix(fault_host: tuple[SSHHost, Path], notes_builds: Notes
     d = make_deploy_dir(tmp_path / "deploy", notes_builds, host)
     try:
         # Pruning happens only when there is something beyond `retain` to remove.
-        d.config(attempts="20", interval="250ms", retain="0" if "prune" in step else "2")
-        RESULTS[(step, fault)] = cell(d, bindir, step, fault)
+        RESULTS[(step, fault)] = cell(d, bindir, step, fault, attempts="20",
+                                      interval="250ms", retain="0" if "prune" in step else "2")
     finally:
         cleanup_deploy_dir(d)
 

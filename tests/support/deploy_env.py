@@ -176,7 +176,7 @@ class DeployDir:
                f"  known_hosts: {self.ssh.known_hosts}\n") if self.ssh else ""
         values = {
             "on_failure": "restore", "retain": "2", "attempts": "20", "interval": "250ms",
-            "notify": "", "extra": "",
+            "notify": "", "extra": "", "migrate_timeout": "60s",
         }
         values.update(overrides)
         text = (
@@ -185,7 +185,8 @@ class DeployDir:
             f"hosts: ['{host}']\n{ssh}"
             f"app:\n  port: {self.port}\n  env:\n    PORT: '{self.port}'\n"
             "  secrets: [DATABASE_URL]\n  network: host\n  stop_timeout: 5s\n"
-            "migrate:\n  command: [plainsail, migrate]\n  timeout: 60s\n"
+            "migrate:\n  command: [plainsail, migrate]\n"
+            f"  timeout: {values['migrate_timeout']}\n"
             "health:\n  path: /health\n  body_contains: '\"database\": \"ok\"'\n"
             f"  attempts: {values['attempts']}\n  interval: {values['interval']}\n"
             f"  timeout: 2s\non_failure: {values['on_failure']}\nretain: {values['retain']}\n"

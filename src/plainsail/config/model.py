@@ -61,6 +61,8 @@ MAX_HEALTH_INTERVAL = HOUR
 MAX_HEALTH_TIMEOUT = HOUR
 MAX_STOP_TIMEOUT = HOUR
 MAX_MIGRATE_TIMEOUT = 24 * HOUR
+MAX_COMMAND_TIMEOUT = HOUR
+MAX_PULL_TIMEOUT = 24 * HOUR
 
 
 # ---------------------------------------------------------------- data
@@ -141,6 +143,21 @@ class MigrateConfig:
 
 
 @dataclass(frozen=True)
+class TimeoutsConfig:
+    """How long a command on a host may run before the deploy gives up on it: `pull` for
+    `docker pull`, `command` for every other one (`docker stop` gets `app.stop_timeout`
+    more; migrations have `migrate.timeout`)."""
+
+    command: float = 120.0
+    pull: float = 900.0
+
+    @property
+    def query(self) -> float:
+        """For quick queries (the survey, `docker inspect`, listing containers)."""
+        return min(30.0, self.command)
+
+
+@dataclass(frozen=True)
 class HealthConfig:
     path: str = "/health"
     status: int = 200
@@ -195,6 +212,7 @@ class Config:
     app: AppConfig = field(default_factory=AppConfig)
     migrate: MigrateConfig | None = None
     health: HealthConfig = field(default_factory=HealthConfig)
+    timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
     on_failure: str = "restore"
     retain: int = 3
     notify: list[NotifyTarget] = field(default_factory=list)
@@ -1146,6 +1164,8 @@ _SCHEMA = obj(
                 "timeout": duration(MAX_HEALTH_TIMEOUT),
             },
         ),
+        "timeouts": obj(TimeoutsConfig, {"command": duration(MAX_COMMAND_TIMEOUT),
+                                         "pull": duration(MAX_PULL_TIMEOUT)}),
         "on_failure": choice("restore", "stop"),
         "retain": integer(0, 100),
         "notify": list_of(obj(NotifyTarget, {"webhook": _webhook}, ("webhook",))),

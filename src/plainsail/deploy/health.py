@@ -59,8 +59,8 @@ def app_address(ex: Executor, cfg: Config, container: str) -> tuple[str, int]:
     target = health_target(cfg)
     if target is not None:
         return target
-    ips = ex.run(docker.container_ips(container), timeout=30, what="find the app's address"
-                 ).stdout.split()
+    ips = ex.run(docker.container_ips(container), timeout=cfg.timeouts.query,
+                 what="find the app's address").stdout.split()
     return (ips[0] if ips else "127.0.0.1"), cfg.app.port
 
 

@@ -213,10 +213,6 @@ def ssh_options(cfg: Config) -> SSHOptions:
 
 # ---------------------------------------------------------------- the steps on each host
 
-PULL_TIMEOUT = 900.0
-STEP_TIMEOUT = 120.0
-
-
 @dataclass(frozen=True)
 class PlannedStep:
     """One step of a host's plan: the command it runs (None for the health gate, which is
@@ -273,17 +269,18 @@ def host_registry_steps(cfg: Config, target: Target, paths: Paths) -> list[Plann
     keep = ("nothing to undo: the registry keeps running, holding the versions sent so far "
             "(rollbacks pull from it)")
     steps = [
-        PlannedStep("host-registry", start_argv(cfg, paths.root), STEP_TIMEOUT,
+        PlannedStep("host-registry", start_argv(cfg, paths.root),
+                    cfg.timeouts.command,
                     f"start the host's registry on 127.0.0.1:{port} (docker-registry, else "
                     "a container of registry.image), or reuse the running one", undo=keep),
-        PlannedStep("send", None, PULL_TIMEOUT,
+        PlannedStep("send", None, cfg.timeouts.pull,
                     f"copy {target.tag}@{target.digest} and its signature from this "
                     f"machine's registry to 127.0.0.1:{port} on the host, through a port "
                     "forwarded over SSH (only the blobs it lacks)", undo=keep),
     ]
     if cfg.signing.verify:
         steps.append(PlannedStep(
-            "verify-host", None, STEP_TIMEOUT,
+            "verify-host", None, cfg.timeouts.command,
             f"verify the signature of {cfg.image}@{target.digest} as the host's registry "
             "holds it, and that its tag names that digest"))
     return steps
@@ -296,19 +293,20 @@ def host_plan(cfg: Config, target: Target, deploy_id: str, fp: str, paths: Paths
     """The steps of one host, in order, with their argv lists."""
     plan = HostPlan(host="", steps=[])
     steps = plan.steps
+    step_timeout = cfg.timeouts.command
     if unchanged:
-        steps.append(PlannedStep("lock", hoststate.lock_argv(paths), STEP_TIMEOUT,
+        steps.append(PlannedStep("lock", hoststate.lock_argv(paths), step_timeout,
                                  "take the deploy lock", stdin="the lock's holder",
                                  undo="release the lock"))
     else:
         steps.append(PlannedStep("lock+env", hoststate.lock_and_env_argv(paths, lock),
-                                 STEP_TIMEOUT, "take the deploy lock and write the env file",
+                                 step_timeout, "take the deploy lock and write the env file",
                                  stdin="the env file, secrets included (not shown)",
                                  undo="release the lock"))
         if not reuse:
             if cfg.host_mode:
                 steps += host_registry_steps(cfg, target, paths)
-            steps.append(PlannedStep("pull", docker.pull(target.pinned), PULL_TIMEOUT,
+            steps.append(PlannedStep("pull", docker.pull(target.pinned), cfg.timeouts.pull,
                                      "docker pull"))
         if migrate_here and cfg.migrate:
             steps.append(PlannedStep(
@@ -320,17 +318,17 @@ def host_plan(cfg: Config, target: Target, deploy_id: str, fp: str, paths: Paths
         proxied = cfg.proxy is not None
         if proxied:
             steps.append(PlannedStep(
-                "proxy-boot", None, STEP_TIMEOUT,
+                "proxy-boot", None, step_timeout,
                 "make sure the host's proxy runs with these host-level settings (boot it "
                 "when absent)"))
         elif previous:
             steps.append(PlannedStep(
                 "stop-old", docker.stop(previous.name, cfg.app.stop_timeout),
-                cfg.app.stop_timeout + STEP_TIMEOUT, "docker stop",
+                cfg.app.stop_timeout + step_timeout, "docker stop",
                 undo=f"start {previous.tag} again (the restore)"))
         if reuse:
             plan.new_name = reuse.name
-            steps.append(PlannedStep("start-retained", docker.start(reuse.name), STEP_TIMEOUT,
+            steps.append(PlannedStep("start-retained", docker.start(reuse.name), step_timeout,
                                      "docker start", undo="stop it; restore"))
         else:
             name = container_name(cfg.service, target.tag)
@@ -344,11 +342,11 @@ def host_plan(cfg: Config, target: Target, deploy_id: str, fp: str, paths: Paths
                 plan.rename = (name, alias)
                 after = [replace(c, name=alias) if c is clash else c for c in containers]
                 steps.append(PlannedStep("rename-old", docker.rename(name, alias),
-                                         STEP_TIMEOUT, "docker rename"))
+                                         step_timeout, "docker rename"))
             plan.new_name = name
             steps.append(PlannedStep(
                 "start-new", app_run_argv(cfg, target, name, paths.env, deploy_id, fp),
-                STEP_TIMEOUT, "docker run", undo="stop and remove it; restore"))
+                step_timeout, "docker run", undo="stop and remove it; restore"))
         hc = cfg.health
         if proxied:
             gate_undo = ("remove the new container; the route never pointed at it and the "
@@ -369,11 +367,11 @@ def host_plan(cfg: Config, target: Target, deploy_id: str, fp: str, paths: Paths
             back = (f"route back to {previous.tag} and remove the new container" if previous
                     else "remove the route's upstream: nothing ran before")
             steps.append(PlannedStep(
-                "route", None, STEP_TIMEOUT,
+                "route", None, step_timeout,
                 f"switch the route of {', '.join(cfg.proxy.hosts)}{cfg.proxy.path} to the new "
                 "container (one atomic change of the proxy's config)", undo=back))
             steps.append(PlannedStep(
-                "check-through", None, hc.timeout + STEP_TIMEOUT,
+                "check-through", None, hc.timeout + step_timeout,
                 f"GET {hc.path} once through the proxy, by host name", undo=back))
             if previous:
                 steps.append(PlannedStep(
@@ -382,19 +380,19 @@ def host_plan(cfg: Config, target: Target, deploy_id: str, fp: str, paths: Paths
                     f"{cfg.proxy.drain:g}s"))
                 steps.append(PlannedStep(
                     "stop-old", docker.stop(previous.name, cfg.app.stop_timeout),
-                    cfg.app.stop_timeout + STEP_TIMEOUT, "docker stop",
+                    cfg.app.stop_timeout + step_timeout, "docker stop",
                     undo=f"start {previous.tag} again and route back to it"))
         doomed, images = prune_plan(after, plan.new_name, target.digest, cfg.retain,
                                     target.image)
         plan.doomed = doomed
         if doomed:
-            steps.append(PlannedStep("prune", docker.rm(doomed, force=True), STEP_TIMEOUT,
+            steps.append(PlannedStep("prune", docker.rm(doomed, force=True), step_timeout,
                                      "remove old containers"))
         if images:
-            steps.append(PlannedStep("prune-images", docker.rmi(images), STEP_TIMEOUT,
+            steps.append(PlannedStep("prune-images", docker.rmi(images), step_timeout,
                                      "remove their images"))
-    steps.append(PlannedStep("record", hoststate.append_argv(paths), STEP_TIMEOUT,
+    steps.append(PlannedStep("record", hoststate.append_argv(paths), step_timeout,
                              "append the record", stdin="the record (JSON)"))
     steps.append(PlannedStep("unlock", hoststate.release_argv(paths, deploy_id),
-                             STEP_TIMEOUT, "release the lock"))
+                             step_timeout, "release the lock"))
     return plan

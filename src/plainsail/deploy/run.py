@@ -42,7 +42,6 @@ from plainsail.deploy.outcomes import (
     UNCHANGED,
 )
 from plainsail.deploy.plan import (
-    STEP_TIMEOUT,
     Request,
     Target,
     app_env,
@@ -215,7 +214,8 @@ class Deploy:
                 # Behind the proxy the app joins the proxy's network, created at its boot.
                 custom = (None if cfg.proxy or cfg.app.network in BUILTIN_NETWORKS
                           else cfg.app.network)
-                found = hoststate.survey(ex, cfg.host_dir, cfg.service, custom)
+                found = hoststate.survey(ex, cfg.host_dir, cfg.service, custom,
+                                         timeout=cfg.timeouts.query)
                 if not found.network_ok:
                     raise PlainsailError(
                         f"{host.name}: app.network {cfg.app.network!r} does not exist there; "
@@ -429,7 +429,8 @@ class Deploy:
         except RemoteError as exc:  # timeout
             code, tail = None, exc.output_tail
             with suppress(PlainsailError):
-                run.ex.run(docker.rm([name], force=True), check=False, timeout=STEP_TIMEOUT)
+                run.ex.run(docker.rm([name], force=True), check=False,
+                           timeout=self.cfg.timeouts.command)
         seconds = time.monotonic() - start
         self.migration = {"host": run.host.name, "exit_code": code,
                           "output_tail": tail, "seconds": round(seconds, 3)}

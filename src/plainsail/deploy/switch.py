@@ -19,7 +19,7 @@ from plainsail.config.model import Config
 from plainsail.deploy import health
 from plainsail.deploy.hostregistry import pull_repository
 from plainsail.deploy.outcomes import LEFT_STOPPED, OLD_KEPT, RESTORE_FAILED, RESTORED
-from plainsail.deploy.plan import STEP_TIMEOUT, HostPlan, Target, app_run_argv, container_name
+from plainsail.deploy.plan import HostPlan, Target, app_run_argv, container_name
 from plainsail.errors import PlainsailError, RemoteError, one_line
 from plainsail.hosts import docker
 from plainsail.hosts import state as hoststate
@@ -153,11 +153,11 @@ class Switcher:
             return
         with suppress(PlainsailError):
             run.ex.run(docker.stop(run.new_name, self.cfg.app.stop_timeout),
-                       timeout=self.cfg.app.stop_timeout + STEP_TIMEOUT, check=False)
+                       timeout=self.cfg.app.stop_timeout + self.cfg.timeouts.command, check=False)
         if failed_new and not run.reuse:
             with suppress(PlainsailError):
                 run.ex.run(docker.rm([run.new_name], force=True), check=False,
-                           timeout=STEP_TIMEOUT)
+                           timeout=self.cfg.timeouts.command)
 
     def _start_previous(self, run: HostRun, why: str) -> None:
         """Start the previous version again and gate it: outcome RESTORED (its container
@@ -182,12 +182,12 @@ class Switcher:
                 argv = app_run_argv(self.cfg, target, name, run.paths.env, self.id,
                                     self.fingerprint)
                 action: Callable[[], object] = partial(
-                    ex.run, argv, timeout=STEP_TIMEOUT, what="docker run")
+                    ex.run, argv, timeout=self.cfg.timeouts.command, what="docker run")
                 how = " with today's environment"
             else:
                 name = prev.name
                 action = partial(run_idempotent, ex, docker.start(prev.name),
-                                 what="docker start")
+                                 what="docker start", timeout=self.cfg.timeouts.command)
                 how = " with its previous environment" if tried else ""
             try:
                 self.step(run, "restore" if way == "retained" else "restore-today", action)
@@ -211,10 +211,11 @@ class Switcher:
                 break  # left running, unhealthy, for a human to inspect
             with suppress(PlainsailError):
                 ex.run(docker.stop(name, self.cfg.app.stop_timeout),
-                       timeout=self.cfg.app.stop_timeout + STEP_TIMEOUT, check=False)
+                       timeout=self.cfg.app.stop_timeout + self.cfg.timeouts.command, check=False)
             if way == "today":
                 with suppress(PlainsailError):
-                    ex.run(docker.rm([name], force=True), check=False, timeout=STEP_TIMEOUT)
+                    ex.run(docker.rm([name], force=True), check=False,
+                           timeout=self.cfg.timeouts.command)
         run.outcome = RESTORE_FAILED
         run.reason = (f"{run.reason or why}; " + "; ".join(tried)
                       + ". The service is DOWN on this host: fix forward")
@@ -320,7 +321,7 @@ class Switcher:
         self.planned(run, "prune-images", check=False)
 
     def log_tail(self, run: HostRun, name: str) -> str:
-        res = run.ex.run(docker.logs(name, 40), check=False, timeout=STEP_TIMEOUT)
+        res = run.ex.run(docker.logs(name, 40), check=False, timeout=self.cfg.timeouts.command)
         return res.tail(40)
 
     # -- bookkeeping
@@ -341,17 +342,17 @@ class Switcher:
         self.report(f"[{where}] {text}")
 
 
-def run_idempotent(ex: Executor, argv: list[str], what: str) -> object:
+def run_idempotent(ex: Executor, argv: list[str], what: str, timeout: float) -> object:
     """Run a command that may safely run twice; when the SSH connection dropped (exit 255)
     try once more over a new connection, since the way back must not give up on a blip."""
     try:
-        return ex.run(argv, timeout=STEP_TIMEOUT, what=what)
+        return ex.run(argv, timeout=timeout, what=what)
     except RemoteError as exc:
         if exc.returncode != 255 or ex.host.is_local:
             raise
         log.warning("[%s] the connection dropped during %s; trying once more",
                     ex.host.name, what)
-        return ex.run(argv, timeout=STEP_TIMEOUT, what=what)
+        return ex.run(argv, timeout=timeout, what=what)
 
 
 def _last_line(text: str) -> str:
