@@ -222,6 +222,9 @@ class Deploy:
                         f"create it (docker network create {cfg.app.network}) or fix "
                         "app.network")
                 paths, version, containers = found.paths, found.docker_version, found.containers
+                if cfg.proxy is not None:
+                    # A proxy with other host-level settings is refused before any change.
+                    self._proxy_api().preflight(ex, cfg)
             except PlainsailError:
                 ex.close()
                 raise
@@ -265,6 +268,13 @@ class Deploy:
             warn(gate.summary())
         else:
             self._step_report("schema-gate", gate.summary())
+
+    def _proxy_api(self) -> Any:
+        if self._proxy is None:
+            from plainsail import proxy
+
+            return proxy
+        return self._proxy
 
     def _plan(self) -> None:
         """Decide every host's steps (argv lists included) before anything changes."""
