@@ -166,14 +166,14 @@ def test_a_proxy_lost_mid_switch_leaves_no_half_switched_route(
     route switches (while the new version, slow to boot, is in its gate): the route change
     boots the proxy again and the switch completes; never a route to a container that is
     gone, never the proxy left down."""
-    ph = svc.ph
-    name = pargv.container_name(ph.host_dir)
+    host = svc.ph
+    name = pargv.container_name(host.host_dir)
     assert svc.run("deploy", svc.ref("v1"))["outcome"] == "succeeded"
     proc = svc.start("deploy", svc.ref("v3"))  # 3 s to boot
     svc.wait_for(proc, "start-new: ok")
     argv = (["docker", "stop", "-t", "1", name] if breakage == "stop" else
-            ["rm", "-f", f"{ph.ssh.home}/{ph.host_dir[2:]}/_proxy/admin.sock"])
-    assert ph.ssh.run(argv).returncode == 0
+            ["rm", "-f", f"{host.ssh.home}/{host.host_dir[2:]}/_proxy/admin.sock"])
+    assert host.ssh.run(argv).returncode == 0
     code, doc, text = svc.finish(proc)
     assert (code, doc["outcome"]) == (0, "succeeded"), text
     assert "booting it again" in text and "proxy " in text
