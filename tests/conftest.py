@@ -16,7 +16,7 @@ pytest_plugins = [
 SERVICE_FIXTURES = frozenset({
     "auth_registry", "deploy_dir", "fleet", "local_deploy_dir", "notes_builds",
     "notes_database", "notes_image", "openbao", "pg_admin", "pg_connect", "pg_url",
-    "plainsail_wheel", "proxy_apps",
+    "plainsail_wheel", "proxy_apps", "caddy_image",
     "registry", "second_engine", "service_repo", "ssh_host", "tiny_app",
 })
 

@@ -6,6 +6,7 @@ to put steady load from Debian's `hey` through the proxy."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -86,6 +87,26 @@ def proxy_apps(registry: Registry, tmp_path_factory: pytest.TempPathFactory
                        capture_output=True)
 
 
+CADDY_IMAGE = os.environ.get("PLAINSAIL_CADDY_IMAGE", "plainsail-caddy:bookworm")
+
+
+@pytest.fixture(scope="session")
+def caddy_image(registry: Registry) -> Iterator[str]:
+    """The local Caddy image, pushed to the test registry once per session (proxy.image
+    needs a digest): TAG@DIGEST."""
+    if subprocess.run(["docker", "image", "inspect", CADDY_IMAGE],
+                      capture_output=True).returncode != 0:
+        pytest.fail(f"{CADDY_IMAGE} is missing; run scripts/setup.sh")
+    repo = registry.repo(f"t/caddy-{uuid.uuid4().hex[:8]}")
+    sh("docker", "tag", CADDY_IMAGE, f"{repo}:2")
+    sh("docker", "push", "-q", f"{repo}:2")
+    digests = json.loads(sh("docker", "image", "inspect", "--format", "{{json .RepoDigests}}",
+                            f"{repo}:2"))
+    digest = next(d for d in digests if d.startswith(repo + "@")).split("@", 1)[1]
+    yield f"{repo}:2@{digest}"
+    subprocess.run(["docker", "image", "rm", f"{repo}:2"], capture_output=True)
+
+
 # ---------------------------------------------------------------- load
 
 
@@ -147,6 +168,7 @@ class ProxyService:
     apps: ProxyApps
     ph: Any  # tests.test_proxy_integration.ProxyHost
     extra: str = ""
+    attempts: int = 40  # of the health gate, 250 ms apart
     seen: list[str] = field(default_factory=list)
 
     def write_config(self, extra: str | None = None) -> None:
@@ -160,7 +182,7 @@ class ProxyService:
             f"ssh:\n  identity_file: {ph.ssh.identity_file}\n"
             f"  known_hosts: {ph.ssh.known_hosts}\n"
             "app:\n  port: 8000\n  stop_timeout: 2s\n"
-            "health:\n  path: /health\n  attempts: 40\n  interval: 250ms\n"
+            f"health:\n  path: /health\n  attempts: {self.attempts}\n  interval: 250ms\n"
             f"proxy:\n  host: {self.host_name}\n  image: {ph.image}\n  tls: off\n"
             f"  http_port: {ph.http_port}\n  https_port: {ph.https_port}\n"
             f"  network: {ph.network}\n  drain: 10s\n{self.extra}")
