@@ -7,7 +7,8 @@ version serves (after `plainsail recover` for SIGKILL) unless the outcome says i
 Faults are injected on the host by a `docker` wrapper first on the SSH user's PATH (set by
 this test's own sshd with SetEnv): it reads one "<kind>[:<n>] <scope> <command prefix>"
 line from a control file (kind: fail, drop, or pauseSECONDS), fires once on the n-th
-(default first) matching command, and runs the real docker otherwise. docs/reliability.md shows the tables these tests produce.
+(default first) matching command, and runs the real docker otherwise. docs/reliability.md
+shows the tables these tests produce.
 
 The proxy's rows deploy behind a real Caddy on the same host, under steady load from
 `hey` through the proxy, and every cell also checks that no request failed. The proxy's

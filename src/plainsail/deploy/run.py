@@ -222,9 +222,6 @@ class Deploy:
                         f"create it (docker network create {cfg.app.network}) or fix "
                         "app.network")
                 paths, version, containers = found.paths, found.docker_version, found.containers
-                if cfg.proxy is not None:
-                    # A proxy with other host-level settings is refused before any change.
-                    self._proxy_api().preflight(ex, cfg)
             except PlainsailError:
                 ex.close()
                 raise
@@ -240,6 +237,10 @@ class Deploy:
             self._step_report(host.name, f"reachable, Docker {version}, running: "
                               f"{prev.tag if prev else 'nothing'}")
         self._schema_gate()
+        if cfg.proxy is not None:
+            # A proxy with other host-level settings is refused before any change.
+            for run in self.runs:
+                self._proxy_api().preflight(run.ex, cfg)
         self._plan()
 
     def _schema_gate(self) -> None:
