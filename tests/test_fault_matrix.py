@@ -292,6 +292,12 @@ def test_proxy_fault_matrix(fault_host: tuple[SSHHost, Path], fault_proxy: Proxy
     try:
         PROXY_RESULTS[(step, fault)] = proxy_cell(s, bindir, step, fault)
     finally:
+        # A command paused on the host runs on after the deployer was signalled (a
+        # `docker run` then creates its container late): let it finish before cleaning up.
+        deadline = time.monotonic() + 15
+        while (bindir / "paused").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(2)
         s.remove()
 
 
