@@ -7,6 +7,7 @@ pytest_plugins = [
     "tests.support.deploy_env",
     "tests.support.multihost",
     "tests.support.openbao",
+    "tests.support.proxy_env",
 ]
 
 # Fixtures that start or need a real service (Docker Engine, registry, sshd, PostgreSQL):
@@ -15,7 +16,7 @@ pytest_plugins = [
 SERVICE_FIXTURES = frozenset({
     "auth_registry", "deploy_dir", "fleet", "local_deploy_dir", "notes_builds",
     "notes_database", "notes_image", "openbao", "pg_admin", "pg_connect", "pg_url",
-    "plainsail_wheel",
+    "plainsail_wheel", "proxy_apps", "caddy_image",
     "registry", "second_engine", "service_repo", "ssh_host", "tiny_app",
 })
 

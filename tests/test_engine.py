@@ -572,12 +572,13 @@ def test_proxy_failed_gate_keeps_the_old_version_serving(tmp_path: Path) -> None
     b.deploy(V1)
     b.fake.healthy = lambda c: c.labels["dev.plainsail.tag"] != V2.tag
     b.fake.log.clear()
+    b.proxy.calls.clear()
     s = b.deploy(V2)
     assert s["outcome"] == "failed-health-old-kept" and exit_code(s) == 1, s
     assert b.routed_tag() == V1.tag and b.running_tags() == [V1.tag]
     assert not any(a[:2] == ["docker", "stop"] and f"api-{V1.tag}" in a for a in b.fake.log)
     assert f"api-{V2.tag}" not in b.fake.containers  # removed
-    assert b.proxy.outages == [] and "route_to" not in b.proxy.calls[2:]
+    assert b.proxy.outages == [] and "route_to" not in b.proxy.calls
 
 
 def test_proxy_check_through_failure_routes_back(tmp_path: Path) -> None:
@@ -601,8 +602,10 @@ def test_proxy_second_host_failing_routes_the_first_back(tmp_path: Path) -> None
     assert b.running_tags() == [V1.tag, V1.tag]
 
 
-@pytest.mark.parametrize("where", ["ensure_booted", "route_to", "check_through", "drain"])
-@pytest.mark.parametrize("kind", ["fail", "crash"])
+@pytest.mark.parametrize(("where", "kind"), [
+    (where, kind) for where in ("ensure_booted", "route_to", "check_through", "drain")
+    for kind in ("fail", "crash") if (where, kind) != ("route_to", "fail")
+] + [("route_to", "down")])
 def test_proxy_faults_end_defined_with_the_old_version_routed(tmp_path: Path, where: str,
                                                               kind: str) -> None:
     b = ProxyBench(tmp_path)
@@ -610,9 +613,43 @@ def test_proxy_faults_end_defined_with_the_old_version_routed(tmp_path: Path, wh
     b.proxy.faults[where] = kind
     s = b.deploy(V2)
     assert s["outcome"] in OUTCOMES and s["outcome"] != SUCCEEDED, s
-    assert b.routed_tag() == V1.tag and b.running_tags() == [V1.tag], s
+    if kind == "down":
+        # The proxy cannot be changed at all: neither container is removed, so the route
+        # points at a running one whatever it is.
+        assert s["outcome"] == RESTORE_FAILED and "left running" in s["reason"], s
+        assert b.routed_tag() == V1.tag and b.running_tags() == [V1.tag, V2.tag], s
+    else:
+        assert b.routed_tag() == V1.tag and b.running_tags() == [V1.tag], s
     assert not b.fake.locked("api") and b.fake.history("api")[-1]["outcome"] == s["outcome"]
     assert b.proxy.outages == []
+
+
+def test_proxy_failing_once_at_the_switch_is_booted_again_and_the_switch_goes_on(
+        tmp_path: Path) -> None:
+    """The proxy stopped or lost its admin socket after the proxy-boot step: the route
+    change boots it again (idempotent) and tries once more."""
+    b = ProxyBench(tmp_path)
+    b.deploy(V1)
+    b.proxy.calls.clear()
+    b.proxy.faults["route_to"] = "fail"
+    s = b.deploy(V2)
+    assert s["outcome"] == SUCCEEDED, s
+    assert b.proxy.calls[:5] == ["preflight", "ensure_booted", "route_to", "ensure_booted",
+                                 "route_to"]
+    assert b.routed_tag() == V2.tag and b.running_tags() == [V2.tag]
+    assert b.proxy.outages == []
+    assert any("booting it again" in line for line in b.lines)
+
+
+def test_proxy_with_other_settings_is_refused_in_preflight(tmp_path: Path) -> None:
+    b = ProxyBench(tmp_path)
+    b.deploy(V1)
+    b.proxy.faults["preflight"] = "fail"
+    b.fake.log.clear()
+    s = b.deploy(V2)
+    assert s["outcome"] == "aborted" and s["preflight"], s
+    assert not any(a[:2] in (["docker", "run"], ["docker", "pull"]) for a in b.fake.log)
+    assert b.routed_tag() == V1.tag and not b.fake.locked("api")
 
 
 def test_proxy_first_deploy_failing_says_down(tmp_path: Path) -> None:

@@ -7,9 +7,16 @@ checks a defined outcome, its exit code, the records, the lock, and that the las
 version serves (after `plainsail recover` for SIGKILL) unless the outcome says it does not.
 
 Faults are injected on the host by a `docker` wrapper first on the SSH user's PATH (set by
-this test's own sshd with SetEnv): it reads one "<kind> <command prefix>" line from a
-control file, fires once on the first matching command, and runs the real docker
-otherwise. docs/reliability.md shows the table these tests produce.
+this test's own sshd with SetEnv): it reads one "<kind>[:<n>] <scope> <command prefix>"
+line from a control file (kind: fail, drop, hang or pauseSECONDS), fires once on the n-th
+(default first) matching command, and runs the real docker otherwise. docs/reliability.md
+shows the tables these tests produce.
+
+The proxy's rows deploy behind a real Caddy on the same host, under steady load from
+`hey` through the proxy, and every cell also checks that no request failed. The proxy's
+own steps run no Docker command of the service: `route` and `drain` are reached through
+the proxy's state lookup (`docker container inspect` of the proxy container), which the
+deploy runs in preflight, in proxy-boot, in route and in drain, in that order.
 """
 
 from __future__ import annotations
@@ -23,13 +30,20 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from plainsail.hosts.addresses import parse_host
+from plainsail.hosts.executor import SSHExecutor, SSHOptions
+from plainsail.proxy import argv as pargv
 from tests.support.deploy_env import DeployDir, NotesBuilds, cleanup_deploy_dir, make_deploy_dir
+from tests.support.proxy_env import ProxyApps, ProxyService, proxy_service, start_load
+from tests.support.services import free_port
 from tests.support.sshd import SSHHost, start_sshd, stop_sshd
+from tests.test_proxy_integration import ProxyHost
 
 pytestmark = pytest.mark.integration
 
@@ -39,22 +53,27 @@ echo "$(date +%T.%N) [$(cat "$ctl" 2>&1)] docker $*" >> {dir}/trace
 if [ -s "$ctl" ]; then
   IFS= read -r line < "$ctl"
   kind=${{line%% *}}; rest=${{line#* }}; service=${{rest%% *}}; match=${{rest#* }}
+  nth=1; case "$kind" in *:*) nth=${{kind#*:}}; kind=${{kind%%:*}} ;; esac
   case "docker $*" in
     "$match"*"$service"*)
-      : > "$ctl"
-      case "$kind" in
-        fail) echo "injected failure in: docker $*" >&2; exit 1 ;;
-        drop)
-          # This command's connection only (the sshd process it runs under), not every
-          # connection of the user: other tests may be using the same SSH user.
-          p=$PPID
-          while [ "$p" -gt 1 ] && [ "$(cat /proc/$p/comm)" != sshd ]; do
-            p=$(awk '{{print $4}}' /proc/$p/stat)
-          done
-          kill -9 "$p"; sleep 5; exit 255 ;;
-        pause) touch {dir}/paused; sleep 6 ;;
-        hang) echo $$ > {dir}/hung; exec sleep 60 ;;
-      esac ;;
+      seen=$(( $(cat {dir}/seen 2>/dev/null || echo 0) + 1 ))
+      echo "$seen" > {dir}/seen
+      if [ "$seen" -ge "$nth" ]; then
+        : > "$ctl"
+        case "$kind" in
+          fail) echo "injected failure in: docker $*" >&2; exit 1 ;;
+          drop)
+            # This command's connection only (the sshd process it runs under), not every
+            # connection of the user: other tests may be using the same SSH user.
+            p=$PPID
+            while [ "$p" -gt 1 ] && [ "$(cat /proc/$p/comm)" != sshd ]; do
+              p=$(awk '{{print $4}}' /proc/$p/stat)
+            done
+            kill -9 "$p"; sleep 5; exit 255 ;;
+          pause*) touch {dir}/paused; sleep "${{kind#pause}}"; rm -f {dir}/paused ;;
+          hang) echo $$ > {dir}/hung; exec sleep 60 ;;
+        esac
+      fi ;;
   esac
 fi
 exec /usr/bin/docker "$@"
@@ -79,13 +98,11 @@ BEGIN, END = "<!-- real-matrix:begin -->", "<!-- real-matrix:end -->"
 
 @pytest.fixture(scope="module")
 def fault_host() -> Iterator[tuple[SSHHost, Path]]:
-    # Not under pytest's numbered temp folders: another pytest run of the same user may
-    # remove those while this module runs, and the host would then run the real docker.
-    bindir = Path(tempfile.mkdtemp(prefix="plainsail-faultbin-"))
+    # Not under pytest's numbered temp folders: another pytest run on the machine may
+    # remove those, or make the user's folder there 0700 again, while this module runs,
+    # and the host would then run the real docker.
+    bindir = Path(tempfile.mkdtemp(prefix="psfault-", dir="/tmp"))
     bindir.chmod(0o777)
-    for parent in bindir.parents:  # the SSH user must reach the wrapper
-        if str(parent).startswith(("/tmp", tempfile_root())):
-            os.chmod(parent, os.stat(parent).st_mode | 0o011)
     wrapper = bindir / "docker"
     wrapper.write_text(WRAPPER.format(dir=bindir))
     wrapper.chmod(0o755)
@@ -97,10 +114,6 @@ def fault_host() -> Iterator[tuple[SSHHost, Path]]:
     finally:
         stop_sshd(proc, host.directory)
         shutil.rmtree(bindir, ignore_errors=True)
-
-
-def tempfile_root() -> str:
-    return tempfile.gettempdir()
 
 
 def _deploy_proc(d: DeployDir, version: str) -> subprocess.Popen[str]:
@@ -119,13 +132,14 @@ def cell(d: DeployDir, bindir: Path, step: str, fault: str, **config: str) -> st
                  extra=f"timeouts:\n  command: {LIMIT}s\n  pull: {LIMIT}s\n")
     (bindir / "paused").unlink(missing_ok=True)
     (bindir / "hung").unlink(missing_ok=True)
-    kind = {"fail": "fail", "drop": "drop", "timeout": "hang"}.get(fault, "pause")
+    (bindir / "seen").unlink(missing_ok=True)
+    kind = {"fail": "fail", "drop": "drop", "timeout": "hang"}.get(fault, "pause6")
     # Only this cell's commands (its service's name, or for a pull the digest it pulls)
     # take the fault.
     scope = d.builds.versions[version].digest if prefix == "docker pull" else d.service
     (bindir / "fault").write_text(f"{kind} {scope} {prefix}\n")
     proc = _deploy_proc(d, version)
-    if kind == "pause":
+    if kind == "pause6":
         deadline = time.monotonic() + 120
         while not (bindir / "paused").exists():
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -201,6 +215,124 @@ def test_real_fault_matrix(fault_host: tuple[SSHHost, Path], notes_builds: Notes
         cleanup_deploy_dir(d)
 
 
+# ---------------------------------------------------------------- behind the proxy
+
+# step -> (command prefix, which matching command takes the fault); the scope is the
+# service's name, or the proxy container's for its state lookups
+PROXY_STEPS = {
+    "start-new": ("docker run --detach", 1),
+    "gate": ("docker inspect --format", 1),  # the gate looks up the new container
+    "route": ("docker container inspect", 3),
+    "drain": ("docker container inspect", 4),
+}
+PROXY_FAULTS = ["fail", "SIGTERM", "SIGKILL"]
+PROXY_RESULTS: dict[tuple[str, str], str] = {}
+PBEGIN, PEND = "<!-- proxy-matrix:begin -->", "<!-- proxy-matrix:end -->"
+
+
+@pytest.fixture(scope="module")
+def fault_proxy(fault_host: tuple[SSHHost, Path], caddy_image: str,
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyHost]:
+    """A proxy of its own (own host folder, network and ports) on the fault host."""
+    host, _ = fault_host
+    tag = uuid.uuid4().hex[:8]
+    ex = SSHExecutor(parse_host(host.host), SSHOptions(
+        identity_file=str(host.identity_file), known_hosts=str(host.known_hosts)))
+    ph = ProxyHost(host, ex, caddy_image, f"~/.psfm-{tag}", f"psfm-{tag}", free_port(),
+                   free_port(), tmp_path_factory.mktemp("fault-proxy"))
+    try:
+        yield ph
+    finally:
+        host.run(["docker", "rm", "-f", pargv.container_name(ph.host_dir)])
+        host.run(["docker", "network", "rm", ph.network])
+        host.run(["rm", "-rf", f"{host.home}/.psfm-{tag}"])
+        ex.close()
+
+
+def proxy_cell(s: ProxyService, bindir: Path, step: str, fault: str) -> str:
+    prefix, nth = PROXY_STEPS[step]
+    assert s.run("deploy", s.ref("v1"))["outcome"] == "succeeded"
+    assert s.ph.get_until(s.host_name, "v1")[0] == 200
+    (bindir / "paused").unlink(missing_ok=True)
+    (bindir / "seen").unlink(missing_ok=True)
+    version = "v2"
+    if (step, fault) == ("gate", "fail"):
+        version = "broken"  # the gate's own failure: the new version never gets healthy
+    else:
+        kind = "fail" if fault == "fail" else "pause2"  # time enough to send the signal
+        scope = pargv.container_name(s.ph.host_dir) if step in ("route", "drain") else \
+            s.service
+        (bindir / "fault").write_text(f"{kind}:{nth} {scope} {prefix}\n")
+    load = start_load(s.ph.http_port, s.host_name, 120)
+    try:
+        proc = s.start("deploy", s.ref(version))
+        if fault != "fail":
+            deadline = time.monotonic() + 120
+            while not (bindir / "paused").exists():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    out, err = proc.communicate()
+                    trace = (bindir / "trace").read_text().splitlines()[-12:]
+                    raise AssertionError(f"the step was never reached: {err}\n"
+                                         + "\n".join(trace))
+                time.sleep(0.02)
+            proc.send_signal(signal.SIGTERM if fault == "SIGTERM" else signal.SIGKILL)
+        if fault == "SIGKILL":
+            proc.wait(timeout=60)
+            assert proc.returncode == -signal.SIGKILL
+            deadline = time.monotonic() + 30
+            while (bindir / "paused").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)  # the paused command finishes on the host
+            doc = s.run("recover")
+            assert doc["outcome"] == "recovered", doc
+            outcomes = [rec["outcome"] for rec in s.records()]
+            assert outcomes[-2:] == ["interrupted", "recovered"], outcomes
+            label, serving = "recover: recovered (exit 0)", "v1"
+        else:
+            code, doc, text = s.finish(proc)
+            outcome = doc["outcome"]
+            expected_code = {"succeeded": 0, "interrupted": 130}.get(outcome, 1)
+            assert code == expected_code, (outcome, code, text)
+            rec = s.records()[-1]
+            assert rec["id"] == doc["id"] and rec["outcome"] == outcome
+            if fault == "fail" and version == "v2":  # the fault hit the step it names
+                failed = [st["name"] for st in rec["steps"] if not st["ok"]]
+                assert failed[:1] == [step] or (step == "route" and outcome == "succeeded"
+                                                and "booting it again" in text), (failed, text)
+            label = f"{outcome} (exit {code})"
+            serving = "v2" if outcome == "succeeded" else "v1"
+        (bindir / "fault").write_text("")
+        assert s.lock_free()
+        assert s.ph.get_until(s.host_name, serving)[1].strip() == serving, label
+        running = [c for c in s.containers() if c.endswith(" running")]
+        assert len(running) == 1, (label, s.containers())
+    finally:
+        (bindir / "fault").write_text("")
+        load.stop()
+    load.assert_no_failure()
+    return label + "; no request failed"
+
+
+@pytest.mark.parametrize("fault", PROXY_FAULTS)
+@pytest.mark.parametrize("step", list(PROXY_STEPS))
+def test_proxy_fault_matrix(fault_host: tuple[SSHHost, Path], fault_proxy: ProxyHost,
+                            proxy_apps: ProxyApps, tmp_path: Path, step: str,
+                            fault: str) -> None:
+    _, bindir = fault_host
+    s = proxy_service(fault_proxy, proxy_apps, tmp_path, "pfm")
+    s.attempts = 12  # a failing gate gives up after 3 s
+    s.write_config()
+    try:
+        PROXY_RESULTS[(step, fault)] = proxy_cell(s, bindir, step, fault)
+    finally:
+        # A command paused on the host runs on after the deployer was signalled (a
+        # `docker run` then creates its container late): let it finish before cleaning up.
+        deadline = time.monotonic() + 15
+        while (bindir / "paused").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(2)
+        s.remove()
+
+
 def render() -> str:
     rows = ["| step | " + " | ".join(FAULTS) + " |", "|---" * (len(FAULTS) + 1) + "|"]
     for step in STEPS:
@@ -208,13 +340,26 @@ def render() -> str:
     return "\n".join(rows)
 
 
+def render_proxy() -> str:
+    rows = ["| step | " + " | ".join(PROXY_FAULTS) + " |",
+            "|---" * (len(PROXY_FAULTS) + 1) + "|"]
+    for step in PROXY_STEPS:
+        rows.append(f"| {step} | " + " | ".join(PROXY_RESULTS[(step, f)]
+                                                for f in PROXY_FAULTS) + " |")
+    return "\n".join(rows)
+
+
 def test_reliability_doc_shows_the_real_matrix() -> None:
     """Runs after the cells (file order); regenerate with PLAINSAIL_UPDATE_DOCS=1."""
-    if len(RESULTS) < len(STEPS) * len(FAULTS):
+    if len(RESULTS) < len(STEPS) * len(FAULTS) or \
+            len(PROXY_RESULTS) < len(PROXY_STEPS) * len(PROXY_FAULTS):
         pytest.skip("only a part of the matrix ran")
     text = DOC.read_text()
-    start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
-    fresh = text[:start] + "\n" + render() + "\n" + text[end:]
+    fresh = text
+    for (begin, end_mark), table in (((BEGIN, END), render()),
+                                     ((PBEGIN, PEND), render_proxy())):
+        start, end = fresh.index(begin) + len(begin), fresh.index(end_mark)
+        fresh = fresh[:start] + "\n" + table + "\n" + fresh[end:]
     if os.environ.get("PLAINSAIL_UPDATE_DOCS") == "1" and text != fresh:
         DOC.write_text(fresh)
         text = fresh

@@ -5,16 +5,13 @@ proxy. An upgrade, a deploy whose gate fails and a rollback each drop no request
 from __future__ import annotations
 
 import json
-import subprocess
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.cli import plainsail
-from tests.support.notes_app import BASE_IMAGE
-from tests.support.services import Registry
+from tests.support.proxy_env import ProxyApps
 from tests.test_proxy_integration import (  # noqa: F401 - fixtures
     ProxyHost,
     caddy_ref,
@@ -25,55 +22,11 @@ from tests.test_proxy_integration import (  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.integration
 
-APP = r"""
-import http.server, os
-NAME = os.environ["NAME"]
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def do_GET(self):
-        broken = NAME == "broken" and self.path.startswith("/health")
-        body = ("%s\n" % NAME).encode()
-        self.send_response(500 if broken else 200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
-http.server.ThreadingHTTPServer(("", 8000), H).serve_forever()
-"""
-
-
-def sh(*args: str) -> str:
-    return subprocess.run(list(args), capture_output=True, text=True, check=True).stdout
-
-
-@pytest.fixture(scope="module")
-def versions(registry: Registry, tmp_path_factory: pytest.TempPathFactory
-             ) -> Iterator[tuple[str, dict[str, str]]]:
-    """Three builds of a tiny app in the test registry: name -> TAG@DIGEST."""
-    repo = registry.repo(f"t/px-{uuid.uuid4().hex[:8]}")
-    refs: dict[str, str] = {}
-    for i, name in enumerate(("v1", "v2", "broken")):
-        ctx = tmp_path_factory.mktemp(f"px-{name}")
-        (ctx / "Dockerfile").write_text(
-            f"FROM {BASE_IMAGE}\nENV NAME={name}\nCMD {json.dumps(['python3', '-c', APP])}\n")
-        tag = f"{i + 1:x}" * 8
-        sh("docker", "build", "-q", "-t", f"{repo}:{tag}", str(ctx))
-        sh("docker", "push", "-q", f"{repo}:{tag}")
-        digests = json.loads(sh("docker", "image", "inspect", "--format",
-                                "{{json .RepoDigests}}", f"{repo}:{tag}"))
-        refs[name] = f"{tag}@" + next(d for d in digests if d.startswith(repo + "@")).split(
-            "@", 1)[1]
-    yield repo, refs
-    for ref in refs.values():
-        subprocess.run(["docker", "image", "rm", f"{repo}:{ref.split('@')[0]}"],
-                       capture_output=True)
-
 
 def test_upgrade_failed_deploy_and_rollback_drop_no_request(
-        ph: ProxyHost, versions: tuple[str, dict[str, str]],  # noqa: F811
+        ph: ProxyHost, proxy_apps: ProxyApps,  # noqa: F811
         tmp_path: Path) -> None:
-    repo, refs = versions
+    repo, refs = proxy_apps.repo, proxy_apps.refs
     service = f"pxd-{uuid.uuid4().hex[:6]}"
     cfg = tmp_path / "plainsail.yml"
     cfg.write_text(

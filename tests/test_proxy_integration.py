@@ -29,7 +29,7 @@ from plainsail.hosts.executor import SSHExecutor, SSHOptions
 from plainsail.proxy import argv as pargv
 from tests.support.cli import plainsail
 from tests.support.notes_app import BASE_IMAGE, TEST_LABEL
-from tests.support.services import Registry, free_port
+from tests.support.services import free_port
 from tests.support.sshd import SSHHost
 
 CADDY_IMAGE = os.environ.get("PLAINSAIL_CADDY_IMAGE", "plainsail-caddy:bookworm")
@@ -60,18 +60,9 @@ def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def caddy_ref(registry: Registry) -> Iterator[str]:
-    """The local Caddy image, pushed to the test registry: proxy.image needs a digest."""
-    if sh("docker", "image", "inspect", CADDY_IMAGE, check=False).returncode != 0:
-        pytest.fail(f"{CADDY_IMAGE} is missing; run scripts/setup.sh")
-    repo = registry.repo(f"t/caddy-{uuid.uuid4().hex[:8]}")
-    sh("docker", "tag", CADDY_IMAGE, f"{repo}:2")
-    sh("docker", "push", "-q", f"{repo}:2")
-    digests = json.loads(sh("docker", "image", "inspect", "--format", "{{json .RepoDigests}}",
-                            f"{repo}:2").stdout)
-    digest = next(d for d in digests if d.startswith(repo + "@")).split("@", 1)[1]
-    yield f"{repo}:2@{digest}"
-    sh("docker", "image", "rm", f"{repo}:2", check=False)
+def caddy_ref(caddy_image: str) -> str:
+    """The local Caddy image in the test registry (proxy.image needs a digest)."""
+    return caddy_image
 
 
 @dataclass

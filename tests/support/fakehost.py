@@ -324,7 +324,9 @@ class FakeProxy:
     def __init__(self) -> None:
         self.routes: dict[tuple[str, str], str] = {}
         self.outages: list[str] = []
-        self.faults: dict[str, str] = {}  # function name -> "fail" (ProxyError) or "crash"
+        # function name -> "fail" (ProxyError, once), "down" (ProxyError, every call) or
+        # "crash" (an unexpected exception, once)
+        self.faults: dict[str, str] = {}
         self.calls: list[str] = []
         self.maintenance: dict[tuple[str, str], str] = {}  # (host, service) -> message
 
@@ -332,8 +334,10 @@ class FakeProxy:
         from plainsail.proxy import ProxyError
 
         self.calls.append(name)
-        kind = self.faults.pop(name, None)
-        if kind == "fail":
+        kind = self.faults.get(name)
+        if kind != "down":
+            self.faults.pop(name, None)
+        if kind in ("fail", "down"):
             raise ProxyError(f"injected failure in {name}")
         if kind == "crash":
             raise RuntimeError(f"injected crash in {name}")
@@ -342,6 +346,9 @@ class FakeProxy:
     def _fake(ex: Executor) -> FakeHost:
         assert isinstance(ex, FakeExecutor)
         return ex.fake
+
+    def preflight(self, ex: Executor, cfg: Any) -> None:
+        self._fault("preflight")
 
     def ensure_booted(self, ex: Executor, cfg: Any) -> Any:
         from types import SimpleNamespace

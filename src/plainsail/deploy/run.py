@@ -237,6 +237,10 @@ class Deploy:
             self._step_report(host.name, f"reachable, Docker {version}, running: "
                               f"{prev.tag if prev else 'nothing'}")
         self._schema_gate()
+        if cfg.proxy is not None:
+            # A proxy with other host-level settings is refused before any change.
+            for run in self.runs:
+                self._proxy_api().preflight(run.ex, cfg)
         self._plan()
 
     def _schema_gate(self) -> None:
@@ -265,6 +269,13 @@ class Deploy:
             warn(gate.summary())
         else:
             self._step_report("schema-gate", gate.summary())
+
+    def _proxy_api(self) -> Any:
+        if self._proxy is None:
+            from plainsail import proxy
+
+            return proxy
+        return self._proxy
 
     def _plan(self) -> None:
         """Decide every host's steps (argv lists included) before anything changes."""

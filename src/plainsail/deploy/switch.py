@@ -255,8 +255,8 @@ class Switcher:
         self.say(run.host.name, f"healthy: {verdict.reason} ({verdict.seconds:.1f}s)")
         run.switched = True  # from here on, the way back is the restore (route back)
         switched: list[Any] = []
-        self.step(run, "route", lambda: switched.append(px.route_to(ex, self.cfg,
-                                                                     run.new_name)))
+        self.step(run, "route", lambda: switched.append(
+            self._proxy_call(run, lambda: px.route_to(ex, self.cfg, run.new_name))))
         if switched:
             run.in_flight_at_switch = int(getattr(switched[0], "in_flight", 0) or 0)
         self.step(run, "check-through", lambda: px.check_through(ex, self.cfg))
@@ -292,11 +292,15 @@ class Switcher:
         else:
             name = prev.name
         try:
-            self.step(run, "route-back", lambda: self.proxy.route_to(run.ex, self.cfg, name))
+            self.step(run, "route-back", lambda: self._proxy_call(
+                run, lambda: self.proxy.route_to(run.ex, self.cfg, name)))
         except PlainsailError as exc:
+            # Whether the route moved is unknown: both containers stay running, so it
+            # points at one that serves, never at a removed one.
             run.outcome = RESTORE_FAILED
             run.reason = (f"{run.reason or why}; routing back to {prev.tag} failed: "
-                          f"{one_line(exc)}")
+                          f"{one_line(exc)}; both {prev.name} and {run.new_name} are left "
+                          "running: see plainsail proxy status, then deploy again")
             return
         self._remove_new(run, failed_new)
         run.outcome = RESTORED
@@ -305,6 +309,21 @@ class Switcher:
                       + (", started again and healthy" if run.old_stopped else
                          ", which never stopped"))
         self.say(run.host.name, f"routed back to {prev.tag}")
+
+    def _proxy_call(self, run: HostRun, call: Callable[[], Any]) -> Any:
+        """A route change, which may safely run twice. When it fails because the proxy
+        stopped, lost its admin socket or was removed since the proxy-boot step, boot the
+        proxy again (idempotent; it comes back with the routes it had saved) and try once
+        more, so that neither the switch nor the way back stops half-done."""
+        try:
+            return call()
+        except PlainsailError as exc:
+            self.say(run.host.name, f"the proxy failed ({one_line(exc)}); booting it again "
+                     "and trying once more")
+            booted = self.proxy.ensure_booted(run.ex, self.cfg)
+            if getattr(booted, "action", "") not in ("", "none"):
+                self.say(run.host.name, f"proxy {booted.action} again")
+            return call()
 
     def planned(self, run: HostRun, name: str, check: bool = True) -> None:
         """Run a plain-command step of the host's plan, if the plan has it."""

@@ -2,6 +2,8 @@
 
 The API the deploy engine calls (every function takes the host's Executor and the Config):
 
+- `preflight(ex, cfg) -> HostState`           read only: ProxyError when the proxy there runs
+  with other host-level settings (naming the service that set them)
 - `ensure_booted(ex, cfg) -> Booted`          the proxy runs with this config's host-level
   settings and answers (idempotent, locked); ProxyError naming the service that set other
   settings
@@ -19,7 +21,7 @@ Commands on the host are built as argv lists in `plainsail.proxy.argv`; Caddy's 
 """
 
 from plainsail.proxy.admin import ProxyError
-from plainsail.proxy.host import Booted, ensure_booted, logs, read_state, status
+from plainsail.proxy.host import Booted, ensure_booted, logs, preflight, read_state, status
 from plainsail.proxy.routes import (
     Switched,
     check_through,
@@ -35,6 +37,6 @@ from plainsail.proxy.routes import (
 
 __all__ = [
     "Booted", "ProxyError", "Switched", "check_through", "drain", "ensure_booted",
-    "in_flight", "logs", "maintenance", "probe_through", "read_state", "remove_route",
+    "in_flight", "logs", "maintenance", "preflight", "probe_through", "read_state", "remove_route",
     "root_certificate", "route_to", "status", "upstream_of",
 ]

@@ -125,6 +125,15 @@ def check_settings(ex: Executor, cfg: Config, st: HostState) -> None:
         "anew)")
 
 
+def preflight(ex: Executor, cfg: Config) -> HostState:
+    """Before a deploy changes anything: refuse (ProxyError) when the host's proxy runs with
+    other host-level settings. Read only; a missing or stopped proxy is booted later by the
+    deploy's proxy-boot step."""
+    st = read_state(ex, cfg)
+    check_settings(ex, cfg, st)
+    return st
+
+
 def _answers(ex: Executor, st: HostState) -> dict[str, Any] | None:
     """The proxy's config when its admin API answers, else None."""
     if not st.socket:

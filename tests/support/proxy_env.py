@@ -1,0 +1,257 @@
+"""What the proxy deploy tests share: a tiny app built once per session in several versions
+(real images in the test registry), and a deploy folder that points one uniquely named
+service at the proxy of a test's own host folder, with helpers to run `plainsail` there and
+to put steady load from Debian's `hey` through the proxy."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.cli import plainsail
+from tests.support.notes_app import BASE_IMAGE
+from tests.support.services import Registry
+
+# A tiny app: its NAME on every answer; /health answers 500 in the build named "broken";
+# /slow?s=N takes N seconds; START_DELAY seconds pass before it listens (a slow boot).
+APP = r"""
+import http.server, os, time, urllib.parse
+NAME = os.environ["NAME"]
+time.sleep(float(os.environ.get("START_DELAY", "0")))
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    def do_GET(self):
+        url = urllib.parse.urlsplit(self.path)
+        if url.path == "/slow":
+            time.sleep(float(urllib.parse.parse_qs(url.query).get("s", ["2"])[0]))
+        broken = NAME == "broken" and url.path == "/health"
+        body = ("%s\n" % NAME).encode()
+        self.send_response(500 if broken else 200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("", 8000), H).serve_forever()
+"""
+
+# name -> seconds before it listens
+BUILDS = {"v1": 0.0, "v2": 0.0, "broken": 0.0, "v3": 3.0}
+
+
+def sh(*args: str) -> str:
+    return subprocess.run(list(args), capture_output=True, text=True, check=True).stdout
+
+
+@dataclass
+class ProxyApps:
+    repo: str
+    refs: dict[str, str]  # name -> TAG@DIGEST
+
+
+@pytest.fixture(scope="session")
+def proxy_apps(registry: Registry, tmp_path_factory: pytest.TempPathFactory
+               ) -> Iterator[ProxyApps]:
+    """Every build of the tiny app, pushed to the test registry once per session."""
+    repo = registry.repo(f"t/px-{uuid.uuid4().hex[:8]}")
+    refs: dict[str, str] = {}
+    for i, (name, delay) in enumerate(BUILDS.items()):
+        ctx = tmp_path_factory.mktemp(f"px-{name}")
+        (ctx / "Dockerfile").write_text(
+            f"FROM {BASE_IMAGE}\nENV NAME={name} START_DELAY={delay}\n"
+            f"CMD {json.dumps(['python3', '-c', APP])}\n")
+        tag = f"{i + 1:x}" * 8
+        sh("docker", "build", "-q", "-t", f"{repo}:{tag}", str(ctx))
+        sh("docker", "push", "-q", f"{repo}:{tag}")
+        digests = json.loads(sh("docker", "image", "inspect", "--format",
+                                "{{json .RepoDigests}}", f"{repo}:{tag}"))
+        refs[name] = f"{tag}@" + next(d for d in digests if d.startswith(repo + "@")).split(
+            "@", 1)[1]
+    yield ProxyApps(repo, refs)
+    for ref in refs.values():
+        subprocess.run(["docker", "image", "rm", f"{repo}:{ref.split('@')[0]}"],
+                       capture_output=True)
+
+
+CADDY_IMAGE = os.environ.get("PLAINSAIL_CADDY_IMAGE", "plainsail-caddy:bookworm")
+
+
+@pytest.fixture(scope="session")
+def caddy_image(registry: Registry) -> Iterator[str]:
+    """The local Caddy image, pushed to the test registry once per session (proxy.image
+    needs a digest): TAG@DIGEST."""
+    if subprocess.run(["docker", "image", "inspect", CADDY_IMAGE],
+                      capture_output=True).returncode != 0:
+        pytest.fail(f"{CADDY_IMAGE} is missing; run scripts/setup.sh")
+    repo = registry.repo(f"t/caddy-{uuid.uuid4().hex[:8]}")
+    sh("docker", "tag", CADDY_IMAGE, f"{repo}:2")
+    sh("docker", "push", "-q", f"{repo}:2")
+    digests = json.loads(sh("docker", "image", "inspect", "--format", "{{json .RepoDigests}}",
+                            f"{repo}:2"))
+    digest = next(d for d in digests if d.startswith(repo + "@")).split("@", 1)[1]
+    yield f"{repo}:2@{digest}"
+    subprocess.run(["docker", "image", "rm", f"{repo}:2"], capture_output=True)
+
+
+# ---------------------------------------------------------------- load
+
+
+@dataclass
+class Load:
+    """`hey` running against one host name through the proxy."""
+
+    proc: subprocess.Popen[str]
+    host: str
+    output: str = ""
+
+    def result(self, timeout: float = 90) -> tuple[dict[str, int], str]:
+        """({status: count}, hey's error section); waits for hey to finish."""
+        self.output, _ = self.proc.communicate(timeout=timeout)
+        return hey_counts(self.output)
+
+    def stop(self) -> tuple[dict[str, int], str]:
+        """Stop hey now (SIGINT: it prints its report) and return its counts."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        return self.result()
+
+    def assert_no_failure(self, minimum: int = 100) -> dict[str, int]:
+        codes, errors = self.result() if not self.output else hey_counts(self.output)
+        assert set(codes) == {"200"} and not errors.strip(), (self.host, codes, errors,
+                                                               self.output[-2000:])
+        assert sum(codes.values()) >= minimum, codes
+        return codes
+
+
+def hey_counts(output: str) -> tuple[dict[str, int], str]:
+    """({status: count}, the error section) from hey's report."""
+    codes = {m[0]: int(m[1]) for m in re.findall(r"\[(\d{3})\]\s+(\d+) responses", output)}
+    errors = output.split("Error distribution:", 1)[1] if "Error distribution:" in output \
+        else ""
+    return codes, errors.strip()
+
+
+def start_load(http_port: int, host: str, seconds: float, workers: int = 4) -> Load:
+    if not shutil.which("hey"):
+        pytest.fail("hey is not installed; run scripts/setup.sh")
+    proc = subprocess.Popen(
+        ["hey", "-z", f"{seconds}s", "-c", str(workers), "-t", "10", "-host", host,
+         f"http://127.0.0.1:{http_port}/"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return Load(proc, host)
+
+
+# ---------------------------------------------------------------- a deploy folder
+
+
+@dataclass
+class ProxyService:
+    """One service behind a test's proxy: its folder, plainsail.yml and helpers."""
+
+    path: Path
+    service: str
+    host_name: str
+    apps: ProxyApps
+    ph: Any  # tests.test_proxy_integration.ProxyHost
+    extra: str = ""
+    attempts: int = 40  # of the health gate, 250 ms apart
+    seen: list[str] = field(default_factory=list)
+
+    def write_config(self, extra: str | None = None) -> None:
+        ph = self.ph
+        if extra is not None:
+            self.extra = extra
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / "plainsail.yml").write_text(
+            f"service: {self.service}\nimage: {self.apps.repo}\nsigning: {{verify: false}}\n"
+            f"hosts: ['{ph.ssh.host}']\nhost_dir: {ph.host_dir}\n"
+            f"ssh:\n  identity_file: {ph.ssh.identity_file}\n"
+            f"  known_hosts: {ph.ssh.known_hosts}\n"
+            "app:\n  port: 8000\n  stop_timeout: 2s\n"
+            f"health:\n  path: /health\n  attempts: {self.attempts}\n  interval: 250ms\n"
+            f"proxy:\n  host: {self.host_name}\n  image: {ph.image}\n  tls: off\n"
+            f"  http_port: {ph.http_port}\n  https_port: {ph.https_port}\n"
+            f"  network: {ph.network}\n  drain: 10s\n{self.extra}")
+
+    def run(self, *args: str, code: int | None = 0) -> dict[str, Any]:
+        r = plainsail(*args, "--json", cwd=self.path, env={"GITHUB_ACTIONS": ""})
+        assert code is None or r.code == code, r.text
+        doc: dict[str, Any] = json.loads(r.out)
+        return doc
+
+    def ref(self, name: str) -> str:
+        return self.apps.refs[name]
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        """`plainsail ARGS --json` in the background; its progress is on stderr."""
+        return subprocess.Popen(
+            [sys.executable, "-m", "plainsail", *args, "--json"], cwd=self.path,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def wait_for(self, proc: subprocess.Popen[str], marker: str, timeout: float = 120
+                 ) -> None:
+        """Read the attempt's progress lines until one contains `marker`."""
+        assert proc.stderr is not None
+        timer = threading.Timer(timeout, proc.kill)
+        timer.start()
+        try:
+            for line in proc.stderr:
+                self.seen.append(line)
+                if marker in line:
+                    return
+        finally:
+            timer.cancel()
+        raise AssertionError(f"never saw {marker!r}: {''.join(self.seen)}")
+
+    def finish(self, proc: subprocess.Popen[str]) -> tuple[int, dict[str, Any], str]:
+        out, err = proc.communicate(timeout=120)
+        text = "".join(self.seen) + err
+        assert "Traceback" not in text + out, text + out
+        return proc.returncode, json.loads(out), text
+
+    def serving(self) -> str:
+        status, body = self.ph.get(self.host_name)
+        return f"{status} {body.strip()}"
+
+    def records(self) -> list[dict[str, Any]]:
+        ph = self.ph
+        res = ph.ssh.run(["cat", f"{ph.ssh.home}/{ph.host_dir[2:]}/{self.service}/"
+                                 "history.jsonl"])
+        return [json.loads(line) for line in res.stdout.splitlines() if line.strip()]
+
+    def containers(self) -> list[str]:
+        out = self.ph.ssh.run(["docker", "ps", "-a", "--filter",
+                               f"label=dev.plainsail.service={self.service}",
+                               "--format", "{{.Names}} {{.State}}"]).stdout
+        return sorted(line for line in out.splitlines() if line.strip())
+
+    def lock_free(self) -> bool:
+        r = plainsail("lock", "status", cwd=self.path)
+        return r.code == 0 and r.out.strip().endswith("unlocked")
+
+    def remove(self) -> None:
+        ids = self.ph.ssh.run(["docker", "ps", "-aq", "--filter",
+                               f"label=dev.plainsail.service={self.service}"]).stdout.split()
+        if ids:
+            self.ph.ssh.run(["docker", "rm", "-f", *ids])
+
+
+def proxy_service(ph: Any, apps: ProxyApps, root: Path, prefix: str = "pxs") -> ProxyService:
+    service = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    s = ProxyService(root / service, service, f"{service}.test", apps, ph)
+    s.write_config()
+    return s
