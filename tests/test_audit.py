@@ -355,6 +355,9 @@ def test_unreadable_yaml_is_a_finding_not_a_crash(tmp_path: Path) -> None:
     write(tmp_path, ".github/workflows/broken.yml", "jobs:\n  a: [\n")
     report = audit(tmp_path)
     assert [(f.rule, f.line) for f in report.findings] == [("unreadable-file", 3)]
+    write(tmp_path, ".github/workflows/broken.yml", 'on: push\nname: "\\UFFFFFFFF"\n')
+    report = audit(tmp_path)
+    assert [(f.rule, f.line) for f in report.findings] == [("unreadable-file", 2)]
 
 
 def test_the_rules_are_documented() -> None:

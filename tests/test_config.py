@@ -379,6 +379,14 @@ def test_reader_errors_name_the_line() -> None:
     assert p == "line 3: not valid YAML: the character U+0007 is not allowed"
 
 
+@pytest.mark.parametrize("escape", ["\\UFFFFFFFF", "\\U00110000"])
+def test_an_escape_beyond_unicode_is_a_yaml_error(escape: str) -> None:
+    # PyYAML raises ValueError/OverflowError here, not a YAMLError.
+    p = one_problem(MINIMAL + f'app: "{escape}"\n')
+    assert p == ("line 3: not valid YAML: an escape sequence in a double-quoted string "
+                 "names no Unicode character")
+
+
 @pytest.mark.parametrize(
     "content",
     [MINIMAL.encode() + b"x: \xff\n",

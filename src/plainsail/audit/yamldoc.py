@@ -69,12 +69,18 @@ def _convert(node: yaml.Node, text: str) -> Any:
 
 def load(text: str) -> Any:
     """The first document of `text` with line numbers; None for an empty one."""
+    loader = yaml.SafeLoader(text)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = loader.get_single_node()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
         raise YamlError(mark.line + 1 if mark is not None else 1, str(problem)) from None
+    except (ValueError, OverflowError):  # PyYAML's scanner, on "\U" beyond Unicode
+        raise YamlError(loader.line + 1, "an escape sequence in a double-quoted string "
+                        "names no Unicode character") from None
+    finally:
+        loader.dispose()
     return None if root is None else _convert(root, text)
 
 

@@ -1255,6 +1255,11 @@ def _compose(text: str) -> yaml.Node | None:
     loader = _StrictLoader(text)
     try:
         return loader.get_single_node()
+    except (ValueError, OverflowError):
+        # PyYAML's scanner lets these escape for an escape sequence beyond Unicode
+        # (e.g. "\UFFFFFFFF") instead of raising a YAMLError.
+        raise _Refused(f"line {loader.line + 1}: not valid YAML: an escape sequence in a "
+                       "double-quoted string names no Unicode character") from None
     finally:
         loader.dispose()
 
