@@ -30,7 +30,7 @@ from plainsail.deploy.plan import Request, Target
 from plainsail.deploy.run import Deploy
 from plainsail.errors import PlainsailError
 from plainsail.secret import Secret
-from tests.support.fakehost import FakeHost
+from tests.support.fakehost import FakeExecutor, FakeHost
 
 IMAGE = "registry.example.com/acme/api"
 V1 = Target(IMAGE, "a1a1a1a1", "sha256:" + "a1" * 32, True)
@@ -260,6 +260,32 @@ def test_restore_of_a_fleet_when_the_second_host_fails(tmp_path: Path) -> None:
     assert s["outcome"] == RESTORED
     assert b.running_tags() == [V1.tag, V1.tag]
     assert [h["outcome"] for h in s["per_host"]] == [RESTORED, RESTORED]
+
+
+def test_a_signal_during_docker_run_waits_for_it_then_unwinds(
+        bench: Bench, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM while `docker run` creates the new container: the command finishes on the
+    host (as a real one does after the deployer let go of it), then the deploy unwinds and
+    removes what it made; no unrouted container of the new version is left running."""
+    done: list[list[str]] = []
+    real_do = FakeExecutor._do
+
+    def recording(self: FakeExecutor, argv: list[str], stdin: str | None) -> Any:
+        done.append(argv)
+        return real_do(self, argv, stdin)
+
+    monkeypatch.setattr(FakeExecutor, "_do", recording)
+    assert bench.deploy(V1)["outcome"] == SUCCEEDED
+    bench.fake.fail("docker run", kind="signal")
+    s = bench.deploy(V2)
+    assert s["outcome"] == INTERRUPTED and exit_code(s) == 130
+    runs = [i for i, a in enumerate(done) if a[:2] == ["docker", "run"] and "--detach" in a]
+    new = done[runs[-1]][done[runs[-1]].index("--name") + 1]
+    assert V2.tag in new  # the signalled command did run on the host...
+    later = [a for a in done[runs[-1] + 1:] if new in a and a[1] in ("stop", "rm")]
+    assert later, "...and the unwind dealt with the container it made"
+    assert bench.running_tags() == [V1.tag]
+    assert not bench.fake.locked("api")
 
 
 # ---------------------------------------------------------------- the fault matrix

@@ -118,6 +118,22 @@ class Deploy:
         self._given = dict(executors or {})  # open connections to reuse, by host name
         self.finishing = False  # recording the outcome: signals wait
         self.late_signal: int | None = None
+        self.holding = False  # a step that must finish whole is running: a signal waits
+        self.held_signal: int | None = None
+
+    @contextmanager
+    def _whole(self) -> Iterator[None]:
+        """A step a signal must not cut in two (a `docker run` creating the new container):
+        SIGTERM or Ctrl-C during it waits for the host's answer (the step's own timeout
+        bounds it), then unwinds as usual."""
+        self.holding = True
+        try:
+            yield
+        finally:
+            self.holding = False
+            if self.held_signal is not None:
+                self.held_signal = None
+                raise Interrupted()
 
     # -- entry point
     def run(self) -> dict[str, Any]:
@@ -286,7 +302,8 @@ class Deploy:
             tag=self.target.tag, origin=self.origin, kind=self.req.kind,
         )
         self.sw = Switcher(self.cfg, self.target, self.id, self.fingerprint,
-                           self.secret_values, self.report, proxy=self._proxy)
+                           self.secret_values, self.report, proxy=self._proxy,
+                           whole=self._whole)
         active = [r for r in self.runs if r.outcome != UNCHANGED]
         migrate = bool(self.cfg.migrate) and not self.req.skip_migrations
         for run in self.runs:
@@ -584,10 +601,14 @@ class Deploy:
 def _sigterm_as_interrupt(attempt: Deploy) -> Iterator[None]:
     """SIGTERM and Ctrl-C unwind the deploy (restore, record, unlock) instead of killing it.
     While the outcome is being recorded (`attempt.finishing`), a signal is noted and the
-    bookkeeping, which takes well under a second, completes."""
+    bookkeeping, which takes well under a second, completes; during a step that must run
+    whole (`attempt.holding`), the signal is raised when the step returns."""
     def handler(signum: int, frame: object) -> None:
         if attempt.finishing:
             attempt.late_signal = signum
+            return
+        if attempt.holding:
+            attempt.held_signal = signum
             return
         raise Interrupted()
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from contextlib import suppress
+from contextlib import AbstractContextManager, nullcontext, suppress
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
@@ -69,8 +69,13 @@ class Switcher:
     """Runs the switch steps of host plans for one attempt."""
 
     def __init__(self, cfg: Config, target: Target, deploy_id: str, fingerprint: str,
-                 secrets: list[Secret], report: Reporter, proxy: Any = None) -> None:
+                 secrets: list[Secret], report: Reporter, proxy: Any = None,
+                 whole: Callable[[], AbstractContextManager[None]] = nullcontext) -> None:
         self.cfg = cfg
+        # Steps that create a container run whole: a signal waits for the host's answer,
+        # so the unwind sees (and removes) what the command made, instead of racing a
+        # `docker run` that carries on on the host after the deployer let go of it.
+        self.whole = whole
         if proxy is None and cfg.proxy is not None:
             from plainsail import proxy as proxy_module
 
@@ -98,8 +103,9 @@ class Switcher:
             if run.previous and run.previous.name == old:
                 run.previous = replace(run.previous, name=alias)
         run.new_name = run.plan.new_name
-        self.planned(run, "start-retained")
-        self.planned(run, "start-new")
+        with self.whole():
+            self.planned(run, "start-retained")
+            self.planned(run, "start-new")
         verdict = self.gate(run, run.new_name)
         run.health = verdict.to_json()
         if verdict.healthy:
@@ -232,8 +238,9 @@ class Switcher:
         message = getattr(booted[0], "maintenance", None) if booted else None
         run.maintenance = {"on": message is not None, "message": message}
         run.new_name = run.plan.new_name
-        self.planned(run, "start-retained")
-        self.planned(run, "start-new")
+        with self.whole():
+            self.planned(run, "start-retained")
+            self.planned(run, "start-new")
         verdict = self.gate(run, run.new_name)
         run.health = verdict.to_json()
         if not verdict.healthy:
