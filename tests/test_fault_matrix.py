@@ -123,6 +123,18 @@ def _deploy_proc(d: DeployDir, version: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE, text=True)
 
 
+def signal_when_paused(proc: subprocess.Popen[str], bindir: Path, fault: str) -> None:
+    """Wait until the wrapper paused the faulted command, then signal the deployer."""
+    deadline = time.monotonic() + 120
+    while not (bindir / "paused").exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            _, err = proc.communicate()
+            trace = (bindir / "trace").read_text().splitlines()[-12:]
+            raise AssertionError(f"the step was never reached: {err}\n" + "\n".join(trace))
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM if fault == "SIGTERM" else signal.SIGKILL)
+
+
 def cell(d: DeployDir, bindir: Path, step: str, fault: str, **config: str) -> str:
     prefix, version = STEPS[step]
     d.config(**config)
@@ -140,15 +152,7 @@ def cell(d: DeployDir, bindir: Path, step: str, fault: str, **config: str) -> st
     (bindir / "fault").write_text(f"{kind} {scope} {prefix}\n")
     proc = _deploy_proc(d, version)
     if kind == "pause6":
-        deadline = time.monotonic() + 120
-        while not (bindir / "paused").exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                out, err = proc.communicate()
-                trace = (bindir / "trace").read_text().splitlines()[-12:]
-                raise AssertionError(f"the step was never reached: {err}\n"
-                                     + "\n".join(trace))
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGTERM if fault == "SIGTERM" else signal.SIGKILL)
+        signal_when_paused(proc, bindir, fault)
     out, err = proc.communicate(timeout=300)
     (bindir / "fault").write_text("")
     if kind == "hang":
@@ -267,15 +271,7 @@ def proxy_cell(s: ProxyService, bindir: Path, step: str, fault: str) -> str:
     try:
         proc = s.start("deploy", s.ref(version))
         if fault != "fail":
-            deadline = time.monotonic() + 120
-            while not (bindir / "paused").exists():
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    out, err = proc.communicate()
-                    trace = (bindir / "trace").read_text().splitlines()[-12:]
-                    raise AssertionError(f"the step was never reached: {err}\n"
-                                         + "\n".join(trace))
-                time.sleep(0.02)
-            proc.send_signal(signal.SIGTERM if fault == "SIGTERM" else signal.SIGKILL)
+            signal_when_paused(proc, bindir, fault)
         if fault == "SIGKILL":
             proc.wait(timeout=60)
             assert proc.returncode == -signal.SIGKILL
