@@ -389,21 +389,25 @@ class RegistryClient:
         ref = self._as_ref(repository)
         if self.has_blob(ref, digest):
             return False
-        resp = self._send("POST", ref, "blobs/uploads/", push=True, ok=(202,))
-        location = resp.headers.get("Location")
-        if not location:
-            raise RegistryError(f"registry {self.registry} started an upload without a Location")
-        url = resp.url.join(location).copy_merge_params({"digest": digest})
+        url = self._start_upload(ref, digest)
         source.seek(0)
 
         def chunks() -> Iterator[bytes]:
             while chunk := source.read(_CHUNK):
                 yield chunk
 
-        self._send("PUT", ref, str(url), push=True, content=chunks(), ok=(201, 204),
+        self._send("PUT", ref, url, push=True, content=chunks(), ok=(201, 204),
                    headers={"Content-Type": "application/octet-stream",
                             "Content-Length": str(size)})
         return True
+
+    def _start_upload(self, ref: ImageRef, digest: str) -> str:
+        """Open a blob upload; the URL that completes it as `digest`."""
+        resp = self._send("POST", ref, "blobs/uploads/", push=True, ok=(202,))
+        location = resp.headers.get("Location")
+        if not location:
+            raise RegistryError(f"registry {self.registry} started an upload without a Location")
+        return str(resp.url.join(location).copy_merge_params({"digest": digest}))
 
     def put_blob(self, repository: ImageRef | str, data: bytes) -> str:
         """Upload `data` as a blob (monolithic upload); return its digest."""
@@ -411,12 +415,8 @@ class RegistryClient:
         digest = sha256_digest(data)
         if self.has_blob(ref, digest):
             return digest
-        resp = self._send("POST", ref, "blobs/uploads/", push=True, ok=(202,))
-        location = resp.headers.get("Location")
-        if not location:
-            raise RegistryError(f"registry {self.registry} started an upload without a Location")
-        url = resp.url.join(location).copy_merge_params({"digest": digest})
-        self._send("PUT", ref, str(url), push=True, content=data, ok=(201, 204),
+        url = self._start_upload(ref, digest)
+        self._send("PUT", ref, url, push=True, content=data, ok=(201, 204),
                    headers={"Content-Type": "application/octet-stream"})
         return digest
 
