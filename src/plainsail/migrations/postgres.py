@@ -142,41 +142,68 @@ class PostgresDatabase:
 
     # -- serializing runners ------------------------------------------------------------
     def acquire_lock(self, wait: float, on_wait: Callable[[str], None]) -> None:
-        row = self.conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()
-        if row and row[0]:
-            self._locked = True
-            return
-        holder = self._lock_holder()
-        on_wait(f"waiting for another migration runner ({holder}) to finish; "
-                f"giving up after {wait:g}s")
+        """Take the session-level advisory lock, waiting up to `wait` seconds for another
+        runner. The wait polls with pg_try_advisory_lock and sleeps between tries on an
+        idle connection: a session blocked in pg_advisory_lock holds a snapshot, which the
+        other runner's CREATE INDEX CONCURRENTLY waits for, and PostgreSQL then kills one
+        of the two as a deadlock."""
         try:
-            self.conn.execute(f"SET lock_timeout = {_ms(wait) or 1}")
-            self.conn.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
-        except pgerrors.LockNotAvailable as exc:
+            if self._try_lock():
+                return
+            on_wait(f"waiting for another migration runner ({self._lock_holder()}) to "
+                    f"finish; giving up after {wait:g}s")
+            deadline = time.monotonic() + wait
+            pause = 0.02
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise MigrationError(
+                        f"another migration runner ({self._lock_holder()}) still held the "
+                        f"migration lock after {wait:g}s; wait for it, or if it is stuck "
+                        "end it with SELECT pg_terminate_backend(<pid>), then run "
+                        "plainsail migrate again")
+                time.sleep(min(pause, left))
+                pause = min(pause * 2, 0.5)
+                if self._try_lock():
+                    return
+        except psycopg.OperationalError as exc:
             raise MigrationError(
-                f"another migration runner ({self._lock_holder()}) still held the migration "
-                f"lock after {wait:g}s; wait for it, or if it is stuck end it with "
-                "SELECT pg_terminate_backend(<pid>), then run plainsail migrate again"
-            ) from exc
+                f"lost the connection to {self.url} while waiting for the migration lock: "
+                f"{_describe(exc, self.url.password)}; nothing was applied by this run. "
+                "Run plainsail migrate again when the database is back") from exc
         except psycopg.Error as exc:
             raise MigrationError(f"cannot take the migration lock: {_describe(exc)}") from exc
-        finally:
-            self.conn.execute("RESET lock_timeout")
-        self._locked = True
+
+    def _try_lock(self) -> bool:
+        row = self.conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()
+        self._locked = bool(row and row[0])
+        return self._locked
 
     def _lock_holder(self) -> str:
+        """Who holds the lock, as far as this role may see: another role's session shows
+        only its pid and role (its address, application and start are NULL)."""
         row = self.conn.execute(
-            "SELECT a.pid, a.application_name, a.client_addr::text, a.backend_start "
-            "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "SELECT l.pid, a.usename, a.application_name, a.client_addr::text, "
+            "to_char(a.backend_start, 'YYYY-MM-DD HH24:MI:SS') "
+            "FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
             "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
             "AND ((l.classid::bigint << 32) | l.objid::bigint) = %s LIMIT 1",
             (LOCK_KEY,),
         ).fetchone()
         if not row:
             return "unknown"
-        pid, app, addr, started = row
-        return f"pid {pid}, {app or 'no application_name'} from {addr or 'local socket'}, " \
-               f"connected {started:%Y-%m-%d %H:%M:%S}"
+        pid, role, app, addr, started = row
+        parts = [f"pid {pid}"]
+        if role:
+            parts.append(f"role {role}")
+        if app:
+            parts.append(str(app))
+        if addr:
+            parts.append(f"from {addr}")
+        if started:
+            parts.append(f"connected {started}")
+        return ", ".join(parts)
 
     def release_lock(self) -> None:
         if self._locked and not self.conn.closed:
