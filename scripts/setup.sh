@@ -111,7 +111,7 @@ stamp=.venv/.plainsail-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   log "installing plainsail into .venv"
   .venv/bin/pip install -q --upgrade pip >/dev/null
-  .venv/bin/pip install -q -e '.[postgres,lint,dev]'
+  .venv/bin/pip install -q -e '.[postgres,lint,audit,dev]'
   touch "$stamp"
 fi
 log "ready (plainsail is .venv/bin/plainsail; add it to PATH with: export PATH=\"$here/.venv/bin:\$PATH\")"

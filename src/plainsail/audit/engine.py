@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from plainsail.audit import Report, files, suppress, workflow, workflow_rules, yamldoc
+from plainsail.audit import Report, files, model, suppress, workflow, workflow_rules, yamldoc
 from plainsail.audit.rules import Finding
 from plainsail.errors import UsageError
 
@@ -114,7 +114,7 @@ def run(path: Path) -> Report:
             continue
         if job is not None:
             empty = workflow.Workflow(rel, yamldoc.YMap(), [job], root, text)
-            findings.extend(workflow_rules.step_rules(job, workflow_rules.Context(empty)))
+            findings.extend(workflow_rules.step_rules(job, model.Context(empty)))
     for p in found["dockerfile"]:
         text = read(p)
         if text is not None:

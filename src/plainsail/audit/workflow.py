@@ -9,30 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from plainsail.audit import yamldoc
+from plainsail.audit import actions, yamldoc
+from plainsail.audit.actions import action_name
 from plainsail.audit.shell import Command, assignment, commands_of
 from plainsail.audit.yamldoc import YMap, get, line_of, scalar_lines, text_of
 
-# Actions that run a script on a server over SSH, and the input holding the script.
-SSH_ACTIONS = {
-    "appleboy/ssh-action": "script",
-    "garygrossgarten/github-action-ssh": "command",
-    "cross-the-world/ssh-pipeline": "script",
-    "fifsky/ssh-action": "command",
-    "d3lm/ssh-action": "command",
-    "and-fm/cloudflared-ssh-action": "commands",
-    "nekiro/ssh-job": "command",
-    "matheusvanzan/sshpass-action": "run",
-}
-# Actions whose `args` input is a command line of the named tool.
-ARGS_ACTIONS = {"kubectl": "kubectl", "helm": "helm", "flyctl": "flyctl", "ssh": "ssh"}
-
 _EXPR = re.compile(r"\$\{\{\s*(.*?)\s*\}\}", re.S)
-
-
-def action_name(uses: str) -> str:
-    """`owner/repo[/path]` without the ref, lowercased."""
-    return uses.split("@", 1)[0].strip().lower()
 
 
 @dataclass
@@ -69,6 +51,7 @@ class Job:
     line: int
     data: YMap
     steps: list[Step] = field(default_factory=list)
+    callee: Workflow | None = None  # the local reusable workflow it calls (uses: ./...)
 
     @property
     def uses(self) -> str:
@@ -149,29 +132,32 @@ def _step_commands(step: Step, scope: dict[str, str]) -> None:
         lines = scalar_lines(run)
         shell = str(get(step.data, "shell") or "bash")
         step.errexit = not shell.startswith(("sh", "pwsh", "powershell", "cmd", "python"))
-    elif step.action:
-        base = step.action.split("/", 2)
-        repo = "/".join(base[:2])
-        script_key = SSH_ACTIONS.get(repo)
-        if script_key:
-            script = get(step.with_, script_key) or get(step.with_, "script")
-            lines = scalar_lines(script)
-            step.scripted = True
-            step.errexit = str(get(step.with_, "script_stop") or "").lower() == "true"
-        else:
-            for word, tool in ARGS_ACTIONS.items():
-                if word in repo:
-                    for key in ("args", "command", "cmd"):
-                        value = get(step.with_, key)
-                        if value is not None:
-                            lines = [(n, f"{tool} {t}") for n, t in scalar_lines(value)]
+    elif step.uses:
+        spec = actions.spec_of(step.uses)
+        if spec is not None and spec.scripts:
+            for key in spec.scripts:
+                lines += scalar_lines(get(step.with_, key))
+            step.scripted = bool(lines) or spec.kind == actions.SSH
+            step.errexit = bool(spec.errexit_input) and str(
+                get(step.with_, spec.errexit_input) or "").lower() == "true"
+        elif spec is not None and spec.kind == actions.TOOL:
+            for key in ("args", "command", "cmd"):
+                value = get(step.with_, key)
+                if value is not None:
+                    lines = [(n, f"{spec.tool} {t}") for n, t in scalar_lines(value)]
                     break
-    if step.errexit and any(t.strip().startswith("set +e") for _, t in lines):
-        step.errexit = False
-    if step.scripted and any(re.match(r"set\s+-[a-z]*e", t.strip()) for _, t in lines):
-        step.errexit = True
+    cmds = commands_of(lines)
+    for cmd in cmds:
+        if cmd.name == "set" and not cmd.remote:
+            flags = "".join(a for a in cmd.argv[1:] if a.startswith(("-", "+")))
+            if re.search(r"\+[a-z]*e", flags) or "+o errexit" in cmd.text():
+                step.errexit = False
+            elif re.search(r"-[a-z]*e", flags) or "-o errexit" in cmd.text():
+                step.errexit = True
+        elif cmd.name == "set" and step.scripted and re.search(r"-[a-z]*e", cmd.text()):
+            step.errexit = True
     current = dict(scope)
-    for cmd in commands_of(lines):
+    for cmd in cmds:
         current.update(assignment(cmd))
         step.commands.append((cmd, dict(current)))
 
@@ -218,7 +204,19 @@ def _steps(raw: Any, path: str, scope: dict[str, str], root: Path | None,
     return out
 
 
-def parse(path: str, text: str, root: Path | None) -> Workflow | None:
+def _callee(uses: str, root: Path | None, depth: int) -> Workflow | None:
+    """The local reusable workflow a job calls (`uses: ./.github/workflows/x.yml`)."""
+    if root is None or not uses.startswith("./") or depth > 3:
+        return None
+    f = (root / uses[2:].split("@", 1)[0]).resolve()
+    try:
+        rel = f.relative_to(root.resolve()).as_posix()
+        return parse(rel, f.read_text(encoding="utf-8"), root, depth + 1)
+    except (OSError, UnicodeDecodeError, ValueError, yamldoc.YamlError):
+        return None
+
+
+def parse(path: str, text: str, root: Path | None, depth: int = 0) -> Workflow | None:
     """A workflow, or None when the file is not one (no `jobs`)."""
     data = yamldoc.load(text)
     if not isinstance(data, YMap) or not isinstance(get(data, "jobs"), YMap):
@@ -231,6 +229,7 @@ def parse(path: str, text: str, root: Path | None) -> Workflow | None:
         scope = {**wf_env, **_literal_env(get(job_data, "env"))}
         job = Job(job_id, data["jobs"].key_lines.get(job_id, job_data.line), job_data)
         job.steps = _steps(get(job_data, "steps"), path, scope, root)
+        job.callee = _callee(job.uses, root, depth)
         jobs.append(job)
     return Workflow(path, data, jobs, root, text)
 

@@ -1,0 +1,81 @@
+"""The audit's model of a workflow: the shell parser's commands (substitutions, chains,
+pipes, heredocs, remote scripts) and the table of well-known actions."""
+
+from __future__ import annotations
+
+from plainsail.audit import actions
+from plainsail.audit.shell import Command, commands_of
+
+
+def cmds(script: str, first_line: int = 1) -> list[Command]:
+    return commands_of(list(enumerate(script.splitlines(), start=first_line)))
+
+
+def names(script: str) -> list[str]:
+    return [c.text() for c in cmds(script)]
+
+
+def test_commands_inside_substitutions_chains_and_pipes() -> None:
+    got = cmds('TAG=$(git rev-parse --short HEAD) && docker push "a:$TAG" | tee log\n'
+               'docker ps -q --filter name=api || true\n', first_line=7)
+    git = next(c for c in got if c.name == "git")
+    push = next(c for c in got if c.argv[:2] == ["docker", "push"])
+    assert git.substituted and git.captured == "TAG" and git.line == 7
+    assert push.argv == ["docker", "push", "a:$TAG"]
+    assert push.before == "&&" and push.after == "|" and push.piped_to == "tee"
+    last = got[-2]
+    assert last.argv[:2] == ["docker", "ps"] and last.after == "||" and last.line == 8
+
+
+def test_heredoc_and_quoted_argument_to_ssh_run_remotely() -> None:
+    got = cmds("ssh deploy@host << 'EOF'\n"
+               "  cd /srv/app\n"
+               "  docker compose pull && docker compose up -d\n"
+               "EOF\n"
+               "ssh -i key -p 22 deploy@host \"docker run -d app:latest; echo done\"\n")
+    remote = [(c.line, c.text()) for c in got if c.remote]
+    assert remote == [(2, "cd /srv/app"), (3, "docker compose pull"),
+                      (3, "docker compose up -d"), (5, "docker run -d app:latest"),
+                      (5, "echo done")]
+    assert not any(c.remote for c in got if c.name == "ssh")
+
+
+def test_shell_c_wrappers_and_expressions_kept_whole() -> None:
+    got = names("sudo -E bash -c 'docker pull ${{ env.IMAGE }}:${{ github.sha }}'\n"
+                "timeout 60 env FOO=1 curl -fsS https://x/health\n")
+    assert "docker pull ${{ env.IMAGE }}:${{ github.sha }}" in got
+    assert "curl -fsS https://x/health" in got
+
+
+def test_conditions_and_tests_are_commands() -> None:
+    got = cmds('LIVE=$(curl -fsS https://app/version)\n'
+               'if [ "$LIVE" != "$EXPECTED" ]; then exit 1; fi\n'
+               'while ! curl -f http://localhost/ready; do sleep 2; done\n')
+    test = next(c for c in got if c.name == "test")
+    assert test.argv == ["test", "$LIVE", "!=", "$EXPECTED"] and test.condition
+    loop = next(c for c in got if c.name == "curl" and c.line == 3)
+    assert loop.condition and not next(c for c in got if c.name == "exit").condition
+
+
+def test_unreadable_shell_still_yields_what_it_can() -> None:
+    got = names("docker run -d a:1 )) fi done {{ <<\n'unterminated\n")
+    assert got and got[0].startswith("docker run -d a:1")
+
+
+def test_build_push_action_pushes_by_default_only_in_v1() -> None:
+    assert actions.pushes("docker/build-push-action@v1", {})
+    assert actions.pushes("docker/build-push-action@v1.1.0", {"push": ""})
+    assert not actions.pushes("docker/build-push-action@v1", {"push": "false"})
+    assert not actions.pushes("docker/build-push-action@v6", {})
+    assert actions.pushes("docker/build-push-action@v6",
+                          {"push": "${{ github.event_name != 'pull_request' }}"})
+    assert actions.pushes("elgohr/Publish-Docker-Github-Action@v5", {})
+
+
+def test_action_table_names_script_inputs() -> None:
+    spec = actions.spec_of("appleboy/ssh-action@v1.0.3")
+    assert spec is not None and spec.kind == actions.SSH and "script" in spec.scripts
+    spec = actions.spec_of("easingthemes/ssh-deploy@main")
+    assert spec is not None and "SCRIPT_AFTER" in spec.scripts
+    assert actions.spec_of("./.github/actions/deploy") is None
+    assert actions.spec_of("acme/unknown-thing@v1") is None
