@@ -618,6 +618,31 @@ def test_proxy_check_through_failure_routes_back(tmp_path: Path) -> None:
     assert b.proxy.outages == []
 
 
+def test_proxy_route_overlap_in_preflight_changes_nothing(tmp_path: Path) -> None:
+    b = ProxyBench(tmp_path)
+    b.deploy(V1)
+    b.fake.log.clear()
+    b.proxy.calls.clear()
+    b.proxy.faults["preflight"] = "fail"  # as plainsail.proxy.preflight refuses an overlap
+    s = b.deploy(V2)
+    assert s["outcome"] == ABORTED and s["preflight"], s
+    assert b.proxy.calls == ["preflight"] and b.routed_tag() == V1.tag
+    assert not any(a[:2] in (["docker", "run"], ["docker", "stop"]) for a in b.fake.log)
+
+
+def test_proxy_check_through_names_the_new_container(tmp_path: Path) -> None:
+    b = ProxyBench(tmp_path)
+    b.deploy(V1)
+    real_route = b.proxy.route_to
+    # The route change "succeeds" but the proxy keeps answering from the old container.
+    b.proxy.route_to = lambda ex, cfg, container: real_route(ex, cfg, f"api-{V1.tag}")
+    s = b.deploy(V2)
+    assert s["outcome"] == RESTORED, s
+    assert "check-through" in s["reason"] or any(
+        st["name"] == "check-through" and not st["ok"] for h in s["per_host"]
+        for st in h["steps"])
+
+
 def test_proxy_second_host_failing_routes_the_first_back(tmp_path: Path) -> None:
     b = ProxyBench(tmp_path, nhosts=2)
     b.deploy(V1)

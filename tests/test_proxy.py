@@ -9,6 +9,7 @@ import socket
 import tempfile
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from plainsail.config import model as configlib
 from plainsail.errors import ConfigError
 from plainsail.hosts.addresses import Host
 from plainsail.hosts.executor import LocalExecutor
-from plainsail.proxy import argv, caddyconf
+from plainsail.proxy import argv, caddyconf, overlap
 from plainsail.proxy.admin import Admin, ProxyError
 from plainsail.proxy.caddyconf import ServiceRoute
 from plainsail.proxy.host import check_settings, parse_state, settings_of
@@ -327,3 +328,54 @@ def test_admin_client_says_how_to_fix_a_missing_socket(tmp_path: Path) -> None:
     with Admin(ex, str(tmp_path / "admin.sock")) as api, pytest.raises(
             ProxyError, match="does not answer .* plainsail proxy boot"):
         api.config()
+
+
+@pytest.mark.parametrize(("a", "b", "expected"), [
+    ("api.test", "API.test", True), ("*.test", "api.test", True),
+    ("*.test", "a.b.test", False), ("*.x.test", "*.x.test", True),
+    ("*.x.test", "x.test", False), ("a.test", "b.test", False),
+])
+def test_host_patterns_overlap_as_caddy_matches_them(a: str, b: str, expected: bool) -> None:
+    assert overlap.hosts_overlap(a, b) is expected
+    assert overlap.hosts_overlap(b, a) is expected
+
+
+def test_path_prefixes_nest_by_segment() -> None:
+    assert overlap.under("/api", "/") and overlap.under("/api/v2", "/API")
+    assert not overlap.under("/apiv2", "/api") and not overlap.under("/api", "/api")
+    assert not overlap.under("/", "/api")
+
+
+def test_overlapping_routes_are_refused_unless_nested() -> None:
+    c = caddyconf.with_service(caddyconf.boot_config(80, 443),
+                               route("web", "w:1", hosts=["*.x.test"]))
+    same = overlap.conflicts(c, route("other", "o:1", hosts=["a.x.test"]))
+    assert len(same) == 1 and "service web already has path /" in same[0]
+    assert overlap.conflicts(c, route("web", "w:2", hosts=["a.x.test"])) == []  # itself
+    assert overlap.conflicts(c, route("o", "o:1", hosts=["a.b.x.test"])) == []
+    api = route("api", "a:1", hosts=["a.x.test"], path="/api")
+    assert "proxy.nested: true" in overlap.conflicts(c, api)[0]
+    nested = replace(api, nested=True)
+    assert overlap.conflicts(c, nested) == []
+    # The other way round: a shorter path over a longer one is fine only when the longer
+    # one declared nested (recorded in the proxy's config).
+    c2 = caddyconf.with_service(caddyconf.boot_config(80, 443), nested)
+    assert caddyconf.route_info(c2, "api")["nested"] is True
+    assert overlap.conflicts(c2, route("web", "w:1", hosts=["*.x.test"])) == []
+    c3 = caddyconf.with_service(caddyconf.boot_config(80, 443), api)
+    assert "did not declare proxy.nested" in overlap.conflicts(
+        c3, route("web", "w:1", hosts=["*.x.test"]))[0]
+
+
+def test_check_route_answers_only_the_token_and_reads_back() -> None:
+    r = replace(route("api", "a:1"), check_token="t0ken")
+    c = caddyconf.with_service(caddyconf.boot_config(80, 443), r)
+    inner = caddyconf.find(c, "ps.api.route")["handle"][0]["routes"]  # type: ignore[index]
+    check = inner[0]
+    assert check["@id"] == "ps.api.check" and "terminal" not in check
+    assert check["match"] == [{"header": {caddyconf.CHECK_HEADER: ["t0ken"]}}]
+    ops = check["handle"][0]
+    assert ops["request"] == {"delete": [caddyconf.CHECK_HEADER]}
+    assert ops["response"]["deferred"] is True
+    assert caddyconf.current_check_token(c, "api") == "t0ken"
+    assert _shape_of(c, "api", "a:1", None) == r

@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -286,6 +286,78 @@ def test_two_services_are_independent_and_maintenance_is_per_service(ph: ProxyHo
     assert ph.get("a.test")[1].startswith(a1)
     assert proxy.remove_route(ph.ex, b)
     assert ph.get("b.test", "/api/")[0] == 404 and ph.get("a.test")[0] == 200
+
+
+def test_overlapping_routes_are_refused_and_check_through_proves_the_container(
+        ph: ProxyHost) -> None:
+    """Two services on one host name and path: the second is refused before anything
+    changes, and a longer path under another's only with proxy.nested. check-through
+    passes only for an answer that came through the service's own route from the
+    container it names."""
+    a = ph.config(unique("a"), host="shared.test")
+    proxy.ensure_booted(ph.ex, a)
+    a1 = ph.start_app(unique("a1"))
+    proxy.route_to(ph.ex, a, a1)
+    proxy.check_through(ph.ex, a, a1)
+    with pytest.raises(proxy.ProxyError, match="served by|came from"):
+        proxy.check_through(ph.ex, a, ph.start_app(unique("other")))
+    before = proxy.status(ph.ex, a)["routes"]
+
+    same = ph.config(unique("same"), host="shared.test")
+    with pytest.raises(proxy.ProxyError, match=f"{a.service} already has path /"):
+        proxy.preflight(ph.ex, same)
+    wild = ph.config(unique("wild"), host="'*.test'")
+    with pytest.raises(proxy.ProxyError, match="host name"):
+        proxy.preflight(ph.ex, wild)
+    api = ph.config(unique("api"), host="shared.test", path="  path: /api\n")
+    with pytest.raises(proxy.ProxyError, match="proxy.nested: true"):
+        proxy.preflight(ph.ex, api)
+    s1 = ph.start_app(unique("s1"))
+    with pytest.raises(proxy.ProxyError, match="already has path"):
+        proxy.route_to(ph.ex, same, s1)  # checked again under the lock
+    assert proxy.status(ph.ex, a)["routes"] == before  # nothing changed
+    assert ph.get_until("shared.test", a1)[1].startswith(a1)
+
+    nested = ph.config(unique("api"), host="shared.test",
+                       path="  path: /api\n  nested: true\n")
+    proxy.preflight(ph.ex, nested)
+    n1 = ph.start_app(unique("n1"))
+    proxy.route_to(ph.ex, nested, n1)
+    proxy.check_through(ph.ex, nested, n1)
+    assert ph.get_until("shared.test", n1, "/api/x")[1].startswith(n1)
+    assert ph.get("shared.test", "/other")[1].startswith(a1)
+    # A route that declared nested may be under a shorter one deployed later, too.
+    b = ph.config(unique("b"), host="b.test")
+    proxy.route_to(ph.ex, b, ph.start_app(unique("b1")))
+    proxy.remove_route(ph.ex, a)
+    proxy.route_to(ph.ex, a, a1)
+    # A third service with the same host and "/": its check never passes on a's answer.
+    same_route = caddy_route(ph, same, a1)
+    with pytest.raises(proxy.ProxyError, match="did not come through"):
+        proxy.check_through(ph.ex, same_route)
+    # The public never sees the check's headers.
+    conn = http.client.HTTPConnection("127.0.0.1", ph.http_port, timeout=5)
+    conn.request("GET", "/", headers={"Host": "shared.test", "X-Plainsail-Check": "guess"})
+    resp = conn.getresponse()
+    assert resp.getheader("X-Plainsail-Upstream") is None
+    conn.close()
+
+
+def caddy_route(ph: ProxyHost, cfg: configlib.Config, container: str) -> configlib.Config:
+    """Give `cfg` a check route on the proxy with no route of its own for its host name,
+    as an old version of plainsail could leave it (the overlap got past no check)."""
+    from plainsail.proxy import caddyconf
+    from plainsail.proxy.admin import Admin
+    from plainsail.proxy.routes import desired, new_token
+
+    st = proxy.read_state(ph.ex, cfg)
+    with Admin(ph.ex, st.socket_path) as api:
+        config = api.config()
+        route = desired(cfg, proxy.upstream_of(cfg, container), None, None, new_token())
+        route = replace(route, hosts=["nobody.invalid"])
+        api.load(caddyconf.with_service(config, route))
+    return replace(cfg, proxy=replace(cfg.proxy, hosts=["shared.test"])) \
+        if cfg.proxy else cfg
 
 
 # ---------------------------------------------------------------- TLS

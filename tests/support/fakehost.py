@@ -374,12 +374,13 @@ class FakeProxy:
         name = self.routes.get((fake.host.name, service))
         return fake.containers.get(name) if name else None
 
-    def check_through(self, ex: Executor, cfg: Any) -> None:
+    def check_through(self, ex: Executor, cfg: Any, container: str | None = None) -> None:
         from plainsail.proxy import ProxyError
 
         self._fault("check_through")
         c = self.routed(self._fake(ex), cfg.service)
-        if c is None or c.status != "running" or not self._fake(ex).healthy(c):
+        if c is None or (container is not None and c.name != container) \
+                or c.status != "running" or not self._fake(ex).healthy(c):
             raise ProxyError("the check through the proxy did not pass")
 
     def drain(self, ex: Executor, cfg: Any, container: str) -> tuple[bool, float]:

@@ -191,6 +191,7 @@ class ProxyConfig:
     https_port: int = 443
     drain: float = 30.0
     network: str = "plainsail"
+    nested: bool = False  # the path may lie under another service's shorter prefix
 
 
 @dataclass(frozen=True)
@@ -954,7 +955,7 @@ def _proxy(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
         "host": _proxy_host, "hosts": list_of(_proxy_host, min_items=1, unique=True),
         "path": _proxy_path, "tls": _proxy_tls, "http_port": integer(1, 65535),
         "https_port": integer(1, 65535), "drain": duration(HOUR, zero_ok=True),
-        "network": _proxy_network, "image": _proxy_image,
+        "network": _proxy_network, "image": _proxy_image, "nested": boolean,
     }
     values = obj(dict, fields, ("image",))(ctx, node, path)
     if not isinstance(values, dict):

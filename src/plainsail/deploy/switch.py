@@ -266,7 +266,7 @@ class Switcher:
             self._proxy_call(run, lambda: px.route_to(ex, self.cfg, run.new_name))))
         if switched:
             run.in_flight_at_switch = int(getattr(switched[0], "in_flight", 0) or 0)
-        self.step(run, "check-through", lambda: px.check_through(ex, self.cfg))
+        self.step(run, "check-through", lambda: px.check_through(ex, self.cfg, run.new_name))
         if run.previous is not None and run.previous.running:
             old = run.previous.name
             drained: list[Any] = []

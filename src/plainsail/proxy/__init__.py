@@ -3,15 +3,17 @@
 The API the deploy engine calls (every function takes the host's Executor and the Config):
 
 - `preflight(ex, cfg) -> HostState`           read only: ProxyError when the proxy there runs
-  with other host-level settings (naming the service that set them)
+  with other host-level settings (naming the service that set them), or when this
+  service's route would overlap another service's route there (plainsail.proxy.overlap)
 - `ensure_booted(ex, cfg) -> Booted`          the proxy runs with this config's host-level
   settings and answers (idempotent, locked); ProxyError naming the service that set other
   settings
 - `route_to(ex, cfg, container) -> Switched`  point the service's route at a container
   (atomic; `Switched.previous` is what to switch back to, `.in_flight` the requests then
   in flight to it)
-- `check_through(ex, cfg)`                    health.path through the proxy, by host name;
-  ProxyError when it does not pass
+- `check_through(ex, cfg[, container])`       health.path through the proxy, by host name;
+  ProxyError when it does not pass or the answer did not come from `container` through
+  this service's route
 - `in_flight(ex, cfg, container) -> int` and `drain(ex, cfg, container[, timeout])`
 - `maintenance(ex, cfg, on[, message])`, `remove_route(ex, cfg)`
 - `status(ex, cfg)`, `logs(ex, cfg, tail)`, `root_certificate(ex, cfg)`

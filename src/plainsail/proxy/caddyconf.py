@@ -9,6 +9,13 @@ or removed without touching another's:
 
 - `ps.<service>.route`        its route: host names, optional path prefix, then a subroute
 - `ps.<service>.maintenance`  first in that subroute while maintenance is on (503)
+- `ps.<service>.check`        first in that subroute: only for a request that carries the
+                              route's secret check token (header CHECK_HEADER, a new random
+                              value at every switch), the answer names the upstream that
+                              served it (UPSTREAM_HEADER); `check-through` uses it to prove
+                              the answer came from the new container through this route
+- `ps.<service>.nested`       present when the service declared `proxy.nested: true` (its
+                              path may lie under another service's shorter prefix)
 - `ps.<service>.upstream`     the reverse_proxy handler that serves the service
 - `ps.<service>.draining`     a second reverse_proxy handler right after it, which never
                               runs (reverse_proxy does not call the next handler), holding
@@ -38,6 +45,9 @@ ADMIN_ORIGIN = "plainsail-proxy"
 SERVER_HTTP = "plainsail-http"
 SERVER_HTTPS = "plainsail-https"
 RETRY_AFTER = 60  # seconds, in maintenance answers
+# check-through's request header (the route's token) and the answer's proof of origin.
+CHECK_HEADER = "X-Plainsail-Check"
+UPSTREAM_HEADER = "X-Plainsail-Upstream"
 
 
 def admin_listen() -> str:
@@ -92,6 +102,8 @@ class ServiceRoute:
     key_file: str | None = None
     https_port: int = 443
     draining: list[str] = field(default_factory=list)  # upstreams switched away from
+    check_token: str = ""  # the secret of the route's check (see CHECK_HEADER)
+    nested: bool = False  # proxy.nested: may lie under another service's shorter prefix
 
     @property
     def tls_on(self) -> bool:
@@ -141,8 +153,26 @@ def maintenance_route(service: str, message: str) -> dict[str, Any]:
     }
 
 
+def check_route(service: str, token: str) -> dict[str, Any]:
+    """For a request carrying the token only: drop the token before the app sees it, and
+    name the upstream that served the answer (evaluated when the answer is written)."""
+    return {
+        "@id": rid(service, "check"),
+        "match": [{"header": {CHECK_HEADER: [token]}}],
+        "handle": [{"handler": "headers",
+                    "request": {"delete": [CHECK_HEADER]},
+                    "response": {"deferred": True, "set": {
+                        CHECK_HEADER: [token],
+                        UPSTREAM_HEADER: ["{http.reverse_proxy.upstream.hostport}"]}}}],
+    }
+
+
 def service_route(r: ServiceRoute) -> dict[str, Any]:
     inner: list[dict[str, Any]] = []
+    if r.nested:
+        inner.append({"@id": rid(r.service, "nested"), "handle": [{"handler": "vars"}]})
+    if r.check_token:
+        inner.append(check_route(r.service, r.check_token))
     if r.maintenance is not None:
         inner.append(maintenance_route(r.service, r.maintenance))
     handlers = [proxy_handler(r)]
@@ -284,6 +314,12 @@ def switched(r: ServiceRoute, new: str) -> ServiceRoute:
     return replace(r, upstream=new, draining=[r.upstream])
 
 
+def current_check_token(config: dict[str, Any], service: str) -> str:
+    route = find(config, rid(service, "check")) or {}
+    values = ((route.get("match") or [{}])[0].get("header") or {}).get(CHECK_HEADER) or [""]
+    return str(values[0])
+
+
 def current_maintenance(config: dict[str, Any], service: str) -> str | None:
     """The maintenance message of a service, None when maintenance is off."""
     route = find(config, rid(service, "maintenance"))
@@ -312,4 +348,5 @@ def route_info(config: dict[str, Any], service: str) -> dict[str, Any]:
     return {"service": service, "hosts": match.get("host", []), "path": paths[0],
             "tls": tls, "upstream": current_upstream(config, service),
             "maintenance": current_maintenance(config, service),
-            "draining": current_draining(config, service)}
+            "draining": current_draining(config, service),
+            "nested": find(config, rid(service, "nested")) is not None}

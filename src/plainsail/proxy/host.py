@@ -127,10 +127,17 @@ def check_settings(ex: Executor, cfg: Config, st: HostState) -> None:
 
 def preflight(ex: Executor, cfg: Config) -> HostState:
     """Before a deploy changes anything: refuse (ProxyError) when the host's proxy runs with
-    other host-level settings. Read only; a missing or stopped proxy is booted later by the
-    deploy's proxy-boot step."""
+    other host-level settings, or when this service's route would overlap a route another
+    service has there (see plainsail.proxy.overlap). Read only; a missing or stopped proxy
+    is booted later by the deploy's proxy-boot step (and the route checked again then,
+    under the proxy's lock)."""
+    from plainsail.proxy.routes import desired, refuse_overlaps
+
     st = read_state(ex, cfg)
     check_settings(ex, cfg, st)
+    config = _answers(ex, st) if st.status == "running" else None
+    if config:
+        refuse_overlaps(ex.host.name, config, desired(cfg, "", None, None))
     return st
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import secrets
 import socket
 import ssl
 import time
@@ -23,7 +24,7 @@ from typing import Any
 from plainsail.config.model import Config
 from plainsail.deploy.health import check
 from plainsail.hosts.executor import Executor, write_file_argv
-from plainsail.proxy import argv, caddyconf
+from plainsail.proxy import argv, caddyconf, overlap
 from plainsail.proxy.admin import Admin, ProxyError
 from plainsail.proxy.caddyconf import MOUNT, ServiceRoute
 from plainsail.proxy.host import HostState, proxy_config, proxy_lock, read_state
@@ -56,7 +57,7 @@ class Switched:
 
 
 def desired(cfg: Config, upstream: str, maintenance: str | None,
-            cert_name: str | None) -> ServiceRoute:
+            cert_name: str | None, check_token: str = "") -> ServiceRoute:
     p = proxy_config(cfg)
     cert = key = None
     if p.tls.mode == "files" and cert_name:
@@ -64,7 +65,22 @@ def desired(cfg: Config, upstream: str, maintenance: str | None,
         cert, key = f"{base}.crt", f"{base}.key"
     return ServiceRoute(service=cfg.service, hosts=list(p.hosts), path=p.path,
                         tls=p.tls.mode, upstream=upstream, maintenance=maintenance,
-                        cert_file=cert, key_file=key, https_port=p.https_port)
+                        cert_file=cert, key_file=key, https_port=p.https_port,
+                        check_token=check_token, nested=p.nested)
+
+
+def new_token() -> str:
+    """A fresh secret for the route's check (see caddyconf.check_route)."""
+    return secrets.token_hex(16)
+
+
+def refuse_overlaps(host: str, config: dict[str, Any], route: ServiceRoute) -> None:
+    """ProxyError when `route` would take (or lose) requests of another service's route."""
+    problems = overlap.conflicts(config, route)
+    if problems:
+        raise ProxyError(f"{host}: proxy route of {route.service} ({', '.join(route.hosts)}"
+                         f"{'' if route.path == '/' else route.path}) is refused: "
+                         + "; ".join(problems))
 
 
 def _cert_files(cfg: Config) -> tuple[str, str, str] | None:
@@ -113,14 +129,18 @@ def route_to(ex: Executor, cfg: Config, container: str) -> Switched:
         config = api.config()
         previous = caddyconf.current_upstream(config, cfg.service)
         maintenance = caddyconf.current_maintenance(config, cfg.service)
-        now = replace(desired(cfg, previous or new, maintenance, files[0] if files else None),
+        token = caddyconf.current_check_token(config, cfg.service) or new_token()
+        now = replace(desired(cfg, previous or new, maintenance, files[0] if files else None,
+                              token),
                       draining=caddyconf.current_draining(config, cfg.service))
         if previous is not None and caddyconf.with_service(config, now) == config:
-            # The route has the right shape: one PATCH of this service's route object.
+            # The route has the right shape: one PATCH of this service's route object,
+            # with a new check token (each switch is checked with its own).
             counts = api.upstream_counts()
             if previous != new:
                 api.call("PATCH", f"/id/{caddyconf.rid(cfg.service, 'route')}",
-                         caddyconf.service_route(caddyconf.switched(now, new)),
+                         caddyconf.service_route(replace(caddyconf.switched(now, new),
+                                                         check_token=new_token())),
                          what=f"switch {cfg.service} to {new}")
             return Switched(ex.host.name, previous, new, counts.get(previous, 0), False,
                             time.monotonic() - start)
@@ -131,7 +151,9 @@ def route_to(ex: Executor, cfg: Config, container: str) -> Switched:
             previous = caddyconf.current_upstream(config, cfg.service)
             counts = api.upstream_counts()
             maintenance = caddyconf.current_maintenance(config, cfg.service)
-            want = desired(cfg, previous or new, maintenance, cert_name)
+            want = desired(cfg, previous or new, maintenance, cert_name, new_token())
+            # Another service may have taken an overlapping route since the preflight.
+            refuse_overlaps(ex.host.name, config, want)
             api.load(caddyconf.with_service(config, caddyconf.switched(want, new)))
         if cert_name:
             ex.run(argv.prune_certs(f"{st.state_dir}/certs/{cfg.service}", cert_name),
@@ -214,7 +236,9 @@ def _shape_of(config: dict[str, Any], service: str, upstream: str,
     return ServiceRoute(service=service, hosts=list(info["hosts"]), path=info["path"],
                         tls=info["tls"], upstream=upstream, maintenance=maintenance,
                         cert_file=cert.get("certificate"), key_file=cert.get("key"),
-                        https_port=https_port)
+                        https_port=https_port,
+                        check_token=caddyconf.current_check_token(config, service),
+                        nested=bool(info.get("nested")))
 
 
 def remove_route(ex: Executor, cfg: Config) -> bool:
@@ -260,15 +284,24 @@ def check_path(cfg: Config) -> str:
 MAINTENANCE_MARK = "<h1>Down for maintenance</h1>"  # from caddyconf.maintenance_page
 
 
+@dataclass(frozen=True)
+class Probe:
+    status: int
+    body: str  # its start
+    headers: http.client.HTTPMessage
+
+
 def probe_through(ex: Executor, cfg: Config, timeout: float | None = None,
-                  cafile_pem: str | None = None) -> tuple[int, str]:
+                  cafile_pem: str | None = None,
+                  headers: dict[str, str] | None = None) -> Probe:
     """One GET of health.path through the proxy on the host, with the service's host name
-    (and SNI when TLS is on): (status, the body's start).
+    (and SNI when TLS is on); `timeout` bounds the whole exchange, body included.
 
     Without `cafile_pem` the certificate is not verified: this checks the route, not trust.
     """
     p = proxy_config(cfg)
     wait = cfg.health.timeout if timeout is None else timeout
+    deadline = time.monotonic() + wait
     port = p.https_port if p.tls.enabled else p.http_port
     address, local_port = ex.reach("127.0.0.1", port)
     name = check_host(cfg)
@@ -281,26 +314,71 @@ def probe_through(ex: Executor, cfg: Config, timeout: float | None = None,
         conn = http.client.HTTPConnection(name, port, timeout=wait)
         conn.sock = sock
         conn.request("GET", check_path(cfg), headers={"User-Agent": "plainsail-health",
-                                                      "Connection": "close"})
+                                                      "Connection": "close",
+                                                      **(headers or {})})
         resp = conn.getresponse()
-        return resp.status, resp.read(64 * 1024).decode("utf-8", errors="replace")
+        body = read_until(resp, sock, deadline, 64 * 1024)
+        return Probe(resp.status, body.decode("utf-8", errors="replace"), resp.msg)
     finally:
         sock.close()
 
 
-def check_through(ex: Executor, cfg: Config, timeout: float | None = None) -> None:
-    """The service answers health.path through the proxy as the health gate expects;
-    otherwise ProxyError (the engine switches back)."""
+def read_until(resp: http.client.HTTPResponse, sock: socket.socket, deadline: float,
+               limit: int) -> bytes:
+    """At most `limit` bytes of the body, read before `deadline` (TimeoutError after)."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the answer's body did not arrive in time")
+        sock.settimeout(left)
+        chunk = resp.read1(min(16 * 1024, limit - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def check_through(ex: Executor, cfg: Config, container: str | None = None,
+                  timeout: float | None = None) -> None:
+    """The service answers health.path through the proxy as the health gate expects, and
+    the answer came through this service's route from `container` (default: the route's
+    current upstream); otherwise ProxyError (the engine switches back).
+
+    The request carries the route's secret check token: only this service's route knows
+    it, and only for such a request the proxy names the upstream that answered. A 200
+    from another service's route, or from another container, does not pass.
+    """
+    st = _running(ex, cfg)
+    with Admin(ex, st.socket_path) as api:
+        config = api.config()
+    token = caddyconf.current_check_token(config, cfg.service)
+    want = upstream_of(cfg, container) if container else \
+        caddyconf.current_upstream(config, cfg.service)
+    where = f"{check_host(cfg)}{check_path(cfg)}"
+    if not token or not want:
+        raise ProxyError(f"{ex.host.name}: {cfg.service} has no route with a check on the "
+                         "proxy; deploy again to create it")
     try:
-        code, body = probe_through(ex, cfg, timeout)
+        probe = probe_through(ex, cfg, timeout, headers={caddyconf.CHECK_HEADER: token})
     except (OSError, http.client.HTTPException) as exc:
         raise ProxyError(f"{ex.host.name}: {cfg.service} does not answer through the proxy "
                          f"({type(exc).__name__}: {exc})") from exc
-    if code == 503 and MAINTENANCE_MARK in body:
+    if probe.headers.get(caddyconf.CHECK_HEADER) != token:
+        raise ProxyError(f"{ex.host.name}: the answer to {where} through the proxy did not "
+                         f"come through {cfg.service}'s route (HTTP {probe.status}): another "
+                         "route takes these requests; see plainsail proxy status")
+    if probe.status == 503 and MAINTENANCE_MARK in probe.body:
         # Maintenance is on: the route is in place behind the page, which is all this
         # check can see; the health gate checked the new container itself.
         return
-    problem = check(code, body, cfg.health)
+    served = probe.headers.get(caddyconf.UPSTREAM_HEADER) or "no upstream"
+    if served != want:
+        raise ProxyError(f"{ex.host.name}: {cfg.service}'s answer through the proxy "
+                         f"({where}) came from {served}, not from {want}")
+    problem = check(probe.status, probe.body, cfg.health)
     if problem:
         raise ProxyError(f"{ex.host.name}: {cfg.service} through the proxy "
-                         f"({check_host(cfg)}{check_path(cfg)}) {problem}")
+                         f"({where}) {problem}")
