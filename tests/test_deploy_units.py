@@ -161,3 +161,14 @@ def test_migrate_layout_travels_to_the_migration_container() -> None:
     assert "--env" not in migrate_argv(cfg("migrate:\n  command: [m]\n"), TARGET, "/e", "i")
     with pytest.raises(configlib.ConfigError, match="migrate.layout"):
         cfg("migrate:\n  command: [m]\n  layout: rails\n")
+
+
+def test_migrate_schema_travels_to_the_migration_container() -> None:
+    c = cfg("migrate:\n  command: [plainsail, migrate]\n  schema: app\n  layout: flat\n")
+    argv = migrate_argv(c, TARGET, "/e", "20260101T000000Z-abcdef")
+    envs = [argv[i + 1] for i, a in enumerate(argv) if a == "--env"]
+    assert envs == ["PLAINSAIL_MIGRATIONS_LAYOUT=flat", "PLAINSAIL_MIGRATIONS_SCHEMA=app"]
+    assert cfg("migrate:\n  command: [m]\n").migrate.schema == "public"  # type: ignore[union-attr]
+    for bad in ('""', '"a\\tb"', "x" * 64):
+        with pytest.raises(configlib.ConfigError, match="migrate.schema"):
+            cfg(f"migrate:\n  command: [m]\n  schema: {bad}\n")

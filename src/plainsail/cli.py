@@ -187,6 +187,9 @@ def _migrate_args(p: argparse.ArgumentParser) -> None:
                                         "dbmate", "flyway"],
                    help="how the folder keeps migrations (default: "
                    "$PLAINSAIL_MIGRATIONS_LAYOUT, else detected from the files)")
+    p.add_argument("--schema", metavar="SCHEMA",
+                   help="PostgreSQL schema of the plainsail_migrations ledger, whatever the "
+                   "search_path (default: $PLAINSAIL_MIGRATIONS_SCHEMA, else public)")
     p.add_argument("--to", metavar="VERSION",
                    help="with baseline: the last migration the database already has")
     p.add_argument("--database-url", metavar="URL",

@@ -2,7 +2,8 @@
 record those another tool already applied.
 
 Runs inside application containers with no plainsail.yml: everything comes from flags and
-the environment (DATABASE_URL, PLAINSAIL_MIGRATIONS, PLAINSAIL_MIGRATIONS_LAYOUT). Imports
+the environment (DATABASE_URL, PLAINSAIL_MIGRATIONS, PLAINSAIL_MIGRATIONS_LAYOUT,
+PLAINSAIL_MIGRATIONS_SCHEMA). Imports
 only the standard library, PyYAML-free plainsail modules, and psycopg when the database is
 PostgreSQL.
 """
@@ -17,6 +18,7 @@ from plainsail.config.durations import format_duration, parse_duration
 from plainsail.errors import MigrationError, UsageError
 from plainsail.migrations import layouts
 from plainsail.migrations.dburl import parse_database_url
+from plainsail.migrations.ledger import DEFAULT_SCHEMA
 from plainsail.migrations.runner import Options, Result, baseline, migrate, status
 from plainsail.output import print_json, say, warn
 from plainsail.secret import scrub
@@ -35,6 +37,22 @@ def _duration(flag: str, value: str | None, default: float) -> float:
         raise UsageError(f"{flag}: {exc}") from exc
 
 
+SCHEMA_ENV = "PLAINSAIL_MIGRATIONS_SCHEMA"
+
+
+def ledger_schema(flag: str | None) -> str:
+    """--schema, else $PLAINSAIL_MIGRATIONS_SCHEMA (the deploy passes migrate.schema so),
+    else public."""
+    for value, where in ((flag, "--schema"), (os.environ.get(SCHEMA_ENV), f"${SCHEMA_ENV}")):
+        if value is None or value == "":
+            continue
+        if len(value.encode()) > 63 or not value.isprintable():
+            raise UsageError(f"{where}: {value!r} is not a PostgreSQL schema name (at most 63 "
+                             "bytes, printable characters)")
+        return value
+    return DEFAULT_SCHEMA
+
+
 def options_from_args(args: argparse.Namespace) -> Options:
     url = args.database_url or os.environ.get("DATABASE_URL", "")
     folder = args.dir or os.environ.get("PLAINSAIL_MIGRATIONS") or "migrations"
@@ -47,6 +65,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
         wait=_duration("--wait", args.wait, DEFAULT_WAIT),
         allow_non_transactional_ddl=args.allow_non_transactional_ddl,
         layout=layouts.choose(args.layout),
+        schema=ledger_schema(args.schema),
     )
 
 

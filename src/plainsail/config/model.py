@@ -140,6 +140,7 @@ class MigrateConfig:
     command: list[str]
     timeout: float = 300.0
     layout: str = "auto"
+    schema: str = "public"  # PostgreSQL schema of plainsail migrate's ledger
 
 
 @dataclass(frozen=True)
@@ -743,6 +744,15 @@ def _network(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
     )
 
 
+def _pg_schema(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
+    value = string(nonempty=True)(ctx, node, path)
+    if isinstance(value, str) and (len(value.encode()) > 63 or not value.isprintable()):
+        ctx.error(node, path, f"{_show(value)} is not a PostgreSQL schema name: at most 63 "
+                  "bytes of printable characters")
+        return _MISSING
+    return value
+
+
 def _health_path(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
     value = string()(ctx, node, path)
     if isinstance(value, str) and (len(value) > 2000 or not _URL_PATH_RE.fullmatch(value)):
@@ -1152,7 +1162,8 @@ _SCHEMA = obj(
         ),
         "migrate": obj(MigrateConfig, {"command": command,
                                        "timeout": duration(MAX_MIGRATE_TIMEOUT),
-                                       "layout": choice("auto", *MIGRATION_LAYOUTS)},
+                                       "layout": choice("auto", *MIGRATION_LAYOUTS),
+                                       "schema": _pg_schema},
                        ("command",)),
         "health": obj(
             HealthConfig,

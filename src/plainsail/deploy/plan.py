@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from plainsail.config import secretsources
-from plainsail.config.model import Config
+from plainsail.config.model import Config, MigrateConfig
 from plainsail.deploy.hostregistry import pull_repository, start_argv
 from plainsail.errors import SignatureError, UsageError
 from plainsail.hosts import docker
@@ -129,10 +129,19 @@ def migrate_argv(cfg: Config, target: Target, env_file: str, deploy_id: str) -> 
                 docker.LABEL_DEPLOY: deploy_id, docker.LABEL_TAG: target.tag},
         network=app_network(cfg), volumes=cfg.app.volumes, init=True, detach=False,
         remove=True, add_hosts=cfg.app.add_hosts, command=cfg.migrate.command,
-        # The runner reads no plainsail.yml inside the image: the layout travels as a variable.
-        env=({"PLAINSAIL_MIGRATIONS_LAYOUT": cfg.migrate.layout}
-             if cfg.migrate.layout != "auto" else None),
+        # The runner reads no plainsail.yml inside the image: the layout and the ledger's
+        # schema travel as variables.
+        env=_migrate_env(cfg.migrate) or None,
     )
+
+
+def _migrate_env(m: MigrateConfig) -> dict[str, str]:
+    env: dict[str, str] = {}
+    if m.layout != "auto":
+        env["PLAINSAIL_MIGRATIONS_LAYOUT"] = m.layout
+    if m.schema != "public":
+        env["PLAINSAIL_MIGRATIONS_SCHEMA"] = m.schema
+    return env
 
 
 # ---------------------------------------------------------------- preflight: what and where

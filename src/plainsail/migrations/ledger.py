@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from plainsail.migrations.files import MigrationFile
 
 TABLE = "plainsail_migrations"
+DEFAULT_SCHEMA = "public"  # PostgreSQL: the schema of the ledger (migrate.schema)
 
 
 @dataclass(frozen=True)

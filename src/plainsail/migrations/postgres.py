@@ -26,7 +26,7 @@ except ImportError as exc:  # pragma: no cover - depends on the image
 from plainsail.errors import MigrationError
 from plainsail.migrations.dburl import DatabaseURL
 from plainsail.migrations.files import NO_TRANSACTION_MARKER, MigrationFile
-from plainsail.migrations.ledger import TABLE, AppliedRow
+from plainsail.migrations.ledger import DEFAULT_SCHEMA, TABLE, AppliedRow
 from plainsail.migrations.sqlsplit import Statement
 from plainsail.secret import redact
 
@@ -73,12 +73,23 @@ def _first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
 class PostgresDatabase:
+    """`schema` holds the ledger, whatever the connection's (or a file's) search_path."""
+
     def __init__(self, url: DatabaseURL, *, lock_timeout: float,
-                 statement_timeout: float) -> None:
+                 statement_timeout: float, schema: str = DEFAULT_SCHEMA,
+                 note: Callable[[str], None] = lambda m: None) -> None:
         self.url = url
         self.lock_timeout = lock_timeout
         self.statement_timeout = statement_timeout
+        self.schema = schema
+        self.table = f"{quote_ident(schema)}.{TABLE}"  # in SQL
+        self.ledger = f"{schema}.{TABLE}"  # in messages
+        self._note = note
         self._locked = False
         try:
             self.conn: psycopg.Connection[Any] = psycopg.connect(
@@ -92,25 +103,57 @@ class PostgresDatabase:
             ) from exc
 
     # -- bookkeeping ------------------------------------------------------------------
+    def _ledger_schema(self) -> str | None:
+        """The schema whose ledger counts: the configured one if it has one, else the one
+        other schema where an earlier version created it (through the search_path), None
+        when there is none. Ledgers in several other schemas are refused."""
+        rows = self.conn.execute(
+            "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relname = %s AND c.relkind IN ('r', 'p') ORDER BY 1", (TABLE,)
+        ).fetchall()
+        found = [r[0] for r in rows]
+        if self.schema in found:
+            return self.schema
+        if len(found) > 1:
+            raise MigrationError(
+                f"{self.url} has no {self.ledger} but a {TABLE} in each of the schemas "
+                f"{', '.join(found)}; tell which one is this database's history with "
+                "--schema (migrate.schema in plainsail.yml)")
+        return found[0] if found else None
+
     def read_applied(self) -> list[AppliedRow] | None:
         try:
-            cur = self.conn.execute("SELECT to_regclass(%s) IS NOT NULL", (TABLE,))
-            row = cur.fetchone()
-            if not row or not row[0]:
+            schema = self._ledger_schema()
+            if schema is None:
                 return None
+            if schema != self.schema:
+                self._note(f"the ledger is {schema}.{TABLE} (created there by an "
+                           f"earlier plainsail through the search_path); plainsail migrate "
+                           f"moves it to {self.ledger}")
             cur = self.conn.execute(
                 f"SELECT version, name, checksum, applied_at, execution_ms, applied_by "
-                f"FROM {TABLE} ORDER BY name"
+                f"FROM {quote_ident(schema)}.{TABLE} ORDER BY name"
             )
             return [AppliedRow(v, n, c, a.isoformat(timespec="seconds"), float(ms), by)
                     for v, n, c, a, ms, by in cur.fetchall()]
         except psycopg.Error as exc:
-            raise MigrationError(f"cannot read {TABLE}: {_describe(exc)}") from exc
+            raise MigrationError(f"cannot read {self.ledger}: {_describe(exc)}") from exc
 
     def prepare(self) -> None:
+        """Create the ledger in its schema, or adopt one an earlier version created in
+        another schema by moving it there (its rows keep every file from running again)."""
         try:
+            found = self._ledger_schema()
+            if not self.conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s",
+                                     (self.schema,)).fetchone():
+                self.conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(self.schema)}")
+            if found is not None and found != self.schema:
+                self.conn.execute(f"ALTER TABLE {quote_ident(found)}.{TABLE} "
+                                  f"SET SCHEMA {quote_ident(self.schema)}")
+                self._note(f"moved the ledger {found}.{TABLE} (created there by "
+                           f"an earlier plainsail through the search_path) to {self.ledger}")
             self.conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {TABLE} ("
+                f"CREATE TABLE IF NOT EXISTS {self.table} ("
                 " version text PRIMARY KEY,"
                 " name text NOT NULL,"
                 " checksum text NOT NULL,"
@@ -120,13 +163,14 @@ class PostgresDatabase:
             )
         except psycopg.Error as exc:
             raise MigrationError(
-                f"cannot create the bookkeeping table {TABLE}: {_describe(exc)}; the "
-                "database user needs CREATE on its schema"
+                f"cannot create the bookkeeping table {self.ledger}: {_describe(exc)}; the "
+                "database user needs CREATE on its schema (or set migrate.schema to one "
+                "where it has)"
             ) from exc
 
     def _record(self, f: MigrationFile, ms: int, applied_by: str) -> None:
         self.conn.execute(
-            f"INSERT INTO {TABLE} (version, name, checksum, execution_ms, applied_by) "
+            f"INSERT INTO {self.table} (version, name, checksum, execution_ms, applied_by) "
             "VALUES (%s, %s, %s, %s, %s)",
             (f.version, f.name, f.checksum, ms, applied_by),
         )
@@ -137,7 +181,7 @@ class PostgresDatabase:
                 for f in files:
                     self._record(f, 0, applied_by)
         except psycopg.Error as exc:
-            raise MigrationError(f"cannot record the baseline in {TABLE}: {_describe(exc)}; "
+            raise MigrationError(f"cannot record the baseline in {self.ledger}: {_describe(exc)}; "
                                  "nothing was recorded") from exc
 
     # -- serializing runners ------------------------------------------------------------
@@ -215,7 +259,9 @@ class PostgresDatabase:
 
     # -- applying ------------------------------------------------------------------------
     def _timeouts(self) -> str:
-        return (f"SET lock_timeout = {_ms(self.lock_timeout)}; "
+        """Every file starts from the session's defaults (as in its own psql session: a
+        search_path or role a file set never leaks into the next), with the timeouts."""
+        return (f"RESET ALL; SET lock_timeout = {_ms(self.lock_timeout)}; "
                 f"SET statement_timeout = {_ms(self.statement_timeout)}")
 
     def apply(self, f: MigrationFile, applied_by: str) -> float | None:
@@ -246,7 +292,7 @@ class PostgresDatabase:
     def _failure(self, f: MigrationFile, s: Statement | None, total: int,
                  exc: psycopg.Error, rolled_back: bool = True) -> str:
         where = (f"statement {s.number} of {total} (line {s.line})" if s
-                 else "recording it in " + TABLE)
+                 else "recording it in " + self.ledger)
         msg = f"{f.name}: {where} failed: {_describe(exc)}"
         if isinstance(exc, pgerrors.LockNotAvailable):
             msg += (f"; it waited longer than lock_timeout ({self.lock_timeout:g}s) for a lock "
@@ -295,7 +341,7 @@ class PostgresDatabase:
             self._record(f, _ms(elapsed), applied_by)
         except psycopg.Error as exc:
             raise MigrationError(
-                f"{f.name} ran but recording it in {TABLE} failed: {_describe(exc)}; insert "
+                f"{f.name} ran but recording it in {self.ledger} failed: {_describe(exc)}; insert "
                 "its row by hand or the next run will try it again"
             ) from exc
         return elapsed * 1000

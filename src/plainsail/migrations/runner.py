@@ -20,7 +20,7 @@ from plainsail.migrations import dburl
 from plainsail.migrations.dburl import DatabaseURL
 from plainsail.migrations.files import MigrationFile, check_file
 from plainsail.migrations.layouts import discover
-from plainsail.migrations.ledger import AppliedRow, Ledger, compare
+from plainsail.migrations.ledger import DEFAULT_SCHEMA, AppliedRow, Ledger, compare
 
 MYSQL_REFUSAL = (
     "MySQL and MariaDB commit every DDL statement on their own, so a file that fails "
@@ -37,6 +37,7 @@ class Options:
     wait: float = 300.0
     allow_non_transactional_ddl: bool = False
     layout: str | None = None  # None: detect it from the folder
+    schema: str = DEFAULT_SCHEMA  # PostgreSQL: where the ledger is, whatever the search_path
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,8 @@ def open_database(opts: Options, warn: Callable[[str], None]) -> Database:
     from plainsail.migrations.postgres import PostgresDatabase
 
     return PostgresDatabase(url, lock_timeout=opts.lock_timeout,
-                            statement_timeout=opts.statement_timeout)
+                            statement_timeout=opts.statement_timeout, schema=opts.schema,
+                            note=warn)
 
 
 def _load(opts: Options) -> list[MigrationFile]:
