@@ -20,7 +20,7 @@ need_root() {
 
 # 1. Debian packages.
 pkgs=(docker.io docker-registry openssh-server postgresql debootstrap busybox-static
-      apache2-utils git python3-venv curl ca-certificates iproute2 hey)
+      apache2-utils git python3-venv curl ca-certificates iproute2 hey socat iptables)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -64,6 +64,14 @@ need_root su postgres -c "psql -qtAc \"DO \\\$\\\$ BEGIN IF NOT EXISTS (SELECT F
 
 # 4. sshd needs its privilege separation directory; tests run their own instances.
 need_root mkdir -p /run/sshd
+
+# 4b. Test hosts (network namespaces with their own sshd and Docker Engine) come from
+#     scripts/hosts.sh; the fleet tests bring up what they need. PLAINSAIL_HOSTS=N brings up
+#     N of them here and leaves them running (a benchmark, a Swarm, a manual try).
+if [ "${PLAINSAIL_HOSTS:-0}" != 0 ]; then
+  need_root bash scripts/hosts.sh up "$PLAINSAIL_HOSTS" >/dev/null
+  log "$PLAINSAIL_HOSTS test hosts up (scripts/hosts.sh list)"
+fi
 
 # 5. A small local base image: nothing needs a public registry. It carries Debian's builds
 #    of plainsail's dependencies, so app images can install plainsail offline.

@@ -5,6 +5,7 @@ pytest_plugins = [
     "tests.support.sshd",
     "tests.support.notes_app",
     "tests.support.deploy_env",
+    "tests.support.nshosts",
     "tests.support.multihost",
     "tests.support.openbao",
     "tests.support.proxy_env",
@@ -17,7 +18,7 @@ SERVICE_FIXTURES = frozenset({
     "auth_registry", "deploy_dir", "fleet", "local_deploy_dir", "notes_builds",
     "notes_database", "notes_image", "openbao", "pg_admin", "pg_connect", "pg_url",
     "plainsail_wheel", "proxy_apps", "caddy_image",
-    "registry", "second_engine", "service_repo", "ssh_host", "tiny_app",
+    "ns_hosts", "registry", "service_repo", "ssh_host", "tiny_app",
 })
 
 

@@ -1,14 +1,12 @@
-"""Two real hosts for fleet tests: the first SSH test host on the machine's Docker Engine,
-and a second one whose sshd points its user at a second Docker Engine (its own dockerd,
-data root, bridge and socket). Each host has its own containers, images and volumes, as
-two machines would; both reach the test registry on loopback."""
+"""Real hosts for fleet tests and a tiny app to deploy to them: three network-namespace hosts
+(tests/support/nshosts.py), each with its own sshd and Docker Engine, so each has its own
+containers, images and volumes as separate machines would; all reach the test registry on
+their own loopback."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,98 +14,40 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.nshosts import NSHost
 from tests.support.services import Registry
-from tests.support.sshd import SSHHost, start_sshd, stop_sshd
-
-BRIDGE = "psbr1"
-BRIDGE_CIDR = "172.31.250.1/24"
-STATE = Path("/var/tmp/plainsail-test-docker2")
-SOCKET = Path("/run/psdocker2.sock")
-PIDFILE = Path("/run/psdocker2.pid")
-
-
-def _docker2(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["docker", "-H", f"unix://{SOCKET}", *args], capture_output=True,
-                          text=True, check=check, timeout=120)
-
-
-def _stop_old_daemon() -> None:
-    """Stop a second engine left by an earlier run; drop its pid file if it died."""
-    if PIDFILE.exists():
-        try:
-            os.kill(int(PIDFILE.read_text().strip()), 15)
-        except (ValueError, ProcessLookupError):
-            PIDFILE.unlink(missing_ok=True)
-        for _ in range(100):
-            if not PIDFILE.exists():
-                break
-            time.sleep(0.1)
-
-
-@pytest.fixture(scope="session")
-def second_engine() -> Iterator[str]:
-    """A second dockerd; yields its DOCKER_HOST."""
-    if os.geteuid() != 0:
-        pytest.skip("a second Docker Engine needs root")
-    _stop_old_daemon()
-    if subprocess.run(["ip", "link", "show", BRIDGE], capture_output=True).returncode != 0:
-        subprocess.run(["ip", "link", "add", BRIDGE, "type", "bridge"], check=True)
-        subprocess.run(["ip", "addr", "add", BRIDGE_CIDR, "dev", BRIDGE], check=True)
-    subprocess.run(["ip", "link", "set", BRIDGE, "up"], check=True)
-    STATE.mkdir(parents=True, exist_ok=True)
-    log = open(STATE / "dockerd.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        ["dockerd", "--data-root", str(STATE / "data"), "--exec-root", "/run/psdocker2",
-         "-H", f"unix://{SOCKET}", "--pidfile", str(PIDFILE), "--bridge", BRIDGE,
-         "--iptables=false", "--ip-masq=false", "--group", "docker"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 60
-    while _docker2("info", check=False).returncode != 0:
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("the second dockerd did not start:\n"
-                        + (STATE / "dockerd.log").read_text()[-2000:])
-        time.sleep(0.2)
-    yield f"unix://{SOCKET}"
-    leftovers = _docker2("ps", "-aq", check=False).stdout.split()
-    if leftovers:
-        _docker2("rm", "-f", *leftovers, check=False)
-    proc.terminate()
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
-    subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True)
 
 
 @dataclass
 class Fleet:
-    a: SSHHost  # on the machine's engine
-    b: SSHHost  # on the second engine
-    b_docker_host: str
-    known_hosts: Path
+    """The namespace hosts of the session (scripts/hosts.sh), in order."""
 
-    def docker(self, host: SSHHost, *args: str) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ}
-        if host is self.b:
-            env["DOCKER_HOST"] = self.b_docker_host
-        return subprocess.run(["docker", *args], capture_output=True, text=True, env=env,
-                              timeout=120)
+    hosts: list[NSHost]
+
+    @property
+    def a(self) -> NSHost:
+        return self.hosts[0]
+
+    @property
+    def b(self) -> NSHost:
+        return self.hosts[1]
+
+    @property
+    def c(self) -> NSHost:
+        return self.hosts[2]
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.a.known_hosts
+
+    def docker(self, host: NSHost, *args: str) -> subprocess.CompletedProcess[str]:
+        return host.docker(*args)
 
 
 @pytest.fixture(scope="session")
-def fleet(ssh_host: SSHHost, second_engine: str, tmp_path_factory: pytest.TempPathFactory
-          ) -> Iterator[Fleet]:
-    b, proc = start_sshd("psdeploy2", identity_from=ssh_host.identity_file,
-                         extra_config=f"SetEnv DOCKER_HOST={second_engine}\n",
-                         docker_socket=SOCKET)
-    known = tmp_path_factory.mktemp("fleet") / "known_hosts"
-    known.write_text(ssh_host.known_hosts.read_text() + b.known_hosts.read_text())
-    try:
-        yield Fleet(ssh_host, b, second_engine, known)
-    finally:
-        stop_sshd(proc, b.directory)
+def fleet(ns_hosts: list[NSHost]) -> Fleet:
+    """Three hosts, each its own network namespace with its own sshd and Docker Engine."""
+    return Fleet(ns_hosts)
 
 
 # ---------------------------------------------------------------- a tiny app per version
