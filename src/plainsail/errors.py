@@ -65,8 +65,8 @@ class SignatureError(PlainsailError):
 class VerificationError(SignatureError):
     """An image failed verification; `reason` is one of REASONS, for records and callers."""
 
-    REASONS = ("unsigned", "wrong-key", "wrong-digest", "wrong-identity", "untrusted",
-               "tag-drift", "not-found")
+    REASONS = ("unsigned", "wrong-key", "wrong-digest", "wrong-identity", "not-cosign",
+               "untrusted", "tag-drift", "not-found")
 
     def __init__(self, reason: str, message: str) -> None:
         self.reason = reason

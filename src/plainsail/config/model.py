@@ -32,6 +32,7 @@ from plainsail.config.secretsources import (
     VaultSource,
 )
 from plainsail.errors import ConfigError
+from plainsail.inputs import YamlRefused, compose_yaml
 from plainsail.secret import Secret
 
 DEFAULT_FILE = "plainsail.yml"
@@ -1230,50 +1231,11 @@ def _top_lines(root: yaml.Node) -> dict[str, int]:
     return lines
 
 
-class _Refused(Exception):
-    def __init__(self, problem: str) -> None:
-        self.problem = problem
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """Composes nodes while refusing, as each YAML event arrives (before the composer acts
-    on it), anchors and aliases (an alias bomb expands a few hundred bytes into gigabytes
-    once walked) and nesting deeper than MAX_DEPTH (which would exhaust the stack). One
-    pass, linear in the size of the text."""
-
-    depth = 0
-
-    def get_event(self) -> Any:
-        event = super().get_event()  # type: ignore[no-untyped-call]
-        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
-            raise _early(event, "YAML anchors and aliases are not supported in plainsail.yml; "
-                         "write the values out")
-        if isinstance(event, yaml.CollectionStartEvent):
-            self.depth += 1
-            if self.depth > MAX_DEPTH:
-                raise _early(event, f"nested more than {MAX_DEPTH} levels deep; a "
-                             "plainsail.yml needs only a few")
-        elif isinstance(event, yaml.CollectionEndEvent):
-            self.depth -= 1
-        return event
-
-
-def _early(event: yaml.Event, problem: str) -> _Refused:
-    where = f"line {event.start_mark.line + 1}: " if event.start_mark is not None else ""
-    return _Refused(where + problem)
-
-
 def _compose(text: str) -> yaml.Node | None:
-    loader = _StrictLoader(text)
-    try:
-        return loader.get_single_node()
-    except (ValueError, OverflowError):
-        # PyYAML's scanner lets these escape for an escape sequence beyond Unicode
-        # (e.g. "\UFFFFFFFF") instead of raising a YAMLError.
-        raise _Refused(f"line {loader.line + 1}: not valid YAML: an escape sequence in a "
-                       "double-quoted string names no Unicode character") from None
-    finally:
-        loader.dispose()
+    """The config's nodes, refusing anchors and aliases (an alias bomb expands a few hundred
+    bytes into gigabytes once walked) and nesting deeper than MAX_DEPTH, event by event."""
+    return compose_yaml(text, max_depth=MAX_DEPTH, aliases=False, no_aliases=(
+        "YAML anchors and aliases are not supported in plainsail.yml; write the values out"))
 
 
 def _yaml_problem(exc: yaml.YAMLError, text: str) -> str:
@@ -1294,8 +1256,8 @@ def parse(text: str, path: Path, env: Mapping[str, str] | None = None) -> Config
     name = str(path)
     try:
         root = _compose(text)
-    except _Refused as exc:
-        raise ConfigError(exc.problem, name) from None
+    except YamlRefused as exc:
+        raise ConfigError(str(exc), name) from None
     except yaml.YAMLError as exc:
         raise ConfigError(_yaml_problem(exc, text), name) from None
     if root is None:

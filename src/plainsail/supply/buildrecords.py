@@ -18,6 +18,7 @@ from typing import Any
 
 from plainsail.config.model import Config
 from plainsail.errors import GitError, PlainsailError
+from plainsail.inputs import loads_json
 from plainsail.supply import git as gitlib
 
 RECORD_DIR = Path(".plainsail") / "builds"
@@ -71,7 +72,7 @@ def write(record: BuildRecord, directory: Path) -> Path:
 
 def _read(path: Path) -> BuildRecord:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = loads_json(path.read_text(encoding="utf-8"))
         return BuildRecord(**data)
     except (OSError, ValueError, TypeError) as exc:
         raise PlainsailError(

@@ -38,9 +38,7 @@ The payload's digest and repository are then checked as for key-based signatures
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -51,6 +49,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from plainsail.inputs import loads_json
 from plainsail.supply import ctlog, rekor
 from plainsail.supply.signatures import (
     BUNDLE_ANNOTATION,
@@ -189,7 +188,7 @@ def _logged(c: Candidate, root: TrustedRoot) -> rekor.LogEntry:
 
 def _entry_json(logged: rekor.LogEntry) -> dict[str, Any]:
     try:
-        entry = json.loads(logged.body)
+        entry = loads_json(logged.body)
     except ValueError:
         entry = None
     if not isinstance(entry, dict):
@@ -204,8 +203,8 @@ def _entry_matches(entry: dict[str, Any], c: Candidate, leaf: x509.Certificate) 
                                  "not a signature record")
         spec = entry["spec"]
         hashed = spec["data"]["hash"]
-        signature = base64.b64decode(spec["signature"]["content"])
-        logged_cert = base64.b64decode(spec["signature"]["publicKey"]["content"])
+        signature = decode_b64(spec["signature"]["content"])
+        logged_cert = decode_b64(spec["signature"]["publicKey"]["content"])
     except (KeyError, TypeError, ValueError):
         raise KeylessFailure("tlog-entry", "the logged entry is not a hashedrekord "
                              "record") from None

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from plainsail.errors import SigningKeyError
+from plainsail.inputs import TooLarge, loads_json, read_bounded
 from plainsail.secret import Secret
 
 COSIGN_LABEL = "ENCRYPTED COSIGN PRIVATE KEY"
@@ -36,6 +37,7 @@ SIGSTORE_LABEL = "ENCRYPTED SIGSTORE PRIVATE KEY"
 LABELS = (COSIGN_LABEL, SIGSTORE_LABEL)
 WRITE_N = 32768
 ACCEPTED_N = (32768, 65536, 131072)
+MAX_KEY_FILE = 64 * 1024  # a cosign key file is a few hundred bytes
 SCRYPT_R, SCRYPT_P = 8, 1
 
 
@@ -113,7 +115,7 @@ def decrypt_private_key(data: bytes, passphrase: Secret, path: str) -> ec.Ellipt
             f"({COSIGN_LABEL!r} or {SIGSTORE_LABEL!r}); create one with plainsail keygen"
         )
     try:
-        doc = json.loads(body)
+        doc = loads_json(body)
         kdf, cipher = doc["kdf"], doc["cipher"]
         params = kdf["params"]
         n, r, p = int(params["N"]), int(params["r"]), int(params["p"])
@@ -213,7 +215,10 @@ def public_pem(key: ec.EllipticCurvePublicKey) -> bytes:
 
 def _read(path: Path, what: str, hint: str) -> bytes:
     try:
-        return path.read_bytes()
+        return read_bounded(path, MAX_KEY_FILE)
+    except TooLarge as exc:
+        raise SigningKeyError(f"{what} {path} is {exc}; a cosign key file is a few hundred "
+                              "bytes: is this the right file?") from None
     except FileNotFoundError:
         raise SigningKeyError(f"{what} {path} does not exist; {hint}") from None
     except OSError as exc:

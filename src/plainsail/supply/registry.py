@@ -27,7 +27,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import ipaddress
-import json
 import logging
 import os
 import re
@@ -40,6 +39,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 import httpx
 
 from plainsail.errors import RegistryError, RegistryNotFoundError
+from plainsail.inputs import InputError, loads_json
 from plainsail.secret import Secret
 from plainsail.supply.images import DIGEST_RE, ImageRef
 
@@ -106,7 +106,7 @@ class Reply:
     url: httpx.URL
 
     def json(self) -> Any:
-        return json.loads(self.content)
+        return loads_json(self.content)
 
 
 def origin(url: httpx.URL) -> Origin:
@@ -130,7 +130,7 @@ def docker_credentials(registry: str, config_dir: str | None = None) -> tuple[st
     folder = config_dir or os.environ.get("DOCKER_CONFIG") or str(Path.home() / ".docker")
     path = Path(folder) / "config.json"
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = loads_json(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
@@ -185,7 +185,7 @@ def helper_credentials(helper: str, server: str) -> tuple[str, Secret] | None:
             return None
         raise RegistryError(f"{program} get failed: {proc.stderr.strip()[:200] or proc.returncode}")
     try:
-        data = json.loads(proc.stdout)
+        data = loads_json(proc.stdout)
         return str(data["Username"]), Secret(str(data["Secret"]))
     except (ValueError, KeyError, TypeError):
         raise RegistryError(f"{program} get did not answer with Username and Secret") from None
@@ -291,7 +291,9 @@ class RegistryClient:
             )
         media_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
         try:
-            declared = json.loads(data).get("mediaType")
+            declared = loads_json(data).get("mediaType")
+        except InputError as exc:
+            raise RegistryError(f"the manifest of {ref} is {exc}") from None
         except (ValueError, AttributeError):
             raise RegistryError(f"the manifest of {ref} is not valid JSON") from None
         return data, declared or media_type, digest
@@ -318,17 +320,17 @@ class RegistryClient:
     def image_config(self, ref: ImageRef) -> dict[str, Any]:
         """The image config JSON (labels are under ["config"]["Labels"])."""
         data, media_type, digest = self.get_manifest(ref)
-        manifest = json.loads(data)
+        manifest = loads_json(data)
         if media_type in INDEX_TYPES or "manifests" in manifest:
             chosen = _pick_platform(manifest.get("manifests") or [], ref)
             child = ImageRef(ref.repository, digest=chosen)
-            manifest = json.loads(self.get_manifest(child)[0])
+            manifest = loads_json(self.get_manifest(child)[0])
         config = manifest.get("config") or {}
         config_digest = config.get("digest", "")
         if not DIGEST_RE.fullmatch(config_digest):
             raise RegistryError(f"the manifest of {ref} ({digest}) names no image config")
         try:
-            result: dict[str, Any] = json.loads(self.get_blob(ref, config_digest))
+            result: dict[str, Any] = loads_json(self.get_blob(ref, config_digest))
         except ValueError:
             raise RegistryError(f"the image config of {ref} is not valid JSON") from None
         return result

@@ -10,13 +10,13 @@ as the source does. An index (multi-platform image) is copied with every image i
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from plainsail.errors import RegistryError, RegistryNotFoundError
+from plainsail.inputs import loads_json
 from plainsail.supply.images import DIGEST_RE, ImageRef
 from plainsail.supply.registry import INDEX_TYPES, RegistryClient
 from plainsail.supply.signatures import signature_tag
@@ -55,7 +55,7 @@ def copy_image(src: RegistryClient, dst: RegistryClient, repository: str, tag: s
         data, media_type, _ = src.get_manifest(sig)
     except RegistryNotFoundError:
         return stats
-    _copy_blobs(src, dst, repository, json.loads(data), stats, until)
+    _copy_blobs(src, dst, repository, loads_json(data), stats, until)
     dst.put_manifest(sig, data, media_type)
     stats.manifests += 1
     stats.signature = True
@@ -67,7 +67,7 @@ def _copy_manifest(src: RegistryClient, dst: RegistryClient, repository: str, di
     """Copy one manifest (an index with its children) and its blobs; (bytes, media type)."""
     ref = ImageRef(repository, digest=digest)
     data, media_type, _ = src.get_manifest(ref)
-    manifest = json.loads(data)
+    manifest = loads_json(data)
     if media_type in INDEX_TYPES or "manifests" in manifest:
         for child in manifest.get("manifests") or []:
             child_digest = child.get("digest", "") if isinstance(child, dict) else ""

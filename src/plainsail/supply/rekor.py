@@ -31,7 +31,9 @@ from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 
+from plainsail.inputs import loads_json
 from plainsail.supply import merkle
+from plainsail.supply.signatures import decode_b64
 from plainsail.supply.trustedroot import (
     KeylessFailure,
     TransparencyLog,
@@ -79,15 +81,15 @@ class LogEntry:
 def parse_bundle(raw: str) -> LogEntry:
     """The log entry of a bundle annotation in either shape; ValueError when malformed."""
     try:
-        doc = json.loads(raw)
+        doc = loads_json(raw)
         if not isinstance(doc, dict):
             raise TypeError
-        if "Payload" in doc:
+        if "Payload" in doc:  # cosign's annotation: Go's standard base64, as cosign reads it
             p = doc["Payload"]
-            _b64(p["body"])
+            _b64(p["body"], strict=True)
             return LogEntry(p["body"], _int(p["integratedTime"], True),
                             _int(p["logIndex"], True), _hex(p["logID"]),
-                            _b64(doc["SignedEntryTimestamp"]), None)
+                            _b64(doc["SignedEntryTimestamp"], strict=True), None)
         promise = doc.get("inclusionPromise")
         if not promise:
             raise ValueError("no inclusionPromise (signed entry timestamp)")
@@ -110,10 +112,12 @@ def _proof(doc: dict[str, Any]) -> InclusionProof:
                           [_b64(h) for h in hashes], checkpoint)
 
 
-def _b64(value: Any) -> bytes:
+def _b64(value: Any, strict: bool = False) -> bytes:
+    """Base64 bytes; `strict` as Go's StdEncoding (cosign's fields), else as protobuf's
+    JSON reads a Sigstore bundle's bytes fields."""
     if not isinstance(value, str):
         raise TypeError("not a base64 string")
-    return base64.b64decode(value, validate=True)
+    return decode_b64(value) if strict else base64.b64decode(value, validate=True)
 
 
 def _hex(value: Any) -> str:

@@ -26,7 +26,9 @@ A signature binds a digest *and* a repository: `identity_problem` compares the s
 from __future__ import annotations
 
 import base64
+import binascii
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,6 +38,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from plainsail.inputs import InputError, duplicate_key, loads_json
 from plainsail.supply.images import DIGEST_RE, ImageRef
 
 SIMPLESIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
@@ -104,29 +107,95 @@ def make_payload(identity: str, digest: str) -> bytes:
 
 
 def parse_payload(data: bytes) -> Payload:
+    """A simple-signing payload, read as strictly as containers/image reads it
+    (signature/internal/sigstore_payload.go): a JSON object with exactly the keys `critical`
+    and `optional`; `critical` with exactly `type`, `image` and `identity`; `image` with
+    exactly `docker-manifest-digest`; `identity` with exactly `docker-reference`; strings
+    where strings belong; no key given twice in any of these objects; `optional` null or an
+    object whose `creator`, when present, is a string and `timestamp` an integer. Raises
+    PayloadError saying what is wrong."""
+    if len(data) > MAX_PAYLOAD:
+        raise PayloadError(f"the payload is larger than {MAX_PAYLOAD // 1024} KiB")
     try:
-        doc = json.loads(data)
-        critical = doc["critical"]
-        digest = critical["image"]["docker-manifest-digest"]
-        identity = critical["identity"]["docker-reference"]
-        kind = critical["type"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise PayloadError(f"not a simple-signing payload ({exc})") from None
+        doc = loads_json(data, keep_duplicates=True)
+    except InputError as exc:
+        raise PayloadError(f"the payload is {exc}") from None
+    except ValueError:
+        raise PayloadError("the payload is not JSON") from None
+    top = _fields(doc, "the payload", ("critical", "optional"))
+    critical = _fields(top["critical"], "critical", ("type", "image", "identity"))
+    kind = _string(critical, "type", "critical")
     if kind != PAYLOAD_TYPE:
-        raise PayloadError(f"payload type is {kind!r}, not {PAYLOAD_TYPE!r}")
-    if not isinstance(digest, str) or not isinstance(identity, str):
-        raise PayloadError("payload digest or identity is not a string")
-    return Payload(identity, digest)
+        raise PayloadError(f"its type is {kind[:80]!r}, not {PAYLOAD_TYPE!r}")
+    image = _fields(critical["image"], "critical.image", ("docker-manifest-digest",))
+    identity = _fields(critical["identity"], "critical.identity", ("docker-reference",))
+    optional = top["optional"]
+    if optional is not None:
+        _fields(optional, "optional", None)
+        if "creator" in optional:
+            _string(optional, "creator", "optional")
+        stamp = optional.get("timestamp")
+        if "timestamp" in optional and (
+                isinstance(stamp, bool) or not isinstance(stamp, int | float)
+                or (isinstance(stamp, float) and not stamp.is_integer())):
+            raise PayloadError("optional.timestamp is not an integer")
+    return Payload(_string(identity, "docker-reference", "critical.identity"),
+                   _string(image, "docker-manifest-digest", "critical.image"))
+
+
+def _fields(value: Any, where: str, exact: tuple[str, ...] | None) -> dict[str, Any]:
+    """`value` as a JSON object with exactly the keys `exact` (any keys when None)."""
+    if not isinstance(value, dict):
+        raise PayloadError(f"{where} is {_json_kind(value)}, not a JSON object")
+    twice = duplicate_key(value)
+    if twice is not None:
+        raise PayloadError(f"{where} has the key {twice[:80]!r} twice")
+    if exact is not None:
+        for key in exact:
+            if key not in value:
+                raise PayloadError(f"{where} has no {key!r} key")
+        for key in value:
+            if key not in exact:
+                raise PayloadError(f"{where} has an unknown key {key[:80]!r}")
+    return value
+
+
+def _string(obj: dict[str, Any], key: str, where: str) -> str:
+    value = obj[key]
+    if not isinstance(value, str):
+        raise PayloadError(f"{where}.{key} is {_json_kind(value)}, not a string")
+    return value
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "an object"
 
 
 def sign(key: ec.EllipticCurvePrivateKey, payload: bytes) -> str:
     return base64.b64encode(key.sign(payload, ec.ECDSA(hashes.SHA256()))).decode("ascii")
 
 
+_B64_ALPHABET = re.compile(r"[A-Za-z0-9+/]*")
+
+
 def decode_b64(text: str) -> bytes:
-    """Standard, padded base64 as Go's decoder reads it: `\\r` and `\\n` are ignored,
-    anything else outside the alphabet is an error (binascii.Error, a ValueError)."""
-    return base64.b64decode(text.replace("\r", "").replace("\n", ""), validate=True)
+    """Standard, padded base64 exactly as Go's base64.StdEncoding reads it: `\\r` and `\\n`
+    are ignored; anything else outside the alphabet, a missing padding, or padding anywhere
+    but at the end of the last quantum (`AAAA====`, `AA===`, `AA==AA==`) is an error
+    (binascii.Error, a ValueError)."""
+    clean = text.replace("\r", "").replace("\n", "")
+    body = clean.rstrip("=")
+    if len(clean) % 4 or len(clean) - len(body) > 2 or not _B64_ALPHABET.fullmatch(body):
+        raise binascii.Error("not standard base64 (padded, nothing after the padding)")
+    return base64.b64decode(clean, validate=True)
 
 
 def verify(key: ec.EllipticCurvePublicKey, payload: bytes, signature_b64: str) -> bool:
@@ -175,6 +244,10 @@ def _layer_problem(d: Any) -> str | None:
         return f"annotation {str(bad[0])[:80]!r} is not a string"
     if not annotations.get(SIGNATURE_ANNOTATION):
         return f"it has no {SIGNATURE_ANNOTATION} annotation"
+    try:
+        decode_b64(annotations[SIGNATURE_ANNOTATION])
+    except ValueError:
+        return f"its {SIGNATURE_ANNOTATION} annotation is not standard base64"
     return None
 
 
@@ -182,7 +255,9 @@ def read_manifest(data: bytes) -> SignatureManifest:
     """Every layer of a `.sig` manifest judged alone; raises PayloadError only when the
     manifest itself is not a JSON object with a list of layers."""
     try:
-        doc = json.loads(data)
+        doc = loads_json(data)
+    except InputError as exc:
+        raise PayloadError(f"the signature manifest is {exc}") from None
     except ValueError:
         raise PayloadError("the signature manifest is not JSON") from None
     raw = doc.get("layers") if isinstance(doc, dict) else None
@@ -328,7 +403,8 @@ def check(
     a repository it accepts); else (reason, detail).
 
     reason is "unsigned", "wrong-key" (no signature verifies with this key),
-    "wrong-digest" (a valid signature by this key names another image) or
+    "wrong-digest" (a valid signature by this key names another image), "not-cosign" (a
+    valid signature by this key over something that is not a cosign payload) or
     "wrong-identity" (a valid signature by this key for this digest, made for another
     repository or tag).
     """
@@ -346,12 +422,14 @@ def judge(
         return None, ("unsigned", "no signature found")
     named: list[str] = []
     elsewhere: list[str] = []
+    not_cosign: list[str] = []
     for c in candidates:
         if not verify(key, c.payload, c.signature):
             continue
         try:
             payload = parse_payload(c.payload)
-        except PayloadError:
+        except PayloadError as exc:
+            not_cosign.append(f"{c.where + ': ' if c.where else ''}{exc}")
             continue
         if payload.digest != digest:
             named.append(payload.digest)
@@ -368,6 +446,11 @@ def judge(
     if named:
         return None, ("wrong-digest", (
             f"signature names another digest ({', '.join(sorted(set(named)))}), not {digest}"
+        ))
+    if not_cosign:
+        return None, ("not-cosign", (
+            "not a cosign signature: a signature by this key verifies, but what it signs is "
+            f"not a cosign image signature payload ({'; '.join(not_cosign)})"
         ))
     n = len(candidates)
     return None, ("wrong-key", (

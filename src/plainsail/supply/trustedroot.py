@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,8 +20,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
 from plainsail.errors import SigningKeyError
+from plainsail.inputs import InputError, TooLarge, loads_json, read_bounded
 
 TRUSTED_ROOT_MEDIA = "application/vnd.dev.sigstore.trustedroot"
+MAX_TRUSTED_ROOT = 1024 * 1024  # Sigstore's public trusted_root.json is about 10 KB
 
 
 class KeylessFailure(Exception):
@@ -69,7 +70,7 @@ def load_trusted_root(path: Path) -> TrustedRoot:
     """Read a Sigstore TrustedRoot JSON file (what `cosign trusted-root create` and the
     Sigstore TUF repository's trusted_root.json hold)."""
     try:
-        doc = json.loads(path.read_bytes())
+        doc = loads_json(read_bounded(path, MAX_TRUSTED_ROOT))
     except FileNotFoundError:
         raise SigningKeyError(
             f"trusted root {path} does not exist; set signing.keyless.trusted_root to a "
@@ -78,6 +79,10 @@ def load_trusted_root(path: Path) -> TrustedRoot:
         ) from None
     except OSError as exc:
         raise SigningKeyError(f"cannot read trusted root {path}: {exc.strerror}") from None
+    except InputError as exc:
+        advice = "; a Sigstore TrustedRoot is a few kilobytes: is this the right file?"
+        raise SigningKeyError(f"trusted root {path} is {exc}"
+                              f"{advice if isinstance(exc, TooLarge) else ''}") from None
     except ValueError:
         raise SigningKeyError(f"trusted root {path} is not JSON") from None
     try:

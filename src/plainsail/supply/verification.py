@@ -5,7 +5,8 @@ moved since the build.
 `verify_image` is what `plainsail verify` and the deploy stage call. It fails with a
 VerificationError whose `reason` (and the first words of its message) say which case it
 was: unsigned, signed by another key, signature names another digest, signature made for
-another repository or tag (wrong-identity), a keyless signature that fails a check
+another repository or tag (wrong-identity), a valid signature over something that is not a
+cosign payload (not-cosign), a keyless signature that fails a check
 (untrusted), tag drift, or the tag (or digest) is not in the registry. On success the
 VerifiedImage says which signed identity matched and who signed.
 """
@@ -199,7 +200,7 @@ def verify_image(
                                  found.issuer, skipped, found.unchecked,
                                  found.inclusion_proof)
         failures.append((found[0], f"{found[1]}: {what}"))
-    order = ("wrong-identity", "wrong-digest", "untrusted", "wrong-key")
+    order = ("wrong-identity", "wrong-digest", "not-cosign", "untrusted", "wrong-key")
     failures.sort(key=lambda f: order.index(f[0]) if f[0] in order else len(order))
     reason = failures[0][0]
     detail = "; and ".join(f[1] for f in failures)
@@ -229,7 +230,9 @@ def _verify_keyless(
         try:
             payload = parse_payload(c.payload)
         except PayloadError as exc:
-            problems.append(("untrusted", f"{c.where}: payload: {exc}"))
+            problems.append(("not-cosign", f"{c.where}: not a cosign signature: the "
+                             f"signature is valid, but what it signs is not a cosign image "
+                             f"signature payload ({exc})"))
             continue
         if payload.digest != digest:
             problems.append(("wrong-digest", f"{c.where}: signature names another digest "
@@ -242,6 +245,6 @@ def _verify_keyless(
             continue
         return VerifiedImage("", None, digest, "", payload.identity, signer.identity,
                              signer.issuer, [], signer.unchecked, signer.inclusion_proof)
-    order = ("wrong-identity", "wrong-digest", "untrusted")
+    order = ("wrong-identity", "wrong-digest", "not-cosign", "untrusted")
     problems.sort(key=lambda p: order.index(p[0]))
     return problems[0][0], "keyless verification failed: " + "; ".join(p[1] for p in problems)
