@@ -718,3 +718,26 @@ def test_proxy_force_redeploy_of_the_running_tag_never_renames_the_routed_one(
     assert s["outcome"] == SUCCEEDED and b.proxy.outages == []
     assert not any(a[:2] == ["docker", "rename"] for a in b.fake.log)
     assert b.routed_tag() == V1.tag
+
+
+def test_proxy_first_deploy_on_a_pristine_host_boots_the_proxy_before_the_migration(
+        tmp_path: Path) -> None:
+    """A fresh host has no proxy and no proxy network: the boot (which creates it) comes
+    before the migration container that joins it."""
+    b = ProxyBench(tmp_path)
+    b.fake.networks.discard("plainsail")
+    s = b.deploy(V1)
+    assert s["outcome"] == SUCCEEDED, s
+    steps = [st["name"] for st in b.fake.history("api")[-1]["steps"]]
+    assert steps.index("proxy-boot") < steps.index("migrate"), steps
+    assert b.routed_tag() == V1.tag
+
+
+def test_a_failed_migration_says_dockers_error_line_not_its_usage_hint(bench: Bench) -> None:
+    bench.cfg = dataclasses.replace(bench.cfg, app=dataclasses.replace(
+        bench.cfg.app, network="bridge"))
+    bench.fake.networks.discard("bridge")  # gone between the survey and the migration
+    s = bench.deploy(V1)
+    assert s["outcome"] == FAILED_MIGRATION, s
+    assert "network bridge not found" in s["reason"], s["reason"]
+    assert "--help" not in s["reason"]

@@ -128,3 +128,22 @@ def test_common_options_before_or_after_the_command(monkeypatch: pytest.MonkeyPa
     assert p.parse_args(["status"]).config is None
     assert p.parse_args(["-v", "status"]).verbose is True
     assert p.parse_args(["status"]).verbose is False
+
+
+DOCKER_RUN_FAILED = ("docker: Error response from daemon: network web not found\n\n"
+                     "Run 'docker run --help' for more information\n")
+
+
+@pytest.mark.parametrize("hint", ["Run 'docker run --help' for more information",
+                                  "See 'docker run --help'."])
+def test_a_failed_command_is_summed_up_by_its_error_not_its_help_hint(hint: str) -> None:
+    from plainsail.hosts.addresses import parse_host
+    from plainsail.hosts.executor import LocalExecutor, Result, error_line
+
+    text = DOCKER_RUN_FAILED.replace("Run 'docker run --help' for more information", hint)
+    assert error_line(text) == "docker: Error response from daemon: network web not found"
+    ex = LocalExecutor(parse_host("local"))
+    err = ex.failure(Result(["docker", "run"], 125, "", text, 0.1), "docker run")
+    assert str(err).endswith("exit code 125: docker: Error response from daemon: network web "
+                             "not found"), str(err)
+    assert "help" not in str(err)

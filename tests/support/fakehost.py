@@ -250,7 +250,10 @@ class FakeExecutor(Executor):
         f = self.fake
         name = argv[argv.index("--name") + 1]
         if "--network" in argv and argv[argv.index("--network") + 1] not in f.networks:
-            return 125, "", "docker: Error response from daemon: network not found."
+            # As Docker 28's CLI says it: the reason, then a pointer to the help.
+            net = argv[argv.index("--network") + 1]
+            return 125, "", (f"docker: Error response from daemon: network {net} not found\n\n"
+                             "Run 'docker run --help' for more information")
         env_file = argv[argv.index("--env-file") + 1] if "--env-file" in argv else None
         env = f.files.get(env_file, "") if env_file else ""
         if "--detach" not in argv:  # the migration container
@@ -354,6 +357,7 @@ class FakeProxy:
         from types import SimpleNamespace
 
         self._fault("ensure_booted")
+        self._fake(ex).networks.add(cfg.proxy.network)  # the proxy's boot creates it
         return SimpleNamespace(maintenance=self.maintenance.get(
             (self._fake(ex).host.name, cfg.service)))
 

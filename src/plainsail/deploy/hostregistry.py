@@ -20,7 +20,7 @@ import time
 
 from plainsail.config.model import Config
 from plainsail.errors import RegistryError, RemoteError
-from plainsail.hosts.executor import Executor
+from plainsail.hosts.executor import Executor, error_summary
 from plainsail.supply.images import ImageRef
 from plainsail.supply.localregistry import answers, config_text
 from plainsail.supply.registry import RegistryClient
@@ -127,7 +127,7 @@ def ensure(ex: Executor, cfg: Config, argv: list[str], timeout: float) -> str:
         raise RemoteError(
             f"{ex.host.name}: its registry ({did}) {problem}; is 127.0.0.1:{port} taken by "
             f"another program? (then set registry.port) Its log ends: "
-            f"{log.tail(3).replace(chr(10), ' | ') or 'empty'}",
+            f"{error_summary(log.tail()) or 'empty'}",
             host=ex.host.name, argv=argv, returncode=None,
         )
     return did

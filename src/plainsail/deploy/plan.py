@@ -317,6 +317,15 @@ def host_plan(cfg: Config, target: Target, deploy_id: str, fp: str, paths: Paths
                 steps += host_registry_steps(cfg, target, paths)
             steps.append(PlannedStep("pull", docker.pull(target.pinned), cfg.timeouts.pull,
                                      "docker pull"))
+        proxied = cfg.proxy is not None
+        if proxied:
+            # Before the migration: the proxy's boot creates the network that the migration
+            # and app containers join (on a fresh host nothing else has made it).
+            steps.append(PlannedStep(
+                "proxy-boot", None, step_timeout,
+                "make sure the host's proxy runs with these host-level settings (boot it, "
+                "and create its network, when absent)",
+                undo="nothing to undo: the proxy is the host's, shared by its services"))
         if migrate_here and cfg.migrate:
             steps.append(PlannedStep(
                 "migrate", migrate_argv(cfg, target, paths.env, deploy_id),
@@ -324,13 +333,7 @@ def host_plan(cfg: Config, target: Target, deploy_id: str, fp: str, paths: Paths
                 undo="nothing to undo: a failing migration file rolls back alone, and the "
                 "deploy stops before any container is switched"))
         after: list[Container] = list(containers)
-        proxied = cfg.proxy is not None
-        if proxied:
-            steps.append(PlannedStep(
-                "proxy-boot", None, step_timeout,
-                "make sure the host's proxy runs with these host-level settings (boot it "
-                "when absent)"))
-        elif previous:
+        if not proxied and previous:
             steps.append(PlannedStep(
                 "stop-old", docker.stop(previous.name, cfg.app.stop_timeout),
                 cfg.app.stop_timeout + step_timeout, "docker stop",

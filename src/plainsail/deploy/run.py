@@ -3,7 +3,8 @@
 1. Preflight (nothing changes anywhere): secrets present, image verified and pinned to a
    digest, every host reachable with Docker. A failure is recorded locally only.
 2. Lock the service on every host.
-3. Pull `image@digest` and write the env file (mode 0600) on every host.
+3. Pull `image@digest` and write the env file (mode 0600) on every host; behind the proxy,
+   boot the host's proxy (which creates its network) if it does not run.
 4. Run the migrations once, in a temporary container of the new image (first host). A
    failure or timeout aborts: the old container was never touched and keeps serving.
 5. Per host: stop the old container (kept: the instant way back), start the new one.
@@ -65,7 +66,7 @@ from plainsail.hosts import docker
 from plainsail.hosts import state as hoststate
 from plainsail.hosts.addresses import Host
 from plainsail.hosts.containers import current, fingerprint
-from plainsail.hosts.executor import Executor, executor_for, tail_text
+from plainsail.hosts.executor import Executor, error_line, executor_for
 from plainsail.output import error, gha_endgroup, gha_error, gha_group, say, warn
 from plainsail.secret import Secret
 from plainsail.supply.registrycopy import CopyStats
@@ -341,6 +342,8 @@ class Deploy:
             for run in active:
                 self._send_image(run)
                 self.sw.planned(run, "pull")
+                if self.cfg.proxy is not None:  # its network exists before the migration
+                    self.sw.boot_proxy(run)
         except PlainsailError as exc:
             reason = f"{one_line(exc)}; nothing was switched, the running version is untouched"
             for run in self.runs:
@@ -469,7 +472,7 @@ class Deploy:
             return True, ""
         why = (f"timed out after {self.cfg.migrate.timeout:g}s" if code is None
                else f"exit code {code}")
-        last = tail_text(tail, 1) or "no output"
+        last = error_line(tail) or "no output"
         reason = (f"migrations failed ({why}): {last}; the deploy stopped before touching the "
                   "running app, which keeps serving the old schema")
         self._step_report(run.host.name, f"migrate: FAILED ({why})")

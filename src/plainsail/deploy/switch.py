@@ -25,7 +25,7 @@ from plainsail.hosts import docker
 from plainsail.hosts import state as hoststate
 from plainsail.hosts.addresses import Host
 from plainsail.hosts.containers import Container
-from plainsail.hosts.executor import Executor
+from plainsail.hosts.executor import Executor, error_line
 from plainsail.secret import Secret
 
 log = logging.getLogger("plainsail.deploy.run")
@@ -233,10 +233,8 @@ class Switcher:
         its own address; only a healthy one gets the route. Until the route switches, a
         failure leaves the old version serving as if nothing happened."""
         ex, px = run.ex, self.proxy
-        booted: list[Any] = []
-        self.step(run, "proxy-boot", lambda: booted.append(px.ensure_booted(ex, self.cfg)))
-        message = getattr(booted[0], "maintenance", None) if booted else None
-        run.maintenance = {"on": message is not None, "message": message}
+        if run.maintenance is None:  # booted before the migration (Deploy), else here
+            self.boot_proxy(run)
         run.new_name = run.plan.new_name
         with self.whole():
             self.planned(run, "start-retained")
@@ -274,6 +272,15 @@ class Switcher:
             self.planned(run, "stop-old")
             run.old_stopped = True
         return True
+
+    def boot_proxy(self, run: HostRun) -> None:
+        """The plan's proxy-boot step: the host's proxy runs (booted, with its network, when
+        absent); notes whether the service is in maintenance."""
+        booted: list[Any] = []
+        self.step(run, "proxy-boot",
+                  lambda: booted.append(self.proxy.ensure_booted(run.ex, self.cfg)))
+        message = getattr(booted[0], "maintenance", None) if booted else None
+        run.maintenance = {"on": message is not None, "message": message}
 
     def _restore_proxied(self, run: HostRun, why: str, failed_new: bool) -> None:
         """Route back to the previous version (started and gated again if it was already
@@ -382,6 +389,5 @@ def run_idempotent(ex: Executor, argv: list[str], what: str, timeout: float) -> 
 
 
 def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1][:300] if lines else ""
+    return error_line(text)[:300]
 

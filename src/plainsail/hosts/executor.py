@@ -54,6 +54,31 @@ def tail_text(text: str, lines: int = TAIL_LINES) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
+# What a CLI prints after its error to point at its help ("Run 'docker run --help' for more
+# information", "See 'docker run --help'."): never the reason a command failed.
+_HELP_HINT = re.compile(r"^(?:Run|See|Try) '[^']*--help'(?: for more information)?\.?$",
+                        re.IGNORECASE)
+
+
+def telling_lines(text: str) -> list[str]:
+    """The non-blank lines of a command's output that can say why it failed (help hints
+    and blank lines left out)."""
+    lines = [line.strip() for line in text.splitlines()]
+    return [line for line in lines if line and not _HELP_HINT.match(line)]
+
+
+def error_line(text: str) -> str:
+    """The line of a failed command's output to quote as its reason: the last one that is
+    not a help hint (Docker's "network ... not found", not "Run 'docker run --help'")."""
+    lines = telling_lines(text)
+    return lines[-1] if lines else ""
+
+
+def error_summary(text: str, lines: int = 3) -> str:
+    """The last `lines` telling lines of a failed command's output, on one line."""
+    return " | ".join(telling_lines(text)[-lines:])
+
+
 @dataclass
 class SSHOptions:
     identity_file: str | None = None
@@ -153,7 +178,7 @@ class Executor:
         return result
 
     def failure(self, result: Result, what: str = "") -> RemoteError:
-        detail = redact(result.tail(3).replace("\n", " | "), self.secrets) or "no output"
+        detail = redact(error_summary(result.tail()), self.secrets) or "no output"
         ssh_failed = isinstance(self, SSHExecutor) and result.returncode == 255
         if ssh_failed:
             assert isinstance(self, SSHExecutor)

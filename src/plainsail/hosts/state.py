@@ -26,6 +26,7 @@ from plainsail.hosts.executor import (
     WRITE_FILE_SCRIPT,
     Executor,
     Result,
+    error_line,
     expand_home,
     write_file_argv,
 )
@@ -66,7 +67,7 @@ def probe(ex: Executor, host_dir: str, service: str, timeout: float = 30) -> tup
     home = lines[0].strip() if lines else ""
     version = lines[1].strip() if len(lines) > 1 else ""
     if res.returncode != 0 or not version or not version[0].isdigit():
-        detail = (version or res.tail(1) or "no answer").strip()
+        detail = (version or error_line(res.tail()) or "no answer").strip()
         raise PlainsailError(
             f"{ex.host.name}: Docker is not usable there ({detail}); install Docker and make "
             "sure the SSH user may use it (e.g. member of the docker group)"
@@ -110,7 +111,7 @@ def survey(ex: Executor, host_dir: str, service: str, network: str | None = None
     home = lines[0].strip() if lines else ""
     version = lines[1].strip() if len(lines) > 1 else ""
     if not version or not version[0].isdigit():
-        detail = (version or res.tail(1) or "no answer").strip()
+        detail = (version or error_line(res.tail()) or "no answer").strip()
         raise PlainsailError(
             f"{ex.host.name}: Docker is not usable there ({detail}); install Docker and make "
             "sure the SSH user may use it (e.g. member of the docker group)"

@@ -27,7 +27,7 @@ from typing import Any
 
 from plainsail.config.model import Config, ProxyConfig
 from plainsail.hosts import state as hoststate
-from plainsail.hosts.executor import Executor, expand_home, write_file_argv
+from plainsail.hosts.executor import Executor, error_line, expand_home, write_file_argv
 from plainsail.proxy import argv
 from plainsail.proxy.admin import Admin, ProxyError
 from plainsail.proxy.caddyconf import ADMIN_SOCKET, boot_config
@@ -307,7 +307,7 @@ def logs(ex: Executor, cfg: Config, tail: int) -> str:
     res = ex.run(argv.logs(name, tail), timeout=60, check=False, what="read the proxy's logs")
     if not res.ok:
         raise ProxyError(f"{ex.host.name}: no logs of the proxy {name}: "
-                         f"{res.tail(1) or 'docker logs failed'}; is it booted? "
+                         f"{error_line(res.tail()) or 'docker logs failed'}; is it booted? "
                          "(plainsail proxy boot)")
     return res.stdout + ("\n" if res.stdout and res.stderr else "") + res.stderr
 
