@@ -3,7 +3,9 @@ pipes, heredocs, remote scripts) and the table of well-known actions."""
 
 from __future__ import annotations
 
-from plainsail.audit import actions
+from pathlib import Path
+
+from plainsail.audit import actions, audit
 from plainsail.audit.shell import Command, commands_of
 
 
@@ -79,3 +81,56 @@ def test_action_table_names_script_inputs() -> None:
     assert spec is not None and "SCRIPT_AFTER" in spec.scripts
     assert actions.spec_of("./.github/actions/deploy") is None
     assert actions.spec_of("acme/unknown-thing@v1") is None
+
+
+def _repo(tmp_path: Path, files: dict[str, str]) -> Path:
+    for rel, text in files.items():
+        p = tmp_path / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+    return tmp_path
+
+
+SSH_DEPLOY = """\
+on:
+  workflow_dispatch:
+    inputs: {tag: {required: true}}
+jobs:
+  deploy:
+    runs-on: ubuntu-latest
+    environment: production
+    steps:
+      - uses: appleboy/ssh-action@v1.0.3
+        with:
+          host: app.example.com
+          script_stop: true
+          script: |
+            cd /srv/api
+            docker compose -f deploy/compose.prod.yml up -d --wait
+"""
+
+
+def test_capitalised_migrations_folder_is_found(tmp_path: Path) -> None:
+    root = _repo(tmp_path, {".github/workflows/deploy.yml": SSH_DEPLOY,
+                            "src/Api/Migrations/20240101_Init.cs": "// EF Core\n",
+                            "deploy/compose.prod.yml": "services: {api: {image: 'a@sha256:0'}}"})
+    rules = {f.rule for f in audit(root).findings}
+    assert "migrations-not-gated" in rules
+
+
+def test_compose_file_named_by_the_deploy_is_read(tmp_path: Path) -> None:
+    root = _repo(tmp_path, {".github/workflows/deploy.yml": SSH_DEPLOY,
+                            "deploy/compose.prod.yml":
+                                "services:\n  api:\n    image: ghcr.io/acme/api:latest\n"
+                                "  worker:\n    build: .\n"})
+    got = {(f.rule, f.line) for f in audit(root).findings}
+    assert ("mutable-tag-deploy", 15) in got
+    assert ("no-tag-handoff", 5) in got  # the worker is built on the host
+
+
+def test_workflow_in_a_subfolder_gets_a_note(tmp_path: Path) -> None:
+    root = _repo(tmp_path, {".github/workflows/old/deploy.yml": SSH_DEPLOY})
+    report = audit(root)
+    assert report.files == [] and report.exit_code == 0
+    assert any("old/deploy.yml: in a subfolder of .github/workflows" in n
+               for n in report.notes)

@@ -67,6 +67,8 @@ def run(path: Path) -> Report:
         if path.parent.name == "workflows" and path.parent.parent.name == ".github":
             root = path.parent.parent.parent
     report = Report(str(path))
+    if path.is_dir():
+        report.notes.extend(_unrun_workflows(root))
     texts: dict[str, str] = {}
 
     def read(p: Path) -> str | None:
@@ -137,6 +139,17 @@ def run(path: Path) -> Report:
     findings.sort(key=lambda f: (f.path, f.line, f.rule))
     report.findings = findings
     return report
+
+
+def _unrun_workflows(root: Path) -> list[str]:
+    """Notes for workflow files in subfolders of .github/workflows, which GitHub never runs."""
+    wf_dir = root / ".github" / "workflows"
+    if not wf_dir.is_dir():
+        return []
+    return [f"{_rel(p, root)}: in a subfolder of .github/workflows, which GitHub does not "
+            "run; not checked (move it up to run and audit it)"
+            for p in sorted(wf_dir.rglob("*.y*ml"))
+            if p.parent != wf_dir and p.suffix in (".yml", ".yaml") and p.is_file()]
 
 
 def _dedupe(findings: list[Finding]) -> list[Finding]:

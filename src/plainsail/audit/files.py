@@ -47,16 +47,35 @@ def dockerfile(path: str, text: str) -> Iterator[Finding]:
                       "builds a different image tomorrow")
 
 
+_MIGRATION_DIRS = ("migrations", "db/migrate", "db/migrations", "alembic/versions",
+                   "prisma/migrations", "src/migrations", "database/migrations")
+
+
+def _child(folder: Path, name: str) -> Path | None:
+    """`folder/name`, matching the name in any case (EF Core's `Migrations`)."""
+    exact = folder / name
+    if exact.is_dir():
+        return exact
+    try:
+        return next((p for p in folder.iterdir() if p.name.lower() == name and p.is_dir()),
+                    None)
+    except OSError:
+        return None
+
+
 def migrations_folder(root: Path) -> Path | None:
-    """The repository's migrations folder, if it has one."""
-    for rel in ("migrations", "db/migrate", "db/migrations", "alembic/versions",
-                "prisma/migrations", "src/migrations", "database/migrations"):
-        p = root / rel
-        if p.is_dir() and any(p.iterdir()):
+    """The repository's migrations folder, if it has one (names matched in any case)."""
+    for rel in _MIGRATION_DIRS:
+        p: Path | None = root
+        for part in rel.split("/"):
+            p = _child(p, part) if p is not None else None
+        if p is not None and any(p.iterdir()):
             return p
-    skip = {".git", "node_modules", ".venv", "venv", "vendor", "site-packages", "tests"}
-    for p in sorted(root.glob("*/*/migrations")) + sorted(root.glob("*/migrations")):
-        if p.is_dir() and not (skip & set(p.relative_to(root).parts)) and any(p.iterdir()):
+    skip = {".git", "node_modules", ".venv", "venv", "vendor", "site-packages", "tests",
+            "bin", "obj"}
+    for p in sorted(root.glob("*/*/[mM]igrations")) + sorted(root.glob("*/[mM]igrations")):
+        if p.is_dir() and not (skip & {q.lower() for q in p.relative_to(root).parts}) \
+                and any(p.iterdir()):
             return p
     return None
 

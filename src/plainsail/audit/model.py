@@ -338,6 +338,8 @@ def is_start(cmd: Command) -> bool:
     name, argv = cmd.name, cmd.argv
     words = verbs(cmd)
     first = set(words[:1])
+    if name in ("kubectl", "oc") and first == {"run"} and "--rm" in argv:
+        return False  # a throwaway pod (a smoke test), not the app
     if name in ("kubectl", "oc") and first & {"apply", "create", "replace", "set", "rollout",
                                               "patch", "run"}:
         return words[:2] not in (["rollout", "status"], ["rollout", "history"])
@@ -417,6 +419,9 @@ def gate_of(cmd: Command, step: Step, tested: Collection[str] = ()) -> Gate | No
         return Gate(cmd.line, step, False)
     if name in ("curl", "wget", "http", "https", "httpie"):
         return _http_gate(cmd, step, tested)
+    if name in ("kubectl", "oc") and "--" in argv and verbs(cmd)[:1] in (["run"], ["exec"]):
+        inner = Command(cmd.line, argv[argv.index("--") + 1:], after=cmd.after)
+        return gate_of(inner, step, tested)
     return None
 
 

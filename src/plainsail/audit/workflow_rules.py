@@ -87,21 +87,26 @@ def _handoff_markers(text: str) -> bool:
 
 def _no_tag_handoff(wf: Workflow, all_facts: dict[str, JobFacts]) -> Iterator[Finding]:
     builders = {jid for jid, f in all_facts.items() if f.pushes}
-    via_run = "workflow_run" in wf.triggers
-    if not builders and not via_run:
-        return
+    handed = bool(builders) or "workflow_run" in wf.triggers
     for jid, f in all_facts.items():
         if jid in builders or not (f.starts or f.images):
             continue
-        if not any(s for s, _, _ in f.starts) and not f.images:
-            continue
-        fixed = [r for r in f.images if r.status in ("fixed", "mutable")]
-        if f.builds:
-            msg = f"job {jid} rebuilds the image instead of deploying what the build pushed"
+        # with a build in the file, a mutable tag is also not what it handed over; without
+        # one, mutable-tag-deploy already says so
+        kinds = ("fixed", "mutable") if handed else ("fixed",)
+        fixed = [r for r in f.images if r.status in kinds]
+        if f.builds and f.starts:
+            msg = (f"job {jid} rebuilds the image at deploy time instead of deploying what a "
+                   "build pushed and tested")
         elif f.images and len(fixed) == len(f.images):
-            msg = (f"job {jid} deploys {fixed[0].text}, a fixed reference, not the tag the "
-                   "build job produced")
-        elif not _handoff_markers(f.job.text()):
+            msg = (f"job {jid} deploys {fixed[0].text}, a fixed reference, not the tag a "
+                   "build produced")
+        elif _handoff_markers(f.job.text()):
+            continue
+        elif f.restarts:
+            msg = (f"job {jid} restarts what is running, so it deploys whatever the tag "
+                   "points at now, not a build it was handed")
+        elif handed:
             msg = (f"job {jid} does not receive the tag or digest from the build job "
                    "(no needs.<job>.outputs, no artifact), so it deploys whatever it "
                    "resolves itself")
@@ -143,6 +148,36 @@ _GUARD = re.compile(
     r"head\.repo\.fork\s*==\s*false|head_repository\.fork\s*==\s*false")
 
 
+_REF_SOURCES = re.compile(r"needs\.([A-Za-z0-9_-]+)\.outputs\.([A-Za-z0-9_-]+)|"
+                          r"env\.([A-Za-z_][A-Za-z0-9_]*)|"
+                          r"steps\.([A-Za-z0-9_-]+)\.outputs\.[A-Za-z0-9_-]+")
+
+
+def _expand(wf: Workflow, job: Job, text: str, depth: int = 0) -> str:
+    """`text` with the values its expressions come from appended: job outputs of the jobs
+    it needs, env values (workflow, job, step), and the steps whose outputs it names."""
+    if depth > 4:
+        return text
+    extra: list[str] = []
+    for m in _REF_SOURCES.finditer(text):
+        if m.group(1):
+            source = wf.job(m.group(1))
+            value = get(get(source.data, "outputs"), m.group(2)) if source else None
+            if source is not None and value is not None:
+                extra.append(_expand(wf, source, str(value), depth + 1))
+        elif m.group(3):
+            for scope in [get(wf.data, "env"), get(job.data, "env"),
+                          *(get(s.data, "env") for s in job.steps)]:
+                value = get(scope, m.group(3))
+                if value is not None:
+                    extra.append(_expand(wf, job, str(value), depth + 1))
+        elif m.group(4):
+            step = next((s for s in job.steps if s.id == m.group(4)), None)
+            if step is not None:
+                extra.append(step.text())
+    return " ".join([text, *extra])
+
+
 def _untrusted_trigger(wf: Workflow) -> Iterator[Finding]:
     triggers = {t for t in wf.triggers if t in ("pull_request_target", "workflow_run")}
     if not triggers:
@@ -156,7 +191,8 @@ def _untrusted_trigger(wf: Workflow) -> Iterator[Finding]:
         for step in job.steps:
             untrusted = False
             if step.action.startswith("actions/checkout"):
-                ref = f"{get(step.with_, 'ref') or ''} {get(step.with_, 'repository') or ''}"
+                ref = _expand(wf, job, f"{get(step.with_, 'ref') or ''} "
+                                       f"{get(step.with_, 'repository') or ''}")
                 untrusted = bool(_UNTRUSTED_CHECKOUT.search(ref))
                 if "workflow_run" in triggers and not ref.strip():
                     untrusted = False  # the default branch: trusted
@@ -179,8 +215,7 @@ def _health(wf: Workflow, all_facts: dict[str, JobFacts]) -> Iterator[Finding]:
         if not f.starts:
             continue
         last_start = max(o for _, _, o in f.starts)
-        gates = [g for g in f.gates
-                 if g.step.index * 10000 >= (last_start // 10000) * 10000 or not g.http]
+        gates = [g for g in f.gates if g.order >= last_start]
         for dep in wf.dependents(f.job):
             gates += all_facts[dep.id].gates
         step, line, _ = max(f.starts, key=lambda s: s[2])
