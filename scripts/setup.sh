@@ -82,7 +82,7 @@ if [ "$have" != "$base_pkgs" ]; then
   root="$state/rootfs"
   need_root rm -rf "$root"
   need_root debootstrap --variant=minbase --include="$base_pkgs" \
-    bookworm "$root" http://deb.debian.org/debian >"$state/debootstrap.log" 2>&1 \
+    bookworm "$root" >"$state/debootstrap.log" 2>&1 \
     || { log "debootstrap failed; see $state/debootstrap.log"; exit 1; }
   need_root rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
   need_root tar -C "$root" -c . | docker import \

@@ -32,7 +32,8 @@ def test_documented_example_is_valid(path: Path) -> None:
     assert cfg.service == "notes-api"
     assert cfg.build.tag_length == 8
     assert cfg.health.interval == 1.0 and cfg.migrate and cfg.migrate.timeout == 300.0
-    assert isinstance(cfg.registry.password, Secret) if cfg.registry else True
+    assert cfg.registry is not None and isinstance(cfg.registry.password, Secret)
+    assert cfg.registry.password.reveal() == "hunter22"
     assert "hunter22" not in repr(configlib.to_display(cfg))
 
 

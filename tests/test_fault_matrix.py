@@ -70,7 +70,11 @@ if [ -s "$ctl" ]; then
               p=$(awk '{{print $4}}' /proc/$p/stat)
             done
             kill -9 "$p"; sleep 5; exit 255 ;;
-          pause*) touch {dir}/paused; sleep "${{kind#pause}}"; rm -f {dir}/paused ;;
+          pause*)
+            # `paused` lasts until the command itself has finished on the host, so that
+            # tests can wait for it instead of sleeping a guessed time.
+            touch {dir}/paused; sleep "${{kind#pause}}"
+            /usr/bin/docker "$@"; rc=$?; rm -f {dir}/paused; exit $rc ;;
           hang) echo $$ > {dir}/hung; exec sleep 60 ;;
         esac
       fi ;;
@@ -135,6 +139,24 @@ def signal_when_paused(proc: subprocess.Popen[str], bindir: Path, fault: str) ->
     proc.send_signal(signal.SIGTERM if fault == "SIGTERM" else signal.SIGKILL)
 
 
+def wait_until_unpaused(bindir: Path, limit: float = 30) -> None:
+    """Wait until a command the wrapper paused has run to its end on the host."""
+    deadline = time.monotonic() + limit
+    while (bindir / "paused").exists():
+        assert time.monotonic() < deadline, "the paused command did not finish on the host"
+        time.sleep(0.05)
+
+
+def poll_get(d: DeployDir, expect: str, limit: float = 10) -> tuple[int, str]:
+    """The service's answer once it carries `expect` (or the last one after `limit`)."""
+    deadline = time.monotonic() + limit
+    status, body = d.get()
+    while not (status == 200 and expect in body) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        status, body = d.get()
+    return status, body
+
+
 def cell(d: DeployDir, bindir: Path, step: str, fault: str, **config: str) -> str:
     prefix, version = STEPS[step]
     d.config(**config)
@@ -165,7 +187,7 @@ def cell(d: DeployDir, bindir: Path, step: str, fault: str, **config: str) -> st
     lock = d.run("lock", "status").out  # type: ignore[attr-defined]
     if fault == "SIGKILL":
         assert proc.returncode == -signal.SIGKILL
-        time.sleep(7)  # the paused command finishes on the host
+        wait_until_unpaused(bindir)
         r = d.run("recover")
         if r.code == 2:  # type: ignore[attr-defined]
             # Killed before it took the lock: nothing changed, nothing to recover.
@@ -199,8 +221,7 @@ def cell(d: DeployDir, bindir: Path, step: str, fault: str, **config: str) -> st
             assert d.get()[0] != 200, "restore-failed, yet the service answers"
             return label
         version_now = "2" if outcome == "succeeded" else "1"
-    time.sleep(0.5)
-    status, body = d.get()
+    status, body = poll_get(d, f'"version": "{version_now}"')
     assert status == 200 and f'"version": "{version_now}"' in body, (label, status, body)
     return label
 
@@ -275,9 +296,7 @@ def proxy_cell(s: ProxyService, bindir: Path, step: str, fault: str) -> str:
         if fault == "SIGKILL":
             proc.wait(timeout=60)
             assert proc.returncode == -signal.SIGKILL
-            deadline = time.monotonic() + 30
-            while (bindir / "paused").exists() and time.monotonic() < deadline:
-                time.sleep(0.05)  # the paused command finishes on the host
+            wait_until_unpaused(bindir)
             doc = s.run("recover")
             assert doc["outcome"] == "recovered", doc
             outcomes = [rec["outcome"] for rec in s.records()]
@@ -322,10 +341,7 @@ def test_proxy_fault_matrix(fault_host: tuple[SSHHost, Path], fault_proxy: Proxy
     finally:
         # A command paused on the host runs on after the deployer was signalled (a
         # `docker run` then creates its container late): let it finish before cleaning up.
-        deadline = time.monotonic() + 15
-        while (bindir / "paused").exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        time.sleep(2)
+        wait_until_unpaused(bindir)
         s.remove()
 
 
