@@ -82,10 +82,11 @@ class GateBench:
 
     def run(self, target: Target, *, kind: str = "deploy", allow: bool = False,
             dry_run: bool = False, environ: dict[str, str] | None = None,
+            allow_shallow: bool = False,
             ) -> tuple[dict[str, Any], PlainsailError | None]:
         req = Request(ref=f"{target.tag}@{target.digest}", kind=kind, force=kind != "deploy",
                       skip_migrations=kind != "deploy", dry_run=dry_run,
-                      allow_breaking_migrations=allow,
+                      allow_breaking_migrations=allow, allow_shallow_clone=allow_shallow,
                       rollback_from="x" if kind == "rollback" else None)
         d = Deploy(self.b.cfg, req, self.b.lines.append,
                    environ={**self.b.env, **(environ or {})},
@@ -333,6 +334,44 @@ def test_skipped_when_the_running_revision_is_unknown_to_git(gb: GateBench) -> N
     reason = _skip_reason(s)
     assert "the revision of 0badc0de" in reason and "unknown to git" in reason
     assert "fetch-depth: 0" in reason
+
+
+def _shallow_checkout(gb: GateBench, dest: Path) -> dict[str, str]:
+    """A clone of the repository's newest commit only, as actions/checkout makes by
+    default; the gate reads the migrations there."""
+    subprocess.run(["git", "clone", "-q", "--depth", "1", f"file://{gb.repo}", str(dest)],
+                   check=True, capture_output=True)
+    return {"PLAINSAIL_MIGRATIONS": str(dest / "migrations")}
+
+
+def test_a_gate_skipped_in_a_shallow_clone_only_warns_outside_ci(
+        gb: GateBench, tmp_path_factory: pytest.TempPathFactory) -> None:
+    v1 = gb.commit("v1", {"migrations/0001_init.sql": INIT})
+    v2 = gb.commit("v2", {"migrations/0002_drop_title.sql": DROP})
+    gb.run(v1)
+    env = _shallow_checkout(gb, tmp_path_factory.mktemp("shallow") / "clone")
+    s, exc = gb.run(v2, environ={**env, "CI": "false"})
+    assert exc is None and s["outcome"] == SUCCEEDED
+    assert "is a shallow clone" in _skip_reason(s) and s["schema_gate"]["shallow_clone"]
+
+
+def test_a_gate_skipped_in_a_shallow_clone_stops_the_deploy_in_ci_unless_allowed(
+        gb: GateBench, tmp_path_factory: pytest.TempPathFactory) -> None:
+    v1 = gb.commit("v1", {"migrations/0001_init.sql": INIT})
+    v2 = gb.commit("v2", {"migrations/0002_drop_title.sql": DROP})
+    gb.run(v1)
+    env = {**_shallow_checkout(gb, tmp_path_factory.mktemp("shallow") / "clone"),
+           "CI": "true"}
+    before = len(gb.fake.log)
+    s, exc = gb.run(v2, environ=env)
+    assert isinstance(exc, schemagate.SchemaGateError) and s["outcome"] == ABORTED
+    assert exit_code(s) == 1
+    assert "fetch-depth: 0" in str(exc) and "--allow-shallow-clone" in str(exc)
+    assert "shallow clone" in str(exc)
+    assert not [c for c in gb.fake.log[before:] if "pull" in c or "run" in c]
+    assert gb.running() == [v1.tag]
+    s, exc = gb.run(v2, environ=env, allow_shallow=True)
+    assert exc is None and s["outcome"] == SUCCEEDED and s["allow_shallow_clone"] is True
 
 
 def test_a_recovery_is_not_gated(gb: GateBench) -> None:

@@ -219,6 +219,13 @@ def _lint_args(p: argparse.ArgumentParser) -> None:
                    "$PLAINSAIL_MIGRATIONS_LAYOUT, else detected from the files)")
 
 
+def _shallow_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-shallow-clone", action="store_true",
+                   help="in CI (CI set), go ahead when the schema gate cannot run because "
+                   "the checkout is a shallow clone (without it that stops the attempt; the "
+                   "record names this flag)")
+
+
 def _deploy_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("ref", metavar="TAG[@DIGEST]", nargs="?",
                    help="what to deploy (default: the tag of the newest build record)")
@@ -232,6 +239,7 @@ def _deploy_args(p: argparse.ArgumentParser) -> None:
                    help="deploy although new migrations break the running version (the "
                    "schema gate reports them; the record and the notification name this "
                    "flag)")
+    _shallow_flag(p)
     _json_flag(p)
 
 
@@ -244,6 +252,7 @@ def _rollback_args(p: argparse.ArgumentParser) -> None:
                    help="roll back although migrations applied since that version break it "
                    "(the schema gate reports them; the record and the notification name "
                    "this flag)")
+    _shallow_flag(p)
     _json_flag(p)
 
 

@@ -80,6 +80,10 @@ RULES: dict[str, Rule] = {r.id: r for r in [
          "run migrations as a step before the new version starts and let their failure "
          "fail the job (no `|| true`, no continue-on-error, `set -e` in ssh scripts), or "
          "use plainsail deploy with migrate.command"),
+    Rule("shallow-checkout-deploy", ERROR, "workflow",
+         "A plainsail deploy job checks out too little history for the schema gate",
+         "check out the whole history in the job that runs plainsail deploy or rollback: "
+         "actions/checkout with `fetch-depth: 0`"),
     Rule("long-lived-cloud-credentials", ERROR, "workflow",
          "Static cloud keys where OIDC is available",
          "use OIDC: `permissions: id-token: write` and role-to-assume (AWS), "

@@ -36,6 +36,8 @@ def check(wf: Workflow, migrations_exist: bool, gated_elsewhere: bool) -> Iterat
     yield from _untrusted_trigger(wf)
     yield from _health(wf, all_facts)
     yield from _migrations(wf, all_facts, migrations_exist, gated_elsewhere)
+    if migrations_exist:
+        yield from _shallow_checkout(wf)
     for job in wf.jobs:
         yield from long_lived_credentials(job, wf)
 
@@ -267,6 +269,27 @@ def _migrations(wf: Workflow, all_facts: dict[str, JobFacts], exist: bool,
                 yield Finding("migrations-not-gated", step.path, cmd.line,
                               f"job {jid} {problem}")
                 break
+
+
+def _shallow_checkout(wf: Workflow) -> Iterator[Finding]:
+    """plainsail's schema gate reads the migrations of the running version's commit from
+    git; actions/checkout fetches one commit unless `fetch-depth: 0`."""
+    for job in wf.jobs:
+        gated = [c for s in job.steps for c, _ in s.commands
+                 if c.name == "plainsail" and c.argv[1:2] in (["deploy"], ["rollback"])]
+        if not gated:
+            continue
+        for step in job.steps:
+            if step.action != "actions/checkout":
+                continue
+            depth = str(get(step.with_, "fetch-depth") or "1").strip()
+            if depth != "0" and "${{" not in depth:
+                line = step.with_.key_lines.get("fetch-depth", step.line) \
+                    if "fetch-depth" in step.with_ else step.line
+                yield Finding("shallow-checkout-deploy", step.path, line,
+                              f"job {job.id} runs plainsail {gated[0].argv[1]} from a "
+                              f"checkout of depth {depth}: the schema gate cannot find the "
+                              "running version's commit and the deploy stops in CI")
 
 
 def _line_text(step: Step, line: int) -> str:

@@ -15,6 +15,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = configlib.load(args.config)
         req = Request(ref=args.ref, hosts=args.host, skip_migrations=args.skip_migrations,
                       dry_run=args.dry_run, force=args.force,
-                      allow_breaking_migrations=args.allow_breaking_migrations)
+                      allow_breaking_migrations=args.allow_breaking_migrations,
+                      allow_shallow_clone=args.allow_shallow_clone)
         summary = deploy(cfg, req, progress_printer(args.json))
     return finish(summary, args.json)

@@ -14,5 +14,6 @@ def run(args: argparse.Namespace) -> int:
         cfg = configlib.load(args.config)
         summary = rollback(cfg, to=args.to, hosts=args.host, dry_run=args.dry_run,
                            report=progress_printer(args.json),
-                           allow_breaking_migrations=args.allow_breaking_migrations)
+                           allow_breaking_migrations=args.allow_breaking_migrations,
+                           allow_shallow_clone=args.allow_shallow_clone)
     return finish(summary, args.json)

@@ -35,6 +35,7 @@ class Request:
     pinned_digest: str | None = None  # rollback: the digest the records name
     drill: str | None = None  # the id of the rollback drill this attempt belongs to
     allow_breaking_migrations: bool = False  # the schema gate reports but does not refuse
+    allow_shallow_clone: bool = False  # in CI, a gate skipped in a shallow clone is no error
 
 
 @dataclass

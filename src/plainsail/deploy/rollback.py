@@ -82,7 +82,8 @@ def rollback(cfg: Config, *, to: str | None = None, hosts: list[str] | None = No
              dry_run: bool = False, report: Reporter = _print,
              environ: dict[str, str] | None = None,
              drill: str | None = None,
-             allow_breaking_migrations: bool = False) -> dict[str, Any]:
+             allow_breaking_migrations: bool = False,
+             allow_shallow_clone: bool = False) -> dict[str, Any]:
     hosts = hosts or []
     # One connection per host serves both reading the records and the deploy itself.
     executors = {h.name: executor_for(h, ssh_options(cfg), cfg.secrets())
@@ -95,5 +96,6 @@ def rollback(cfg: Config, *, to: str | None = None, hosts: list[str] | None = No
         raise
     req = Request(ref=f"{tag}@{digest}", hosts=hosts, skip_migrations=True, dry_run=dry_run,
                   force=True, kind="rollback", rollback_from=running, drill=drill,
-                  allow_breaking_migrations=allow_breaking_migrations)
+                  allow_breaking_migrations=allow_breaking_migrations,
+                  allow_shallow_clone=allow_shallow_clone)
     return Deploy(cfg, req, report, environ=environ, executors=executors).run()

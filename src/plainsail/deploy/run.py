@@ -276,6 +276,9 @@ class Deploy:
             self.cfg, kind=self.req.kind, target=schemagate.Version(t.tag, t.digest, known),
             running=running, allow=self.req.allow_breaking_migrations, environ=self.environ)
         if not gate.ran:
+            if (gate.shallow and schemagate.in_ci(self.environ)
+                    and not self.req.allow_shallow_clone):
+                raise schemagate.SchemaGateError(gate.shallow_refusal())
             warn(gate.summary())
             return
         for h in gate.findings:
@@ -523,6 +526,7 @@ class Deploy:
             "skip_migrations": self.req.skip_migrations,
             "requested": self.req.ref,
             "allow_breaking_migrations": self.req.allow_breaking_migrations,
+            "allow_shallow_clone": self.req.allow_shallow_clone,
             "schema_gate": self.gate.record() if self.gate else None,
         }
         if self.req.kind == "rollback":

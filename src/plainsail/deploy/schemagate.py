@@ -34,6 +34,7 @@ from plainsail.config.model import Config
 from plainsail.errors import GitError, MigrationError, PlainsailError, one_line
 
 FLAG = "--allow-breaking-migrations"
+SHALLOW_FLAG = "--allow-shallow-clone"
 
 SKIPPED, PASSED, REFUSED, ALLOWED = "skipped", "passed", "refused", "allowed"
 
@@ -79,6 +80,7 @@ class Gate:
     ran: bool
     reason: str = ""  # why it was skipped
     allowed: bool = False  # --allow-breaking-migrations was given
+    shallow: bool = False  # skipped because the checkout is a shallow clone
     folder: str = ""
     old: list[dict[str, str]] = field(default_factory=list)  # the version(s) it protects
     new: list[dict[str, str]] = field(default_factory=list)  # where the files come from
@@ -100,8 +102,11 @@ class Gate:
 
     def record(self) -> dict[str, Any]:
         if not self.ran:
-            return {"ran": False, "reason": self.reason, "verdict": SKIPPED,
-                    "allow_breaking_migrations": self.allowed}
+            out: dict[str, Any] = {"ran": False, "reason": self.reason, "verdict": SKIPPED,
+                                   "allow_breaking_migrations": self.allowed}
+            if self.shallow:
+                out["shallow_clone"] = True
+            return out
         return {
             "ran": True, "verdict": self.verdict, "kind": self.kind, "folder": self.folder,
             "old": self.old, "new": self.new, "files": self.files,
@@ -131,6 +136,13 @@ class Gate:
             return (f"schema gate: {first}{more} break(s) {self._old_tags()}; going ahead "
                     f"because of {FLAG}")
         return f"schema gate REFUSES: {first}{more} break(s) {self._old_tags()}"
+
+    def shallow_refusal(self) -> str:
+        """The one line of an attempt stopped in CI because the gate could not run in a
+        shallow clone."""
+        return (f"{self.summary()}; in CI that is an error, because the deploy would go "
+                "ahead unchecked: check out the whole history (actions/checkout with "
+                f"fetch-depth: 0), or pass {SHALLOW_FLAG} to deploy without the gate")
 
     def refusal(self) -> str:
         """The one line of a refused attempt: file:line, rule, and the way out."""
@@ -196,6 +208,9 @@ def check(cfg: Config, *, kind: str, target: Version, running: Sequence[Version]
         revs = {v: _revision(cfg, top, v) for v in [target, *running]}
     except GitError as exc:
         gate.reason = one_line(exc)
+        if _is_shallow(top):
+            gate.shallow = True
+            gate.reason = f"{top} is a shallow clone: {gate.reason}"
         return gate
     # (protected version, version whose files are read): a deploy protects what runs now
     # from the target's files; a rollback protects the target from the running files.
@@ -287,6 +302,16 @@ def _toplevel(folder: Path) -> Path:
                        "since the running version cannot be told; deploy from the "
                        "repository's checkout to gate them")
     return Path(proc.stdout.strip()).resolve()
+
+
+def _is_shallow(top: Path) -> bool:
+    return _git(["rev-parse", "--is-shallow-repository"], top).stdout.strip() == "true"
+
+
+def in_ci(environ: Mapping[str, str]) -> bool:
+    """Whether this runs in CI: `CI` is set (GitHub Actions, GitLab, CircleCI and most
+    others set CI=true) and is not false, no or 0."""
+    return environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
 def _commit(top: Path, candidate: str) -> str | None:

@@ -1,0 +1,2 @@
+-- the fixture repository has migrations
+CREATE TABLE notes (id bigint PRIMARY KEY);
