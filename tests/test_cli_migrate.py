@@ -91,3 +91,75 @@ def test_migrate_imports_only_stdlib_psycopg_and_yaml() -> None:
     r = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": SRC},
                        capture_output=True, text=True, check=True)
     assert r.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("action", ["status", "up", "baseline"])
+def test_json_always_prints_json(tmp_path: Path, action: str) -> None:
+    import json
+
+    mig = tmp_path / "migrations"
+    mig.mkdir()
+    (mig / "0001_a.sql").write_text("BEGIN;\nCREATE TABLE a (x int);\nCOMMIT;\nSELECT 1;\n")
+    (mig / "0002_b.sql").write_text("CREATE TABLE b (x int);\n")
+    # A folder the runner refuses, a database it cannot open, a bad flag.
+    for args, env in (([], {"DATABASE_URL": "sqlite:///app.db"}),
+                      ([], {"DATABASE_URL": "sqlite:////no/such/dir/app.db"}),
+                      (["--wait", "soon"], {"DATABASE_URL": "sqlite:///app.db"}),
+                      ([], {})):
+        if args == [] and env.get("DATABASE_URL", "").startswith("sqlite:////no"):
+            (mig / "0001_a.sql").write_text("CREATE TABLE a (x int);\n")
+        extra = ["--to", "0001"] if action == "baseline" else []
+        r = plainsail("migrate", action, "--json", *extra, *args, cwd=tmp_path, **env)
+        assert r.returncode in (1, 2), r
+        doc = json.loads(r.stdout)
+        assert doc["ok"] is False and doc["error"], doc
+        assert "Traceback" not in r.stderr and r.stderr.startswith("error: ")
+
+
+def test_status_lists_applied_and_pending_in_one_order() -> None:
+    from plainsail.migrations.files import MigrationFile
+    from plainsail.migrations.ledger import AppliedRow, compare
+
+    def f(name: str, n: int) -> MigrationFile:
+        return MigrationFile(Path(name), name, str(n), "", f"c{n}", order=(0, (n,), name))
+
+    files = [f("2_b.sql", 2), f("10_a.sql", 10), f("11_c.sql", 11), f("100_d.sql", 100)]
+    rows = [AppliedRow(x.version, x.name, x.checksum, "t", 0, "me") for x in files[:2]]
+    # By name, 10_a.sql would come before 2_b.sql, though it ran after it.
+    ledger = compare(files, list(reversed(rows)))
+    assert [r.name for r in ledger.applied] == ["2_b.sql", "10_a.sql"]
+    assert [p.name for p in ledger.pending] == ["11_c.sql", "100_d.sql"]
+
+
+def test_control_characters_in_file_names_are_escaped(tmp_path: Path) -> None:
+    mig = tmp_path / "migrations"
+    mig.mkdir()
+    forged = "0002_x\nerror: forged line\x1b[31m.sql"
+    (mig / "0001_a.sql").write_text("CREATE TABLE a (x int);\n")
+    (mig / forged).write_text("CREATE TABLE b (x int);\n")
+    r = plainsail("migrate", cwd=tmp_path, DATABASE_URL="sqlite:///app.db")
+    assert r.returncode == 0, r.stderr
+    assert "forged line" in r.stdout and "\x1b" not in r.stdout
+    assert not any(line.startswith("error: forged") for line in r.stdout.splitlines())
+    assert r"applied 0002_x\nerror: forged line\x1b[31m.sql" in r.stdout
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "app.db") as db:
+        names = [n for (n,) in db.execute("SELECT name FROM plainsail_migrations")]
+    assert names == ["0001_a.sql", r"0002_x\nerror: forged line\x1b[31m.sql"]
+    r = plainsail("migrate", "status", cwd=tmp_path, DATABASE_URL="sqlite:///app.db")
+    assert r.returncode == 0 and "2 applied, 0 pending" in r.stdout, r.stdout
+    assert len(r.stdout.strip().splitlines()) == 4
+    (mig / forged).write_text("CREATE TABLE b (x bigint);\n")
+    r = plainsail("migrate", cwd=tmp_path, DATABASE_URL="sqlite:///app.db")
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    r = plainsail("lint", "migrations", str(mig / forged), cwd=tmp_path)
+    assert "\x1b" not in r.stdout and "\nerror: forged" not in r.stdout
+
+
+def test_shown_keeps_printable_names() -> None:
+    from plainsail.migrations.files import shown
+
+    assert shown("0001_ä b\\c.sql") == "0001_ä b\\c.sql"
+    assert shown("a\tb\\\u2028.sql") == "a\\tb\\\\\\u2028.sql"
+    assert shown(shown("x\ny")) == shown("x\ny")

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from plainsail.config.durations import format_duration, parse_duration
-from plainsail.errors import MigrationError, UsageError
+from plainsail.errors import MigrationError, PlainsailError, UsageError
 from plainsail.migrations import layouts
 from plainsail.migrations.dburl import parse_database_url
 from plainsail.migrations.ledger import DEFAULT_SCHEMA
@@ -69,14 +69,32 @@ def options_from_args(args: argparse.Namespace) -> Options:
     )
 
 
+_EMPTY: dict[str, dict[str, object]] = {
+    "up": {"applied": [], "applied_by_another_runner": [], "previously_applied": 0},
+    "status": {"applied": [], "pending": [], "problems": []},
+    "baseline": {"baseline": []},
+}
+
+
 def run(args: argparse.Namespace) -> int:
-    opts = options_from_args(args)
-    if args.action == "status":
-        return _status(opts, args.json)
-    if args.action == "baseline":
-        return _baseline(opts, args)
-    if args.to:
-        raise UsageError("--to goes with baseline: plainsail migrate baseline --to VERSION")
+    """With --json stdout carries one JSON document whatever happens (`ok`, `error`)."""
+    try:
+        opts = options_from_args(args)
+        if args.action == "status":
+            return _status(opts, args.json)
+        if args.action == "baseline":
+            return _baseline(opts, args)
+        if args.to:
+            raise UsageError("--to goes with baseline: plainsail migrate baseline --to VERSION")
+    except PlainsailError as exc:
+        if args.json:
+            print_json({"database": _shown_url(args), **_EMPTY[args.action], "ok": False,
+                        "error": scrub(str(exc))})
+        raise
+    return _up(opts, args)
+
+
+def _up(opts: Options, args: argparse.Namespace) -> int:
     quiet = args.json
     result = Result(database=str(opts.database))
     try:
@@ -103,7 +121,8 @@ def _baseline(opts: Options, args: argparse.Namespace) -> int:
     recorded = baseline(opts, args.to, say=(lambda m: None) if args.json else say, warn=warn)
     if args.json:
         print_json({"database": str(opts.database),
-                    "baseline": [{"version": f.version, "name": f.name} for f in recorded]})
+                    "baseline": [{"version": f.version, "name": f.name} for f in recorded],
+                    "ok": True, "error": None})
     else:
         say(f"recorded {len(recorded)} migration(s) up to {recorded[-1].name} as applied to "
             f"{opts.database} (nothing ran); plainsail migrate now applies only later ones")
@@ -120,11 +139,20 @@ def _result_json(result: Result) -> dict[str, object]:
     }
 
 
+def _shown_url(args: argparse.Namespace) -> str | None:
+    try:
+        return str(parse_database_url(args.database_url or os.environ.get("DATABASE_URL", "")))
+    except PlainsailError:
+        return None
+
+
 def _status(opts: Options, as_json: bool) -> int:
     p = status(opts, warn)
     if as_json:
         print_json({
             "database": str(opts.database),
+            "ok": not p.problems,
+            "error": None,
             "applied": [vars(r) for r in p.applied],
             "pending": [f.name for f in p.pending],
             "problems": p.problems,

@@ -8,6 +8,7 @@ from typing import Any
 from plainsail import sarif as sarif_log
 from plainsail.lint.catalog import ERROR, RULES
 from plainsail.lint.engine import Finding
+from plainsail.migrations.files import shown
 
 DOCS = "https://github.com/plainsail/plainsail/blob/main/docs/migrations.md"
 
@@ -30,7 +31,7 @@ def text(findings: list[Finding], files: int) -> str:
             continue
         rule = RULES[f.rule]
         where = f" (statement {f.statement})" if f.statement else ""
-        lines.append(f"{f.path}:{f.line}: {rule.severity} {f.rule}: {f.message}{where}")
+        lines.append(f"{shown(str(f.path))}:{f.line}: {rule.severity} {f.rule}: {f.message}{where}")
         if f.rule not in explained:
             explained.add(f.rule)
             lines.append(f"    why: {rule.why}")

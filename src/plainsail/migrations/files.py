@@ -36,6 +36,15 @@ def _builtin_sha256() -> Callable[..., Any]:
 
 sha256 = _builtin_sha256()
 
+def shown(name: str) -> str:
+    """A file name as it is printed and recorded: unchanged unless it holds a character
+    that is not printable (a newline or an escape sequence would forge output lines), in
+    which case those, and backslashes, are escaped as Python writes them in a string."""
+    if name.isprintable():
+        return name
+    return "".join(c if c.isprintable() and c != "\\" else repr(c)[1:-1] for c in name)
+
+
 NO_TRANSACTION_MARKER = "-- plainsail: no-transaction"
 _MARKER = re.compile(r"^[ \t]*--[ \t]*plainsail:[ \t]*no-transaction[ \t]*\r?$", re.I | re.M)
 _VERSION = re.compile(r"^([^_\-.]+)[_\-]?")
@@ -58,7 +67,7 @@ class MigrationFile(Record):
     def __init__(self, path: Path, name: str, version: str, text: str, checksum: str,
                  first_line: int = 1, marked: bool = False,
                  order: tuple[object, ...] = ()) -> None:
-        values = {"path": path, "name": name, "version": version, "text": text,
+        values = {"path": path, "name": shown(name), "version": shown(version), "text": text,
                   "checksum": checksum, "first_line": first_line, "marked": marked,
                   "order": order}
         self.__dict__.update(values)
@@ -122,11 +131,11 @@ def read_file(path: Path, name: str | None = None, version: str | None = None,
         with open(path, "rb") as fh:
             data = fh.read()
     except OSError as exc:
-        raise MigrationError(f"cannot read {path}: {exc.strerror}") from exc
+        raise MigrationError(f"cannot read {shown(str(path))}: {exc.strerror}") from exc
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise MigrationError(f"{path.name} is not UTF-8 text (byte {exc.start}); "
+        raise MigrationError(f"{shown(path.name)} is not UTF-8 text (byte {exc.start}); "
                              "save it as UTF-8") from exc
     if version is None:
         m = _VERSION.match(path.stem)

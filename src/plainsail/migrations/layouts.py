@@ -25,7 +25,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from plainsail.errors import MigrationError
-from plainsail.migrations.files import MigrationFile, checksum_of, read_file
+from plainsail.migrations.files import MigrationFile, checksum_of, read_file, shown
 
 FLAT = "flat"
 DIESEL = "diesel"
@@ -92,7 +92,7 @@ def detect(folder: Path) -> str:
     if not found:
         return FLAT
     if len(found) > 1:
-        seen = "; ".join(f"{k} ({v})" for k, v in found.items())
+        seen = "; ".join(f"{k} ({shown(v)})" for k, v in found.items())
         raise MigrationError(
             f"{folder} mixes migration layouts: {seen}; keep one layout per folder, or "
             f"force one with --layout or ${ENV} ({', '.join(LAYOUTS)})")
@@ -172,7 +172,7 @@ def _folders(folder: Path, layout: str) -> list[MigrationFile]:
     stray = [name for name, is_file, _ in entries if is_file and name.endswith(".sql")]
     if stray:
         raise MigrationError(
-            f"{folder}/{stray[0]} is not part of the {layout} layout (each migration is a "
+            f"{folder}/{shown(stray[0])} is not part of the {layout} layout (each migration is a "
             f"folder holding {script}); move it into its own migration folder")
     base = str(folder)
     for name, _, is_dir in entries:
@@ -183,11 +183,11 @@ def _folders(folder: Path, layout: str) -> list[MigrationFile]:
         if not os.path.isfile(os.path.join(base, name, script)):
             d = folder / name
             if any(d.glob("*.sql")):
-                raise MigrationError(f"{d} has no {script}; every {layout} migration folder "
-                                     f"needs one")
+                raise MigrationError(f"{shown(str(d))} has no {script}; every {layout} "
+                                     "migration folder needs one")
             continue
         if not numbers:
-            raise MigrationError(f"{name}: a {layout} migration folder is named "
+            raise MigrationError(f"{shown(name)}: a {layout} migration folder is named "
                                  "<timestamp>_<name>; rename it")
         out.append(read_file(folder / name / script, name=name, version=version,
                              order=(0, numbers, name)))
@@ -201,7 +201,7 @@ def _golang(folder: Path, layout: str) -> list[MigrationFile]:
             continue
         m = _GOLANG.match(p.name)
         if not m:
-            raise MigrationError(f"{p.name}: a golang-migrate file is named "
+            raise MigrationError(f"{shown(p.name)}: a golang-migrate file is named "
                                  "<version>_<name>.up.sql (or .down.sql); rename it")
         out.append(read_file(p, version=m.group(1), order=(0, _numbers(m.group(1)), p.name)))
     return out
@@ -214,7 +214,7 @@ def _dbmate(folder: Path, layout: str) -> list[MigrationFile]:
             continue
         version = p.stem.split("_", 1)[0]
         if not version.isdigit():
-            raise MigrationError(f"{p.name}: a dbmate file is named <version>_<name>.sql; "
+            raise MigrationError(f"{shown(p.name)}: a dbmate file is named <version>_<name>.sql; "
                                  "rename it")
         out.append(_dbmate_file(read_file(p)))
     return out
@@ -252,10 +252,10 @@ def _flyway(folder: Path, layout: str) -> list[MigrationFile]:
                 continue  # undo migrations never run: forward-only
             if other and other.group(1) == "R":
                 raise MigrationError(
-                    f"{p.name} is a repeatable Flyway migration, which plainsail does not "
+                    f"{shown(p.name)} is a repeatable Flyway migration, which plainsail does not "
                     "run (every migration runs once, forward-only); put its current text "
                     "in a new V<version>__ file and remove it")
-            raise MigrationError(f"{p.name}: a Flyway migration is named "
+            raise MigrationError(f"{shown(p.name)}: a Flyway migration is named "
                                  "V<version>__<description>.sql; rename it")
         version = m.group(1).replace("_", ".")
         out.append(read_file(p, version=version, order=(0, _numbers(version), p.name)))

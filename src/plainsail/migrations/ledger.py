@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from plainsail.migrations.files import MigrationFile
+from plainsail.migrations.files import MigrationFile, shown
 
 TABLE = "plainsail_migrations"
 DEFAULT_SCHEMA = "public"  # PostgreSQL: the schema of the ledger (migrate.schema)
@@ -24,6 +24,11 @@ class AppliedRow:
     applied_at: str
     execution_ms: float
     applied_by: str
+
+    def __post_init__(self) -> None:
+        # An earlier version recorded names raw; they are compared and printed escaped.
+        object.__setattr__(self, "name", shown(self.name))
+        object.__setattr__(self, "version", shown(self.version))
 
 
 @dataclass(frozen=True)
@@ -74,5 +79,10 @@ def compare(files: list[MigrationFile], applied: list[AppliedRow]) -> Ledger:
                     f"{f.name} is not applied but sorts before {last[1].name}, which is; "
                     f"rename it so it sorts after {last[1].name}"
                 )
-    return Ledger(applied=sorted(applied, key=lambda r: r.name), pending=pending,
-                problems=problems)
+    # One order for both lists: the run order of the files; rows whose file is gone last.
+    def run_order(r: AppliedRow) -> tuple[int, str]:
+        f = by_name.get(r.name) or by_version.get(r.version)
+        return (position[f.name] if f else len(files), r.name)
+
+    ordered = sorted(applied, key=run_order)
+    return Ledger(applied=ordered, pending=pending, problems=problems)
