@@ -72,6 +72,31 @@ def test_keygen_in_a_subfolder_lists_the_path_from_the_top(
     assert "keys/release.key\n" in (repo / ".gitignore").read_text()
 
 
+def test_keygen_says_what_to_commit_with_paths_from_the_repository(
+        repo: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import re
+    import shlex
+
+    monkeypatch.setenv("COSIGN_PASSWORD", "pw")
+    (repo / "keys").mkdir()
+    monkeypatch.chdir(repo / "keys")
+    assert main(["keygen", "--output-key-prefix", "release"]) == 0
+    out = capsys.readouterr().out
+    assert str(repo) not in out and str(repo.resolve()) not in out, out
+    assert "Private key written to keys/release.key" in out
+    assert "Updated .gitignore (added keys/release.key, .plainsail/)" in out
+    assert "Next: commit .dockerignore, .gitignore, keys/release.pub" in out
+    # The advice, pasted where keygen ran, leaves a clean work tree (the next build's need).
+    m = re.search(r"\((git add [^)]*) && git commit\)", out)
+    assert m, out
+    subprocess.run(shlex.split(m.group(1)), cwd=repo / "keys", check=True)
+    git(repo, "commit", "-qm", "signing key")
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=repo, check=True,
+                            capture_output=True, text=True).stdout
+    assert status == "", status
+
+
 def test_keygen_refusal_touches_no_ignore_file(repo: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COSIGN_PASSWORD", "pw")

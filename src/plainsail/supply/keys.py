@@ -240,25 +240,34 @@ def read_passphrase(what: str, *, confirm: bool = False) -> Secret:
     return Secret(first)
 
 
-def ignore_entries(key_path: Path) -> tuple[Path, list[str]]:
-    """(folder, lines) for .dockerignore and .gitignore so that neither an image build nor
-    a commit picks up the private key: the key's path and `.plainsail/`, relative to the
-    top of the git work tree holding the key (else the key's folder)."""
+def key_root(key_path: Path) -> tuple[Path, bool]:
+    """The top of the git work tree holding the key (True), else the key's folder (False):
+    where the ignore files go, and what the paths shown to the user are relative to."""
     from plainsail.supply.git import git
 
     folder = key_path.resolve().parent
     proc = git(["rev-parse", "--show-toplevel"], folder, check=False)
-    root = Path(proc.stdout.strip()).resolve() if proc.returncode == 0 else folder
+    if proc.returncode == 0 and proc.stdout.strip():
+        return Path(proc.stdout.strip()).resolve(), True
+    return folder, False
+
+
+def ignore_entries(key_path: Path) -> tuple[Path, list[str]]:
+    """(folder, lines) for .dockerignore and .gitignore so that neither an image build nor
+    a commit picks up the private key: the key's path and `.plainsail/`, relative to the
+    top of the git work tree holding the key (else the key's folder)."""
+    root, _ = key_root(key_path)
     return root, [key_path.resolve().relative_to(root).as_posix(), ".plainsail/"]
 
 
-def add_ignore_entries(key_path: Path) -> list[str]:
+def add_ignore_entries(key_path: Path) -> list[tuple[str, list[str]]]:
     """Add the key and `.plainsail/` to .dockerignore and .gitignore (creating them when
-    absent) unless they already exclude them; return what was changed, for the user."""
+    absent) unless they already exclude them; return what was changed, for the user: each
+    file changed (its name in the folder of `ignore_entries`) and the lines added."""
     from plainsail.supply import dockerignore
 
     root, lines = ignore_entries(key_path)
-    changed = []
+    changed: list[tuple[str, list[str]]] = []
     for name in (".dockerignore", ".gitignore"):
         path = root / name
         try:
@@ -279,7 +288,7 @@ def add_ignore_entries(key_path: Path) -> list[str]:
                 f.write(prefix + "".join(f"{x}\n" for x in missing))
         except OSError as exc:
             raise SigningKeyError(f"cannot write {path}: {exc.strerror}") from None
-        changed.append(f"{path} (added {', '.join(missing)})")
+        changed.append((name, missing))
     return changed
 
 
