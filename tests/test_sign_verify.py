@@ -18,13 +18,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from plainsail.cli import main
 from plainsail.config.model import Config, SigningConfig
-from plainsail.errors import VerificationError
+from plainsail.errors import RegistryNotFoundError, VerificationError
 from plainsail.secret import Secret
-from plainsail.supply import buildrecords, keys, signatures
+from plainsail.supply import buildrecords, bundles, keys, signatures
 from plainsail.supply.images import ImageRef
 from plainsail.supply.registry import RegistryClient
 from plainsail.supply.signing import sign_image
 from plainsail.supply.verification import verify_image
+from tests.support import bundlecheck
 from tests.support.services import Registry
 
 pytestmark = pytest.mark.integration
@@ -294,3 +295,56 @@ def test_signing_keeps_foreign_layers_and_skips_them(env: Env) -> None:
     assert kinds == ["text/plain", signatures.SIMPLESIGNING]
     v = verify_image(env.cfg, env.tag, None, client=env.client)
     assert v.digest == env.digest and "text/plain" in v.skipped[0]
+
+
+# ---------------------------------------------------------------- cosign 3's bundle format
+
+
+def test_bundle_format_round_trip_on_a_registry_without_referrers_api(
+        env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`signing.format: bundle` on distribution 2.8 (no referrers API): the bundle is a
+    referrer manifest listed in the `sha256-<hex>` index; an independent verifier written
+    from the specifications accepts all three; `verify` (CLI) accepts the image; signing
+    again adds nothing."""
+    assert env.client.referrers(env.cfg.image, env.digest) is None  # no referrers API
+    cfg = replace(env.cfg, signing=replace(env.cfg.signing, format="bundle"))
+    result = sign_image(cfg, env.tag, None, passphrase=PASS, client=env.client)
+    assert result.added and result.layers == 1
+    index, media_type, _ = env.client.get_manifest(
+        ImageRef(env.cfg.image, tag=bundles.referrers_tag(env.digest)))
+    assert media_type == bundles.OCI_INDEX
+    referrer = json.loads(index)["manifests"][0]["digest"]
+    manifest, _, _ = env.client.get_manifest(ImageRef(env.cfg.image, digest=referrer))
+    bundlecheck.check_fallback_index(index, manifest)
+    bundle_digest, size = bundlecheck.check_referrer(manifest, env.digest)
+    bundle = env.client.get_blob(env.cfg.image, bundle_digest, max_size=size)
+    public = keys.load_public_key(env.cfg.resolve("cosign.pub"))
+    statement = bundlecheck.check_bundle(bundle, public, env.digest)
+    assert statement["subject"][0]["name"] == env.cfg.image
+    with pytest.raises(RegistryNotFoundError):  # no classic signature was written
+        env.client.get_manifest(ImageRef(env.cfg.image,
+                                         tag=signatures.signature_tag(env.digest)))
+    found = verify_image(env.cfg, env.tag, None, client=env.client)
+    assert (found.format, found.identity) == ("bundle", env.cfg.image)
+    again = sign_image(cfg, env.tag, None, passphrase=PASS, client=env.client)
+    assert not again.added and again.layers == 1
+    monkeypatch.chdir(tmp_path)
+    assert main(["verify", env.tag, "-c", str(tmp_path / "plainsail.yml"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["format"] == "bundle"
+
+
+def test_cosign3_bundle_from_elsewhere_and_classic_side_by_side(
+        env: Env, tmp_path: Path) -> None:
+    """A cosign 3 signature (statement naming the digest only) by a second key, next to a
+    classic signature by the first: each key finds its own; a third key finds neither."""
+    sign_image(env.cfg, env.tag, None, passphrase=PASS, client=env.client)
+    make_key(tmp_path / "second")
+    cfg2 = replace(env.cfg, signing=replace(env.cfg.signing, key="second.key",
+                                            public_key="second.pub", format="bundle"))
+    assert sign_image(cfg2, env.tag, None, passphrase=PASS, client=env.client).added
+    assert verify_image(env.cfg, env.tag, None, client=env.client).format == "classic"
+    found = verify_image(cfg2, env.tag, None, client=env.client)
+    assert found.format == "bundle"
+    make_key(tmp_path / "third")
+    assert reason_of(env, public_key=str(tmp_path / "third.pub")) == "wrong-key"

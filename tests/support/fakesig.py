@@ -10,7 +10,7 @@ from typing import Any, cast
 
 from plainsail.config.model import Config, KeylessConfig, SigningConfig
 from plainsail.errors import RegistryNotFoundError
-from plainsail.supply import signatures
+from plainsail.supply import bundles, signatures
 from plainsail.supply.images import ImageRef
 from plainsail.supply.registry import RegistryClient
 
@@ -24,8 +24,10 @@ class FakeRegistry:
         self.repository = repository
         self.tags = {tag: digest}
         self.digests = {digest}
-        self.manifests: dict[str, bytes] = {}
+        self.manifests: dict[str, bytes] = {}  # by tag or by digest
+        self.media_types: dict[str, str] = {}
         self.blobs: dict[str, bytes] = {}
+        self.referrers_api: dict[str, bytes] | None = None  # None: no referrers API
 
     def resolve(self, ref: ImageRef) -> str | None:
         if ref.digest:
@@ -33,10 +35,37 @@ class FakeRegistry:
         return self.tags.get(ref.tag or "")
 
     def get_manifest(self, ref: ImageRef) -> tuple[bytes, str, str]:
-        data = self.manifests.get(ref.tag or "")
+        key = ref.tag or ref.digest or ""
+        data = self.manifests.get(key)
         if data is None:
             raise RegistryNotFoundError(f"{ref} not found")
-        return data, signatures.OCI_MANIFEST, sha(data)
+        return data, self.media_types.get(key, signatures.OCI_MANIFEST), sha(data)
+
+    def referrers(self, repository: ImageRef | str, digest: str) -> bytes | None:
+        if self.referrers_api is None:
+            return None
+        empty = json.dumps({"schemaVersion": 2, "mediaType": bundles.OCI_INDEX,
+                            "manifests": []}).encode()
+        return self.referrers_api.get(digest, empty)
+
+    def attach_bundle(self, digest: str, bundle: bytes, *, api: bool = False) -> str:
+        """Attach `bundle` to `digest` as cosign 3 does: a referrer manifest listed by the
+        referrers API (`api=True`) or in the referrers tag schema's index."""
+        self.blobs[sha(bundle)] = bundle
+        manifest = bundles.make_referrer_manifest(
+            {"mediaType": signatures.OCI_MANIFEST, "size": 100, "digest": digest},
+            sha(bundle), len(bundle))
+        self.manifests[sha(manifest)] = manifest
+        descriptor = bundles.referrer_descriptor(manifest)
+        if api:
+            self.referrers_api = self.referrers_api or {}
+            self.referrers_api[digest] = bundles.index_with(
+                self.referrers_api.get(digest), descriptor)
+        else:
+            tag = bundles.referrers_tag(digest)
+            self.manifests[tag] = bundles.index_with(self.manifests.get(tag), descriptor)
+            self.media_types[tag] = bundles.OCI_INDEX
+        return sha(manifest)
 
     def get_blob(self, ref: ImageRef | str, digest: str, *, max_size: int = 0) -> bytes:
         if digest not in self.blobs:

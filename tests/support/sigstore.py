@@ -75,6 +75,24 @@ def _der_utf8(text: str) -> bytes:
     return bytes([0x0C, len(raw)]) + raw
 
 
+def _leaf_builder(ca: x509.Certificate, leaf_key: ec.EllipticCurvePrivateKey, identity: str,
+                  issuer: str) -> x509.CertificateBuilder:
+    """A Fulcio-like code-signing leaf for `identity` (SAN) and `issuer` (OIDC extension)."""
+    return (x509.CertificateBuilder().subject_name(x509.Name([]))
+            .issuer_name(ca.subject).public_key(leaf_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(SIGNED_AT).not_valid_after(SIGNED_AT + timedelta(minutes=10))
+            .add_extension(x509.KeyUsage(True, False, False, False, False, False, False,
+                                         False, False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]),
+                           critical=False)
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.UniformResourceIdentifier(identity)]), critical=True)
+            .add_extension(x509.UnrecognizedExtension(
+                x509.ObjectIdentifier("1.3.6.1.4.1.57264.1.8"), _der_utf8(issuer)),
+                critical=False))
+
+
 @dataclass
 class Sigstore:
     root_key: ec.EllipticCurvePrivateKey = field(
@@ -154,19 +172,7 @@ class Sigstore:
         CT key not in the trusted root) or "altered" (signed over another certificate)."""
         ca_cert, ca_key = ca or (self.intermediate, self.inter_key)
         leaf_key = ec.generate_private_key(ec.SECP256R1())
-        builder = (x509.CertificateBuilder().subject_name(x509.Name([]))
-                .issuer_name(ca_cert.subject).public_key(leaf_key.public_key())
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(SIGNED_AT).not_valid_after(SIGNED_AT + timedelta(minutes=10))
-                .add_extension(x509.KeyUsage(True, False, False, False, False, False, False,
-                                             False, False), critical=True)
-                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]),
-                               critical=False)
-                .add_extension(x509.SubjectAlternativeName(
-                    [x509.UniformResourceIdentifier(identity)]), critical=True)
-                .add_extension(x509.UnrecognizedExtension(
-                    x509.ObjectIdentifier("1.3.6.1.4.1.57264.1.8"), _der_utf8(issuer)),
-                    critical=False))
+        builder = _leaf_builder(ca_cert, leaf_key, identity, issuer)
         if sct == "none":
             leaf = builder.sign(ca_key, hashes.SHA384())
         elif sct == "malformed":
@@ -208,3 +214,78 @@ class Sigstore:
                 c.public_bytes(serialization.Encoding.PEM) for c in chain_certs).decode(),
             signatures.BUNDLE_ANNOTATION: json.dumps(bundle),
         }}
+
+    def leaf(self, identity: str = WORKFLOW, issuer: str = GITHUB
+             ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+        """A Fulcio-like leaf certificate (with an SCT) and its key."""
+        leaf_key = ec.generate_private_key(ec.SECP256R1())
+        builder = _leaf_builder(self.intermediate, leaf_key, identity, issuer)
+        tbs = builder.sign(self.inter_key, hashes.SHA384()).tbs_certificate_bytes
+        leaf = builder.add_extension(x509.UnrecognizedExtension(
+            SCT_OID, sct_list(self.ct_key, tbs, self.intermediate, SIGNED_AT)),
+            critical=False).sign(self.inter_key, hashes.SHA384())
+        return leaf, leaf_key
+
+    def sign_bundle(
+        self,
+        statement: bytes,
+        *,
+        identity: str = WORKFLOW,
+        issuer: str = GITHUB,
+        integrated: datetime = SIGNED_AT + timedelta(seconds=5),
+        proof: bool = True,
+        log_other_payload: bool = False,
+    ) -> bytes:
+        """A v0.3 Sigstore bundle of a keyless DSSE signature over `statement` (an in-toto
+        statement), as cosign 3 writes it: the leaf certificate, and a Rekor `dsse` entry
+        with its SET and (unless `proof=False`) an inclusion proof in a one-entry tree with
+        a signed checkpoint. `log_other_payload` logs the hash of another payload."""
+        from plainsail.supply import bundles, merkle
+
+        leaf, leaf_key = self.leaf(identity, issuer)
+        signature = leaf_key.sign(bundles.pae(bundles.INTOTO, statement),
+                                  ec.ECDSA(hashes.SHA256()))
+        logged = statement + b" " if log_other_payload else statement
+        leaf_pem = leaf.public_bytes(serialization.Encoding.PEM)
+        body = json.dumps({
+            "apiVersion": "0.0.1", "kind": "dsse",
+            "spec": {"envelopeHash": {"algorithm": "sha256", "value": "00" * 32},
+                     "payloadHash": {"algorithm": "sha256",
+                                     "value": hashlib.sha256(logged).hexdigest()},
+                     "signatures": [{"signature": base64.b64encode(signature).decode(),
+                                     "verifier": base64.b64encode(leaf_pem).decode()}]},
+        }, separators=(",", ":")).encode()
+        body_b64 = base64.b64encode(body).decode()
+        when = int(integrated.timestamp())
+        canonical = json.dumps({"body": body_b64, "integratedTime": when,
+                                "logID": self.log_id, "logIndex": 7},
+                               sort_keys=True, separators=(",", ":")).encode()
+        entry: dict[str, Any] = {
+            "logIndex": "7", "logId": {"keyId": base64.b64encode(
+                bytes.fromhex(self.log_id)).decode()},
+            "kindVersion": {"kind": "dsse", "version": "0.0.1"},
+            "integratedTime": str(when),
+            "inclusionPromise": {"signedEntryTimestamp": base64.b64encode(
+                self.rekor_key.sign(canonical, ec.ECDSA(hashes.SHA256()))).decode()},
+            "canonicalizedBody": body_b64,
+        }
+        if proof:
+            root_hash = merkle.leaf_hash(body)
+            note = f"rekor.test - 1\n1\n{base64.b64encode(root_hash).decode()}\n"
+            sig = self.rekor_key.sign(note.encode(), ec.ECDSA(hashes.SHA256()))
+            hint = bytes.fromhex(self.log_id)[:4]
+            envelope = (note + "\n\u2014 rekor.test "
+                        + base64.b64encode(hint + sig).decode() + "\n")
+            entry["inclusionProof"] = {
+                "logIndex": "0", "rootHash": base64.b64encode(root_hash).decode(),
+                "treeSize": "1", "hashes": [], "checkpoint": {"envelope": envelope}}
+        doc = {"mediaType": bundles.BUNDLE_MEDIA,
+               "verificationMaterial": {
+                   "certificate": {"rawBytes": base64.b64encode(
+                       leaf.public_bytes(serialization.Encoding.DER)).decode()},
+                   "tlogEntries": [entry]},
+               "dsseEnvelope": {"payload": base64.b64encode(statement).decode(),
+                                "payloadType": bundles.INTOTO,
+                                "signatures": [{"sig": base64.b64encode(
+                                    signature).decode()}]}}
+        return json.dumps(doc).encode()

@@ -112,6 +112,7 @@ class SigningConfig:
     verify: bool = True
     repositories: list[str] = field(default_factory=list)
     keyless: KeylessConfig | None = None
+    format: str = "classic"  # what `sign` writes: "classic" (.sig tag) or "bundle"
 
 
 @dataclass(frozen=True)
@@ -1134,7 +1135,7 @@ _SCHEMA = obj(
         "signing": obj(
             SigningConfig, {"key": string(), "public_key": string(), "verify": boolean,
                             "repositories": list_of(_signed_repository, unique=True),
-                            "keyless": _keyless}
+                            "keyless": _keyless, "format": choice("classic", "bundle")}
         ),
         "hosts": _hosts,
         "ssh": obj(

@@ -39,6 +39,7 @@ The payload's digest and repository are then checked as for key-based signatures
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -51,6 +52,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from plainsail.inputs import loads_json
 from plainsail.supply import ctlog, rekor
+from plainsail.supply.bundles import Bundle
 from plainsail.supply.signatures import (
     BUNDLE_ANNOTATION,
     CERTIFICATE_ANNOTATION,
@@ -67,7 +69,7 @@ from plainsail.supply.trustedroot import (  # re-exported: the keyless API in on
 )
 
 __all__ = ["KeylessFailure", "KeylessPolicy", "Signer", "TrustedRoot", "load_trusted_root",
-           "parse_trusted_root", "verify_candidate"]
+           "parse_trusted_root", "verify_bundle", "verify_candidate"]
 
 ISSUER_V2_OID = x509.ObjectIdentifier("1.3.6.1.4.1.57264.1.8")  # DER UTF8String
 ISSUER_V1_OID = x509.ObjectIdentifier("1.3.6.1.4.1.57264.1.1")  # raw bytes (deprecated)
@@ -119,9 +121,60 @@ def verify_candidate(c: Candidate, root: TrustedRoot, policy: KeylessPolicy) -> 
     The payload's digest and repository are the caller's to check."""
     leaf = _leaf(c)
     logged = _logged(c, root)
-    when = logged.when
     _entry_matches(_entry_json(logged), c, leaf)
-    path = _chain(leaf, c, root, when)
+    try:
+        given = _pem_certificates(c.annotations.get(CHAIN_ANNOTATION, ""))
+    except ValueError:
+        raise KeylessFailure("chain", "the chain annotation is not PEM certificates") from None
+    try:
+        signature = decode_b64(c.signature)
+    except ValueError:
+        signature = b""
+    return verify_signed(leaf, given, logged, c.payload, signature, root, policy)
+
+
+def verify_bundle(bundle: Bundle, root: TrustedRoot, policy: KeylessPolicy) -> Signer:
+    """The signer of a keyless Sigstore bundle holding a DSSE envelope (cosign 3's image
+    signature), or KeylessFailure naming the check that failed: the same checks as for a
+    `.sig` layer, the log entry being a `dsse` record of this envelope. A v0.2 or later
+    bundle must carry the entry's inclusion proof (the bundle specification's rule)."""
+    if not bundle.certificates:
+        raise KeylessFailure("certificate", "the bundle carries a public key hint, not a "
+                             "certificate (not a keyless signature)")
+    try:
+        certs = [x509.load_der_x509_certificate(c) for c in bundle.certificates]
+    except ValueError:
+        raise KeylessFailure("certificate", "the bundle's certificate is not DER") from None
+    leaf = check_leaf(certs[0])
+    if not bundle.tlog_entries:
+        raise KeylessFailure("tlog", "the bundle has no transparency log entry")
+    try:
+        logged = rekor.parse_bundle(json.dumps(bundle.tlog_entries[0]))
+    except ValueError as exc:
+        raise KeylessFailure("tlog", f"the bundle's log entry is malformed ({exc})") from None
+    if bundle.version >= 2 and logged.proof is None:
+        raise KeylessFailure("inclusion-proof", "the bundle's log entry has no inclusion "
+                             "proof, which a v0.2 or later bundle must carry")
+    rekor.verify_entry(logged, root)
+    kind_version = bundle.tlog_entries[0].get("kindVersion")
+    kind = kind_version.get("kind") if isinstance(kind_version, dict) else None
+    entry = _entry_json(logged)
+    if kind is not None and kind != entry.get("kind"):
+        raise KeylessFailure("tlog-entry", f"the bundle says the entry is a {kind!r}, the "
+                             f"log says {entry.get('kind')!r}")
+    assert bundle.payload is not None
+    _dsse_entry_matches(entry, bundle.payload, bundle.signature, leaf)
+    return verify_signed(leaf, certs[1:], logged, bundle.signed_bytes(), bundle.signature,
+                         root, policy)
+
+
+def verify_signed(
+    leaf: x509.Certificate, given: list[x509.Certificate], logged: rekor.LogEntry,
+    signed: bytes, signature: bytes, root: TrustedRoot, policy: KeylessPolicy,
+) -> Signer:
+    """The checks after the log entry: chain, validity, SCT, signature, identity."""
+    when = logged.when
+    path = _chain(leaf, given, root, when)
     for cert in path:
         start, end = _validity(cert)
         if not start <= when <= end:
@@ -132,7 +185,7 @@ def verify_candidate(c: Candidate, root: TrustedRoot, policy: KeylessPolicy) -> 
     ct_log = ctlog.verify_scts(leaf, path[1] if len(path) > 1 else leaf,
                                 root.ctlogs) if root.ctlogs else ""
     try:
-        verify_signature(leaf.public_key(), decode_b64(c.signature), c.payload)
+        verify_signature(leaf.public_key(), signature, signed)
     except (InvalidSignature, ValueError, TypeError):
         raise KeylessFailure(
             "signature", "the signature does not verify with the certificate's key over "
@@ -161,6 +214,11 @@ def _leaf(c: Candidate) -> x509.Certificate:
     except ValueError:
         raise KeylessFailure("certificate", "the certificate annotation is not a PEM "
                              "certificate") from None
+    return check_leaf(leaf)
+
+
+def check_leaf(leaf: x509.Certificate) -> x509.Certificate:
+    """`leaf`, when it is a certificate for code signing; KeylessFailure otherwise."""
     try:
         usage = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     except x509.ExtensionNotFound:
@@ -208,33 +266,57 @@ def _entry_matches(entry: dict[str, Any], c: Candidate, leaf: x509.Certificate) 
     except (KeyError, TypeError, ValueError):
         raise KeylessFailure("tlog-entry", "the logged entry is not a hashedrekord "
                              "record") from None
-    if hashed != {"algorithm": "sha256", "value": hashlib.sha256(c.payload).hexdigest()}:
-        raise KeylessFailure("tlog-entry", "the logged entry is for another payload")
     try:
         ours = decode_b64(c.signature)
     except ValueError:
         ours = b""
-    if signature != ours:
+    _logged_is(hashed, c.payload, signature, ours, logged_cert, leaf)
+
+
+def _logged_is(hashed: Any, payload: bytes, logged_sig: bytes, signature: bytes,
+               logged_cert: bytes, leaf: x509.Certificate) -> None:
+    """The logged record's payload hash, signature and certificate are this signature's."""
+    if hashed != {"algorithm": "sha256", "value": hashlib.sha256(payload).hexdigest()}:
+        raise KeylessFailure("tlog-entry", "the logged entry is for another payload")
+    if logged_sig != signature:
         raise KeylessFailure("tlog-entry", "the logged entry holds another signature")
     try:
-        logged = x509.load_pem_x509_certificate(logged_cert)
+        cert = x509.load_pem_x509_certificate(logged_cert)
     except ValueError:
-        logged = None
-    if logged is None or logged.public_bytes(serialization.Encoding.DER) != \
+        cert = None
+    if cert is None or cert.public_bytes(serialization.Encoding.DER) != \
             leaf.public_bytes(serialization.Encoding.DER):
         raise KeylessFailure("tlog-entry", "the logged entry names another certificate")
 
 
+def _dsse_entry_matches(entry: dict[str, Any], payload: bytes, signature: bytes,
+                        leaf: x509.Certificate) -> None:
+    """The logged `dsse` record is this envelope: the SHA-256 of its payload, its one
+    signature, and the certificate that made it."""
+    try:
+        if entry["kind"] != "dsse":
+            raise KeylessFailure("tlog-entry", f"the logged entry is a {entry['kind']!r}, "
+                                 "not a dsse record (only dsse v0.0.1 entries are read)")
+        spec = entry["spec"]
+        hashed = spec["payloadHash"]
+        logged = spec["signatures"]
+        if not isinstance(logged, list) or len(logged) != 1:
+            raise KeylessFailure("tlog-entry", "the logged entry does not hold exactly one "
+                                 "signature")
+        logged_sig = decode_b64(logged[0]["signature"])
+        logged_cert = decode_b64(logged[0]["verifier"])
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise KeylessFailure("tlog-entry", "the logged entry is not a dsse record") from None
+    _logged_is(hashed, payload, logged_sig, signature, logged_cert, leaf)
+
+
 def _chain(
-    leaf: x509.Certificate, c: Candidate, root: TrustedRoot, when: datetime
+    leaf: x509.Certificate, given: list[x509.Certificate], root: TrustedRoot, when: datetime
 ) -> list[x509.Certificate]:
-    """[leaf, intermediates..., trusted issuer]: the path to a CA of the trusted root."""
+    """[leaf, intermediates..., trusted issuer]: the path to a CA of the trusted root,
+    through the certificates `given` with the signature."""
     trusted = [cert for ca in root.authorities if ca.valid.covers(when)
                for cert in ca.certificates]
-    try:
-        given = _pem_certificates(c.annotations.get(CHAIN_ANNOTATION, ""))
-    except ValueError:
-        raise KeylessFailure("chain", "the chain annotation is not PEM certificates") from None
     path = [leaf]
     current = leaf
     for _ in range(MAX_CHAIN):

@@ -335,6 +335,21 @@ class RegistryClient:
             raise RegistryError(f"the image config of {ref} is not valid JSON") from None
         return result
 
+    def referrers(self, repository: ImageRef | str, digest: str) -> bytes | None:
+        """The OCI 1.1 referrers index of `digest` (`GET /v2/REPO/referrers/DIGEST`), or
+        None when the registry has no referrers API (it answers 404 to that route)."""
+        ref = self._as_ref(repository)
+        resp = self._send("GET", ref, f"referrers/{digest}", ok=(200, 404),
+                          headers={"Accept": "application/vnd.oci.image.index.v1+json"},
+                          limit=_MAX_MANIFEST, what="a referrers index",
+                          subject=f"{ref.path}@{digest}")
+        if resp.status_code == 404:
+            return None
+        content_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
+        if content_type != "application/vnd.oci.image.index.v1+json":
+            return None  # not the referrers API (some other page at that path)
+        return resp.content
+
     # ------------------------------------------------------------ tags and blobs
 
     def tags(self, repository: ImageRef | str) -> list[str]:

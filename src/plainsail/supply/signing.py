@@ -4,6 +4,9 @@ The signature goes into the image's own repository under `sha256-<hex>.sig`, app
 the signatures already there. Like cosign's duplicate detection, a layer whose payload is
 the same and which verifies under the same key counts as the same signature: signing twice
 with one key leaves one layer.
+
+With `signing.format: bundle` it writes cosign 3's format instead: a Sigstore bundle
+attached as an OCI referrer of the image (see plainsail.supply.bundles).
 """
 
 from __future__ import annotations
@@ -12,11 +15,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
 from plainsail.config.model import Config
-from plainsail.errors import SigningKeyError
+from plainsail.errors import RegistryNotFoundError, SigningKeyError
 from plainsail.secret import Secret
+from plainsail.supply import bundles
 from plainsail.supply.images import ImageRef
-from plainsail.supply.registry import RegistryClient
+from plainsail.supply.registry import RegistryClient, sha256_digest
 from plainsail.supply.signatures import (
     OCI_MANIFEST,
     SIGNATURE_ANNOTATION,
@@ -29,7 +36,7 @@ from plainsail.supply.signatures import (
     signature_tag,
     verify,
 )
-from plainsail.supply.verification import fetch_signatures, pin_digest
+from plainsail.supply.verification import fetch_bundles, fetch_signatures, pin_digest
 
 
 @dataclass(frozen=True)
@@ -37,8 +44,8 @@ class SignResult:
     repository: str
     tag: str | None
     digest: str
-    signature_ref: str  # REPO:sha256-<hex>.sig
-    layers: int  # signatures in the manifest now
+    signature_ref: str  # REPO:sha256-<hex>.sig, or REPO@<referrer manifest digest>
+    layers: int  # signatures in the manifest now (bundle format: signature bundles)
     added: bool  # False: this key had already signed this digest
 
     def to_json(self) -> dict[str, Any]:
@@ -74,6 +81,8 @@ def sign_image(
     client = client or RegistryClient.for_config(cfg)
     try:
         pinned = pin_digest(cfg, client, tag, digest)
+        if cfg.signing.format == "bundle":
+            return _sign_bundle(cfg, client, tag, pinned, private)
         image = ImageRef(cfg.image)
         payload = make_payload(identity_of(image), pinned)
         sig_ref = ImageRef(cfg.image, tag=signature_tag(pinned))
@@ -96,3 +105,45 @@ def sign_image(
     finally:
         if own:
             client.close()
+
+
+def _sign_bundle(
+    cfg: Config, client: RegistryClient, tag: str | None, pinned: str,
+    private: ec.EllipticCurvePrivateKey,
+) -> SignResult:
+    """Attach a Sigstore bundle, as cosign 3 does (see plainsail.supply.bundles): a DSSE
+    in-toto statement with cosign's signing predicate, the subject named by digest and,
+    beyond what cosign writes, by repository. On a registry without the referrers API the
+    referrers tag schema's index `sha256-<hex>` lists it. Signing again with the same key
+    adds nothing."""
+    from plainsail.supply.bundleverify import judge_key
+
+    public = private.public_key()
+    found = fetch_bundles(client, cfg.image, pinned)
+    count = len(found.found)
+    if found.found and judge_key(public, pinned, found.found, None)[0] is not None:
+        return SignResult(cfg.image, tag, pinned, f"{cfg.image}@{pinned} (referrers)",
+                          count, False)
+    statement = bundles.make_statement(pinned, identity_of(ImageRef(cfg.image)))
+    signature = private.sign(bundles.pae(bundles.INTOTO, statement), ec.ECDSA(hashes.SHA256()))
+    public_der = public.public_bytes(serialization.Encoding.DER,
+                                     serialization.PublicFormat.SubjectPublicKeyInfo)
+    bundle = bundles.make_key_bundle(statement, signature, public_der)
+    image, media_type, _ = client.get_manifest(ImageRef(cfg.image, digest=pinned))
+    client.put_blob(cfg.image, bundles.EMPTY_CONFIG)
+    bundle_digest = client.put_blob(cfg.image, bundle)
+    manifest = bundles.make_referrer_manifest(
+        {"mediaType": media_type, "size": len(image), "digest": pinned}, bundle_digest,
+        len(bundle))
+    manifest_digest = client.put_manifest(
+        ImageRef(cfg.image, digest=sha256_digest(manifest)), manifest, bundles.OCI_MANIFEST)
+    if client.referrers(cfg.image, pinned) is None:
+        index_ref = ImageRef(cfg.image, tag=bundles.referrers_tag(pinned))
+        try:
+            existing: bytes | None = client.get_manifest(index_ref)[0]
+        except RegistryNotFoundError:
+            existing = None
+        client.put_manifest(index_ref, bundles.index_with(
+            existing, bundles.referrer_descriptor(manifest)), bundles.OCI_INDEX)
+    return SignResult(cfg.image, tag, pinned, f"{cfg.image}@{manifest_digest}", count + 1,
+                      True)

@@ -24,7 +24,8 @@ from plainsail.errors import (
     SigningKeyError,
     VerificationError,
 )
-from plainsail.supply import buildrecords
+from plainsail.supply import buildrecords, bundles
+from plainsail.supply.bundleverify import Found, classify, judge_key, judge_keyless
 from plainsail.supply.images import ImageRef
 from plainsail.supply.registry import RegistryClient
 from plainsail.supply.signatures import (
@@ -47,7 +48,9 @@ class VerifiedImage:
     signatures at all. For a keyless signature, `unchecked` names checks that the trusted
     root did not allow (certificate transparency when it lists no CT logs), and
     `inclusion_proof` says whether the Rekor entry's inclusion proof was verified (cosign's
-    bundle annotation carries the signed entry timestamp only)."""
+    bundle annotation carries the signed entry timestamp only). `format` says which kind of
+    signature was accepted: a `.sig` layer ("classic") or a Sigstore bundle attached as an
+    OCI referrer ("bundle", cosign 3's format)."""
 
     repository: str
     tag: str | None
@@ -59,6 +62,7 @@ class VerifiedImage:
     skipped: list[str] = field(default_factory=list)
     unchecked: list[str] = field(default_factory=list)
     inclusion_proof: bool = False
+    format: str = "classic"  # "classic" (a .sig tag layer) or "bundle" (a Sigstore bundle)
 
     @property
     def pinned(self) -> str:
@@ -127,6 +131,62 @@ def fetch_signatures(
     return manifest, candidates
 
 
+@dataclass(frozen=True)
+class BundleSet:
+    """The signature bundles found as referrers of a digest, and why others were passed
+    over. `api` says how they were listed: "referrers" (the registry's referrers API),
+    "tag" (the `sha256-<hex>` referrers tag schema), or "" (neither lists any)."""
+
+    found: list[Found]
+    skipped: list[str]
+    api: str = ""
+
+
+def fetch_bundles(client: RegistryClient, repository: str, digest: str) -> BundleSet:
+    """The Sigstore bundles attached to `digest` as OCI referrers: through the referrers
+    API, or for a registry without it, the referrers tag schema's index `sha256-<hex>`.
+    Each referrer is judged alone: one that is malformed, not a bundle, names another
+    subject, or is not a signature is skipped and said why."""
+    index = client.referrers(repository, digest)
+    api = "referrers"
+    if index is None:
+        api = "tag"
+        try:
+            index, media_type, _ = client.get_manifest(
+                ImageRef(repository, tag=bundles.referrers_tag(digest)))
+        except RegistryNotFoundError:
+            return BundleSet([], [], "")
+        if media_type != bundles.OCI_INDEX:
+            return BundleSet([], [f"{bundles.referrers_tag(digest)} is a {media_type}, "
+                                  "not a referrers index"], api)
+    try:
+        digests, skipped = bundles.bundle_referrers(index)
+    except bundles.BundleError as exc:
+        return BundleSet([], [f"referrers index: {exc}"], api)
+    found: list[Found] = []
+    for ref_digest in digests:
+        where = f"referrer {ref_digest[:19]}"
+        try:
+            manifest, _, _ = client.get_manifest(ImageRef(repository, digest=ref_digest))
+            layer_digest, size = bundles.bundle_layer(manifest, digest)
+            raw = client.get_blob(repository, layer_digest, max_size=size)
+            item = classify(where, bundles.parse_bundle(raw))
+        except bundles.BundleError as exc:
+            skipped.append(f"{where}: {exc}")
+            continue
+        except RegistryNotFoundError:
+            skipped.append(f"{where}: its manifest or bundle is not in the registry")
+            continue
+        except RegistryError as exc:
+            skipped.append(f"{where}: cannot be read ({exc})")
+            continue
+        if isinstance(item, str):
+            skipped.append(item)
+        else:
+            found.append(item)
+    return BundleSet(found, skipped, api)
+
+
 def public_key_path(cfg: Config, public_key: str | None) -> Path:
     if public_key:
         return Path(public_key)
@@ -170,16 +230,21 @@ def verify_image(
     try:
         pinned = pin_digest(cfg, client, tag, digest)
         manifest, candidates = fetch_signatures(client, cfg.image, pinned)
+        attached = fetch_bundles(client, cfg.image, pinned)
     finally:
         if own:
             client.close()
-    skipped = manifest.skipped if manifest else []
+    skipped = (manifest.skipped if manifest else []) + attached.skipped
     what = f"{cfg.image}@{pinned}" + (f" (tag {tag})" if tag else "")
-    if not candidates:
+    if not candidates and not attached.found:
         if manifest is None:
             where = f"no {signature_tag(pinned)} tag"
         else:
-            where = f"{signature_tag(pinned)} holds no signature layer: " + "; ".join(skipped)
+            where = f"{signature_tag(pinned)} holds no signature layer: " + "; ".join(
+                manifest.skipped)
+        where += ", and no signature bundle among its OCI referrers"
+        if attached.skipped:
+            where += ": " + "; ".join(attached.skipped)
         raise VerificationError(
             "unsigned", f"unsigned: {what} has no signature in the registry ({where}); "
             "sign it with plainsail sign"
@@ -187,19 +252,43 @@ def verify_image(
     identity = IdentityPolicy.for_image(cfg.image, cfg.signing.repositories, tag)
     failures: list[tuple[str, str]] = []
     if key is not None and key_path is not None:
-        payload, verdict = judge(key, pinned, candidates, identity)
-        if payload is not None:
-            return VerifiedImage(cfg.image, tag, pinned, str(key_path), payload.identity,
-                                 str(key_path), "", skipped)
-        assert verdict is not None
-        failures.append((verdict[0], f"{verdict[1]}: {what}, key {key_path}"))
+        if candidates:
+            payload, verdict = judge(key, pinned, candidates, identity)
+            if payload is not None:
+                return VerifiedImage(cfg.image, tag, pinned, str(key_path), payload.identity,
+                                     str(key_path), "", skipped)
+            assert verdict is not None
+            failures.append((verdict[0], f"{verdict[1]}: {what}, key {key_path}"))
+        if attached.found:
+            accepted, verdict = judge_key(key, pinned, attached.found, identity)
+            if accepted is not None:
+                return VerifiedImage(cfg.image, tag, pinned, str(key_path),
+                                     accepted.identity, str(key_path), "", skipped,
+                                     accepted.unchecked, format="bundle")
+            assert verdict is not None
+            failures.append((verdict[0], f"{verdict[1]}: {what}, key {key_path}"))
     if keyless_cfg is not None and root is not None:
-        found = _verify_keyless(keyless_cfg, root, pinned, candidates, identity)
-        if isinstance(found, VerifiedImage):
-            return VerifiedImage(cfg.image, tag, pinned, "", found.identity, found.signer,
-                                 found.issuer, skipped, found.unchecked,
-                                 found.inclusion_proof)
-        failures.append((found[0], f"{found[1]}: {what}"))
+        if candidates:
+            found = _verify_keyless(keyless_cfg, root, pinned, candidates, identity)
+            if isinstance(found, VerifiedImage):
+                return VerifiedImage(cfg.image, tag, pinned, "", found.identity, found.signer,
+                                     found.issuer, skipped, found.unchecked,
+                                     found.inclusion_proof)
+            failures.append((found[0], f"{found[1]}: {what}"))
+        if attached.found:
+            from plainsail.supply.keyless import KeylessPolicy
+
+            policy = KeylessPolicy(keyless_cfg.issuer, keyless_cfg.identity,
+                                   keyless_cfg.identity_regexp)
+            accepted, verdict = judge_keyless(root, policy, pinned, attached.found, identity)
+            if accepted is not None:
+                return VerifiedImage(cfg.image, tag, pinned, "", accepted.identity,
+                                     accepted.signer, accepted.issuer, skipped,
+                                     accepted.unchecked, accepted.inclusion_proof,
+                                     format="bundle")
+            assert verdict is not None
+            failures.append((verdict[0], f"keyless verification failed: {verdict[1]}: "
+                             f"{what}"))
     order = ("wrong-identity", "wrong-digest", "not-cosign", "untrusted", "wrong-key")
     failures.sort(key=lambda f: order.index(f[0]) if f[0] in order else len(order))
     reason = failures[0][0]
