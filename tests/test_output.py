@@ -60,3 +60,16 @@ def test_json_when_the_config_is_broken(tmp_path: Path) -> None:
     r = plainsail("deploy", "--json", cwd=tmp_path, env={"GITHUB_ACTIONS": "true"})
     assert r.code == 1 and json.loads(r.out)["outcome"] == "aborted"
     assert "not valid YAML" in r.err
+
+
+def test_main_leaves_no_json_mode_behind(tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """`main(["... --json"])` called in-process (tests, embedding) must not send the human
+    lines of whatever runs next to stderr."""
+    import sys
+
+    from plainsail.cli import main
+
+    assert main(["verify", "--json", "-c", str(tmp_path / "missing.yml")]) != 0
+    assert output.human() is sys.stdout
+    capsys.readouterr()

@@ -481,6 +481,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 3
+    finally:
+        set_json_mode(False)  # main leaves no mode behind for a caller in the same process
 
 
 
