@@ -54,7 +54,8 @@ CASES: dict[str, tuple[str, str]] = {
                          "ALTER TABLE users ADD COLUMN created timestamptz DEFAULT now();"),
     "missing-lock-timeout": ("ALTER TABLE users ADD COLUMN bio text;",
                              "SET lock_timeout = '2s'; ALTER TABLE users ADD COLUMN bio text;"),
-    "concurrently-in-transaction": ("CREATE INDEX CONCURRENTLY i ON users (email);",
+    "concurrently-in-transaction": ("UPDATE users SET a = 1;\n"
+                                    "CREATE INDEX CONCURRENTLY i ON users (email);",
                                     "BEGIN; CREATE TABLE t (a int); COMMIT;\n"
                                     "CREATE INDEX CONCURRENTLY i ON users (email);"),
     "no-transaction-file": ("-- plainsail: no-transaction\nCREATE INDEX CONCURRENTLY i ON "

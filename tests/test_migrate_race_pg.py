@@ -45,6 +45,9 @@ HISTORY = {
     "0008_more.sql": "CREATE TABLE tags (id int);\nINSERT INTO tags VALUES (1), (2);\n",
     "0009_reindex.sql": "-- plainsail: no-transaction\n"
                         "REINDEX INDEX CONCURRENTLY items_id_w;\n",
+    "0010_wrapped.sql": "BEGIN;\nALTER TABLE tags ADD COLUMN n text;\nUPDATE tags SET n = 'x';\n"
+                        "COMMIT;\n",
+    "0011_lone_idx.sql": "CREATE INDEX CONCURRENTLY tags_n ON tags (n);\n",
 }
 
 

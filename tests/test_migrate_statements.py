@@ -24,13 +24,36 @@ MARKER = "-- plainsail: no-transaction\n"
 #          lint rules expected among the active findings)
 VERDICTS: dict[str, tuple[str, str | None, set[str]]] = {
     "multi-action rule": (MULTI_RULE, None, set()),
-    "DO with COMMIT, unmarked": (DO_COMMIT, "a DO block that COMMITs or ROLLBACKs inside",
-                                 {"concurrently-in-transaction"}),
+    # Alone in its file a statement that cannot run in a transaction needs no marker.
+    "DO with COMMIT, alone": (DO_COMMIT, None, set()),
+    "DO with COMMIT, not alone": ("SELECT 1;\n" + DO_COMMIT,
+                                  "statement 2 (line 2) of 2 is a DO block that COMMITs or "
+                                  "ROLLBACKs inside", {"concurrently-in-transaction"}),
+    "DO with COMMIT in a comment and a string": (
+        "SELECT 1;\nDO $$\nBEGIN\n  -- COMMIT; later\n  RAISE NOTICE 'COMMIT;';\nEND $$;\n",
+        None, set()),
+    "DO reading a column named commit": (
+        "SELECT 1;\nDO $$\nDECLARE c int;\nBEGIN\n  SELECT commit INTO c FROM t;\n"
+        "  UPDATE t SET commit = 1 WHERE commit = 0;\nEND $$;\n", None, set()),
+    "DO with ROLLBACK in a branch": (
+        "SELECT 1;\nDO $$\nBEGIN\n  IF true THEN ROLLBACK; END IF;\nEND $$;\n",
+        "is a DO block that COMMITs", {"concurrently-in-transaction"}),
+    "wrapped in BEGIN/COMMIT": ("BEGIN;\nCREATE TABLE u (a int);\nINSERT INTO u VALUES (1);\n"
+                                "COMMIT;\n", None, set()),
+    "wrapped in START TRANSACTION/END": ("START TRANSACTION;\nCREATE TABLE u (a int);\nEND;\n",
+                                         None, set()),
+    "goose no-transaction": ("-- +goose Up\n-- +goose NO TRANSACTION\n"
+                             "CREATE INDEX CONCURRENTLY i ON t (x);\n", None, set()),
+    "postgres-migrations no-transaction": ("-- postgres-migrations disable-transaction\n"
+                                           "CREATE INDEX CONCURRENTLY i ON t (x);\n",
+                                           None, set()),
     "DO with COMMIT, marked": (MARKER + DO_COMMIT, None, set()),
     "ANALYZE, unmarked": ("ANALYZE t;\n", None, set()),
     "ANALYZE, marked": (MARKER + "ANALYZE t;\n", None, set()),
-    "VACUUM, unmarked": ("VACUUM t;\n", "is VACUUM, which cannot run inside a transaction",
-                         {"concurrently-in-transaction"}),
+    "VACUUM, alone": ("VACUUM t;\n", None, set()),
+    "VACUUM, not alone": ("SELECT 1;\nVACUUM t;\n",
+                          "is VACUUM, which cannot run inside a transaction",
+                          {"concurrently-in-transaction"}),
     "VACUUM, marked": (MARKER + "VACUUM t;\n", None, set()),
     "marker on line 2": ("SELECT 1;\n" + MARKER + "CREATE INDEX CONCURRENTLY i ON t (x);\n",
                          "counts only on line 1", {"no-transaction-file"}),
@@ -81,4 +104,36 @@ def test_multi_action_rule_is_one_statement() -> None:
 
 def test_marker_is_read_only_on_the_first_line(tmp_path: Path) -> None:
     assert _file(tmp_path, MARKER + "VACUUM t;\n").no_transaction
-    assert not _file(tmp_path, "VACUUM t;\n" + MARKER).no_transaction
+    assert not _file(tmp_path, "SELECT 1;\nVACUUM t;\n" + MARKER).no_transaction
+
+
+@pytest.mark.parametrize("sql", [
+    "CREATE TABLE u (a int);\nCOMMIT;\nBEGIN;\nSELECT 1;\n",
+    "BEGIN;\nCREATE TABLE u (a int);\nCOMMIT;\nSELECT 1;\n",
+    "BEGIN;\nSELECT 1;\nROLLBACK;\n",
+    "BEGIN ISOLATION LEVEL SERIALIZABLE;\nSELECT 1;\nCOMMIT;\n",
+])
+def test_transaction_control_other_than_a_whole_wrap_is_refused(sql: str,
+                                                                tmp_path: Path) -> None:
+    with pytest.raises(MigrationError, match="remove it: plainsail runs each file in its "
+                                             "own transaction"):
+        check_file(_file(tmp_path, sql))
+
+
+def test_a_wrapped_file_keeps_its_line_numbers(tmp_path: Path) -> None:
+    f = _file(tmp_path, "-- generated\nBEGIN;\n\nCREATE TABLE u (a int);\nSELECT 1;\nCOMMIT;\n")
+    check_file(f)
+    assert [(s.number, s.line, s.text) for s in f.statements] == [
+        (1, 4, "CREATE TABLE u (a int)"), (2, 5, "SELECT 1")]
+    assert not f.no_transaction
+
+
+@pytest.mark.parametrize("case", [c for c in sorted(VERDICTS) if c.startswith("DO ")])
+def test_do_blocks_without_pglast(case: str, tmp_path: Path,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """In an image without pglast the runner reads DO bodies with its own tokenizer, to
+    the same verdicts."""
+    from plainsail.migrations import files
+
+    monkeypatch.setattr(files, "_plpgsql_commits", lambda body: None)
+    test_runner_verdict(case, tmp_path)

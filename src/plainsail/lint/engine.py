@@ -177,7 +177,13 @@ def analyze(text: str, first_line: int = 1, marked: bool = False) -> FileResult:
 
     The file is parsed once by PostgreSQL's parser, whose JSON the rules read directly."""
     from plainsail.lint.pgparse import ParseError
-    from plainsail.lint.rules import FileState, check, may_run_alone, recreated
+    from plainsail.lint.rules import (
+        FileState,
+        check,
+        may_run_alone,
+        non_transactional,
+        recreated,
+    )
 
     line_of = _Lines(text)
     result = FileResult(findings=[])
@@ -203,6 +209,11 @@ def analyze(text: str, first_line: int = 1, marked: bool = False) -> FileResult:
                 "", line, 0, "no-transaction-file",
                 f"'{NO_TRANSACTION_MARKER}' counts only on the first line; here it does "
                 "nothing, so the file runs in a transaction"))
+    if len(stmts) == 1 and (non_transactional(stmts[0][2], stmts[0][3])
+                            or stmts[0][2] == "DoStmt"):
+        # As the runner does: a file whose only statement cannot run in a transaction
+        # (a DO block that COMMITs included) runs outside one, with no marker needed.
+        state.in_transaction = False
     if marked or first_line in markers:
         state.in_transaction = False
         if len(stmts) != 1 or not may_run_alone(stmts[0][2], stmts[0][3]):

@@ -48,6 +48,12 @@ def shown(name: str) -> str:
 NO_TRANSACTION_MARKER = "-- plainsail: no-transaction"
 _MARKER = re.compile(r"^[ \t]*--[ \t]*plainsail:[ \t]*no-transaction[ \t]*\r?$", re.I | re.M)
 _VERSION = re.compile(r"^([^_\-.]+)[_\-]?")
+# Other runners' no-transaction markers, on a comment line of their own anywhere in the
+# file, as those runners read them: goose, node-postgres-migrations (dbmate's
+# `transaction:false` and Diesel's metadata.toml are read by layouts.py).
+FOREIGN_MARKER = re.compile(
+    r"^[ \t]*--[ \t]*(?:\+goose[ \t]+NO[ \t]+TRANSACTION"
+    r"|postgres-migrations[ \t]+disable-transaction)[ \t]*\r?$", re.M)
 
 
 class MigrationFile(Record):
@@ -92,8 +98,16 @@ class MigrationFile(Record):
 
     @property
     def no_transaction(self) -> bool:
-        if self.marked:
+        """Runs outside a transaction: marked so (plainsail's marker on the first line, or
+        the layout's or another runner's marker), or its only statement cannot run inside
+        one (then there is nothing to half-apply and no marker is needed)."""
+        if self.marked or self.first_line_marked:
             return True
+        stmts = self.statements
+        return len(stmts) == 1 and needs_no_transaction(stmts[0]) is not None
+
+    @property
+    def first_line_marked(self) -> bool:
         lines = self.text.split("\n", self.first_line)
         first = lines[self.first_line - 1] if len(lines) >= self.first_line else ""
         return bool(_MARKER.fullmatch(first.lstrip("\ufeff").rstrip("\r")))
@@ -110,7 +124,7 @@ class MigrationFile(Record):
         from plainsail.migrations.sqlsplit import SplitError, split_sql
 
         try:
-            return split_sql(self.text)
+            return unwrapped(split_sql(self.text))
         except SplitError as exc:
             raise MigrationError(
                 f"{self.name}: line {exc.line}: {exc}; fix the file before migrating"
@@ -141,7 +155,8 @@ def read_file(path: Path, name: str | None = None, version: str | None = None,
         m = _VERSION.match(path.stem)
         version = m.group(1) if m else path.stem
     return MigrationFile(path=path, name=name or path.name, version=version, text=text,
-                         checksum=checksum_of(data), order=order)
+                         checksum=checksum_of(data), order=order,
+                         marked=bool(FOREIGN_MARKER.search(text)))
 
 
 # Statements PostgreSQL refuses to run inside a transaction block.
@@ -185,20 +200,84 @@ def transaction_control(stmt: Statement) -> bool:
     return w[0] == "PREPARE" and w[1:2] == ("TRANSACTION",)
 
 
-_DO_BODY = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$(.*)\$\1\$", re.S)
-_TX_END = re.compile(r"\b(COMMIT|ROLLBACK)\b", re.I)
+def unwrapped(stmts: list[Statement]) -> list[Statement]:
+    """The statements of a file wrapped whole in BEGIN; ... COMMIT; (as many generators
+    write them) without those two, numbered from 1: the runner's own transaction does
+    the same. Any other use of transaction control is left for check_file to refuse."""
+    if len(stmts) < 2 or stmts[-1].words not in _COMMITS or stmts[0].words not in _BEGINS:
+        return stmts
+    inner = stmts[1:-1]
+    if any(transaction_control(s) for s in inner):
+        return stmts
+    from dataclasses import replace
+
+    return [replace(s, number=i) for i, s in enumerate(inner, start=1)]
+
+
+_BEGINS = {("BEGIN",), ("BEGIN", "WORK"), ("BEGIN", "TRANSACTION"), ("START", "TRANSACTION")}
+_COMMITS = {(w,) + rest for w in ("COMMIT", "END") for rest in ((), ("WORK",),
+                                                               ("TRANSACTION",))}
+_DO_BODY = re.compile(r"(\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$)(.*)\1", re.S)
+# Where a PL/pgSQL statement can start: after these words (or a `;`, which split_sql
+# splits on). A COMMIT anywhere else is a name (a column called commit), not a statement.
+_STATEMENT_START = frozenset({"BEGIN", "THEN", "ELSE", "LOOP", "DECLARE"})
 
 
 def do_commits(stmt: Statement) -> bool:
     """A DO block whose body ends transactions itself (COMMIT/ROLLBACK, PostgreSQL 11+):
-    it works only outside a transaction block."""
+    it works only outside a transaction block. The body is parsed by PostgreSQL's own
+    PL/pgSQL parser when pglast is installed; otherwise by split_sql's tokenizer, which
+    skips comments, strings and quoted names, counting COMMIT only where a statement
+    starts."""
     if stmt.words[:1] != ("DO",):
         return False
     m = _DO_BODY.search(stmt.text)
-    body = m.group(2) if m else stmt.text
-    body = re.sub(r"--[^\n]*", " ", body)
-    body = re.sub(r"'(?:[^']|'')*'", "''", body)
-    return bool(_TX_END.search(body))
+    if m is None:
+        return False
+    body, language = m.group(2), _do_language(stmt.words)
+    if language != "PLPGSQL":
+        return False
+    parsed = _plpgsql_commits(body)
+    if parsed is not None:
+        return parsed
+    from plainsail.migrations.sqlsplit import SplitError, split_sql
+
+    try:
+        pieces = split_sql(body)
+    except SplitError:
+        return False  # PostgreSQL refuses the block when it runs
+    for piece in pieces:
+        w = piece.words
+        for i, word in enumerate(w):
+            if word in ("COMMIT", "ROLLBACK") and (i == 0 or w[i - 1] in _STATEMENT_START):
+                return True
+    return False
+
+
+def _do_language(words: tuple[str, ...]) -> str:
+    """DO's LANGUAGE (plpgsql unless named): the dollar-quoted body holds no words."""
+    for i, word in enumerate(words[:-1]):
+        if word == "LANGUAGE":
+            return words[i + 1]
+    return "PLPGSQL"
+
+
+def _plpgsql_commits(body: str) -> bool | None:
+    """Whether PostgreSQL's PL/pgSQL parser finds a COMMIT or ROLLBACK statement in the
+    body; None when pglast is not installed (or cannot read it)."""
+    try:
+        from plainsail.lint.pgparse import parse_plpgsql_json
+    except ImportError:
+        return None
+    tag = "$plainsail_do$"
+    while tag in body:
+        tag = tag[:-1] + "_$"
+    try:
+        tree = parse_plpgsql_json(
+            f"CREATE FUNCTION plainsail_do() RETURNS void LANGUAGE plpgsql AS {tag}{body}{tag}")
+    except Exception:  # noqa: BLE001 - pglast's ParseError; PostgreSQL refuses it later
+        return None
+    return '"PLpgSQL_stmt_commit"' in tree or '"PLpgSQL_stmt_rollback"' in tree
 
 
 def may_run_alone(stmt: Statement) -> bool:
@@ -238,11 +317,17 @@ def check_file(f: MigrationFile) -> None:
             )
         return
     for s in stmts:
-        what = non_transactional(s) or ("a DO block that COMMITs or ROLLBACKs inside"
-                                        if do_commits(s) else None)
+        what = needs_no_transaction(s)
         if what:
             raise MigrationError(
-                f"{f.name}: statement {s.number} (line {s.line}) is {what}, which cannot "
-                "run inside a transaction; move it alone to a new file whose first line is "
-                f"'{NO_TRANSACTION_MARKER}'"
+                f"{f.name}: statement {s.number} (line {s.line}) of {len(stmts)} is {what}, "
+                "which cannot run inside a transaction, so the other statements cannot "
+                "share its file; move it alone to a new file (a file holding only such a "
+                "statement runs outside a transaction)"
             )
+
+
+def needs_no_transaction(stmt: Statement) -> str | None:
+    """What makes `stmt` fail inside a transaction block, or None."""
+    return non_transactional(stmt) or ("a DO block that COMMITs or ROLLBACKs inside"
+                                       if do_commits(stmt) else None)

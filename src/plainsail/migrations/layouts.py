@@ -45,6 +45,10 @@ _FLYWAY_OTHER = re.compile(r"^([RUB])(\d[\w.]*)?__.+\.sql$")
 _DBMATE_UP = re.compile(r"^--[ \t]*migrate:up\b(.*)$", re.M)
 _DBMATE_DOWN = re.compile(r"^--[ \t]*migrate:down\b.*$", re.M)
 _DOWN = re.compile(r"(^|[._])down\.sql$")
+# goose keeps flat files with `-- +goose Up` and `-- +goose Down` sections.
+_GOOSE_UP = re.compile(r"^--[ \t]*\+goose[ \t]+Up\b.*$", re.M | re.I)
+_GOOSE_DOWN = re.compile(r"^--[ \t]*\+goose[ \t]+Down\b.*$", re.M | re.I)
+_DIESEL_NO_TRANSACTION = re.compile(r"^[ \t]*run_in_transaction[ \t]*=[ \t]*false\b", re.M)
 
 
 def choose(flag: str | None, configured: str | None = None) -> str | None:
@@ -161,7 +165,9 @@ def _flat(folder: Path, layout: str) -> list[MigrationFile]:
         # Numbered files first, in numeric order (so 0002 runs before 00010); then other
         # names in name order.
         order = (0, numbers, name) if numbers else (1, (version,), name)
-        out.append(read_file(folder / name, version=version, order=order))
+        f = read_file(folder / name, version=version, order=order)
+        up = _GOOSE_UP.search(f.text) if "+goose" in f.text else None
+        out.append(_up_section(f, up, _GOOSE_DOWN) if up else f)
     return out
 
 
@@ -189,8 +195,11 @@ def _folders(folder: Path, layout: str) -> list[MigrationFile]:
         if not numbers:
             raise MigrationError(f"{shown(name)}: a {layout} migration folder is named "
                                  "<timestamp>_<name>; rename it")
-        out.append(read_file(folder / name / script, name=name, version=version,
-                             order=(0, numbers, name)))
+        f = read_file(folder / name / script, name=name, version=version,
+                      order=(0, numbers, name))
+        if layout == DIESEL and _diesel_no_transaction(folder / name):
+            f = _with(f, marked=True)
+        out.append(f)
     return out
 
 
@@ -226,18 +235,30 @@ def _dbmate_file(f: MigrationFile) -> MigrationFile:
     if not up:
         raise MigrationError(f"{f.name} has no '-- migrate:up' line; dbmate runs only "
                              "the section below it")
-    down = _DBMATE_DOWN.search(f.text, up.end())
+    return _with(_up_section(f, up, _DBMATE_DOWN), version=version,
+                 marked=f.marked or bool(re.search(r"\btransaction:false\b", up.group(1))),
+                 order=(0, (int(version),), f.name))
+
+
+def _up_section(f: MigrationFile, up: re.Match[str], down_line: re.Pattern[str]
+                ) -> MigrationFile:
+    """Only the up section of a file with up and down sections (dbmate, goose) runs; its
+    checksum covers only that section, and its line numbers stay the file's."""
+    down = down_line.search(f.text, up.end())
     end = down.start() if down else len(f.text)
-    # Keep line numbers: blank everything outside the up section.
-    head = "\n" * f.text.count("\n", 0, up.end())
+    head = "\n" * f.text.count("\n", 0, up.end())  # blank everything before the section
     body = f.text[up.end():end]
-    text = head + body
-    options = up.group(1)
-    return _with(
-        f, version=version, text=text, checksum=checksum_of(body.encode("utf-8")),
-        first_line=f.text.count("\n", 0, up.end()) + 2,
-        marked=bool(re.search(r"\btransaction:false\b", options)),
-        order=(0, (int(version),), f.name))
+    return _with(f, text=head + body, checksum=checksum_of(body.encode("utf-8")),
+                 first_line=f.text.count("\n", 0, up.end()) + 2)
+
+
+def _diesel_no_transaction(migration: Path) -> bool:
+    """Diesel's own marker: `run_in_transaction = false` in the migration's metadata.toml."""
+    try:
+        with open(migration / "metadata.toml", encoding="utf-8") as fh:
+            return bool(_DIESEL_NO_TRANSACTION.search(fh.read(65536)))
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def _flyway(folder: Path, layout: str) -> list[MigrationFile]:

@@ -300,8 +300,10 @@ class PostgresDatabase:
                     "is quieter or raise --lock-timeout")
         elif isinstance(exc, pgerrors.InvalidTransactionTermination):
             msg += ("; the statement COMMITs or ROLLBACKs inside (a DO block or procedure "
-                    "that works in batches), which works only outside a transaction: move "
-                    f"it alone to a new file whose first line is '{NO_TRANSACTION_MARKER}'")
+                    "that works in batches), which works only outside a transaction: "
+                    + (f"make '{NO_TRANSACTION_MARKER}' this file's first line" if total == 1
+                       else "move it alone to a new file whose first line is "
+                       f"'{NO_TRANSACTION_MARKER}'"))
         elif isinstance(exc, pgerrors.QueryCanceled):
             msg += (f"; it ran longer than statement_timeout ({self.statement_timeout:g}s); "
                     "raise --statement-timeout or make the change in smaller steps")
