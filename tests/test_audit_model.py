@@ -134,3 +134,21 @@ def test_workflow_in_a_subfolder_gets_a_note(tmp_path: Path) -> None:
     assert report.files == [] and report.exit_code == 0
     assert any("old/deploy.yml: in a subfolder of .github/workflows" in n
                for n in report.notes)
+
+
+def test_django_app_migrations_three_levels_down_are_found(tmp_path: Path) -> None:
+    root = _repo(tmp_path, {".github/workflows/deploy.yml": SSH_DEPLOY,
+                            "site/apps/orders/migrations/0001_initial.py": "# Django\n",
+                            "deploy/compose.prod.yml": "services: {api: {image: 'a@sha256:0'}}"})
+    assert "migrations-not-gated" in {f.rule for f in audit(root).findings}
+
+
+def test_compose_service_with_an_image_is_pulled_not_rebuilt(tmp_path: Path) -> None:
+    compose = ("services:\n  api:\n    image: ghcr.io/acme/api@sha256:0\n    build: .\n")
+    root = _repo(tmp_path, {".github/workflows/deploy.yml": SSH_DEPLOY,
+                            "deploy/compose.prod.yml": compose})
+    assert "no-tag-handoff" not in {f.rule for f in audit(root).findings}
+    rebuilt = SSH_DEPLOY.replace("up -d --wait", "up -d --build --wait")
+    root2 = _repo(tmp_path / "b", {".github/workflows/deploy.yml": rebuilt,
+                                   "deploy/compose.prod.yml": compose})
+    assert "no-tag-handoff" in {f.rule for f in audit(root2).findings}

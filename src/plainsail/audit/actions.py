@@ -31,6 +31,7 @@ class ActionSpec:
     gate_when: str = ""  # DEPLOY: the input that makes the action wait for health
     waits: bool = False  # DEPLOY: the action waits for the new version to be healthy
     starts: bool = True  # DEPLOY/SSH: it (re)starts the app
+    builds_input: str = ""  # DEPLOY: the input that makes the platform build at deploy time
 
 
 ACTIONS: dict[str, ActionSpec] = {
@@ -61,7 +62,7 @@ ACTIONS: dict[str, ActionSpec] = {
     "aws-actions/amazon-ecs-render-task-definition": ActionSpec(
         DEPLOY, image_inputs=("image",), starts=False),
     "google-github-actions/deploy-cloudrun": ActionSpec(DEPLOY, image_inputs=("image",),
-                                                        waits=True),
+                                                        waits=True, builds_input="source"),
     "google-github-actions/deploy-appengine": ActionSpec(DEPLOY, waits=True),
     "azure/webapps-deploy": ActionSpec(DEPLOY, image_inputs=("images",)),
     "azure/container-apps-deploy-action": ActionSpec(DEPLOY, image_inputs=("imagetodeploy",
@@ -72,6 +73,8 @@ ACTIONS: dict[str, ActionSpec] = {
     "dokku/github-action": ActionSpec(DEPLOY),
     "cloudflare/wrangler-action": ActionSpec(DEPLOY),
     "digitalocean/app_action": ActionSpec(DEPLOY, waits=True),
+    "azure/functions-container-action": ActionSpec(DEPLOY, image_inputs=("image",)),
+    "redhat-actions/oc-new-app": ActionSpec(DEPLOY, image_inputs=("image",)),
     "superfly/flyctl-actions": ActionSpec(TOOL, tool="flyctl"),
     "actions-hub/kubectl": ActionSpec(TOOL, tool="kubectl"),
     "steebchen/kubectl": ActionSpec(TOOL, tool="kubectl"),
@@ -89,6 +92,7 @@ ACTIONS: dict[str, ActionSpec] = {
     "macbre/push-to-ghcr": ActionSpec(PUBLISH),
     "jerray/publish-docker-action": ActionSpec(PUBLISH),
     "pmorelli92/github-container-registry-build-push": ActionSpec(PUBLISH),
+    "kciter/aws-ecr-action": ActionSpec(PUBLISH),
     # signing and attestation (the cosign installer alone signs nothing)
     "actions/attest-build-provenance": ActionSpec(SIGN),
     "actions/attest": ActionSpec(SIGN),

@@ -73,7 +73,10 @@ def migrations_folder(root: Path) -> Path | None:
             return p
     skip = {".git", "node_modules", ".venv", "venv", "vendor", "site-packages", "tests",
             "bin", "obj"}
-    for p in sorted(root.glob("*/*/[mM]igrations")) + sorted(root.glob("*/[mM]igrations")):
+    # Django keeps one per app (project/apps/<app>/migrations); EF Core, `Migrations`
+    nested = [p for pattern in ("*/[mM]igrations", "*/*/[mM]igrations",
+                                "*/*/*/[mM]igrations") for p in sorted(root.glob(pattern))]
+    for p in nested:
         if p.is_dir() and not (skip & {q.lower() for q in p.relative_to(root).parts}) \
                 and any(p.iterdir()):
             return p

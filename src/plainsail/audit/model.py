@@ -175,11 +175,9 @@ def _docker_sub(cmd: Command) -> tuple[str, list[str]]:
     if not argv:
         return "", []
     name = cmd.name
-    if name == "docker-compose":
-        return ("compose " + argv[1], argv[2:]) if len(argv) > 1 else ("compose", [])
-    if name not in DOCKER_LIKE or len(argv) < 2:
+    if name not in DOCKER_LIKE | {"docker-compose"} or len(argv) < 2:
         return "", []
-    args = argv[1:]
+    args = ["compose", *argv[1:]] if name == "docker-compose" else argv[1:]
     while args and args[0].startswith("-"):  # global options such as -H, --context
         args = args[2:] if args[0] in ("-H", "--host", "--context", "-c", "--config") \
             else args[1:]
@@ -266,6 +264,8 @@ def pushed_refs(cmd: Command) -> list[str] | None:
         return ["$(git rev-parse HEAD)"]  # tags with the commit SHA, always
     if name == "gcloud" and "builds" in argv and "submit" in argv:
         return option_values(argv, ("--tag", "-t"))
+    if name == "az" and argv[1:3] == ["acr", "build"] and "--no-push" not in argv:
+        return option_values(argv, ("--image", "-t"))
     if name == "ko" and len(argv) > 1 and argv[1] in ("build", "publish", "apply", "resolve"):
         return ["@digest"]
     if name in ("pack",) and "--publish" in argv:
@@ -305,6 +305,8 @@ def action_pushes(step: Step) -> list[str] | None:
         if w.get("tag_semver", "").lower() == "true":
             refs.append(f"{image}:${{{{ github.sha }}}}")  # a release's version
         return refs
+    if repo == "kciter/aws-ecr-action":
+        return [f"{w.get('repo', 'image')}:{t}" for t in _tag_list(w.get("tags") or "latest")]
     if repo in ("redhat-actions/push-to-registry", "aevea/action-kaniko",
                 "whoan/docker-build-with-cache-action", "vaultvulp/gp-docker-action",
                 "jerray/publish-docker-action"):
@@ -326,6 +328,9 @@ def is_build(cmd: Command, step: Step) -> bool:
         cmd.name == "plainsail" and cmd.argv[1:2] == ["build"])
 
 
+# make targets that, by their name, start the app (what a Makefile runs is not read)
+_MAKE_STARTS = {"up", "deploy", "start", "restart", "release", "rollout", "redeploy"}
+_MAKE_GATES = re.compile(r"health|smoke|ready|readiness|verify")
 _START_SUBS = {"run", "create", "start", "service update", "service create", "stack deploy",
                "compose up", "compose restart", "compose start"}
 
@@ -338,6 +343,10 @@ def is_start(cmd: Command) -> bool:
     name, argv = cmd.name, cmd.argv
     words = verbs(cmd)
     first = set(words[:1])
+    if name in ("kubectl", "oc") and any(a.startswith("--dry-run") for a in argv):
+        return False
+    if name == "make" and set(positional(argv[1:], set())) & _MAKE_STARTS:
+        return True
     if name in ("kubectl", "oc") and first == {"run"} and "--rm" in argv:
         return False  # a throwaway pod (a smoke test), not the app
     if name in ("kubectl", "oc") and first & {"apply", "create", "replace", "set", "rollout",
@@ -419,6 +428,8 @@ def gate_of(cmd: Command, step: Step, tested: Collection[str] = ()) -> Gate | No
         return Gate(cmd.line, step, False)
     if name in ("curl", "wget", "http", "https", "httpie"):
         return _http_gate(cmd, step, tested)
+    if name == "make" and any(_MAKE_GATES.search(t) for t in positional(argv[1:], set())):
+        return Gate(cmd.line, step, False)
     if name in ("kubectl", "oc") and "--" in argv and verbs(cmd)[:1] in (["run"], ["exec"]):
         inner = Command(cmd.line, argv[argv.index("--") + 1:], after=cmd.after)
         return gate_of(inner, step, tested)
@@ -543,18 +554,28 @@ def compose_file(step: Step, cmd: Command, root: Path | None) -> YMap | None:
 
 
 def _compose_images(data: YMap) -> tuple[list[str], bool]:
-    """The images a compose file's services run, and whether any service is built."""
+    """The images a compose file's services run, and whether a service is only built
+    (`build:` and no `image:`, so `up` builds it on the host)."""
     services = get(data, "services")
     images: list[str] = []
     built = False
     if isinstance(services, YMap):
         for svc in services.values():
             if isinstance(svc, YMap):
-                if get(svc, "build") is not None:
-                    built = True
-                elif get(svc, "image"):
+                if get(svc, "image"):
                     images.append(str(get(svc, "image")))
+                elif get(svc, "build") is not None:
+                    built = True
     return images, built
+
+
+_LOCAL_REGISTRY = re.compile(r"^(localhost|127\.0\.0\.1|\[::1\])(:\d+)?/")
+
+
+def _local_only(refs: list[str]) -> bool:
+    """Pushes that only reach a registry on the runner itself (a build step's service
+    container), which publish nothing."""
+    return bool(refs) and all(_LOCAL_REGISTRY.match(r.strip()) for r in refs)
 
 
 def _starts_by_action(step: Step, spec: actions.ActionSpec) -> bool:
@@ -576,7 +597,7 @@ def facts(job: Job, ctx: Context) -> JobFacts:
             if is_ssh(cmd) or step.scripted:
                 f.ssh = True
             refs = pushed_refs(cmd)
-            if refs is not None:
+            if refs is not None and not _local_only(refs):
                 f.pushes.append((step, cmd.line, refs))
             if is_build(cmd, step):
                 f.builds = True
@@ -595,7 +616,8 @@ def facts(job: Job, ctx: Context) -> JobFacts:
                         for text in images:
                             status, why = ctx.classify(text, scope, job)
                             f.images.append(ImageRef(step, cmd.line, text, status, why))
-                        if built and "--no-build" not in args and sub == "compose up":
+                        if built and "--no-build" not in args and sub == "compose up" \
+                                or "--build" in args:
                             f.builds = True
                             f.build_lines.append((step, cmd.line))
             if is_migrate(cmd):
@@ -615,9 +637,11 @@ def facts(job: Job, ctx: Context) -> JobFacts:
         spec = actions.spec_of(step.uses)
         if spec is not None:
             refs = action_pushes(step)
-            if refs is not None:
+            if refs is not None and not _local_only(refs):
                 f.pushes.append((step, step.line, refs))
-                f.builds = True
+            if refs is not None or (spec.builds_input and get(step.with_, spec.builds_input)):
+                f.builds = True  # built here, or by the platform from source at deploy time
+                f.build_lines.append((step, step.line))
             if spec.kind == actions.SIGN:
                 f.signs.append((step, step.line))
             if spec.kind in (actions.DEPLOY, actions.COPY) or step.scripted:

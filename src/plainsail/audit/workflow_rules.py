@@ -132,7 +132,7 @@ def _secrets_without_environment(wf: Workflow,
     for jid, f in all_facts.items():
         if f.job.uses or f.job.has_environment():
             continue
-        if not (f.deploys or f.starts or (f.ssh and _deployish_name(f.job))):
+        if not (f.deploys or f.starts or _deployish_name(f.job)):
             continue
         if uses_secrets(f.job):
             yield Finding("secrets-without-environment", wf.path, f.job.line,
@@ -216,8 +216,8 @@ def _health(wf: Workflow, all_facts: dict[str, JobFacts]) -> Iterator[Finding]:
     for jid, f in all_facts.items():
         if not f.starts:
             continue
-        last_start = max(o for _, _, o in f.starts)
-        gates = [g for g in f.gates if g.order >= last_start]
+        first_start = min(o for _, _, o in f.starts)
+        gates = [g for g in f.gates if g.order >= first_start]
         for dep in wf.dependents(f.job):
             gates += all_facts[dep.id].gates
         step, line, _ = max(f.starts, key=lambda s: s[2])
