@@ -23,7 +23,8 @@ HELDOUT = Path(__file__).resolve().parent / "audit_heldout"
 
 def measure() -> tuple[dict[str, dict[str, int]], list[dict[str, Any]]]:
     cases = json.loads((HELDOUT / "labels.json").read_text())
-    rules = [r for r, rule in RULES.items() if rule.area == "workflow"]
+    rules = [r for r, rule in RULES.items() if rule.area == "workflow"
+             and all(r in case["labels"] for case in cases)]
     counts = {r: {"tp": 0, "fp": 0, "fn": 0, "positives": 0} for r in rules}
     wrong: list[dict[str, Any]] = []
     for case in cases:
@@ -60,8 +61,12 @@ def main() -> None:
     if args.json:
         print(json.dumps({"rules": counts, "wrong": wrong}, indent=1))
         return
-    cases = len(json.loads((HELDOUT / "labels.json").read_text()))
-    print(f"{cases} held-out workflows")
+    cases = json.loads((HELDOUT / "labels.json").read_text())
+    print(f"{len(cases)} held-out workflows")
+    unlabelled = [r for r, rule in RULES.items() if rule.area == "workflow"
+                  and r not in counts]
+    if unlabelled:
+        print(f"not labelled, not measured: {', '.join(unlabelled)}")
     print(f"{'rule':32} {'pos':>4} {'tp':>4} {'fp':>4} {'fn':>4} {'precision':>9} "
           f"{'recall':>7}")
     for rule, c in counts.items():

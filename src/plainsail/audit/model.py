@@ -370,6 +370,8 @@ def is_start(cmd: Command) -> bool:
     if name in ("ecs-deploy", "argocd", "skaffold", "docker-compose-deploy") and (
             name != "argocd" or "sync" in argv):
         return True
+    if name == "heroku" and "container:release" in argv:
+        return True
     if name == "systemctl" and verbs_ & {"restart", "start", "reload"}:
         return True
     if name in ("pm2",) and verbs_ & {"restart", "reload", "start"}:
@@ -604,7 +606,10 @@ def facts(job: Job, ctx: Context) -> JobFacts:
                 f.build_lines.append((step, cmd.line))
                 cache_from.update(option_values(cmd.argv, ("--cache-from",)))
             sub, args = _docker_sub(cmd)
-            if is_start(cmd) and (remote or deployish or cmd.name not in DOCKER_LIKE):
+            heroku = sub == "push" and any(resolve(a, scope).startswith(
+                "registry.heroku.com/") for a in args)  # a push there stages the release
+            if (is_start(cmd) or heroku) and (remote or deployish
+                                              or cmd.name not in DOCKER_LIKE):
                 f.starts.append((step, cmd.line, _order(step, i)))
                 f.deploys.append((step, cmd.line))
                 if cmd.name in ("kubectl", "oc") and verbs(cmd)[:2] == ["rollout", "restart"]:

@@ -91,7 +91,9 @@ def _no_tag_handoff(wf: Workflow, all_facts: dict[str, JobFacts]) -> Iterator[Fi
     builders = {jid for jid, f in all_facts.items() if f.pushes}
     handed = bool(builders) or "workflow_run" in wf.triggers
     for jid, f in all_facts.items():
-        if jid in builders or not (f.starts or f.images):
+        # a builder is handed nothing, unless it needs another builder and builds again
+        rebuilds = bool(f.starts and f.builds and set(f.job.needs) & builders)
+        if (jid in builders and not rebuilds) or not (f.starts or f.images):
             continue
         # with a build in the file, a mutable tag is also not what it handed over; without
         # one, mutable-tag-deploy already says so
