@@ -183,7 +183,8 @@ def test_host_mode_build_sign_deploy_second_version_rollback(
     assert r.running() == [f"{pulled_from}@{digest1}"]
     rec = r.records()[-1]
     assert rec["kind"] == "rollback" and rec["digest"] == digest1
-    assert "pull" in [s["name"] for s in rec["steps"]]  # type: ignore[union-attr]
+    # the image is verified again where the host pulls it from
+    assert {"verify-host", "pull"} <= {s["name"] for s in rec["steps"]}  # type: ignore[union-attr]
 
 
 def test_host_mode_refuses_unsigned_and_tampered_images(host_mode_repo: HostModeRepo) -> None:
@@ -222,3 +223,67 @@ def test_host_mode_refuses_unsigned_and_tampered_images(host_mode_repo: HostMode
     stop_all()
     assert r.running() == [f"127.0.0.1:{r.registry_port}/{r.image}@{digest1}"]
     assert r.records() == before
+
+
+def test_host_registry_is_plainsails_own_and_closed_to_other_users(
+        host_mode_repo: HostModeRepo) -> None:
+    """Another local user (here the test's own, not the SSH user) can neither read nor
+    delete from the host's registry, cannot read its folder, and a program of theirs that
+    holds registry.port gets neither the image nor the password."""
+    import http.client
+    import socket
+
+    r = host_mode_repo
+    tag1, digest1 = r.build_sign()
+    assert r.run("deploy").code == 0
+    folder = f"{r.ssh.home}/.plainsail/{r.service}/registry"
+    modes = r.ssh.run(["stat", "-c", "%a %U", folder, f"{folder}/auth",
+                       f"{folder}/auth/password", f"{folder}/auth/htpasswd"]).stdout.split("\n")
+    assert [m.split()[0] for m in modes if m] == ["700", "700", "600", "600"], modes
+    for method, path in (("GET", "/v2/_catalog"), ("GET", f"/v2/{r.image}/manifests/{tag1}"),
+                         ("DELETE", f"/v2/{r.image}/manifests/{digest1}")):
+        conn = http.client.HTTPConnection("127.0.0.1", r.registry_port, timeout=5)
+        conn.request(method, path)
+        assert conn.getresponse().status == 401, (method, path)
+        conn.close()
+    # Docker on the host pulls with the password (a rollback that must pull works).
+    r.ssh.run(["docker", "image", "rm", "-f", f"127.0.0.1:{r.registry_port}/{r.image}"
+               f"@{digest1}"])
+
+    # The registry stops; another program takes its port before the next deploy.
+    r.ssh.run(["sh", "-c", 'kill "$(cat "$1/pid")"; sleep 1', "sh", folder])
+    squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    squatter.bind(("127.0.0.1", r.registry_port))
+    squatter.listen(8)
+    got: list[bytes] = []
+
+    def serve() -> None:
+        squatter.settimeout(20)
+        try:
+            while True:
+                conn, _ = squatter.accept()
+                with conn:
+                    conn.settimeout(2)
+                    data = conn.recv(65536)
+                    got.append(data)
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nDocker-Distribution-Api-Version: "
+                                 b"registry/2.0\r\nContent-Length: 2\r\n\r\n{}")
+        except OSError:
+            return
+
+    import threading
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        r.commit_version("2")
+        r.build_sign()
+        second = r.run("deploy")
+    finally:
+        squatter.close()
+        t.join(5)
+    assert second.code != 0, second.text
+    assert "not plainsail's registry" in second.text, second.text
+    assert not any(b"Authorization" in g or b"PUT" in g or b"POST" in g for g in got), got
+    assert '"version": "1"' in r.health()

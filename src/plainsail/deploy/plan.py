@@ -282,7 +282,10 @@ def host_registry_steps(cfg: Config, target: Target, paths: Paths) -> list[Plann
         PlannedStep("host-registry", start_argv(cfg, paths.root),
                     cfg.timeouts.command,
                     f"start the host's registry on 127.0.0.1:{port} (docker-registry, else "
-                    "a container of registry.image), or reuse the running one", undo=keep),
+                    "a container of registry.image), or reuse the running one; prove that "
+                    "what listens there is it, and log Docker in to it",
+                    stdin="a new random password, kept only when the registry has none",
+                    undo=keep),
         PlannedStep("send", None, cfg.timeouts.pull,
                     f"copy {target.tag}@{target.digest} and its signature from this "
                     f"machine's registry to 127.0.0.1:{port} on the host, through a port "

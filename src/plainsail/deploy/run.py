@@ -412,12 +412,13 @@ class Deploy:
             hostregistry.ensure(ex, cfg, argv, start.timeout)))
         self._step_report(run.host.name, f"host-registry: {did[0]}")
         copied: list[CopyStats] = []
+        folder = hostregistry.registry_folder(run.paths.root)
         self.sw.step(run, "send", lambda: copied.append(
-            hostregistry.send(ex, cfg, tag, digest, send.timeout)))
+            hostregistry.send(ex, cfg, folder, tag, digest, send.timeout)))
         self._step_report(run.host.name, f"send: {copied[0].summary()}")
         if run.plan.step("verify-host"):
             self.sw.step(run, "verify-host", partial(
-                hostregistry.verify_there, ex, cfg, tag, digest))
+                hostregistry.verify_there, ex, cfg, folder, tag, digest))
 
     def _lock(self, run: HostRun) -> None:
         """Take the host's deploy lock and, for a host that changes, write its env file in

@@ -30,13 +30,15 @@ START_TIMEOUT = 15.0
 REGISTRY_DIR = Path(".plainsail") / "registry"
 
 
-def config_text(data_dir: Path | str, port: int) -> str:
-    """A distribution 2.x config: filesystem storage, loopback only, deletes allowed."""
+def config_text(data_dir: Path | str, port: int, htpasswd: str | None = None) -> str:
+    """A distribution 2.x config: filesystem storage, loopback only, deletes allowed; with
+    `htpasswd` (a file's path) every request needs a user and password from that file."""
+    auth = f"auth:\n  htpasswd:\n    realm: plainsail\n    path: {htpasswd}\n" if htpasswd else ""
     return (
         "version: 0.1\n"
         "log:\n  level: warn\n"
         f"storage:\n  filesystem:\n    rootdirectory: {data_dir}\n  delete:\n    enabled: true\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n{auth}"
     )
 
 
