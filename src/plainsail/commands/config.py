@@ -8,12 +8,18 @@ import os
 import yaml
 
 from plainsail.config import model as configlib
+from plainsail.config import weak
 from plainsail.config.secretsources import EnvSource, Source
-from plainsail.output import print_json, say
+from plainsail.output import print_json, say, warn
 
 
 def run(args: argparse.Namespace) -> int:
     cfg = configlib.load(args.config)
+    # Values already in the environment only: no other source is read here.
+    given = {name: os.environ[s.env] for name, s in cfg.app.secrets.items()
+             if isinstance(s, EnvSource) and os.environ.get(s.env)}
+    for line in weak.warnings(cfg, given):
+        warn(line)
     data = configlib.to_display(cfg)
     # Secret names are shown with whether the deployer's environment has them, or where
     # they will be read from, never values: no source is read here.

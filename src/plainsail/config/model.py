@@ -1304,8 +1304,10 @@ def load(
     # leaves the program (status, logs and history print what the app said, too).
     values = os.environ if env is None else env
     # Only values already in the environment: no other source is read before a deploy.
+    from plainsail.config import weak
     from plainsail.config.secretsources import env_values
 
+    weak.declare(cfg)  # output keeps the service, image, host and user names readable
     env_values(cfg, values)
     return cfg
 

@@ -27,6 +27,7 @@ from contextlib import contextmanager, suppress
 from functools import partial
 from typing import Any
 
+from plainsail.config import weak
 from plainsail.config.model import Config
 from plainsail.deploy import hostregistry, notify, schemagate
 from plainsail.deploy.history import append_local
@@ -216,6 +217,9 @@ class Deploy:
             )
         self.env = app_env(cfg, self.environ)
         self.secret_values += [Secret(self.env[n]) for n in cfg.app.secrets]
+        weak.declare(cfg)
+        for line in weak.warnings(cfg, {n: self.env[n] for n in cfg.app.secrets}):
+            warn(line)
         self.env_content = hoststate.env_file_content(self.env)
         self.fingerprint = fingerprint(self.env_content, run_options(cfg))
         self._step_report("preflight", "verifying the image")
