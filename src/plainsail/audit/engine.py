@@ -7,6 +7,7 @@ from pathlib import Path
 from plainsail.audit import Report, files, model, suppress, workflow, workflow_rules, yamldoc
 from plainsail.audit.rules import Finding
 from plainsail.errors import UsageError
+from plainsail.inputs import TooLarge, read_bounded
 
 _SKIP = {".git", "node_modules", ".venv", "venv", "vendor", "site-packages", "__pycache__",
          ".plainsail", ".tox"}
@@ -70,11 +71,16 @@ def run(path: Path) -> Report:
     if path.is_dir():
         report.notes.extend(_unrun_workflows(root))
     texts: dict[str, str] = {}
+    findings: list[Finding] = []
 
-    def read(p: Path) -> str | None:
+    def read(p: Path, limit: int = yamldoc.MAX_FILE) -> str | None:
         rel = _rel(p, root)
         try:
-            text = p.read_text(encoding="utf-8")
+            text = read_bounded(p, limit).decode("utf-8")
+        except TooLarge as exc:
+            findings.append(Finding("unreadable-file", rel, 1, f"{exc}; not audited (the "
+                                    "audit reads files of at most that size)"))
+            return None
         except (OSError, UnicodeDecodeError) as exc:
             report.notes.append(f"{rel}: cannot read it ({exc}); skipped")
             return None
@@ -84,7 +90,6 @@ def run(path: Path) -> Report:
 
     mig = files.migrations_folder(root) if path.is_dir() or found["workflow"] else None
     gated_elsewhere = workflow_rules.migrations_gated_in_manifests(root) if mig else False
-    findings: list[Finding] = []
     used_actions: set[str] = set()
     for p in found["workflow"]:
         text = read(p)
@@ -118,7 +123,7 @@ def run(path: Path) -> Report:
             empty = workflow.Workflow(rel, yamldoc.YMap(), [job], root, text)
             findings.extend(workflow_rules.step_rules(job, model.Context(empty)))
     for p in found["dockerfile"]:
-        text = read(p)
+        text = read(p, files.MAX_DOCKERFILE)
         if text is not None:
             findings.extend(files.dockerfile(_rel(p, root), text))
     for p in found["config"]:

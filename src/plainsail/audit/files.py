@@ -12,6 +12,7 @@ from plainsail.audit.yamldoc import YMap, get, key_line
 
 _FROM = re.compile(r"^\s*FROM\s+(?:--platform=\S+\s+)?(\S+)(?:\s+AS\s+(\S+))?", re.I)
 _ARG = re.compile(r"^\s*ARG\s+([A-Za-z_][A-Za-z0-9_]*)(?:=(\S*))?", re.I)
+MAX_DOCKERFILE = 4 * 1024 * 1024  # larger ones are refused (unreadable-file), not read
 LIVENESS = {"/", "/ping", "/healthz", "/livez", "/alive", "/liveness", "/live", "/heartbeat"}
 
 
@@ -21,10 +22,12 @@ def dockerfile(path: str, text: str) -> Iterator[Finding]:
     lines = text.splitlines()
     i = 0
     while i < len(lines):
-        number, line = i + 1, lines[i]
-        while line.rstrip().endswith("\\") and i + 1 < len(lines):
+        number, parts = i + 1, [lines[i].rstrip()]
+        while parts[-1].endswith("\\") and i + 1 < len(lines):  # joined once: linear time
             i += 1
-            line = line.rstrip()[:-1] + " " + lines[i].strip()
+            parts[-1] = parts[-1][:-1]
+            parts.append(lines[i].strip())
+        line = " ".join(parts)
         i += 1
         m = _ARG.match(line)
         if m and m.group(2) is not None:

@@ -547,8 +547,8 @@ def compose_file(step: Step, cmd: Command, root: Path | None) -> YMap | None:
         for base in (root, root / (str(get(step.data, "working-directory") or "."))):
             p = base / name
             try:
-                if p.is_file() and p.stat().st_size < 1_000_000:
-                    data = yamldoc.load(p.read_text(encoding="utf-8"))
+                if p.is_file():
+                    data = yamldoc.load(yamldoc.read(p))
                     return data if isinstance(data, YMap) else None
             except (OSError, UnicodeDecodeError, yamldoc.YamlError):
                 return None

@@ -114,6 +114,6 @@ RULES: dict[str, Rule] = {r.id: r for r in [
          "An ignore comment that matches no finding",
          "remove the comment"),
     Rule("unreadable-file", ERROR, "audit",
-         "A file the audit must read is not valid YAML",
-         "fix the YAML error at the line shown"),
+         "A file the audit must read is not valid YAML, or is too large to read",
+         "fix the YAML error at the line shown (or keep the file under the size shown)"),
 ]}

@@ -170,7 +170,7 @@ def _composite_steps(uses: str, root: Path | None, depth: int) -> tuple[str, Any
         f = base / name
         if f.is_file():
             try:
-                data = yamldoc.load(f.read_text(encoding="utf-8"))
+                data = yamldoc.load(yamldoc.read(f))
             except (OSError, UnicodeDecodeError, yamldoc.YamlError):
                 return None
             runs = get(data, "runs")
@@ -211,7 +211,7 @@ def _callee(uses: str, root: Path | None, depth: int) -> Workflow | None:
     f = (root / uses[2:].split("@", 1)[0]).resolve()
     try:
         rel = f.relative_to(root.resolve()).as_posix()
-        return parse(rel, f.read_text(encoding="utf-8"), root, depth + 1)
+        return parse(rel, yamldoc.read(f), root, depth + 1)
     except (OSError, UnicodeDecodeError, ValueError, yamldoc.YamlError):
         return None
 

@@ -7,9 +7,12 @@ compare text, and `on:` stays the key "on" instead of YAML 1.1's boolean.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import yaml
+
+from plainsail.inputs import TooLarge, YamlRefused, compose_yaml, read_bounded, size_text
 
 
 class YStr(str):
@@ -35,7 +38,32 @@ class YamlError(Exception):
         super().__init__(f"line {line}: {problem}")
 
 
-def _convert(node: yaml.Node, text: str) -> Any:
+MAX_FILE = 1024 * 1024  # a workflow, action.yml or plainsail.yml larger than this is refused
+MAX_DEPTH = 50  # a workflow nests about 8 levels
+
+
+class _Budget:
+    """How many more values converting may make: aliases share nodes, converting copies
+    them, so an alias bomb of a dozen lines would expand into billions of values."""
+
+    def __init__(self, values: int, chars: int) -> None:
+        self.left, self.chars = values, chars
+
+    def take(self, node: yaml.Node, depth: int) -> None:
+        self.left -= 1
+        if isinstance(node, yaml.ScalarNode):  # the text copied into the value and source
+            self.chars -= len(node.value) + node.end_mark.index - node.start_mark.index
+        if self.left < 0 or self.chars < 0:
+            raise YamlError(node.start_mark.line + 1, "aliases expand the document far "
+                            "beyond what is written (an alias bomb?); write it out without "
+                            "so much repetition")
+        if depth > MAX_DEPTH:
+            raise YamlError(node.start_mark.line + 1, f"aliases nest the document more than "
+                            f"{MAX_DEPTH} levels deep")
+
+
+def _convert(node: yaml.Node, text: str, budget: _Budget, depth: int = 0) -> Any:
+    budget.take(node, depth)
     line = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         m = YMap()
@@ -47,16 +75,16 @@ def _convert(node: yaml.Node, text: str) -> Any:
             else:  # complex keys do not occur in workflows; keep them out of the way
                 continue
             if key == "<<" and isinstance(v, yaml.MappingNode):
-                merged = _convert(v, text)
+                merged = _convert(v, text, budget, depth + 1)
                 for mk, mv in merged.items():
                     m.setdefault(mk, mv)
                     m.key_lines.setdefault(mk, merged.key_lines.get(mk, line))
                 continue
-            m[key] = _convert(v, text)
+            m[key] = _convert(v, text, budget, depth + 1)
             m.key_lines[key] = k.start_mark.line + 1
         return m
     if isinstance(node, yaml.SequenceNode):
-        seq = YList(_convert(c, text) for c in node.value)
+        seq = YList(_convert(c, text, budget, depth + 1) for c in node.value)
         seq.line = line
         return seq
     s = YStr(node.value)
@@ -68,20 +96,34 @@ def _convert(node: yaml.Node, text: str) -> Any:
 
 
 def load(text: str) -> Any:
-    """The first document of `text` with line numbers; None for an empty one."""
-    loader = yaml.SafeLoader(text)
+    """The first document of `text` with line numbers; None for an empty one.
+
+    Anchors and aliases are allowed (GitHub Actions reads them), but bounded: nesting deeper
+    than MAX_DEPTH is refused as the text is read, and the values aliases expand into may
+    number at most a few times the values written (YamlError)."""
+    if len(text) > MAX_FILE:
+        raise YamlError(1, f"larger than {size_text(MAX_FILE)}; refusing to read it")
     try:
-        root = loader.get_single_node()
+        root = compose_yaml(text, max_depth=MAX_DEPTH)
+    except YamlRefused as exc:
+        raise YamlError(exc.line, exc.problem) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
         raise YamlError(mark.line + 1 if mark is not None else 1, str(problem)) from None
-    except (ValueError, OverflowError):  # PyYAML's scanner, on "\U" beyond Unicode
-        raise YamlError(loader.line + 1, "an escape sequence in a double-quoted string "
-                        "names no Unicode character") from None
-    finally:
-        loader.dispose()
-    return None if root is None else _convert(root, text)
+    if root is None:
+        return None
+    written = text.count("\n") + text.count(",") + 1  # at least the values written
+    return _convert(root, text, _Budget(10_000 + 4 * written, 1_000_000 + 8 * len(text)))
+
+
+def read(path: Path) -> str:
+    """The text of a YAML file of at most MAX_FILE bytes; YamlError when larger, OSError or
+    UnicodeDecodeError as reading says."""
+    try:
+        return read_bounded(path, MAX_FILE).decode("utf-8")
+    except TooLarge as exc:
+        raise YamlError(1, f"{exc}; refusing to read it") from None
 
 
 def scalar_lines(value: Any) -> list[tuple[int, str]]:
