@@ -741,3 +741,90 @@ def test_a_failed_migration_says_dockers_error_line_not_its_usage_hint(bench: Be
     assert s["outcome"] == FAILED_MIGRATION, s
     assert "network bridge not found" in s["reason"], s["reason"]
     assert "--help" not in s["reason"]
+
+
+# ---------------------------------------------------------------- unchanged means the same settings
+
+
+def test_a_rotated_secret_redeploys_the_same_image_and_names_what_changed(bench: Bench) -> None:
+    assert bench.deploy(V1)["outcome"] == SUCCEEDED
+    assert bench.deploy(V1)["outcome"] == "unchanged"  # nothing differs: nothing to do
+    bench.env = {"DATABASE_URL": "postgresql://app:rotated9@db/app"}
+    s = bench.deploy(V1)
+    assert s["outcome"] == SUCCEEDED and exit_code(s) == 0, s
+    assert "settings changed: DATABASE_URL (secret)" in s["reason"], s["reason"]
+    assert s["per_host"][0]["settings_changed"] == "DATABASE_URL (secret)"
+    running = [c for c in bench.fake.containers.values() if c.status == "running"]
+    assert len(running) == 1 and "rotated9" in running[0].env
+    assert running[0].labels["dev.plainsail.tag"] == V1.tag
+    assert any("settings changed since a1a1a1a1 started: DATABASE_URL (secret); a1a1a1a1 is "
+               "redeployed in a new container" in line for line in bench.lines), bench.lines
+    text = json.dumps(s) + json.dumps(bench.fake.history("api")) + "\n".join(bench.lines)
+    labels = json.dumps([c.labels for c in bench.fake.containers.values()])
+    assert "rotated9" not in text + labels and "pw123" not in text + labels
+    assert bench.deploy(V1)["outcome"] == "unchanged"
+
+
+def test_a_changed_option_or_variable_is_named_and_a_new_version_says_so_too(
+        bench: Bench) -> None:
+    bench.deploy(V1)
+    app = dataclasses.replace(bench.cfg.app, command=["serve", "--workers", "4"],
+                              env={"LOG_LEVEL": "debug"})
+    bench.cfg = dataclasses.replace(bench.cfg, app=app)
+    s = bench.deploy(V1)
+    assert s["outcome"] == SUCCEEDED, s
+    assert s["per_host"][0]["settings_changed"] == "LOG_LEVEL, app.command"
+    s = bench.deploy(V2)  # a new image with the same settings: nothing to name
+    assert s["outcome"] == SUCCEEDED and s["per_host"][0]["settings_changed"] is None
+
+
+def test_a_container_without_the_settings_label_is_redeployed_when_its_env_differs(
+        bench: Bench) -> None:
+    bench.deploy(V1)
+    for c in bench.fake.containers.values():
+        c.labels.pop("dev.plainsail.settings")  # made by an earlier plainsail
+    bench.env = {"DATABASE_URL": "postgresql://app:rotated9@db/app"}
+    s = bench.deploy(V1)
+    assert s["outcome"] == SUCCEEDED, s
+    assert "predates" in s["per_host"][0]["settings_changed"]
+
+
+def test_rollback_runs_the_target_with_the_settings_it_ran_with(bench: Bench) -> None:
+    from plainsail.deploy.rollback import choose_release, release_settings
+
+    def configure(command: list[str], feature: str) -> None:
+        app = dataclasses.replace(bench.cfg.app, command=command, env={"FEATURE": feature})
+        bench.cfg = dataclasses.replace(bench.cfg, app=app)
+
+    configure(["serve"], "old")
+    bench.deploy(V1)
+    configure(["serve", "--broken-flag"], "new")  # the bad release is a config change
+    assert bench.deploy(V2)["outcome"] == SUCCEEDED
+    bench.env = {"DATABASE_URL": "postgresql://app:rotated9@db/app"}  # rotated since
+    executors = {f.host.name: f.executor() for f in bench.fakes}
+    choice = choose_release(bench.cfg, [], None, executors)
+    then, said = release_settings(bench.cfg, choice)
+    assert choice.tag == V1.tag and then.app.command == ["serve"]
+    assert said.startswith(f"{V1.tag} runs with the app settings it ran with (deploy ")
+    assert "differ from today's in: app.command, FEATURE; secrets keep today's values" in said
+    req = Request(ref=f"{V1.tag}@{V1.digest}", force=True, kind="rollback",
+                  skip_migrations=True, settings_from=said)
+    s = Deploy(then, req, bench.lines.append, environ=dict(bench.env), executors=executors,
+               resolve=lambda cfg, r: V1).run()
+    assert s["outcome"] == SUCCEEDED and s["settings_from"] == said, s
+    running = [c for c in bench.fake.containers.values() if c.status == "running"]
+    assert [c.labels["dev.plainsail.tag"] for c in running] == [V1.tag]
+    assert "FEATURE=old" in running[0].env and "rotated9" in running[0].env
+    rec = bench.fake.history("api")[-1]
+    assert rec["settings"]["command"] == ["serve"] and rec["settings"]["env"] == {
+        "FEATURE": "old"}
+    assert rec["settings"]["secrets"] == ["DATABASE_URL"]
+    assert "rotated9" not in json.dumps(bench.fake.history("api")) + said
+
+
+def test_rollback_to_a_release_recorded_without_settings_says_it_uses_todays(
+        bench: Bench) -> None:
+    from plainsail.deploy.rollback import Choice, release_settings
+
+    then, said = release_settings(bench.cfg, Choice(V1.tag, V1.digest, V2.tag, {"id": "x"}))
+    assert then is bench.cfg and "runs with today's settings" in said

@@ -36,6 +36,7 @@ class Request:
     drill: str | None = None  # the id of the rollback drill this attempt belongs to
     allow_breaking_migrations: bool = False  # the schema gate reports but does not refuse
     allow_shallow_clone: bool = False  # in CI, a gate skipped in a shallow clone is no error
+    settings_from: str | None = None  # rollback: whose app settings the target runs with
 
 
 @dataclass
@@ -105,7 +106,7 @@ def run_options(cfg: Config) -> list[str]:
 
 
 def app_run_argv(cfg: Config, target: Target, name: str, env_file: str, deploy_id: str,
-                 fp: str) -> list[str]:
+                 fp: str, settings: str = "") -> list[str]:
     labels = {
         docker.LABEL_SERVICE: cfg.service,
         docker.LABEL_ROLE: "app",
@@ -114,6 +115,8 @@ def app_run_argv(cfg: Config, target: Target, name: str, env_file: str, deploy_i
         docker.LABEL_DEPLOY: deploy_id,
         docker.LABEL_ENV: fp,
     }
+    if settings:
+        labels[docker.LABEL_SETTINGS] = settings
     return docker.run_args(
         name=name, image=target.pinned, env_file=env_file, labels=labels,
         network=app_network(cfg), publish=_publish(cfg), volumes=cfg.app.volumes,
@@ -302,7 +305,7 @@ def host_registry_steps(cfg: Config, target: Target, paths: Paths) -> list[Plann
 def host_plan(cfg: Config, target: Target, deploy_id: str, fp: str, paths: Paths,
               containers: Sequence[Container], previous: Container | None,
               reuse: Container | None, lock: LockInfo, *, unchanged: bool,
-              migrate_here: bool) -> HostPlan:
+              migrate_here: bool, settings: str = "") -> HostPlan:
     """The steps of one host, in order, with their argv lists."""
     plan = HostPlan(host="", steps=[])
     steps = plan.steps
@@ -361,7 +364,8 @@ def host_plan(cfg: Config, target: Target, deploy_id: str, fp: str, paths: Paths
                                          step_timeout, "docker rename"))
             plan.new_name = name
             steps.append(PlannedStep(
-                "start-new", app_run_argv(cfg, target, name, paths.env, deploy_id, fp),
+                "start-new", app_run_argv(cfg, target, name, paths.env, deploy_id, fp,
+                                          settings),
                 step_timeout, "docker run", undo="stop and remove it; restore"))
         hc = cfg.health
         if proxied:

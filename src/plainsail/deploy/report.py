@@ -32,6 +32,8 @@ def render_summary(s: dict[str, Any]) -> str:
         lines.append(f"  recovered from the interrupted attempt {s['recovered_from']}")
     if s.get("rollback_from"):
         lines.append(f"  rollback: {s['rollback_from']} -> {s.get('rollback_to')}")
+    if s.get("settings_from"):
+        lines.append(f"  settings: {s['settings_from']}")
     if s.get("reason"):
         lines.append(f"  why:    {s['reason']}")
     for h in s.get("per_host") or []:

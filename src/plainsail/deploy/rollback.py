@@ -1,16 +1,21 @@
 """Rollback: a deploy of a previous known-good image, found in the deployment records.
 
-Migrations are forward-only and never run by a rollback. A retained container created
-with the same environment and options is started again (the fast path, no pull); else a
-fresh container is created from the recorded digest with today's environment.
+Migrations are forward-only and never run by a rollback. The target runs with the app
+settings its release ran with, as its record holds them (`app.env`, command, ports,
+network, volumes, ...), and secrets with today's values: a bad release that was a config
+change is undone by the rollback too. A retained container created with the same
+environment and options is started again (the fast path, no pull); else a fresh container
+is created from the recorded digest.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from plainsail.config.model import Config
+from plainsail.deploy import settings as settingslib
 from plainsail.deploy.outcomes import RECOVERED, SUCCEEDED
 from plainsail.deploy.plan import Request, select_hosts, ssh_options
 from plainsail.deploy.run import Deploy, Reporter, _print
@@ -39,10 +44,28 @@ def previous_good(
     return next((r for r in good if r["tag"] != running_tag), None)
 
 
+@dataclass
+class Choice:
+    """The release to roll back to, agreed by every selected host."""
+
+    tag: str
+    digest: str
+    running: str | None  # the tag(s) running now
+    record: dict[str, Any] = field(default_factory=dict)  # its successful attempt's record
+
+
 def choose(cfg: Config, hosts: list[str], to: str | None,
            executors: dict[str, Executor] | None = None) -> tuple[str, str, str | None]:
     """(tag, digest, tag running now) agreed by every selected host."""
+    c = choose_release(cfg, hosts, to, executors)
+    return c.tag, c.digest, c.running
+
+
+def choose_release(cfg: Config, hosts: list[str], to: str | None,
+                   executors: dict[str, Executor] | None = None) -> Choice:
+    """The release to roll back to, with the record of the attempt that deployed it."""
     picks: dict[str, tuple[str, str]] = {}
+    records_of: dict[str, dict[str, Any]] = {}
     running: dict[str, str | None] = {}
     with opened(cfg, hosts, executors) as fleet:
         for o in fleet:
@@ -66,6 +89,7 @@ def choose(cfg: Config, hosts: list[str], to: str | None,
                         f"the one now running ({running[o.host.name] or 'nothing runs'})"
                     )
             picks[o.host.name] = (rec["tag"], rec["digest"])
+            records_of[o.host.name] = rec
     distinct = set(picks.values())
     if len(distinct) > 1:
         detail = ", ".join(f"{h}: {t}" for h, (t, _) in picks.items())
@@ -75,7 +99,27 @@ def choose(cfg: Config, hosts: list[str], to: str | None,
     froms = {t for t in running.values() if t}
     if froms == {tag}:
         raise UsageError(f"{tag} is already running; nothing to roll back")
-    return tag, digest, ", ".join(sorted(froms)) or None
+    record = next(iter(records_of.values()), {})
+    return Choice(tag, digest, ", ".join(sorted(froms)) or None, record)
+
+
+def release_settings(cfg: Config, choice: Choice) -> tuple[Config, str]:
+    """The config to run the target with: its release's recorded app settings, secrets
+    with today's values; and the line that says so (names, never values)."""
+    recorded = choice.record.get("settings")
+    if not isinstance(recorded, dict):
+        return cfg, (f"the record of {choice.tag} holds no app settings (an earlier plainsail "
+                     "wrote it): it runs with today's settings")
+    then, differ = settingslib.apply(cfg, recorded)
+    said = (f"{choice.tag} runs with the app settings it ran with (deploy "
+            f"{choice.record.get('id')})" + (f", which differ from today's in: "
+                                             f"{', '.join(differ)}" if differ else
+                                             ", the same as today's")
+            + "; secrets keep today's values")
+    gone = sorted(set(recorded.get("secrets") or []) - set(cfg.app.secrets))
+    if gone:
+        said += f" (it had secrets no longer configured, left out: {', '.join(gone)})"
+    return then, said
 
 
 def rollback(cfg: Config, *, to: str | None = None, hosts: list[str] | None = None,
@@ -89,13 +133,15 @@ def rollback(cfg: Config, *, to: str | None = None, hosts: list[str] | None = No
     executors = {h.name: executor_for(h, ssh_options(cfg), cfg.secrets())
                  for h in select_hosts(cfg, hosts)}
     try:
-        tag, digest, running = choose(cfg, hosts, to, executors)
+        choice = choose_release(cfg, hosts, to, executors)
     except BaseException:
         for ex in executors.values():
             ex.close()
         raise
-    req = Request(ref=f"{tag}@{digest}", hosts=hosts, skip_migrations=True, dry_run=dry_run,
-                  force=True, kind="rollback", rollback_from=running, drill=drill,
-                  allow_breaking_migrations=allow_breaking_migrations,
-                  allow_shallow_clone=allow_shallow_clone)
-    return Deploy(cfg, req, report, environ=environ, executors=executors).run()
+    run_cfg, said = release_settings(cfg, choice)
+    report(f"[rollback] {said}")
+    req = Request(ref=f"{choice.tag}@{choice.digest}", hosts=hosts, skip_migrations=True,
+                  dry_run=dry_run, force=True, kind="rollback", rollback_from=choice.running,
+                  drill=drill, allow_breaking_migrations=allow_breaking_migrations,
+                  allow_shallow_clone=allow_shallow_clone, settings_from=said)
+    return Deploy(run_cfg, req, report, environ=environ, executors=executors).run()

@@ -30,6 +30,7 @@ from typing import Any
 from plainsail.config import weak
 from plainsail.config.model import Config
 from plainsail.deploy import hostregistry, notify, schemagate
+from plainsail.deploy import settings as settingslib
 from plainsail.deploy.history import append_local
 from plainsail.deploy.outcomes import (
     ABORTED,
@@ -66,7 +67,7 @@ from plainsail.errors import (
 from plainsail.hosts import docker
 from plainsail.hosts import state as hoststate
 from plainsail.hosts.addresses import Host
-from plainsail.hosts.containers import current, fingerprint
+from plainsail.hosts.containers import Container, current, fingerprint
 from plainsail.hosts.executor import Executor, error_line, executor_for
 from plainsail.output import error, gha_endgroup, gha_error, gha_group, say, warn
 from plainsail.secret import Secret
@@ -222,6 +223,7 @@ class Deploy:
             warn(line)
         self.env_content = hoststate.env_file_content(self.env)
         self.fingerprint = fingerprint(self.env_content, run_options(cfg))
+        self.settings_label = settingslib.label(self.env, cfg)
         self._step_report("preflight", "verifying the image")
         self.target = self._resolve(cfg, self.req)
         self._step_report("preflight", f"image {self.target.tag} pinned to "
@@ -249,8 +251,16 @@ class Deploy:
             run = HostRun(host, ex, paths, containers, current(containers))
             self.runs.append(run)
             prev = run.previous
-            if (prev and prev.digest == self.target.digest and prev.tag == self.target.tag
-                    and not self.req.force):
+            same_image = bool(prev and prev.digest == self.target.digest
+                              and prev.tag == self.target.tag)
+            if prev and prev.fingerprint != self.fingerprint:
+                # Unchanged means the same image AND the same settings and environment.
+                run.settings_changed = self._what_changed(prev)
+                self._step_report(host.name, f"settings changed since {prev.tag} started: "
+                                  f"{run.settings_changed}" + (
+                                      f"; {prev.tag} is redeployed in a new container"
+                                      if same_image else ""))
+            elif same_image and not self.req.force:
                 run.outcome = UNCHANGED
             if self.req.kind in ("rollback", "recover"):
                 run.reuse = next((c for c in containers if c.digest == self.target.digest
@@ -263,6 +273,15 @@ class Deploy:
             for run in self.runs:
                 self._proxy_api().preflight(run.ex, cfg)
         self._plan()
+
+    def _what_changed(self, prev: Container) -> str:
+        """Which settings differ from those the running container started with: names,
+        never values."""
+        names = settingslib.changed(prev.settings, self.env, self.cfg)
+        if names is None:
+            return ("its settings or environment (the running container predates the record "
+                    "of which)")
+        return settingslib.describe(names, self.cfg) or "its container options"
 
     def _schema_gate(self) -> None:
         """The seed's rule, enforced: refuse (nothing changed yet) when the migrations
@@ -311,14 +330,15 @@ class Deploy:
         )
         self.sw = Switcher(self.cfg, self.target, self.id, self.fingerprint,
                            self.secret_values, self.report, proxy=self._proxy,
-                           whole=self._whole)
+                           whole=self._whole, settings=self.settings_label)
         active = [r for r in self.runs if r.outcome != UNCHANGED]
         migrate = bool(self.cfg.migrate) and not self.req.skip_migrations
         for run in self.runs:
             run.plan = host_plan(
                 self.cfg, self.target, self.id, self.fingerprint, run.paths, run.containers,
                 run.previous, run.reuse, self.lock_info, unchanged=run not in active,
-                migrate_here=migrate and bool(active) and run is active[0])
+                migrate_here=migrate and bool(active) and run is active[0],
+                settings=self.settings_label)
             run.plan.host = run.host.name
 
     # -- dry run
@@ -398,7 +418,9 @@ class Deploy:
             for run in active:
                 run.outcome = RECOVERED
             return RECOVERED, f"{target.tag}, the last known-good version, is healthy again"
-        return SUCCEEDED, f"{target.tag} is healthy on every host"
+        changed = next((r.settings_changed for r in active if r.settings_changed), "")
+        return SUCCEEDED, f"{target.tag} is healthy on every host" + (
+            f" (settings changed: {changed})" if changed else "")
 
     def _send_image(self, run: HostRun) -> None:
         """registry.mode host: the host's registry up, the image and its signature sent to
@@ -533,10 +555,14 @@ class Deploy:
             "allow_breaking_migrations": self.req.allow_breaking_migrations,
             "allow_shallow_clone": self.req.allow_shallow_clone,
             "schema_gate": self.gate.record() if self.gate else None,
+            # The app's settings this attempt ran with (no secret values): what a rollback
+            # to this release runs it with.
+            "settings": settingslib.recorded(self.cfg),
         }
         if self.req.kind == "rollback":
             rec["rollback_from"] = self.req.rollback_from
             rec["rollback_to"] = t.tag if t else None
+            rec["settings_from"] = self.req.settings_from
         if self.req.kind == "recover":
             rec["recovered_from"] = self.req.rollback_from
         if run is not None:
@@ -552,6 +578,7 @@ class Deploy:
                 "log_tail": run.log_tail,
                 "in_flight_at_switch": run.in_flight_at_switch,
                 "maintenance": run.maintenance,
+                "settings_changed": run.settings_changed or None,
             })
         if self.migration:
             rec["migration"] = self.migration
@@ -563,7 +590,8 @@ class Deploy:
         rec["preflight"] = preflight
         rec["per_host"] = [
             {"host": r.host.name, "outcome": r.outcome or outcome, "reason": r.reason,
-             "previous_tag": r.previous.tag if r.previous else None}
+             "previous_tag": r.previous.tag if r.previous else None,
+             "settings_changed": r.settings_changed or None}
             for r in self.runs
         ]
         return redact_free_text(rec, self.secret_values)

@@ -62,6 +62,7 @@ class HostRun:
     old_stopped: bool = False  # behind the proxy: the old version was drained and stopped
     in_flight_at_switch: int | None = None  # behind the proxy: requests in flight then
     maintenance: dict[str, Any] | None = None  # behind the proxy: maintenance at the deploy
+    settings_changed: str = ""  # which settings differ from the running container's (names)
     plan: HostPlan = field(default_factory=lambda: HostPlan("", []))
 
 
@@ -70,8 +71,10 @@ class Switcher:
 
     def __init__(self, cfg: Config, target: Target, deploy_id: str, fingerprint: str,
                  secrets: list[Secret], report: Reporter, proxy: Any = None,
-                 whole: Callable[[], AbstractContextManager[None]] = nullcontext) -> None:
+                 whole: Callable[[], AbstractContextManager[None]] = nullcontext,
+                 settings: str = "") -> None:
         self.cfg = cfg
+        self.settings = settings  # the label of containers made with today's settings
         # Steps that create a container run whole: a signal waits for the host's answer,
         # so the unwind sees (and removes) what the command made, instead of racing a
         # `docker run` that carries on on the host after the deployer let go of it.
@@ -186,7 +189,7 @@ class Switcher:
                 name = f"{container_name(self.cfg.service, prev.tag)}-{self.id[-6:]}"
                 target = Target(pull_repository(self.cfg), prev.tag, prev.digest, False)
                 argv = app_run_argv(self.cfg, target, name, run.paths.env, self.id,
-                                    self.fingerprint)
+                                    self.fingerprint, self.settings)
                 action: Callable[[], object] = partial(
                     ex.run, argv, timeout=self.cfg.timeouts.command, what="docker run")
                 how = " with today's environment"

@@ -27,6 +27,7 @@ class Container:
     started: str
     image: str
     revision: str = ""  # the image's org.opencontainers.image.revision label, if any
+    settings: str = ""  # digests of its settings (plainsail.deploy.settings.label)
 
     @property
     def running(self) -> bool:
@@ -74,6 +75,7 @@ def parse_inspect(data: Mapping[str, object]) -> Container | None:
         started=str(state.get("StartedAt", "")),
         image=str(config.get("Image", "")) if isinstance(config, dict) else "",
         revision=str(labels.get(REVISION_LABEL, "")),
+        settings=str(labels.get(docker.LABEL_SETTINGS, "")),
     )
 
 

@@ -13,6 +13,8 @@ LABEL_TAG = "dev.plainsail.tag"
 LABEL_DIGEST = "dev.plainsail.digest"
 LABEL_DEPLOY = "dev.plainsail.deploy-id"
 LABEL_ENV = "dev.plainsail.env-fingerprint"
+# A salted digest of each setting and variable (plainsail.deploy.settings): what changed.
+LABEL_SETTINGS = "dev.plainsail.settings"
 LABEL_ROLE = "dev.plainsail.role"
 
 
