@@ -235,3 +235,42 @@ def test_example_app_migrations_pass_the_lint(capsys: pytest.CaptureFixture[str]
     assert main(["lint", "migrations", str(folder), "--format", "json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert (doc["errors"], doc["warnings"], doc["files"]) == (0, 0, 2)
+
+
+def _history(*files: str) -> list[list[tuple[str, str]]]:
+    """The active findings of each file, linted in order after the earlier ones."""
+    from plainsail.lint.catalog import Column
+
+    known: dict[str, Column] = {}
+    return [[(f.rule, f.message) for f in lint_text(f"{i:04d}.sql", sql, known=known)
+             if f.suppressed is None] for i, sql in enumerate(files, start=1)]
+
+
+def test_renaming_a_type_is_flagged_unless_the_file_created_it() -> None:
+    (hits,) = _history('ALTER TYPE "Status" RENAME TO "State";')
+    assert hits and hits[0][0] == "rename-object" and "renames type Status to State" in hits[0][1]
+    assert "Prisma" in hits[0][1]
+    # Created in the same file (inside a DO block, as Prisma and Node runners write it).
+    created = ("DO $$ BEGIN\n  CREATE TYPE \"Status\" AS ENUM ('a', 'b');\n"
+               "EXCEPTION WHEN duplicate_object THEN NULL;\nEND $$;\n")
+    assert _history(created + 'ALTER TYPE "Status" RENAME TO "State";\n'
+                    "ALTER TYPE \"State\" RENAME VALUE 'a' TO 'c';\n") == [[]]
+    assert _history("CREATE DOMAIN d AS int;\nALTER DOMAIN d RENAME TO e;\n"
+                    "CREATE TYPE c AS (x int);\nALTER TYPE c RENAME TO c2;\n") == [[]]
+
+
+def test_drop_function_of_an_overload_no_earlier_file_created_is_not_reported() -> None:
+    create = "CREATE FUNCTION f(a int, OUT b text) RETURNS text LANGUAGE sql AS 'SELECT 1';"
+    assert _history(create, "DROP FUNCTION f(text);", "DROP FUNCTION IF EXISTS f(bigint);",
+                    "DROP FUNCTION f(integer);") == [
+        [], [], [], [("drop-function", "drops function f")]]
+    # Nothing in the history says where g came from: reported as before.
+    assert _history("DROP FUNCTION g(int);") == [[("drop-function", "drops function g")]]
+    # Created inside a DO block of an earlier file: that overload is known.
+    in_do = ("DO $$ BEGIN CREATE FUNCTION h(x int[]) RETURNS int LANGUAGE sql AS 'SELECT 1'; "
+             "EXCEPTION WHEN duplicate_function THEN NULL; END $$;")
+    assert _history(in_do, "DROP FUNCTION h(int);", "DROP FUNCTION h(int[]);") == [
+        [], [], [("drop-function", "drops function h")]]
+    # A trigger function is never the app's.
+    assert _history("CREATE FUNCTION t() RETURNS trigger LANGUAGE plpgsql AS "
+                    "'BEGIN RETURN NEW; END';", "DROP FUNCTION t();") == [[], []]

@@ -101,9 +101,11 @@ RULES: dict[str, Rule] = {r.id: r for r in [
          "and fails as soon as it is gone.",
          "CREATE OR REPLACE FUNCTION to change the body in place; drop it only after no "
          "running version calls it."),
-    Rule("rename-object", ERROR, "Renaming a view, materialized view, function or "
-         "procedure",
-         _COMPAT + "The old app still uses the old name and fails immediately.",
+    Rule("rename-object", ERROR, "Renaming a view, materialized view, function, "
+         "procedure or type",
+         _COMPAT + "The old app still uses the old name and fails immediately (an ORM that "
+         "casts parameters to an enum type's name, as Prisma does, fails on every such "
+         "query).",
          "Create the object under the new name next to the old one, move the app over, then "
          "drop the old name in a later deploy."),
     Rule("table-rewrite", ERROR, "Rewriting a whole table under an exclusive lock",

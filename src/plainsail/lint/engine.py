@@ -362,6 +362,10 @@ def resolve(path: str, result: FileResult, known: dict[str, Column],
                 continue
             if condition == "not-trigger" and col is not None and col.type in TRIGGER_TYPES:
                 continue
+            if condition == "overload":
+                fn = known.get("function:" + key.split(":", 1)[1].split("(", 1)[0])
+                if fn is not None and (fn.type in TRIGGER_TYPES or col is None):
+                    continue  # a trigger function, or an overload no earlier file created
             if condition == "not-timestamp" and (col is None or col.type == "timestamp"):
                 continue
             out.append(Finding(path, line, number, rule, message))

@@ -131,6 +131,25 @@ def function_key(name: str) -> str:
     return "function:" + name.split(".")[-1].lower()
 
 
+def signature_key(name: str, types: list[str]) -> str:
+    """One overload of a function among what the history established: its name without
+    schema and its argument types (what DROP FUNCTION names)."""
+    return f"signature:{name.split('.')[-1].lower()}({','.join(types)})"
+
+
+def _arg_type(tn: Node | None) -> str:
+    return _type_name(tn) + ("[]" if (tn or {}).get("arrayBounds") else "")
+
+
+def _drop_signature(obj: Any) -> str | None:
+    """The overload a DROP FUNCTION names, None when it names no argument list."""
+    owa = obj.get("ObjectWithArgs") if isinstance(obj, dict) else None
+    if not owa or owa.get("args_unspecified"):
+        return None
+    types = [_arg_type(t.get("TypeName")) for t in owa.get("objargs") or ()]
+    return signature_key(_dotted(obj), types)
+
+
 def _is_new(state: FileState, rv: Node | None) -> bool:
     if not rv:
         return False
@@ -217,7 +236,8 @@ def may_run_alone(kind: str, node: Node) -> bool:
 # CREATE TRIGGER, ...) passes without a look.
 KINDS = frozenset({
     "TransactionStmt", "VariableSetStmt", "CreateStmt", "CreateTableAsStmt", "ViewStmt",
-    "CreateFunctionStmt", "AlterTableStmt", "AlterEnumStmt", "RenameStmt", "DropStmt",
+    "CreateFunctionStmt", "CreateEnumStmt", "CompositeTypeStmt", "CreateDomainStmt",
+    "AlterTableStmt", "AlterEnumStmt", "RenameStmt", "DropStmt",
     "IndexStmt", "ReindexStmt", "VacuumStmt", "ClusterStmt", "AlterDomainStmt", "DoStmt",
     "CallStmt", "CreatedbStmt", "DropdbStmt", "CreateTableSpaceStmt", "DropTableSpaceStmt",
     "AlterSystemStmt",
@@ -264,17 +284,27 @@ def check(kind: str, node: Node, state: FileState,
         name = _dotted(node.get("funcname"))
         state.created.add(name)
         state.columns[function_key(name)] = Column(type=_type_name(node.get("returnType")))
+        args = [_arg_type(fp.get("argType")) for p in node.get("parameters") or ()
+                if (fp := p.get("FunctionParameter", {})).get("mode")
+                not in ("FUNC_PARAM_OUT", "FUNC_PARAM_TABLE")]
+        state.columns[signature_key(name, args)] = Column(type="function")
         vol = [_sval(o["DefElem"].get("arg")) for o in node.get("options") or ()
                if o.get("DefElem", {}).get("defname") == "volatility"]
         if vol and vol[0] in ("immutable", "stable"):
             state.safe_functions.add(name.split(".")[-1].lower())
+    elif kind in ("CreateEnumStmt", "CompositeTypeStmt", "CreateDomainStmt"):
+        name = (_dotted(node.get("typeName")) if kind == "CreateEnumStmt" else
+                _dotted(node.get("domainname")) if kind == "CreateDomainStmt" else
+                table_name(node.get("typevar")))
+        state.created.update({name, name.split(".")[-1]})
     elif kind == "AlterTableStmt" and node.get("objtype") == "OBJECT_TABLE":
         rv = node.get("relation")
         if not _is_new(state, rv):
             hits += _alter_table(node, state, offsets or (lambda _i: None))
             _needs_lock_timeout(state, hits, table_name(rv))
         _record_alter(node, state)
-    elif kind == "AlterEnumStmt" and node.get("oldVal"):
+    elif kind == "AlterEnumStmt" and node.get("oldVal") and not _type_is_new(
+            state, _dotted(node.get("typeName"))):
         hits.append(("rename-enum-value",
                      f"renames value '{node['oldVal']}' of enum {_dotted(node.get('typeName'))} "
                      f"to '{node.get('newVal')}'", None))
@@ -379,6 +409,14 @@ def _rename(node: Node, state: FileState) -> list[Hit]:
             what = "view" if kind == "OBJECT_VIEW" else "materialized view"
             hits.append(("rename-object", f"renames {what} {table_name(rv)} to "
                          f"{node.get('newname')}", None))
+    elif kind == "OBJECT_TYPE":
+        name = _dotted(node.get("object"))
+        if not _type_is_new(state, name):
+            hits.append(("rename-object", f"renames type {name} to {node.get('newname')}: the "
+                         "old app's queries that name it (an ORM such as Prisma casts every "
+                         "enum parameter to its type's name) fail", None))
+        else:  # new in this file under either name
+            state.created.add(str(node.get("newname")))
     elif kind in ("OBJECT_FUNCTION", "OBJECT_PROCEDURE"):
         name = _dotted(node.get("object"))
         if name not in state.created and name.split(".")[-1] not in state.created:
@@ -423,7 +461,13 @@ def _drop(node: Node, state: FileState) -> list[Hit]:
     elif kind in _DROP_KINDS and old:
         rule, what = _DROP_KINDS[kind]
         message = f"drops {what} {', '.join(old)}"
-        if rule == "drop-function":
+        objects = list(node.get("objects") or ())
+        signature = _drop_signature(objects[0]) if len(objects) == 1 else None
+        if rule == "drop-function" and signature:
+            # Decided against earlier files: not a trigger function, and that overload is
+            # one they created (or they created nothing of that name).
+            state.pending_deferred.append((rule, message, signature, None, "overload"))
+        elif rule == "drop-function":
             _unless_trigger(state, hits, rule, message, old)
         else:
             hits.append((rule, message, None))
@@ -435,6 +479,10 @@ def _drop(node: Node, state: FileState) -> list[Hit]:
         state.created.discard(n)
         state.created.discard(n.split(".")[-1])
     return hits
+
+
+def _type_is_new(state: FileState, name: str) -> bool:
+    return name in state.created or name.split(".")[-1] in state.created
 
 
 def _relation_key(dotted: str) -> str:
