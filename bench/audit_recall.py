@@ -5,7 +5,7 @@ counts as reported for a case when the audit has at least one finding of that ru
 Against the hand labels this gives, per workflow rule, true and false positives and
 misses, precision (TP / (TP + FP)) and recall (TP / (TP + FN)); "-" when undefined.
 
-Usage: python bench/audit_recall.py [--misses] [--json]
+Usage: python bench/audit_recall.py [--misses] [--json] [--batch N]
 """
 
 from __future__ import annotations
@@ -21,8 +21,14 @@ from plainsail.audit.rules import RULES
 HELDOUT = Path(__file__).resolve().parent / "audit_heldout"
 
 
-def measure() -> tuple[dict[str, dict[str, int]], list[dict[str, Any]]]:
-    cases = json.loads((HELDOUT / "labels.json").read_text())
+def load(batch: int | None) -> list[dict[str, Any]]:
+    cases: list[dict[str, Any]] = json.loads((HELDOUT / "labels.json").read_text())
+    return [c for c in cases if batch is None or c.get("batch", 1) == batch]
+
+
+def measure(batch: int | None = None) -> tuple[dict[str, dict[str, int]],
+                                               list[dict[str, Any]]]:
+    cases = load(batch)
     rules = [r for r, rule in RULES.items() if rule.area == "workflow"
              and all(r in case["labels"] for case in cases)]
     counts = {r: {"tp": 0, "fp": 0, "fn": 0, "positives": 0} for r in rules}
@@ -56,13 +62,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--misses", action="store_true", help="list misses and false alarms")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--batch", type=int, help="only this batch of labels.json")
     args = parser.parse_args()
-    counts, wrong = measure()
+    counts, wrong = measure(args.batch)
     if args.json:
         print(json.dumps({"rules": counts, "wrong": wrong}, indent=1))
         return
-    cases = json.loads((HELDOUT / "labels.json").read_text())
-    print(f"{len(cases)} held-out workflows")
+    cases = load(args.batch)
+    print(f"{len(cases)} held-out workflows" + (f" (batch {args.batch})" if args.batch else ""))
     unlabelled = [r for r, rule in RULES.items() if rule.area == "workflow"
                   and r not in counts]
     if unlabelled:
