@@ -137,6 +137,8 @@ def spec_of(uses: str) -> ActionSpec | None:
     if spec is not None:
         return spec
     repo = repo_of(uses)
+    if repo.endswith("/build-push-action"):
+        return ACTIONS["docker/build-push-action"]  # forks keep its inputs
     for tool in ("kubectl", "helm", "flyctl"):
         if tool in repo:
             return ActionSpec(TOOL, tool=tool)
@@ -151,6 +153,8 @@ def spec_of(uses: str) -> ActionSpec | None:
 def pushes(uses: str, inputs: dict[str, str]) -> bool:
     """Whether a PUBLISH action pushes, given its inputs (as text)."""
     repo = repo_of(uses)
+    if repo.endswith("/build-push-action"):
+        repo = "docker/build-push-action"
     default_push = _PUSH_INPUT.get(repo)
     if default_push is None:
         return True  # these actions always push

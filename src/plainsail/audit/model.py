@@ -272,6 +272,12 @@ def pushed_refs(cmd: Command) -> list[str] | None:
         return positional(argv[2:], {"--publish", "--trust-builder", "--clear-cache"})[:1]
     if name in ("executor", "/kaniko/executor"):
         return option_values(argv, ("--destination", "-d"))
+    if name == "sbt" and any(a.lower().replace(":", "/") == "docker/publish"
+                             for a in argv[1:]):
+        return []  # sbt-native-packager: tags come from the build definition
+    if name in ("mvn", "mvnw", "gradle", "gradlew") and any(
+            a.endswith(("jib:build", "jib")) for a in argv[1:]):
+        return option_values(argv, ("-Dimage", "--image"))
     return None
 
 
@@ -315,7 +321,8 @@ def action_pushes(step: Step) -> list[str] | None:
         tags = w.get("tags") or w.get("tag") or w.get("image_tag") or w.get("image-tag") \
             or "latest"
         return [f"{image}:{t}" for t in re.split(r"[\s,]+", tags.strip()) if t]
-    if repo in ("docker/build-push-action", "int128/kaniko-action"):
+    if repo in ("docker/build-push-action", "int128/kaniko-action") or repo.endswith(
+            "/build-push-action"):
         return _tag_list(w.get("tags"))
     return []
 
@@ -324,6 +331,9 @@ def is_build(cmd: Command, step: Step) -> bool:
     sub, args = _docker_sub(cmd)
     if sub in ("compose up", "stack deploy") and "--build" in args:
         return True
+    if cmd.name in ("flyctl", "fly") and "deploy" in cmd.argv[1:2] and not option_values(
+            cmd.argv, ("--image", "-i")):
+        return True  # fly deploy without an image builds one (locally or remotely) now
     return sub in ("build", "buildx build", "buildx bake", "compose build") or (
         cmd.name == "plainsail" and cmd.argv[1:2] == ["build"])
 
@@ -588,6 +598,7 @@ def facts(job: Job, ctx: Context) -> JobFacts:
     f = JobFacts(job, [], [], [], [], False, [], [], False)
     deployish = _deployish_name(job)
     pulls: list[ImageRef] = []
+    pulled = False  # a `compose pull` ran: the next `compose up` runs what the tags name
     cache_from: set[str] = set()
     for step in job.steps:
         tested = {w.lstrip("$").strip("{}\"") for c, _ in step.commands
@@ -606,14 +617,16 @@ def facts(job: Job, ctx: Context) -> JobFacts:
                 f.build_lines.append((step, cmd.line))
                 cache_from.update(option_values(cmd.argv, ("--cache-from",)))
             sub, args = _docker_sub(cmd)
+            pulled = pulled or sub == "compose pull"
             heroku = sub == "push" and any(resolve(a, scope).startswith(
                 "registry.heroku.com/") for a in args)  # a push there stages the release
             if (is_start(cmd) or heroku) and (remote or deployish
                                               or cmd.name not in DOCKER_LIKE):
                 f.starts.append((step, cmd.line, _order(step, i)))
                 f.deploys.append((step, cmd.line))
-                if cmd.name in ("kubectl", "oc") and verbs(cmd)[:2] == ["rollout", "restart"]:
-                    f.restarts.append((step, cmd.line))
+                if cmd.name in ("kubectl", "oc") and verbs(cmd)[:2] == ["rollout", "restart"] \
+                        or sub == "compose up" and pulled:
+                    f.restarts.append((step, cmd.line))  # runs whatever the tags name now
                 if sub.startswith("compose "):
                     data = compose_file(step, cmd, ctx.wf.root)
                     if data is not None:

@@ -134,7 +134,11 @@ def _secrets_without_environment(wf: Workflow,
     for jid, f in all_facts.items():
         if f.job.uses or f.job.has_environment():
             continue
-        if not (f.deploys or f.starts or _deployish_name(f.job)):
+        # a job named for deploying hands the deploy on (a dispatch, a script); "release"
+        # alone names package and binary releases too
+        named = re.search(r"deploy|rollout|prod|staging",
+                          f"{f.job.id} {get(f.job.data, 'name') or ''}", re.I)
+        if not (f.deploys or f.starts or named):
             continue
         if uses_secrets(f.job):
             yield Finding("secrets-without-environment", wf.path, f.job.line,
