@@ -99,3 +99,39 @@ def test_audit_never_raises_on_a_workflow(wf: dict[str, Any], called: dict[str, 
         report = audit(root)
         assert isinstance(report, Report)
         assert all(f.line >= 1 and f.message for f in report.findings)
+
+
+TEXT_FORMS = [
+    # anchors and aliases (GitHub accepts them), a merge key, flow style, CRLF, a BOM,
+    # block scalars of every chomping kind, tabs and unicode in scripts
+    "jobs:\n  deploy:\n    runs-on: ubuntu-latest\n    steps:\n      - &s\n        run: {script}\n"
+    "      - *s\n",
+    "x-env: &env\n  TAG: ${{{{ github.sha }}}}\njobs:\n  deploy:\n    runs-on: x\n    env:\n"
+    "      <<: *env\n    steps:\n      - run: |-\n          {script}\n",
+    "jobs: {{deploy: {{runs-on: x, steps: [{{run: '{script}'}}]}}}}\n",
+    "\ufeffjobs:\r\n  deploy:\r\n    runs-on: x\r\n    steps:\r\n      - run: >+\r\n"
+    "          {script}\r\n",
+    "jobs:\n  deploy:\n    runs-on: x\n    steps:\n      - uses: appleboy/ssh-action@v1\n"
+    "        with:\n          script: |2\n             {script}\n",
+]
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, database=None,
+          suppress_health_check=list(HealthCheck))
+@given(st.sampled_from(TEXT_FORMS), shell, st.sampled_from(["push", "[push, pull_request]",
+                                                            "{workflow_run: {workflows: [b]}}"]))
+def test_audit_never_raises_on_yaml_forms(form: str, script: str, trigger: str) -> None:
+    one_line = script.replace("\n", " ; ").replace("'", "''")
+    body = form.format(script=one_line or "true")
+    bom = "\ufeff" if body.startswith("\ufeff") else ""
+    text = f"{bom}on: {trigger}\n" + body.removeprefix("\ufeff")
+    try:
+        yaml.safe_load(text)
+    except yaml.YAMLError:
+        return  # not YAML GitHub would accept either
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / ".github" / "workflows").mkdir(parents=True)
+        (root / ".github" / "workflows" / "w.yml").write_text(text, encoding="utf-8")
+        report = audit(root)
+        assert isinstance(report, Report)
