@@ -1,8 +1,10 @@
 """The health gate: the step between "deployed" and "done".
 
 Poll `health.path` until it answers `health.status` (and contains `health.body_contains`),
-each attempt bounded by `health.timeout`, at most `health.attempts` attempts
-`health.interval` apart. Between failed attempts the container itself is checked, so a
+each attempt bounded as a whole by `health.timeout` (connection, answer and body: an
+answer that trickles is cut off), at most `health.attempts` attempts `health.interval`
+apart: the gate ends within attempts x (timeout + interval), plus one container check
+per attempt. Between failed attempts the container itself is checked, so a
 container that exits or restarts fails the gate at once instead of after every attempt.
 """
 
@@ -100,6 +102,7 @@ def gate(
     *,
     progress: Callable[[Attempt], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    state: Callable[[Executor, str], tuple[str, int]] | None = None,
 ) -> Verdict:
     """Run the gate against `target` (host, port as seen from the target host)."""
     secrets = list(secrets)
@@ -124,9 +127,9 @@ def gate(
             return Verdict(True, f"healthy after {n} attempt(s)", attempts,
                            time.monotonic() - start)
         reason = problem
-        state, restarts = container_state(ex, container)
-        if state in ("exited", "dead", "missing") or restarts > 0 or state == "restarting":
-            what = f"restarted {restarts} time(s)" if restarts else f"is {state}"
+        now, restarts = (state or container_state)(ex, container)
+        if now in ("exited", "dead", "missing") or restarts > 0 or now == "restarting":
+            what = f"restarted {restarts} time(s)" if restarts else f"is {now}"
             return Verdict(False, f"the container {what} (last check: {problem})", attempts,
                            time.monotonic() - start)
         if n < hc.attempts:

@@ -112,14 +112,15 @@ class Executor:
         return host, port
 
     def http_get(self, host: str, port: int, path: str, timeout: float) -> tuple[int, str]:
-        """GET `path` from an address returned by `reach`: (status, the body's start)."""
+        """GET `path` from an address returned by `reach`: (status, the body's start).
+        `timeout` bounds the whole exchange, connection, answer and body (TimeoutError)."""
+        from plainsail.hosts import deadline
+
         conn = http.client.HTTPConnection(host, port, timeout=timeout)
         try:
-            conn.request("GET", path, headers={"User-Agent": "plainsail-health",
-                                               "Connection": "close"})
-            resp = conn.getresponse()
-            body = resp.read(64 * 1024).decode("utf-8", errors="replace")
-            return resp.status, body
+            resp, body = deadline.get(conn, path, {"User-Agent": "plainsail-health",
+                                                   "Connection": "close"}, timeout)
+            return resp.status, body.decode("utf-8", errors="replace")
         finally:
             conn.close()
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from plainsail.config.model import Config
 from plainsail.deploy.health import check
+from plainsail.hosts import deadline
 from plainsail.hosts.executor import Executor, write_file_argv
 from plainsail.proxy import argv, caddyconf, overlap
 from plainsail.proxy.admin import Admin, ProxyError
@@ -301,44 +302,32 @@ def probe_through(ex: Executor, cfg: Config, timeout: float | None = None,
     """
     p = proxy_config(cfg)
     wait = cfg.health.timeout if timeout is None else timeout
-    deadline = time.monotonic() + wait
+    start = time.monotonic()
     port = p.https_port if p.tls.enabled else p.http_port
     address, local_port = ex.reach("127.0.0.1", port)
     name = check_host(cfg)
-    sock = socket.create_connection((address, local_port), timeout=wait)
+    raw = socket.create_connection((address, local_port), timeout=wait)
+    sock = raw
     try:
-        if p.tls.enabled:
-            ctx = ssl.create_default_context(cadata=cafile_pem) if cafile_pem else \
-                ssl._create_unverified_context()  # noqa: S323 - a routing check
-            sock = ctx.wrap_socket(sock, server_hostname=name)
+        with deadline.watchdog(raw, wait - (time.monotonic() - start)) as fired:
+            try:
+                if p.tls.enabled:
+                    ctx = ssl.create_default_context(cadata=cafile_pem) if cafile_pem else \
+                        ssl._create_unverified_context()  # noqa: S323 - a routing check
+                    sock = ctx.wrap_socket(raw, server_hostname=name)
+            except OSError:
+                if fired.is_set():
+                    raise TimeoutError(f"no TLS handshake within {wait:g}s") from None
+                raise
         conn = http.client.HTTPConnection(name, port, timeout=wait)
         conn.sock = sock
-        conn.request("GET", check_path(cfg), headers={"User-Agent": "plainsail-health",
-                                                      "Connection": "close",
-                                                      **(headers or {})})
-        resp = conn.getresponse()
-        body = read_until(resp, sock, deadline, 64 * 1024)
+        resp, body = deadline.get(conn, check_path(cfg), {
+            "User-Agent": "plainsail-health", "Connection": "close", **(headers or {})},
+            wait - (time.monotonic() - start))
         return Probe(resp.status, body.decode("utf-8", errors="replace"), resp.msg)
     finally:
         sock.close()
-
-
-def read_until(resp: http.client.HTTPResponse, sock: socket.socket, deadline: float,
-               limit: int) -> bytes:
-    """At most `limit` bytes of the body, read before `deadline` (TimeoutError after)."""
-    chunks: list[bytes] = []
-    size = 0
-    while size < limit:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("the answer's body did not arrive in time")
-        sock.settimeout(left)
-        chunk = resp.read1(min(16 * 1024, limit - size))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks)
+        raw.close()
 
 
 def check_through(ex: Executor, cfg: Config, container: str | None = None,
