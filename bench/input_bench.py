@@ -3,9 +3,9 @@ size, within the documented caps (docs/configuration.md, "Input limits").
 
 Cases: `audit` on a Dockerfile of about 3.7 MB made of line continuations (and the same at
 half and double size, to show the time grows linearly); `audit` on a 12-line YAML alias
-bomb; `config check` and `audit` on a 50 MB plainsail.yml; a trusted root of 300 MB and a
-`.sig` manifest nested 1,000 deep. Each case runs in a fresh process, so the peak memory
-(max RSS) printed is that case's own.
+bomb; `config check` and `audit` on a 50 MB plainsail.yml; a trusted root of 300 MB, a
+`.sig` manifest nested 1,000 deep and a `command` secret source that prints without end.
+Each case runs in a fresh process, so the peak memory printed is that case's own.
 
 Run: python bench/input_bench.py
 """
@@ -70,6 +70,7 @@ def cli(args: list[str]) -> None:
 
 def in_process(name: str) -> None:
     """Cases measured without the CLI: the trusted root and a deep `.sig` manifest."""
+    from plainsail.config.secretsources import CommandSource, SecretSourceError, fetch
     from plainsail.errors import SigningKeyError
     from plainsail.supply import keyless, signatures
 
@@ -83,6 +84,12 @@ def in_process(name: str) -> None:
                 keyless.load_trusted_root(path)
             except SigningKeyError as exc:
                 result = str(exc).split(" is ", 1)[1][:40]
+        elif name == "endless-secret-command":
+            endless = "import sys\nwhile True: sys.stdout.write('x' * 65536)"
+            try:
+                fetch(CommandSource((sys.executable, "-c", endless)), "TOKEN")
+            except SecretSourceError as exc:
+                result = str(exc).split("` ", 1)[1]
         else:
             try:
                 signatures.read_manifest(b'{"layers":' + b"[" * 1000 + b"]" * 1000 + b"}")
@@ -105,7 +112,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             s, code, rss = run_cli(_big_config(Path(tmp), command))
             print(f"{f'{command} on 50 MB plainsail.yml':28} {s:8.2f} s  {rss:6d} MiB  {code}")
-    for name in ("trusted-root-300MB", "sig-manifest-1000-deep"):
+    for name in ("trusted-root-300MB", "sig-manifest-1000-deep", "endless-secret-command"):
         subprocess.run([sys.executable, __file__, "--case", name], check=True)
 
 

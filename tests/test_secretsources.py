@@ -5,8 +5,11 @@ DATABASE_URL comes from OpenBao (integration)."""
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import signal
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -194,7 +197,8 @@ def test_command_source_read_once_per_run(tmp_path: Path) -> None:
 @pytest.mark.parametrize("argv, expected", [
     ([PY, "-c", "import sys; print('x', file=sys.stderr); print('no such item', "
       "file=sys.stderr); sys.exit(3)"],
-     "failed with exit code 3: no such item"),
+     "failed with exit code 3 (its error output is not shown, as it may hold the secret: "
+     "run the command by hand to see it)"),
     (["no-such-program-xyz", "read"], "the program 'no-such-program-xyz' of the command "
      "`no-such-program-xyz read` was not found"),
     ([PY, "-c", "pass"], "gave an empty value"),
@@ -230,7 +234,9 @@ def test_preflight_failure_names_the_source_and_changes_nothing(tmp_path: Path) 
     r = plainsail("deploy", "abcdef12", cwd=tmp_path)
     assert r.code == 1
     assert r.err.strip().endswith("app.secrets.TOKEN: the command `" + PY
-                                  + " -c 'import sys; sys.exit(7)'` failed with exit code 7")
+                                  + " -c 'import sys; sys.exit(7)'` failed with exit code 7 "
+                                  "(its error output is not shown, as it may hold the secret: "
+                                  "run the command by hand to see it)")
     assert len(r.err.strip().splitlines()) == 1, r.err
 
 
@@ -390,3 +396,71 @@ def test_vault_jwt_login_with_the_ci_oidc_token(openbao: OpenBao, tmp_path: Path
     finally:
         server.shutdown()
         server.server_close()
+
+
+# ---------------------------------------------------------------- what a command source shows
+
+LEAKY = ("import sys; print('Authorization: Bearer ' + sys.argv[1], file=sys.stderr); "
+         "sys.exit(4)")
+
+
+def _leaky_config(tmp_path: Path) -> None:
+    (tmp_path / "plainsail.yml").write_text(
+        MINIMAL + "hosts: ['ssh://nobody@127.0.0.1:9']\nsigning: {verify: false}\n"
+        "app:\n  secrets:\n    TOKEN: {command: [" + shlex.quote(PY) + ", -c, "
+        + json.dumps(LEAKY) + ", '${LOGIN_TOKEN}']}\n")
+
+
+def test_command_source_shows_the_command_as_written(tmp_path: Path) -> None:
+    """Neither the expanded argument nor the command's error output (which repeats it) is
+    shown: not by config check, not in the error, not in the local history's reason."""
+    _leaky_config(tmp_path)
+    env = {"LOGIN_TOKEN": "tok-" + uuid.uuid4().hex}
+    checked = plainsail("config", "check", cwd=tmp_path, env=env)
+    assert checked.code == 0 and "${LOGIN_TOKEN}" in checked.out
+    failed = plainsail("deploy", "abcdef12", cwd=tmp_path, env=env)
+    assert failed.code == 1 and "failed with exit code 4" in failed.err
+    assert "${LOGIN_TOKEN}" in failed.err
+    saved = (tmp_path / ".plainsail" / "history.jsonl").read_text()
+    assert "${LOGIN_TOKEN}" in saved  # the reason recorded, as written
+    for text in (checked.text, failed.text, saved):
+        assert env["LOGIN_TOKEN"] not in text
+
+
+def test_command_source_printing_endlessly_is_cut_off(tmp_path: Path) -> None:
+    """Read as it comes: refused (and the command killed) just past 1 MiB, not after the
+    command has filled memory."""
+    endless = "import sys\nwhile True: sys.stdout.write('x' * 65536)"
+    cfg = _cfg(tmp_path, f"    TOKEN: {{command: {json.dumps([PY, '-c', endless])}}}\n")
+    with pytest.raises(SecretSourceError, match="gave more than 1024 KiB"):
+        plan.app_env(cfg, {"PATH": "/usr/bin:/bin"})
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def test_command_source_children_are_ended_on_timeout(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command that hangs is killed at the timeout with everything it started."""
+    monkeypatch.setattr(secretsources, "COMMAND_TIMEOUT", 0.5)
+    pid_file = tmp_path / "child.pid"
+    hang = ("import subprocess, time; c = subprocess.Popen(['sleep', '30'], "
+            f"stdout=subprocess.DEVNULL); open({str(pid_file)!r}, 'w').write(str(c.pid)); "
+            "time.sleep(30)")
+    cfg = _cfg(tmp_path, f"    TOKEN: {{command: {json.dumps([PY, '-c', hang])}}}\n")
+    with pytest.raises(SecretSourceError, match="did not finish within"):
+        plan.app_env(cfg, {"PATH": "/usr/bin:/bin"})
+    pid = int(pid_file.read_text())
+    try:
+        for _ in range(50):
+            if not _alive(pid):
+                break
+            time.sleep(0.05)
+        assert not _alive(pid), "the command's child outlived it"
+    finally:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)

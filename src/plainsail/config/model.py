@@ -773,6 +773,15 @@ _VAULT_PATH_RE = re.compile(r"(?!(?:.*/)?\.\.?(?:/|$))[^\s/?#%]+(?:/[^\s/?#%]+)*
 _VAULT_PATH_HINT = "a path such as api/prod: parts separated by single /, no spaces, ? or #"
 
 
+def _as_written(node: yaml.Node) -> str:
+    """A command as the file writes it, before `${VAR}` is expanded (what may be shown)."""
+    import shlex
+
+    if isinstance(node, yaml.SequenceNode):
+        return shlex.join(str(n.value) for n in node.value if isinstance(n, yaml.ScalarNode))
+    return _one_line(str(node.value))
+
+
 def _source(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
     """Where a secret's value comes from: exactly one of env, file, command, vault."""
     if not isinstance(node, yaml.MappingNode) or not node.value:
@@ -802,7 +811,9 @@ def _source(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
         argv = command(ctx, vnode, kpath)
         if argv is None:
             ctx.error(vnode, kpath, "a value is required: the program and its arguments")
-        return CommandSource(tuple(argv)) if isinstance(argv, list) else _MISSING
+        if not isinstance(argv, list):
+            return _MISSING
+        return CommandSource(tuple(argv), _as_written(vnode))
     if key == "vault":
         vault_path = string(_VAULT_PATH_RE, _VAULT_PATH_HINT, optional=False)
         return obj(VaultSource, {"path": vault_path, "field": string(optional=False,

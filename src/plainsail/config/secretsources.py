@@ -15,10 +15,14 @@ the CI job (GitHub Actions' `ACTIONS_ID_TOKEN_REQUEST_URL`/`_TOKEN`, or a JWT gi
 
 from __future__ import annotations
 
+import contextlib
 import os
+import selectors
+import signal
 import subprocess
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,12 +62,16 @@ class FileSource:
 
 @dataclass(frozen=True)
 class CommandSource:
+    """`command` is what runs (with `${VAR}` expanded); `written` the command as the config
+    wrote it, the only form ever shown: an expanded argument may hold a credential."""
+
     command: tuple[str, ...]
+    written: str = field(default="", compare=False)
 
     def describe(self) -> str:
         import shlex
 
-        return f"command `{shlex.join(self.command)}`"
+        return f"command `{self.written or shlex.join(self.command)}`"
 
 
 @dataclass(frozen=True)
@@ -146,29 +154,68 @@ def _decode(data: bytes, source: Source, what: str) -> str:
 
 
 def _run_command(source: CommandSource, what: str, env: Mapping[str, str]) -> str:
+    """The command's standard output, read as it comes and cut off (the command killed) at
+    MAX_VALUE_BYTES or COMMAND_TIMEOUT. Its error output is discarded, never shown: a
+    failing secret command may print the secret there."""
     argv = list(source.command)
+    program = source.written.split()[0] if source.written.split() else argv[0]
     try:
-        res = subprocess.run(argv, capture_output=True, env=dict(env), timeout=COMMAND_TIMEOUT,
-                             stdin=subprocess.DEVNULL, check=False)
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, env=dict(env),
+                                start_new_session=True)  # its children are killed with it
     except FileNotFoundError:
-        raise SecretSourceError(f"{what}: the program {argv[0]!r} of the {source.describe()} "
+        raise SecretSourceError(f"{what}: the program {program!r} of the {source.describe()} "
                                 "was not found; install it or fix the command") from None
-    except subprocess.TimeoutExpired:
-        raise SecretSourceError(f"{what}: the {source.describe()} did not finish within "
-                                f"{COMMAND_TIMEOUT:.0f}s") from None
     except OSError as exc:
         raise SecretSourceError(f"{what}: the {source.describe()} could not start: "
                                 f"{exc.strerror or type(exc).__name__}") from None
-    if res.returncode != 0:
-        said = _last_line(res.stderr.decode("utf-8", "replace"))
+    with proc:
+        try:
+            data, code = _bounded_output(proc, time.monotonic() + COMMAND_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise SecretSourceError(f"{what}: the {source.describe()} did not finish within "
+                                    f"{COMMAND_TIMEOUT:.0f}s") from None
+        finally:
+            _kill(proc)
+    if code != 0:
         raise SecretSourceError(f"{what}: the {source.describe()} failed with exit code "
-                                f"{res.returncode}" + (f": {said}" if said else ""))
-    return _decode(res.stdout, source, what)
+                                f"{code} (its error output is not shown, as it may hold the "
+                                "secret: run the command by hand to see it)")
+    return _decode(data, source, what)
 
 
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1][:200] if lines else ""
+def _bounded_output(proc: subprocess.Popen[bytes], deadline: float) -> tuple[bytes, int]:
+    """(at most MAX_VALUE_BYTES + 1 bytes of stdout, exit code); TimeoutExpired past the
+    deadline. Stops reading (the caller kills the command) once the limit is passed."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    chunks: list[bytes] = []
+    size = 0
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        while size <= MAX_VALUE_BYTES:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise subprocess.TimeoutExpired(proc.args, COMMAND_TIMEOUT)
+            if not sel.select(left):
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    data = b"".join(chunks)
+    if size > MAX_VALUE_BYTES:
+        return data, 0  # too much: _decode says so, whatever the exit code would be
+    return data, proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    """End the command and whatever it started (its own session), if still running."""
+    if proc.poll() is None:
+        with contextlib.suppress(OSError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 # ---------------------------------------------------------------- Vault / OpenBao (KV v2)
