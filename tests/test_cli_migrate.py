@@ -163,3 +163,19 @@ def test_shown_keeps_printable_names() -> None:
     assert shown("0001_ä b\\c.sql") == "0001_ä b\\c.sql"
     assert shown("a\tb\\\u2028.sql") == "a\\tb\\\\\\u2028.sql"
     assert shown(shown("x\ny")) == shown("x\ny")
+
+
+def test_a_runner_bug_prints_its_details_on_stderr(monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """The crash file is lost with the --rm container: the details go to stderr too."""
+    import plainsail.commands.migrate as command
+    from plainsail.cli import main
+
+    def boom(args: object) -> int:
+        raise RuntimeError("unexpected state in the runner")
+
+    monkeypatch.setattr(command, "run", boom)
+    assert main(["migrate", "status"]) == 3
+    err = capsys.readouterr().err
+    assert err.startswith("error: plainsail hit an unexpected RuntimeError; this is a bug")
+    assert "Traceback" in err and "unexpected state in the runner" in err

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.integration
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 # Every kind of file the runner applies: ordinary ones, each no-transaction kind, a file
-# wrapped in BEGIN/COMMIT and a lone statement that needs no marker.
+# wrapped in BEGIN/COMMIT, lone statements that need no marker, another runner's marker.
 HISTORY = {
     "0001_items.sql": "CREATE TABLE items (id int PRIMARY KEY, v int, note text);\n"
                       "INSERT INTO items SELECT g, g % 7, 'n' FROM generate_series(1, 2000) g;\n",
@@ -48,6 +48,10 @@ HISTORY = {
     "0010_wrapped.sql": "BEGIN;\nALTER TABLE tags ADD COLUMN n text;\nUPDATE tags SET n = 'x';\n"
                         "COMMIT;\n",
     "0011_lone_idx.sql": "CREATE INDEX CONCURRENTLY tags_n ON tags (n);\n",
+    "0012_goose.sql": "-- +goose Up\n-- +goose NO TRANSACTION\n"
+                      "DROP INDEX CONCURRENTLY tags_n;\n-- +goose Down\nDROP TABLE items;\n",
+    "0013_lone_do.sql": "DO $$\nBEGIN\n  UPDATE items SET w = 0 WHERE id <= 1000;\n  COMMIT;\n"
+                        "  UPDATE items SET w = 0 WHERE id > 1000;\nEND $$;\n",
 }
 
 
@@ -75,8 +79,10 @@ def test_racing_runners_over_every_kind_of_file(tmp_path: Path, pg_url: str,
     assert [r[0] for r in rows] == sorted(HISTORY)
     assert conn.execute("SELECT count(*) FROM pg_index WHERE NOT indisvalid").fetchone() \
         == (0,)
-    assert conn.execute("SELECT count(*), count(*) FILTER (WHERE note = 'b') "
-                        "FROM items").fetchone() == (2000, 2000)
+    assert conn.execute("SELECT count(*), count(*) FILTER (WHERE note = 'b'), "
+                        "count(*) FILTER (WHERE w = 0) FROM items").fetchone() \
+        == (2000, 2000, 2000)
+    assert conn.execute("SELECT to_regclass('tags_n')").fetchone() == (None,)
 
 
 def _waiting_backend(conn: Any, holder_pid: int) -> int:

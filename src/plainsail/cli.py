@@ -480,6 +480,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"Details for a bug report are in {path}",
             file=sys.stderr,
         )
+        if args._module == "migrate":
+            # The runner's container is removed when it exits (docker run --rm), and the
+            # file with it: the details go to stderr too, where the deploy keeps them.
+            with open(path, encoding="utf-8") as log:
+                sys.stderr.write(log.read())
         return 3
     finally:
         set_json_mode(False)  # main leaves no mode behind for a caller in the same process
