@@ -22,8 +22,17 @@ HELDOUT = Path(__file__).resolve().parent / "audit_heldout"
 
 
 def load(batch: int | None) -> list[dict[str, Any]]:
+    """The cases whose files are stored (a case kept only as a pointer, its licence unclear,
+    cannot be audited here)."""
     cases: list[dict[str, Any]] = json.loads((HELDOUT / "labels.json").read_text())
-    return [c for c in cases if batch is None or c.get("batch", 1) == batch]
+    return [c for c in cases if (batch is None or c.get("batch", 1) == batch)
+            and c["stored"]]
+
+
+def pointers(batch: int | None) -> list[str]:
+    cases: list[dict[str, Any]] = json.loads((HELDOUT / "labels.json").read_text())
+    return [c["id"] for c in cases if (batch is None or c.get("batch", 1) == batch)
+            and not c["stored"]]
 
 
 def measure(batch: int | None = None) -> tuple[dict[str, dict[str, int]],
@@ -70,6 +79,9 @@ def main() -> None:
         return
     cases = load(args.batch)
     print(f"{len(cases)} held-out workflows" + (f" (batch {args.batch})" if args.batch else ""))
+    if pointers(args.batch):
+        print(f"labelled but not stored (licence unclear), not measured: "
+              f"{', '.join(pointers(args.batch))}")
     unlabelled = [r for r, rule in RULES.items() if rule.area == "workflow"
                   and r not in counts]
     if unlabelled:
