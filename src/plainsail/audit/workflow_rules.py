@@ -186,12 +186,26 @@ def _expand(wf: Workflow, job: Job, text: str, depth: int = 0) -> str:
     return " ".join([text, *extra])
 
 
+def _writable_token(wf: Workflow, job: Job) -> bool:
+    """Whether the job's GITHUB_TOKEN may write: no `permissions:` narrows it (the job's
+    own block wins over the workflow's), or one grants write."""
+    perms = get(job.data, "permissions")
+    if perms is None:
+        perms = get(wf.data, "permissions")
+    if perms is None:
+        return True  # the repository's default, which the workflow does not narrow
+    if isinstance(perms, dict):
+        return any(str(v).strip() == "write" for v in perms.values())
+    return str(perms).strip() == "write-all"
+
+
 def _untrusted_trigger(wf: Workflow) -> Iterator[Finding]:
     triggers = {t for t in wf.triggers if t in ("pull_request_target", "workflow_run")}
     if not triggers:
         return
     for job in wf.jobs:
-        if not uses_secrets(job):
+        if not uses_secrets(job) and not (
+                "pull_request_target" in triggers and _writable_token(wf, job)):
             continue
         guard = f"{get(job.data, 'if') or ''}"
         if _GUARD.search(guard):
