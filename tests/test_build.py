@@ -47,6 +47,8 @@ def test_build_pushes_short_sha_with_labels(service_repo: ServiceRepo, registry:
     assert gh_out.read_text() == f"image-tag={tag}\nimage-digest={digest}\n"
     assert gh_env.read_text() == f"IMAGE_TAG={tag}\n"
     assert "t0ken" not in r.text and "t0ken" not in json.dumps(record)
+    assert f"[build] built {service_repo.image}:{tag} in " in r.out
+    assert f"[push] pushed {service_repo.image}:{tag} (" in r.out
 
 
 def test_second_build_of_same_commit_reuses_digest(service_repo: ServiceRepo,
@@ -134,17 +136,26 @@ def test_missing_dockerfile(service_repo: ServiceRepo, registry: Registry) -> No
 def test_failing_docker_build(service_repo: ServiceRepo, registry: Registry) -> None:
     import subprocess
 
-    def containers() -> set[str]:
-        return set(subprocess.run(["docker", "ps", "-aq"], capture_output=True,
-                                  text=True).stdout.split())
+    def leftovers() -> list[str]:
+        # Only this build's: other tests on the machine start and remove containers too.
+        out = subprocess.run(["docker", "ps", "-a", "--no-trunc", "--format", "{{.Command}}"],
+                             capture_output=True, text=True).stdout
+        return [line for line in out.splitlines() if "missing header foo.h" in line]
 
     service_repo.write("Dockerfile", 'FROM scratch\nCOPY busybox /bin/busybox\n'
-                       'RUN ["/bin/busybox", "false"]\n')
+                       'RUN ["/bin/busybox", "sh", "-c", "echo compiling a; echo compiling b; '
+                       'echo error: missing header foo.h >&2; exit 2"]\n')
     service_repo.commit("broken")
-    before = containers()
     r = plainsail("build", cwd=service_repo.path)
     assert r.code == 1 and "docker build failed" in r.err and "nothing was pushed" in r.err
-    assert containers() == before  # no intermediate container left behind
+    # The failing step, its telling line, and its last lines, where the person looks.
+    (first,) = [line for line in r.err.splitlines() if line.startswith("error:")]
+    assert "at step 3/" in first and ': RUN ["/bin/busybox"' in first
+    assert "(exit 2): error: missing header foo.h; nothing was pushed" in first
+    assert "  | compiling a\n  | compiling b\n" in r.err, r.err
+    # Progress, one line per step (not a terminal).
+    assert "[build] step 1/" in r.out and ": FROM scratch" in r.out and "[build] step 3/" in r.out
+    assert leftovers() == []  # no intermediate container left behind
     assert client_for(registry).tags(ImageRef(service_repo.image)) == []
 
 

@@ -16,6 +16,12 @@ Every command reads `./plainsail.yml` unless given `-c/--config PATH` (or
 `$PLAINSAIL_CONFIG`), and shows every command it runs on a host with `-v/--verbose`,
 secrets redacted. Both options work before or after the command name.
 
+Long steps show their progress without `-v`: `build` each build step and each layer
+pushed. On a terminal that is one line updated in place; elsewhere (a pipe, a file, or
+with `CI` set) one line per event, `[step] text` (with `--json` on stderr). A failed
+`docker build` says which step failed and its telling line, then shows that step's last
+lines (`  | ...`), secrets redacted.
+
 ## Exit codes
 
 | code | meaning |

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
+import time
 from collections.abc import Mapping
 from typing import Any, TextIO
 
+from plainsail.progress import Progress
 from plainsail.secret import scrub
 
 _json_mode = False
@@ -35,14 +38,17 @@ def in_github_actions() -> bool:
 
 
 def say(message: str = "") -> None:
+    _clear_live()
     print(scrub(message), file=human(), flush=True)
 
 
 def error(message: str) -> None:
+    _clear_live()
     print(f"error: {scrub(message)}", file=sys.stderr, flush=True)
 
 
 def warn(message: str) -> None:
+    _clear_live()
     print(f"warning: {scrub(message)}", file=sys.stderr, flush=True)
     if in_github_actions():
         print(f"::warning::{_escape(scrub(message))}", file=human(), flush=True)
@@ -91,3 +97,98 @@ def append_step_summary(markdown: str) -> None:
     if path:
         with open(path, "a", encoding="utf-8") as f:
             f.write(scrub(markdown).rstrip() + "\n")
+
+
+# ---------------------------------------------------------------- progress
+
+
+def in_ci(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether this runs in CI: `CI` is set and not false, no or 0 (GitHub Actions, GitLab
+    CI and most others set CI=true), or GITHUB_ACTIONS is true."""
+    env = os.environ if environ is None else environ
+    return env.get("CI", "").strip().lower() not in ("", "0", "false", "no") \
+        or env.get("GITHUB_ACTIONS") == "true"
+
+
+def progress() -> Progress:
+    """The renderer of long steps' progress (see plainsail.progress) for where human lines
+    go: one updating line on a terminal, one line per event otherwise (a pipe, a file, CI)."""
+    stream = human()
+    live = (stream.isatty() and not in_ci()
+            and os.environ.get("TERM", "") not in ("", "dumb"))
+    return LiveProgress(stream) if live else LineProgress(stream)
+
+
+class LineProgress(Progress):
+    """One line per event: `[key] text`; an update repeating its key's last text is left
+    out."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.last: dict[str, str] = {}
+
+    def update(self, key: str, text: str) -> None:
+        if self.last.get(key) == text:
+            return
+        self.last[key] = text
+        print(scrub(f"[{key}] {text}"), file=self.stream, flush=True)
+
+    def done(self, key: str, text: str = "") -> None:
+        self.last.pop(key, None)
+        if text:
+            print(scrub(f"[{key}] {text}"), file=self.stream, flush=True)
+
+
+_live: LiveProgress | None = None
+
+
+def _clear_live() -> None:
+    if _live is not None:
+        _live.clear()
+
+
+class LiveProgress(Progress):
+    """One line on a terminal, rewritten in place: every running step's latest text. Other
+    output (say, warn, error) clears it first; the next update draws it again. A step's
+    last word stays on the screen as an ordinary line."""
+
+    MIN_INTERVAL = 0.1  # redraws per second at most 10, except when a step ends
+
+    def __init__(self, stream: TextIO) -> None:
+        global _live
+        self.stream = stream
+        self.active: dict[str, str] = {}
+        self.shown = False
+        self.drawn_at = 0.0
+        _live = self
+
+    def update(self, key: str, text: str) -> None:
+        self.active[key] = text
+        if time.monotonic() - self.drawn_at >= self.MIN_INTERVAL:
+            self._draw()
+
+    def done(self, key: str, text: str = "") -> None:
+        self.active.pop(key, None)
+        self.clear()
+        if text:
+            print(scrub(f"[{key}] {text}"), file=self.stream, flush=True)
+        self._draw()
+
+    def clear(self) -> None:
+        if self.shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+            self.shown = False
+
+    def _draw(self) -> None:
+        self.drawn_at = time.monotonic()
+        if not self.active:
+            self.clear()
+            return
+        width = max(20, shutil.get_terminal_size((100, 20)).columns - 1)
+        line = scrub("  ".join(f"[{k}] {t}" for k, t in self.active.items()))
+        if len(line) > width:
+            line = line[:width - 1] + "…"
+        self.stream.write("\r\x1b[K" + line)
+        self.stream.flush()
+        self.shown = True

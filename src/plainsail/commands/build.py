@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 
 from plainsail.config import model as configlib
-from plainsail.output import append_github_file, print_json, say, warn
+from plainsail.output import append_github_file, print_json, progress, say, warn
 from plainsail.supply.build import OCI, run_build
 
 
 def run(args: argparse.Namespace) -> int:
     cfg = configlib.load(args.config)
     record = run_build(
-        cfg, allow_dirty=args.allow_dirty, requested_tag=args.tag, record_dir=args.record_dir
+        cfg, allow_dirty=args.allow_dirty, requested_tag=args.tag, record_dir=args.record_dir,
+        progress=progress(),
     )
     if f"{OCI}.source" not in record.labels:
         warn(f"no {OCI}.source label: the git repository has no remote 'origin' (and this "

@@ -69,7 +69,7 @@ from plainsail.hosts import state as hoststate
 from plainsail.hosts.addresses import Host
 from plainsail.hosts.containers import Container, current, fingerprint
 from plainsail.hosts.executor import Executor, error_line, executor_for
-from plainsail.output import error, gha_endgroup, gha_error, gha_group, say, warn
+from plainsail.output import error, gha_endgroup, gha_error, gha_group, in_ci, say, warn
 from plainsail.secret import Secret
 from plainsail.supply.registrycopy import CopyStats
 
@@ -299,7 +299,7 @@ class Deploy:
             self.cfg, kind=self.req.kind, target=schemagate.Version(t.tag, t.digest, known),
             running=running, allow=self.req.allow_breaking_migrations, environ=self.environ)
         if not gate.ran:
-            if (gate.shallow and schemagate.in_ci(self.environ)
+            if (gate.shallow and in_ci(self.environ)
                     and not self.req.allow_shallow_clone):
                 raise schemagate.SchemaGateError(gate.shallow_refusal())
             warn(gate.summary())

@@ -308,12 +308,6 @@ def _is_shallow(top: Path) -> bool:
     return _git(["rev-parse", "--is-shallow-repository"], top).stdout.strip() == "true"
 
 
-def in_ci(environ: Mapping[str, str]) -> bool:
-    """Whether this runs in CI: `CI` is set (GitHub Actions, GitLab, CircleCI and most
-    others set CI=true) and is not false, no or 0."""
-    return environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
 def _commit(top: Path, candidate: str) -> str | None:
     if not candidate or candidate.startswith("-"):
         return None

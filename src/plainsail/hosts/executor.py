@@ -15,12 +15,13 @@ import http.client
 import logging
 import os
 import re
+import select
 import shlex
 import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -137,22 +138,30 @@ class Executor:
         check: bool = True,
         input: str | None = None,
         what: str = "",
+        on_line: Callable[[str], None] | None = None,
     ) -> Result:
-        """Run argv; with check=True a non-zero exit raises RemoteError."""
+        """Run argv; with check=True a non-zero exit raises RemoteError.
+
+        With `on_line`, each line of output (stdout and stderr merged, in order) is handed
+        to it as it comes, for progress; the result's stdout then holds that merged output
+        and its stderr is empty."""
         full = self.wrap(argv)
         shown = self.display(argv)
         log.debug("[%s] $ %s%s", self.host.name, shown, "  (stdin: not shown)" if input else "")
         start = time.monotonic()
         try:
-            proc = subprocess.run(
-                full,
-                input=input,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                stdin=None if input is not None else subprocess.DEVNULL,
-                check=False,
-            )
+            if on_line is not None:
+                proc = _streamed(full, input, timeout, on_line)
+            else:
+                proc = subprocess.run(
+                    full,
+                    input=input,
+                    capture_output=True,
+                    text=True,
+                    timeout=timeout,
+                    stdin=None if input is not None else subprocess.DEVNULL,
+                    check=False,
+                )
         except subprocess.TimeoutExpired as exc:
             out = _decode(exc.stdout) + _decode(exc.stderr)
             raise RemoteError(
@@ -205,6 +214,54 @@ class Executor:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _streamed(full: list[str], input: str | None, timeout: float,
+              on_line: Callable[[str], None]) -> subprocess.CompletedProcess[str]:
+    """subprocess.run for `Executor.run(on_line=...)`: stdout and stderr merged, each line
+    (ended by a newline or a carriage return) handed to `on_line` as it arrives."""
+    deadline = time.monotonic() + timeout
+    proc = subprocess.Popen(full, stdin=subprocess.PIPE if input is not None
+                            else subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    chunks: list[bytes] = []
+    pending = b""
+    try:
+        if input is not None and proc.stdin is not None:
+            proc.stdin.write(input.encode())
+            proc.stdin.close()
+        assert proc.stdout is not None
+        fd = proc.stdout.fileno()
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                proc.kill()
+                proc.wait()
+                raise subprocess.TimeoutExpired(full, timeout, output=b"".join(chunks))
+            ready, _, _ = select.select([fd], [], [], min(left, 1.0))
+            if not ready:
+                continue
+            data = os.read(fd, 65536)
+            if not data:
+                break
+            chunks.append(data)
+            *lines, pending = re.split(rb"\r\n|\r|\n", pending + data)
+            for line in lines:
+                if line.strip():
+                    on_line(line.decode(errors="replace"))
+        if pending.strip():
+            on_line(pending.decode(errors="replace"))
+        proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    except BaseException:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        raise
+    finally:
+        if proc.stdout is not None:
+            proc.stdout.close()
+    return subprocess.CompletedProcess(full, proc.returncode,
+                                       b"".join(chunks).decode(errors="replace"), "")
 
 
 def _decode(data: bytes | str | None) -> str:

@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import secrets as pysecrets
 import shutil
 import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,6 +29,8 @@ from plainsail.errors import BuildError, GitError, RegistryError, RemoteError, U
 from plainsail.hosts import docker
 from plainsail.hosts.addresses import Host
 from plainsail.hosts.executor import LocalExecutor
+from plainsail.progress import NULL, Progress
+from plainsail.secret import Secret, redact
 from plainsail.supply import buildrecords, dockerignore
 from plainsail.supply import git as gitlib
 from plainsail.supply.buildrecords import BuildRecord
@@ -40,6 +44,36 @@ log = logging.getLogger("plainsail.supply.build")
 OCI = "org.opencontainers.image"
 BUILD_TIMEOUT = 3600.0
 PUSH_TIMEOUT = 1800.0
+EVIDENCE_LINES = 12  # the failing build step's last lines shown with the error
+
+# "Step 3/7 : RUN make" (the legacy builder) or "#7 [3/7] RUN make" (BuildKit's plain output)
+_STEP = re.compile(r"^(?:Step (\d+)/(\d+) : |#\d+ \[(?:[^\]\s]+ )?(\d+)/(\d+)\] )(.*)$")
+
+
+class BuildSteps:
+    """Follows `docker build` output line by line: the step running, the lines it printed
+    (for the evidence of a failure), and progress events."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.step = ""  # "3/7: RUN make"
+        self.lines: list[str] = []  # the current step's output
+
+    def __call__(self, line: str) -> None:
+        clean = _ANSI.sub("", line).rstrip()
+        m = _STEP.match(clean.strip())
+        if m:
+            n, total = m.group(1) or m.group(3), m.group(2) or m.group(4)
+            self.step = f"{n}/{total}: {m.group(5).strip()}"
+            self.lines = []
+            self.progress.update("build", f"step {self.step}"[:200])
+        elif clean.strip():
+            self.lines.append(clean)
+
+    def evidence(self) -> list[str]:
+        lines = [line for line in self.lines if not line.strip().startswith(("---> ",
+                                                                              " ---> "))]
+        return lines[-EVIDENCE_LINES:]
 
 
 @dataclass(frozen=True)
@@ -187,8 +221,10 @@ def run_build(
     requested_tag: str | None = None,
     record_dir: str | None = None,
     client: RegistryClient | None = None,
+    progress: Progress = NULL,
 ) -> BuildRecord:
-    """Build, push and record the image of HEAD; reuse the registry's image if it exists."""
+    """Build, push and record the image of HEAD; reuse the registry's image if it exists.
+    `progress` hears of each build step ("build") and each layer pushed ("push")."""
     from plainsail.supply.registry import RegistryClient
 
     p = plan(cfg, allow_dirty=allow_dirty, requested_tag=requested_tag)
@@ -211,13 +247,15 @@ def run_build(
 
     local = LocalExecutor(Host("local"), cfg.secrets())
     log.info("building %s", p.ref)
+    steps = BuildSteps(progress)
+    progress.update("build", f"building {p.ref}")
+    started = time.monotonic()
     try:
-        local.run(p.build_argv, timeout=BUILD_TIMEOUT, what="docker build")
+        local.run(p.build_argv, timeout=BUILD_TIMEOUT, what="docker build", on_line=steps)
     except RemoteError as exc:
-        raise BuildError(
-            f"docker build failed (exit {exc.returncode}): "
-            f"{_last_line(exc.output_tail)}; nothing was pushed"
-        ) from None
+        progress.done("build")
+        raise build_failure(exc, steps, local.secrets) from None
+    progress.done("build", f"built {p.ref} in {time.monotonic() - started:.1f}s")
     image_id = local.run(docker.image_inspect(str(p.ref), "{{.Id}}")).stdout.strip()
 
     # With registry.mode host the image is pushed to plainsail's loopback registry under
@@ -227,12 +265,24 @@ def run_build(
     if push_ref != p.ref:
         local.run(docker.tag(str(p.ref), str(push_ref)), what="docker tag")
     log.info("pushing %s", push_ref)
+    pushed: list[str] = []
+
+    def push_line(line: str) -> None:
+        m = re.match(r"^([0-9a-f]{6,64}): (Pushed|Layer already exists|Mounted from .*)$",
+                     line.strip())
+        if m:
+            pushed.append(m.group(1))
+            progress.update("push", f"pushing {push_ref}: {len(pushed)} layer(s) done")
+
     try:
         with _push_config(cfg, local) as config_dir:
+            progress.update("push", f"pushing {push_ref}")
             try:
                 local.run(docker.push(str(push_ref), config_dir), timeout=PUSH_TIMEOUT,
-                          what="docker push")
+                          what="docker push", on_line=push_line)
+                progress.done("push", f"pushed {push_ref} ({len(pushed)} layer(s))")
             except RemoteError as exc:
+                progress.done("push")
                 raise RegistryError(
                     f"pushing {push_ref} failed: {_last_line(exc.output_tail)}; check that "
                     "the registry is up and the credentials are right (registry.username/"
@@ -292,12 +342,26 @@ def _push_config(cfg: Config, local: LocalExecutor) -> Iterator[str | None]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def build_failure(exc: RemoteError, steps: BuildSteps, secrets: list[Secret]) -> BuildError:
+    """The error of a failed `docker build`: one line naming the failing step and its
+    telling line, then that step's last lines (redacted), where the person is looking."""
+    code = "timed out" if exc.returncode is None else f"exit {exc.returncode}"
+    where = f" at step {steps.step}" if steps.step else ""
+    evidence = steps.evidence()
+    last = _last_line("\n".join(evidence)) if evidence else _last_line(exc.output_tail)
+    message = f"docker build failed{where} ({code}): {last}; nothing was pushed"
+    if evidence:
+        message += "\n" + "\n".join(f"  | {line}" for line in evidence)
+    return BuildError(redact(message, secrets))
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
 def _last_line(text: str) -> str:
     """The most telling line of docker's output: the last error line, else the last line
     that is not the legacy builder's "The command ... returned a non-zero code"."""
-    import re
-
-    clean = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    clean = _ANSI.sub("", text)
     lines = [line.strip() for line in clean.splitlines() if line.strip()]
     errors = [line for line in lines if "error" in line.lower()
               and not line.startswith("The command ")]

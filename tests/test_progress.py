@@ -1,0 +1,132 @@
+"""Progress of long steps: the reporter interface, its two renderers (one updating line on
+a terminal, one line per event elsewhere), streamed command output, and a failed build's
+evidence. No Docker: the build's real run is in tests/test_build.py."""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import pytest
+
+from plainsail import output
+from plainsail.errors import RemoteError
+from plainsail.hosts.addresses import Host
+from plainsail.hosts.executor import LocalExecutor
+from plainsail.progress import Recording
+from plainsail.secret import Secret
+from plainsail.supply.build import BuildSteps, build_failure
+
+
+class Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_lines_mode_prints_one_line_per_event_and_redacts() -> None:
+    Secret("tok-123456789")
+    out = io.StringIO()
+    p = output.LineProgress(out)
+    p.update("build", "step 1/3: FROM scratch")
+    p.update("build", "step 1/3: FROM scratch")  # a repeat says nothing new
+    p.update("gate web-1", "attempt 1/5: answered 503 tok-123456789")
+    p.done("build", "built in 2.0s")
+    p.done("gate web-1")
+    assert out.getvalue().splitlines() == [
+        "[build] step 1/3: FROM scratch", "[gate web-1] attempt 1/5: answered 503 ***",
+        "[build] built in 2.0s"]
+
+
+def test_terminal_mode_rewrites_one_line_and_other_output_clears_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    tty = Tty()
+    monkeypatch.setattr(sys, "stdout", tty)
+    p = output.LiveProgress(tty)
+    p.MIN_INTERVAL = 0.0
+    p.update("pull web-1", "2 layer(s)")
+    p.update("pull web-2", "1 layer(s)")
+    assert tty.getvalue().endswith("\r\x1b[K[pull web-1] 2 layer(s)  [pull web-2] 1 layer(s)")
+    assert "\n" not in tty.getvalue()
+    output.say("[web-1] lock: ok")  # clears the live line first
+    assert tty.getvalue().endswith("\r\x1b[K[web-1] lock: ok\n")
+    p.done("pull web-1", "pulled")
+    assert tty.getvalue().endswith("[pull web-1] pulled\n\r\x1b[K[pull web-2] 1 layer(s)")
+    p.done("pull web-2")
+    assert tty.getvalue().endswith("\r\x1b[K")
+
+
+def test_the_renderer_follows_the_terminal_and_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "stdout", Tty())
+    monkeypatch.setenv("TERM", "xterm")
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
+    assert isinstance(output.progress(), output.LiveProgress)
+    monkeypatch.setenv("CI", "true")
+    assert isinstance(output.progress(), output.LineProgress)
+    monkeypatch.delenv("CI")
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    assert isinstance(output.progress(), output.LineProgress)
+
+
+def test_streamed_output_arrives_line_by_line_in_order(tmp_path: Path) -> None:
+    ex = LocalExecutor(Host("local"))
+    seen: list[str] = []
+    res = ex.run(["sh", "-c", "echo one; echo two >&2; printf 'three\\rfour'; echo"],
+                 on_line=seen.append)
+    assert seen == ["one", "two", "three", "four"]
+    assert res.ok and "two" in res.stdout and res.stderr == ""
+    with pytest.raises(RemoteError) as info:
+        ex.run(["sh", "-c", "echo started; sleep 5"], timeout=0.5, on_line=seen.append,
+               what="slow")
+    assert "did not finish within 0.5s" in str(info.value) and "started" in seen
+    with pytest.raises(RemoteError) as info:
+        ex.run(["sh", "-c", "echo oops >&2; exit 3"], on_line=seen.append)
+    assert info.value.returncode == 3 and "oops" in str(info.value)
+
+
+LEGACY = """Sending build context to Docker daemon  3.072kB
+Step 1/4 : FROM scratch
+ --->
+Step 2/4 : COPY busybox /bin/busybox
+ ---> 1f2e3d4c5b6a
+Step 3/4 : RUN make
+ ---> Running in 0a1b2c3d4e5f
+cc -o app main.c
+main.c:1:10: fatal error: foo.h: No such file or directory
+make: *** [app] Error 1 (token tok-123456789)
+The command '/bin/sh -c make' returned a non-zero code: 2""".splitlines()
+
+BUILDKIT = """#1 [internal] load build definition from Dockerfile
+#5 [1/3] FROM docker.io/library/python:3.12
+#6 [2/3] COPY . .
+#7 [3/3] RUN pip install .
+#7 0.51 ERROR: Could not find a version that satisfies the requirement nope
+#7 ERROR: process "/bin/sh -c pip install ." did not complete successfully: exit code: 1"""
+
+
+@pytest.mark.parametrize("lines,step,telling", [
+    (LEGACY, "3/4: RUN make", "make: *** [app] Error 1 (token ***)"),
+    (BUILDKIT.splitlines(), "3/3: RUN pip install .",
+     '#7 ERROR: process "/bin/sh -c pip install ." did not complete successfully: exit '
+     'code: 1'),
+])
+def test_a_failed_build_names_its_step_and_shows_its_last_lines(
+        lines: list[str], step: str, telling: str) -> None:
+    secret = Secret("tok-123456789")
+    rec = Recording()
+    steps = BuildSteps(rec)
+    for line in lines:
+        steps(line)
+    assert rec.texts("build")[-1] == f"step {step}"
+    err = build_failure(RemoteError("x", returncode=2, output_tail="\n".join(lines)), steps,
+                        [secret])
+    first, *evidence = str(err).splitlines()
+    assert first.startswith(f"docker build failed at step {step} (exit 2): ")
+    assert first.endswith("; nothing was pushed")
+    assert telling in first
+    assert evidence and all(line.startswith("  | ") for line in evidence)
+    assert "tok-123456789" not in str(err)
+    if lines is LEGACY:
+        assert evidence[-2:] == ["  | make: *** [app] Error 1 (token ***)",
+                                 "  | The command '/bin/sh -c make' returned a non-zero code: 2"]
