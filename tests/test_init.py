@@ -4,6 +4,7 @@ writes passes plainsail config check, plainsail audit and zizmor."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -313,3 +314,50 @@ def test_action_yml_installs_its_own_commit() -> None:
     for step in steps:  # inputs reach scripts through env, never spliced into code
         assert "${{" not in step["run"]
     assert steps[1]["if"] == "${{ inputs.command != '' }}"
+
+
+# ---------------------------------------------------------------- links out of the repository
+
+
+@pytest.mark.parametrize("link", ["plainsail.yml", ".github", ".gitignore", ".dockerignore",
+                                  "cosign.key"])
+def test_refuses_to_write_through_a_link_out_of_the_repository(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, link: str) -> None:
+    """A link (dangling, or to a file or folder outside) is refused before anything is
+    written, through the real command."""
+    from tests.support.cli import plainsail
+
+    repo = make_repo(tmp_path / "notes")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    if link == ".github":
+        (repo / link).symlink_to(outside)
+    elif link == ".gitignore":
+        (outside / "victim").write_text("keep me\n")
+        (repo / link).unlink()
+        (repo / link).symlink_to(outside / "victim")
+    else:
+        (repo / link).symlink_to(outside / "made-by-init")  # dangling
+    before = sorted(p.name for p in repo.iterdir())
+    monkeypatch.delenv("COSIGN_PASSWORD", raising=False)
+    result = plainsail("init", "--image", "registry.example.com/acme/notes", "--host",
+                       "ssh://deploy@app1.example.com", cwd=repo, timeout=60)
+    assert result.code == 2, result.text
+    assert result.err.strip() == (
+        f"error: {link} is a symbolic link to {os.readlink(repo / link)!r}, which points "
+        f"{'outside the repository' if link in ('.github', '.gitignore') else 'at nothing'}; "
+        "plainsail init writes only inside the repository: remove the link (or make it a "
+        "file) and run init again. Nothing was written")
+    assert sorted(p.name for p in repo.iterdir()) == before
+    assert sorted(p.name for p in outside.iterdir()) == (
+        ["victim"] if link == ".gitignore" else [])
+    if link == ".gitignore":
+        assert (outside / "victim").read_text() == "keep me\n"
+
+
+def test_a_link_inside_the_repository_is_followed(repo: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    (repo / ".dockerignore").symlink_to(".gitignore")
+    assert run_init(repo, monkeypatch) == 0
+    assert (repo / ".dockerignore").is_symlink()
+    assert "cosign.key" in (repo / ".gitignore").read_text()

@@ -54,9 +54,12 @@ class Result:
 
 
 def detect_port(dockerfile: Path) -> int | None:
+    from plainsail.audit.files import MAX_DOCKERFILE
+    from plainsail.inputs import TooLarge, read_bounded
+
     try:
-        text = dockerfile.read_text(encoding="utf-8", errors="replace")
-    except OSError:
+        text = read_bounded(dockerfile, MAX_DOCKERFILE).decode("utf-8", errors="replace")
+    except (OSError, TooLarge):
         return None
     m = re.search(r"^\s*EXPOSE\s+(\d+)", text, re.I | re.M)
     return int(m.group(1)) if m and 0 < int(m.group(1)) < 65536 else None
@@ -239,6 +242,37 @@ def _ignore_entries(path: Path, entries: tuple[str, ...]) -> str | None:
         "".join(f"{e}\n" for e in missing)
 
 
+def _inside(root: Path, rel: Path | str) -> Path:
+    """The real path `root/rel` names, refusing (UsageError, before anything is written) a
+    symbolic link on the way that points outside `root` or at nothing: init writes and
+    appends only inside the repository. A link to a file or folder inside it is followed."""
+    path = root
+    for part in Path(rel).parts:
+        path = path / part
+        if not path.is_symlink():
+            continue
+        target = os.readlink(path)
+        real = path.resolve()
+        dangling = not real.exists()
+        if dangling or not real.is_relative_to(root):
+            where = "at nothing" if dangling else "outside the repository"
+            raise UsageError(f"{path.relative_to(root)} is a symbolic link to {target!r}, "
+                             f"which points {where}; plainsail init writes only inside the "
+                             "repository: remove the link (or make it a file) and run init "
+                             "again. Nothing was written")
+        path = real
+    return path
+
+
+def _write(path: Path, text: str, *, append: bool = False) -> None:
+    """Write (or append) without following a link at `path` (checked by _inside: a link
+    made meanwhile fails here instead of being written through)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if append else os.O_TRUNC)
+    fd = os.open(path, flags, 0o644)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
 def init(root: Path, opts: Options) -> Result:
     from plainsail.audit.files import migrations_folder
     from plainsail.supply.git import toplevel
@@ -250,7 +284,10 @@ def init(root: Path, opts: Options) -> Result:
         raise UsageError(f"no Dockerfile in {root}: run plainsail init in the folder with the "
                          "service's Dockerfile")
     service, image = _validate(opts, root)
-    existing = [str(p) for p in (CONFIG, WORKFLOW) if (root / p).exists()]
+    targets = {rel: _inside(root, rel) for rel in (CONFIG, WORKFLOW, Path(".gitignore"),
+                                                   Path(".dockerignore"), Path(KEY),
+                                                   Path(PUB))}
+    existing = [str(p) for p in (CONFIG, WORKFLOW) if targets[p].exists()]
     if existing and not opts.force:
         raise UsageError(f"{' and '.join(existing)} already exist(s); nothing was written. "
                          "Pass --force to overwrite")
@@ -281,16 +318,16 @@ def init(root: Path, opts: Options) -> Result:
                               result.migrate_command),
         WORKFLOW: render_workflow(service, _branch(root), opts, lint_dir),
     }
-    appends = {p: _ignore_entries(root / p, IGNORED) for p in (".gitignore", ".dockerignore")}
+    appends = {p: _ignore_entries(targets[Path(p)], IGNORED)
+               for p in (".gitignore", ".dockerignore")}
     for rel, text in files.items():
-        target = root / rel
+        target = targets[rel]
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text, encoding="utf-8")
+        _write(target, text)
         result.written.append(str(rel))
     for name, extra in appends.items():
         if extra is not None:
-            with open(root / name, "a", encoding="utf-8") as f:
-                f.write(extra)
+            _write(targets[Path(name)], extra, append=True)
             result.appended.append(name)
     result.keys = _keys(root)
     result.next_steps = next_steps(result, opts.hosts)
