@@ -209,7 +209,8 @@ def test_registry_password_must_not_be_empty_when_a_user_is_given() -> None:
 @pytest.mark.parametrize(
     "url",
     ["not-a-url", "http://127.0.0.1:abc/", "ftp://hooks.example/T0KEN", "https:///T0KEN",
-     "http://127.0.0.1:99999/T0KEN", "https://hooks.example/T0KEN x", "https://hööks.example/"],
+     "http://127.0.0.1:99999/T0KEN", "https://hooks.example/T0KEN x", "https://hööks.example/",
+     "http://hooks.example:0/T0KEN"],
 )
 def test_notify_webhook_must_be_an_http_url_and_is_never_shown(url: str) -> None:
     p = one_problem(MINIMAL + "notify:\n  - webhook: ${HOOK}\n", {"HOOK": url})

@@ -1116,8 +1116,8 @@ def is_web_url(url: str) -> bool:
         return False
     try:
         parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError for a port that is not 0-65535
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        # .port raises ValueError for a port that is not 0-65535; 0 is no port to send to
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.port == 0:
             return False
         httpx.URL(url)
     except (ValueError, httpx.InvalidURL):

@@ -617,12 +617,18 @@ class Deploy:
         if unrecorded:
             summary["unrecorded_hosts"] = unrecorded
         append_local(self.cfg, summary)
+        self.finishing = False  # recorded and unlocked: a signal now ends the notifying
         try:
             for w in notify.send(self.cfg.notify, summary):
                 warn(w)
+        except Interrupted:
+            warn(f"notifications cut short by a signal; the {self.req.kind} is recorded as "
+                 f"{outcome}")
         except Exception as exc:  # noqa: BLE001 - a notification never changes the outcome
             warn(f"notifications failed ({type(exc).__name__}); the {self.req.kind} is "
                  "unaffected")
+        finally:
+            self.finishing = True
         if outcome not in (SUCCEEDED, RECOVERED):
             gha_error(f"{self.req.kind} of {summary.get('tag')} {outcome}: {reason}")
         return summary
