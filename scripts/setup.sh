@@ -20,7 +20,7 @@ need_root() {
 
 # 1. Debian packages.
 pkgs=(docker.io docker-registry openssh-server postgresql debootstrap busybox-static
-      apache2-utils git python3-venv curl ca-certificates iproute2 hey socat iptables)
+      apache2-utils git python3-venv curl ca-certificates iproute2 hey socat iptables pebble)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

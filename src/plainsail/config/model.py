@@ -185,6 +185,17 @@ class ProxyTLS:
 
 
 @dataclass(frozen=True)
+class ProxyACME:
+    """The ACME CA for `tls: auto` when it is not Let's Encrypt: its directory URL, the CA
+    certificate its HTTPS endpoint chains to (a file relative to plainsail.yml, for a
+    private CA such as step-ca), and the account e-mail."""
+
+    directory: str = ""
+    ca_root: str | None = None
+    email: str | None = None
+
+
+@dataclass(frozen=True)
 class ProxyConfig:
     hosts: list[str] = field(default_factory=list)
     image: str = ""
@@ -195,6 +206,7 @@ class ProxyConfig:
     drain: float = 30.0
     network: str = "plainsail"
     nested: bool = False  # the path may lie under another service's shorter prefix
+    acme: ProxyACME | None = None  # tls: auto from this CA (default: Let's Encrypt)
 
 
 @dataclass(frozen=True)
@@ -979,6 +991,10 @@ def _proxy(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
         "path": _proxy_path, "tls": _proxy_tls, "http_port": integer(1, 65535),
         "https_port": integer(1, 65535), "drain": duration(HOUR, zero_ok=True),
         "network": _proxy_network, "image": _proxy_image, "nested": boolean,
+        "acme": obj(ProxyACME, {"directory": _acme_directory,
+                                "ca_root": string(nonempty=True),
+                                "email": string(re.compile(r"[^@\s]+@[^@\s]+"),
+                                                "an e-mail address")}, ("directory",)),
     }
     values = obj(dict, fields, ("image",))(ctx, node, path)
     if not isinstance(values, dict):
@@ -986,7 +1002,20 @@ def _proxy(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
     host = values.pop("host", None)
     if host is not None:
         values["hosts"] = [host]
+    tls = values.get("tls")
+    if values.get("acme") is not None and isinstance(tls, ProxyTLS) and tls.mode != "auto":
+        ctx.error(node, f"{path}.acme", f"is for tls: auto, but tls is {tls.mode}")
+        return _MISSING
     return ProxyConfig(**values)
+
+
+def _acme_directory(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
+    value = string(optional=False, nonempty=True)(ctx, node, path)
+    if isinstance(value, str) and (not is_web_url(value) or not value.startswith("https://")):
+        ctx.error(node, path, f"{_show(value)} is not an https:// URL of an ACME directory, "
+                  "e.g. https://ca.internal:9000/acme/acme/directory")
+        return _MISSING
+    return value
 
 
 def _registry_image(ctx: _Ctx, node: yaml.Node, path: str) -> Any:

@@ -26,6 +26,10 @@ or removed without touching another's:
 - `ps.<service>.redirect`     HTTP to HTTPS, on the HTTP server, when TLS is on
 - `ps.<service>.tls`          the certificate policy for `tls: internal`
 - `ps.<service>.cert`         the loaded certificate for `tls: {cert, key}`
+- `ps.<service>.acme`         the certificate policy for `tls: auto` with `proxy.acme`: an
+                              ACME issuer with that directory (and the CA root its HTTPS
+                              chains to); without `proxy.acme`, Caddy's default issuers
+                              (Let's Encrypt, then ZeroSSL) need no policy
 """
 
 from __future__ import annotations
@@ -104,6 +108,9 @@ class ServiceRoute:
     draining: list[str] = field(default_factory=list)  # upstreams switched away from
     check_token: str = ""  # the secret of the route's check (see CHECK_HEADER)
     nested: bool = False  # proxy.nested: may lie under another service's shorter prefix
+    acme_ca: str | None = None  # proxy.acme.directory (tls: auto)
+    acme_root_file: str | None = None  # proxy.acme.ca_root, inside the proxy container
+    acme_email: str | None = None
 
     @property
     def tls_on(self) -> bool:
@@ -291,7 +298,21 @@ def with_service(config: dict[str, Any], r: ServiceRoute) -> dict[str, Any]:
         tls["certificates"]["load_files"].append({"@id": rid(r.service, "cert"),
                                                   "certificate": r.cert_file,
                                                   "key": r.key_file})
+    elif r.tls == "auto" and r.acme_ca:
+        tls["automation"]["policies"].append({"@id": rid(r.service, "acme"),
+                                              "subjects": list(r.hosts),
+                                              "issuers": [acme_issuer(r)]})
     return out
+
+
+def acme_issuer(r: ServiceRoute) -> dict[str, Any]:
+    """Caddy's ACME issuer for `proxy.acme` (Caddyfile: acme_ca, acme_ca_root, email)."""
+    issuer: dict[str, Any] = {"module": "acme", "ca": r.acme_ca}
+    if r.acme_email:
+        issuer["email"] = r.acme_email
+    if r.acme_root_file:
+        issuer["trusted_roots_pem_files"] = [r.acme_root_file]
+    return issuer
 
 
 def current_upstream(config: dict[str, Any], service: str) -> str | None:
@@ -349,4 +370,6 @@ def route_info(config: dict[str, Any], service: str) -> dict[str, Any]:
             "tls": tls, "upstream": current_upstream(config, service),
             "maintenance": current_maintenance(config, service),
             "draining": current_draining(config, service),
-            "nested": find(config, rid(service, "nested")) is not None}
+            "nested": find(config, rid(service, "nested")) is not None,
+            "acme": ((find(config, rid(service, "acme")) or {}).get("issuers") or [{}])[0]
+            .get("ca")}

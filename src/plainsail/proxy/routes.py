@@ -64,10 +64,34 @@ def desired(cfg: Config, upstream: str, maintenance: str | None,
     if p.tls.mode == "files" and cert_name:
         base = f"{MOUNT}/certs/{cfg.service}/{cert_name}"
         cert, key = f"{base}.crt", f"{base}.key"
+    acme = p.acme if p.tls.mode == "auto" else None
+    root = _acme_root(cfg)
     return ServiceRoute(service=cfg.service, hosts=list(p.hosts), path=p.path,
                         tls=p.tls.mode, upstream=upstream, maintenance=maintenance,
                         cert_file=cert, key_file=key, https_port=p.https_port,
-                        check_token=check_token, nested=p.nested)
+                        check_token=check_token, nested=p.nested,
+                        acme_ca=acme.directory if acme else None,
+                        acme_root_file=f"{MOUNT}/{ACME_ROOTS}/{root[0]}.pem" if root else None,
+                        acme_email=acme.email if acme else None)
+
+
+ACME_ROOTS = "acme-roots"  # in the proxy's state folder: proxy.acme.ca_root files
+
+
+def _acme_root(cfg: Config) -> tuple[str, str] | None:
+    """(name, PEM) of proxy.acme.ca_root; the name hashes the content (a new root is a new
+    path, which Caddy reads)."""
+    p = proxy_config(cfg)
+    if p.tls.mode != "auto" or p.acme is None or not p.acme.ca_root:
+        return None
+    try:
+        pem = cfg.resolve(p.acme.ca_root).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProxyError(f"proxy.acme.ca_root: cannot read {p.acme.ca_root}: "
+                         f"{getattr(exc, 'strerror', None) or exc}") from None
+    if "-----BEGIN CERTIFICATE-----" not in pem:
+        raise ProxyError(f"proxy.acme.ca_root: {p.acme.ca_root} holds no PEM certificate")
+    return hashlib.sha256(pem.encode()).hexdigest()[:16], pem
 
 
 def new_token() -> str:
@@ -103,6 +127,10 @@ def _cert_files(cfg: Config) -> tuple[str, str, str] | None:
 
 
 def _write_certs(ex: Executor, cfg: Config, st: HostState) -> str | None:
+    root = _acme_root(cfg)
+    if root is not None:  # a CA certificate: public, but written like the others
+        ex.run(write_file_argv(f"{st.state_dir}/{ACME_ROOTS}/{root[0]}.pem", "644"),
+               input=root[1], timeout=30, what="write the ACME CA root")
     files = _cert_files(cfg)
     if files is None:
         return None
@@ -330,6 +358,49 @@ def probe_through(ex: Executor, cfg: Config, timeout: float | None = None,
         raw.close()
 
 
+CERT_POLL = 0.5  # seconds between TLS handshakes while Caddy obtains a certificate
+
+
+def _probe_when_certified(ex: Executor, cfg: Config, timeout: float | None,
+                          headers: dict[str, str]) -> Probe:
+    """probe_through; with `tls: auto`, a TLS handshake that fails (Caddy has no
+    certificate for the name yet: the ACME order is under way) is tried again for
+    cert_wait(cfg) seconds, then its ssl.SSLError is raised."""
+    until = time.monotonic() + cert_wait(cfg)
+    while True:
+        try:
+            return probe_through(ex, cfg, timeout, headers=headers)
+        except ssl.SSLError:
+            if proxy_config(cfg).tls.mode != "auto" or time.monotonic() + CERT_POLL >= until:
+                raise
+            time.sleep(CERT_POLL)
+
+
+def cert_wait(cfg: Config) -> float:
+    """How long a deploy with `tls: auto` waits for the proxy's first certificate: the
+    health gate's budget (health.attempts x health.interval), at least 10 s."""
+    return max(cfg.health.attempts * cfg.health.interval, 10.0)
+
+
+def _no_certificate(ex: Executor, cfg: Config) -> str:
+    """Why the proxy serves no certificate: the ACME CA and the proxy's last ACME error."""
+    p = proxy_config(cfg)
+    ca = p.acme.directory if p.acme else "Let's Encrypt"
+    wait = cert_wait(cfg)
+    try:
+        from plainsail.proxy.host import logs
+
+        lines = [ln for ln in logs(ex, cfg, 200).splitlines()
+                 if '"error"' in ln and ("obtain" in ln or "acme" in ln.lower())]
+    except ProxyError:
+        lines = []
+    said = f"; the proxy's last ACME error: {lines[-1][-400:]}" if lines else ""
+    return (f"{ex.host.name}: no TLS certificate for {check_host(cfg)} within {wait:g}s "
+            f"(tls: auto, ACME CA {ca}): the CA is unreachable or refused the order; "
+            "check that the host names resolve to this host and ports 80 and 443 are "
+            f"reachable from the CA{said}")
+
+
 def check_through(ex: Executor, cfg: Config, container: str | None = None,
                   timeout: float | None = None) -> None:
     """The service answers health.path through the proxy as the health gate expects, and
@@ -351,8 +422,10 @@ def check_through(ex: Executor, cfg: Config, container: str | None = None,
         raise ProxyError(f"{ex.host.name}: {cfg.service} has no route with a check on the "
                          "proxy; deploy again to create it")
     try:
-        probe = probe_through(ex, cfg, timeout, headers={caddyconf.CHECK_HEADER: token})
+        probe = _probe_when_certified(ex, cfg, timeout, {caddyconf.CHECK_HEADER: token})
     except (OSError, http.client.HTTPException) as exc:
+        if isinstance(exc, ssl.SSLError) and proxy_config(cfg).tls.mode == "auto":
+            raise ProxyError(_no_certificate(ex, cfg)) from exc
         raise ProxyError(f"{ex.host.name}: {cfg.service} does not answer through the proxy "
                          f"({type(exc).__name__}: {exc})") from exc
     if probe.headers.get(caddyconf.CHECK_HEADER) != token:
