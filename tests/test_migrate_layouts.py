@@ -167,3 +167,49 @@ def test_lint_cli_with_layout_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert main(["lint", "migrations", str(folder), "--layout", "dbmate"]) == 1
     out = capsys.readouterr().out
     assert "001_a.sql:2: error drop-column" in out and "1 file(s) checked" in out
+
+
+def _put(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+def test_other_runners_markers(tmp_path: Path) -> None:
+    """Each runner's own no-transaction marker counts; without one, a file of two
+    statements runs in a transaction."""
+    from plainsail.migrations.layouts import discover
+
+    one = "CREATE INDEX CONCURRENTLY a ON t (x);\nSELECT 1;\n"
+    cases = {
+        "flat": [("0001_goose.sql", "-- +goose NO TRANSACTION\n" + one),
+                 ("0002_pgm.sql", "-- postgres-migrations disable-transaction\n" + one),
+                 ("0003_plain.sql", one)],
+        "flyway": [("V1__a.sql", one), ("V1__a.sql.conf", "executeInTransaction=false\n"),
+                   ("V2__b.sql", one)],
+        "diesel": [("2024-01-01-000000_a/up.sql", one),
+                   ("2024-01-01-000000_a/metadata.toml", "run_in_transaction = false\n"),
+                   ("2024-01-02-000000_b/up.sql", one)],
+        "dbmate": [("20240101_a.sql", "-- migrate:up transaction:false\n" + one),
+                   ("20240102_b.sql", "-- migrate:up\n" + one)],
+    }
+    for layout, entries in cases.items():
+        folder = tmp_path / layout
+        for name, text in entries:
+            _put(folder / name, text)
+        got = [f.no_transaction for f in discover(folder, layout)]
+        assert got == [True] * (len(got) - 1) + [False], (layout, got)
+
+
+def test_goose_runs_only_its_up_section(tmp_path: Path) -> None:
+    from plainsail.migrations.layouts import discover, read_one
+
+    text = ("-- +goose Up\n-- +goose StatementBegin\nCREATE TABLE a (x int);\n"
+            "-- +goose StatementEnd\n\n-- +goose Down\nDROP TABLE a;\n")
+    _put(tmp_path / "m" / "00001_a.sql", text)
+    (f,) = discover(tmp_path / "m")
+    assert [s.text for s in f.statements] == ["CREATE TABLE a (x int)"]
+    assert f.statements[0].line == 3
+    assert read_one(tmp_path / "m" / "00001_a.sql").statements == f.statements
+    # Its checksum covers the up section only, as dbmate's does.
+    _put(tmp_path / "m" / "00001_a.sql", text.replace("DROP TABLE a;", "DROP TABLE a CASCADE;"))
+    assert discover(tmp_path / "m")[0].checksum == f.checksum

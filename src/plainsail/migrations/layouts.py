@@ -48,6 +48,8 @@ _DOWN = re.compile(r"(^|[._])down\.sql$")
 # goose keeps flat files with `-- +goose Up` and `-- +goose Down` sections.
 _GOOSE_UP = re.compile(r"^--[ \t]*\+goose[ \t]+Up\b.*$", re.M | re.I)
 _GOOSE_DOWN = re.compile(r"^--[ \t]*\+goose[ \t]+Down\b.*$", re.M | re.I)
+_FLYWAY_NO_TRANSACTION = re.compile(r"^[ \t]*executeInTransaction[ \t]*=[ \t]*false\b",
+                                    re.M | re.I)
 _DIESEL_NO_TRANSACTION = re.compile(r"^[ \t]*run_in_transaction[ \t]*=[ \t]*false\b", re.M)
 
 
@@ -165,10 +167,14 @@ def _flat(folder: Path, layout: str) -> list[MigrationFile]:
         # Numbered files first, in numeric order (so 0002 runs before 00010); then other
         # names in name order.
         order = (0, numbers, name) if numbers else (1, (version,), name)
-        f = read_file(folder / name, version=version, order=order)
-        up = _GOOSE_UP.search(f.text) if "+goose" in f.text else None
-        out.append(_up_section(f, up, _GOOSE_DOWN) if up else f)
+        out.append(_goose_up(read_file(folder / name, version=version, order=order)))
     return out
+
+
+def _goose_up(f: MigrationFile) -> MigrationFile:
+    """A goose file (`-- +goose Up` / `-- +goose Down`) runs its up section only."""
+    up = _GOOSE_UP.search(f.text) if "+goose" in f.text else None
+    return _up_section(f, up, _GOOSE_DOWN) if up else f
 
 
 def _folders(folder: Path, layout: str) -> list[MigrationFile]:
@@ -279,14 +285,26 @@ def _flyway(folder: Path, layout: str) -> list[MigrationFile]:
             raise MigrationError(f"{shown(p.name)}: a Flyway migration is named "
                                  "V<version>__<description>.sql; rename it")
         version = m.group(1).replace("_", ".")
-        out.append(read_file(p, version=version, order=(0, _numbers(version), p.name)))
+        f = read_file(p, version=version, order=(0, _numbers(version), p.name))
+        if _flyway_no_transaction(p):
+            f = _with(f, marked=True)
+        out.append(f)
     return out
+
+
+def _flyway_no_transaction(script: Path) -> bool:
+    """Flyway's own marker: `executeInTransaction=false` in the script's `.sql.conf`."""
+    try:
+        with open(f"{script}.conf", encoding="utf-8") as fh:
+            return bool(_FLYWAY_NO_TRANSACTION.search(fh.read(65536)))
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def read_one(path: Path) -> MigrationFile:
     """One file named on its own: a dbmate file (with `-- migrate:up`) is read as dbmate
-    reads it, anything else whole."""
+    reads it, a goose file as goose does, anything else whole."""
     f = read_file(path)
     if _DBMATE_UP.search(f.text) and path.stem.split("_", 1)[0].isdigit():
         return _dbmate_file(f)
-    return f
+    return _goose_up(f)
