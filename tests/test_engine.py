@@ -828,3 +828,43 @@ def test_rollback_to_a_release_recorded_without_settings_says_it_uses_todays(
 
     then, said = release_settings(bench.cfg, Choice(V1.tag, V1.digest, V2.tag, {"id": "x"}))
     assert then is bench.cfg and "runs with today's settings" in said
+
+
+# ---------------------------------------------------------------- evidence where the person looks
+
+
+def test_a_failed_gate_shows_the_last_body_and_log_lines_redacted(bench: Bench) -> None:
+    bench.deploy(V1)
+    bench.fake.healthy = lambda c: c.labels["dev.plainsail.tag"] != V2.tag
+    bench.fake.app_logs = lambda c: [
+        "booting", "FATAL: connect to postgresql://app:pw123@db/app failed", "giving up"]
+    s = bench.deploy(V2)
+    assert s["outcome"] == RESTORED, s
+    assert "answered 500, expected 200; the body: db error" in s["reason"], s["reason"]
+    assert "its log ends with: giving up" in s["reason"]
+    shown = "\n".join(bench.lines)
+    assert f"the last 3 line(s) of api-{V2.tag}'s log:" in shown, shown
+    assert "  | FATAL: connect to *** failed" in shown and "  | giving up" in shown
+    rec = bench.fake.history("api")[-1]
+    assert "giving up" in rec["reason"] and "FATAL: connect to *** failed" in rec["log_tail"]
+    assert "pw123" not in shown + json.dumps(s) + json.dumps(bench.fake.history("api"))
+
+
+def test_a_crashed_container_shows_its_log_behind_the_proxy_too(tmp_path: Path) -> None:
+    b = ProxyBench(tmp_path)
+    b.deploy(V1)
+
+    def crashes(c: Any) -> bool:
+        if c.labels["dev.plainsail.tag"] != V2.tag:
+            return True
+        c.status = "exited"
+        return False
+
+    b.fake.healthy = crashes
+    b.fake.app_logs = lambda c: ["Traceback (most recent call last):",
+                                 "RuntimeError: refusing to start without FEATURE_X"]
+    s = b.deploy(V2)
+    assert s["outcome"] == "failed-health-old-kept", s
+    assert "the container is exited" in s["reason"]
+    assert "its log ends with: RuntimeError: refusing to start without FEATURE_X" in s["reason"]
+    assert "  | RuntimeError: refusing to start without FEATURE_X" in "\n".join(b.lines)

@@ -73,6 +73,8 @@ class FakeHost:
         self.migrate_output = "applied 0001_init.sql"
         # Is the app in this container healthy? Default: running is healthy.
         self.healthy: Callable[[FakeContainer], bool] = lambda c: True
+        # What an app container writes to its log (docker logs), unless its `logs` are set.
+        self.app_logs: Callable[[FakeContainer], list[str]] = lambda c: []
         self.executors: list[FakeExecutor] = []
 
     def executor(self, secrets: Sequence[Any] = ()) -> FakeExecutor:
@@ -229,7 +231,8 @@ class FakeExecutor(Executor):
             return 0, "", ""
         if cmd == "logs":
             c = self._get(argv[-1])
-            return (0, "\n".join(c.logs), "") if c else (1, "", "Error: No such container")
+            lines = (c.logs or f.app_logs(c)) if c else []
+            return (0, "\n".join(lines), "") if c else (1, "", "Error: No such container")
         return 127, "", f"fake host: unknown command {argv}"
 
     def _get(self, name: str) -> FakeContainer | None:

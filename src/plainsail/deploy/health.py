@@ -25,6 +25,7 @@ from plainsail.secret import Secret, redact
 
 log = logging.getLogger("plainsail.deploy.health")
 BODY_KEPT = 300
+BODY_SHOWN = 200  # of the last answer's body, in a failed gate's reason
 
 
 @dataclass
@@ -117,6 +118,8 @@ def gate(
             attempt.status = status
             attempt.body = redact(body[:BODY_KEPT], secrets)
             problem = check(status, body, hc)
+            if problem and attempt.body.strip():
+                problem += f"; the body: {shown(attempt.body)}"
         except (OSError, http.client.HTTPException, ValueError) as exc:
             # ValueError: a path http.client cannot send (config check refuses those).
             problem = attempt.error = redact(_describe(exc), secrets)
@@ -141,6 +144,12 @@ def gate(
         attempts,
         time.monotonic() - start,
     )
+
+
+def shown(body: str, limit: int = BODY_SHOWN) -> str:
+    """An answer's body on one line, cut at `limit` characters (already redacted)."""
+    text = " ".join(body.split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _describe(exc: BaseException) -> str:

@@ -25,12 +25,13 @@ from plainsail.hosts import docker
 from plainsail.hosts import state as hoststate
 from plainsail.hosts.addresses import Host
 from plainsail.hosts.containers import Container
-from plainsail.hosts.executor import Executor, error_line
-from plainsail.secret import Secret
+from plainsail.hosts.executor import Executor, error_line, telling_lines
+from plainsail.secret import Secret, redact
 
 log = logging.getLogger("plainsail.deploy.run")
 
 Reporter = Callable[[str], None]
+LOG_LINES_SHOWN = 10  # of a failed container's log, in the terminal (the record keeps 40)
 
 
 @dataclass
@@ -115,9 +116,7 @@ class Switcher:
             self.say(run.host.name, f"healthy: {verdict.reason} "
                               f"({verdict.seconds:.1f}s)")
             return True
-        run.log_tail = self.log_tail(run, run.new_name)
-        run.reason = f"health gate failed: {verdict.reason}"
-        self.say(run.host.name, f"UNHEALTHY: {verdict.reason}")
+        run.reason = self.unhealthy(run, verdict)
         if cfg.on_failure == "stop":
             run.outcome = LEFT_STOPPED
             run.reason += ("; on_failure is stop: the failed version is left as it is for a "
@@ -245,13 +244,12 @@ class Switcher:
         verdict = self.gate(run, run.new_name)
         run.health = verdict.to_json()
         if not verdict.healthy:
-            run.log_tail = self.log_tail(run, run.new_name)
-            self.say(run.host.name, f"UNHEALTHY: {verdict.reason}")
+            run.reason = self.unhealthy(run, verdict)
             keep = self.cfg.on_failure == "stop"
             if not keep:
                 self._remove_new(run, failed_new=True)
-            run.reason = (f"health gate failed: {verdict.reason}; the route never pointed "
-                          "at the new container" + ("" if not keep else
+            run.reason += ("; the route never pointed at the new container" + (
+                          "" if not keep else
                           f" ({run.new_name} is left running, unrouted, for a human)"))
             if run.previous is None:
                 run.outcome = RESTORE_FAILED
@@ -355,6 +353,23 @@ class Switcher:
         """Remove old containers beyond `retain` (decided in the plan), then their images."""
         self.planned(run, "prune")
         self.planned(run, "prune-images", check=False)
+
+    def unhealthy(self, run: HostRun, verdict: health.Verdict) -> str:
+        """The new container failed its gate: show the evidence where the person is
+        looking (the verdict, with the last answer's body, and the container's last log
+        lines, redacted), keep its log tail for the record; the reason to record."""
+        run.log_tail = redact(self.log_tail(run, run.new_name), self.secret_values)
+        self.say(run.host.name, f"UNHEALTHY: {verdict.reason}")
+        lines = telling_lines(run.log_tail)[-LOG_LINES_SHOWN:]
+        if lines:
+            self.say(run.host.name, f"the last {len(lines)} line(s) of {run.new_name}'s log:")
+            for line in lines:
+                self.report(f"  | {line[:300]}")
+        else:
+            self.say(run.host.name, f"{run.new_name} wrote nothing to its log")
+        last = _last_line(run.log_tail)
+        return f"health gate failed: {verdict.reason}" + (
+            f"; its log ends with: {last}" if last else "")
 
     def log_tail(self, run: HostRun, name: str) -> str:
         res = run.ex.run(docker.logs(name, 40), check=False, timeout=self.cfg.timeouts.command)
