@@ -154,3 +154,28 @@ def test_cli_audit_of_an_alias_bomb_is_one_finding_exit_1(tmp_path: Path) -> Non
     result = plainsail("audit", str(tmp_path), timeout=60)
     assert result.code == 1
     assert "unreadable-file" in result.out and "alias bomb" in result.out
+
+
+# ---------------------------------------------------------------- the migration lint
+
+
+def _sum(terms: int) -> str:
+    return "SELECT " + "+".join(["1"] * terms) + ";\n"
+
+
+def test_lint_of_a_deeply_nested_expression_is_one_finding() -> None:
+    pytest.importorskip("pglast")
+    from plainsail.lint.engine import analyze
+
+    found = analyze(_sum(600)).findings
+    assert [(f.rule, f.line) for f in found] == [("parse-error", 1)]
+    assert "parse tree is nested 1209 levels deep, more than the 300" in found[0].message
+    assert not [f for f in analyze(_sum(140)).findings if f.rule == "parse-error"]
+
+
+def test_cli_lint_of_a_deeply_nested_expression_exits_1(tmp_path: Path) -> None:
+    pytest.importorskip("pglast")
+    write(tmp_path, "migrations/0001_sum.sql", _sum(600))
+    result = plainsail("lint", "migrations", str(tmp_path / "migrations"), timeout=60,
+                       env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert result.code == 1 and "parse-error: cannot lint" in result.out

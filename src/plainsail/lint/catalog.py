@@ -130,9 +130,11 @@ RULES: dict[str, Rule] = {r.id: r for r in [
          "leaves the file half-applied (seed section VII).",
          "Keep exactly one statement in a '-- plainsail: no-transaction' file, with the marker "
          "on its first line; move the rest to an ordinary file."),
-    Rule("parse-error", ERROR, "SQL that PostgreSQL cannot parse",
-         "The migration would fail and stop the deploy.",
-         "Fix the syntax; check it with psql against a scratch database."),
+    Rule("parse-error", ERROR, "SQL that PostgreSQL cannot parse (or nested too deeply to "
+         "check)",
+         "The migration would fail and stop the deploy, or could not be checked at all.",
+         "Fix the syntax (check it with psql against a scratch database), or split an "
+         "expression nested hundreds of levels deep."),
     Rule("bad-allow", ERROR, "A suppression comment without a known rule or a reason",
          "An accepted risk must say why it is safe here, so the next reader can judge it.",
          "Write '-- plainsail: allow <rule-id> <reason>' right above the statement."),

@@ -15,6 +15,9 @@ from plainsail.lint.catalog import RULES, TRIGGER_TYPES, Column, Deferred
 from plainsail.migrations.files import NO_TRANSACTION_MARKER
 from plainsail.record import Record
 
+# PostgreSQL's parse trees nest about two levels per nested expression (`1+1+...+1` with
+# 150 terms is 300 deep); the rules walk them recursively, within Python's stack.
+MAX_TREE_DEPTH = 300
 _ALLOW = re.compile(r"--[ \t]*plainsail:[ \t]*allow\b[ \t]*(.*)$", re.I)
 _MARKER = re.compile(r"^[ \t]*--[ \t]*plainsail:[ \t]*no-transaction[ \t]*\r?$", re.I | re.M)
 _STRING = re.compile(r"'((?:[^']|'')*)'", re.S)
@@ -154,11 +157,10 @@ def _statements(text: str) -> tuple[list[tuple[int, int, str, dict[str, Any]]],
                                      Callable[[int], int]]:
     """(start, end, kind, node) of every statement, offsets in characters, from one parse;
     and the function that turns the parser's byte offsets into character offsets."""
-    import json
-
+    from plainsail.inputs import loads_json
     from plainsail.lint.pgparse import parse_sql_json
 
-    data = json.loads(parse_sql_json(text))
+    data = loads_json(parse_sql_json(text), max_depth=MAX_TREE_DEPTH)
     chars = _char_offsets(text)
     out = []
     for st in data.get("stmts", ()):
@@ -176,6 +178,7 @@ def analyze(text: str, first_line: int = 1, marked: bool = False) -> FileResult:
     (dbmate: the up section's first line); `marked` is a layout's own marker.
 
     The file is parsed once by PostgreSQL's parser, whose JSON the rules read directly."""
+    from plainsail.inputs import InputError
     from plainsail.lint.pgparse import ParseError
     from plainsail.lint.rules import (
         FileState,
@@ -195,6 +198,10 @@ def analyze(text: str, first_line: int = 1, marked: bool = False) -> FileResult:
         loc = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], int) else 0
         findings.append(Finding("", line_of(loc), 0, "parse-error",
                                 f"cannot parse: {exc.args[0]}"))
+        return result
+    except InputError as exc:  # PostgreSQL reads it, but its tree is too deep to walk
+        findings.append(Finding("", 1, 0, "parse-error", f"cannot lint: a statement's parse "
+                                f"tree is {exc}; split the expression that nests so deeply"))
         return result
     state = FileState(position=chars)
     # A plainsail file runs inside the runner's transaction; output of Alembic or Django,
@@ -277,8 +284,7 @@ def _do_block(node: dict[str, Any], state: FileState, number: int, line_of: _Lin
               chars: Callable[[int], int]) -> None:
     """Lint the SQL a PL/pgSQL DO block runs: its statements and constant EXECUTE strings;
     a COMMIT or ROLLBACK inside needs a no-transaction file."""
-    import json
-
+    from plainsail.inputs import loads_json
     from plainsail.lint.pgparse import ParseError, parse_plpgsql_json, parse_sql_json
     from plainsail.lint.rules import check
 
@@ -293,9 +299,9 @@ def _do_block(node: dict[str, Any], state: FileState, number: int, line_of: _Lin
     if body is None or language != "plpgsql":
         return
     try:
-        tree = json.loads(parse_plpgsql_json(
+        tree = loads_json(parse_plpgsql_json(
             "CREATE FUNCTION plainsail_do() RETURNS void LANGUAGE plpgsql "
-            "AS $plainsail_do$" + body + "$plainsail_do$"))
+            "AS $plainsail_do$" + body + "$plainsail_do$"), max_depth=MAX_TREE_DEPTH)
     except (ParseError, ValueError):  # a body PostgreSQL cannot read fails when it runs
         return
     base = line_of(chars(at))
@@ -333,7 +339,7 @@ def _do_block(node: dict[str, Any], state: FileState, number: int, line_of: _Lin
     try:
         for lineno, sql in inner:
             try:
-                stmts = json.loads(parse_sql_json(sql)).get("stmts", ())
+                stmts = loads_json(parse_sql_json(sql), max_depth=MAX_TREE_DEPTH).get("stmts", ())
             except (ParseError, ValueError):
                 continue
             for st in stmts:
