@@ -3,7 +3,10 @@ pipes, heredocs, remote scripts) and the table of well-known actions."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+
+import pytest
 
 from plainsail.audit import actions, audit
 from plainsail.audit.shell import Command, commands_of
@@ -152,3 +155,21 @@ def test_compose_service_with_an_image_is_pulled_not_rebuilt(tmp_path: Path) -> 
     root2 = _repo(tmp_path / "b", {".github/workflows/deploy.yml": rebuilt,
                                    "deploy/compose.prod.yml": compose})
     assert "no-tag-handoff" in {f.rule for f in audit(root2).findings}
+
+
+def test_without_the_parser_audit_says_so_in_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from plainsail.audit import shell
+    from plainsail.cli import main
+
+    root = _repo(tmp_path, {".github/workflows/deploy.yml": SSH_DEPLOY})
+    monkeypatch.setitem(sys.modules, "tree_sitter_bash", None)  # as if not installed
+    shell._parser.cache_clear()
+    try:
+        assert main(["audit", str(root)]) == 1
+    finally:
+        shell._parser.cache_clear()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: plainsail audit reads shell scripts with tree-sitter, which is not "
+                   "installed: pip install 'plainsail[audit]'"]

@@ -49,7 +49,7 @@ def test_wheel_installs_and_runs_in_a_fresh_venv(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     pip = subprocess.run([str(venv / "bin/python"), "-m", "pip", "install", "-q",
-                          "--disable-pip-version-check", str(wheel)],
+                          "--disable-pip-version-check", f"{wheel}[audit]"],
                          capture_output=True, text=True, timeout=600, check=False)
     assert pip.returncode == 0, pip.stderr[-2000:]
     exe = venv / "bin" / "plainsail"
