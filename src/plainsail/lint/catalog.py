@@ -64,12 +64,13 @@ RULES: dict[str, Rule] = {r.id: r for r in [
     Rule("index-without-concurrently", ERROR, "Creating an index without CONCURRENTLY",
          "CREATE INDEX blocks every write to the table for as long as the build takes. "
          + _LOCK,
-         "CREATE INDEX CONCURRENTLY in its own file marked '-- plainsail: no-transaction' "
-         "(fine without it on a table created in the same file)."),
+         "CREATE INDEX CONCURRENTLY alone in a file of its own, which then runs outside a "
+         "transaction (fine without it on a table created in the same file)."),
     Rule("drop-index-without-concurrently", WARNING, "Dropping an index without "
          "CONCURRENTLY",
          "DROP INDEX takes an ACCESS EXCLUSIVE lock on the table. " + _LOCK,
-         "DROP INDEX CONCURRENTLY in its own file marked '-- plainsail: no-transaction'."),
+         "DROP INDEX CONCURRENTLY alone in a file of its own, which then runs outside a "
+         "transaction."),
     Rule("constraint-without-not-valid", ERROR, "Adding a foreign key or check constraint "
          "without NOT VALID",
          "Validating the constraint scans the whole table (and for a foreign key also locks "
@@ -122,7 +123,7 @@ RULES: dict[str, Rule] = {r.id: r for r in [
          "inside one",
          "CREATE INDEX CONCURRENTLY, VACUUM and a DO block that COMMITs in batches fail inside "
          "a transaction block; the migration stops the deploy.",
-         "Put it alone in a file marked '-- plainsail: no-transaction' (Alembic: "
+         "Put it alone in a file of its own, which then runs outside a transaction (Alembic: "
          "op.get_context().autocommit_block(); Django: atomic = False)."),
     Rule("no-transaction-file", ERROR, "A no-transaction file holding more than the one "
          "statement that needs it",
