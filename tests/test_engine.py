@@ -28,7 +28,7 @@ from plainsail.deploy.outcomes import (
 )
 from plainsail.deploy.plan import Request, Target
 from plainsail.deploy.run import Deploy
-from plainsail.errors import PlainsailError
+from plainsail.errors import DeployError, PlainsailError
 from plainsail.secret import Secret
 from tests.support.fakehost import FakeExecutor, FakeHost
 
@@ -787,6 +787,22 @@ def test_a_container_without_the_settings_label_is_redeployed_when_its_env_diffe
     s = bench.deploy(V1)
     assert s["outcome"] == SUCCEEDED, s
     assert "predates" in s["per_host"][0]["settings_changed"]
+
+
+def test_rollback_with_a_damaged_history_names_no_target_by_itself(bench: Bench) -> None:
+    from plainsail.deploy.rollback import choose_release
+
+    bench.deploy(V1)
+    bench.deploy(V2)
+    path = f"{bench.fake.home}/.plainsail/api/history.jsonl"
+    bench.fake.files[path] += '{"id": "torn", "outcome": "succ'  # a write cut short
+    bench.deploy(V1, force=True)
+    executors = {f.host.name: f.executor() for f in bench.fakes}
+    with pytest.raises(DeployError) as err:
+        choose_release(bench.cfg, [], None, executors)
+    assert "1 line(s) of the deploy history cannot be read (line 3)" in str(err.value)
+    assert "name it with --to TAG" in str(err.value) and V2.tag in str(err.value)
+    assert choose_release(bench.cfg, [], V2.tag, executors).tag == V2.tag
 
 
 def test_rollback_runs_the_target_with_the_settings_it_ran_with(bench: Bench) -> None:

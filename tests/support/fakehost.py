@@ -312,8 +312,9 @@ class FakeExecutor(Executor):
             f.dirs.discard(path)
             f.files.pop(f"{path}/info.json", None)
             return 0, "", ""
-        if step == "history":
-            f.files[path] = f.files.get(path, "") + stdin
+        if step == "history":  # as APPEND_ARGV: a torn last line gets its line break first
+            text = f.files.get(path, "")
+            f.files[path] = text + ("\n" if text and not text.endswith("\n") else "") + stdin
             return 0, "", ""
         if step == "env":
             f.files[path] = stdin

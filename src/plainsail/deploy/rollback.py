@@ -82,6 +82,12 @@ def choose_release(cfg: Config, hosts: list[str], to: str | None,
                         f"{', '.join(known) or 'none'}"
                     )
             else:
+                if records.damaged:
+                    known = sorted({r["tag"] for r in successes(records)})
+                    raise DeployError(
+                        records.describe_damage(o.host.name) + ", so the previous version "
+                        "cannot be chosen safely; name it with --to TAG (successful tags "
+                        f"that can be read: {', '.join(known) or 'none'})")
                 rec = previous_good(records, running[o.host.name])
                 if rec is None:
                     raise DeployError(

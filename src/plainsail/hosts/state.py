@@ -358,9 +358,14 @@ def _env_failure(ex: Executor, paths: Paths, res: Result) -> NoReturn:
 
 # ---------------------------------------------------------------- history
 
+# A record is one line. When the file does not end with a line break (a write torn by a
+# full disk or a crash), one is added first, so the torn line stays alone and can never
+# merge with the next record.
 APPEND_ARGV = (
     'if [ -d "$1" ]; then printf "%s is a directory\\n" "$1" >&2; exit 66; fi; '
-    'mkdir -p -- "$(dirname -- "$1")" && umask 077 && cat >> "$1"'
+    'mkdir -p -- "$(dirname -- "$1")" && umask 077 && '
+    '{ if [ -s "$1" ] && [ -n "$(tail -c 1 -- "$1")" ]; then printf "\\n" >> "$1"; fi; } && '
+    'cat >> "$1"'
 )
 
 
@@ -383,22 +388,51 @@ def append_history(ex: Executor, paths: Paths, record: Mapping[str, Any]) -> Non
 READ_HISTORY = 'test -f "$1" || exit 0; cat "$1"'
 
 
-def read_history(ex: Executor, paths: Paths) -> list[dict[str, Any]]:
-    """Every readable record, oldest first; a torn last line is skipped."""
+class Records(list[dict[str, Any]]):
+    """The readable records of a history, oldest first, and the numbers of the lines that
+    could not be read (a torn write, a damaged file): `damaged`."""
+
+    damaged: list[int]
+
+    def __init__(self, records: list[dict[str, Any]], damaged: list[int]) -> None:
+        super().__init__(records)
+        self.damaged = damaged
+
+    def describe_damage(self, where: str) -> str:
+        lines = ", ".join(str(n) for n in self.damaged[:5])
+        more = f" and {len(self.damaged) - 5} more" if len(self.damaged) > 5 else ""
+        return (f"{where}: {len(self.damaged)} line(s) of the deploy history cannot be read "
+                f"(line {lines}{more}); they were skipped, and a record may be missing")
+
+
+def read_history(ex: Executor, paths: Paths) -> Records:
+    """Every readable record, oldest first; a damaged line is skipped, and said so on
+    stderr (records.damaged has its number)."""
+    from plainsail.output import warn
+
     res = ex.run(["sh", "-c", READ_HISTORY, "sh", paths.history], what="read history",
                  check=False)
     if res.returncode != 0:
         raise ex.failure(res, "read history")
-    return parse_history(res.stdout)
+    records = parse_history(res.stdout)
+    if records.damaged:
+        warn(records.describe_damage(f"{ex.host.name}: {paths.history}"))
+    return records
 
 
-def parse_history(text: str) -> list[dict[str, Any]]:
+def parse_history(text: str) -> Records:
     records = []
-    for line in text.splitlines():
+    damaged = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
         try:
             value = json.loads(line)
         except ValueError:
+            damaged.append(n)
             continue
         if isinstance(value, dict):
             records.append(value)
-    return records
+        else:
+            damaged.append(n)
+    return Records(records, damaged)
