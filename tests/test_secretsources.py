@@ -464,3 +464,35 @@ def test_command_source_children_are_ended_on_timeout(
     finally:
         if _alive(pid):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_vault_answer_without_end_is_cut_off(tmp_path: Path) -> None:
+    """An answer that never ends is refused past its limit, as it arrives (not read into
+    memory whole)."""
+    import http.server
+    import threading
+
+    class Endless(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            try:
+                for _ in range(4096):  # 256 MiB at most, then the server gives up
+                    self.wfile.write(b"x" * 65536)
+            except OSError:
+                pass
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Endless)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        cfg = _cfg(tmp_path, "    DB: {vault: {path: api/prod, field: url}}\n")
+        addr = f"http://127.0.0.1:{server.server_address[1]}"
+        with pytest.raises(SecretSourceError, match="answered with more than 2 MiB"):
+            secretsources.resolve(cfg, {"VAULT_ADDR": addr, "VAULT_TOKEN": "t"})
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -239,6 +239,10 @@ def _read_vault(source: VaultSource, what: str, env: Mapping[str, str]) -> str:
         raise SecretSourceError(f"{what}: Vault at {addr} could not be reached "
                                 f"({type(exc).__name__}); check VAULT_ADDR and the network"
                                 ) from None
+    except VaultAnswerTooLarge:
+        raise SecretSourceError(f"{what}: Vault at {addr} answered with more than "
+                                f"{MAX_ANSWER_BYTES // 1024 // 1024} MiB; is VAULT_ADDR a "
+                                "Vault server?") from None
     where = f"{source.mount}/{source.path}"
     if resp.status_code == 403:
         raise SecretSourceError(f"{what}: Vault refused to read {where} (403 permission "
@@ -284,8 +288,48 @@ def _client(env: Mapping[str, str]) -> Any:
         verify = False
     headers = {"X-Vault-Namespace": env["VAULT_NAMESPACE"]} if env.get("VAULT_NAMESPACE") \
         else {}
+    transport = _capped(httpx.HTTPTransport(verify=verify))
     return httpx.Client(timeout=VAULT_TIMEOUT, verify=verify, headers=headers,
-                        trust_env=False)
+                        trust_env=False, transport=transport)
+
+
+class VaultAnswerTooLarge(Exception):
+    """Vault (or the CI's token service) sent more than MAX_ANSWER_BYTES."""
+
+
+MAX_ANSWER_BYTES = 2 * MAX_VALUE_BYTES  # a KV secret of at most 1 MiB, with its JSON
+
+
+def _capped(inner: Any) -> Any:
+    """A transport whose response bodies end in VaultAnswerTooLarge past MAX_ANSWER_BYTES,
+    as they arrive (httpx would otherwise read an endless body into memory)."""
+    import httpx
+
+    class Stream(httpx.SyncByteStream):
+        def __init__(self, stream: Any) -> None:
+            self.stream = stream
+
+        def __iter__(self) -> Any:
+            size = 0
+            for chunk in self.stream:
+                size += len(chunk)
+                if size > MAX_ANSWER_BYTES:
+                    raise VaultAnswerTooLarge
+                yield chunk
+
+        def close(self) -> None:
+            self.stream.close()
+
+    class Capped(httpx.BaseTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            resp = inner.handle_request(request)
+            return httpx.Response(resp.status_code, headers=resp.headers,
+                                  stream=Stream(resp.stream), extensions=resp.extensions)
+
+        def close(self) -> None:
+            inner.close()
+
+    return Capped()
 
 
 def _token(client: Any, addr: str, env: Mapping[str, str], what: str) -> str:
