@@ -884,3 +884,18 @@ def test_a_crashed_container_shows_its_log_behind_the_proxy_too(tmp_path: Path) 
     assert "the container is exited" in s["reason"]
     assert "its log ends with: RuntimeError: refusing to start without FEATURE_X" in s["reason"]
     assert "  | RuntimeError: refusing to start without FEATURE_X" in "\n".join(b.lines)
+
+
+def test_behind_the_proxy_the_deploy_runs_its_plan_in_order_and_boots_before_migrating(
+        tmp_path: Path) -> None:
+    b = ProxyBench(tmp_path)
+    b.deploy(V1)
+    d = Deploy(b.cfg, Request(ref=f"{V2.tag}@{V2.digest}"), b.lines.append,
+               environ=dict(b.env), executors={f.host.name: f.executor() for f in b.fakes},
+               resolve=lambda cfg, r: V2, proxy=b.proxy)
+    assert d.run()["outcome"] == SUCCEEDED
+    planned = [s.name for s in d.runs[0].plan.steps]
+    assert planned.index("proxy-boot") < planned.index("migrate") < planned.index("start-new")
+    ran = [st["name"] for st in b.fake.history("api")[-1]["steps"]
+           if not st["name"].startswith("health:")]
+    assert ran == [n for n in planned if n in ran and n not in ("record", "unlock")], ran

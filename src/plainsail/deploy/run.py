@@ -177,8 +177,9 @@ class Deploy:
                     summary = self._finish(RECOVERED, reason)
                     self._close()
                     return summary
-                summary = self._summary(UNCHANGED, f"{tag} already runs on every host; use "
-                                        "--force to redeploy")
+                summary = self._summary(UNCHANGED, f"{tag} already runs on every host, with "
+                                        "the same settings and environment; use --force to "
+                                        "redeploy")
                 append_local(self.cfg, summary)
                 self._close()
                 return summary
