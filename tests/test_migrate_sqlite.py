@@ -72,3 +72,29 @@ def test_two_runners_apply_each_file_once(tmp_path: Path) -> None:
     assert [p.returncode for p in procs] == [0, 0], outs
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*), count(DISTINCT n) FROM log").fetchone() == (20, 20)
+
+
+@pytest.mark.parametrize("runners", [2, 3])
+def test_racing_runners_over_every_kind_of_file(tmp_path: Path, runners: int) -> None:
+    """Ordinary files, files wrapped in BEGIN/COMMIT, lone and marked VACUUMs (which run
+    outside a transaction), goose files: each applied and recorded once, every run exits 0."""
+    mig, db = tmp_path / "migrations", tmp_path / "app.db"
+    write(mig, "0000_log.sql", "CREATE TABLE log (n int);\n")
+    kinds = ["INSERT INTO log VALUES ({i});\n",
+             "BEGIN;\nINSERT INTO log VALUES ({i});\nCOMMIT;\n",
+             "VACUUM;\n",
+             "-- plainsail: no-transaction\nVACUUM;\n",
+             "-- +goose Up\nINSERT INTO log VALUES ({i});\n-- +goose Down\nDELETE FROM log;\n"]
+    for i in range(1, 31):
+        write(mig, f"{i:04d}_x.sql", kinds[i % len(kinds)].format(i=i))
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{db}", "PYTHONPATH": SRC}
+    cmd = [sys.executable, "-m", "plainsail", "migrate", "--dir", str(mig)]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(runners)]
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0] * runners, outs
+    applied = [line for out, _ in outs for line in out.splitlines() if "  applied " in line]
+    assert len(applied) == 31, outs
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM plainsail_migrations").fetchone() == (31,)
+        assert conn.execute("SELECT count(*), count(DISTINCT n) FROM log").fetchone() == (18, 18)

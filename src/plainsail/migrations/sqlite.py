@@ -69,13 +69,18 @@ class SqliteDatabase:
     def release_lock(self) -> None:
         pass
 
-    def _record(self, f: MigrationFile, ms: float, applied_by: str) -> None:
+    def _record(self, f: MigrationFile, ms: float, applied_by: str,
+                unless_there: bool = False) -> bool:
+        """Insert the row; with `unless_there`, False when another runner's row for the
+        version is already there."""
         now = datetime.now(UTC).isoformat(timespec="seconds")
-        self.conn.execute(
+        cur = self.conn.execute(
             f"INSERT INTO {TABLE} (version, name, checksum, applied_at, execution_ms, "
-            "applied_by) VALUES (?, ?, ?, ?, ?, ?)",
+            "applied_by) VALUES (?, ?, ?, ?, ?, ?)"
+            + (" ON CONFLICT (version) DO NOTHING" if unless_there else ""),
             (f.version, f.name, f.checksum, now, int(ms), applied_by),
         )
+        return cur.rowcount == 1
 
     def apply(self, f: MigrationFile, applied_by: str) -> float | None:
         stmts = f.statements
@@ -108,8 +113,12 @@ class SqliteDatabase:
                 "from it is applied. Fix it and run plainsail migrate again") from exc
         return ms
 
-    def apply_no_transaction(self, f: MigrationFile, applied_by: str) -> float:
+    def apply_no_transaction(self, f: MigrationFile, applied_by: str) -> float | None:
+        """None when another runner applied it (SQLite has no lock across the statement:
+        the check before and the conflict-free record after keep each file recorded once)."""
         (stmt,) = f.statements
+        if self._recorded(f):
+            return None
         started = time.perf_counter()
         try:
             self.conn.execute(stmt.text)
@@ -119,10 +128,18 @@ class SqliteDatabase:
                 "recorded. Fix it and run plainsail migrate again") from exc
         ms = (time.perf_counter() - started) * 1000
         try:
-            self._record(f, ms, applied_by)
+            if not self._record(f, ms, applied_by, unless_there=True):
+                return None
         except sqlite3.Error as exc:
             raise MigrationError(f"{f.name} ran but recording it failed: {exc}") from exc
         return ms
+
+    def _recorded(self, f: MigrationFile) -> bool:
+        try:
+            return self.conn.execute(f"SELECT 1 FROM {TABLE} WHERE version = ?",
+                                     (f.version,)).fetchone() is not None
+        except sqlite3.Error as exc:
+            raise MigrationError(f"cannot read {TABLE}: {exc}") from exc
 
     def record_baseline(self, files: list[MigrationFile], applied_by: str) -> None:
         try:
