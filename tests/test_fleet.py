@@ -27,6 +27,17 @@ class FleetDir:
     fleet: Fleet
     app: TinyApp
 
+    def write(self, extra: str = "") -> None:
+        (self.path / "plainsail.yml").write_text(
+            f"service: {self.service}\nimage: {self.app.image}\nsigning:\n  verify: false\n"
+            "hosts:\n" + "".join(f"  - {h.host}\n" for h in self.fleet.hosts) +
+            f"ssh:\n  identity_file: {self.fleet.a.identity_file}\n"
+            f"  known_hosts: {self.fleet.known_hosts}\n"
+            f"app:\n  port: 8080\n  volumes: ['{self.volume}:/flag']\n  stop_timeout: 2s\n"
+            "migrate:\n  command: [/bin/busybox, echo, migrated]\n  timeout: 30s\n"
+            "health:\n  body_contains: '\"database\": \"ok\"'\n  attempts: 8\n"
+            "  interval: 250ms\nretain: 2\n" + extra)
+
     def run(self, *args: str) -> CliResult:
         return plainsail(*args, cwd=self.path)
 
@@ -50,12 +61,14 @@ class FleetDir:
         res = host.run(["cat", f"{host.home}/.plainsail/{self.service}/history.jsonl"])
         return [json.loads(line) for line in res.stdout.splitlines() if line.strip()]
 
-    def fail_on(self, host: NSHost, version: str) -> None:
-        """Make `version` fail its health check on `host` only (a file in its volume)."""
+    def fail_on(self, host: NSHost, version: str, fail: bool = True) -> None:
+        """Make `version` fail its health check on `host` only (a file in its volume), or
+        (fail=False) pass it again."""
         tag, digest = self.app.versions["v1"]
+        change = ["touch"] if fail else ["rm", "-f"]
         r = host.docker("run", "--rm", "-v", f"{self.volume}:/flag",
-                              f"{self.app.image}@{digest}", "/bin/busybox", "touch",
-                              f"/flag/fail-{version}")
+                        f"{self.app.image}@{digest}", "/bin/busybox", *change,
+                        f"/flag/fail-{version}")
         assert r.returncode == 0, r.stderr
 
 
@@ -63,16 +76,8 @@ class FleetDir:
 def fleet_dir(tmp_path: Path, fleet: Fleet, tiny_app: TinyApp) -> Iterator[FleetDir]:
     service = f"tiny-{uuid.uuid4().hex[:8]}"
     volume = f"{service}-flag"
-    (tmp_path / "plainsail.yml").write_text(
-        f"service: {service}\nimage: {tiny_app.image}\nsigning:\n  verify: false\n"
-        "hosts:\n" + "".join(f"  - {h.host}\n" for h in fleet.hosts) +
-        f"ssh:\n  identity_file: {fleet.a.identity_file}\n  known_hosts: {fleet.known_hosts}\n"
-        f"app:\n  port: 8080\n  volumes: ['{volume}:/flag']\n  stop_timeout: 2s\n"
-        "migrate:\n  command: [/bin/busybox, echo, migrated]\n  timeout: 30s\n"
-        "health:\n  body_contains: '\"database\": \"ok\"'\n  attempts: 8\n  interval: 250ms\n"
-        "retain: 2\n"
-    )
     d = FleetDir(tmp_path, service, volume, fleet, tiny_app)
+    d.write()
     yield d
     for host in fleet.hosts:
         ids = host.docker("ps", "-aq", "--filter",
@@ -106,19 +111,43 @@ def test_fleet_deploy_migrates_once_and_rolls_back_everywhere(fleet_dir: FleetDi
     assert sorted(history[0]["hosts"]) == sorted(h.host for h in f.hosts)
 
 
-def test_a_host_failing_restores_those_switched_and_leaves_the_rest(fleet_dir: FleetDir) -> None:
+def test_a_gate_failing_in_batch_two_restores_batch_one_and_leaves_the_rest(
+        fleet_dir: FleetDir) -> None:
     d, f = fleet_dir, fleet_dir.fleet
+    d.write("rollout:\n  canary: 1\n  batch: 1\n")
     assert d.run("deploy", d.app.ref("v1")).code == 0
     d.fail_on(f.b, "2")
-    r = d.run("deploy", d.app.ref("v2"))
+    r = d.run("deploy", d.app.ref("v2"), "--json")
     assert r.code == 1, r.text
     assert d.versions() == ["1", "1", "1"]
+    summary = json.loads(r.out)
+    assert [(h["host"], h["outcome"], h["batch"]) for h in summary["per_host"]] == [
+        (f.a.host, "failed-health-restored", 1), (f.b.host, "failed-health-restored", 2),
+        (f.c.host, "aborted", None)]
     a, b, c = (d.records(h)[-1] for h in f.hosts)
-    assert b["outcome"] == "failed-health-restored"
-    assert a["outcome"] == "failed-health-restored"
+    assert a["outcome"] == b["outcome"] == "failed-health-restored"
     assert f"{f.b.host} failed its health gate" in str(a["reason"])
     assert c["outcome"] == "aborted" and "not touched" in str(c["reason"])
     assert "start-new" not in {s["name"] for s in c["steps"]}
+
+
+def test_resume_after_a_partial_failure_skips_the_hosts_already_done(
+        fleet_dir: FleetDir) -> None:
+    d, f = fleet_dir, fleet_dir.fleet
+    d.write("on_failure: stop\nrollout:\n  canary: 1\n  batch: 1\n")
+    assert d.run("deploy", d.app.ref("v1")).code == 0
+    d.fail_on(f.b, "2")
+    r = d.run("deploy", d.app.ref("v2"), "--json")
+    assert r.code == 1, r.text
+    assert [h["outcome"] for h in json.loads(r.out)["per_host"]] == [
+        "succeeded", "failed-health-left-stopped", "aborted"]
+    assert d.version_on(f.a) == "2" and d.version_on(f.c) == "1"
+    d.fail_on(f.b, "2", fail=False)
+    r = d.run("deploy", d.app.ref("v2"), "--json")
+    assert r.code == 0, r.text
+    assert [h["outcome"] for h in json.loads(r.out)["per_host"]] == [
+        "unchanged", "succeeded", "succeeded"]
+    assert d.versions() == ["2", "2", "2"]
 
 
 def test_host_filter_and_rollback_disagreement(fleet_dir: FleetDir) -> None:

@@ -210,6 +210,33 @@ class ProxyConfig:
 
 
 @dataclass(frozen=True)
+class RolloutConfig:
+    """How a deploy switches several hosts: the first `canary` hosts alone, then batches of
+    `batch` hosts (a number, or a share of the hosts such as "25%"), `pause` seconds between
+    batches; at most `max_parallel` hosts are worked on at once (preflight, pulls, switches)."""
+
+    batch: str = "100%"
+    pause: float = 0.0
+    canary: int = 0
+    max_parallel: int = 10
+
+    def batches(self, count: int) -> list[int]:
+        """The sizes of the batches `count` hosts switch in, in order."""
+        if count <= 0:
+            return []
+        sizes = [1] * min(self.canary, count)
+        left = count - len(sizes)
+        if self.batch.endswith("%"):
+            size = max(1, -(-count * int(self.batch[:-1]) // 100))  # a share of all hosts
+        else:
+            size = int(self.batch)
+        while left > 0:
+            sizes.append(min(size, left))
+            left -= sizes[-1]
+        return sizes
+
+
+@dataclass(frozen=True)
 class NotifyTarget:
     webhook: Secret
 
@@ -233,6 +260,7 @@ class Config:
     retain: int = 3
     notify: list[NotifyTarget] = field(default_factory=list)
     proxy: ProxyConfig | None = None
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
 
     @property
     def root(self) -> Path:
@@ -924,6 +952,19 @@ def _proxy_path(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
     return value.rstrip("/") or "/" if isinstance(value, str) else value
 
 
+def _batch(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
+    value = _scalar(ctx, node, path, "a number of hosts or a share such as 25%")
+    if value is None or value is _MISSING:
+        return value
+    m = re.fullmatch(r"([0-9]{1,3})(%?)", value.strip())
+    n = int(m.group(1)) if m else 0
+    if not m or n < 1 or (m.group(2) and n > 100):
+        ctx.error(node, path, f"{_show(value)} is not a batch size: a whole number of hosts "
+                  "(at least 1) or a share of them from 1% to 100%, e.g. 2 or \"25%\"")
+        return _MISSING
+    return f"{n}{m.group(2)}"
+
+
 def _proxy_tls(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
     hint = "auto, internal, off, or a mapping {cert: FILE, key: FILE}"
     if isinstance(node, yaml.MappingNode):
@@ -1224,6 +1265,10 @@ _SCHEMA = obj(
         "retain": integer(0, 100),
         "notify": list_of(obj(NotifyTarget, {"webhook": _webhook}, ("webhook",))),
         "proxy": _proxy,
+        "rollout": obj(RolloutConfig, {"batch": _batch,
+                                       "pause": duration(MAX_HEALTH_INTERVAL, zero_ok=True),
+                                       "canary": integer(0, 1000),
+                                       "max_parallel": integer(1, 100)}),
     },
     ("service", "image"),
 )

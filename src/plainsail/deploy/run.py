@@ -24,12 +24,13 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
 from plainsail.config import weak
 from plainsail.config.model import Config
-from plainsail.deploy import hostregistry, notify, schemagate
+from plainsail.deploy import fanout, health, hostregistry, notify, schemagate
 from plainsail.deploy import settings as settingslib
 from plainsail.deploy.history import append_local
 from plainsail.deploy.outcomes import (
@@ -123,6 +124,47 @@ class Deploy:
         self.late_signal: int | None = None
         self.holding = False  # a step that must finish whole is running: a signal waits
         self.held_signal: int | None = None
+        # Hosts are being worked on in threads: a signal is noted, each host stops at its
+        # next step boundary, and the attempt unwinds once the steps in flight returned.
+        self.fanout = False
+        self.stop_signal: int | None = None
+        self.stoppable = True  # False while restoring: a signal must not cut the way back
+        self.unreached: dict[str, str] = {}  # preflight failed: each host, and why
+
+    def _checkpoint(self) -> None:
+        """Between two steps of a host worked on in a thread: stop if a signal came."""
+        if self.stop_signal is not None and self.stoppable:
+            raise Interrupted()
+
+    def _fan(self, runs: list[Any], fn: Callable[[Any], object],
+             stoppable: bool = True) -> list[BaseException | None]:
+        """fn on every host of `runs`, at most rollout.max_parallel at once; what each raised.
+        A signal meanwhile is raised here, once every host's step in flight has returned
+        (unless `stoppable` is False: a restore runs to its end, then the unwind goes on)."""
+        many = len(runs) > 1 and self.cfg.rollout.max_parallel > 1
+        self.fanout, self.stoppable = many, stoppable
+        try:
+            errors = fanout.each(runs, fn, self.cfg.rollout.max_parallel)
+        finally:
+            self.fanout, self.stoppable = False, True
+        if self.stop_signal is not None and stoppable:
+            self.stop_signal = None
+            raise Interrupted()
+        return errors
+
+    def _failures(self, runs: list[HostRun], errors: list[BaseException | None]
+                  ) -> list[tuple[HostRun, PlainsailError]]:
+        """The hosts whose step failed the expected way; a signal or a bug is raised."""
+        out = []
+        for run, exc in zip(runs, errors, strict=True):
+            if exc is None:
+                continue
+            if isinstance(exc, Interrupted):
+                raise Interrupted()
+            if not isinstance(exc, PlainsailError):
+                raise exc
+            out.append((run, exc))
+        return out
 
     @contextmanager
     def _whole(self) -> Iterator[None]:
@@ -230,25 +272,10 @@ class Deploy:
         self._step_report("preflight", f"image {self.target.tag} pinned to "
                           f"{self.target.digest}" + (" (signature verified)"
                                                      if self.target.verified else ""))
+        found = self._survey_all()
         for host in self.hosts:
-            ex = self._given.pop(host.name, None) or executor_for(
-                host, ssh_options(cfg), self.secret_values)
-            ex.secrets = list(self.secret_values)
-            try:
-                # Behind the proxy the app joins the proxy's network, created at its boot.
-                custom = (None if cfg.proxy or cfg.app.network in BUILTIN_NETWORKS
-                          else cfg.app.network)
-                found = hoststate.survey(ex, cfg.host_dir, cfg.service, custom,
-                                         timeout=cfg.timeouts.query)
-                if not found.network_ok:
-                    raise PlainsailError(
-                        f"{host.name}: app.network {cfg.app.network!r} does not exist there; "
-                        f"create it (docker network create {cfg.app.network}) or fix "
-                        "app.network")
-                paths, version, containers = found.paths, found.docker_version, found.containers
-            except PlainsailError:
-                ex.close()
-                raise
+            ex, survey = found[host.name]
+            paths, version, containers = survey.paths, survey.docker_version, survey.containers
             run = HostRun(host, ex, paths, containers, current(containers))
             self.runs.append(run)
             prev = run.previous
@@ -268,6 +295,8 @@ class Deploy:
                                   and c.fingerprint == self.fingerprint and not c.running), None)
             self._step_report(host.name, f"reachable, Docker {version}, running: "
                               f"{prev.tag if prev else 'nothing'}")
+        # Resume, not redo: a host already on the target is skipped only while it serves.
+        self._fan([r for r in self.runs if r.outcome == UNCHANGED], self._recheck_unchanged)
         self._schema_gate()
         if cfg.proxy is not None:
             # A proxy with other host-level settings is refused before any change.
@@ -283,6 +312,74 @@ class Deploy:
             return ("its settings or environment (the running container predates the record "
                     "of which)")
         return settingslib.describe(names, self.cfg) or "its container options"
+
+    def _recheck_unchanged(self, run: HostRun) -> None:
+        """One health probe of a host that already runs the target: an earlier attempt may
+        have left it there failed (on_failure: stop), and then it switches again."""
+        prev = run.previous
+        assert prev is not None
+        try:
+            address = health.app_address(run.ex, self.cfg, prev.name)
+            verdict = health.gate(run.ex, replace(self.cfg.health, attempts=1), address,
+                                  prev.name, self.secret_values)
+            ok, why = verdict.healthy, verdict.reason
+        except PlainsailError as exc:
+            ok, why = False, one_line(exc)
+        if not ok:
+            run.outcome = ""
+            self._step_report(run.host.name, f"runs {prev.tag} already, but it does not pass "
+                              f"its health check ({why}): deploying it again")
+
+    def _survey_all(self) -> dict[str, tuple[Executor, hoststate.Survey]]:
+        """Connect to every host at once (at most rollout.max_parallel; a connection that
+        drops or times out while being set up is tried again) and survey it. Any host
+        failing aborts the attempt before anything changed, naming every failing host."""
+        cfg = self.cfg
+        # Behind the proxy the app joins the proxy's network, created at its boot.
+        custom = None if cfg.proxy or cfg.app.network in BUILTIN_NETWORKS else cfg.app.network
+        execs = {h.name: self._given.pop(h.name) if h.name in self._given else executor_for(
+            h, ssh_options(cfg), self.secret_values) for h in self.hosts}
+        found: dict[str, tuple[Executor, hoststate.Survey]] = {}
+
+        def note(host: Host) -> Callable[[BaseException, float], None]:
+            return lambda exc, delay: self._step_report(
+                host.name, f"connecting failed ({one_line(exc)}); trying again in {delay:g}s")
+
+        def look(host: Host) -> None:
+            ex = execs[host.name]
+            ex.secrets = list(self.secret_values)
+            survey = fanout.with_retry(lambda: hoststate.survey(
+                ex, cfg.host_dir, cfg.service, custom, timeout=cfg.timeouts.query),
+                note=note(host))
+            if not survey.network_ok:
+                raise PlainsailError(
+                    f"{host.name}: app.network {cfg.app.network!r} does not exist there; "
+                    f"create it (docker network create {cfg.app.network}) or fix "
+                    "app.network")
+            found[host.name] = (ex, survey)
+
+        try:
+            errors = self._fan(self.hosts, look)
+        except BaseException:
+            for ex in execs.values():
+                ex.close()
+            raise
+        failed = [(h, e) for h, e in zip(self.hosts, errors, strict=True) if e is not None]
+        if not failed:
+            return found
+        for ex in execs.values():
+            ex.close()
+        for _, e in failed:
+            if isinstance(e, Interrupted) or not isinstance(e, PlainsailError):
+                raise e
+        why = {h.name: one_line(e) for h, e in failed}
+        self.unreached = {h.name: why.get(h.name, "not changed: another host failed its "
+                                          "preflight") for h in self.hosts}
+        if len(failed) == 1:
+            raise failed[0][1]
+        raise PlainsailError(
+            f"preflight failed on {len(failed)} of {len(self.hosts)} hosts, nothing was "
+            "changed on any: " + "; ".join(why.values())) from failed[0][1]
 
     def _schema_gate(self) -> None:
         """The seed's rule, enforced: refuse (nothing changed yet) when the migrations
@@ -331,7 +428,8 @@ class Deploy:
         )
         self.sw = Switcher(self.cfg, self.target, self.id, self.fingerprint,
                            self.secret_values, self.report, proxy=self._proxy,
-                           whole=self._whole, settings=self.settings_label)
+                           whole=self._whole, settings=self.settings_label,
+                           checkpoint=self._checkpoint)
         active = [r for r in self.runs if r.outcome != UNCHANGED]
         migrate = bool(self.cfg.migrate) and not self.req.skip_migrations
         for run in self.runs:
@@ -364,16 +462,13 @@ class Deploy:
         # Hosts already running this exact image are left alone (they are locked all the
         # same, so nobody changes them under this deploy).
         active = [r for r in self.runs if r.outcome != UNCHANGED]
-        try:
-            for run in self.runs:
-                self._lock(run)
-            for run in active:
-                self._send_image(run)
-                self.sw.planned(run, "pull")
-                if self.cfg.proxy is not None:  # its network exists before the migration
-                    self.sw.boot_proxy(run)
-        except PlainsailError as exc:
-            reason = f"{one_line(exc)}; nothing was switched, the running version is untouched"
+        # Every host at once: the lock and env file, then the image (pull, or send).
+        failed = self._failures(self.runs, self._fan(self.runs, self._lock))
+        if not failed:
+            failed = self._failures(active, self._fan(active, self._prepare))
+        if failed:
+            reason = (f"{'; '.join(one_line(exc) for _, exc in failed)}; nothing was "
+                      "switched, the running version is untouched")
             for run in self.runs:
                 run.outcome, run.reason = ABORTED, reason
             return ABORTED, reason
@@ -383,36 +478,17 @@ class Deploy:
                 for run in self.runs:
                     run.outcome, run.reason = FAILED_MIGRATION, reason
                 return FAILED_MIGRATION, reason
-        for i, run in enumerate(active):
-            gha_group(f"{run.host.name}: switch to {target.tag}")
-            try:
-                ok = self.sw.switch(run)
-            except PlainsailError as exc:
-                failed = run.steps[-1].name if run.steps else "switch"
-                run.reason = f"{failed} failed: {one_line(exc)}"
-                self.sw.restore(run, f"{failed} failed", failed_new=True)
-                ok = False
-            finally:
-                gha_endgroup()
-            if not ok:
-                if run.outcome not in (RESTORED, RESTORE_FAILED, LEFT_STOPPED, OLD_KEPT):
-                    raise AssertionError(f"switch of {run.host.name} ended without an outcome")
-                for other in active[:i]:
-                    other.reason = f"{run.host.name} failed its health gate"
-                    self.sw.restore(other, other.reason, failed_new=True)
-                for other in active[i + 1:]:
-                    other.outcome = ABORTED
-                    other.reason = f"not touched: {run.host.name} failed its health gate"
-                return run.outcome, run.reason
+        ended = self._rollout(active)
+        if ended is not None:
+            return ended
         for run in active:
             run.outcome = SUCCEEDED
         # Pruning never undoes a healthy deploy: a failure there is only reported, and a
         # signal waits until it and the records are done (well under a second).
         self.finishing = True
-        for run in active:
-            try:
-                self.sw.prune(run)
-            except Exception as exc:  # noqa: BLE001 - reported, the deploy stands
+        pruned = self._fan(active, self.sw.prune, stoppable=False)
+        for run, exc in zip(active, pruned, strict=True):
+            if exc is not None:
                 warn(f"{run.host.name}: removing old containers failed "
                      f"({type(exc).__name__}: {one_line(exc)}); the deploy is unaffected")
         if self.req.kind == "recover":
@@ -422,6 +498,87 @@ class Deploy:
         changed = next((r.settings_changed for r in active if r.settings_changed), "")
         return SUCCEEDED, f"{target.tag} is healthy on every host" + (
             f" (settings changed: {changed})" if changed else "")
+
+    def _prepare(self, run: HostRun) -> None:
+        """The new image on the host: sent to its registry (registry.mode host), pulled;
+        behind the proxy, the host's proxy booted (it creates the network)."""
+        self._send_image(run)
+        self.sw.planned(run, "pull")
+        if self.cfg.proxy is not None:  # its network exists before the migration
+            self.sw.boot_proxy(run)
+
+    def _rollout(self, active: list[HostRun]) -> tuple[str, str] | None:
+        """Switch the hosts in the order of `hosts:`, in batches (rollout: canary, batch,
+        pause), the hosts of a batch at once. A failure stops the rollout: the hosts not
+        reached are untouched; with on_failure restore the hosts switched in this attempt
+        go back to their previous version (at once), with stop they stay as they are.
+        Returns the attempt's (outcome, reason) on a failure, None when all switched."""
+        assert self.target is not None
+        rollout = self.cfg.rollout
+        sizes = rollout.batches(len(active))
+        switched: list[HostRun] = []
+        healthy: dict[str, bool] = {}
+        at = 0
+        for number, size in enumerate(sizes, 1):
+            batch = active[at:at + size]
+            at += size
+            if number > 1 and rollout.pause:
+                self._step_report("rollout", f"pause {rollout.pause:g}s before batch {number}")
+                time.sleep(rollout.pause)
+            for run in batch:
+                run.batch = number
+            if len(sizes) > 1:
+                self._step_report("rollout", f"batch {number} of {len(sizes)}: "
+                                  + ", ".join(r.host.name for r in batch))
+            errors = self._fan(batch, lambda run: healthy.__setitem__(
+                run.host.name, self._switch_one(run)))
+            for exc in errors:
+                if exc is not None:  # a signal or a bug: the unwind restores what switched
+                    raise Interrupted() if isinstance(exc, Interrupted) else exc
+            switched += [r for r in batch if healthy[r.host.name]]
+            bad = [r for r in batch if not healthy[r.host.name]]
+            if not bad:
+                continue
+            names = ", ".join(r.host.name for r in bad)
+            why = f"{names} failed {'its health gate' if len(bad) == 1 else 'their health gates'}"
+            if self.cfg.on_failure == "stop":
+                for other in switched:
+                    other.outcome = SUCCEEDED
+                    other.reason = (f"{why}; on_failure is stop: this host is left on "
+                                    f"{self.target.tag}")
+            else:
+                for other in switched:
+                    other.reason = why
+                self._fan(switched, lambda r: self.sw.restore(r, r.reason, failed_new=True),
+                          stoppable=False)
+            for other in active[at:]:
+                other.outcome = ABORTED
+                other.reason = f"not touched: {why}"
+            first = bad[0]
+            reason = first.reason
+            if self.cfg.on_failure == "stop" and switched:
+                reason += (f"; on_failure is stop: {', '.join(r.host.name for r in switched)} "
+                           f"left on {self.target.tag}")
+            return first.outcome, reason
+        return None
+
+    def _switch_one(self, run: HostRun) -> bool:
+        """Switch one host; whether its new version is healthy (if not, the host is restored
+        or left as on_failure says, and its outcome says which)."""
+        assert self.target is not None
+        gha_group(f"{run.host.name}: switch to {self.target.tag}")
+        try:
+            ok = self.sw.switch(run)
+        except PlainsailError as exc:
+            failed = run.steps[-1].name if run.steps else "switch"
+            run.reason = f"{failed} failed: {one_line(exc)}"
+            self.sw.restore(run, f"{failed} failed", failed_new=True)
+            ok = False
+        finally:
+            gha_endgroup()
+        if not ok and run.outcome not in (RESTORED, RESTORE_FAILED, LEFT_STOPPED, OLD_KEPT):
+            raise AssertionError(f"switch of {run.host.name} ended without an outcome")
+        return ok
 
     def _send_image(self, run: HostRun) -> None:
         """registry.mode host: the host's registry up, the image and its signature sent to
@@ -512,14 +669,15 @@ class Deploy:
     def _unwind(self, why: str, outcome: str) -> tuple[str, str]:
         """After a signal or an unexpected error: put the previous version back wherever the
         switch had begun and not finished; return the attempt's outcome and reason."""
-        for run in self.runs:
-            if run.outcome in (SUCCEEDED, UNCHANGED, RECOVERED, RESTORED, RESTORE_FAILED,
-                               LEFT_STOPPED, OLD_KEPT):
-                continue
+        todo = [run for run in self.runs if run.outcome not in (
+            SUCCEEDED, UNCHANGED, RECOVERED, RESTORED, RESTORE_FAILED, LEFT_STOPPED, OLD_KEPT)]
+        for run in todo:
             run.reason = run.reason or why
-            if run.switched or (self.cfg.proxy is not None and run.new_name):
-                with suppress(PlainsailError, Interrupted):
-                    self.sw.restore(run, why, failed_new=True)
+        # Every host whose switch had begun goes back at once; each restore runs to its end.
+        self._fan([r for r in todo if r.switched or (self.cfg.proxy is not None
+                                                     and r.new_name)],
+                  lambda r: self.sw.restore(r, why, failed_new=True), stoppable=False)
+        for run in todo:
             if outcome == INTERRUPTED and run.outcome != RESTORE_FAILED:
                 run.outcome = INTERRUPTED
             elif run.outcome not in (RESTORED, RESTORE_FAILED):
@@ -569,6 +727,7 @@ class Deploy:
         if run is not None:
             rec.update({
                 "host": run.host.name,
+                "batch": run.batch or None,
                 "previous_tag": run.previous.tag if run.previous else None,
                 "previous_digest": run.previous.digest if run.previous else None,
                 "container": run.new_name or None,
@@ -592,9 +751,12 @@ class Deploy:
         rec["per_host"] = [
             {"host": r.host.name, "outcome": r.outcome or outcome, "reason": r.reason,
              "previous_tag": r.previous.tag if r.previous else None,
-             "settings_changed": r.settings_changed or None}
+             "settings_changed": r.settings_changed or None,
+             "batch": r.batch or None,
+             "steps": [{"name": s.name, "seconds": s.seconds, "ok": s.ok} for s in r.steps]}
             for r in self.runs
-        ]
+        ] or [{"host": name, "outcome": outcome, "reason": why, "previous_tag": None,
+               "batch": None, "steps": []} for name, why in self.unreached.items()]
         return redact_free_text(rec, self.secret_values)
 
     def _finish(self, outcome: str, reason: str) -> dict[str, Any]:
@@ -653,6 +815,9 @@ def _sigterm_as_interrupt(attempt: Deploy) -> Iterator[None]:
     def handler(signum: int, frame: object) -> None:
         if attempt.finishing:
             attempt.late_signal = signum
+            return
+        if attempt.fanout:
+            attempt.stop_signal = signum
             return
         if attempt.holding:
             attempt.held_signal = signum

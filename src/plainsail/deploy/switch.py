@@ -59,6 +59,7 @@ class HostRun:
     restore_health: dict[str, Any] | None = None
     log_tail: str = ""
     locked: bool = False
+    batch: int = 0  # the rollout batch this host switched in (1: the first); 0: none
     restored_name: str = ""  # the container that runs the previous version after a restore
     old_stopped: bool = False  # behind the proxy: the old version was drained and stopped
     in_flight_at_switch: int | None = None  # behind the proxy: requests in flight then
@@ -73,9 +74,13 @@ class Switcher:
     def __init__(self, cfg: Config, target: Target, deploy_id: str, fingerprint: str,
                  secrets: list[Secret], report: Reporter, proxy: Any = None,
                  whole: Callable[[], AbstractContextManager[None]] = nullcontext,
-                 settings: str = "") -> None:
+                 settings: str = "",
+                 checkpoint: Callable[[], None] = lambda: None) -> None:
         self.cfg = cfg
         self.settings = settings  # the label of containers made with today's settings
+        # Asked before every step: raises when the deploy must stop (a signal arrived while
+        # hosts were worked on in threads, where a signal cannot interrupt a step).
+        self.checkpoint = checkpoint
         # Steps that create a container run whole: a signal waits for the host's answer,
         # so the unwind sees (and removes) what the command made, instead of racing a
         # `docker run` that carries on on the host after the deployer let go of it.
@@ -377,6 +382,7 @@ class Switcher:
 
     # -- bookkeeping
     def step(self, run: HostRun, name: str, action: Callable[[], object]) -> None:
+        self.checkpoint()
         start = time.monotonic()
         try:
             action()
