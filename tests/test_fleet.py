@@ -109,6 +109,7 @@ def test_fleet_deploy_migrates_once_and_rolls_back_everywhere(fleet_dir: FleetDi
     assert d.versions() == ["1", "1", "1"]
     history = json.loads(d.run("history", "--json").out)
     assert sorted(history[0]["hosts"]) == sorted(h.host for h in f.hosts)
+    assert "3 hosts: 3 succeeded" in d.run("history").out
 
 
 def test_a_gate_failing_in_batch_two_restores_batch_one_and_leaves_the_rest(
@@ -157,6 +158,8 @@ def test_host_filter_and_rollback_disagreement(fleet_dir: FleetDir) -> None:
     r = d.run("deploy", d.app.ref("v3"), "--host", f.a.host)
     assert r.code == 0, r.text
     assert d.versions() == ["3", "2", "2"]
+    status = d.run("status")
+    assert "MIXED VERSIONS" in status.err and f"on {f.b.host}, {f.c.host}" in status.err
     r = d.run("rollback")
     assert r.code == 2 and "disagree" in r.err and "--to" in r.err
     r = d.run("rollback", "--to", d.app.versions["v2"][0])

@@ -210,3 +210,24 @@ def test_a_signal_during_the_pulls_switches_nothing(tmp_path: Path) -> None:
     assert s["outcome"] == INTERRUPTED
     assert b.running_tags() == [V1.tag] * 3
     assert all("stop-old" not in step_names(b, i) for i in range(3))
+
+
+def test_history_counts_the_hosts_per_outcome() -> None:
+    from plainsail.commands.history import hosts_cell
+
+    a = {"hosts": ["a", "b", "c"],
+         "outcomes": {"a": RESTORED, "b": RESTORED, "c": ABORTED}}
+    assert hosts_cell(a) == f"3 hosts: 2 {RESTORED}, 1 {ABORTED}"
+    assert hosts_cell({"hosts": ["a"], "outcomes": {"a": SUCCEEDED}}) == "a"
+
+
+def test_status_groups_hosts_by_version() -> None:
+    from plainsail.deploy.status import versions
+
+    def host(name: str, tag: str | None) -> dict[str, object]:
+        return {"host": name, "reachable": True,
+                "running": {"tag": tag, "digest": f"sha256:{tag}"} if tag else None}
+
+    got = versions([host("a", "v1"), host("b", "v2"), host("c", "v1"), host("d", None),
+                    {"host": "e", "reachable": False, "running": None}])
+    assert got == {"v1@sha256:v1": ["a", "c"], "v2@sha256:v2": ["b"], "nothing": ["d"]}

@@ -17,6 +17,19 @@ from plainsail.deploy.report import table
 from plainsail.output import print_json, say
 
 
+def hosts_cell(a: dict[str, object]) -> str:
+    """The hosts of an attempt; with several, how many ended in each outcome."""
+    hosts = [str(h) for h in a.get("hosts") or []]  # type: ignore[attr-defined]
+    outcomes = a.get("outcomes")
+    if len(hosts) < 2 or not isinstance(outcomes, dict):
+        return ",".join(hosts)
+    counts: dict[str, int] = {}
+    for h in hosts:
+        o = str(outcomes.get(h) or "?")
+        counts[o] = counts.get(o, 0) + 1
+    return f"{len(hosts)} hosts: " + ", ".join(f"{n} {o}" for o, n in counts.items())
+
+
 def run(args: argparse.Namespace) -> int:
     cfg = configlib.load(args.config)
     found, kind, source = gather(cfg, args.host, args.source)
@@ -37,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
             str(a.get("started", ""))[:19].replace("T", " "), tag,
             str(a.get("digest") or "")[7:19], a.get("who", ""), a.get("outcome", ""),
             f"{float(a.get('seconds') or 0):.1f}s",
-            "(stopped in preflight)" if a.get("preflight") else ",".join(a.get("hosts") or []),
+            "(stopped in preflight)" if a.get("preflight") else hosts_cell(a),
         ])
     say(table(["WHEN (UTC)", "TAG", "DIGEST", "WHO", "OUTCOME", "TOOK", "HOSTS"], rows))
     failed = [a for a in attempts

@@ -9,7 +9,7 @@ import argparse
 
 from plainsail.config import model as configlib
 from plainsail.deploy.status import describe_proxy, status
-from plainsail.output import print_json, say
+from plainsail.output import print_json, say, warn
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,4 +40,9 @@ def run(args: argparse.Namespace) -> int:
             since = f" since {lock['started']}" if lock.get("started") else ""
             say(f"  LOCKED by {lock['holder']}{since}"
                 + (f"; {lock['hint']}" if lock.get("hint") else ""))
+    mixed = result["versions"]
+    if len(mixed) > 1:
+        warn(f"MIXED VERSIONS: the hosts of {cfg.service} do not run one version: "
+             + "; ".join(f"{v.split('@')[0]} on {', '.join(hosts)}" for v, hosts in mixed.items())
+             + ". Deploy one version to every host (plainsail deploy TAG) or roll back")
     return code

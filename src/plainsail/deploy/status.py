@@ -31,7 +31,18 @@ def status(cfg: Config, hosts: list[str],
             out.append({"host": host.name, "reachable": False, "error": one_line(exc),
                         "running": None, "health": None, "proxy": None, "retained": [],
                         "lock": None})
-    return {"service": cfg.service, "hosts": out}
+    return {"service": cfg.service, "hosts": out, "versions": versions(out)}
+
+
+def versions(hosts: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Which hosts run which version (`TAG@DIGEST`, or "nothing"), of the hosts reached; more
+    than one key means the fleet runs mixed versions."""
+    by: dict[str, list[str]] = {}
+    for e in hosts:
+        if e["reachable"]:
+            r = e["running"]
+            by.setdefault(f"{r['tag']}@{r['digest']}" if r else "nothing", []).append(e["host"])
+    return by
 
 
 def _host_status(cfg: Config, o: Opened) -> dict[str, Any]:
