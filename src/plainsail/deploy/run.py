@@ -530,8 +530,14 @@ class Deploy:
             if len(sizes) > 1:
                 self._step_report("rollout", f"batch {number} of {len(sizes)}: "
                                   + ", ".join(r.host.name for r in batch))
-            errors = self._fan(batch, lambda run: healthy.__setitem__(
-                run.host.name, self._switch_one(run)))
+            # One log group per batch (in GitHub Actions): hosts switching at once would
+            # break per-host groups; every line names its host.
+            gha_group(f"switch to {self.target.tag}: " + ", ".join(r.host.name for r in batch))
+            try:
+                errors = self._fan(batch, lambda run: healthy.__setitem__(
+                    run.host.name, self._switch_one(run)))
+            finally:
+                gha_endgroup()
             for exc in errors:
                 if exc is not None:  # a signal or a bug: the unwind restores what switched
                     raise Interrupted() if isinstance(exc, Interrupted) else exc
@@ -565,8 +571,6 @@ class Deploy:
     def _switch_one(self, run: HostRun) -> bool:
         """Switch one host; whether its new version is healthy (if not, the host is restored
         or left as on_failure says, and its outcome says which)."""
-        assert self.target is not None
-        gha_group(f"{run.host.name}: switch to {self.target.tag}")
         try:
             ok = self.sw.switch(run)
         except PlainsailError as exc:
@@ -574,8 +578,6 @@ class Deploy:
             run.reason = f"{failed} failed: {one_line(exc)}"
             self.sw.restore(run, f"{failed} failed", failed_new=True)
             ok = False
-        finally:
-            gha_endgroup()
         if not ok and run.outcome not in (RESTORED, RESTORE_FAILED, LEFT_STOPPED, OLD_KEPT):
             raise AssertionError(f"switch of {run.host.name} ended without an outcome")
         return ok
