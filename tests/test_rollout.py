@@ -231,3 +231,11 @@ def test_status_groups_hosts_by_version() -> None:
     got = versions([host("a", "v1"), host("b", "v2"), host("c", "v1"), host("d", None),
                     {"host": "e", "reachable": False, "running": None}])
     assert got == {"v1@sha256:v1": ["a", "c"], "v2@sha256:v2": ["b"], "nothing": ["d"]}
+
+
+def test_a_preflight_failure_before_connecting_still_names_every_host(tmp_path: Path) -> None:
+    b = Bench(tmp_path, nhosts=3, env={})  # the app's secret is not set
+    s = b.deploy(V1)
+    assert s["outcome"] == ABORTED and s["preflight"]
+    assert [h["host"] for h in s["per_host"]] == [f.host.name for f in b.fakes]
+    assert all("not reached" in h["reason"] for h in s["per_host"])

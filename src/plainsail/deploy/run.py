@@ -757,8 +757,13 @@ class Deploy:
              "batch": r.batch or None,
              "steps": [{"name": s.name, "seconds": s.seconds, "ok": s.ok} for s in r.steps]}
             for r in self.runs
-        ] or [{"host": name, "outcome": outcome, "reason": why, "previous_tag": None,
-               "batch": None, "steps": []} for name, why in self.unreached.items()]
+        ]
+        if not self.runs:  # stopped in preflight: every host still named, and why
+            unreached = self.unreached or {h.name: "not reached: the attempt stopped before "
+                                           "connecting to the hosts" for h in self.hosts}
+            rec["per_host"] = [{"host": name, "outcome": outcome, "reason": why,
+                                "previous_tag": None, "batch": None, "steps": []}
+                               for name, why in unreached.items()]
         return redact_free_text(rec, self.secret_values)
 
     def _finish(self, outcome: str, reason: str) -> dict[str, Any]:
