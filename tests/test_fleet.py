@@ -6,7 +6,11 @@ the hosts to agree."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -167,3 +171,29 @@ def test_host_filter_and_rollback_disagreement(fleet_dir: FleetDir) -> None:
     assert d.versions() == ["2", "2", "2"]
     per_host = json.loads(d.run("history", "--json", "--limit", "1").out)[0]
     assert per_host["kind"] == "rollback"
+
+
+def test_sigterm_during_batch_two_puts_every_switched_host_back(fleet_dir: FleetDir) -> None:
+    d, f = fleet_dir, fleet_dir.fleet
+    d.write("rollout:\n  canary: 1\n  batch: 2\n")
+    assert d.run("deploy", d.app.ref("v1")).code == 0
+    d.fail_on(f.b, "2")  # b's gate takes its whole time: the signal lands inside batch 2
+    proc = subprocess.Popen([sys.executable, "-m", "plainsail", "deploy", d.app.ref("v2")],
+                            cwd=d.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={k: v for k, v in os.environ.items()
+                                            if k != "GITHUB_ACTIONS"})
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if f"[{f.b.host}] start-new: ok" in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    out = "".join(seen) + proc.stdout.read()
+    assert proc.wait(120) == 130, out
+    assert "Traceback" not in out
+    assert d.versions() == ["1", "1", "1"]
+    recs = [d.records(h)[-1] for h in f.hosts]
+    assert [r["outcome"] for r in recs] == ["interrupted"] * 3, out
+    assert [r["batch"] for r in recs] == [1, 2, 2]
+    assert d.run("lock", "status").out.count(": unlocked") == 3
