@@ -180,8 +180,9 @@ def test_sigterm_during_batch_two_puts_every_switched_host_back(fleet_dir: Fleet
     d.fail_on(f.b, "2")  # b's gate takes its whole time: the signal lands inside batch 2
     proc = subprocess.Popen([sys.executable, "-m", "plainsail", "deploy", d.app.ref("v2")],
                             cwd=d.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env={k: v for k, v in os.environ.items()
-                                            if k != "GITHUB_ACTIONS"})
+                            text=True, env={**{k: v for k, v in os.environ.items()
+                                               if k != "GITHUB_ACTIONS"},
+                                            "PYTHONUNBUFFERED": "1"})
     assert proc.stdout is not None
     seen = []
     for line in proc.stdout:
@@ -194,6 +195,8 @@ def test_sigterm_during_batch_two_puts_every_switched_host_back(fleet_dir: Fleet
     assert "Traceback" not in out
     assert d.versions() == ["1", "1", "1"]
     recs = [d.records(h)[-1] for h in f.hosts]
-    assert [r["outcome"] for r in recs] == ["interrupted"] * 3, out
+    # b may have failed its gate and put itself back before the signal landed.
+    assert recs[0]["outcome"] == recs[2]["outcome"] == "interrupted", out
+    assert recs[1]["outcome"] in ("interrupted", "failed-health-restored"), out
     assert [r["batch"] for r in recs] == [1, 2, 2]
     assert d.run("lock", "status").out.count(": unlocked") == 3
