@@ -43,6 +43,7 @@ def sparse(path: Path, size: int) -> Path:
 @pytest.mark.parametrize(("text", "depth"), [
     ("1", 0), ("[]", 1), ('{"a": [1, {"b": []}]}', 4), ('["[[[", "\\"[[", "]]]]"]', 1),
     ('{"k\\\\": [[]]}', 3), ("[" * 5000 + "]" * 5000, 5000),
+    ('["[", "", "]", "", "{\\"[", ["]]"]]', 2), ('[""]', 1), ('["\\\\", ["\\\\\\""]]', 2),
 ])
 def test_json_depth_counts_outside_strings(text: str, depth: int) -> None:
     assert json_depth(text) == depth
