@@ -789,6 +789,35 @@ def test_a_container_without_the_settings_label_is_redeployed_when_its_env_diffe
     assert "predates" in s["per_host"][0]["settings_changed"]
 
 
+def test_an_ssh_drop_during_the_gate_is_no_missing_container(bench: Bench) -> None:
+    """The container check between attempts fails because the connection dropped (exit
+    255): the gate goes on (over a new connection) instead of calling the container
+    missing; when it never comes back the reason says the connection dropped."""
+    bench.deploy(V1)
+    seen: list[str] = []
+
+    def healthy(c: Any) -> bool:
+        if c.labels["dev.plainsail.tag"] != V2.tag:
+            return True
+        seen.append(c.name)
+        if len(seen) == 1:  # the first attempt fails, and the check after it drops
+            bench.fake.fail("docker container", "drop")
+            return False
+        return True
+
+    bench.fake.healthy = healthy
+    s = bench.deploy(V2)
+    assert s["outcome"] == SUCCEEDED, s
+    assert len(seen) == 2
+
+    bench.fake.healthy = lambda c: c.labels["dev.plainsail.tag"] != V3.tag
+    bench.fake.fail("docker container", "drop", times=2)
+    s = bench.deploy(V3)
+    assert s["outcome"] == RESTORED, s
+    assert "the SSH connection to the host dropped" in s["reason"]
+    assert "missing" not in s["reason"]
+
+
 def test_rollback_with_a_damaged_history_names_no_target_by_itself(bench: Bench) -> None:
     from plainsail.deploy.rollback import choose_release
 

@@ -5,6 +5,7 @@ says why."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import uuid
@@ -146,3 +147,37 @@ def test_a_torn_history_line_never_swallows_the_next_record(
     assert [r["id"] for r in records] == ["d-1", "d-3"] and records.damaged == [2]
     assert (f"{paths.history}: 1 line(s) of the deploy history cannot be read (line 2)"
             in capsys.readouterr().err)
+
+
+@pytest.fixture
+def full_dir(ssh_host: SSHHost) -> Iterator[Path]:
+    """A folder of the SSH user on a tiny file system that is full (no blocks, no inodes)."""
+    import subprocess
+
+    path = Path(tempfile.mkdtemp(prefix="ps-full-"))
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k,nr_inodes=3,mode=0755", "tmpfs",
+                    str(path)], check=True)
+    try:
+        subprocess.run(["chown", ssh_host.user, str(path)], check=True)
+        (path / "svc").mkdir()
+        subprocess.run(["chown", ssh_host.user, str(path / "svc")], check=True)
+        with (path / "filler").open("wb") as f, contextlib.suppress(OSError):
+            f.write(b"x" * 64 * 1024)
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def test_a_full_disk_is_reported_as_a_full_disk(ex: SSHExecutor, full_dir: Path) -> None:
+    paths = hoststate.Paths(str(full_dir / "svc"))
+    errors = []
+    for act in (lambda: hoststate.write_env(ex, paths, {"TOKEN": SECRET}),
+                lambda: hoststate.append_history(ex, paths, {"id": "d-1"}),
+                lambda: hoststate.acquire(ex, paths, _info())):
+        with pytest.raises(PlainsailError) as err:
+            act()
+        errors.append(str(err.value))
+    for e in errors:
+        assert "No space left on device" in e and "disk (or the SSH user's quota) is full" in e
+        assert "writable" not in e and "permissions" not in e and SECRET not in e

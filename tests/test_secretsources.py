@@ -222,6 +222,24 @@ def test_vault_unreachable_or_unconfigured_is_one_line(tmp_path: Path) -> None:
         secretsources.resolve(cfg, {"VAULT_ADDR": addr, "VAULT_TOKEN": "t"})
     assert str(info.value) == (f"app.secrets.DB: Vault at {addr} could not be reached "
                                "(ConnectError); check VAULT_ADDR and the network")
+    # A user name and password in VAULT_ADDR are never shown.
+    port = free_port()
+    with pytest.raises(SecretSourceError) as info:
+        secretsources.resolve(cfg, {"VAULT_ADDR": f"http://ops:s3cr3t-pw@127.0.0.1:{port}/x",
+                                    "VAULT_TOKEN": "t"})
+    assert str(info.value) == (f"app.secrets.DB: Vault at http://127.0.0.1:{port}/x could not "
+                               "be reached (ConnectError); check VAULT_ADDR and the network")
+
+
+@pytest.mark.parametrize("value", [" ", "\t  "])
+def test_a_secret_of_white_space_only_is_refused(tmp_path: Path, value: str) -> None:
+    from plainsail.deploy.plan import missing_secrets
+
+    (tmp_path / "s").write_text(value)
+    cfg = _cfg(tmp_path, "    S: {file: s}\n    E: {env: E_VAR}\n")
+    with pytest.raises(SecretSourceError, match="gave an empty value .or only white space"):
+        secretsources.resolve(cfg, {"E_VAR": "ok"})
+    assert missing_secrets(cfg, {"E_VAR": value}) == ["E_VAR"]
 
 
 def test_preflight_failure_names_the_source_and_changes_nothing(tmp_path: Path) -> None:

@@ -112,9 +112,10 @@ def fetch(source: Source, what: str, environ: Mapping[str, str] | None = None) -
         value = _run_command(source, what, env)
     else:
         value = _read_vault(source, what, env)
-    if not value:
-        raise SecretSourceError(f"{what}: the {source.describe()} gave an empty value; a "
-                                "secret must not be empty (check the source, or remove it)")
+    if not value.strip():
+        raise SecretSourceError(f"{what}: the {source.describe()} gave an empty value (or "
+                                "only white space); a secret must not be empty (check the "
+                                "source, or remove it)")
     Secret(value)  # known from now on: redacted wherever text leaves the program
     if not isinstance(source, EnvSource):
         _FETCHED[source] = value
@@ -236,7 +237,7 @@ def _read_vault(source: VaultSource, what: str, env: Mapping[str, str]) -> str:
             token = _token(client, addr, env, what)
             resp = client.get(url, headers={"X-Vault-Token": token})
     except httpx.HTTPError as exc:
-        raise SecretSourceError(f"{what}: Vault at {addr} could not be reached "
+        raise SecretSourceError(f"{what}: Vault at {shown_address(addr)} could not be reached "
                                 f"({type(exc).__name__}); check VAULT_ADDR and the network"
                                 ) from None
     except VaultAnswerTooLarge:
@@ -268,6 +269,20 @@ def _read_vault(source: VaultSource, what: str, env: Mapping[str, str]) -> str:
         raise SecretSourceError(f"{what}: the field {source.field!r} of {where} is not a "
                                 "string")
     return value
+
+
+def shown_address(addr: str) -> str:
+    """VAULT_ADDR as it may be shown: without a user name or password in it, nor a query."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(addr)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "VAULT_ADDR (not shown: it is not a URL)"
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{host}{port}{parts.path}" if parts.scheme else "VAULT_ADDR"
 
 
 def _kv_data(resp: Any) -> dict[str, Any] | None:

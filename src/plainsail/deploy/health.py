@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from plainsail.config.model import Config, HealthConfig
+from plainsail.errors import RemoteError, one_line
 from plainsail.hosts import docker
 from plainsail.hosts.executor import Executor
 from plainsail.secret import Secret, redact
@@ -74,10 +75,14 @@ def probe_once(ex: Executor, host: str, port: int, path: str,
 
 
 def container_state(ex: Executor, name: str) -> tuple[str, int]:
-    """(status, restart count) of a container; ("missing", 0) if it does not exist."""
+    """(status, restart count) of a container; ("missing", 0) if it does not exist,
+    ("unreachable", 0) when the SSH connection dropped, ("unknown", 0) when Docker did not
+    say."""
     res = ex.run(docker.inspect([name]), check=False, timeout=30, what="inspect container")
+    if res.returncode == 255 and not ex.host.is_local:
+        return "unreachable", 0
     if res.returncode != 0:
-        return "missing", 0
+        return ("missing", 0) if "no such" in res.stderr.lower() else ("unknown", 0)
     try:
         data = json.loads(res.stdout)[0]
         return str(data["State"]["Status"]), int(data.get("RestartCount", 0))
@@ -107,13 +112,15 @@ def gate(
 ) -> Verdict:
     """Run the gate against `target` (host, port as seen from the target host)."""
     secrets = list(secrets)
-    host, port = ex.reach(*target)
     start = time.monotonic()
     attempts: list[Attempt] = []
     reason = "no attempt was made"
     for n in range(1, hc.attempts + 1):
         attempt = Attempt(n, round(time.monotonic() - start, 3))
         try:
+            # Reached again at every attempt: a dropped SSH connection took its forwarded
+            # port with it, and the executor connects anew.
+            host, port = ex.reach(*target)
             status, body = probe_once(ex, host, port, hc.path, hc.timeout)
             attempt.status = status
             attempt.body = redact(body[:BODY_KEPT], secrets)
@@ -123,6 +130,9 @@ def gate(
         except (OSError, http.client.HTTPException, ValueError) as exc:
             # ValueError: a path http.client cannot send (config check refuses those).
             problem = attempt.error = redact(_describe(exc), secrets)
+        except RemoteError as exc:  # reaching the host again failed (SSH is down)
+            problem = attempt.error = redact(f"the host cannot be reached: {one_line(exc)}",
+                                             secrets)
         attempts.append(attempt)
         if progress:
             progress(attempt)
@@ -131,7 +141,10 @@ def gate(
                            time.monotonic() - start)
         reason = problem
         now, restarts = (state or container_state)(ex, container)
-        if now in ("exited", "dead", "missing") or restarts > 0 or now == "restarting":
+        if now == "unreachable":
+            reason = problem = (f"{problem}; the SSH connection to the host dropped (the "
+                                "container's state is unknown)")
+        elif now in ("exited", "dead", "missing") or restarts > 0 or now == "restarting":
             what = f"restarted {restarts} time(s)" if restarts else f"is {now}"
             return Verdict(False, f"the container {what} (last check: {problem})", attempts,
                            time.monotonic() - start)

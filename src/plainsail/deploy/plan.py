@@ -65,11 +65,12 @@ def app_env(cfg: Config, environ: dict[str, str] | os._Environ[str]) -> dict[str
 
 
 def missing_secrets(cfg: Config, environ: dict[str, str] | os._Environ[str]) -> list[str]:
-    """Environment variables that app secrets are read from but that are unset or empty:
+    """Environment variables that app secrets are read from but that are unset, empty or
+    only white space (a value that cannot be a secret):
     CI gives an empty value for a missing secret, and an empty value would overwrite the
     host's env file with nothing. (Other sources are checked as `app_env` reads them.)"""
     return [s.env for s in cfg.app.secrets.values()
-            if isinstance(s, secretsources.EnvSource) and not environ.get(s.env)]
+            if isinstance(s, secretsources.EnvSource) and not (environ.get(s.env) or "").strip()]
 
 
 def health_target(cfg: Config) -> tuple[str, int] | None:

@@ -255,7 +255,8 @@ class Deploy:
         missing = missing_secrets(cfg, self.environ)
         if missing:
             raise PlainsailError(
-                f"app.secrets {', '.join(missing)} not set or empty in this environment; "
+                f"app.secrets {', '.join(missing)} not set or empty (or only white space) in "
+                "this environment; "
                 "export them (in CI: from a protected environment's secrets; a secret the "
                 "environment lacks arrives empty) and retry"
             )

@@ -213,7 +213,10 @@ def _lock_failure(ex: Executor, paths: Paths, res: Result) -> NoReturn:
             f"{holder.stale_hint()}"
         )
     if res.returncode == NOT_WRITABLE:
+        full = disk_full(res.stderr)
         raise PlainsailError(
+            f"{ex.host.name}: cannot take the deploy lock in {paths.root} "
+            f"({_os_error(res.stderr)}); {full}" if full else
             f"{ex.host.name}: cannot take the deploy lock: {paths.root} is not writable by "
             f"the SSH user ({_os_error(res.stderr)}); fix its permissions or set host_dir "
             "to a folder that user can write"
@@ -271,6 +274,15 @@ def lock_and_write_env(ex: Executor, paths: Paths, info: LockInfo,
             _env_failure(ex, paths, res)
         except PlainsailError as exc:
             raise EnvFileError(str(exc)) from None
+
+
+def disk_full(stderr: str) -> str:
+    """What to do when a command failed because the host's disk (or the SSH user's quota)
+    is full, else ""."""
+    if "No space left on device" in stderr or "Disk quota exceeded" in stderr:
+        return ("the host's disk (or the SSH user's quota) is full: free space there (e.g. "
+                "docker system prune, old logs) and retry")
+    return ""
 
 
 def _os_error(stderr: str) -> str:
@@ -352,7 +364,7 @@ def _env_failure(ex: Executor, paths: Paths, res: Result) -> NoReturn:
         raise ex.failure(res, "write env file")
     raise PlainsailError(
         f"{ex.host.name}: cannot write the env file {paths.env} ({_os_error(res.stderr)}); "
-        "make host_dir writable by the SSH user"
+        + (disk_full(res.stderr) or "make host_dir writable by the SSH user")
     )
 
 
@@ -379,7 +391,8 @@ def append_history(ex: Executor, paths: Paths, record: Mapping[str, Any]) -> Non
     if res.returncode == 255 and not ex.host.is_local:
         raise ex.failure(res, "append the deploy record")
     problem = (f"{paths.history} is a directory; remove it" if res.returncode == IS_A_DIRECTORY
-               else f"{_os_error(res.stderr)}; make it a file the SSH user can write")
+               else f"{_os_error(res.stderr)}; " + (
+                   disk_full(res.stderr) or "make it a file the SSH user can write"))
     raise PlainsailError(
         f"{ex.host.name}: cannot append the deploy record to {paths.history}: {problem}"
     )
