@@ -119,3 +119,20 @@ def test_waiting_for_a_certificate_is_bounded(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.undo()
     cfg = cfg_of("")
     assert routes.cert_wait(cfg) == 30.0  # health.attempts 30 x interval 1 s
+
+
+def test_renewal_overdue_is_warned() -> None:
+    """With tls: auto, a served certificate that should have been renewed (less than 14
+    days left; Caddy renews with about 30 left) means the ACME CA is not answering: the
+    deploy still passes on the old certificate, with this warning."""
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime(2026, 12, 6, tzinfo=UTC)
+    assert routes.renewal_warning("api.test", now + timedelta(days=60), now) is None
+    assert routes.renewal_warning("api.test", now + timedelta(days=14), now) is None
+    late = routes.renewal_warning("api.test", now + timedelta(days=5, hours=1), now)
+    assert late == ("the TLS certificate for api.test expires on 2026-12-11 (5 days left) "
+                    "and was not renewed: the ACME CA is unreachable or refuses the "
+                    "renewal; see plainsail proxy logs")
+    gone = routes.renewal_warning("api.test", now - timedelta(days=1), now)
+    assert gone is not None and "expired on 2026-12-05" in gone

@@ -19,12 +19,16 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from cryptography import x509
 
 from plainsail.config.model import Config
 from plainsail.deploy.health import check
 from plainsail.hosts import deadline
 from plainsail.hosts.executor import Executor, write_file_argv
+from plainsail.output import warn
 from plainsail.proxy import argv, caddyconf, overlap
 from plainsail.proxy.admin import Admin, ProxyError
 from plainsail.proxy.caddyconf import MOUNT, ServiceRoute
@@ -318,6 +322,7 @@ class Probe:
     status: int
     body: str  # its start
     headers: http.client.HTTPMessage
+    cert_expires: datetime | None = None  # the served certificate's end (TLS on)
 
 
 def probe_through(ex: Executor, cfg: Config, timeout: float | None = None,
@@ -336,6 +341,7 @@ def probe_through(ex: Executor, cfg: Config, timeout: float | None = None,
     name = check_host(cfg)
     raw = socket.create_connection((address, local_port), timeout=wait)
     sock = raw
+    expires = None
     try:
         with deadline.watchdog(raw, wait - (time.monotonic() - start)) as fired:
             try:
@@ -343,6 +349,7 @@ def probe_through(ex: Executor, cfg: Config, timeout: float | None = None,
                     ctx = ssl.create_default_context(cadata=cafile_pem) if cafile_pem else \
                         ssl._create_unverified_context()  # noqa: S323 - a routing check
                     sock = ctx.wrap_socket(raw, server_hostname=name)
+                    expires = _expiry(sock)
             except OSError:
                 if fired.is_set():
                     raise TimeoutError(f"no TLS handshake within {wait:g}s") from None
@@ -352,7 +359,8 @@ def probe_through(ex: Executor, cfg: Config, timeout: float | None = None,
         resp, body = deadline.get(conn, check_path(cfg), {
             "User-Agent": "plainsail-health", "Connection": "close", **(headers or {})},
             wait - (time.monotonic() - start))
-        return Probe(resp.status, body.decode("utf-8", errors="replace"), resp.msg)
+        return Probe(resp.status, body.decode("utf-8", errors="replace"), resp.msg,
+                     expires)
     finally:
         sock.close()
         raw.close()
@@ -374,6 +382,36 @@ def _probe_when_certified(ex: Executor, cfg: Config, timeout: float | None,
             if proxy_config(cfg).tls.mode != "auto" or time.monotonic() + CERT_POLL >= until:
                 raise
             time.sleep(CERT_POLL)
+
+
+RENEWAL_OVERDUE = timedelta(days=14)  # Caddy renews with a third of the lifetime left
+
+
+def _expiry(sock: ssl.SSLSocket) -> datetime | None:
+    """When the certificate the peer served ends (read right after the handshake)."""
+    der = sock.getpeercert(binary_form=True)
+    if not der:
+        return None
+    try:
+        cert = x509.load_der_x509_certificate(der)
+    except ValueError:
+        return None
+    if hasattr(cert, "not_valid_after_utc"):
+        return cert.not_valid_after_utc
+    return cert.not_valid_after.replace(tzinfo=UTC)  # pragma: no cover - cryptography < 42
+
+
+def renewal_warning(name: str, expires: datetime, now: datetime) -> str | None:
+    """A warning when the certificate `tls: auto` serves should have been renewed by now
+    (less than RENEWAL_OVERDUE left: Caddy renews 90-day certificates with about 30 days
+    left), which means the ACME CA has been refusing or unreachable; None otherwise."""
+    left = expires - now
+    if left >= RENEWAL_OVERDUE:
+        return None
+    when = f"expired on {expires:%Y-%m-%d}" if left.total_seconds() <= 0 else \
+        f"expires on {expires:%Y-%m-%d} ({left.days} days left)"
+    return (f"the TLS certificate for {name} {when} and was not renewed: the ACME CA is "
+            "unreachable or refuses the renewal; see plainsail proxy logs")
 
 
 def cert_wait(cfg: Config) -> float:
@@ -444,3 +482,7 @@ def check_through(ex: Executor, cfg: Config, container: str | None = None,
     if problem:
         raise ProxyError(f"{ex.host.name}: {cfg.service} through the proxy "
                          f"({where}) {problem}")
+    if proxy_config(cfg).tls.mode == "auto" and probe.cert_expires is not None:
+        late = renewal_warning(check_host(cfg), probe.cert_expires, datetime.now(UTC))
+        if late:
+            warn(f"{ex.host.name}: {late}")
