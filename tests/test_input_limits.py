@@ -180,3 +180,29 @@ def test_cli_lint_of_a_deeply_nested_expression_exits_1(tmp_path: Path) -> None:
     result = plainsail("lint", "migrations", str(tmp_path / "migrations"), timeout=60,
                        env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
     assert result.code == 1 and "parse-error: cannot lint" in result.out
+
+
+# ---------------------------------------------------------------- files read on the side
+
+
+def test_lint_does_not_read_a_huge_config_whole(tmp_path: Path) -> None:
+    """lint looks into plainsail.yml for `migrate.layout`: a file past the config's limit is
+    refused as config check refuses it, without being read whole."""
+    pytest.importorskip("pglast")
+    write(tmp_path, "migrations/0001_a.sql", "CREATE TABLE a (id bigint);\n")
+    sparse(tmp_path / "plainsail.yml", 50 * 1024**2)
+    result = plainsail("lint", "migrations", "migrations", cwd=tmp_path, timeout=60,
+                       env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert result.code == 1 and "larger than 1024 KiB" in result.err
+
+
+def test_huge_dockerignore_is_a_build_error(tmp_path: Path) -> None:
+    from plainsail.errors import BuildError
+    from plainsail.supply.dockerignore import rules_for
+
+    write(tmp_path, "Dockerfile", "FROM scratch\n")
+    sparse(tmp_path / ".dockerignore", 50 * 1024**2)
+    with pytest.raises(BuildError, match=r"\.dockerignore is larger than 1 MiB"):
+        rules_for(tmp_path, tmp_path / "Dockerfile")
+    write(tmp_path, ".dockerignore", "*.key\n")
+    assert rules_for(tmp_path, tmp_path / "Dockerfile")

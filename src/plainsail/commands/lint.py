@@ -54,9 +54,13 @@ def _configured_layout(args: argparse.Namespace) -> str | None:
     checking the whole configuration costs more than linting a history)."""
     from pathlib import Path
 
+    from plainsail.config.model import MAX_FILE_BYTES
+
     path = Path(args.config or "plainsail.yml")
     try:
-        if "layout" not in path.read_text(encoding="utf-8", errors="replace"):
+        with path.open("rb") as f:  # a larger file is refused by load below, unread
+            head = f.read(MAX_FILE_BYTES + 1)
+        if len(head) <= MAX_FILE_BYTES and b"layout" not in head:
             return None
     except OSError:
         return None  # no configuration file: lint runs without one

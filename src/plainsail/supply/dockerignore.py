@@ -15,6 +15,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from plainsail.errors import BuildError
+from plainsail.inputs import TooLarge, read_bounded
+
+MAX_IGNORE_FILE = 1024 * 1024
+
 
 @dataclass(frozen=True)
 class Rule:
@@ -87,6 +92,9 @@ def ignore_file(context: Path, dockerfile: Path) -> Path:
 def rules_for(context: Path, dockerfile: Path) -> list[Rule]:
     path = ignore_file(context, dockerfile)
     try:
-        return parse(path.read_text(errors="replace"))
+        return parse(read_bounded(path, MAX_IGNORE_FILE).decode(errors="replace"))
     except FileNotFoundError:
         return []
+    except TooLarge as exc:
+        raise BuildError(f"{path} is {exc}; an ignore file is a few lines: is it the right "
+                         "file?") from None
