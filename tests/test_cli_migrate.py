@@ -99,15 +99,15 @@ def test_json_always_prints_json(tmp_path: Path, action: str) -> None:
 
     mig = tmp_path / "migrations"
     mig.mkdir()
-    (mig / "0001_a.sql").write_text("BEGIN;\nCREATE TABLE a (x int);\nCOMMIT;\nSELECT 1;\n")
-    (mig / "0002_b.sql").write_text("CREATE TABLE b (x int);\n")
+    (mig / "0001_a.sql").write_text("CREATE TABLE a (x int);\n")
+    (mig / "0001_b.sql").write_text("CREATE TABLE b (x int);\n")  # ambiguous: refused
     # A folder the runner refuses, a database it cannot open, a bad flag.
     for args, env in (([], {"DATABASE_URL": "sqlite:///app.db"}),
                       ([], {"DATABASE_URL": "sqlite:////no/such/dir/app.db"}),
                       (["--wait", "soon"], {"DATABASE_URL": "sqlite:///app.db"}),
                       ([], {})):
-        if args == [] and env.get("DATABASE_URL", "").startswith("sqlite:////no"):
-            (mig / "0001_a.sql").write_text("CREATE TABLE a (x int);\n")
+        if env.get("DATABASE_URL", "").startswith("sqlite:////no"):
+            (mig / "0001_b.sql").unlink()
         extra = ["--to", "0001"] if action == "baseline" else []
         r = plainsail("migrate", action, "--json", *extra, *args, cwd=tmp_path, **env)
         assert r.returncode in (1, 2), r
@@ -179,3 +179,25 @@ def test_a_runner_bug_prints_its_details_on_stderr(monkeypatch: pytest.MonkeyPat
     err = capsys.readouterr().err
     assert err.startswith("error: plainsail hit an unexpected RuntimeError; this is a bug")
     assert "Traceback" in err and "unexpected state in the runner" in err
+
+
+def test_applied_files_need_not_be_runnable_by_plainsail(tmp_path: Path) -> None:
+    """A five-year-old history keeps its old files as they are: one another runner applied
+    outside a transaction with several statements is baselined, never run, never refused;
+    a pending file like it is refused, as a problem status lists."""
+    mig = tmp_path / "migrations"
+    mig.mkdir()
+    old = "-- +goose NO TRANSACTION\nCREATE TABLE a (x int);\nCREATE TABLE b (x int);\n"
+    (mig / "0001_old.sql").write_text(old)
+    (mig / "0002_new.sql").write_text("CREATE TABLE c (x int);\n")
+    env = {"DATABASE_URL": "sqlite:///app.db"}
+    r = plainsail("migrate", "status", cwd=tmp_path, **env)
+    assert r.returncode == 1 and "0001_old.sql is marked no-transaction but holds 2" in r.stdout
+    r = plainsail("migrate", "baseline", "--to", "0001", cwd=tmp_path, **env)
+    assert r.returncode == 0, r.stderr
+    r = plainsail("migrate", cwd=tmp_path, **env)
+    assert r.returncode == 0 and "applied 0002_new.sql" in r.stdout, r.stderr
+    (mig / "0003_bad.sql").write_text(old.replace(" a ", " d ").replace(" b ", " e "))
+    r = plainsail("migrate", cwd=tmp_path, **env)
+    assert r.returncode == 1 and "0003_bad.sql is marked no-transaction" in r.stderr
+    assert "0001_old" not in r.stderr

@@ -102,10 +102,20 @@ def open_database(opts: Options, warn: Callable[[str], None]) -> Database:
 
 
 def _load(opts: Options) -> list[MigrationFile]:
-    files = discover(opts.folder, opts.layout)
-    for f in files:
-        check_file(f)  # refuse unrunnable files before anything runs
-    return files
+    return discover(opts.folder, opts.layout)
+
+
+def _unrunnable(pending: list[MigrationFile]) -> list[str]:
+    """Why pending files cannot be applied all-or-nothing. Only pending ones: a file
+    already applied (by plainsail, or by another tool before a baseline) never runs
+    again, so a history keeps its old files as they are."""
+    problems = []
+    for f in pending:
+        try:
+            check_file(f)
+        except MigrationError as exc:
+            problems.append(str(exc))
+    return problems
 
 
 def _refuse(problems: list[str]) -> MigrationError:
@@ -125,6 +135,7 @@ def status(opts: Options, warn: Callable[[str], None]) -> Ledger:
     finally:
         db.close()
     p = compare(files, rows)
+    p.problems.extend(_unrunnable(p.pending))
     if invalid:
         drops = "; ".join(f"DROP INDEX CONCURRENTLY IF EXISTS {i}" for i in invalid)
         p.problems.append(
@@ -151,8 +162,9 @@ def migrate(
         try:
             db.prepare()
             p = compare(files, db.read_applied() or [])
-            if p.problems:
-                raise _refuse(p.problems)
+            problems = p.problems + _unrunnable(p.pending)
+            if problems:
+                raise _refuse(problems)
             result.already = len(p.applied)
             by = applied_by()
             for f in p.pending:
