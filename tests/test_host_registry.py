@@ -171,6 +171,9 @@ def test_host_mode_build_sign_deploy_second_version_rollback(
     assert second.code == 0, second.text
     # only what changed travels: the busybox layer is already on the host
     assert "already there" in second.out and "signature included" in second.out, second.out
+    # The long steps report as they go, one line per event without a terminal.
+    assert "] 1 blob(s) sent (" in second.out and "[send " in second.out, second.out
+    assert "[gate " in second.out and "attempt 1/" in second.out, second.out
     assert '"version": "2"' in r.health()
     # retain: 0 pruned the first version's container and image from Docker on the host
     assert not any(digest1 in i for i in r.host_images())

@@ -130,3 +130,25 @@ def test_a_failed_build_names_its_step_and_shows_its_last_lines(
     if lines is LEGACY:
         assert evidence[-2:] == ["  | make: *** [app] Error 1 (token ***)",
                                  "  | The command '/bin/sh -c make' returned a non-zero code: 2"]
+
+
+def test_a_deploy_reports_its_pull_and_health_gate_as_they_go(tmp_path: Path) -> None:
+    from plainsail.deploy.plan import Request
+    from plainsail.deploy.run import Deploy
+    from tests.test_engine import TARGETS, V1, Bench
+
+    b = Bench(tmp_path)
+    answers = iter([False])
+    b.fake.healthy = lambda c: next(answers, True)
+    rec = Recording()
+    s = Deploy(b.cfg, Request(ref=f"{V1.tag}@{V1.digest}"), b.lines.append,
+               environ=dict(b.env), executors={b.fake.host.name: b.fake.executor()},
+               resolve=lambda cfg, r: TARGETS[V1.tag], progress=rec).run()
+    assert s["outcome"] == "succeeded"
+    pull, gate = f"pull {b.fake.host.name}", f"gate {b.fake.host.name}"
+    assert rec.texts(pull) == [f"pulling {V1.tag}", f"pulling {V1.tag}: 1 layer(s) done",
+                               f"pulling {V1.tag}: 2 layer(s) done", ""]
+    assert [t.split(" (")[0] for t in rec.texts(gate)] == [
+        "waiting for /health: attempt 1/2, answered 500",
+        "waiting for /health: attempt 2/2, answered 200", ""]
+    assert ("done", gate, "") in rec.events and ("done", pull, "") in rec.events

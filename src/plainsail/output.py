@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any, TextIO
@@ -126,17 +127,20 @@ class LineProgress(Progress):
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
         self.last: dict[str, str] = {}
+        self.lock = threading.Lock()  # hosts may be worked on in threads
 
     def update(self, key: str, text: str) -> None:
-        if self.last.get(key) == text:
-            return
-        self.last[key] = text
-        print(scrub(f"[{key}] {text}"), file=self.stream, flush=True)
+        with self.lock:
+            if self.last.get(key) == text:
+                return
+            self.last[key] = text
+            print(scrub(f"[{key}] {text}"), file=self.stream, flush=True)
 
     def done(self, key: str, text: str = "") -> None:
-        self.last.pop(key, None)
-        if text:
-            print(scrub(f"[{key}] {text}"), file=self.stream, flush=True)
+        with self.lock:
+            self.last.pop(key, None)
+            if text:
+                print(scrub(f"[{key}] {text}"), file=self.stream, flush=True)
 
 
 _live: LiveProgress | None = None
@@ -160,25 +164,29 @@ class LiveProgress(Progress):
         self.active: dict[str, str] = {}
         self.shown = False
         self.drawn_at = 0.0
+        self.lock = threading.RLock()  # hosts may be worked on in threads
         _live = self
 
     def update(self, key: str, text: str) -> None:
-        self.active[key] = text
-        if time.monotonic() - self.drawn_at >= self.MIN_INTERVAL:
-            self._draw()
+        with self.lock:
+            self.active[key] = text
+            if time.monotonic() - self.drawn_at >= self.MIN_INTERVAL:
+                self._draw()
 
     def done(self, key: str, text: str = "") -> None:
-        self.active.pop(key, None)
-        self.clear()
-        if text:
-            print(scrub(f"[{key}] {text}"), file=self.stream, flush=True)
-        self._draw()
+        with self.lock:
+            self.active.pop(key, None)
+            self.clear()
+            if text:
+                print(scrub(f"[{key}] {text}"), file=self.stream, flush=True)
+            self._draw()
 
     def clear(self) -> None:
-        if self.shown:
-            self.stream.write("\r\x1b[K")
-            self.stream.flush()
-            self.shown = False
+        with self.lock:
+            if self.shown:
+                self.stream.write("\r\x1b[K")
+                self.stream.flush()
+                self.shown = False
 
     def _draw(self) -> None:
         self.drawn_at = time.monotonic()

@@ -15,7 +15,8 @@ The whole interface:
   ("3 layer(s) pushed"). A key may be used again after it is done.
 
 Texts may hold anything the step saw (a health body, a build line): renderers redact
-secrets, so callers pass text as it is. Calls come from the thread running the step.
+secrets, so callers pass text as it is. Calls come from the thread running the step (one
+per host when hosts are worked on in parallel): renderers are thread-safe.
 `Progress()` itself ignores everything: the default of every library function, and what
 tests pass when they do not look. `Recording` keeps the events, for tests.
 """

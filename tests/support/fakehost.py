@@ -152,7 +152,8 @@ class FakeExecutor(Executor):
         return (200, '{"status": "ok"}') if self.fake.healthy(c) else (500, "db error")
 
     def run(self, argv: Sequence[str], *, timeout: float = 120.0, check: bool = True,
-            input: str | None = None, what: str = "") -> Result:
+            input: str | None = None, what: str = "",
+            on_line: Callable[[str], None] | None = None) -> Result:
         argv = list(argv)
         self.fake.log.append(argv)
         step = step_of(argv)
@@ -175,6 +176,10 @@ class FakeExecutor(Executor):
         else:
             code, out, err = self._do(argv, input)
             res = Result(argv, code, out, err, 0.01)
+        if on_line is not None:  # as the real executor streams: merged, line by line
+            for line in (res.stdout + "\n" + res.stderr).splitlines():
+                if line.strip():
+                    on_line(line)
         if check and not res.ok:
             raise self.failure(res, what)
         return res
@@ -204,9 +209,11 @@ class FakeExecutor(Executor):
         if cmd == "network":
             return (0, argv[-1], "") if argv[-1] in f.networks else (
                 1, "", f"Error: No such network: {argv[-1]}")
-        if cmd == "pull":
+        if cmd == "pull":  # what docker pull prints without a terminal
             f.images.add(argv[-1])
-            return 0, argv[-1].split("@")[-1], ""
+            digest = argv[-1].split("@")[-1]
+            return 0, (f"{digest[7:19]}: Pulling from acme\n0a1b2c3d4e5f: Pull complete\n"
+                       f"1b2c3d4e5f6a: Already exists\nDigest: {digest}\n{digest}"), ""
         if cmd == "run":
             return self._run_container(argv)
         if cmd in ("stop", "start"):

@@ -8,6 +8,7 @@ from plainsail.config import model as configlib
 from plainsail.deploy.plan import Request
 from plainsail.deploy.report import finish, json_on_failure, progress_printer
 from plainsail.deploy.run import deploy
+from plainsail.output import progress
 
 
 def run(args: argparse.Namespace) -> int:
@@ -17,5 +18,5 @@ def run(args: argparse.Namespace) -> int:
                       dry_run=args.dry_run, force=args.force,
                       allow_breaking_migrations=args.allow_breaking_migrations,
                       allow_shallow_clone=args.allow_shallow_clone)
-        summary = deploy(cfg, req, progress_printer(args.json))
+        summary = deploy(cfg, req, progress_printer(args.json), progress())
     return finish(summary, args.json)

@@ -7,11 +7,12 @@ import argparse
 from plainsail.config import model as configlib
 from plainsail.deploy.recover import recover
 from plainsail.deploy.report import finish, json_on_failure, progress_printer
+from plainsail.output import progress
 
 
 def run(args: argparse.Namespace) -> int:
     with json_on_failure("recover", args.json):
         cfg = configlib.load(args.config)
         summary = recover(cfg, hosts=args.host, force=args.force,
-                          report=progress_printer(args.json))
+                          report=progress_printer(args.json), progress=progress())
     return finish(summary, args.json)

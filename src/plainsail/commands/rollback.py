@@ -7,13 +7,14 @@ import argparse
 from plainsail.config import model as configlib
 from plainsail.deploy.report import finish, json_on_failure, progress_printer
 from plainsail.deploy.rollback import rollback
+from plainsail.output import progress
 
 
 def run(args: argparse.Namespace) -> int:
     with json_on_failure("rollback", args.json):
         cfg = configlib.load(args.config)
         summary = rollback(cfg, to=args.to, hosts=args.host, dry_run=args.dry_run,
-                           report=progress_printer(args.json),
+                           report=progress_printer(args.json), progress=progress(),
                            allow_breaking_migrations=args.allow_breaking_migrations,
                            allow_shallow_clone=args.allow_shallow_clone)
     return finish(summary, args.json)

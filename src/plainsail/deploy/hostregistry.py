@@ -35,6 +35,7 @@ import time
 from plainsail.config.model import Config
 from plainsail.errors import RegistryError, RemoteError
 from plainsail.hosts.executor import Executor, error_summary
+from plainsail.progress import NULL, Progress
 from plainsail.secret import Secret
 from plainsail.supply.images import ImageRef
 from plainsail.supply.localregistry import answers, config_text
@@ -241,15 +242,17 @@ def ensure(ex: Executor, cfg: Config, argv: list[str], timeout: float) -> str:
 
 
 def send(ex: Executor, cfg: Config, folder: str, tag: str, digest: str,
-         timeout: float) -> CopyStats:
+         timeout: float, *, progress: Progress = NULL, key: str = "send") -> CopyStats:
     """Copy tag@digest and its signature from the deployer's registry to the host's,
-    through a port forwarded over the SSH connection (`folder`: registry_folder)."""
+    through a port forwarded over the SSH connection (`folder`: registry_folder); each
+    blob is reported to `progress` under `key`."""
     assert cfg.registry is not None
     password = credentials(ex, cfg, folder)
     host, port = ex.reach("127.0.0.1", cfg.registry.port)
     with RegistryClient.for_config(cfg, deadline=timeout) as src, \
             RegistryClient(f"{host}:{port}", USER, password, deadline=timeout) as dst:
-        return copy_image(src, dst, cfg.image, tag, digest, deadline=timeout)
+        return copy_image(src, dst, cfg.image, tag, digest, deadline=timeout,
+                          progress=progress, key=key)
 
 
 def verify_there(ex: Executor, cfg: Config, folder: str, tag: str, digest: str) -> None:

@@ -25,6 +25,7 @@ from plainsail.errors import DeployError, UsageError
 from plainsail.hosts import state as hoststate
 from plainsail.hosts.executor import Executor, executor_for
 from plainsail.hosts.fleet import opened
+from plainsail.progress import NULL, Progress
 
 
 @dataclass
@@ -71,7 +72,8 @@ def find_stale(cfg: Config, hosts: list[str], force: bool,
 
 def recover(cfg: Config, *, hosts: list[str] | None = None, force: bool = False,
             report: Reporter = _print, environ: dict[str, str] | None = None,
-            executors: dict[str, Executor] | None = None) -> dict[str, Any]:
+            executors: dict[str, Executor] | None = None,
+            progress: Progress = NULL) -> dict[str, Any]:
     hosts = hosts or []
     given = executors or {}
     executors = {h.name: given.get(h.name) or executor_for(h, ssh_options(cfg), cfg.secrets())
@@ -108,7 +110,7 @@ def recover(cfg: Config, *, hosts: list[str] | None = None, force: bool = False,
                   rollback_from=interrupted)
     target = Target(pull_repository(cfg), tag, digest, True)  # verified when it was deployed
     return Deploy(cfg, req, report, environ=environ, executors=executors,
-                  resolve=lambda c, r: target).run()
+                  resolve=lambda c, r: target, progress=progress).run()
 
 
 def _interrupted_record(cfg: Config, s: Stale) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from plainsail.hosts import state as hoststate
 from plainsail.hosts.containers import current, list_service
 from plainsail.hosts.executor import Executor, executor_for
 from plainsail.hosts.fleet import opened
+from plainsail.progress import NULL, Progress
 
 
 def successes(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -133,7 +134,8 @@ def rollback(cfg: Config, *, to: str | None = None, hosts: list[str] | None = No
              environ: dict[str, str] | None = None,
              drill: str | None = None,
              allow_breaking_migrations: bool = False,
-             allow_shallow_clone: bool = False) -> dict[str, Any]:
+             allow_shallow_clone: bool = False,
+             progress: Progress = NULL) -> dict[str, Any]:
     hosts = hosts or []
     # One connection per host serves both reading the records and the deploy itself.
     executors = {h.name: executor_for(h, ssh_options(cfg), cfg.secrets())
@@ -150,4 +152,5 @@ def rollback(cfg: Config, *, to: str | None = None, hosts: list[str] | None = No
                   dry_run=dry_run, force=True, kind="rollback", rollback_from=choice.running,
                   drill=drill, allow_breaking_migrations=allow_breaking_migrations,
                   allow_shallow_clone=allow_shallow_clone, settings_from=said)
-    return Deploy(run_cfg, req, report, environ=environ, executors=executors).run()
+    return Deploy(run_cfg, req, report, environ=environ, executors=executors,
+                  progress=progress).run()

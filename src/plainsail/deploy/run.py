@@ -71,6 +71,7 @@ from plainsail.hosts.addresses import Host
 from plainsail.hosts.containers import Container, current, fingerprint
 from plainsail.hosts.executor import Executor, error_line, executor_for
 from plainsail.output import error, gha_endgroup, gha_error, gha_group, in_ci, say, warn
+from plainsail.progress import NULL, Progress
 from plainsail.secret import Secret
 from plainsail.supply.registrycopy import CopyStats
 
@@ -101,8 +102,9 @@ class Deploy:
                  environ: dict[str, str] | None = None,
                  executors: dict[str, Executor] | None = None,
                  resolve: Callable[[Config, Request], Target] = resolve_target,
-                 proxy: Any = None) -> None:
+                 proxy: Any = None, progress: Progress = NULL) -> None:
         self.cfg = cfg
+        self.progress = progress  # long steps: pull, send, the health gate
         self._proxy = proxy  # a stand-in for plainsail.proxy (tests); None: the real one
         self._resolve = resolve
         self.req = req
@@ -430,7 +432,7 @@ class Deploy:
         self.sw = Switcher(self.cfg, self.target, self.id, self.fingerprint,
                            self.secret_values, self.report, proxy=self._proxy,
                            whole=self._whole, settings=self.settings_label,
-                           checkpoint=self._checkpoint)
+                           checkpoint=self._checkpoint, progress=self.progress)
         active = [r for r in self.runs if r.outcome != UNCHANGED]
         migrate = bool(self.cfg.migrate) and not self.req.skip_migrations
         for run in self.runs:
@@ -600,8 +602,13 @@ class Deploy:
         self._step_report(run.host.name, f"host-registry: {did[0]}")
         copied: list[CopyStats] = []
         folder = hostregistry.registry_folder(run.paths.root)
-        self.sw.step(run, "send", lambda: copied.append(
-            hostregistry.send(ex, cfg, folder, tag, digest, send.timeout)))
+        key = f"send {run.host.name}"
+        try:
+            self.sw.step(run, "send", lambda: copied.append(hostregistry.send(
+                ex, cfg, folder, tag, digest, send.timeout, progress=self.progress,
+                key=key)))
+        finally:
+            self.progress.done(key)
         self._step_report(run.host.name, f"send: {copied[0].summary()}")
         if run.plan.step("verify-host"):
             self.sw.step(run, "verify-host", partial(
@@ -845,5 +852,6 @@ def _sigterm_as_interrupt(attempt: Deploy) -> Iterator[None]:
         signal.signal(signal.SIGINT, old_int)
 
 
-def deploy(cfg: Config, req: Request, report: Reporter = _print) -> dict[str, Any]:
-    return Deploy(cfg, req, report).run()
+def deploy(cfg: Config, req: Request, report: Reporter = _print,
+           progress: Progress = NULL) -> dict[str, Any]:
+    return Deploy(cfg, req, report, progress=progress).run()

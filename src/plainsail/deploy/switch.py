@@ -26,6 +26,7 @@ from plainsail.hosts import state as hoststate
 from plainsail.hosts.addresses import Host
 from plainsail.hosts.containers import Container
 from plainsail.hosts.executor import Executor, error_line, telling_lines
+from plainsail.progress import NULL, Progress
 from plainsail.secret import Secret, redact
 
 log = logging.getLogger("plainsail.deploy.run")
@@ -75,8 +76,10 @@ class Switcher:
                  secrets: list[Secret], report: Reporter, proxy: Any = None,
                  whole: Callable[[], AbstractContextManager[None]] = nullcontext,
                  settings: str = "",
-                 checkpoint: Callable[[], None] = lambda: None) -> None:
+                 checkpoint: Callable[[], None] = lambda: None,
+                 progress: Progress = NULL) -> None:
         self.cfg = cfg
+        self.progress = progress  # the pull and the health gate report here as they go
         self.settings = settings  # the label of containers made with today's settings
         # Asked before every step: raises when the deploy must stop (a signal arrived while
         # hosts were worked on in threads, where a signal cannot interrupt a step).
@@ -134,12 +137,19 @@ class Switcher:
         target = health.app_address(run.ex, self.cfg, name)
         start = time.monotonic()
 
-        def progress(a: health.Attempt) -> None:
-            state = a.status if a.status is not None else a.error
-            log.debug("[%s]   health attempt %d: %s", run.host.name, a.n, state)
+        key, attempts = f"gate {run.host.name}", self.cfg.health.attempts
 
-        verdict = health.gate(run.ex, self.cfg.health, target, name, self.secret_values,
-                              progress=progress)
+        def progress(a: health.Attempt) -> None:
+            state = f"answered {a.status}" if a.status is not None else a.error
+            log.debug("[%s]   health attempt %d: %s", run.host.name, a.n, state)
+            self.progress.update(key, f"waiting for {self.cfg.health.path}: attempt "
+                                 f"{a.n}/{attempts}, {state} ({a.seconds:.0f}s)")
+
+        try:
+            verdict = health.gate(run.ex, self.cfg.health, target, name, self.secret_values,
+                                  progress=progress)
+        finally:
+            self.progress.done(key)
         run.steps.append(Step(f"health:{name}", round(time.monotonic() - start, 3),
                               verdict.healthy, verdict.reason))
         return verdict
@@ -351,8 +361,26 @@ class Switcher:
         if step is None or step.argv is None:
             return
         argv = step.argv
-        self.step(run, name, lambda: run.ex.run(argv, timeout=step.timeout, what=step.what,
-                                                  check=check))
+        if name != "pull":
+            self.step(run, name, lambda: run.ex.run(argv, timeout=step.timeout,
+                                                      what=step.what, check=check))
+            return
+        key, layers = f"pull {run.host.name}", set()
+
+        def pulled(line: str) -> None:  # "0a1b2c3d4e5f: Pull complete", "... Already exists"
+            layer, _, status = line.strip().partition(": ")
+            if status in ("Pull complete", "Already exists"):
+                layers.add(layer)
+                self.progress.update(key, f"pulling {self.target.tag}: {len(layers)} "
+                                     "layer(s) done")
+
+        self.progress.update(key, f"pulling {self.target.tag}")
+        try:
+            self.step(run, name, lambda: run.ex.run(argv, timeout=step.timeout,
+                                                      what=step.what, check=check,
+                                                      on_line=pulled))
+        finally:
+            self.progress.done(key)
 
     def prune(self, run: HostRun) -> None:
         """Remove old containers beyond `retain` (decided in the plan), then their images."""

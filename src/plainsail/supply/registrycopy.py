@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from plainsail.errors import RegistryError, RegistryNotFoundError
 from plainsail.inputs import loads_json
+from plainsail.progress import NULL, Progress
 from plainsail.supply.images import DIGEST_RE, ImageRef
 from plainsail.supply.registry import INDEX_TYPES, RegistryClient
 from plainsail.supply.signatures import signature_tag
@@ -34,6 +35,8 @@ class CopyStats:
     blobs_present: int = 0
     manifests: int = 0
     signature: bool = False
+    progress: Progress = field(default=NULL, repr=False, compare=False)
+    key: str = field(default="send", repr=False, compare=False)
 
     def summary(self) -> str:
         return (f"{self.blobs_sent} blob(s) sent ({_human(self.bytes_sent)}), "
@@ -42,10 +45,12 @@ class CopyStats:
 
 
 def copy_image(src: RegistryClient, dst: RegistryClient, repository: str, tag: str | None,
-               digest: str, *, deadline: float) -> CopyStats:
+               digest: str, *, deadline: float, progress: Progress = NULL,
+               key: str = "send") -> CopyStats:
     """Copy `repository@digest` (stored under `tag` too) and its `.sig` manifest from `src`
-    to `dst`, within `deadline` seconds. Both clients address the same repository path."""
-    stats = CopyStats()
+    to `dst`, within `deadline` seconds. Both clients address the same repository path.
+    Each blob is reported to `progress` under `key` before and after it travels."""
+    stats = CopyStats(progress=progress, key=key)
     until = time.monotonic() + deadline
     data, media_type = _copy_manifest(src, dst, repository, digest, stats, until)
     if tag:
@@ -98,12 +103,17 @@ def _copy_blobs(src: RegistryClient, dst: RegistryClient, repository: str,
         if dst.has_blob(repository, digest):
             stats.blobs_present += 1
             continue
+        stats.progress.update(stats.key, f"{stats.blobs_sent} blob(s) sent "
+                              f"({_human(stats.bytes_sent)}); sending {digest[7:19]} "
+                              f"({_human(size)})")
         with tempfile.TemporaryFile(prefix="plainsail-blob-") as tmp:
             src.fetch_blob_to(repository, digest, tmp, size=size)
             tmp.flush()
             dst.push_blob_file(repository, digest, tmp, size)
         stats.blobs_sent += 1
         stats.bytes_sent += size
+        stats.progress.update(stats.key, f"{stats.blobs_sent} blob(s) sent "
+                              f"({_human(stats.bytes_sent)})")
 
 
 def _human(n: int) -> str:
