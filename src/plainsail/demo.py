@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from plainsail.config import model as configlib
+from plainsail.demo_proxy import ProxyChapter
 from plainsail.deploy.plan import Request
 from plainsail.deploy.report import render_summary
 from plainsail.deploy.rollback import rollback
@@ -75,6 +76,7 @@ class Workspace:
     passphrase: Secret
     registry_proc: subprocess.Popen[bytes] | None = None
     cleanups: list[Callable[[], None]] = field(default_factory=list)
+    proxy: ProxyChapter | None = None
 
     @property
     def database_url(self) -> str:
@@ -175,7 +177,12 @@ class Demo:
         self.chapter("What happened (plainsail history) and what runs now (plainsail status)")
         self._cli(ws, "history")
         self._cli(ws, "status")
-        return bool(summary["outcome"] == "succeeded")
+        if summary["outcome"] != "succeeded":
+            return False
+
+        self.chapter("Behind the proxy: an upgrade and a failed deploy under load")
+        assert ws.proxy is not None
+        return ws.proxy.run(free_port)
 
     def _release(self, ws: Workspace, cfg: configlib.Config, changes: dict[str, str] | None,
                  label: str) -> dict[str, Any]:
@@ -212,6 +219,8 @@ class Demo:
             db_role=f"notes_demo_{suffix}", db_password=uuid.uuid4().hex,
             passphrase=Secret(uuid.uuid4().hex),
         )
+        ws.proxy = ProxyChapter(root, ws.registry_port, BASE_IMAGE, ws.passphrase, self.say,
+                                self.out, lambda repo, args: self._git_in(repo, *args))
         self.chapter("Set-up: a throwaway workspace, registry and database")
         self.say(f"workspace: {root}")
         try:
@@ -292,9 +301,12 @@ class Demo:
                  f"it will listen on 127.0.0.1:{ws.port}")
 
     def _git(self, ws: Workspace, *args: str) -> None:
+        self._git_in(ws.app, *args)
+
+    def _git_in(self, repo: Path, *args: str) -> None:
         subprocess.run(["git", "-c", "user.name=plainsail demo", "-c",
                         "user.email=demo@plainsail.invalid", *args],
-                       cwd=ws.app, check=True, capture_output=True)
+                       cwd=repo, check=True, capture_output=True)
 
     def _cli(self, ws: Workspace, *args: str) -> None:
         self.say(f"$ plainsail {' '.join(args)}")
@@ -315,6 +327,8 @@ class Demo:
         ids = self._containers(ws)
         if ids:
             subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
+        if ws.proxy is not None:
+            ws.proxy.cleanup()
         subprocess.run(["docker", "image", "rm", "-f", *self._images(ws)], capture_output=True)
         if ws.registry_proc:
             ws.registry_proc.terminate()
