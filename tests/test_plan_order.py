@@ -76,7 +76,7 @@ def test_host_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     b = Bench(tmp_path, nhosts=2, extra="registry: {mode: host}\n")
     # The registry's own work is tested elsewhere (tests/test_host_registry.py, for real).
     monkeypatch.setattr(hostregistry, "ensure", lambda *a: "running")
-    monkeypatch.setattr(hostregistry, "send", lambda *a: CopyStats(1, 10, 1, 1, True))
+    monkeypatch.setattr(hostregistry, "send", lambda *a, **k: CopyStats(1, 10, 1, 1, True))
     monkeypatch.setattr(hostregistry, "verify_there", lambda *a: None)
     v1, v2 = (Target(hostregistry.pull_repository(b.cfg), v.tag, v.digest, True)
               for v in (V1, V2))
