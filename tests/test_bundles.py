@@ -369,3 +369,31 @@ def test_signing_format_setting() -> None:
     with pytest.raises(ConfigError) as err:
         configlib.parse(base + "  format: cosign3\n", Path("/x/plainsail.yml"), {})
     assert "signing.format" in str(err.value)
+
+
+# ---------------------------------------------------------------- sigstore-conformance
+
+CONFORMANCE = DATA / "conformance"
+BEACON = ("https://github.com/sigstore-conformance/extremely-dangerous-public-oidc-beacon/"
+          ".github/workflows/extremely-dangerous-oidc-beacon.yml@refs/heads/main")
+A_TXT = "sha256:a0cfc71271d6e278e57cd332ff957c3f7043fdda354c4cbb190a30d56efa01bf"
+
+
+@pytest.mark.parametrize("case", sorted(p.name for p in CONFORMANCE.iterdir()))
+def test_conformance_dsse_verdicts(case: str) -> None:
+    """Every disagreement with the conformance suite's verdict is a defect."""
+    folder = CONFORMANCE / case
+    own_root = folder / "trusted_root.json"
+    root = load_trusted_root(own_root if own_root.exists() else
+                             Path(__file__).parent / "data" / "keyless" /
+                             "public-good-trusted-root.json")
+    bundle = bundles.parse_bundle((folder / "bundle.sigstore.json").read_bytes())
+    policy = KeylessPolicy("https://token.actions.githubusercontent.com", BEACON)
+    artifact = folder / "artifact"  # the case's own signed file, else the suite's a.txt
+    digest = sha(artifact.read_bytes()) if artifact.exists() else A_TXT
+    try:
+        keyless_verify_bundle(bundle, root, policy)
+        accepted = bundles.parse_statement(bundle.payload or b"").names_digest(digest)
+    except KeylessFailure:
+        accepted = False
+    assert accepted == (not case.endswith("_fail"))

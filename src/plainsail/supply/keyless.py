@@ -291,22 +291,34 @@ def _logged_is(hashed: Any, payload: bytes, logged_sig: bytes, signature: bytes,
 
 def _dsse_entry_matches(entry: dict[str, Any], payload: bytes, signature: bytes,
                         leaf: x509.Certificate) -> None:
-    """The logged `dsse` record is this envelope: the SHA-256 of its payload, its one
-    signature, and the certificate that made it."""
+    """The logged record of a DSSE envelope is this envelope: the SHA-256 of its payload,
+    its one signature, and the certificate that made it. Rekor v1 logs it as a `dsse`
+    record (v0.0.1: `spec.signatures[].signature` and `.verifier`, base64 of the signature
+    and of the PEM) or an `intoto` record (v0.0.2: `spec.content.envelope.signatures[]`,
+    whose `sig` is base64 of the envelope's base64 signature and `publicKey` base64 of
+    the PEM, and `spec.content.payloadHash`)."""
     try:
-        if entry["kind"] != "dsse":
-            raise KeylessFailure("tlog-entry", f"the logged entry is a {entry['kind']!r}, "
-                                 "not a dsse record (only dsse v0.0.1 entries are read)")
-        spec = entry["spec"]
-        hashed = spec["payloadHash"]
-        logged = spec["signatures"]
+        kind = entry["kind"]
+        if kind == "dsse":
+            hashed = entry["spec"]["payloadHash"]
+            logged = entry["spec"]["signatures"]
+            fields = ("signature", "verifier")
+        elif kind == "intoto" and entry.get("apiVersion") == "0.0.2":
+            hashed = entry["spec"]["content"]["payloadHash"]
+            logged = entry["spec"]["content"]["envelope"]["signatures"]
+            fields = ("sig", "publicKey")
+        else:
+            raise KeylessFailure("tlog-entry", f"the logged entry is a {str(kind)[:40]!r} "
+                                 "record, not a dsse (v0.0.1) or intoto (v0.0.2) one")
         if not isinstance(logged, list) or len(logged) != 1:
             raise KeylessFailure("tlog-entry", "the logged entry does not hold exactly one "
                                  "signature")
-        logged_sig = decode_b64(logged[0]["signature"])
-        logged_cert = decode_b64(logged[0]["verifier"])
+        logged_sig = decode_b64(logged[0][fields[0]])
+        if kind == "intoto":
+            logged_sig = decode_b64(logged_sig.decode("ascii"))
+        logged_cert = decode_b64(logged[0][fields[1]])
     except (KeyError, TypeError, ValueError, AttributeError):
-        raise KeylessFailure("tlog-entry", "the logged entry is not a dsse record") from None
+        raise KeylessFailure("tlog-entry", "the logged entry is not a DSSE record") from None
     _logged_is(hashed, payload, logged_sig, signature, logged_cert, leaf)
 
 
