@@ -361,3 +361,28 @@ def test_a_link_inside_the_repository_is_followed(repo: Path,
     assert run_init(repo, monkeypatch) == 0
     assert (repo / ".dockerignore").is_symlink()
     assert "cosign.key" in (repo / ".gitignore").read_text()
+
+
+def test_keygen_refuses_links_out_of_the_repository(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """keygen appends to .gitignore and .dockerignore as init does: never through a link
+    out of the repository, and never onto a key path that is a (dangling) link."""
+    from tests.support.cli import plainsail
+
+    repo = make_repo(tmp_path / "notes")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim").write_text("keep me\n")
+    (repo / ".gitignore").unlink()
+    (repo / ".gitignore").symlink_to(outside / "victim")
+    env = {"COSIGN_PASSWORD": "pw"}
+    result = plainsail("keygen", cwd=repo, env=env, timeout=60)
+    assert result.code == 2 and "plainsail keygen writes only inside the repository" in \
+        result.err
+    assert (outside / "victim").read_text() == "keep me\n"
+    assert not (repo / "cosign.key").exists() and not (repo / ".dockerignore").exists()
+    (repo / ".gitignore").unlink()
+    (repo / "cosign.key").symlink_to(outside / "stolen.key")
+    result = plainsail("keygen", cwd=repo, env=env, timeout=60)
+    assert result.code == 1 and "cosign.key already exists" in result.err
+    assert not (outside / "stolen.key").exists()

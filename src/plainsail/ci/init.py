@@ -14,6 +14,7 @@ from pathlib import Path
 
 from plainsail import __version__
 from plainsail.errors import UsageError
+from plainsail.repofiles import inside, write
 
 WORKFLOW = Path(".github/workflows/deploy.yml")
 CONFIG = Path("plainsail.yml")
@@ -242,37 +243,6 @@ def _ignore_entries(path: Path, entries: tuple[str, ...]) -> str | None:
         "".join(f"{e}\n" for e in missing)
 
 
-def _inside(root: Path, rel: Path | str) -> Path:
-    """The real path `root/rel` names, refusing (UsageError, before anything is written) a
-    symbolic link on the way that points outside `root` or at nothing: init writes and
-    appends only inside the repository. A link to a file or folder inside it is followed."""
-    path = root
-    for part in Path(rel).parts:
-        path = path / part
-        if not path.is_symlink():
-            continue
-        target = os.readlink(path)
-        real = path.resolve()
-        dangling = not real.exists()
-        if dangling or not real.is_relative_to(root):
-            where = "at nothing" if dangling else "outside the repository"
-            raise UsageError(f"{path.relative_to(root)} is a symbolic link to {target!r}, "
-                             f"which points {where}; plainsail init writes only inside the "
-                             "repository: remove the link (or make it a file) and run init "
-                             "again. Nothing was written")
-        path = real
-    return path
-
-
-def _write(path: Path, text: str, *, append: bool = False) -> None:
-    """Write (or append) without following a link at `path` (checked by _inside: a link
-    made meanwhile fails here instead of being written through)."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if append else os.O_TRUNC)
-    fd = os.open(path, flags, 0o644)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-
-
 def init(root: Path, opts: Options) -> Result:
     from plainsail.audit.files import migrations_folder
     from plainsail.supply.git import toplevel
@@ -284,7 +254,7 @@ def init(root: Path, opts: Options) -> Result:
         raise UsageError(f"no Dockerfile in {root}: run plainsail init in the folder with the "
                          "service's Dockerfile")
     service, image = _validate(opts, root)
-    targets = {rel: _inside(root, rel) for rel in (CONFIG, WORKFLOW, Path(".gitignore"),
+    targets = {rel: inside(root, rel, "init") for rel in (CONFIG, WORKFLOW, Path(".gitignore"),
                                                    Path(".dockerignore"), Path(KEY),
                                                    Path(PUB))}
     existing = [str(p) for p in (CONFIG, WORKFLOW) if targets[p].exists()]
@@ -323,11 +293,11 @@ def init(root: Path, opts: Options) -> Result:
     for rel, text in files.items():
         target = targets[rel]
         target.parent.mkdir(parents=True, exist_ok=True)
-        _write(target, text)
+        write(target, text)
         result.written.append(str(rel))
     for name, extra in appends.items():
         if extra is not None:
-            _write(targets[Path(name)], extra, append=True)
+            write(targets[Path(name)], extra, append=True)
             result.appended.append(name)
     result.keys = _keys(root)
     result.next_steps = next_steps(result, opts.hosts)

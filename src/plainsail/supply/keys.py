@@ -264,15 +264,17 @@ def add_ignore_entries(key_path: Path) -> list[tuple[str, list[str]]]:
     """Add the key and `.plainsail/` to .dockerignore and .gitignore (creating them when
     absent) unless they already exclude them; return what was changed, for the user: each
     file changed (its name in the folder of `ignore_entries`) and the lines added."""
+    from plainsail.repofiles import inside, write
     from plainsail.supply import dockerignore
+    from plainsail.supply.dockerignore import MAX_IGNORE_FILE
 
     root, lines = ignore_entries(key_path)
     changed: list[tuple[str, list[str]]] = []
-    for name in (".dockerignore", ".gitignore"):
-        path = root / name
+    paths = {name: inside(root, name, "keygen") for name in (".dockerignore", ".gitignore")}
+    for name, path in paths.items():
         try:
-            text = path.read_text() if path.exists() else ""
-        except (OSError, UnicodeDecodeError) as exc:
+            text = read_bounded(path, MAX_IGNORE_FILE).decode() if path.exists() else ""
+        except (OSError, UnicodeDecodeError, TooLarge) as exc:
             raise SigningKeyError(f"cannot read {path}: {exc}; nothing was written") from None
         present = {line.strip().lstrip("/") for line in text.splitlines()}
         if name == ".dockerignore":
@@ -284,8 +286,7 @@ def add_ignore_entries(key_path: Path) -> list[tuple[str, list[str]]]:
             continue
         prefix = "" if not text or text.endswith("\n") else "\n"
         try:
-            with path.open("a") as f:
-                f.write(prefix + "".join(f"{x}\n" for x in missing))
+            write(path, prefix + "".join(f"{x}\n" for x in missing), append=True)
         except OSError as exc:
             raise SigningKeyError(f"cannot write {path}: {exc.strerror}") from None
         changed.append((name, missing))
@@ -296,7 +297,7 @@ def check_free(prefix: str) -> tuple[Path, Path]:
     """PREFIX.key and PREFIX.pub, or SigningKeyError when either exists."""
     key_path, pub_path = Path(f"{prefix}.key"), Path(f"{prefix}.pub")
     for p in (key_path, pub_path):
-        if p.exists():
+        if p.exists() or p.is_symlink():  # a dangling link too: never written through
             raise SigningKeyError(
                 f"{p} already exists; refusing to overwrite a key (move it away, or use "
                 "--output-key-prefix)"
