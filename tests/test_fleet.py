@@ -20,7 +20,7 @@ import pytest
 
 from tests.support.cli import CliResult, plainsail
 from tests.support.multihost import Fleet, TinyApp
-from tests.support.nshosts import NSHost
+from tests.support.nshosts import NSHost, hosts_sh
 
 
 @dataclass
@@ -200,3 +200,23 @@ def test_sigterm_during_batch_two_puts_every_switched_host_back(fleet_dir: Fleet
     assert recs[1]["outcome"] in ("interrupted", "failed-health-restored"), out
     assert [r["batch"] for r in recs] == [1, 2, 2]
     assert d.run("lock", "status").out.count(": unlocked") == 3
+
+
+def test_a_pull_failing_on_one_host_aborts_before_any_switch(fleet_dir: FleetDir) -> None:
+    d, f = fleet_dir, fleet_dir.fleet
+    assert d.run("deploy", d.app.ref("v1")).code == 0
+    port = d.app.image.split("/")[0].rsplit(":", 1)[1]
+    forward = f.c.docker_socket.parent / f"fwd-{port}.pid"
+    os.kill(int(forward.read_text()), signal.SIGTERM)  # c no longer reaches the registry
+    try:
+        r = d.run("deploy", d.app.ref("v3"), "--json")
+    finally:
+        hosts_sh("forward", port)
+    assert r.code == 1, r.text
+    summary = json.loads(r.out)
+    assert summary["outcome"] == "aborted" and "nothing was switched" in summary["reason"]
+    assert f.c.host in summary["reason"]
+    assert [h["outcome"] for h in summary["per_host"]] == ["aborted"] * 3
+    assert d.versions() == ["1", "1", "1"]
+    for h in f.hosts:
+        assert not {"stop-old", "start-new"} & {s["name"] for s in d.records(h)[-1]["steps"]}
