@@ -220,3 +220,27 @@ def test_a_pull_failing_on_one_host_aborts_before_any_switch(fleet_dir: FleetDir
     assert d.versions() == ["1", "1", "1"]
     for h in f.hosts:
         assert not {"stop-old", "start-new"} & {s["name"] for s in d.records(h)[-1]["steps"]}
+
+
+def test_sigkill_during_batch_two_then_recover_puts_every_host_back(fleet_dir: FleetDir) -> None:
+    d, f = fleet_dir, fleet_dir.fleet
+    d.write("rollout:\n  canary: 1\n  batch: 2\n")
+    assert d.run("deploy", d.app.ref("v1")).code == 0
+    d.fail_on(f.b, "2")  # b's gate takes its whole time: the kill lands inside batch 2
+    proc = subprocess.Popen([sys.executable, "-m", "plainsail", "deploy", d.app.ref("v2")],
+                            cwd=d.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if f"[{f.b.host}] start-new: ok" in line:
+            proc.send_signal(signal.SIGKILL)
+            break
+    assert proc.wait(60) == -signal.SIGKILL
+    assert d.version_on(f.a) == "2"  # the canary was left on v2 by the killed deployer
+    r = d.run("recover")
+    assert r.code == 0, r.text
+    assert d.versions() == ["1", "1", "1"]
+    for h in f.hosts:
+        outcomes = [rec["outcome"] for rec in d.records(h)]
+        assert outcomes[-2:] == ["interrupted", "recovered"], (h.host, outcomes)
+    assert d.run("lock", "status").out.count(": unlocked") == 3
