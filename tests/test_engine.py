@@ -928,3 +928,26 @@ def test_behind_the_proxy_the_deploy_runs_its_plan_in_order_and_boots_before_mig
     ran = [st["name"] for st in b.fake.history("api")[-1]["steps"]
            if not st["name"].startswith("health:")]
     assert ran == [n for n in planned if n in ran and n not in ("record", "unlock")], ran
+
+
+@pytest.mark.parametrize("volume", ["/home/deploy/.plainsail/_proxy:/run/x",
+                                    "/home/deploy/.plainsail/api/../api:/data:ro",
+                                    "/home/deploy:/home"])
+def test_a_volume_of_plainsails_own_state_is_refused_before_anything_changes(
+        tmp_path: Path, volume: str) -> None:
+    b = Bench(tmp_path, extra="host_dir: ~/.plainsail\n")
+    b.cfg = dataclasses.replace(b.cfg, app=dataclasses.replace(b.cfg.app, volumes=[volume]))
+    s = b.deploy(V1)
+    assert s["outcome"] == ABORTED and s["preflight"], s
+    assert "mounts plainsail's own state (/home/deploy/.plainsail on this host" in s["reason"]
+    assert b.fake.running() == [] and not b.fake.locked("api")
+
+
+def test_a_volume_of_an_absolute_host_dir_is_refused_by_config_check() -> None:
+    with pytest.raises(configlib.ConfigError) as err:
+        configlib.parse("service: api\nimage: r.example.com/api\nhost_dir: /srv/ps\n"
+                        "app:\n  port: 8080\n  volumes: ['/srv/ps/_proxy:/x', 'data:/d', "
+                        "'/srv/psx:/y']\n", Path("/x/plainsail.yml"), {})
+    assert err.value.problems == [
+        "line 6: app.volumes: '/srv/ps/_proxy:/x' mounts plainsail's own state (host_dir "
+        "/srv/ps, or a folder holding it) into the app; mount another folder"]

@@ -181,3 +181,41 @@ def test_a_full_disk_is_reported_as_a_full_disk(ex: SSHExecutor, full_dir: Path)
     for e in errors:
         assert "No space left on device" in e and "disk (or the SSH user's quota) is full" in e
         assert "writable" not in e and "permissions" not in e and SECRET not in e
+
+
+@pytest.fixture
+def others_dir() -> Iterator[Path]:
+    """A folder made by another user (nobody), writable by everyone."""
+    import subprocess
+
+    path = Path(tempfile.mkdtemp(prefix="ps-others-"))
+    path.chmod(0o777)
+    subprocess.run(["chown", "nobody", str(path)], check=True)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_a_host_dir_another_user_controls_is_refused(ex: SSHExecutor, others_dir: Path,
+                                                     ssh_host: SSHHost, host_dir: str) -> None:
+    """host_dir in a folder another user owns (or may write) receives no secret; in the SSH
+    user's own folder, a symbolic link planted at the env file's place is replaced, never
+    followed, and the folder is made 0700."""
+    with pytest.raises(PlainsailError) as err:
+        hoststate.lock_and_write_env(ex, hoststate.Paths(str(others_dir / "svc")), _info(),
+                                     {"TOKEN": SECRET})
+    assert f"{others_dir} belongs to user id" in str(err.value)
+    assert "not writable by group or others" in str(err.value)
+    assert list(others_dir.iterdir()) == []
+    ssh_host.run(["sh", "-c", 'umask 022; mkdir -p "$1" && chmod 777 "$1"', "sh", host_dir])
+    paths = hoststate.Paths(f"{host_dir}/svc")
+    with pytest.raises(PlainsailError, match="may be written by other users .mode 777."):
+        hoststate.acquire(ex, paths, _info())
+    ssh_host.run(["chmod", "755", host_dir])
+    ssh_host.run(["sh", "-c", 'mkdir -p "$1/svc" && ln -s /tmp/planted-elsewhere "$1/svc/env"',
+                  "sh", host_dir])
+    hoststate.lock_and_write_env(ex, paths, _info(), {"TOKEN": SECRET})
+    out = ssh_host.run(["sh", "-c", 'stat -c "%F %a" "$1/svc/env"; '
+                        'ls -a "$1/svc"; test -e /tmp/planted-elsewhere && echo followed',
+                        "sh", host_dir]).stdout
+    assert "regular file 600" in out and "followed" not in out, out
+    assert ".tmp." not in out

@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import os
+import posixpath
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -1274,10 +1275,29 @@ _SCHEMA = obj(
 )
 
 
+def volumes_in_state(volumes: list[str], host_dir: str) -> list[str]:
+    """The app.volumes whose host path is host_dir (an absolute path) or inside it:
+    plainsail's own state (env files with secrets, the proxy's admin socket, the host
+    registry's password) must not be handed to an app."""
+    state = posixpath.normpath(host_dir)
+    found = []
+    for volume in volumes:
+        source = posixpath.normpath(volume.split(":", 1)[0])
+        if source.startswith("/") and (source == state or source.startswith(
+                state.rstrip("/") + "/") or state.startswith(source.rstrip("/") + "/")):
+            found.append(volume)
+    return found
+
+
 def _cross_checks(cfg: Config, ctx: _Ctx, lines: dict[str, int]) -> None:
     def err(path: str, msg: str) -> None:
         line = lines.get(path)
         ctx.problems.append(f"{'line ' + str(line) + ': ' if line else ''}{path}: {msg}")
+
+    if cfg.host_dir.startswith("/"):
+        for volume in volumes_in_state(cfg.app.volumes, cfg.host_dir):
+            err("app.volumes", f"{_show(volume)} mounts plainsail's own state (host_dir "
+                f"{cfg.host_dir}, or a folder holding it) into the app; mount another folder")
 
     overlap = set(cfg.app.env) & set(cfg.app.secrets)
     for name in sorted(overlap):

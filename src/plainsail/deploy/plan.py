@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from plainsail.config import secretsources
-from plainsail.config.model import Config, MigrateConfig
+from plainsail.config.model import Config, MigrateConfig, volumes_in_state
 from plainsail.deploy.hostregistry import pull_repository, start_argv
-from plainsail.errors import SignatureError, UsageError
+from plainsail.errors import PlainsailError, SignatureError, UsageError
 from plainsail.hosts import docker
 from plainsail.hosts import state as hoststate
 from plainsail.hosts.addresses import Host, parse_host
@@ -308,6 +308,12 @@ def host_plan(cfg: Config, target: Target, deploy_id: str, fp: str, paths: Paths
               reuse: Container | None, lock: LockInfo, *, unchanged: bool,
               migrate_here: bool, settings: str = "") -> HostPlan:
     """The steps of one host, in order, with their argv lists."""
+    state = os.path.dirname(paths.root)  # host_dir, as the host expands it
+    inside = volumes_in_state(cfg.app.volumes, state)
+    if inside:
+        raise PlainsailError(f"app.volumes {', '.join(inside)} mounts plainsail's own state "
+                             f"({state} on this host, or a folder holding it) into the "
+                             "app; mount another folder")
     plan = HostPlan(host="", steps=[])
     steps = plan.steps
     step_timeout = cfg.timeouts.command

@@ -488,13 +488,16 @@ IS_A_DIRECTORY = 66
 
 # Writes stdin to $1 through a temporary file beside it, then renames it into place. A
 # directory at $1 is refused (mv would move the file into it); on any failure, or when the
-# connection drops, the temporary file (which may hold secrets) is removed.
+# connection drops, the temporary file (which may hold secrets) is removed. The temporary
+# file is made by mktemp: a new file (never one that exists, nor a symbolic link planted
+# there), mode 0600, with an unpredictable name; the rename replaces whatever $1 was (a
+# link included) without following it.
 WRITE_FILE_SCRIPT = (
-    'umask 077; tmp="$1.tmp.$$"; '
+    'umask 077; tmp=; '
     'if [ -d "$1" ]; then printf "%s is a directory\\n" "$1" >&2; exit 66; fi; '
-    "trap 'rm -f \"$tmp\"' EXIT; trap 'exit 1' HUP INT TERM PIPE; "
-    'mkdir -p -- "$(dirname -- "$1")" && cat > "$tmp" && chmod "$2" "$tmp" && '
-    'mv -f -- "$tmp" "$1"'
+    "trap '[ -z \"$tmp\" ] || rm -f -- \"$tmp\"' EXIT; trap 'exit 1' HUP INT TERM PIPE; "
+    'mkdir -p -- "$(dirname -- "$1")" && tmp=$(mktemp -- "$1.tmp.XXXXXXXXXX") && '
+    'cat > "$tmp" && chmod "$2" "$tmp" && mv -f -- "$tmp" "$1"'
 )
 
 

@@ -182,7 +182,31 @@ def _pid_alive(pid: int) -> bool:
 # cannot be created (the OS error on stderr).
 LOCK_HELD = 75
 NOT_WRITABLE = 73
+UNSAFE = 74  # host_dir or a folder above it is another user's, or others may write it
+
+# A shell function: `safe PATH` fails (the reason on stderr) when PATH or a folder above it
+# (those that exist) is owned by a user other than the SSH user and root, is a symbolic
+# link of such a user, or may be written by group or others (a sticky folder of root's,
+# such as /tmp, excepted). Another user who controls a folder on the way could plant the
+# env file's temporary file, or swap the folder, and receive the secrets.
+SAFE_PATH = (
+    'safe() { me=$(id -u); p=$1; '
+    'while :; do '
+    'if [ -L "$p" ]; then o=$(stat -c %u -- "$p") || return 1; '
+    'if [ "$o" != "$me" ] && [ "$o" != 0 ]; then '
+    'printf "%s is a symbolic link of user id %s\\n" "$p" "$o" >&2; return 1; fi; fi; '
+    'if [ -e "$p" ]; then m=$(stat -L -c "%u %a" -- "$p") || return 1; '
+    'o=${m% *}; a=${m#* }; '
+    'if [ "$o" != "$me" ] && [ "$o" != 0 ]; then '
+    'printf "%s belongs to user id %s, not to the SSH user\\n" "$p" "$o" >&2; return 1; fi; '
+    'if [ $(( 0$a & 022 )) -ne 0 ] && ! { [ "$o" = 0 ] && [ $(( 0$a & 01000 )) -ne 0 ]; }; '
+    'then printf "%s may be written by other users (mode %s)\\n" "$p" "$a" >&2; return 1; '
+    'fi; fi; '
+    'if [ "$p" = / ] || [ "$p" = . ]; then return 0; fi; p=$(dirname -- "$p"); '
+    'done; }; '
+)
 ACQUIRE_ARGV = (
+    SAFE_PATH + 'safe "$(dirname -- "$1")" || exit 74; umask 077; '
     'mkdir -p -- "$(dirname -- "$1")" || exit 73; '
     'if err=$(mkdir -- "$1" 2>&1); then '
     'umask 077; cat > "$1/info.json" && exit 0; rm -rf -- "$1"; exit 73; fi; '
@@ -212,6 +236,14 @@ def _lock_failure(ex: Executor, paths: Paths, res: Result) -> NoReturn:
             f"{ex.host.name}: another deploy holds the lock: {holder.describe()}"
             f"{holder.stale_hint()}"
         )
+    if res.returncode == UNSAFE:
+        raise PlainsailError(
+            f"{ex.host.name}: refusing the state folder {paths.root}: "
+            f"{_os_error(res.stderr)}; another user could plant files there and receive the "
+            "app's secrets. Make host_dir and the folders above it the SSH user's (or "
+            "root's) and not writable by group or others (chown, chmod go-w), or set "
+            "host_dir to such a folder"
+        )
     if res.returncode == NOT_WRITABLE:
         full = disk_full(res.stderr)
         raise PlainsailError(
@@ -228,6 +260,7 @@ def _lock_failure(ex: Executor, paths: Paths, res: Result) -> NoReturn:
 # info (JSON; nothing secret), $3 the env file, $4 its mode; the env content on stdin.
 # Exit codes: as ACQUIRE_ARGV for the lock; once it is taken, as write_file_argv.
 LOCK_AND_WRITE = (
+    SAFE_PATH + 'safe "$(dirname -- "$1")" || exit 74; umask 077; '
     'mkdir -p -- "$(dirname -- "$1")" || exit 73; '
     'if err=$(mkdir -- "$1" 2>&1); then '
     '(umask 077; printf "%s" "$2" > "$1/info.json") || { rm -rf -- "$1"; exit 73; }; '
@@ -266,7 +299,7 @@ def lock_and_write_env(ex: Executor, paths: Paths, info: LockInfo,
     """Take the lock, then write the env file (mode 0600) atomically, in one round trip."""
     res = ex.run(lock_and_env_argv(paths, info), input=env_file_content(env), check=False,
                  what="take the deploy lock and write the env file")
-    if res.returncode in (LOCK_HELD, NOT_WRITABLE) or (
+    if res.returncode in (LOCK_HELD, NOT_WRITABLE, UNSAFE) or (
             res.returncode == 255 and not ex.host.is_local):
         _lock_failure(ex, paths, res)
     if res.returncode != 0:
