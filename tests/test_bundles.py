@@ -397,3 +397,44 @@ def test_conformance_dsse_verdicts(case: str) -> None:
     except KeylessFailure:
         accepted = False
     assert accepted == (not case.endswith("_fail"))
+
+
+def test_verify_command_says_bundle_and_what_it_did_not_check(
+        tmp_path: Path, key: ec.EllipticCurvePrivateKey, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from plainsail.commands import verify as verify_command
+    from plainsail.supply.registry import RegistryClient
+
+    (tmp_path / "cosign.pub").write_bytes(keys.public_pem(key.public_key()))
+    reg = FakeRegistry(REPO, TAG, DIGEST)
+    reg.attach_bundle(DIGEST, key_bundle(key, bundles.make_statement(DIGEST)))
+    cfg = make_config(tmp_path, REPO)
+    monkeypatch.setattr("plainsail.config.model.load", lambda _path: cfg)
+    monkeypatch.setattr(RegistryClient, "for_config", lambda _cfg: reg.client())
+    args = argparse.Namespace(config="plainsail.yml", ref=TAG, key=None, json=False)
+    assert verify_command.run(args) == 0
+    out, err = capsys.readouterr()
+    pub = tmp_path / "cosign.pub"
+    assert f"Verified: {REPO}@{DIGEST} is signed (a Sigstore bundle) by {pub}\n" in out
+    assert f"warning: not checked: {bundleverify.NO_REPOSITORY}" in err
+
+
+def test_deploy_target_records_a_cosign3_signer(
+        tmp_path: Path, key: ec.EllipticCurvePrivateKey,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cosign 3 bundle names no repository: the deploy record still says who signed,
+    in which format, and what was not checked (it said nobody before)."""
+    from plainsail.deploy.plan import Request, resolve_target
+    from plainsail.supply.registry import RegistryClient
+
+    (tmp_path / "cosign.pub").write_bytes(keys.public_pem(key.public_key()))
+    reg = FakeRegistry(REPO, TAG, DIGEST)
+    reg.attach_bundle(DIGEST, key_bundle(key, bundles.make_statement(DIGEST)))
+    monkeypatch.setattr(RegistryClient, "for_config", lambda _cfg, **_kw: reg.client())
+    target = resolve_target(make_config(tmp_path, REPO), Request(ref=f"{TAG}@{DIGEST}"))
+    assert target.signed_by is not None
+    assert target.signed_by["signer"] == str(tmp_path / "cosign.pub")
+    assert target.signed_by["format"] == "bundle" and target.signed_by["identity"] == ""
+    assert bundleverify.NO_REPOSITORY in target.signed_by["unchecked"]

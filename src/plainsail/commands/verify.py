@@ -22,6 +22,8 @@ def run(args: argparse.Namespace) -> int:
     for unchecked in verified.unchecked:
         warn(f"not checked: {unchecked}")
     by = verified.signer + (f" (issuer {verified.issuer})" if verified.issuer else "")
-    say(f"Verified: {verified.pinned} is signed by {by} for {verified.identity}")
+    kind = " (a Sigstore bundle)" if verified.format == "bundle" else ""
+    named = f" for {verified.identity}" if verified.identity else ""
+    say(f"Verified: {verified.pinned} is signed{kind} by {by}{named}")
     say(verified.digest)
     return 0

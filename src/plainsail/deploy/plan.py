@@ -184,13 +184,13 @@ def resolve_target(cfg: Config, req: Request) -> Target:
 
         verified = verify_image(cfg, tag, digest)
         signed_by = {"identity": verified.identity, "signer": verified.signer,
-                     "issuer": verified.issuer}
+                     "issuer": verified.issuer, "format": verified.format}
         for unchecked in verified.unchecked:
             warn(f"signature of {cfg.image}:{tag}: not checked: {unchecked}")
         if verified.unchecked:
             signed_by["unchecked"] = "; ".join(verified.unchecked)
         return Target(pull_repository(cfg), tag, verified.digest, True,
-                      signed_by=signed_by if verified.identity else None)
+                      signed_by=signed_by)
     warn("signing.verify is false: deploying an image whose origin is not verified")
     from plainsail.supply.registry import RegistryClient
 
