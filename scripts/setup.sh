@@ -110,6 +110,26 @@ if [ -n "$caddy_version" ] && [ "$caddy_version" != "(none)" ] && [ "$have" != "
   rm -rf "$work"
 fi
 
+# 6b. A local PostgreSQL client image (backup tests and benchmarks): Debian's client
+#     binaries (pg_dump, pg_restore, psql), taken from the package as for Caddy, on the
+#     local base image, which already carries libpq and the libraries they link.
+pgclient_image=${PLAINSAIL_PGCLIENT_IMAGE:-plainsail-pgclient:bookworm}
+pgclient_version=$(apt-cache policy "postgresql-client-$pgver" 2>/dev/null | awk '/Candidate:/ {print $2}')
+have=$(docker image inspect --format '{{index .Config.Labels "dev.plainsail.pgclient-package"}}' "$pgclient_image" 2>/dev/null || true)
+if [ -n "$pgclient_version" ] && [ "$pgclient_version" != "(none)" ] && [ "$have" != "$pgclient_version" ]; then
+  log "building $pgclient_image from Debian's postgresql-client-$pgver $pgclient_version"
+  work=$(mktemp -d "$state/pgclient.XXXXXX")
+  (cd "$work" && apt-get download "postgresql-client-$pgver=$pgclient_version" >/dev/null 2>&1) \
+    || { need_root apt-get update -qq && (cd "$work" && apt-get download "postgresql-client-$pgver=$pgclient_version" >/dev/null); }
+  dpkg-deb -x "$work"/postgresql-client-"$pgver"_*.deb "$work/root"
+  mkdir -p "$work/bin"
+  cp "$work/root/usr/lib/postgresql/$pgver/bin/"{pg_dump,pg_restore,psql} "$work/bin/"
+  printf 'FROM %s\nCOPY bin/ /usr/local/bin/\nLABEL dev.plainsail.pgclient-package=%s\n' \
+    "$base_image" "$pgclient_version" > "$work/Dockerfile"
+  docker build -q -t "$pgclient_image" "$work" >/dev/null
+  rm -rf "$work"
+fi
+
 # 7. plainsail itself, in a virtual environment.
 if [ ! -x .venv/bin/python ]; then
   log "creating .venv"

@@ -9,6 +9,7 @@ pytest_plugins = [
     "tests.support.multihost",
     "tests.support.openbao",
     "tests.support.proxy_env",
+    "tests.support.backup_env",
 ]
 
 # Fixtures that start or need a real service (Docker Engine, registry, sshd, PostgreSQL):
@@ -17,7 +18,7 @@ pytest_plugins = [
 SERVICE_FIXTURES = frozenset({
     "auth_registry", "deploy_dir", "fleet", "local_deploy_dir", "notes_builds",
     "notes_database", "notes_image", "openbao", "pg_admin", "pg_connect", "pg_url",
-    "plainsail_wheel", "proxy_apps", "caddy_image",
+    "plainsail_wheel", "proxy_apps", "caddy_image", "pgclient_image",
     "ns_hosts", "registry", "service_repo", "ssh_host", "tiny_app",
 })
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from plainsail.backup import host as backuphost
 from plainsail.deploy import hostregistry
 from plainsail.errors import RemoteError
 from plainsail.hosts import state as hoststate
@@ -70,6 +71,7 @@ class FakeHost:
         self.faults: dict[str, Fault] = {}
         self.log: list[list[str]] = []  # every argv run, in order
         self.migrate_exit = 0
+        self.tables = {"public.notes": 3}  # what a backup of the database finds
         self.migrate_output = "applied 0001_init.sql"
         # Is the app in this container healthy? Default: running is healthy.
         self.healthy: Callable[[FakeContainer], bool] = lambda c: True
@@ -117,6 +119,9 @@ SCRIPTS = {
     hoststate.READ_HISTORY: "read-history",
     write_file_argv("x")[2]: "env",
     hostregistry.START_SCRIPT: "host-registry",
+    backuphost.TAKE_SCRIPT: "backup",
+    backuphost.KEEP_SCRIPT: "backup-keep",
+    backuphost.LIST_SCRIPT: "backup-list",
 }
 
 
@@ -326,6 +331,27 @@ class FakeExecutor(Executor):
         if step == "env":
             f.files[path] = stdin
             return 0, "", ""
+        if step == "backup":
+            import hashlib
+
+            data = f"dump of {sorted(f.tables.items())}"
+            f.files[f"{path}/{args[1]}.dump"] = data
+            rows = "".join(f"{t}\t{n}\n" for t, n in f.tables.items())
+            return 0, (f"size {len(data)}\nsha256 {hashlib.sha256(data.encode()).hexdigest()}"
+                       f"\n{rows}"), ""
+        if step == "backup-keep":
+            f.files[f"{path}/{args[1]}.json"] = stdin
+            dumps = sorted((k for k in f.files if k.startswith(path + "/")
+                            and k.endswith(".dump")), reverse=True)
+            gone = dumps[int(args[2]):]
+            for k in gone:
+                f.files.pop(k)
+                f.files.pop(k.removesuffix(".dump") + ".json", None)
+            return 0, "".join(k.rsplit("/", 1)[1].removesuffix(".dump") + "\n"
+                              for k in gone), ""
+        if step == "backup-list":
+            return 0, "".join(v.strip() + "\n" for k, v in sorted(f.files.items())
+                              if k.startswith(path + "/") and k.endswith(".json")), ""
         if step == "host-registry":  # a host without docker-registry or registry.image
             return hostregistry.NO_REGISTRY, "", "this host has no docker-registry"
         return 127, "", f"fake host: unknown script {script!r}"

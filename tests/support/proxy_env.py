@@ -94,17 +94,23 @@ CADDY_IMAGE = os.environ.get("PLAINSAIL_CADDY_IMAGE", "plainsail-caddy:bookworm"
 def caddy_image(registry: Registry) -> Iterator[str]:
     """The local Caddy image, pushed to the test registry once per session (proxy.image
     needs a digest): TAG@DIGEST."""
-    if subprocess.run(["docker", "image", "inspect", CADDY_IMAGE],
+    yield from pushed_pinned(registry, CADDY_IMAGE, "caddy", "2")
+
+
+def pushed_pinned(registry: Registry, local: str, name: str, tag: str) -> Iterator[str]:
+    """A local image (scripts/setup.sh builds it) pushed to the test registry, as
+    REPOSITORY:TAG@DIGEST (what config keys pinned by digest need); removed afterwards."""
+    if subprocess.run(["docker", "image", "inspect", local],
                       capture_output=True).returncode != 0:
-        pytest.fail(f"{CADDY_IMAGE} is missing; run scripts/setup.sh")
-    repo = registry.repo(f"t/caddy-{uuid.uuid4().hex[:8]}")
-    sh("docker", "tag", CADDY_IMAGE, f"{repo}:2")
-    sh("docker", "push", "-q", f"{repo}:2")
+        pytest.fail(f"{local} is missing; run scripts/setup.sh")
+    repo = registry.repo(f"t/{name}-{uuid.uuid4().hex[:8]}")
+    sh("docker", "tag", local, f"{repo}:{tag}")
+    sh("docker", "push", "-q", f"{repo}:{tag}")
     digests = json.loads(sh("docker", "image", "inspect", "--format", "{{json .RepoDigests}}",
-                            f"{repo}:2"))
+                            f"{repo}:{tag}"))
     digest = next(d for d in digests if d.startswith(repo + "@")).split("@", 1)[1]
-    yield f"{repo}:2@{digest}"
-    subprocess.run(["docker", "image", "rm", f"{repo}:2"], capture_output=True)
+    yield f"{repo}:{tag}@{digest}"
+    subprocess.run(["docker", "image", "rm", f"{repo}:{tag}"], capture_output=True)
 
 
 # ---------------------------------------------------------------- load

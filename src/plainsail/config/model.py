@@ -238,6 +238,18 @@ class RolloutConfig:
 
 
 @dataclass(frozen=True)
+class BackupConfig:
+    """A backup of the app's database (the DATABASE_URL secret) before migrations:
+    `before` says when, `keep` how many stay on the host, `image` is the PostgreSQL client
+    image (pinned by digest) whose pg_dump takes it."""
+
+    image: str = ""
+    before: str = "migrations"  # migrations | destructive | never
+    keep: int = 7
+    timeout: float = 3600.0
+
+
+@dataclass(frozen=True)
 class NotifyTarget:
     webhook: Secret
 
@@ -262,6 +274,7 @@ class Config:
     notify: list[NotifyTarget] = field(default_factory=list)
     proxy: ProxyConfig | None = None
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    backup: BackupConfig | None = None
 
     @property
     def root(self) -> Path:
@@ -997,15 +1010,39 @@ def _pinned_image(value: str) -> bool:
     return m is not None and check_repository(repo) is None
 
 
-def _proxy_image(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
-    value = string(optional=False)(ctx, node, path)
-    if not isinstance(value, str):
+def pinned_image(example: str) -> Conv:
+    """An image pinned by digest; `example` completes the error's "write ..." advice."""
+    def conv(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
+        value = string(optional=False)(ctx, node, path)
+        if not isinstance(value, str):
+            return value
+        if not _pinned_image(value):
+            ctx.error(node, path, f"{_show(value)} is not an image pinned by digest: write "
+                      f"REPOSITORY[:TAG]@sha256:<64 hex digits>{example}")
+            return _MISSING
         return value
-    if not _pinned_image(value):
-        ctx.error(node, path, f"{_show(value)} is not an image pinned by digest: write "
-                  "REPOSITORY[:TAG]@sha256:<64 hex digits>, e.g. caddy:2.10@sha256:...")
+
+    return conv
+
+
+_proxy_image = pinned_image(", e.g. caddy:2.10@sha256:...")
+_backup_image = pinned_image(
+    " of a PostgreSQL client image (pg_dump, pg_restore and psql as new as the server), "
+    "e.g. postgres:16@sha256:...")
+
+
+def _backup(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
+    """The backup block: `image` is needed unless `before: never`."""
+    values = obj(dict, {"before": choice("migrations", "destructive", "never"),
+                        "keep": integer(1, 1000), "image": _backup_image,
+                        "timeout": duration(MAX_MIGRATE_TIMEOUT)})(ctx, node, path)
+    if not isinstance(values, dict):
         return _MISSING
-    return value
+    if values.get("before", "migrations") != "never" and "image" not in values:
+        ctx.error(node, path, "image missing: give backup.image, a PostgreSQL client image "
+                  "pinned by digest (or before: never to take no backups)")
+        return _MISSING
+    return BackupConfig(**values)
 
 
 def _proxy_network(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
@@ -1060,16 +1097,8 @@ def _acme_directory(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
     return value
 
 
-def _registry_image(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
-    """The registry image a host without docker-registry runs: pinned by digest."""
-    value = string(optional=False)(ctx, node, path)
-    if not isinstance(value, str):
-        return value
-    if not _pinned_image(value):
-        ctx.error(node, path, f"{_show(value)} is not an image pinned by digest: write "
-                  "REPOSITORY[:TAG]@sha256:<64 hex digits>, e.g. registry:2@sha256:...")
-        return _MISSING
-    return value
+# The registry image a host without docker-registry runs: pinned by digest.
+_registry_image = pinned_image(", e.g. registry:2@sha256:...")
 
 
 _REGISTRY_FIELDS: dict[str, Conv] = {
@@ -1270,6 +1299,7 @@ _SCHEMA = obj(
                                        "pause": duration(MAX_HEALTH_INTERVAL, zero_ok=True),
                                        "canary": integer(0, 1000),
                                        "max_parallel": integer(1, 100)}),
+        "backup": _backup,
     },
     ("service", "image"),
 )
@@ -1316,6 +1346,11 @@ def _cross_checks(cfg: Config, ctx: _Ctx, lines: dict[str, int]) -> None:
             err("proxy.https_port", "must differ from proxy.http_port")
     if len(set(cfg.hosts)) != len(cfg.hosts):
         err("hosts", "a host is listed twice")
+    if (cfg.backup is not None and cfg.backup.before != "never"
+            and "DATABASE_URL" not in cfg.app.secrets):
+        err("backup", "backs up the database the app's DATABASE_URL secret names, but "
+            "app.secrets has no DATABASE_URL; add it there (a URL with a password belongs "
+            "in secrets, not app.env)")
     first, sep, _ = cfg.image.partition("/")
     if cfg.host_mode and sep and registry_host_of(cfg.image) == first:
         err("image", f"with registry.mode host the image travels without a registry: give "

@@ -306,7 +306,8 @@ def host_registry_steps(cfg: Config, target: Target, paths: Paths) -> list[Plann
 def host_plan(cfg: Config, target: Target, deploy_id: str, fp: str, paths: Paths,
               containers: Sequence[Container], previous: Container | None,
               reuse: Container | None, lock: LockInfo, *, unchanged: bool,
-              migrate_here: bool, settings: str = "") -> HostPlan:
+              migrate_here: bool, settings: str = "", backup: str | None = None,
+              backup_id: str = "") -> HostPlan:
     """The steps of one host, in order, with their argv lists."""
     state = os.path.dirname(paths.root)  # host_dir, as the host expands it
     inside = volumes_in_state(cfg.app.volumes, state)
@@ -340,6 +341,16 @@ def host_plan(cfg: Config, target: Target, deploy_id: str, fp: str, paths: Paths
                 "make sure the host's proxy runs with these host-level settings (boot it, "
                 "and create its network, when absent)",
                 undo="nothing to undo: the proxy is the host's, shared by its services"))
+        if migrate_here and cfg.migrate and backup and cfg.backup:
+            from plainsail.backup.host import folder, take_argv
+
+            steps.append(PlannedStep(
+                "backup", take_argv(cfg, paths, backup_id, deploy_id, app_network(cfg)),
+                cfg.backup.timeout,
+                f"back up the database (pg_dump -Fc, {backup}) to {folder(paths)}/"
+                f"{backup_id}.dump, keep the newest {cfg.backup.keep}",
+                undo="nothing to undo: a failed backup leaves no file, and the deploy stops "
+                "before the migrations"))
         if migrate_here and cfg.migrate:
             steps.append(PlannedStep(
                 "migrate", migrate_argv(cfg, target, paths.env, deploy_id),

@@ -28,6 +28,9 @@ from dataclasses import replace
 from functools import partial
 from typing import Any
 
+from plainsail.backup import host as backup_host
+from plainsail.backup import policy as backup_policy
+from plainsail.backup.host import BackupError
 from plainsail.config import weak
 from plainsail.config.model import Config
 from plainsail.deploy import fanout, health, hostregistry, notify, schemagate
@@ -117,6 +120,9 @@ class Deploy:
         self.target: Target | None = None
         self.migration: dict[str, Any] | None = None
         self.gate: schemagate.Gate | None = None
+        self.backup: dict[str, Any] | None = None  # the backup taken before migrations
+        self.backup_why: str | None = None
+        self.backup_id = ""
         self.secret_values: list[Secret] = list(cfg.secrets())
         self.who = who(cfg)
         self.origin = origin()
@@ -435,12 +441,15 @@ class Deploy:
                            checkpoint=self._checkpoint, progress=self.progress)
         active = [r for r in self.runs if r.outcome != UNCHANGED]
         migrate = bool(self.cfg.migrate) and not self.req.skip_migrations
+        self.backup_why = backup_policy.reason(self.cfg, self.gate, migrate and bool(active))
+        self.backup_id = backup_host.new_id() if self.backup_why else ""
         for run in self.runs:
             run.plan = host_plan(
                 self.cfg, self.target, self.id, self.fingerprint, run.paths, run.containers,
                 run.previous, run.reuse, self.lock_info, unchanged=run not in active,
                 migrate_here=migrate and bool(active) and run is active[0],
-                settings=self.settings_label)
+                settings=self.settings_label, backup=self.backup_why,
+                backup_id=self.backup_id)
             run.plan.host = run.host.name
 
     # -- dry run
@@ -475,6 +484,15 @@ class Deploy:
             for run in self.runs:
                 run.outcome, run.reason = ABORTED, reason
             return ABORTED, reason
+        if active and active[0].plan.step("backup"):
+            try:
+                self._backup(active[0])
+            except BackupError as exc:
+                reason = (f"{one_line(exc)}; the migrations did not run and nothing was "
+                          "switched, the running version is untouched")
+                for run in self.runs:
+                    run.outcome, run.reason = ABORTED, reason
+                return ABORTED, reason
         if self.cfg.migrate and not self.req.skip_migrations:
             ok, reason = self._migrate(active[0])
             if not ok:
@@ -643,6 +661,33 @@ class Deploy:
                           f"{run.paths.lock} ({type(exc).__name__}: {one_line(exc)}); "
                           "check the host, then run: plainsail lock release")
 
+    def _backup(self, run: HostRun) -> None:
+        """The plan's backup step: pg_dump before the migrations (BackupError on failure,
+        with nothing of the backup left on the host)."""
+        step = run.plan.step("backup")
+        assert step is not None and step.argv is not None
+        self._step_report(run.host.name, f"backup: {self.backup_why}")
+        start = time.monotonic()
+        try:
+            taken = backup_host.take(run.ex, self.cfg, run.paths, step.argv, self.backup_id,
+                                     self.id, step.timeout, self.backup_why or "")
+        except (BackupError, RemoteError) as exc:
+            run.steps.append(Step("backup", round(time.monotonic() - start, 3), False))
+            self.backup = {"id": self.backup_id, "ok": False, "error": one_line(exc)}
+            self._step_report(run.host.name, f"backup: FAILED ({one_line(exc)})")
+            if isinstance(exc, BackupError):
+                raise
+            raise BackupError(f"backup failed: {one_line(exc)}") from None
+        rec = taken.record
+        run.steps.append(Step("backup", rec["seconds"], True))
+        self.backup = {**{k: rec[k] for k in ("id", "created", "size", "sha256", "seconds",
+                                              "tables", "file", "reason")},
+                       "ok": True, "removed": taken.removed}
+        self._step_report(run.host.name, f"backup: ok, {rec['size']} bytes, "
+                          f"{len(rec['tables'])} table(s) in {rec['seconds']:.1f}s "
+                          f"({rec['id']})" + (f"; removed {len(taken.removed)} older"
+                                              if taken.removed else ""))
+
     def _migrate(self, run: HostRun) -> tuple[bool, str]:
         assert self.target and self.cfg.migrate
         step = run.plan.step("migrate")
@@ -752,6 +797,8 @@ class Deploy:
             })
         if self.migration:
             rec["migration"] = self.migration
+        if self.backup:
+            rec["backup"] = self.backup
         return redact_free_text(rec, self.secret_values)
 
     def _summary(self, outcome: str, reason: str, preflight: bool = False) -> dict[str, Any]:

@@ -1,0 +1,163 @@
+"""Backups before migrations, without Docker: the config, the policy, the commands and
+every branch of the deploy's backup step on the fake host."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from plainsail.backup import host as backuphost
+from plainsail.backup import policy
+from plainsail.config import model as configlib
+from plainsail.deploy import schemagate
+from plainsail.deploy.outcomes import ABORTED, SUCCEEDED
+from plainsail.hosts.state import Paths
+from tests.test_engine import V1, V2, Bench
+
+CLIENT = "registry.example.com/pg/client:15@sha256:" + "c" * 64
+BACKUP = f"backup:\n  before: migrations\n  keep: 2\n  image: {CLIENT}\n"
+
+
+def cfg(extra: str, secrets: str = "[DATABASE_URL]") -> configlib.Config:
+    return configlib.parse(f"service: api\nimage: registry.example.com/acme/api\n"
+                           f"app:\n  secrets: {secrets}\n{extra}", Path("plainsail.yml"), {})
+
+
+def test_backup_config_is_strict() -> None:
+    c = cfg(BACKUP)
+    assert c.backup == configlib.BackupConfig(CLIENT, "migrations", 2, 3600.0)
+    assert cfg("").backup is None
+    assert cfg("backup:\n  before: never\n").backup is not None
+    for bad, where in [
+        ("backup:\n  before: always\n  image: " + CLIENT, "backup.before"),
+        ("backup:\n  image: postgres:16\n", "pinned by digest"),
+        ("backup:\n  keep: 0\n  image: " + CLIENT, "backup.keep"),
+        ("backup:\n  keep: 3\n", "image missing"),
+        ("backup:\n  image: " + CLIENT + "\n  when: always\n", "unknown key"),
+    ]:
+        with pytest.raises(configlib.ConfigError, match=where):
+            cfg(bad + "\n")
+    with pytest.raises(configlib.ConfigError, match="no DATABASE_URL"):
+        cfg(BACKUP, secrets="[OTHER]")
+
+
+def gate(ran: bool, files: list[str] | None = None,
+         rules: tuple[str, ...] = (), accepted: tuple[str, ...] = ()) -> schemagate.Gate:
+    g = schemagate.Gate(kind="deploy", ran=ran, files=files or [])
+    g.findings = [schemagate.Hit("m/1.sql", 1, r, "") for r in rules]
+    g.accepted = [schemagate.Hit("m/1.sql", 2, r, "", reason="ok") for r in accepted]
+    return g
+
+
+def test_policy_backs_up_pending_migrations_or_when_unknown() -> None:
+    c = cfg(BACKUP)
+    assert policy.reason(c, gate(True, []), True) is None  # nothing pending: no cost
+    assert policy.reason(c, gate(True, ["m/1.sql"]), True) == "1 pending migration file(s)"
+    assert "unknown" in str(policy.reason(c, gate(False), True))
+    assert "unknown" in str(policy.reason(c, None, True))
+    assert policy.reason(c, gate(True, ["m/1.sql"]), False) is None  # no migration runs
+    assert policy.reason(cfg(""), gate(True, ["m/1.sql"]), True) is None
+    never = cfg("backup:\n  before: never\n")
+    assert policy.reason(never, gate(False), True) is None
+
+
+def test_destructive_backs_up_only_for_data_losing_rules() -> None:
+    c = cfg(BACKUP.replace("migrations", "destructive"))
+    assert policy.reason(c, gate(True, ["m/1.sql"]), True) is None
+    assert policy.reason(c, gate(True, ["m/1.sql"], rules=("rename-column",)), True) is None
+    assert "drop-column" in str(policy.reason(c, gate(True, ["m/1.sql"],
+                                                      rules=("drop-column",)), True))
+    # An allow comment accepts the risk to the old version, not the loss of data.
+    assert "drop-table" in str(policy.reason(c, gate(True, ["m/1.sql"],
+                                                     accepted=("drop-table",)), True))
+    assert "unknown" in str(policy.reason(c, gate(False), True))
+
+
+def test_the_backup_command_carries_no_database_url_and_writes_under_host_dir() -> None:
+    c = cfg(BACKUP)
+    argv = backuphost.take_argv(c, Paths("/home/d/.plainsail/api"), "20260101T000000.000000Z-abcd",
+                                "dep", "bridge")
+    assert argv[:2] == ["sh", "-c"] and argv[3:6] == ["backup", "/home/d/.plainsail/api/backups",
+                                                      "20260101T000000.000000Z-abcd"]
+    assert argv[argv.index("--env-file") + 1] == "/home/d/.plainsail/api/env"
+    assert "/home/d/.plainsail/api/backups:/backup" in argv and "--rm" in argv
+    assert CLIENT in argv
+    assert not any("postgres" in a and "://" in a for a in argv)
+
+
+def test_take_output_is_parsed_strictly() -> None:
+    size, sha, counts = backuphost.parse_take_output(
+        f"size 12\nsha256 {'a' * 64}\npublic.\"My T\"\t2\npublic.t\t1000\n")
+    assert (size, sha, counts) == (12, "a" * 64, {'public."My T"': 2, "public.t": 1000})
+    with pytest.raises(ValueError):
+        backuphost.parse_take_output("size 12\n")
+
+
+def unknown_gate(monkeypatch: pytest.MonkeyPatch, g: schemagate.Gate) -> None:
+    monkeypatch.setattr(schemagate, "check", lambda *a, **k: g)
+
+
+def test_deploy_takes_the_backup_before_migrating_and_records_it(tmp_path: Path) -> None:
+    b = Bench(tmp_path, extra=BACKUP)
+    first = b.deploy(V1)
+    assert first["outcome"] == SUCCEEDED
+    host = b.fake.history("api")[-1]
+    names = [s["name"] for s in host["steps"]]
+    assert names.index("backup") < names.index("migrate")
+    rec = host["backup"]
+    assert rec["ok"] and rec["tables"] == {"public.notes": 3} and len(rec["sha256"]) == 64
+    assert rec["file"] in b.fake.files
+    assert "pw123" not in str(host) and "pw123" not in "\n".join(b.lines)
+    assert first["backup"]["id"] == rec["id"]
+    # keep: 2 - the third backup removes the first.
+    b.deploy(V2)
+    b.deploy(V1)
+    dumps = sorted(k for k in b.fake.files if k.endswith(".dump"))
+    assert len(dumps) == 2 and rec["file"] not in dumps
+    assert b.fake.history("api")[-1]["backup"]["removed"] == [rec["id"]]
+
+
+def test_no_pending_migration_means_no_backup_step(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    b = Bench(tmp_path, extra=BACKUP)
+    unknown_gate(monkeypatch, gate(True, []))
+    rec = b.deploy(V1)
+    assert rec["outcome"] == SUCCEEDED and "backup" not in rec
+    assert not any(a[:2] == ["sh", "-c"] and a[2] == backuphost.TAKE_SCRIPT
+                   for a in b.fake.log)
+
+
+def test_a_failed_backup_aborts_before_the_migrations(tmp_path: Path) -> None:
+    b = Bench(tmp_path, extra=BACKUP)
+    b.fake.fail("backup", message="pg_dump: error: could not write to output file: "
+                "No space left on device")
+    rec = b.deploy(V1)
+    assert rec["outcome"] == ABORTED
+    assert rec["reason"].startswith("backup failed on")
+    assert "disk is full" in rec["reason"] and "migrations did not run" in rec["reason"]
+    assert not any(a[:2] == ["docker", "run"] for a in b.fake.log)  # no migration, no app
+    assert not b.fake.locked("api") and rec["backup"]["ok"] is False
+    assert not [k for k in b.fake.files if k.endswith(".dump")]
+
+
+def test_a_backup_timeout_aborts_too(tmp_path: Path) -> None:
+    b = Bench(tmp_path, extra=BACKUP)
+    b.fake.fail("backup", kind="timeout")
+    rec = b.deploy(V1)
+    assert rec["outcome"] == ABORTED and "backup failed" in rec["reason"]
+    assert not any(a[:2] == ["docker", "run"] for a in b.fake.log)
+
+
+def test_dry_run_shows_the_backup_step(tmp_path: Path) -> None:
+    b = Bench(tmp_path, extra=BACKUP)
+    from plainsail.deploy.plan import Request
+    from plainsail.deploy.run import Deploy
+
+    d = Deploy(b.cfg, Request(ref=f"{V1.tag}@{V1.digest}", dry_run=True), b.lines.append,
+               environ=dict(b.env), executors={f.host.name: f.executor() for f in b.fakes},
+               resolve=lambda c, r: V1)
+    d.run()
+    shown = "\n".join(b.lines)
+    assert "  backup: " in shown and shown.index("  backup: ") < shown.index("  migrate: ")
+    assert "pw123" not in shown
