@@ -161,3 +161,12 @@ def test_dry_run_shows_the_backup_step(tmp_path: Path) -> None:
     shown = "\n".join(b.lines)
     assert "  backup: " in shown and shown.index("  backup: ") < shown.index("  migrate: ")
     assert "pw123" not in shown
+
+
+def test_the_backup_step_runs_where_the_plan_puts_it(tmp_path: Path) -> None:
+    from tests.test_plan_order import assert_ran_the_plan, attempt
+
+    b = Bench(tmp_path, nhosts=2, extra=BACKUP)
+    d = attempt(b, V1)
+    assert_ran_the_plan(d, ["pull", "backup", "migrate", "start-new", "gate"])
+    assert d.runs[1].plan.step("backup") is None  # only where the migrations run

@@ -487,8 +487,8 @@ class Deploy:
         if active and active[0].plan.step("backup"):
             try:
                 self._backup(active[0])
-            except BackupError as exc:
-                reason = (f"{one_line(exc)}; the migrations did not run and nothing was "
+            except BackupError as err:
+                reason = (f"{one_line(err)}; the migrations did not run and nothing was "
                           "switched, the running version is untouched")
                 for run in self.runs:
                     run.outcome, run.reason = ABORTED, reason
