@@ -74,8 +74,9 @@ def test_a_full_disk_stops_the_deploy_before_migrations(deploy_dir: DeployDir,
     assert d.ssh is not None
     small = d.ssh.home / f"small-{d.service}"  # where the SSH user can reach it
     small.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k,mode=0777", "tmpfs", str(small)],
-                   check=True)
+    owner = small.parent.stat()  # the SSH user's, 0700: a host_dir no one else controls
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size=512k,mode=0700,uid={owner.st_uid},"
+                    f"gid={owner.st_gid}", "tmpfs", str(small)], check=True)
     try:
         d.config(extra=backup_config(pgclient_image, before="migrations")
                  + f"host_dir: {small}\n")
