@@ -376,3 +376,151 @@ def test_reliability_doc_shows_the_real_matrix() -> None:
         DOC.write_text(fresh)
         text = fresh
     assert text == fresh, "docs/reliability.md is out of date: PLAINSAIL_UPDATE_DOCS=1 pytest"
+
+
+# ---------------------------------------------------------------- faults beyond the steps
+# Rows for faults that are no failing command: a full disk right after the switch, the SSH
+# connection dropping during the health gate, a webhook that trickles its answer. Each
+# deploys v1, then the fault, and checks a defined outcome, the records, the lock and the
+# version that serves.
+
+
+def _run_deploy(d: DeployDir, version: str, timeout: float = 300) -> tuple[dict[str, object],
+                                                                           int, str]:
+    proc = _deploy_proc(d, version)
+    out, err = proc.communicate(timeout=timeout)
+    assert "Traceback" not in out + err, out + err
+    return json.loads(out), proc.returncode, err
+
+
+def test_row_full_disk_after_the_switch(fault_host: tuple[SSHHost, Path],
+                                        notes_builds: NotesBuilds, tmp_path: Path) -> None:
+    """host_dir on a small file system that fills up while the new container starts: the
+    switch completes, the record cannot be stored on the host (said as a full disk), the
+    local record keeps it and names the host, the lock is released, v2 serves."""
+    host, bindir = fault_host
+    mount = Path(tempfile.mkdtemp(prefix="psdisk-", dir="/tmp"))
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k,mode=0755", "tmpfs", str(mount)],
+                   check=True)
+    d = make_deploy_dir(tmp_path / "deploy", notes_builds, host)
+    try:
+        subprocess.run(["chown", host.user, str(mount)], check=True)
+        extra = f"host_dir: {mount}\n"
+        d.config(extra=extra)
+        assert d.run("deploy", d.builds.ref("v1")).code == 0  # type: ignore[attr-defined]
+        (bindir / "paused").unlink(missing_ok=True)
+        (bindir / "seen").unlink(missing_ok=True)
+        (bindir / "fault").write_text(f"pause3 {d.service} docker run --detach\n")
+        proc = _deploy_proc(d, "v2")
+        deadline = time.monotonic() + 120
+        while not (bindir / "paused").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.02)
+        with (mount / "filler").open("wb") as f, contextlib.suppress(OSError):
+            f.write(b"x" * 1024 * 1024)
+        out, err = proc.communicate(timeout=300)
+        (bindir / "fault").write_text("")
+        assert "Traceback" not in out + err, out + err
+        doc = json.loads(out)
+        assert doc["outcome"] == "succeeded" and proc.returncode == 0, (doc, err)
+        assert "the host's disk (or the SSH user's quota) is full" in err, err
+        local = json.loads((d.path / ".plainsail" / "history.jsonl").read_text()
+                           .splitlines()[-1])
+        assert local["outcome"] == "succeeded" and local["unrecorded_hosts"]
+        assert d.run("lock", "status").out.strip().endswith("unlocked")  # type: ignore[attr-defined]
+        status, body = poll_get(d, '"version": "2"')
+        assert status == 200 and '"version": "2"' in body
+    finally:
+        (bindir / "fault").write_text("")
+        cleanup_deploy_dir(d)
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+        shutil.rmtree(mount, ignore_errors=True)
+
+
+def test_row_ssh_drop_during_the_gate(fault_host: tuple[SSHHost, Path],
+                                      notes_builds: NotesBuilds, tmp_path: Path) -> None:
+    """A version that takes 3 s to listen fails its first health attempts; the container
+    check after one of them loses the SSH connection. The gate goes on over a new
+    connection and passes: succeeded, never 'the container is missing'."""
+    host, bindir = fault_host
+    d = make_deploy_dir(tmp_path / "deploy", notes_builds, host)
+    try:
+        assert d.run("deploy", d.builds.ref("v1")).code == 0  # type: ignore[attr-defined]
+        (bindir / "seen").unlink(missing_ok=True)
+        (bindir / "fault").write_text(f"drop {d.service} docker container inspect\n")
+        doc, code, err = _run_deploy(d, "slow")
+        dropped = not (bindir / "fault").read_text().strip()
+        (bindir / "fault").write_text("")
+        assert dropped, "the gate never checked the container"
+        assert doc["outcome"] == "succeeded" and code == 0, (doc, err)
+        assert "missing" not in json.dumps(doc)
+        assert d.run("lock", "status").out.strip().endswith("unlocked")  # type: ignore[attr-defined]
+        status, body = poll_get(d, '"version": "5-slow"')
+        assert status == 200, body
+    finally:
+        (bindir / "fault").write_text("")
+        cleanup_deploy_dir(d)
+
+
+def test_row_trickling_webhook(fault_host: tuple[SSHHost, Path], notes_builds: NotesBuilds,
+                               tmp_path: Path) -> None:
+    """A webhook that answers a byte every 2 s: the deploy ends within the notifications'
+    deadline after its record and unlock; SIGTERM during the notifying ends it at once."""
+    import socket
+    import threading
+
+    host, _ = fault_host
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    stop = threading.Event()
+
+    def answer(conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            conn.recv(65536)
+            for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 100:
+                if stop.is_set():
+                    return
+                conn.sendall(bytes([byte]))
+                time.sleep(2)
+
+    def serve() -> None:
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                continue
+            threading.Thread(target=answer, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    d = make_deploy_dir(tmp_path / "deploy", notes_builds, host)
+    try:
+        port = srv.getsockname()[1]
+        d.config(notify=f"notify:\n  - webhook: http://127.0.0.1:{port}/hook\n")
+        start = time.monotonic()
+        doc, code, err = _run_deploy(d, "v1")
+        assert doc["outcome"] == "succeeded" and code == 0, (doc, err)
+        assert "did not answer within" in err, err
+        took_plain = time.monotonic() - start
+
+        proc = _deploy_proc(d, "v2")
+        assert proc.stdout is not None and proc.stderr is not None
+        while True:  # the record is written and the lock released before notifying
+            records = d.host_records()
+            if records and records[-1].get("tag") == d.builds.versions["v2"].tag:
+                break
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+        time.sleep(0.5)
+        signalled = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+        assert time.monotonic() - signalled < 3, err
+        assert json.loads(out)["outcome"] == "succeeded", err
+        assert d.run("lock", "status").out.strip().endswith("unlocked")  # type: ignore[attr-defined]
+        assert took_plain < 60
+    finally:
+        stop.set()
+        srv.close()
+        cleanup_deploy_dir(d)
