@@ -239,3 +239,13 @@ def test_a_preflight_failure_before_connecting_still_names_every_host(tmp_path: 
     assert s["outcome"] == ABORTED and s["preflight"]
     assert [h["host"] for h in s["per_host"]] == [f.host.name for f in b.fakes]
     assert all("not reached" in h["reason"] for h in s["per_host"])
+
+
+def test_one_host_at_a_time_a_signal_stops_before_the_next_host(tmp_path: Path) -> None:
+    b = fleet(tmp_path, "rollout:\n  max_parallel: 1\n")
+    b.deploy(V1)
+    b.fakes[0].fail("docker run", kind="signal")
+    s = b.deploy(V2)
+    assert s["outcome"] == INTERRUPTED
+    assert b.running_tags() == [V1.tag] * 3
+    assert all("stop-old" not in step_names(b, i) for i in (1, 2))

@@ -32,13 +32,28 @@ TRANSIENT = re.compile(
 RETRY_DELAYS = (0.5, 1.5)  # seconds before the second and the third try
 
 
-def each(items: Sequence[T], fn: Callable[[T], object], limit: int) -> list[BaseException | None]:
+def each(items: Sequence[T], fn: Callable[[T], object], limit: int,
+         keep_going: bool = False) -> list[BaseException | None]:
     """Run fn(item) for every item, at most `limit` at a time; what each raised, in order.
-    One item runs in the calling thread (so a single host behaves exactly as before)."""
+
+    With one item or `limit` 1 the items run one after another in the calling thread (so
+    a single host behaves exactly as before): there a signal (a BaseException such as the
+    deploy's Interrupted) stops the loop and propagates at once, unless `keep_going` (a
+    restore: every item still runs, and what it raised is returned)."""
     if len(items) <= 1 or limit <= 1:
         out: list[BaseException | None] = []
         for item in items:
-            out.append(_call(fn, item))
+            try:
+                fn(item)
+            except Exception as exc:  # noqa: BLE001 - handed to the caller, who decides
+                out.append(exc)
+                continue
+            except BaseException as exc:
+                if not keep_going:
+                    raise
+                out.append(exc)
+                continue
+            out.append(None)
         return out
     with ThreadPoolExecutor(max_workers=min(limit, len(items)),
                             thread_name_prefix="plainsail-host") as pool:

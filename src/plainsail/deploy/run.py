@@ -152,7 +152,8 @@ class Deploy:
         many = len(runs) > 1 and self.cfg.rollout.max_parallel > 1
         self.fanout, self.stoppable = many, stoppable
         try:
-            errors = fanout.each(runs, fn, self.cfg.rollout.max_parallel)
+            errors = fanout.each(runs, fn, self.cfg.rollout.max_parallel,
+                                 keep_going=not stoppable)
         finally:
             self.fanout, self.stoppable = False, True
         if self.stop_signal is not None and stoppable:
