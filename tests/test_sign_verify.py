@@ -348,3 +348,29 @@ def test_cosign3_bundle_from_elsewhere_and_classic_side_by_side(
     assert found.format == "bundle"
     make_key(tmp_path / "third")
     assert reason_of(env, public_key=str(tmp_path / "third.pub")) == "wrong-key"
+
+
+def test_keyless_cosign3_bundle_on_a_real_registry(env: Env, tmp_path: Path) -> None:
+    """A keyless cosign 3 signature (private Sigstore: Fulcio-like CA, Rekor and CT keys)
+    attached on distribution 2.8 through the referrers tag schema: verified keyless;
+    another workflow's identity is wrong-identity."""
+    from plainsail.config.model import KeylessConfig
+    from plainsail.supply.signing import attach_bundle
+    from tests.support.sigstore import GITHUB, WORKFLOW, Sigstore
+
+    store = Sigstore()
+    store.trusted_root(tmp_path / "root.json")
+    attach_bundle(env.client, env.cfg.image, env.digest,
+                  store.sign_bundle(bundles.make_statement(env.digest)))
+
+    def keyless(identity: str) -> Config:
+        return replace(env.cfg, signing=replace(env.cfg.signing, public_key=None,
+                                                keyless=KeylessConfig(
+                                                    issuer=GITHUB, trusted_root="root.json",
+                                                    identity=identity)))
+    found = verify_image(keyless(WORKFLOW), env.tag, None, client=env.client)
+    assert (found.format, found.signer, found.inclusion_proof) == ("bundle", WORKFLOW, True)
+    with pytest.raises(VerificationError) as err:
+        verify_image(keyless(WORKFLOW.replace("main", "feature")), env.tag, None,
+                     client=env.client)
+    assert err.value.reason == "wrong-identity"

@@ -129,21 +129,31 @@ def _sign_bundle(
     public_der = public.public_bytes(serialization.Encoding.DER,
                                      serialization.PublicFormat.SubjectPublicKeyInfo)
     bundle = bundles.make_key_bundle(statement, signature, public_der)
-    image, media_type, _ = client.get_manifest(ImageRef(cfg.image, digest=pinned))
-    client.put_blob(cfg.image, bundles.EMPTY_CONFIG)
-    bundle_digest = client.put_blob(cfg.image, bundle)
+    manifest_digest = attach_bundle(client, cfg.image, pinned, bundle)
+    return SignResult(cfg.image, tag, pinned, f"{cfg.image}@{manifest_digest}", count + 1,
+                      True)
+
+
+def attach_bundle(client: RegistryClient, repository: str, digest: str, bundle: bytes) -> str:
+    """Attach a Sigstore bundle to image `repository@digest` as cosign 3 does
+    (WriteAttestationNewBundleFormat): the bundle blob, the empty config, a referrer
+    manifest whose subject is the image, stored by its digest; and, on a registry without
+    the referrers API, that manifest's descriptor added to the `sha256-<hex>` index. The
+    referrer manifest's digest."""
+    image, media_type, _ = client.get_manifest(ImageRef(repository, digest=digest))
+    client.put_blob(repository, bundles.EMPTY_CONFIG)
+    bundle_digest = client.put_blob(repository, bundle)
     manifest = bundles.make_referrer_manifest(
-        {"mediaType": media_type, "size": len(image), "digest": pinned}, bundle_digest,
+        {"mediaType": media_type, "size": len(image), "digest": digest}, bundle_digest,
         len(bundle))
     manifest_digest = client.put_manifest(
-        ImageRef(cfg.image, digest=sha256_digest(manifest)), manifest, bundles.OCI_MANIFEST)
-    if client.referrers(cfg.image, pinned) is None:
-        index_ref = ImageRef(cfg.image, tag=bundles.referrers_tag(pinned))
+        ImageRef(repository, digest=sha256_digest(manifest)), manifest, bundles.OCI_MANIFEST)
+    if client.referrers(repository, digest) is None:
+        index_ref = ImageRef(repository, tag=bundles.referrers_tag(digest))
         try:
             existing: bytes | None = client.get_manifest(index_ref)[0]
         except RegistryNotFoundError:
             existing = None
         client.put_manifest(index_ref, bundles.index_with(
             existing, bundles.referrer_descriptor(manifest)), bundles.OCI_INDEX)
-    return SignResult(cfg.image, tag, pinned, f"{cfg.image}@{manifest_digest}", count + 1,
-                      True)
+    return manifest_digest
