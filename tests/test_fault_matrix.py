@@ -524,3 +524,46 @@ def test_row_trickling_webhook(fault_host: tuple[SSHHost, Path], notes_builds: N
         stop.set()
         srv.close()
         cleanup_deploy_dir(d)
+
+
+TRICKLE_HEALTH = (
+    "import os, socket, threading, time\n"
+    "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+    "s.bind(('', int(os.environ['PORT']))); s.listen(16)\n"
+    "def answer(c):\n"
+    "    try:\n"
+    "        c.recv(65536)\n"
+    "        for b in b'HTTP/1.1 200 OK\\r\\nContent-Length: 1000\\r\\n\\r\\n' + b'x' * 1000:\n"
+    "            c.sendall(bytes([b])); time.sleep(1)\n"
+    "    except OSError:\n"
+    "        pass\n"
+    "while True:\n"
+    "    c, _ = s.accept(); threading.Thread(target=answer, args=(c,), daemon=True).start()\n"
+)
+
+
+def test_row_slow_health(fault_host: tuple[SSHHost, Path], notes_builds: NotesBuilds,
+                         tmp_path: Path) -> None:
+    """A version whose /health answers a byte a second: each attempt ends at
+    health.timeout (2 s), the gate within attempts x (timeout + interval) plus its container
+    checks, and the previous version is restored."""
+    host, _ = fault_host
+    d = make_deploy_dir(tmp_path / "deploy", notes_builds, host)
+    try:
+        d.config(attempts="3")
+        assert d.run("deploy", d.builds.ref("v1")).code == 0  # type: ignore[attr-defined]
+        # v2's image with a command that serves /health a byte a second (app.command)
+        command = json.dumps(["python3", "-c", TRICKLE_HEALTH])
+        text = (d.path / "plainsail.yml").read_text().replace(
+            "  network: host\n", f"  network: host\n  command: {command}\n")
+        (d.path / "plainsail.yml").write_text(text)
+        doc, code, err = _run_deploy(d, "v2")
+        assert doc["outcome"] == "failed-health-restored" and code == 1, (doc, err)
+        gate = next(s for s in d.host_records()[-1]["steps"]  # type: ignore[union-attr]
+                    if str(s["name"]).startswith("health:") and not s["ok"])
+        assert float(gate["seconds"]) < 3 * (2 + 0.25) + 3, gate
+        assert "timed out" in str(doc["reason"]), doc["reason"]
+        status, body = poll_get(d, '"version": "1"')
+        assert status == 200 and '"version": "1"' in body
+    finally:
+        cleanup_deploy_dir(d)
