@@ -36,6 +36,21 @@ def test_every_config_key_is_documented() -> None:
     walk(configlib.Config, "")
 
 
+def test_every_swarm_key_is_documented() -> None:
+    doc = (ROOT / "docs" / "configuration.md").read_text()
+    nested = {"update": configlib.SwarmUpdate}
+    for f in fields(configlib.SwarmConfig):
+        inner = nested.get(f.name)
+        keys = [f"swarm.{f.name}.{g.name}" for g in fields(inner)] if inner else [
+            f"swarm.{f.name}"]
+        for key in keys:
+            assert f"`{key}`" in doc, key
+    for res in fields(configlib.SwarmResourceSet):
+        assert res.name in doc
+    for name in ("cpus", "memory"):
+        assert f"`{name}`" in doc
+
+
 def test_readme_top_commands_and_ci() -> None:
     readme = (ROOT / "README.md").read_text()
     block = re.search(r"```sh\n(.*?)```", readme, re.S)

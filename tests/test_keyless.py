@@ -539,7 +539,7 @@ def test_verify_command_warns_what_was_not_checked(
     reg.put_layers(DIGEST, [store.sign(REPO, DIGEST)])
     cfg = make_config(tmp_path, REPO, public_key=None, keyless=keyless_cfg(tmp_path, store))
     store.trusted_root(tmp_path / "root.json", ctlogs=False)
-    monkeypatch.setattr("plainsail.config.model.load", lambda _path: cfg)
+    monkeypatch.setattr("plainsail.config.model.load", lambda _path, **_kw: cfg)
     monkeypatch.setattr(RegistryClient, "for_config", lambda _cfg: reg.client())
     args = argparse.Namespace(config="plainsail.yml", ref=TAG, key=None, json=False)
     assert verify_command.run(args) == 0

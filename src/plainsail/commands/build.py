@@ -10,7 +10,7 @@ from plainsail.supply.build import OCI, run_build
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = configlib.load(args.config)
+    cfg = configlib.load(args.config, swarm_ok=True)
     record = run_build(
         cfg, allow_dirty=args.allow_dirty, requested_tag=args.tag, record_dir=args.record_dir,
         progress=progress(),

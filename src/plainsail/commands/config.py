@@ -14,7 +14,7 @@ from plainsail.output import print_json, say, warn
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = configlib.load(args.config)
+    cfg = configlib.load(args.config, swarm_ok=True)
     # Values already in the environment only: no other source is read here.
     given = {name: os.environ[s.env] for name, s in cfg.app.secrets.items()
              if isinstance(s, EnvSource) and os.environ.get(s.env)}

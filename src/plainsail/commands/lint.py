@@ -66,5 +66,5 @@ def _configured_layout(args: argparse.Namespace) -> str | None:
         return None  # no configuration file: lint runs without one
     from plainsail.config import model as configlib
 
-    cfg = configlib.load(path)
+    cfg = configlib.load(path, swarm_ok=True)
     return cfg.migrate.layout if cfg.migrate else None

@@ -11,7 +11,7 @@ from plainsail.supply.provenance import FIELDS, inspect_image
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = configlib.load(args.config)
+    cfg = configlib.load(args.config, swarm_ok=True)
     tag, digest = target(cfg, args.ref)
     prov = inspect_image(cfg, tag, digest)
     if args.json:

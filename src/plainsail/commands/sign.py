@@ -11,7 +11,7 @@ from plainsail.supply.signing import sign_image
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = configlib.load(args.config)
+    cfg = configlib.load(args.config, swarm_ok=True)
     tag, digest = target(cfg, args.ref)
     result = sign_image(cfg, tag, digest, key=args.key)
     if args.json:

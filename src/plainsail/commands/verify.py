@@ -11,7 +11,7 @@ from plainsail.supply.verification import verify_image
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = configlib.load(args.config)
+    cfg = configlib.load(args.config, swarm_ok=True)
     tag, digest = target(cfg, args.ref)
     verified = verify_image(cfg, tag, digest, public_key=args.key)
     if args.json:

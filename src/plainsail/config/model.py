@@ -250,6 +250,48 @@ class BackupConfig:
 
 
 @dataclass(frozen=True)
+class SwarmUpdate:
+    """How Swarm replaces tasks: `parallelism` at a time (0: all at once), `delay` between
+    batches, `order` start-first (new task up before the old one stops) or stop-first."""
+
+    parallelism: int = 1
+    delay: float = 0.0
+    order: str = "start-first"
+
+
+@dataclass(frozen=True)
+class SwarmResources:
+    """Per task: `cpus` (a number of CPUs, e.g. 0.5) and `memory` (bytes; written 256M, 1G)."""
+
+    cpus: float | None = None
+    memory: int | None = None
+
+
+@dataclass(frozen=True)
+class SwarmResourceSet:
+    """`limits` caps each task; `reservations` is what the scheduler sets aside for it."""
+
+    limits: SwarmResources = field(default_factory=SwarmResources)
+    reservations: SwarmResources = field(default_factory=SwarmResources)
+
+
+@dataclass(frozen=True)
+class SwarmConfig:
+    """The `swarm` block (`target: swarm`): the manager plainsail reaches the cluster
+    through (one of `hosts`), and the service's replicas, placement, update and resources."""
+
+    manager: str
+    replicas: int = 1
+    placement: list[str] = field(default_factory=list)
+    update: SwarmUpdate = field(default_factory=SwarmUpdate)
+    resources: SwarmResourceSet = field(default_factory=SwarmResourceSet)
+
+
+# With target swarm the default app.network becomes this overlay network (plainsail creates it).
+SWARM_NETWORK = "plainsail"
+
+
+@dataclass(frozen=True)
 class NotifyTarget:
     webhook: Secret
 
@@ -275,6 +317,13 @@ class Config:
     proxy: ProxyConfig | None = None
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     backup: BackupConfig | None = None
+    target: str = "hosts"
+    swarm: SwarmConfig | None = None
+
+    @property
+    def swarm_network(self) -> str:
+        """The overlay network of a swarm service: app.network, unless it is the default."""
+        return SWARM_NETWORK if self.app.network in ("bridge", "default") else self.app.network
 
     @property
     def root(self) -> Path:
@@ -1225,6 +1274,98 @@ def is_web_url(url: str) -> bool:
     return True
 
 
+# A placement constraint as `docker service create --constraint` takes it.
+_CONSTRAINT_RE = re.compile(
+    r"(?P<attr>node\.(?:id|hostname|role|platform\.os|platform\.arch|labels\.[A-Za-z0-9_.-]+)"
+    r"|engine\.labels\.[A-Za-z0-9_.-]+)\s*(?P<op>==|!=)\s*(?P<value>[^\s=!,]+)")
+_CONSTRAINT_HINT = ("write ATTRIBUTE==VALUE or ATTRIBUTE!=VALUE, where ATTRIBUTE is node.id, "
+                    "node.hostname, node.role, node.platform.os, node.platform.arch, "
+                    "node.labels.NAME or engine.labels.NAME (e.g. node.role==worker)")
+_MEMORY_RE = re.compile(r"(?P<n>[0-9]{1,15})\s?(?P<unit>[kmgt]?)(?:i?b|i)?", re.I)
+MIN_TASK_MEMORY = 6 * 1024 * 1024  # Docker refuses a memory limit below 6 MiB
+MAX_TASK_MEMORY = 1024**4
+MAX_TASK_CPUS = 1024.0
+MAX_REPLICAS = 1000
+
+
+def _constraint(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
+    value = string(optional=False, nonempty=True)(ctx, node, path)
+    if not isinstance(value, str):
+        return value
+    m = _CONSTRAINT_RE.fullmatch(value.strip())
+    if m is None:
+        ctx.error(node, path, f"{_show(value)} is not a placement constraint; {_CONSTRAINT_HINT}")
+        return _MISSING
+    if m["attr"] == "node.role" and m["value"] not in ("manager", "worker"):
+        ctx.error(node, path, f"node.role is manager or worker, not {_show(m['value'])}")
+        return _MISSING
+    return f"{m['attr']}{m['op']}{m['value']}"
+
+
+def _cpus(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
+    value = _scalar(ctx, node, path, "a number of CPUs")
+    if value is None or value is _MISSING:
+        return value
+    try:
+        if not re.fullmatch(r"[0-9]{1,4}(?:\.[0-9]{1,9})?", value):
+            raise ValueError
+        cpus = float(value)
+    except ValueError:
+        ctx.error(node, path, f"expected a number of CPUs such as 0.5 or 2, got {_show(value)}")
+        return _MISSING
+    if not 0 < cpus <= MAX_TASK_CPUS:
+        ctx.error(node, path, f"{value} is out of range: more than 0 and at most "
+                  f"{MAX_TASK_CPUS:g} CPUs")
+        return _MISSING
+    return cpus
+
+
+def _memory(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
+    value = _scalar(ctx, node, path, "a memory size")
+    if value is None or value is _MISSING:
+        return value
+    m = _MEMORY_RE.fullmatch(value.strip())
+    if m is None:
+        ctx.error(node, path, f"expected a memory size such as 256M or 1G (units K, M, G, T: "
+                  f"powers of 1024), got {_show(value)}")
+        return _MISSING
+    unit = m["unit"].lower()
+    size = int(m["n"]) * 1024 ** ("kmgt".index(unit) + 1 if unit else 0)
+    if not MIN_TASK_MEMORY <= size <= MAX_TASK_MEMORY:
+        ctx.error(node, path, f"{value} is out of range: at least 6M (Docker's smallest "
+                  "memory limit) and at most 1T")
+        return _MISSING
+    return size
+
+
+_SWARM_RESOURCES = obj(SwarmResources, {"cpus": _cpus, "memory": _memory})
+
+
+def _swarm_resources(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
+    value = obj(SwarmResourceSet, {"limits": _SWARM_RESOURCES,
+                                   "reservations": _SWARM_RESOURCES})(ctx, node, path)
+    if not isinstance(value, SwarmResourceSet):
+        return value
+    for name in ("cpus", "memory"):
+        lim, res = getattr(value.limits, name), getattr(value.reservations, name)
+        if lim is not None and res is not None and res > lim:
+            ctx.error(node, f"{path}.reservations.{name}", f"is more than limits.{name}; a "
+                      "task cannot be given more than it may use")
+            return _MISSING
+    return value
+
+
+_SWARM = obj(SwarmConfig, {
+    "manager": _host,
+    "replicas": integer(1, MAX_REPLICAS),
+    "placement": list_of(_constraint, unique=True),
+    "update": obj(SwarmUpdate, {"parallelism": integer(0, MAX_REPLICAS),
+                                "delay": duration(HOUR, zero_ok=True),
+                                "order": choice("start-first", "stop-first")}),
+    "resources": _swarm_resources,
+}, ("manager",))
+
+
 _SCHEMA = obj(
     Config,
     {
@@ -1300,6 +1441,8 @@ _SCHEMA = obj(
                                        "canary": integer(0, 1000),
                                        "max_parallel": integer(1, 100)}),
         "backup": _backup,
+        "target": choice("hosts", "swarm"),
+        "swarm": _SWARM,
     },
     ("service", "image"),
 )
@@ -1351,11 +1494,41 @@ def _cross_checks(cfg: Config, ctx: _Ctx, lines: dict[str, int]) -> None:
         err("backup", "backs up the database the app's DATABASE_URL secret names, but "
             "app.secrets has no DATABASE_URL; add it there (a URL with a password belongs "
             "in secrets, not app.env)")
+    _swarm_checks(cfg, err, lines)
     first, sep, _ = cfg.image.partition("/")
     if cfg.host_mode and sep and registry_host_of(cfg.image) == first:
         err("image", f"with registry.mode host the image travels without a registry: give "
             f"the repository without a registry host ({cfg.image[len(first) + 1:]}), not "
             f"{cfg.image}")
+
+
+def _swarm_checks(cfg: Config, err: Callable[[str, str], None], lines: dict[str, int]) -> None:
+    """What `target: swarm` needs, and what Swarm cannot do: one line each."""
+    if cfg.target != "swarm":
+        if cfg.swarm is not None:
+            err("swarm", "is used only with target: swarm; add target: swarm or remove it")
+        return
+    if cfg.swarm is None:
+        err("target", "swarm needs a swarm block naming its manager, e.g. "
+            "swarm: {manager: ssh://deploy@manager-1}")
+        return
+    if "hosts" not in lines:
+        object.__setattr__(cfg, "hosts", [cfg.swarm.manager])
+    elif cfg.hosts != [cfg.swarm.manager]:
+        err("hosts", "with target swarm plainsail reaches the cluster through swarm.manager "
+            f"only; list just it ([{cfg.swarm.manager}]) or remove hosts")
+    if cfg.host_mode:
+        err("registry.mode", "host cannot serve a swarm: every node pulls the image from a "
+            "registry by digest; use a registry every node reaches")
+    if cfg.app.network in ("host", "none"):
+        err("app.network", f"{cfg.app.network} is not available to a swarm service; remove it "
+            f"(the default is the overlay network {SWARM_NETWORK!r}) or name an overlay network")
+    if "rollout" in lines:
+        err("rollout", "is for target hosts; with target swarm the update is paced by "
+            "swarm.update (parallelism, delay, order); remove rollout")
+    if cfg.on_failure == "stop":
+        err("on_failure", "stop is not available with target swarm: a failed update is always "
+            "restored to the previous recorded digest; remove on_failure")
 
 
 def _top_lines(root: yaml.Node) -> dict[str, int]:
@@ -1415,10 +1588,16 @@ def parse(text: str, path: Path, env: Mapping[str, str] | None = None) -> Config
     return cfg
 
 
+# The commands that work with target: swarm (they do not act on hosts); the others refuse it.
+SWARM_COMMANDS = ("config check", "build", "sign", "verify", "provenance", "lint")
+
+
 def load(
-    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None,
+    *, swarm_ok: bool = False,
 ) -> Config:
-    """Read and validate a config file (default: ./plainsail.yml)."""
+    """Read and validate a config file (default: ./plainsail.yml). Unless `swarm_ok`, a
+    config with target: swarm is refused: the caller acts on hosts the hosts way."""
     p = Path(path or DEFAULT_FILE)
     try:
         with p.open("rb") as f:
@@ -1440,6 +1619,9 @@ def load(
         raise ConfigError(f"not UTF-8 text (byte offset {exc.start}); save the file as "
                           "UTF-8", str(p)) from None
     cfg = parse(text, p.absolute(), env)
+    if cfg.target == "swarm" and not swarm_ok:
+        raise ConfigError("target: swarm: this command does not support the swarm target yet; "
+                          f"these do: {', '.join(SWARM_COMMANDS)}", str(p))
     # Every command that read this config redacts the app's secret values wherever text
     # leaves the program (status, logs and history print what the app said, too).
     values = os.environ if env is None else env
@@ -1473,4 +1655,6 @@ def to_display(cfg: Config) -> dict[str, Any]:
 
     data: dict[str, Any] = conv(cfg)
     data.pop("path", None)
+    if cfg.target == "swarm":
+        data["app"]["network"] = cfg.swarm_network
     return data
