@@ -411,7 +411,7 @@ def test_verify_command_says_bundle_and_what_it_did_not_check(
     reg = FakeRegistry(REPO, TAG, DIGEST)
     reg.attach_bundle(DIGEST, key_bundle(key, bundles.make_statement(DIGEST)))
     cfg = make_config(tmp_path, REPO)
-    monkeypatch.setattr("plainsail.config.model.load", lambda _path: cfg)
+    monkeypatch.setattr("plainsail.config.model.load", lambda _path, **_kw: cfg)
     monkeypatch.setattr(RegistryClient, "for_config", lambda _cfg: reg.client())
     args = argparse.Namespace(config="plainsail.yml", ref=TAG, key=None, json=False)
     assert verify_command.run(args) == 0
