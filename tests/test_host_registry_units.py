@@ -3,6 +3,7 @@ lists, and a failure before the switch ending the deploy as aborted, nothing cha
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,53 @@ def test_copy_summary() -> None:
         "2 blob(s) sent (3.0 MiB), 4 already there, 3 manifest(s), signature included")
     assert CopyStats().summary().endswith("0 B), 0 already there, 0 manifest(s), "
                                           "no signature found")
+
+
+def test_the_port_check_accepts_only_the_registrys_own_listener(tmp_path: Path) -> None:
+    """OURS_SCRIPT on this machine: the registry's password is printed only when what
+    listens on the port is the registry process named in its folder (binary form), or
+    root's (the container form); nothing listening is refused unless Docker forwards the
+    port of our running container without a listener."""
+    import socket
+    import subprocess
+    import sys
+
+    (tmp_path / "auth").mkdir()
+    (tmp_path / "auth" / "password").write_text("pw\n")
+
+    def check(port: int) -> tuple[int, str]:
+        res = subprocess.run(["sh", "-c", hostregistry.OURS_SCRIPT, "sh", str(tmp_path),
+                              str(port), "no-such-container-xyz"],
+                             capture_output=True, text=True)
+        return res.returncode, res.stdout.strip()
+
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        unused = free.getsockname()[1]
+    assert check(unused)[0] == hostregistry.NOTHING
+    # A process of ours that listens, named in the folder: the registry (binary form).
+    proc = subprocess.Popen([sys.executable, "-c",
+                             "import socket,sys,time; s=socket.socket(); "
+                             "s.bind(('127.0.0.1',0)); s.listen(); "
+                             "print(s.getsockname()[1], flush=True); time.sleep(30)"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        (tmp_path / "pid").write_text(f"{proc.pid}\n")
+        assert check(port) == (0, "pw")
+        # Another process holds the port: not ours, whoever runs it.
+        other = subprocess.Popen(["sleep", "30"])
+        (tmp_path / "pid").write_text(f"{other.pid}\n")
+        try:
+            assert check(port)[0] == hostregistry.NOT_OURS
+        finally:
+            other.kill()
+            other.wait()
+        # No registry process (the container form): root's listener (Docker's proxy).
+        (tmp_path / "pid").unlink()
+        expected = (0, "pw") if os.geteuid() == 0 else (hostregistry.NOT_OURS, "")
+        assert check(port)[0] == expected[0]
+    finally:
+        proc.kill()
+        proc.wait()

@@ -100,24 +100,31 @@ echo "started container $name"
 # IPv6, any address) is the registry's own: a socket of the docker-registry whose pid is
 # in the folder, or else one of root's (the container's port proxy).
 OURS_SCRIPT = r"""
-dir=$1 port=$2
+dir=$1 port=$2 name=$3
 want=$(printf ':%04X' "$port")
 found=$(awk -v p="$want" 'FNR > 1 && $4 == "0A" && substr($2, length($2) - 4) == p \
   { print $8, $10 }' /proc/net/tcp /proc/net/tcp6 2>/dev/null)
-[ -n "$found" ] || { echo "nothing listens on port $port" >&2; exit 4; }
 pid=$(cat "$dir/pid" 2>/dev/null)
 if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
   fds=$(ls -l "/proc/$pid/fd" 2>/dev/null)
 else
   pid=""
 fi
-echo "$found" | while read -r uid inode; do
+if [ -z "$found" ]; then
+  # Docker without its userland proxy forwards a published port with NAT rules alone:
+  # nothing listens, and the container of ours must run.
+  running=$(docker container inspect --format '{{.State.Running}}' "$name" 2>/dev/null)
+  if [ -n "$pid" ] || [ "$running" != true ]; then
+    echo "nothing listens on port $port" >&2; exit 4
+  fi
+fi
+[ -z "$found" ] || { echo "$found" | while read -r uid inode; do
   if [ -n "$pid" ]; then
     case "$fds" in *"socket:[$inode]"*) ;; *) echo "$uid"; exit 5;; esac
   elif [ "$uid" != 0 ]; then
     echo "$uid"; exit 5
   fi
-done >&2 || exit 5
+done >&2; } || exit 5
 cat "$dir/auth/password"
 """
 
@@ -185,7 +192,8 @@ def credentials(ex: Executor, cfg: Config, folder: str) -> Secret:
     executor's secrets, so no message or log can show it."""
     assert cfg.registry is not None
     port = cfg.registry.port
-    res = ex.run(["sh", "-c", OURS_SCRIPT, "sh", folder, str(port)], check=False,
+    res = ex.run(["sh", "-c", OURS_SCRIPT, "sh", folder, str(port),
+                  container_name(cfg.service)], check=False,
                  timeout=30, what="check who listens on the registry's port")
     if res.returncode == NOT_OURS:
         uid = res.stderr.strip().splitlines()[-1] if res.stderr.strip() else "?"
