@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 from tests.support.deploy_env import DeployDir
 
@@ -125,3 +126,73 @@ def test_a_wrong_image_or_an_unreachable_database_aborts_in_one_line(
     assert "connection to server" in why_line(r.out), r.text
     assert d.db.password not in r.text
     assert d.containers() == []
+
+
+def test_backups_listed_downloaded_restored_and_drilled(deploy_dir: DeployDir,
+                                                        pgclient_image: str,
+                                                        tmp_path: Path) -> None:
+    d = deploy_dir
+    d.config(extra=backup_config(pgclient_image))
+    env = gate_env(d)
+    assert d.run("deploy", d.builds.ref("v1"), env=env).code == 0
+    d.db.query("INSERT INTO notes (text, tags) VALUES ('kept', '{a,b}'), ('also', '{c}')")
+    drop = d.run("deploy", d.builds.ref("drop-column"), "--allow-breaking-migrations",
+                 env=env)
+    assert drop.code == 0, drop.text
+    taken = d.host_records()[-1]["backup"]
+
+    listed = d.run("backup", "list", "--json")
+    assert listed.code == 0, listed.text
+    backups = json.loads(listed.out)["backups"]
+    assert [b["id"] for b in backups][-1] == taken["id"]
+    newest = backups[-1]
+    assert newest["sha256"] == taken["sha256"] and newest["size"] == taken["size"]
+    assert newest["deploy_id"] == d.host_records()[-1]["id"]
+    assert newest["created"].endswith("Z") and "T" in newest["created"]
+
+    # The data the migration dropped is back in a new database; the app is left alone.
+    restored = f"ps_restored_{d.service[-8:]}"
+    d.db.query(f"ALTER ROLE {d.db.role} CREATEDB")
+    try:
+        r = d.run("backup", "restore", taken["id"], "--into", restored, "--json")
+        assert r.code == 0, r.text
+        assert json.loads(r.out)["outcome"] == "restored"
+        tags = subprocess.run(
+            ["psql", "-X", "-At", "-h", "127.0.0.1", "-U", "plainsail", "-d", restored, "-c",
+             "SELECT string_agg(array_to_string(tags, ','), ';' ORDER BY id) FROM notes"],
+            capture_output=True, text=True, env={"PGPASSWORD": "plainsail"}).stdout.strip()
+        assert tags == "a,b;c"
+        assert '"version": "6-drop-column"' in d.get()[1]
+        # A database that exists is refused, and left as it was.
+        again = d.run("backup", "restore", taken["id"], "--into", restored)
+        assert again.code == 1 and "already exists" in again.err, again.text
+        assert len([line for line in again.err.splitlines() if line.strip()]) == 1
+    finally:
+        d.db.query(f"DROP DATABASE IF EXISTS {restored}")
+
+    drill = d.run("drill", "--backup", "--json")
+    assert drill.code == 0, drill.text
+    result = json.loads(drill.out)
+    assert result["outcome"] == "succeeded" and result["differences"] == {}
+    assert result["backup"]["id"] == taken["id"] and result["seconds"] > 0
+    assert d.host_records()[-1]["kind"] == "backup-drill"
+    scratch = d.db.query(f"SELECT count(*) FROM pg_database WHERE datname = "
+                         f"'{result['scratch_database']}'")
+    assert scratch == "0"
+
+    out = tmp_path / "copy.dump"
+    dl = d.run("backup", "download", taken["id"], "--output", str(out))
+    assert dl.code == 0, dl.text
+    assert out.stat().st_mode & 0o777 == 0o600 and out.stat().st_size == taken["size"]
+
+    # An altered backup is refused before anything is restored.
+    d.host_run("sh", "-c", f"printf x >> {taken['file']}")
+    bad = d.run("backup", "restore", taken["id"], "--into", restored)
+    assert bad.code == 1 and "altered" in bad.err, bad.text
+    assert d.db.query(f"SELECT count(*) FROM pg_database WHERE datname = '{restored}'") == "0"
+    drilled = d.run("drill", "--backup")
+    assert drilled.code == 1 and "altered" in drilled.out, drilled.text
+    dl2 = d.run("backup", "download", taken["id"], "--output", str(tmp_path / "again.dump"))
+    assert dl2.code == 1 and "altered" in dl2.err and not (tmp_path / "again.dump").exists()
+    everything = listed.text + r.text + drill.text + bad.text + drilled.text
+    assert d.db.password not in everything

@@ -170,3 +170,32 @@ def test_the_backup_step_runs_where_the_plan_puts_it(tmp_path: Path) -> None:
     d = attempt(b, V1)
     assert_ran_the_plan(d, ["pull", "backup", "migrate", "start-new", "gate"])
     assert d.runs[1].plan.step("backup") is None  # only where the migrations run
+
+
+def test_restore_commands_check_the_checksum_and_carry_no_url() -> None:
+    from plainsail.backup import restore
+
+    c = cfg(BACKUP)
+    rec = {"id": "20260101T000000.000000Z-abcd", "sha256": "f" * 64}
+    argv = restore.restore_argv(c, Paths("/h/.plainsail/api"), rec, "api_copy", "keep", None)
+    assert argv[2] == restore.CHECKED_RUN
+    assert argv[4:6] == ["/h/.plainsail/api/backups/20260101T000000.000000Z-abcd.dump",
+                         "f" * 64]
+    assert "/h/.plainsail/api/backups:/backup:ro" in argv
+    assert argv[-3:] == ["/backup/20260101T000000.000000Z-abcd.dump", "api_copy", "keep"]
+    for bad in ("Api", "1db", "a-b", "x" * 64, "a;drop", ""):
+        with pytest.raises(backuphost.BackupError, match="--into"):
+            restore.check_name(bad)
+    assert restore.parse_counts('public.t\t3\npublic."My T"\t0\nnoise\n') == {
+        "public.t": 3, 'public."My T"': 0}
+
+
+def test_backup_command_usage_errors() -> None:
+    from tests.support.cli import plainsail
+
+    for args, says in [(["backup", "restore"], "needs the backup's ID"),
+                       (["backup", "download"], "needs the backup's ID"),
+                       (["backup", "restore", "x"], "needs --into"),
+                       (["backup", "list", "--into", "x"], "for backup restore")]:
+        r = plainsail(*args)
+        assert r.code == 2 and says in r.err, r.text

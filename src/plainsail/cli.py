@@ -37,6 +37,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                 "attempt and release its lock"),
     "maintenance": ("maintenance", "behind the proxy: answer 503 (maintenance page) for this "
                     "service, or stop doing so; deploys still work behind it"),
+    "backup": ("backup", "list, take, download or restore backups of the app's database "
+               "(pg_dump on the host; see docs/backups.md)"),
     "history": ("history", "list deploy attempts, newest first"),
     "status": ("status", "show what runs on each host and its health now (exit 1 when a "
                "host cannot be reached; the others are still shown)"),
@@ -259,6 +261,10 @@ def _rollback_args(p: argparse.ArgumentParser) -> None:
 def _drill_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", action="append", metavar="HOST", default=[],
                    help="drill only this host (repeatable)")
+    p.add_argument("--backup", action="store_true",
+                   help="drill the restore instead: restore the newest backup into a scratch "
+                   "database, compare every table's row count with the recorded counts, "
+                   "drop it (touches nothing live: no --yes needed)")
     p.add_argument("--yes", action="store_true",
                    help="go ahead although the service is interrupted during both switches "
                    "(not needed behind the proxy: nothing is interrupted there)")
@@ -280,6 +286,22 @@ def _maintenance_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--message", metavar="TEXT", help="the page's text (with on)")
     p.add_argument("--host", action="append", metavar="HOST", default=[],
                    help="only this host (repeatable)")
+    _json_flag(p)
+
+
+def _backup_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["list", "create", "download", "restore"],
+                   help="list: the backups on the hosts; create: take one now (under the "
+                   "deploy lock); download ID: copy it here, checksum checked; restore ID: "
+                   "checksum checked, then into a new database (--into)")
+    p.add_argument("id", nargs="?", metavar="ID", help="the backup (download, restore)")
+    p.add_argument("--into", metavar="DATABASE",
+                   help="restore: create DATABASE on the same server and restore into it; "
+                   "the running app is left alone; an existing database is refused")
+    p.add_argument("--output", metavar="FILE",
+                   help="download: where to write it (default: SERVICE-ID.dump here)")
+    p.add_argument("--host", action="append", metavar="HOST", default=[],
+                   help="only this host (repeatable; create uses the first)")
     _json_flag(p)
 
 
@@ -397,6 +419,7 @@ _ADDERS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "drill": _drill_args,
     "recover": _recover_args,
     "maintenance": _maintenance_args,
+    "backup": _backup_args,
     "history": _history_args,
     "status": _status_args,
     "logs": _logs_args,
