@@ -67,6 +67,8 @@ def test_drill_end_to_end(deploy_dir: DeployDir) -> None:
     assert f"rollback to {v1}: succeeded in " in r.out
     assert f"deploy of {v2} again: succeeded in " in r.out
     assert f"{v1} still works with the current schema" in r.out
+    # The health gates of both halves report as they go (one line per attempt, no terminal).
+    assert r.out.count("[gate ") >= 2 and "waiting for /health: attempt 1/" in r.out, r.out
 
     # An unhealthy current version: refused, nothing changes.
     running = [n.split()[0] for n in d.containers() if n.endswith(" running")]

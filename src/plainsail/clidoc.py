@@ -17,7 +17,7 @@ Every command reads `./plainsail.yml` unless given `-c/--config PATH` (or
 secrets redacted. Both options work before or after the command name.
 
 Long steps show their progress without `-v`: `build` each build step and each layer
-pushed; `deploy`, `rollback` and `recover` the pull on each host (layers done), the image
+pushed; `deploy`, `rollback`, `recover` and `drill` the pull on each host (layers done), the image
 sent to each host's registry (`registry: {mode: host}`, blob by blob) and every attempt of
 the health gate with its answer. On a terminal that is one line updated in place;
 elsewhere (a pipe, a file, or with `CI` set) one line per event, `[step] text` (with

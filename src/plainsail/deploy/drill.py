@@ -30,6 +30,7 @@ from plainsail.deploy.status import status
 from plainsail.errors import DeployError, UsageError
 from plainsail.hosts import state as hoststate
 from plainsail.hosts.fleet import opened
+from plainsail.progress import NULL, Progress
 
 RECORDS_FOR_ESTIMATE = 5  # the newest successful switches per host the estimate reads
 
@@ -112,7 +113,8 @@ def interruption_notice(plan: DrillPlan, proxied: bool = False) -> str:
 
 
 def drill(cfg: Config, *, hosts: list[str] | None = None, yes: bool = False,
-          report: Reporter = _print, environ: dict[str, str] | None = None) -> dict[str, Any]:
+          report: Reporter = _print, environ: dict[str, str] | None = None,
+          progress: Progress = NULL) -> dict[str, Any]:
     """Run the drill; return its result (`outcome` succeeded or failed)."""
     hosts = hosts or []
     plan = prepare(cfg, hosts)
@@ -123,7 +125,8 @@ def drill(cfg: Config, *, hosts: list[str] | None = None, yes: bool = False,
     drill_id = new_deploy_id()
     env = dict(os.environ if environ is None else environ)
     report(f"[drill] {drill_id}: rolling back to {plan.previous_tag}")
-    back = rollback.rollback(cfg, hosts=hosts, report=report, environ=env, drill=drill_id)
+    back = rollback.rollback(cfg, hosts=hosts, report=report, environ=env, drill=drill_id,
+                             progress=progress)
     result: dict[str, Any] = {
         "kind": "drill", "id": drill_id, "service": cfg.service, "hosts": plan.hosts,
         "current": {"tag": plan.current_tag, "digest": plan.current_digest},
@@ -142,7 +145,7 @@ def drill(cfg: Config, *, hosts: list[str] | None = None, yes: bool = False,
                "is current)")
         req = Request(ref=f"{plan.current_tag}@{plan.current_digest}", hosts=hosts,
                       skip_migrations=True, kind="deploy", drill=drill_id)
-        again = Deploy(cfg, req, report, environ=env).run()
+        again = Deploy(cfg, req, report, environ=env, progress=progress).run()
         result["deploy"] = _phase(again)
         returned = again.get("outcome") == SUCCEEDED
     else:
