@@ -19,7 +19,7 @@ SERVICE_FIXTURES = frozenset({
     "auth_registry", "deploy_dir", "fleet", "local_deploy_dir", "notes_builds",
     "notes_database", "notes_image", "openbao", "pg_admin", "pg_connect", "pg_url",
     "plainsail_wheel", "proxy_apps", "caddy_image", "pgclient_image",
-    "ns_hosts", "registry", "service_repo", "ssh_host", "tiny_app",
+    "ns_hosts", "registry", "service_repo", "ssh_host", "tiny_app", "fresh_host", "fault_host",
 })
 
 
