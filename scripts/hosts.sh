@@ -26,14 +26,18 @@
 # 127.0.0.1:5432 (PostgreSQL) is forwarded by default.
 #
 # Environment: PLAINSAIL_HOSTS_DIR (default /var/tmp/pshosts), PLAINSAIL_HOSTS_PREFIX (default
-# psh), PLAINSAIL_HOSTS_USER (default psdeploy). Memory: about 120 MB per host (dockerd and
+# psh), PLAINSAIL_HOSTS_USER (default psdeploy), PLAINSAIL_HOSTS_NET (default 10.231: the first
+# two parts of the addresses; a second set of hosts needs its own DIR, PREFIX and NET, as
+# scripts/swarm.sh does). Memory: about 120 MB per host (dockerd and
 # its containerd).
 set -euo pipefail
 
 dir=${PLAINSAIL_HOSTS_DIR:-/var/tmp/pshosts}
 prefix=${PLAINSAIL_HOSTS_PREFIX:-psh}
 user=${PLAINSAIL_HOSTS_USER:-psdeploy}
-net=10.231
+net=${PLAINSAIL_HOSTS_NET:-10.231}
+[[ "$net" =~ ^10\.([0-9]|[1-9][0-9]|1[0-9][0-9]|2[0-4][0-9]|25[0-5])$ ]] \
+  || { echo "hosts: PLAINSAIL_HOSTS_NET must be 10.N (N 0-255), got $net" >&2; exit 1; }
 range=$net.0.0/16
 default_ports=(5432)
 

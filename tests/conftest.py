@@ -10,6 +10,7 @@ pytest_plugins = [
     "tests.support.openbao",
     "tests.support.proxy_env",
     "tests.support.backup_env",
+    "tests.support.swarm_env",
 ]
 
 # Fixtures that start or need a real service (Docker Engine, registry, sshd, PostgreSQL):
@@ -20,6 +21,7 @@ SERVICE_FIXTURES = frozenset({
     "notes_database", "notes_image", "openbao", "pg_admin", "pg_connect", "pg_url",
     "plainsail_wheel", "proxy_apps", "caddy_image", "pgclient_image",
     "ns_hosts", "registry", "service_repo", "ssh_host", "tiny_app", "fresh_host", "fault_host",
+    "swarm_cluster",
 })
 
 

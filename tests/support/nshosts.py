@@ -25,13 +25,17 @@ SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "hosts.sh"
 COUNT = 3
 
 
-def hosts_sh(*args: str) -> str:
-    """Run scripts/hosts.sh; its stdout. A failure fails the test with the script's words."""
-    res = subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True,
-                         timeout=180, check=False)
+def run_script(script: Path, *args: str, timeout: float = 180) -> str:
+    """Run a scripts/ script; its stdout. A failure fails the test with the script's words."""
+    res = subprocess.run(["bash", str(script), *args], capture_output=True, text=True,
+                         timeout=timeout, check=False)
     if res.returncode != 0:
-        pytest.fail(f"scripts/hosts.sh {' '.join(args)} failed: {res.stderr.strip()}")
+        pytest.fail(f"scripts/{script.name} {' '.join(args)} failed: {res.stderr.strip()}")
     return res.stdout
+
+
+def hosts_sh(*args: str) -> str:
+    return run_script(SCRIPT, *args)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,93 @@
+"""The Swarm the swarm tests run on (scripts/swarm.sh): three real Docker Engines in network
+namespaces form one manager and two workers; `up` is idempotent; an overlay network spans the
+nodes, and a dnsrr service with host-mode ports (no routing mesh: no IPVS here) pulls its
+image by digest from the registry on every node."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+import uuid
+
+from tests.support.multihost import TinyApp
+from tests.support.swarm_env import SwarmCluster, swarm_sh
+
+
+def nodes(cluster: SwarmCluster) -> list[dict[str, str]]:
+    out = cluster.docker("node", "ls", "--format", "{{json .}}").stdout
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def test_one_manager_two_workers_and_up_is_idempotent(swarm_cluster: SwarmCluster) -> None:
+    before = nodes(swarm_cluster)
+    assert len(before) == 3
+    assert all(n["Status"] == "Ready" and n["Availability"] == "Active" for n in before)
+    assert sorted(n["ManagerStatus"] for n in before) == ["", "", "Leader"]
+    for node in swarm_cluster.nodes[1:]:
+        info = node.docker("info", "--format", "{{.Swarm.LocalNodeState}} "
+                           "{{.Swarm.ControlAvailable}}").stdout.split()
+        assert info == ["active", "false"], info  # a worker
+    listing = swarm_sh("list")
+    assert swarm_sh("up") == listing
+    assert sorted(n["ID"] for n in nodes(swarm_cluster)) == sorted(n["ID"] for n in before)
+
+
+def wait_running(cluster: SwarmCluster, service: str, count: int) -> list[str]:
+    """The node ids of the service's running tasks, once `count` of them run."""
+    deadline = time.monotonic() + 120
+    while True:
+        out = cluster.docker("service", "ps", service, "--filter", "desired-state=running",
+                             "--format", "{{.CurrentState}}|{{.Node}}|{{.Error}}").stdout
+        running = [line for line in out.splitlines() if line.startswith("Running")]
+        if len(running) >= count:
+            ids = cluster.docker("service", "ps", service, "-q", "--filter",
+                                 "desired-state=running").stdout.split()
+            return [cluster.docker("inspect", "--format", "{{.NodeID}}", t).stdout.strip()
+                    for t in ids]
+        assert time.monotonic() < deadline, out
+        time.sleep(1)
+
+
+def test_dnsrr_service_on_an_overlay_spans_every_node(swarm_cluster: SwarmCluster,
+                                                      tiny_app: TinyApp) -> None:
+    name = f"ps-swt-{uuid.uuid4().hex[:8]}"
+    image = f"{tiny_app.image}@{tiny_app.versions['v1'][1]}"
+    port = "18080"
+    try:
+        made = swarm_cluster.docker("network", "create", "--driver", "overlay", "--attachable",
+                                    name)
+        assert made.returncode == 0, made.stderr
+        created = swarm_cluster.docker(
+            "service", "create", "--detach", "--name", name, "--replicas", "3",
+            "--endpoint-mode", "dnsrr", "--network", name, "--no-resolve-image",
+            "--publish", f"mode=host,target=8080,published={port}", image)
+        assert created.returncode == 0, created.stderr
+        # One host-mode port per node: the three tasks land on the three nodes.
+        assert len(set(wait_running(swarm_cluster, name, 3))) == 3
+        for node in swarm_cluster.nodes:
+            url = f"http://{node.hostname}:{port}/health"
+            with urllib.request.urlopen(url, timeout=10) as answer:  # noqa: S310
+                assert json.loads(answer.read())["version"] == "1"
+        # Over the overlay (VXLAN between the nodes): a task on the manager reaches every
+        # task by the addresses of tasks.<service>.
+        task = swarm_cluster.docker("ps", "-q", "--filter",
+                                    f"label=com.docker.swarm.service.name={name}").stdout.split()
+        assert task, "no task of the service runs on the manager"
+        looked = swarm_cluster.docker("exec", task[0], "/bin/busybox", "nslookup",
+                                      f"tasks.{name}").stdout
+        addresses = sorted({line.split()[-1] for line in looked.splitlines()
+                            if line.startswith("Address") and "127.0.0.11" not in line})
+        assert len(addresses) == 3, looked
+        for address in addresses:
+            got = swarm_cluster.docker(  # busybox nc: its static wget crashes on this path
+                "exec", task[0], "/bin/busybox", "sh", "-c",
+                'printf "GET /health HTTP/1.0\\r\\n\\r\\n" | /bin/busybox nc -w 5 "$0" 8080',
+                address)
+            assert got.returncode == 0 and '"version": "1"' in got.stdout, (address, got)
+    finally:
+        swarm_cluster.docker("service", "rm", name)
+        for _ in range(60):
+            if swarm_cluster.docker("network", "rm", name).returncode == 0:
+                break
+            time.sleep(1)
