@@ -260,9 +260,11 @@ def _migrations(wf: Workflow, all_facts: dict[str, JobFacts], exist: bool,
     for jid, f in all_facts.items():
         if not f.starts:
             continue
-        if any(c.name == "plainsail" and c.argv[1:2] == ["deploy"]
+        if any(c.name == "plainsail" and c.argv[1:2] in (["deploy"], ["rollback"], ["recover"])
                for s in f.job.steps for c, _ in s.commands):
-            continue  # plainsail deploy runs migrate.command before the switch
+            # plainsail deploy runs migrate.command before the switch; rollback and recover
+            # put back a version the schema already serves (migrations are forward-only)
+            continue
         if not f.migrations:
             if exist and not gated_elsewhere:
                 step, line, _ = min(f.starts, key=lambda s: s[2])
