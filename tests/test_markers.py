@@ -11,7 +11,8 @@ from pathlib import Path
 from tests.conftest import SERVICE_FIXTURES
 
 HERE = Path(__file__).parent
-STARTS_A_SERVICE = ("start_sshd", "start_registry", "Registry.start", "hosts.sh", "dockerd")
+STARTS_A_SERVICE = ("start_sshd", "start_registry", "Registry.start", "hosts.sh", "swarm.sh",
+                    "dockerd")
 
 
 def _fixtures() -> list[tuple[str, str, set[str], str]]:

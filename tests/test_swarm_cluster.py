@@ -6,9 +6,14 @@ image by digest from the registry on every node."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import time
 import urllib.request
 import uuid
+from pathlib import Path
+
+import pytest
 
 from tests.support.multihost import TinyApp
 from tests.support.swarm_env import SwarmCluster, swarm_sh
@@ -91,3 +96,20 @@ def test_dnsrr_service_on_an_overlay_spans_every_node(swarm_cluster: SwarmCluste
             if swarm_cluster.docker("network", "rm", name).returncode == 0:
                 break
             time.sleep(1)
+
+
+@pytest.mark.parametrize(("script", "variable"), [("hosts.sh", "PLAINSAIL_HOSTS_NET"),
+                                                  ("swarm.sh", "PLAINSAIL_SWARM_NET")])
+@pytest.mark.parametrize("net", ["10.256", "192.168", "10.1.2", "10.1;x"])
+def test_a_test_cluster_address_range_is_checked_first(script: str, variable: str,
+                                                       net: str) -> None:
+    """The address range of a set of namespace hosts is refused, with one line, before
+    anything is created (a fleet set and the Swarm set must not share one by accident)."""
+    root = Path(__file__).resolve().parents[1]
+    res = subprocess.run(["bash", str(root / "scripts" / script), "list"], capture_output=True,
+                         text=True, timeout=30, env={**os.environ, variable: net,
+                                                     "PLAINSAIL_HOSTS_DIR": "/nonexistent",
+                                                     "PLAINSAIL_SWARM_DIR": "/nonexistent"})
+    assert res.returncode == 1 and res.stdout == ""
+    assert res.stderr.strip().splitlines() == [
+        f"hosts: PLAINSAIL_HOSTS_NET must be 10.N (N 0-255), got {net}"]

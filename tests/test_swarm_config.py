@@ -109,3 +109,4 @@ def test_config_check_accepts_and_host_commands_refuse_with_one_line(
         assert cli.main([*command, *config]) == 1
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "does not support the swarm target yet" in err[0], err
+
