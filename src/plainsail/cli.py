@@ -70,6 +70,7 @@ OUTCOME_EPILOG = """outcomes (printed, recorded, and the exit code):
   failed-migration             1    migrations failed; the old version keeps serving
   failed-health-old-kept       1    (proxy) the new version failed; the old never stopped
   failed-health-restored       1    the switch failed; the previous version is back, healthy
+  failed-traffic-restored      1    (traffic_gate) worse real answers; routed back to the old
   failed-health-left-stopped   1    the new version failed; on_failure: stop left it
   restore-failed               1    the previous version could not be put back: DOWN
   interrupted                  130  SIGTERM/Ctrl-C; the previous version was put back

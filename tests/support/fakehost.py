@@ -13,6 +13,7 @@ import itertools
 import json
 import os
 import signal
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -369,6 +370,14 @@ class FakeProxy:
         self.faults: dict[str, str] = {}
         self.calls: list[str] = []
         self.maintenance: dict[tuple[str, str], str] = {}  # (host, service) -> message
+        # traffic_gate: when the route pointed where ((host, service) -> [(time, container)]),
+        # and how each container answers: container-name prefix -> (requests per second,
+        # share of 5xx, seconds per answer); others answer 2,000/s, no 5xx, in 10 ms.
+        self.route_log: dict[tuple[str, str], list[tuple[float, str]]] = {}
+        self.answers: dict[str, tuple[float, float, float]] = {}
+        self.fresh_log = False  # what ensure_traffic_log says (the log was just turned on)
+        self.caddy = (2, 11, 7)  # the release check_canary finds
+        self.shares: dict[tuple[str, str], tuple[str, float]] = {}  # a canary: (name, %)
 
     def _fault(self, name: str) -> None:
         from plainsail.proxy import ProxyError
@@ -409,6 +418,8 @@ class FakeProxy:
         key = (fake.host.name, cfg.service)
         previous = self.routes.get(key)
         self.routes[key] = container
+        self.shares.pop(key, None)
+        self.route_log.setdefault(key, []).append((time.time(), container))
         return SimpleNamespace(previous=previous, upstream=container, in_flight=2)
 
     def routed(self, fake: FakeHost, service: str) -> FakeContainer | None:
@@ -427,6 +438,71 @@ class FakeProxy:
     def drain(self, ex: Executor, cfg: Any, container: str) -> tuple[bool, float]:
         self._fault("drain")
         return True, 0.0
+
+    def split(self, ex: Executor, cfg: Any, container: str, share: float) -> Any:
+        from types import SimpleNamespace
+
+        self._fault("split")
+        fake = self._fake(ex)
+        key = (fake.host.name, cfg.service)
+        self.shares[key] = (container, share)
+        self.route_log.setdefault(key, []).append((time.time(), f"{container}%{share}"))
+        return SimpleNamespace(previous=self.routes.get(key), upstream=container, in_flight=2)
+
+    def check_canary(self, ex: Executor, cfg: Any) -> Any:
+        from plainsail.proxy import ProxyError
+        from plainsail.proxy.version import canary_problem
+
+        self._fault("check_canary")
+        problem = canary_problem(self.caddy, self._fake(ex).host.name, cfg.proxy.image)
+        if problem:
+            raise ProxyError(problem)
+        return self.caddy
+
+    def ensure_traffic_log(self, ex: Executor, cfg: Any) -> bool:
+        self._fault("ensure_traffic_log")
+        return self.fresh_log
+
+    def host_time(self, ex: Executor) -> float:
+        self._fault("host_time")
+        return time.time()
+
+    def read_traffic(self, ex: Executor, cfg: Any, since: float) -> list[Any]:
+        """The answers each routed container gave since `since`, spread evenly over the
+        times it held the route."""
+        from plainsail.deploy.trafficgate import Sample
+
+        self._fault("read_traffic")
+        now = time.time()
+        log = self.route_log.get((self._fake(ex).host.name, cfg.service), [])
+        samples: list[Sample] = []
+        routed = ""
+        for i, (start, entry) in enumerate(log):
+            end = log[i + 1][0] if i + 1 < len(log) else now
+            name, _, share = entry.partition("%")
+            # a canary entry (`new%share`) splits the rate with the container routed before
+            parts = [(name, 1.0)] if not share else [
+                (name, float(share) / 100), (routed, 1 - float(share) / 100)]
+            routed = routed if share else name
+            lo, hi = max(start, since), min(end, now)
+            if hi <= lo:
+                continue
+            for who, fraction in parts:
+                samples += self._answers(who, fraction, lo, hi, cfg.app.port)
+        return sorted(samples, key=lambda s: s.ts)
+
+    def _answers(self, name: str, fraction: float, lo: float, hi: float,
+                 port: int) -> list[Any]:
+        from plainsail.deploy.trafficgate import Sample
+
+        rate, errors, seconds = next((a for p, a in self.answers.items()
+                                      if name.startswith(p)), (2000.0, 0.0, 0.01))
+        n = int(rate * fraction * (hi - lo))
+        bad = round(n * errors)
+        step = n / bad if bad else 0
+        bad_at = {int(k * step) for k in range(bad)}
+        return [Sample(lo + (hi - lo) * k / max(n, 1), f"{name}:{port}",
+                       500 if k in bad_at else 200, seconds) for k in range(n)]
 
     def watch(self, fake: FakeHost, service: str) -> None:
         """Note an outage whenever the routed container stops (checked on every command)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import math
 import os
 import posixpath
 import re
@@ -65,6 +66,7 @@ MAX_STOP_TIMEOUT = HOUR
 MAX_MIGRATE_TIMEOUT = 24 * HOUR
 MAX_COMMAND_TIMEOUT = HOUR
 MAX_PULL_TIMEOUT = 24 * HOUR
+MAX_TRAFFIC_WINDOW = HOUR
 
 
 # ---------------------------------------------------------------- data
@@ -292,6 +294,32 @@ SWARM_NETWORK = "plainsail"
 
 
 @dataclass(frozen=True)
+class LatencyLimit:
+    """traffic_gate.max_latency_p95: a ratio to the old version's p95 (`2x`) or an absolute
+    duration (`800ms`); exactly one is set."""
+
+    ratio: float | None = 2.0
+    seconds: float | None = None
+
+    def __str__(self) -> str:
+        return f"{self.ratio:g}x" if self.ratio is not None else f"{self.seconds:g}s"
+
+
+@dataclass(frozen=True)
+class TrafficGateConfig:
+    """The release gate on real traffic (behind the proxy only): the new version is
+    watched for `window` after it gets traffic (`canary`: a share of it first) and routed
+    back when its answers are worse than the old version's by more than the limits."""
+
+    window: float = 60.0
+    canary: float | None = None  # percent of requests sent to the new version first
+    max_error_rate: float = 2.0  # percentage points of 5xx above the old version's rate
+    max_latency_p95: LatencyLimit = field(default_factory=LatencyLimit)
+    latency_floor: float = 0.05
+    min_requests: int = 50
+
+
+@dataclass(frozen=True)
 class NotifyTarget:
     webhook: Secret
 
@@ -324,6 +352,7 @@ class Config:
     def swarm_network(self) -> str:
         """The overlay network of a swarm service: app.network, unless it is the default."""
         return SWARM_NETWORK if self.app.network in ("bridge", "default") else self.app.network
+    traffic_gate: TrafficGateConfig | None = None
 
     @property
     def root(self) -> Path:
@@ -1364,6 +1393,59 @@ _SWARM = obj(SwarmConfig, {
                                 "order": choice("start-first", "stop-first")}),
     "resources": _swarm_resources,
 }, ("manager",))
+def percent(lo: float, hi: float, *, lo_open: bool = False) -> Conv:
+    """A share written as `10%` (or a plain number of percent), between lo and hi."""
+
+    def conv(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
+        value = _scalar(ctx, node, path, "a percentage such as 10%")
+        if value is None or value is _MISSING:
+            return value
+        text = value.strip().removesuffix("%").strip()
+        try:
+            number = float(text)
+        except ValueError:
+            number = math.nan
+        low_ok = number > lo if lo_open else number >= lo
+        if not math.isfinite(number) or not low_ok or number > hi or not text.isascii():
+            bound = f"more than {lo:g}%" if lo_open else f"{lo:g}%"
+            ctx.error(node, path, f"expected a percentage from {bound} to {hi:g}% such as "
+                      f"10%, got {_show(value)}")
+            return _MISSING
+        return number
+
+    return conv
+
+
+MAX_LATENCY_RATIO = 1000.0
+
+
+def _latency_limit(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
+    """`2x` (a ratio to the old version's p95, more than 1) or a duration (`800ms`)."""
+    value = _scalar(ctx, node, path, "a ratio such as 2x or a duration such as 800ms")
+    if value is None or value is _MISSING:
+        return value
+    text = value.strip()
+    if text.lower().endswith("x"):
+        try:
+            ratio = float(text[:-1])
+        except ValueError:
+            ratio = math.nan
+        if not math.isfinite(ratio) or not 1 < ratio <= MAX_LATENCY_RATIO:
+            ctx.error(node, path, f"a ratio to the old version's p95 must be more than 1x "
+                      f"and at most {MAX_LATENCY_RATIO:g}x, got {_show(value)}")
+            return _MISSING
+        return LatencyLimit(ratio=ratio)
+    try:
+        seconds = parse_duration(text)
+    except ValueError:
+        ctx.error(node, path, f"expected a ratio such as 2x or a duration such as 800ms, "
+                  f"got {_show(value)}")
+        return _MISSING
+    problem = check_bounds(seconds, most=MAX_HEALTH_TIMEOUT, zero_ok=False)
+    if problem:
+        ctx.error(node, path, problem)
+        return _MISSING
+    return LatencyLimit(ratio=None, seconds=seconds)
 
 
 _SCHEMA = obj(
@@ -1443,6 +1525,14 @@ _SCHEMA = obj(
         "backup": _backup,
         "target": choice("hosts", "swarm"),
         "swarm": _SWARM,
+        "traffic_gate": obj(TrafficGateConfig, {
+            "window": duration(MAX_TRAFFIC_WINDOW),
+            "canary": percent(0, 100, lo_open=True),
+            "max_error_rate": percent(0, 100),
+            "max_latency_p95": _latency_limit,
+            "latency_floor": duration(MAX_HEALTH_TIMEOUT, zero_ok=True),
+            "min_requests": integer(1, 10_000_000),
+        }),
     },
     ("service", "image"),
 )
@@ -1487,6 +1577,12 @@ def _cross_checks(cfg: Config, ctx: _Ctx, lines: dict[str, int]) -> None:
                 "proxy; remove network: host")
         if cfg.proxy.http_port == cfg.proxy.https_port:
             err("proxy.https_port", "must differ from proxy.http_port")
+    if cfg.traffic_gate is not None and cfg.proxy is None:
+        err("traffic_gate", "needs the proxy (it watches the answers the proxy routes to "
+            "each version and routes back); add a proxy block or remove traffic_gate")
+    if cfg.traffic_gate is not None and cfg.traffic_gate.canary == 100:
+        err("traffic_gate.canary", "100% is the whole route; leave canary out to switch "
+            "everything at once")
     if len(set(cfg.hosts)) != len(cfg.hosts):
         err("hosts", "a host is listed twice")
     if (cfg.backup is not None and cfg.backup.before != "never"

@@ -17,6 +17,7 @@ VERDICTS = {
     "failed-health-old-kept": "FAILED: the new version never took traffic; the old one "
                               "kept serving",
     "failed-health-restored": "FAILED, RESTORED the previous version",
+    "failed-traffic-restored": "FAILED on real traffic, ROUTED BACK to the previous version",
     "failed-health-left-stopped": "FAILED, left for a human (on_failure: stop)",
     "restore-failed": "FAILED, AND THE PREVIOUS VERSION COULD NOT BE RESTORED",
     "interrupted": "INTERRUPTED",

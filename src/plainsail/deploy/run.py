@@ -46,6 +46,7 @@ from plainsail.deploy.outcomes import (
     RESTORE_FAILED,
     RESTORED,
     SUCCEEDED,
+    TRAFFIC_RESTORED,
     UNCHANGED,
 )
 from plainsail.deploy.plan import (
@@ -568,7 +569,9 @@ class Deploy:
             if not bad:
                 continue
             names = ", ".join(r.host.name for r in bad)
-            why = f"{names} failed {'its health gate' if len(bad) == 1 else 'their health gates'}"
+            gate = ("traffic gate" if all(r.outcome == TRAFFIC_RESTORED for r in bad)
+                    else "health gate")
+            why = f"{names} failed {f'its {gate}' if len(bad) == 1 else f'their {gate}s'}"
             if self.cfg.on_failure == "stop":
                 for other in switched:
                     other.outcome = SUCCEEDED
@@ -600,7 +603,8 @@ class Deploy:
             run.reason = f"{failed} failed: {one_line(exc)}"
             self.sw.restore(run, f"{failed} failed", failed_new=True)
             ok = False
-        if not ok and run.outcome not in (RESTORED, RESTORE_FAILED, LEFT_STOPPED, OLD_KEPT):
+        if not ok and run.outcome not in (RESTORED, RESTORE_FAILED, LEFT_STOPPED, OLD_KEPT,
+                                          TRAFFIC_RESTORED):
             raise AssertionError(f"switch of {run.host.name} ended without an outcome")
         return ok
 
@@ -726,7 +730,8 @@ class Deploy:
         """After a signal or an unexpected error: put the previous version back wherever the
         switch had begun and not finished; return the attempt's outcome and reason."""
         todo = [run for run in self.runs if run.outcome not in (
-            SUCCEEDED, UNCHANGED, RECOVERED, RESTORED, RESTORE_FAILED, LEFT_STOPPED, OLD_KEPT)]
+            SUCCEEDED, UNCHANGED, RECOVERED, RESTORED, RESTORE_FAILED, LEFT_STOPPED, OLD_KEPT,
+            TRAFFIC_RESTORED)]
         for run in todo:
             run.reason = run.reason or why
         # Every host whose switch had begun goes back at once; each restore runs to its end.
@@ -740,7 +745,8 @@ class Deploy:
                 run.outcome = ABORTED if not run.switched else RESTORE_FAILED
         outcomes = {r.outcome for r in self.runs}
         if outcome != INTERRUPTED:
-            outcome = next((o for o in (RESTORE_FAILED, RESTORED) if o in outcomes), outcome)
+            outcome = next((o for o in (RESTORE_FAILED, RESTORED, TRAFFIC_RESTORED)
+                            if o in outcomes), outcome)
         return outcome, why
 
     def _step_report(self, where: str, text: str) -> None:
@@ -793,6 +799,7 @@ class Deploy:
                 "restore_health": run.restore_health,
                 "log_tail": run.log_tail,
                 "in_flight_at_switch": run.in_flight_at_switch,
+                "traffic_gate": run.traffic,
                 "maintenance": run.maintenance,
                 "settings_changed": run.settings_changed or None,
             })

@@ -16,9 +16,15 @@ from functools import partial
 from typing import Any
 
 from plainsail.config.model import Config
-from plainsail.deploy import health
+from plainsail.deploy import health, trafficgate
 from plainsail.deploy.hostregistry import pull_repository
-from plainsail.deploy.outcomes import LEFT_STOPPED, OLD_KEPT, RESTORE_FAILED, RESTORED
+from plainsail.deploy.outcomes import (
+    LEFT_STOPPED,
+    OLD_KEPT,
+    RESTORE_FAILED,
+    RESTORED,
+    TRAFFIC_RESTORED,
+)
 from plainsail.deploy.plan import HostPlan, Target, app_run_argv, container_name
 from plainsail.errors import PlainsailError, RemoteError, one_line
 from plainsail.hosts import docker
@@ -66,6 +72,8 @@ class HostRun:
     in_flight_at_switch: int | None = None  # behind the proxy: requests in flight then
     maintenance: dict[str, Any] | None = None  # behind the proxy: maintenance at the deploy
     settings_changed: str = ""  # which settings differ from the running container's (names)
+    traffic: dict[str, Any] | None = None  # traffic_gate: the window's figures and verdict
+    fresh_traffic_log: bool = False  # traffic_gate: the proxy's log was turned on just now
     plan: HostPlan = field(default_factory=lambda: HostPlan("", []))
 
 
@@ -274,13 +282,34 @@ class Switcher:
                 run.reason += f"; {run.previous.tag} kept serving, never stopped"
             return False
         self.say(run.host.name, f"healthy: {verdict.reason} ({verdict.seconds:.1f}s)")
+        gate = self.cfg.traffic_gate
+        watched = gate is not None and run.previous is not None and run.previous.running
+        switch_at = self._traffic_start(run) if watched else 0.0
         run.switched = True  # from here on, the way back is the restore (route back)
         switched: list[Any] = []
-        self.step(run, "route", lambda: switched.append(
-            self._proxy_call(run, lambda: px.route_to(ex, self.cfg, run.new_name))))
+        canary = gate.canary if gate is not None and watched else None
+        if canary is None:
+            self.step(run, "route", lambda: switched.append(
+                self._proxy_call(run, lambda: px.route_to(ex, self.cfg, run.new_name))))
+        else:
+            self.step(run, "canary", lambda: switched.append(self._proxy_call(
+                run, lambda: px.split(ex, self.cfg, run.new_name, canary))))
         if switched:
             run.in_flight_at_switch = int(getattr(switched[0], "in_flight", 0) or 0)
-        self.step(run, "check-through", lambda: px.check_through(ex, self.cfg, run.new_name))
+        # With a canary, the check's answer may come from either version: it proves the
+        # route answers; the health gate proved the new container does.
+        checked = run.new_name if canary is None else None
+        self.step(run, "check-through", lambda: px.check_through(ex, self.cfg, checked))
+        if gate is not None and not watched:
+            run.traffic = {"verdict": trafficgate.NOT_JUDGED, "notes": [
+                "first deploy: no old version to compare with, not judged"
+                if run.previous is None else
+                f"the old version {run.previous.name} was not running: not judged"]}
+        elif watched and not self._watch(run, switch_at):
+            return False
+        if canary is not None:
+            self.step(run, "route", lambda: self._proxy_call(
+                run, lambda: px.route_to(ex, self.cfg, run.new_name)))
         if run.previous is not None and run.previous.running:
             old = run.previous.name
             drained: list[Any] = []
@@ -288,6 +317,89 @@ class Switcher:
             self.planned(run, "stop-old")
             run.old_stopped = True
         return True
+
+    # -- traffic_gate: watch the new version's real answers, then complete or route back
+
+    def _traffic_start(self, run: HostRun) -> float:
+        """Just before the route switches: the host's clock (the window's start). When
+        the proxy's traffic log was turned on by this deploy, there is no baseline yet:
+        watch the old version for one window first."""
+        gate = self.cfg.traffic_gate
+        assert gate is not None
+        if run.fresh_traffic_log:
+            self.say(run.host.name, f"the proxy's traffic log is new: watching "
+                     f"{run.previous.tag if run.previous else 'the old version'} for "
+                     f"{gate.window:g}s first (its baseline)")
+            self._wait(gate.window)
+        return float(self.proxy.host_time(run.ex))
+
+    def _wait(self, seconds: float) -> None:
+        """Sleep through a window; a signal stops it (raised here on the main thread, or
+        noted by the attempt while hosts are worked on in threads: the checkpoint)."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            time.sleep(min(left, 0.1))
+            self.checkpoint()
+
+    def _watch(self, run: HostRun, switch_at: float) -> bool:
+        """The window after the switch: the old container keeps running (neither drained
+        nor stopped); then the new version's answers are judged against the old version's
+        over the window before the switch. Whether the switch may complete; when not, the
+        route is back on the old version (outcome TRAFFIC_RESTORED). A signal here
+        unwinds like any other: the route goes back."""
+        gate = self.cfg.traffic_gate
+        prev = run.previous
+        assert gate is not None and prev is not None
+        from plainsail.proxy.routes import upstream_of
+
+        old_up, new_up = upstream_of(self.cfg, prev.name), upstream_of(self.cfg, run.new_name)
+        self.say(run.host.name, f"watching real traffic for {gate.window:g}s "
+                 f"({prev.tag} keeps running)")
+        start = time.monotonic()
+        extended = False
+        while True:
+            self._wait(gate.window)
+            end, samples = self._read_traffic(run, switch_at - gate.window)
+            old = trafficgate.figures(samples, {old_up}, switch_at - gate.window, switch_at)
+            new = trafficgate.figures(samples, {new_up}, switch_at, end)
+            beside = trafficgate.figures(samples, {old_up}, switch_at, end)
+            if new.requests >= gate.min_requests or extended:
+                break
+            extended = True
+            self.say(run.host.name, f"{new.requests} request(s) so far, fewer than "
+                     f"min_requests {gate.min_requests}: watching {gate.window:g}s more")
+        verdict = trafficgate.judge(gate, old, new)
+        notes = list(verdict.notes)
+        if extended:
+            notes.insert(0, f"the window was extended once by {gate.window:g}s for want of "
+                         "traffic")
+        run.traffic = {"verdict": verdict.verdict, "reasons": verdict.reasons,
+                       "notes": notes, "extended": extended, "canary": gate.canary,
+                       "new_share": round(100 * new.requests / (new.requests + beside.requests),
+                                          2) if new.requests + beside.requests else None,
+                       "old": {"tag": prev.tag, **old.to_json()},
+                       "new": {"tag": self.target.tag, **new.to_json()}}
+        run.steps.append(Step("traffic-gate", round(time.monotonic() - start, 3),
+                              not verdict.failed, verdict.describe()))
+        figures = f"new {new.describe()}; old {old.describe()}"
+        if not verdict.failed:
+            self.say(run.host.name, f"traffic gate {verdict.verdict}: {figures}")
+            return True
+        self.say(run.host.name, f"traffic gate FAILED: {verdict.describe()}")
+        run.reason = f"traffic gate failed: {verdict.describe()} ({figures})"
+        self._restore_proxied(run, "its traffic gate failed", failed_new=True)
+        if run.outcome == RESTORED:
+            run.outcome = TRAFFIC_RESTORED
+        return False
+
+    def _read_traffic(self, run: HostRun, since: float
+                      ) -> tuple[float, list[trafficgate.Sample]]:
+        """(the host's clock now, the proxy's log since `since`), as a step."""
+        read: list[tuple[float, list[trafficgate.Sample]]] = []
+        self.step(run, "traffic-read", lambda: read.append((
+            float(self.proxy.host_time(run.ex)),
+            self.proxy.read_traffic(run.ex, self.cfg, since))))
+        return read[0]
 
     def boot_proxy(self, run: HostRun) -> None:
         """The plan's proxy-boot step: the host's proxy runs (booted, with its network, when
@@ -297,6 +409,14 @@ class Switcher:
                   lambda: booted.append(self.proxy.ensure_booted(run.ex, self.cfg)))
         message = getattr(booted[0], "maintenance", None) if booted else None
         run.maintenance = {"on": message is not None, "message": message}
+        if self.cfg.traffic_gate is not None:
+            changed: list[bool] = []
+            self.step(run, "traffic-log", lambda: changed.append(
+                bool(self.proxy.ensure_traffic_log(run.ex, self.cfg))))
+            run.fresh_traffic_log = bool(changed and changed[0])
+            if self.cfg.traffic_gate.canary is not None:
+                self.step(run, "proxy-version",
+                          lambda: self.proxy.check_canary(run.ex, self.cfg))
 
     def _restore_proxied(self, run: HostRun, why: str, failed_new: bool) -> None:
         """Route back to the previous version (started and gated again if it was already
@@ -332,6 +452,9 @@ class Switcher:
                           f"{one_line(exc)}; both {prev.name} and {run.new_name} are left "
                           "running: see plainsail proxy status, then deploy again")
             return
+        # The new container's requests in flight finish before it stops.
+        with suppress(PlainsailError):
+            self.proxy.drain(run.ex, self.cfg, run.new_name)
         self._remove_new(run, failed_new)
         run.outcome = RESTORED
         run.restored_name = name

@@ -17,6 +17,11 @@ The API the deploy engine calls (every function takes the host's Executor and th
 - `in_flight(ex, cfg, container) -> int` and `drain(ex, cfg, container[, timeout])`
 - `maintenance(ex, cfg, on[, message])`, `remove_route(ex, cfg)`
 - `status(ex, cfg)`, `logs(ex, cfg, tail)`, `root_certificate(ex, cfg)`
+- `ensure_traffic_log(ex, cfg) -> bool`, `read_traffic(ex, cfg, since) -> [Sample]`,
+  `host_time(ex)`: the per-upstream answers the release gate on real traffic judges
+  (plainsail.proxy.traffic)
+- `split(ex, cfg, container, share) -> Switched`: a canary share of the route to
+  `container` (Caddy 2.8+); `check_canary(ex, cfg)` refuses an older running proxy
 
 Commands on the host are built as argv lists in `plainsail.proxy.argv`; Caddy's JSON in
 `plainsail.proxy.caddyconf`; the admin API client in `plainsail.proxy.admin`.
@@ -34,11 +39,17 @@ from plainsail.proxy.routes import (
     remove_route,
     root_certificate,
     route_to,
+    split,
     upstream_of,
 )
+from plainsail.proxy.traffic import ensure_log as ensure_traffic_log
+from plainsail.proxy.traffic import host_time
+from plainsail.proxy.traffic import read as read_traffic
+from plainsail.proxy.version import check_canary
 
 __all__ = [
     "Booted", "ProxyError", "Switched", "check_through", "drain", "ensure_booted",
+    "check_canary", "ensure_traffic_log", "host_time", "read_traffic", "split",
     "in_flight", "logs", "maintenance", "preflight", "probe_through", "read_state", "remove_route",
     "root_certificate", "route_to", "status", "upstream_of",
 ]

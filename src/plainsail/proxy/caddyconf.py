@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import copy
 import html
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -321,6 +322,35 @@ def current_upstream(config: dict[str, Any], service: str) -> str | None:
         return None
     ups = handler.get("upstreams") or []
     return str(ups[0].get("dial")) if ups else None
+
+
+def current_upstreams(config: dict[str, Any], service: str) -> list[str]:
+    """Every upstream the service's route sends requests to (two while a canary runs)."""
+    handler = find(config, rid(service, "upstream"))
+    return [str(u.get("dial")) for u in (handler or {}).get("upstreams") or []]
+
+
+def canary_weights(share: float) -> list[int]:
+    """Caddy's integer weights for (the old upstream, the new one) at `share` percent of
+    requests to the new one (0 < share < 100), in tenths of a percent at most."""
+    new = max(1, round(share * 10))
+    old = max(1, 1000 - new)
+    g = math.gcd(old, new)
+    return [old // g, new // g]
+
+
+def with_canary(config: dict[str, Any], service: str, new: str,
+                share: float) -> dict[str, Any]:
+    """The config with the service's route sending `share` percent of its requests to
+    `new` and the rest to its current upstream (Caddy 2.8+: weighted_round_robin)."""
+    out = copy.deepcopy(config)
+    handler = find(out, rid(service, "upstream"))
+    if handler is None or not handler.get("upstreams"):
+        raise ValueError(f"no route for {service} to split")
+    handler["upstreams"] = [handler["upstreams"][0], *upstreams(new)]
+    handler.setdefault("load_balancing", {})["selection_policy"] = {
+        "policy": "weighted_round_robin", "weights": canary_weights(share)}
+    return out
 
 
 def current_draining(config: dict[str, Any], service: str) -> list[str]:

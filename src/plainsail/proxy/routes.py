@@ -187,11 +187,36 @@ def route_to(ex: Executor, cfg: Config, container: str) -> Switched:
             want = desired(cfg, previous or new, maintenance, cert_name, new_token())
             # Another service may have taken an overlapping route since the preflight.
             refuse_overlaps(ex.host.name, config, want)
-            api.load(caddyconf.with_service(config, caddyconf.switched(want, new)))
+            now = caddyconf.switched(want, new)
+            # After a canary every upstream left (the old one, or the canary routed back
+            # from) stays visible while its requests in flight finish.
+            leaving = [u for u in caddyconf.current_upstreams(config, cfg.service) if u != new]
+            if leaving:
+                now = replace(now, draining=leaving)
+            api.load(caddyconf.with_service(config, now))
         if cert_name:
             ex.run(argv.prune_certs(f"{st.state_dir}/certs/{cfg.service}", cert_name),
                    timeout=30, check=False, what="remove old certificates")
     return Switched(ex.host.name, previous, new, counts.get(previous or "", 0), True,
+                    time.monotonic() - start)
+
+
+def split(ex: Executor, cfg: Config, container: str, share: float) -> Switched:
+    """Send `share` percent of the service's requests to `container` and the rest to the
+    upstream the route has now (a canary: Caddy 2.8+). `route_to` ends it either way."""
+    start = time.monotonic()
+    st = _running(ex, cfg)
+    new = upstream_of(cfg, container)
+    with proxy_lock(ex, st.state_dir, cfg.service, "canary"), \
+            Admin(ex, st.socket_path) as api:
+        config = api.config()
+        previous = caddyconf.current_upstream(config, cfg.service)
+        if previous is None:
+            raise ProxyError(f"{ex.host.name}: {cfg.service} has no route on the proxy to "
+                             "send a canary share of")
+        counts = api.upstream_counts()
+        api.load(caddyconf.with_canary(config, cfg.service, new, share))
+    return Switched(ex.host.name, previous, new, counts.get(previous, 0), True,
                     time.monotonic() - start)
 
 
