@@ -41,7 +41,8 @@ def test_a_release_answering_errors_is_routed_back(tmp_path: Path) -> None:
     b.proxy.answers[f"api-{V2.tag}"] = (2000.0, 0.3, 0.01)
     s = b.deploy(V2)
     assert s["outcome"] == TRAFFIC_RESTORED and exit_code(s) == 1, s
-    assert "traffic gate failed: error rate 3" in s["reason"]
+    assert "traffic gate failed: error rate " in s["reason"]
+    assert "against 0.0% before" in s["reason"]
     assert "never stopped" in s["reason"]
     assert b.routed_tag() == V1.tag and b.running_tags() == [V1.tag]
     assert f"api-{V2.tag}" not in b.fake.containers  # removed after its requests finished
@@ -66,7 +67,7 @@ def test_a_slower_release_is_routed_back(tmp_path: Path) -> None:
 
 def test_a_steady_error_rate_before_and_after_completes(tmp_path: Path) -> None:
     b = bench(tmp_path)
-    b.proxy.answers["api-"] = (2000.0, 0.02, 0.01)
+    b.proxy.answers["api-"] = (20000.0, 0.02, 0.01)
     assert b.deploy(V2)["outcome"] == SUCCEEDED
 
 
@@ -94,7 +95,7 @@ def test_too_little_traffic_is_extended_once_then_judged(tmp_path: Path) -> None
 def test_a_fresh_traffic_log_watches_the_old_version_first(tmp_path: Path) -> None:
     b = bench(tmp_path)
     b.proxy.fresh_log = True
-    b.proxy.answers["api-"] = (2000.0, 0.02, 0.01)
+    b.proxy.answers["api-"] = (20000.0, 0.02, 0.01)
     assert b.deploy(V2)["outcome"] == SUCCEEDED
     assert "traffic log is new: watching" in "\n".join(b.lines)
     tg = b.fake.history("api")[-1]["traffic_gate"]
@@ -167,3 +168,32 @@ def test_a_canary_on_an_old_proxy_is_refused_in_one_line_before_any_switch(
     assert "traffic_gate.canary needs Caddy 2.8 or newer" in s["reason"]
     assert "runs 2.6.2" in s["reason"] and "\n" not in s["reason"]
     assert b.routed_tag() == V1.tag and b.running_tags() == [V1.tag]
+
+
+def test_hosts_switched_together_are_each_judged_and_routed_back(tmp_path: Path) -> None:
+    b = ProxyBench(tmp_path, nhosts=2, extra=GATE)
+    assert b.deploy(V1)["outcome"] == SUCCEEDED
+    b.proxy.answers[f"api-{V2.tag}"] = (2000.0, 0.3, 0.01)
+    s = b.deploy(V2)
+    assert s["outcome"] == TRAFFIC_RESTORED, s
+    assert [h["outcome"] for h in s["per_host"]] == [TRAFFIC_RESTORED] * 2
+    assert "failed their traffic gates" in s["reason"] or "traffic gate failed" in s["reason"]
+    assert b.routed_tag(0) == V1.tag and b.routed_tag(1) == V1.tag
+    assert b.running_tags() == [V1.tag, V1.tag]
+
+
+def test_a_signal_during_the_window_of_hosts_in_threads_routes_all_back(
+        tmp_path: Path) -> None:
+    b = ProxyBench(tmp_path, nhosts=2, extra="traffic_gate:\n  window: 5s\n")
+    assert b.deploy(V1)["outcome"] == SUCCEEDED
+    old = signal.signal(signal.SIGALRM, lambda *_: signal.raise_signal(signal.SIGTERM))
+    signal.setitimer(signal.ITIMER_REAL, 1.0)
+    try:
+        s = b.deploy(V2)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert s["outcome"] == INTERRUPTED, s
+    assert s["seconds"] < 4, s["seconds"]  # the window did not run to its end
+    assert b.routed_tag(0) == V1.tag and b.routed_tag(1) == V1.tag
+    assert b.running_tags() == [V1.tag, V1.tag]
