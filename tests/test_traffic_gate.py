@@ -1,0 +1,82 @@
+"""The release gate on real traffic, for real: `plainsail deploy` over the real sshd, a real
+Caddy and Docker Engine, under load from Debian's `hey` on the app's /api/. A release
+answering 500 on 30% of /api/ (its /health passes) is routed back with the old version
+serving; `canary` on Debian's Caddy 2.6 is refused in one line."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.proxy_env import ProxyApps, ProxyService, proxy_service, start_load
+from tests.test_proxy_integration import ProxyHost, ph  # noqa: F401 - fixtures
+
+pytestmark = pytest.mark.integration
+
+GATE = "traffic_gate:\n  window: 3s\n  min_requests: 30\n"
+CANARY = "traffic_gate:\n  window: 4s\n  canary: 10%\n  min_requests: 10\n"
+
+
+@pytest.fixture(scope="module")
+def caddy_ref(request: pytest.FixtureRequest) -> str:
+    """Debian's Caddy 2.6 unless a test asks for the current one (indirect parameter)."""
+    name = getattr(request, "param", "caddy_image")
+    image: str = request.getfixturevalue(name)
+    return image
+
+
+@pytest.fixture
+def svc(ph: ProxyHost, proxy_apps: ProxyApps, tmp_path: Path  # noqa: F811
+        ) -> Iterator[ProxyService]:
+    s = proxy_service(ph, proxy_apps, tmp_path, prefix="tg")
+    s.write_config(GATE)
+    try:
+        yield s
+    finally:
+        s.remove()
+
+
+def deploy_under_load(s: ProxyService, name: str, code: int, seconds: float = 16
+                      ) -> tuple[dict[str, Any], dict[str, int], str]:
+    """Load on /api/ for a baseline, then the deploy; (summary, hey's counts, its errors)."""
+    load = start_load(s.ph.http_port, s.host_name, seconds, workers=4, path="/api/x")
+    time.sleep(4)  # the old version's baseline window (and more)
+    doc = s.run("deploy", s.ref(name), code=code)
+    codes, errors = load.stop()
+    return doc, codes, errors
+
+
+def gate_of(s: ProxyService) -> dict[str, Any]:
+    tg: dict[str, Any] = s.records()[-1]["traffic_gate"]
+    return tg
+
+
+def test_a_bad_release_is_routed_back_and_canary_is_refused_on_caddy_2_6(
+        svc: ProxyService) -> None:
+    first = svc.run("deploy", svc.ref("v1"))
+    assert first["outcome"] == "succeeded"
+    assert gate_of(svc)["verdict"] == "not-judged"
+    doc, codes, errors = deploy_under_load(svc, "flaky", code=1)
+    assert doc["outcome"] == "failed-traffic-restored", doc
+    assert "traffic gate failed: error rate" in doc["reason"], doc["reason"]
+    assert svc.serving() == "200 v1"
+    tg = gate_of(svc)
+    assert tg["verdict"] == "failed" and tg["new"]["error_rate"] > 20, tg
+    assert tg["old"]["requests"] > 30 and tg["old"]["errors"] == 0, tg
+    # No request failed but the bad release's own answers (no connection error, no 502).
+    assert set(codes) <= {"200", "500"} and not errors, (codes, errors)
+    # (the new version's answers between the window's end and the route back count too)
+    assert 0 < codes.get("500", 0) <= 1.5 * tg["new"]["errors"] + 10, (codes, tg)
+    assert [c for c in svc.containers() if "running" in c] == \
+        [f"{svc.service}-{svc.ref('v1').split('@')[0]} running"]
+    # canary needs Caddy 2.8+: the running 2.6 is detected, one line, nothing switched
+    svc.write_config(CANARY)
+    doc = svc.run("deploy", svc.ref("v2"), code=1)
+    assert doc["outcome"] == "aborted", doc
+    assert "traffic_gate.canary needs Caddy 2.8 or newer" in doc["reason"]
+    assert "runs 2.6.2" in doc["reason"]
+    assert svc.serving() == "200 v1"
