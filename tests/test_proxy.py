@@ -196,7 +196,7 @@ def test_boot_config_has_the_admin_api_on_a_unix_socket_only() -> None:
     assert servers["plainsail-http"]["listen"] == [":80"]
     assert servers["plainsail-https"]["listen"] == [":443"]
     assert [r["@id"] for s in servers.values() for r in s["routes"]] == [
-        caddyconf.FALLBACK, caddyconf.FALLBACK]
+        caddyconf.fallback_id("plainsail-http"), caddyconf.fallback_id("plainsail-https")]
 
 
 def test_services_are_independent_in_the_config() -> None:
@@ -224,7 +224,7 @@ def test_route_shape() -> None:
     c = caddyconf.with_service(caddyconf.boot_config(8080, 8443), r)
     servers = c["apps"]["http"]["servers"]
     https_ids = [x["@id"] for x in servers["plainsail-https"]["routes"]]
-    assert https_ids == ["ps.api.route", caddyconf.FALLBACK]
+    assert https_ids == ["ps.api.route", caddyconf.fallback_id("plainsail-https")]
     main = servers["plainsail-https"]["routes"][0]
     assert main["match"] == [{"host": ["api.test"], "path": ["/api", "/api/*"]}]
     inner = main["handle"][0]["routes"]
@@ -248,7 +248,21 @@ def test_longer_prefixes_come_first_and_the_fallback_last() -> None:
     c = caddyconf.with_service(c, route("api", "a:1", hosts=["x.test"], path="/api"))
     c = caddyconf.with_service(c, route("v2", "v:1", hosts=["x.test"], path="/api/v2"))
     ids = [r["@id"] for r in c["apps"]["http"]["servers"]["plainsail-http"]["routes"]]
-    assert ids == ["ps.v2.route", "ps.api.route", "ps.root.route", caddyconf.FALLBACK]
+    assert ids == ["ps.v2.route", "ps.api.route", "ps.root.route",
+                   caddyconf.fallback_id("plainsail-http")]
+
+
+def test_no_two_objects_share_an_id_as_caddy_2_8_requires() -> None:
+    c = caddyconf.boot_config(80, 443)
+    c = caddyconf.with_service(c, route("api", "a:1", hosts=["x.test"]))
+    ids = list(caddyconf.walk_ids(c))
+    assert len(ids) == len(set(ids)), ids
+    # a config saved when both servers' fallbacks shared one id gets one each again
+    for server in c["apps"]["http"]["servers"].values():
+        server["routes"][-1]["@id"] = caddyconf.FALLBACK
+    caddyconf.sort_routes(c)
+    ids = list(caddyconf.walk_ids(c))
+    assert len(ids) == len(set(ids)) and caddyconf.FALLBACK not in ids, ids
 
 
 def test_maintenance_page_escapes_html_and_placeholders() -> None:

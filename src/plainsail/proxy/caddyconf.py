@@ -238,10 +238,21 @@ def _servers(config: dict[str, Any]) -> dict[str, Any]:
 FALLBACK = "plainsail-fallback"
 
 
-def fallback_route() -> dict[str, Any]:
+def fallback_id(server: str) -> str:
+    """Each server's fallback has its own @id: Caddy 2.8 and newer refuse to load a config
+    in which two objects share one (2.6 took it)."""
+    return f"{FALLBACK}.{server}"
+
+
+def _is_fallback(route: dict[str, Any]) -> bool:
+    """A fallback route, including one saved by an older plainsail under the shared id."""
+    return str(route.get("@id", "")).startswith(FALLBACK)
+
+
+def fallback_route(server: str) -> dict[str, Any]:
     """Last in each server: a request no service's route matches gets a 404 (Caddy's own
     answer would be an empty 200)."""
-    return {"@id": FALLBACK, "handle": [{
+    return {"@id": fallback_id(server), "handle": [{
         "handler": "static_response", "status_code": 404,
         "headers": {"Content-Type": ["text/plain; charset=utf-8"]},
         "body": "No service is routed here.\n"}]}
@@ -251,16 +262,17 @@ def _order(route: dict[str, Any]) -> tuple[int, int]:
     """Longer path prefixes first, so /api wins over / on the same host; the fallback
     last."""
     paths = [p for m in route.get("match", []) for p in m.get("path", [])]
-    return (route.get("@id") == FALLBACK, -max((len(p) for p in paths), default=0))
+    return (_is_fallback(route), -max((len(p) for p in paths), default=0))
 
 
 def sort_routes(config: dict[str, Any]) -> None:
-    """Order every server's routes (in place), adding the fallback where it is missing."""
-    for server in _servers(config).values():
-        routes = server.setdefault("routes", [])
-        if not any(r.get("@id") == FALLBACK for r in routes):
-            routes.append(fallback_route())
+    """Order every server's routes (in place), each ending with its own fallback (one saved
+    under the id all servers once shared is replaced)."""
+    for name, server in _servers(config).items():
+        routes = [r for r in server.get("routes", []) if not _is_fallback(r)]
+        routes.append(fallback_route(name))
         routes.sort(key=_order)  # stable: earlier routes keep their order
+        server["routes"] = routes
 
 
 def without_service(config: dict[str, Any], service: str) -> dict[str, Any]:
