@@ -1,7 +1,8 @@
 """The release gate on real traffic, for real: `plainsail deploy` over the real sshd, a real
-Caddy and Docker Engine, under load from Debian's `hey` on the app's /api/. A release
-answering 500 on 30% of /api/ (its /health passes) is routed back with the old version
-serving; `canary` on Debian's Caddy 2.6 is refused in one line."""
+Caddy (Debian's 2.6 and a current one) and Docker Engine, under load from Debian's `hey` on
+the app's /api/. A release answering 500 on 30% of /api/ (its /health passes) and one 3x
+slower are routed back with the old version serving; a healthy one completes; with
+`canary: 10%` the bad release's failures stay near 10% of its share."""
 
 from __future__ import annotations
 
@@ -80,3 +81,31 @@ def test_a_bad_release_is_routed_back_and_canary_is_refused_on_caddy_2_6(
     assert "traffic_gate.canary needs Caddy 2.8 or newer" in doc["reason"]
     assert "runs 2.6.2" in doc["reason"]
     assert svc.serving() == "200 v1"
+
+
+@pytest.mark.parametrize("caddy_ref", ["current_caddy_image"], indirect=True)
+def test_healthy_slow_and_canary_releases_on_a_current_caddy(svc: ProxyService) -> None:
+    assert svc.run("deploy", svc.ref("v1"))["outcome"] == "succeeded"
+    # a healthy release completes after its window
+    doc, codes, errors = deploy_under_load(svc, "v2", code=0)
+    assert doc["outcome"] == "succeeded", doc
+    assert set(codes) == {"200"} and not errors, (codes, errors)
+    assert gate_of(svc)["verdict"] == "passed", gate_of(svc)
+    assert svc.serving() == "200 v2"
+    # 3x slower on /api/: routed back
+    doc, codes, errors = deploy_under_load(svc, "sluggish", code=1)
+    assert doc["outcome"] == "failed-traffic-restored", doc
+    assert "p95" in doc["reason"], doc["reason"]
+    assert set(codes) == {"200"} and not errors, (codes, errors)
+    assert svc.serving() == "200 v2"
+    # canary 10%: the bad release gets about a tenth of the window's requests
+    svc.write_config(CANARY)
+    doc, codes, errors = deploy_under_load(svc, "flaky", code=1)
+    assert doc["outcome"] == "failed-traffic-restored", doc
+    tg = gate_of(svc)
+    assert tg["canary"] == 10.0 and 5 <= tg["new_share"] <= 16, tg
+    window_total = tg["new"]["requests"] / (tg["new_share"] / 100)
+    failed = codes.get("500", 0)
+    assert 0 < failed <= 0.06 * window_total, (failed, window_total, tg)
+    assert set(codes) <= {"200", "500"} and not errors, (codes, errors)
+    assert svc.serving() == "200 v2"

@@ -4,10 +4,15 @@ latency, a first deploy, too little traffic, a fresh log, a signal in the window
 
 from __future__ import annotations
 
+import argparse
+import re
 import signal
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from plainsail.commands import history as history_cmd
 from plainsail.deploy.outcomes import INTERRUPTED, SUCCEEDED, TRAFFIC_RESTORED, exit_code
 from tests.test_engine import V1, V2, ProxyBench
 
@@ -197,3 +202,17 @@ def test_a_signal_during_the_window_of_hosts_in_threads_routes_all_back(
     assert s["seconds"] < 4, s["seconds"]  # the window did not run to its end
     assert b.routed_tag(0) == V1.tag and b.routed_tag(1) == V1.tag
     assert b.running_tags() == [V1.tag, V1.tag]
+
+
+def test_history_shows_the_traffic_gates_verdict(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    b = bench(tmp_path)
+    b.proxy.answers[f"api-{V2.tag}"] = (2000.0, 0.3, 0.01)
+    assert b.deploy(V2)["outcome"] == TRAFFIC_RESTORED
+    capsys.readouterr()
+    args = argparse.Namespace(config=tmp_path / "plainsail.yml", host=[], source="local",
+                              limit=10, json=False)
+    assert history_cmd.run(args) == 0
+    out = capsys.readouterr().out
+    assert "TRAFFIC GATE" in out and "not-judged" in out
+    assert re.search(r"failed: (2[5-9]|3[0-5])(\.\d+)?% 5xx, p95 10ms", out), out

@@ -10,6 +10,7 @@ connects; `--source hosts` fails when a host is unreachable. The output names it
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from plainsail.config import model as configlib
 from plainsail.deploy.history import gather
@@ -30,6 +31,24 @@ def hosts_cell(a: dict[str, object]) -> str:
     return f"{len(hosts)} hosts: " + ", ".join(f"{n} {o}" for o, n in counts.items())
 
 
+def gate_cell(a: dict[str, Any]) -> str:
+    """The traffic gate's verdict of an attempt (its first judged host), with the new
+    version's figures; "-" when it had none."""
+    gates = [a.get("traffic_gate")] + [p.get("traffic_gate") for p in a.get("per_host") or []
+                                       if isinstance(p, dict)]
+    found = [g for g in gates if isinstance(g, dict) and g.get("verdict")]
+    judged = [g for g in found if isinstance(g.get("new"), dict)]
+    if not found:
+        return "-"
+    gate = (judged or found)[0]
+    new = gate.get("new")
+    if not isinstance(new, dict):
+        return str(gate["verdict"])
+    p95 = new.get("p95")
+    return (f"{gate['verdict']}: {new.get('error_rate', 0):g}% 5xx, p95 "
+            + (f"{float(p95) * 1000:.0f}ms" if isinstance(p95, int | float) else "-"))
+
+
 def run(args: argparse.Namespace) -> int:
     cfg = configlib.load(args.config)
     found, kind, source = gather(cfg, args.host, args.source)
@@ -41,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
         say(f"no deploys of {cfg.service} recorded yet in {source}")
         return 0
     say(f"deploys of {cfg.service} from {source}:")
+    gated = any(gate_cell(a) != "-" for a in attempts)
     rows = []
     for a in attempts:
         tag = str(a.get("tag") or a.get("requested") or "-")
@@ -51,8 +71,9 @@ def run(args: argparse.Namespace) -> int:
             str(a.get("digest") or "")[7:19], a.get("who", ""), a.get("outcome", ""),
             f"{float(a.get('seconds') or 0):.1f}s",
             "(stopped in preflight)" if a.get("preflight") else hosts_cell(a),
-        ])
-    say(table(["WHEN (UTC)", "TAG", "DIGEST", "WHO", "OUTCOME", "TOOK", "HOSTS"], rows))
+        ] + ([gate_cell(a)] if gated else []))
+    say(table(["WHEN (UTC)", "TAG", "DIGEST", "WHO", "OUTCOME", "TOOK", "HOSTS"]
+              + (["TRAFFIC GATE"] if gated else []), rows))
     failed = [a for a in attempts
               if a.get("outcome") not in ("succeeded", "unchanged", "recovered")]
     for a in failed:

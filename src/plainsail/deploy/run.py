@@ -818,6 +818,7 @@ class Deploy:
              "previous_tag": r.previous.tag if r.previous else None,
              "settings_changed": r.settings_changed or None,
              "batch": r.batch or None,
+             "traffic_gate": r.traffic,
              "steps": [{"name": s.name, "seconds": s.seconds, "ok": s.ok} for s in r.steps]}
             for r in self.runs
         ]
