@@ -196,3 +196,27 @@ def test_backups_listed_downloaded_restored_and_drilled(deploy_dir: DeployDir,
     assert dl2.code == 1 and "altered" in dl2.err and not (tmp_path / "again.dump").exists()
     everything = listed.text + r.text + drill.text + bad.text + drilled.text
     assert d.db.password not in everything
+
+
+def test_restore_in_place_stops_restores_and_starts_the_app(deploy_dir: DeployDir,
+                                                           pgclient_image: str) -> None:
+    d = deploy_dir
+    d.config(extra=backup_config(pgclient_image, before="never"))
+    assert d.run("deploy", d.builds.ref("v2")).code == 0
+    d.db.query("INSERT INTO notes (text) VALUES ('before')")
+    made = d.run("backup", "create", "--json")
+    assert made.code == 0, made.text
+    bid = json.loads(made.out)["id"]
+    d.db.query("INSERT INTO notes (text) VALUES ('after')")
+    refused = d.run("backup", "restore", bid, "--in-place")
+    assert refused.code == 2 and "--yes" in refused.err
+    r = d.run("backup", "restore", bid, "--in-place", "--yes", "--json")
+    assert r.code == 0, r.text
+    result = json.loads(r.out)
+    assert result["outcome"] == "restored" and "the app runs again" in result["reason"]
+    assert d.db.query("SELECT string_agg(text, ',' ORDER BY id) FROM notes") == "before"
+    assert d.get()[0] == 200, "the app serves again"
+    assert d.host_records()[-1]["kind"] == "backup-restore"
+    assert not d.host_run("test", "-d", f"{d.ssh.home if d.ssh else ''}/.plainsail/"
+                          f"{d.service}/lock").returncode == 0
+    assert d.db.password not in made.text + r.text

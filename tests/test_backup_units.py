@@ -195,7 +195,70 @@ def test_backup_command_usage_errors() -> None:
 
     for args, says in [(["backup", "restore"], "needs the backup's ID"),
                        (["backup", "download"], "needs the backup's ID"),
-                       (["backup", "restore", "x"], "needs --into"),
+                       (["backup", "restore", "x"], "exactly one of --into"),
+                       (["backup", "restore", "x", "--in-place"], "--yes"),
                        (["backup", "list", "--into", "x"], "for backup restore")]:
         r = plainsail(*args)
         assert r.code == 2 and says in r.err, r.text
+
+
+def in_place(b: Bench) -> dict[str, object]:
+    from plainsail.backup import inplace
+
+    bid = b.fake.history("api")[-1]["backup"]["id"]
+    return inplace.restore_in_place(b.cfg, bid, [],
+                                    {f.host.name: f.executor() for f in b.fakes})
+
+
+def test_restore_in_place_stops_restores_and_starts_again(tmp_path: Path) -> None:
+    b = Bench(tmp_path, extra=BACKUP)
+    assert b.deploy(V1)["outcome"] == SUCCEEDED
+    running = b.fake.running()
+    result = in_place(b)
+    assert result["outcome"] == "restored", result
+    assert len(b.fake.restored) == 1 and b.fake.running() == running
+    from tests.support.fakehost import step_of
+
+    ran = [step_of(a) for a in b.fake.log]
+    assert ran.index("docker stop") < ran.index("restore") < ran.index("docker start")
+    assert not b.fake.locked("api") and b.fake.history("api")[-1]["kind"] == "backup-restore"
+
+
+def test_a_failed_in_place_restore_leaves_the_database_and_starts_the_app(
+        tmp_path: Path) -> None:
+    b = Bench(tmp_path, extra=BACKUP)
+    b.deploy(V1)
+    running = b.fake.running()
+    b.fake.fail("restore", message="pg_restore: error: could not execute query")
+    result = in_place(b)
+    assert result["outcome"] == "restore-failed"
+    assert "left as it was" in str(result["reason"]) and "runs again" in str(result["reason"])
+    assert b.fake.running() == running and not b.fake.locked("api")
+
+
+def test_an_app_that_does_not_come_back_is_service_down(tmp_path: Path) -> None:
+    b = Bench(tmp_path, extra=BACKUP)
+    b.deploy(V1)
+    b.fake.healthy = lambda c: False
+    result = in_place(b)
+    assert result["outcome"] == "service-down" and "health gate" in str(result["reason"])
+    assert not b.fake.locked("api")
+
+
+def test_in_place_behind_the_proxy_uses_maintenance(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import plainsail.proxy
+
+    b = Bench(tmp_path, extra=BACKUP)
+    b.deploy(V1)
+    b.cfg = configlib.parse(
+        (tmp_path / "plainsail.yml").read_text() + "proxy:\n  host: api.test\n  image: "
+        f"caddy:2@sha256:{'d' * 64}\n", tmp_path / "plainsail.yml", {})
+    calls: list[bool] = []
+    monkeypatch.setattr(plainsail.proxy, "maintenance",
+                        lambda ex, cfg, on, message=None: calls.append(on) or True)
+    running = b.fake.running()
+    result = in_place(b)
+    assert result["outcome"] == "restored" and calls == [True, False]
+    assert b.fake.running() == running  # nothing stopped behind the proxy
+    assert not any(a[:2] == ["docker", "stop"] for a in b.fake.log[-10:])

@@ -294,11 +294,18 @@ def _backup_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=["list", "create", "download", "restore"],
                    help="list: the backups on the hosts; create: take one now (under the "
                    "deploy lock); download ID: copy it here, checksum checked; restore ID: "
-                   "checksum checked, then into a new database (--into)")
+                   "checksum checked, then into a new database (--into) or in place "
+                   "(--in-place --yes)")
     p.add_argument("id", nargs="?", metavar="ID", help="the backup (download, restore)")
     p.add_argument("--into", metavar="DATABASE",
                    help="restore: create DATABASE on the same server and restore into it; "
                    "the running app is left alone; an existing database is refused")
+    p.add_argument("--in-place", action="store_true",
+                   help="restore: replace the app's own database, with the service in "
+                   "maintenance (behind the proxy) or stopped meanwhile")
+    p.add_argument("--yes", action="store_true",
+                   help="with --in-place: go ahead although the service is interrupted and "
+                   "what was written since the backup is lost")
     p.add_argument("--output", metavar="FILE",
                    help="download: where to write it (default: SERVICE-ID.dump here)")
     p.add_argument("--host", action="append", metavar="HOST", default=[],

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from plainsail.backup import host as backuphost
+from plainsail.backup import restore as restorelib
 from plainsail.deploy import hostregistry
 from plainsail.errors import RemoteError
 from plainsail.hosts import state as hoststate
@@ -73,6 +74,7 @@ class FakeHost:
         self.log: list[list[str]] = []  # every argv run, in order
         self.migrate_exit = 0
         self.tables = {"public.notes": 3}  # what a backup of the database finds
+        self.restored: list[str] = []  # the dumps restored
         self.migrate_output = "applied 0001_init.sql"
         # Is the app in this container healthy? Default: running is healthy.
         self.healthy: Callable[[FakeContainer], bool] = lambda c: True
@@ -123,6 +125,7 @@ SCRIPTS = {
     backuphost.TAKE_SCRIPT: "backup",
     backuphost.KEEP_SCRIPT: "backup-keep",
     backuphost.LIST_SCRIPT: "backup-list",
+    restorelib.CHECKED_RUN: "restore",
 }
 
 
@@ -350,6 +353,9 @@ class FakeExecutor(Executor):
                 f.files.pop(k.removesuffix(".dump") + ".json", None)
             return 0, "".join(k.rsplit("/", 1)[1].removesuffix(".dump") + "\n"
                               for k in gone), ""
+        if step == "restore":  # the checksum matches, pg_restore succeeds
+            self.fake.restored.append(path)
+            return (0, "", "") if path in f.files else (66, "", f"{path} is missing")
         if step == "backup-list":
             return 0, "".join(v.strip() + "\n" for k, v in sorted(f.files.items())
                               if k.startswith(path + "/") and k.endswith(".json")), ""

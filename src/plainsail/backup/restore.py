@@ -37,6 +37,13 @@ _COUNT_SQL = (
     "('pg_catalog', 'information_schema') ORDER BY 1 \\gexec"
 )
 
+# In the container: the app's own database replaced by the dump's objects, in one
+# transaction (a failure leaves it as it was). $1 the dump.
+IN_PLACE_INNER = (
+    'pg_restore --clean --if-exists --no-owner --no-acl --exit-on-error --single-transaction '
+    '-w -d "$DATABASE_URL" "$1" || exit 7'
+)
+
 # In the container: $1 the dump, $2 the database to create, $3 `keep` (restore --into) or
 # `count` (drill: count every table's rows, then drop the database).
 RESTORE_INNER = (
@@ -80,12 +87,14 @@ def restore_argv(cfg: Config, paths: Paths, backup: Mapping[str, Any], database:
     assert cfg.backup is not None
     bid = str(backup["id"])
     run = docker.run_args(
-        name=f"{cfg.service}-restore-{database[-8:]}", image=cfg.backup.image,
+        name=f"{cfg.service}-restore-{database[-8:] or 'in-place'}", image=cfg.backup.image,
         env_file=paths.env,
         labels={docker.LABEL_SERVICE: cfg.service, docker.LABEL_ROLE: ROLE},
         network=network, volumes=[f"{folder(paths)}:/backup:ro"], init=True, detach=False,
         remove=True, add_hosts=cfg.app.add_hosts,
-        command=["sh", "-c", RESTORE_INNER, "restore", f"/backup/{bid}.dump", database, mode])
+        command=(["sh", "-c", IN_PLACE_INNER, "restore", f"/backup/{bid}.dump"]
+                 if mode == "in-place" else
+                 ["sh", "-c", RESTORE_INNER, "restore", f"/backup/{bid}.dump", database, mode]))
     return ["sh", "-c", CHECKED_RUN, "restore", f"{folder(paths)}/{bid}.dump",
             str(backup["sha256"]), *run[2:]]
 

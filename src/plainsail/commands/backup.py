@@ -1,4 +1,5 @@
-"""`plainsail backup list | create | download ID | restore ID --into DATABASE`."""
+"""`plainsail backup list | create | download ID | restore ID (--into DATABASE |
+--in-place --yes)`."""
 
 from __future__ import annotations
 
@@ -17,11 +18,15 @@ def run(args: argparse.Namespace) -> int:
     if args.action in ("download", "restore") and not args.id:
         raise UsageError(f"backup {args.action} needs the backup's ID (plainsail backup list "
                          "shows them)")
-    if args.action != "restore" and args.into:
+    if args.action != "restore" and (args.into or args.in_place):
         raise UsageError("--into and --in-place are for backup restore")
-    if args.action == "restore" and not args.into:
-        raise UsageError("backup restore needs --into DATABASE: a new database on the same "
-                         "server (the running app is left alone)")
+    if args.action == "restore" and bool(args.into) == bool(args.in_place):
+        raise UsageError("backup restore needs exactly one of --into DATABASE (a new "
+                         "database, the app untouched) and --in-place --yes")
+    if args.in_place and not args.yes:
+        raise UsageError("restore --in-place replaces the app's database with the backup "
+                         "(what was written since is lost) and interrupts the service; run "
+                         "it again with --yes to go ahead")
     cfg = configlib.load(args.config)
     if args.action == "list":
         found = ops.list_backups(cfg, args.host)
@@ -45,6 +50,13 @@ def run(args: argparse.Namespace) -> int:
         _show(args.json, rec, f"backup {rec['id']} saved to {rec['file']} (0600, "
               f"{_size(rec['size'])}, SHA-256 checked)")
         return 0
+    if args.in_place:
+        from plainsail.backup import inplace
+
+        done = inplace.restore_in_place(cfg, args.id, args.host)
+        _show(args.json, done, f"restore in place: {done['outcome'].upper()}: "
+              f"{done['reason']}")
+        return 0 if done["outcome"] == inplace.RESTORED else 1
     result = ops.restore_into(cfg, args.id, args.into, args.host)
     _show(args.json, result, f"backup {args.id} restored into the new database "
           f"{args.into} in {result['seconds']:.1f}s; the app still uses its own")
