@@ -5,8 +5,10 @@
 2. Lock the service on every host.
 3. Pull `image@digest` and write the env file (mode 0600) on every host; behind the proxy,
    boot the host's proxy (which creates its network) if it does not run.
-4. Run the migrations once, in a temporary container of the new image (first host). A
-   failure or timeout aborts: the old container was never touched and keeps serving.
+4. With a `backup` block and migrations pending, back up the database first
+   (`plainsail.backup`; a failure aborts before any migration). Run the migrations once,
+   in a temporary container of the new image (first host). A failure or timeout aborts:
+   the old container was never touched and keeps serving.
 5. Per host: stop the old container (kept: the instant way back), start the new one.
 6. Health gate. Unhealthy: restore the previous container (on_failure: restore) or leave
    the failed state for a human (on_failure: stop); hosts already switched are restored.
