@@ -145,8 +145,12 @@ def test_a_backup_timeout_aborts_too(tmp_path: Path) -> None:
     b = Bench(tmp_path, extra=BACKUP)
     b.fake.fail("backup", kind="timeout")
     rec = b.deploy(V1)
-    assert rec["outcome"] == ABORTED and "backup failed" in rec["reason"]
+    assert rec["outcome"] == ABORTED and "did not finish within 3600s" in rec["reason"]
     assert not any(a[:2] == ["docker", "run"] for a in b.fake.log)
+    # The container that may still run is removed, and its partial files.
+    assert any(a[:3] == ["docker", "rm", "--force"] or a[:3] == ["docker", "rm", "-f"]
+               for a in b.fake.log), b.fake.log[-5:]
+    assert any(a[:3] == ["sh", "-c", backuphost.CLEAN_UP] for a in b.fake.log)
 
 
 def test_dry_run_shows_the_backup_step(tmp_path: Path) -> None:

@@ -16,13 +16,14 @@ import re
 import secrets
 import time
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from plainsail.config.model import Config
 from plainsail.deploy.records import now
-from plainsail.errors import PlainsailError, one_line
+from plainsail.errors import PlainsailError, RemoteError, one_line
 from plainsail.hosts import docker
 from plainsail.hosts.executor import Executor, error_line
 from plainsail.hosts.state import Paths
@@ -159,7 +160,12 @@ def take(ex: Executor, cfg: Config, paths: Paths, argv: Sequence[str], backup_id
     assert cfg.backup is not None
     start = time.monotonic()
     created = now()
-    res = ex.run(list(argv), timeout=timeout, check=False, what="backup")
+    try:
+        res = ex.run(list(argv), timeout=timeout, check=False, what="backup")
+    except RemoteError:  # timed out: the container may still run, its files be there
+        _clean_up(ex, cfg, argv, paths, backup_id)
+        raise BackupError(f"backup failed on {ex.host.name} (did not finish within "
+                          f"{timeout:g}s; backup.timeout sets the limit)") from None
     seconds = round(time.monotonic() - start, 3)
     if res.returncode == 255 and not ex.host.is_local:
         raise BackupError(one_line(ex.failure(res, "backup")))
@@ -186,6 +192,20 @@ def take(ex: Executor, cfg: Config, paths: Paths, argv: Sequence[str], backup_id
         raise BackupError(f"backup on {ex.host.name}: its description could not be stored "
                           f"({error_line(keep.tail()) or 'no output'}); the dump was removed")
     return Taken(record, [x for x in keep.stdout.split() if ID_RE.fullmatch(x)])
+
+
+CLEAN_UP = 'rm -f "$1/.$2.partial" "$1/.$2.counts"'
+
+
+def _clean_up(ex: Executor, cfg: Config, argv: Sequence[str], paths: Paths,
+              backup_id: str) -> None:
+    """After a timeout: the container removed, the partial files too (best effort)."""
+    name = argv[list(argv).index("--name") + 1]
+    with suppress(PlainsailError):
+        ex.run(docker.rm([name], force=True), check=False, timeout=cfg.timeouts.command)
+    with suppress(PlainsailError):
+        ex.run(["sh", "-c", CLEAN_UP, "backup", folder(paths), backup_id], check=False,
+               timeout=cfg.timeouts.command)
 
 
 def list_on(ex: Executor, paths: Paths, timeout: float) -> list[dict[str, Any]]:
