@@ -47,8 +47,9 @@ def folder(paths: Paths) -> str:
     return f"{paths.root}/backups"
 
 
-# In the container: the dump, then each table's rows counted from the dump (COPY blocks of
-# `pg_restore --data-only` text: one line per row, `\\.` ends a table). $1 is the backup id.
+# In the container: the dump, and each table's rows counted from it as it is written (COPY
+# blocks of `pg_restore --data-only` text: one line per row, `\\.` ends a table), which
+# also proves it readable. $1 is the backup id.
 _COUNT_AWK = (r'/^COPY .* FROM stdin;$/ { t = substr($0, 6); sub(/ FROM stdin;$/, "", t); '
               r'sub(/ \(.*$/, "", t); n = 0; c = 1; next } '
               r'c && $0 == "\\." { print t "\t" n; c = 0; next } '
@@ -57,9 +58,15 @@ DUMP_INNER = (
     'set -u; umask 077; f="/backup/.$1.partial"; '
     'if [ -z "${DATABASE_URL:-}" ]; then '
     'echo "DATABASE_URL is not set in the app environment" >&2; exit 2; fi; '
-    'pg_dump --format=custom --no-password --dbname="$DATABASE_URL" --file="$f" || exit 3; '
-    '{ pg_restore --data-only --file=- "$f" || echo x > /tmp/unreadable; } '
+    # One pass: the dump goes to the file and, at the same time, is read back and counted.
+    '{ pg_dump --format=custom --no-password --dbname="$DATABASE_URL" '
+    '|| echo x > /tmp/dump-failed; } '
+    '| { tee "$f" || echo x > /tmp/write-failed; } '
+    '| { pg_restore --data-only --file=- || echo x > /tmp/unreadable; } '
     f"| awk '{_COUNT_AWK}' > \"/backup/.$1.counts\"; "
+    'if [ -e /tmp/dump-failed ]; then exit 3; fi; '
+    'if [ -e /tmp/write-failed ]; then echo "plainsail: error: the dump could not be '
+    'written on the host" >&2; exit 3; fi; '
     'if [ -e /tmp/unreadable ]; then echo "pg_restore could not read the dump back" >&2; '
     'exit 4; fi'
 )
