@@ -109,3 +109,6 @@ def test_healthy_slow_and_canary_releases_on_a_current_caddy(svc: ProxyService) 
     assert 0 < failed <= 0.06 * window_total, (failed, window_total, tg)
     assert set(codes) <= {"200", "500"} and not errors, (codes, errors)
     assert svc.serving() == "200 v2"
+    # status: the live error rate and p95 of the routed version over the last minute
+    shown = svc.run("status")["hosts"][0]["proxy"]["last_minute"]
+    assert shown["requests"] > 100 and shown["error_rate"] < 5 and shown["p95"] > 0.03, shown

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 
 from plainsail.config import model as configlib
-from plainsail.deploy.status import describe_proxy, status
+from plainsail.deploy.status import describe_minute, describe_proxy, status
 from plainsail.output import print_json, say, warn
 
 
@@ -32,6 +32,9 @@ def run(args: argparse.Namespace) -> int:
         else:
             say(f"{e['host']}: nothing of {cfg.service} is running")
         say("  " + describe_proxy(e["proxy"]))
+        minute = (e["proxy"] or {}).get("last_minute")
+        if minute is not None:
+            say("  last minute through the proxy: " + describe_minute(minute))
         if e["retained"]:
             say("  rollback targets kept: " + ", ".join(
                 f"{r['tag']} ({r['status']})" for r in e["retained"]))

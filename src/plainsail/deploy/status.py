@@ -108,7 +108,32 @@ def proxy_now(cfg: Config, o: Opened, cur: Container | None) -> dict[str, Any]:
         return out
     out["upstream"], out["in_flight"] = route["upstream"], route["in_flight"]
     out["behind_proxy"] = bool(cur and route["upstream"] == proxy.upstream_of(cfg, cur.name))
+    if cfg.traffic_gate is not None:
+        out["last_minute"] = last_minute(cfg, o, str(route["upstream"]))
     return out
+
+
+def last_minute(cfg: Config, o: Opened, upstream: str) -> dict[str, Any] | None:
+    """traffic_gate: the routed upstream's answers over the last minute, from the proxy's
+    traffic log (requests, 5xx, error rate, p50, p95); None when the log cannot be read."""
+    from plainsail import proxy
+    from plainsail.deploy import trafficgate
+
+    try:
+        now = proxy.host_time(o.ex)
+        samples = proxy.read_traffic(o.ex, cfg, now - 60)
+    except PlainsailError:
+        return None
+    return trafficgate.figures(samples, {upstream}, now - 60, now).to_json()
+
+
+def describe_minute(m: dict[str, Any]) -> str:
+    """The last minute's figures (`last_minute`) in one line."""
+    if not m.get("requests"):
+        return "no requests"
+    p95 = m.get("p95")
+    return (f"{m['requests']} requests, error rate {m.get('error_rate', 0):g}%, p95 "
+            + (f"{float(p95) * 1000:.0f}ms" if isinstance(p95, int | float) else "-"))
 
 
 def describe_proxy(p: dict[str, Any] | None) -> str:
