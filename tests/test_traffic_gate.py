@@ -62,7 +62,7 @@ def test_a_bad_release_is_routed_back_and_canary_is_refused_on_caddy_2_6(
     assert first["outcome"] == "succeeded"
     assert gate_of(svc)["verdict"] == "not-judged"
     doc, codes, errors = deploy_under_load(svc, "flaky", code=1)
-    assert doc["outcome"] == "failed-traffic-restored", doc
+    assert doc["outcome"] == "failed-traffic-restored", (doc["reason"], doc["per_host"])
     assert "traffic gate failed: error rate" in doc["reason"], doc["reason"]
     assert svc.serving() == "200 v1"
     tg = gate_of(svc)
@@ -94,14 +94,14 @@ def test_healthy_slow_and_canary_releases_on_a_current_caddy(svc: ProxyService) 
     assert svc.serving() == "200 v2"
     # 3x slower on /api/: routed back
     doc, codes, errors = deploy_under_load(svc, "sluggish", code=1)
-    assert doc["outcome"] == "failed-traffic-restored", doc
+    assert doc["outcome"] == "failed-traffic-restored", (doc["reason"], doc["per_host"])
     assert "p95" in doc["reason"], doc["reason"]
     assert set(codes) == {"200"} and not errors, (codes, errors)
     assert svc.serving() == "200 v2"
     # canary 10%: the bad release gets about a tenth of the window's requests
     svc.write_config(CANARY)
     doc, codes, errors = deploy_under_load(svc, "flaky", code=1)
-    assert doc["outcome"] == "failed-traffic-restored", doc
+    assert doc["outcome"] == "failed-traffic-restored", (doc["reason"], doc["per_host"])
     tg = gate_of(svc)
     assert tg["canary"] == 10.0 and 5 <= tg["new_share"] <= 16, tg
     window_total = tg["new"]["requests"] / (tg["new_share"] / 100)

@@ -467,8 +467,8 @@ def _no_certificate(ex: Executor, cfg: Config) -> str:
 def check_through(ex: Executor, cfg: Config, container: str | None = None,
                   timeout: float | None = None) -> None:
     """The service answers health.path through the proxy as the health gate expects, and
-    the answer came through this service's route from `container` (default: the route's
-    current upstream); otherwise ProxyError (the engine switches back).
+    the answer came through this service's route from `container` (default: any upstream
+    of the route, two while a canary runs); otherwise ProxyError (the engine switches back).
 
     The request carries the route's secret check token: only this service's route knows
     it, and only for such a request the proxy names the upstream that answered. A 200
@@ -478,8 +478,9 @@ def check_through(ex: Executor, cfg: Config, container: str | None = None,
     with Admin(ex, st.socket_path) as api:
         config = api.config()
     token = caddyconf.current_check_token(config, cfg.service)
-    want = upstream_of(cfg, container) if container else \
-        caddyconf.current_upstream(config, cfg.service)
+    wants = [upstream_of(cfg, container)] if container else \
+        caddyconf.current_upstreams(config, cfg.service)
+    want = " or ".join(wants)
     where = f"{check_host(cfg)}{check_path(cfg)}"
     if not token or not want:
         raise ProxyError(f"{ex.host.name}: {cfg.service} has no route with a check on the "
@@ -500,7 +501,7 @@ def check_through(ex: Executor, cfg: Config, container: str | None = None,
         # check can see; the health gate checked the new container itself.
         return
     served = probe.headers.get(caddyconf.UPSTREAM_HEADER) or "no upstream"
-    if served != want:
+    if served not in wants:
         raise ProxyError(f"{ex.host.name}: {cfg.service}'s answer through the proxy "
                          f"({where}) came from {served}, not from {want}")
     problem = check(probe.status, probe.body, cfg.health)
