@@ -33,14 +33,7 @@ class FleetDir:
 
     def write(self, extra: str = "") -> None:
         (self.path / "plainsail.yml").write_text(
-            f"service: {self.service}\nimage: {self.app.image}\nsigning:\n  verify: false\n"
-            "hosts:\n" + "".join(f"  - {h.host}\n" for h in self.fleet.hosts) +
-            f"ssh:\n  identity_file: {self.fleet.a.identity_file}\n"
-            f"  known_hosts: {self.fleet.known_hosts}\n"
-            f"app:\n  port: 8080\n  volumes: ['{self.volume}:/flag']\n  stop_timeout: 2s\n"
-            "migrate:\n  command: [/bin/busybox, echo, migrated]\n  timeout: 30s\n"
-            "health:\n  body_contains: '\"database\": \"ok\"'\n  attempts: 8\n"
-            "  interval: 250ms\nretain: 2\n" + extra)
+            self.fleet.config(self.service, self.app.image, self.volume) + extra)
 
     def run(self, *args: str) -> CliResult:
         return plainsail(*args, cwd=self.path)

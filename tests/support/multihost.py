@@ -43,6 +43,17 @@ class Fleet:
     def docker(self, host: NSHost, *args: str) -> subprocess.CompletedProcess[str]:
         return host.docker(*args)
 
+    def config(self, service: str, image: str, volume: str) -> str:
+        """plainsail.yml of the tiny app on every host, its flag volume mounted at /flag."""
+        return (f"service: {service}\nimage: {image}\nsigning:\n  verify: false\n"
+                "hosts:\n" + "".join(f"  - {h.host}\n" for h in self.hosts) +
+                f"ssh:\n  identity_file: {self.a.identity_file}\n"
+                f"  known_hosts: {self.known_hosts}\n"
+                f"app:\n  port: 8080\n  volumes: ['{volume}:/flag']\n  stop_timeout: 2s\n"
+                "migrate:\n  command: [/bin/busybox, echo, migrated]\n  timeout: 30s\n"
+                "health:\n  body_contains: '\"database\": \"ok\"'\n  attempts: 8\n"
+                "  interval: 250ms\nretain: 2\n")
+
 
 @pytest.fixture(scope="session")
 def fleet(ns_hosts: list[NSHost]) -> Fleet:

@@ -168,12 +168,13 @@ def hey_counts(output: str) -> tuple[dict[str, int], str]:
 
 
 def start_load(http_port: int, host: str, seconds: float, workers: int = 4,
-               path: str = "/") -> Load:
+               path: str = "/", address: str = "127.0.0.1", rate: int = 0) -> Load:
+    """hey for `seconds` at most; `rate` caps each worker's requests per second (0: none)."""
     if not shutil.which("hey"):
         pytest.fail("hey is not installed; run scripts/setup.sh")
     proc = subprocess.Popen(
-        ["hey", "-z", f"{seconds}s", "-c", str(workers), "-t", "10", "-host", host,
-         f"http://127.0.0.1:{http_port}{path}"],
+        ["hey", "-z", f"{seconds}s", "-c", str(workers), "-q", str(rate), "-t", "10",
+         "-host", host, f"http://{address}:{http_port}{path}"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     return Load(proc, host)
 
