@@ -14,13 +14,20 @@ pulls both images), per host count and mode, and the ratio to one host. Then, on
 host count with rollout {canary: 1, batch: 50%}: a host of batch 2 fails its gate; the time
 from its UNHEALTHY line until the command ended, every switched host back on v1 (checked).
 
-Usage (as root): .venv/bin/python bench/fleet_bench.py [--hosts 1,4,8] [--runs 3]
+With --proxy every host runs the service behind its own Caddy (a `proxy:` block; the
+local plainsail-caddy image, pushed to the registry) and each timed deploy, and the
+failure, run under load: Debian's `hey` on every host's proxy (4 workers, at most 50
+requests per second each, stopped when the deploy ends); the figures add how many requests
+were answered and how many failed.
+
+Usage (as root): .venv/bin/python bench/fleet_bench.py [--hosts 1,4,8] [--runs 3] [--proxy]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import statistics
 import subprocess
@@ -35,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.support.multihost import DOCKERFILE, START  # noqa: E402
 from tests.support.nshosts import NSHost, hosts_env, parse  # noqa: E402
+from tests.support.proxy_env import CADDY_IMAGE, Load, start_load  # noqa: E402
 from tests.support.services import start_registry, stop  # noqa: E402
 
 HOSTS_SH = ROOT / "scripts" / "hosts.sh"
@@ -66,9 +74,29 @@ def build(registry: str, work: Path) -> tuple[str, dict[str, str]]:
     return image, refs
 
 
+PROXY_PORT = 28080
+
+
+def push_caddy(registry: str) -> str:
+    """The local Caddy image in the registry: REPOSITORY:TAG@DIGEST (proxy.image)."""
+    ref = f"{registry}/bench/caddy-{uuid.uuid4().hex[:6]}:2"
+    subprocess.run(["docker", "tag", CADDY_IMAGE, ref], check=True, capture_output=True)
+    subprocess.run(["docker", "push", "-q", ref], check=True, capture_output=True)
+    digest = subprocess.run(["docker", "image", "inspect", "--format",
+                             "{{index .RepoDigests 0}}", ref], check=True,
+                            capture_output=True, text=True).stdout.strip().split("@")[1]
+    return f"{ref}@{digest}"
+
+
 class Service:
-    def __init__(self, work: Path, image: str, hosts: list[NSHost], extra: str = "") -> None:
+    def __init__(self, work: Path, image: str, hosts: list[NSHost], extra: str = "",
+                 caddy: str = "") -> None:
         self.name = f"fleet-{uuid.uuid4().hex[:6]}"
+        self.caddy = caddy
+        if caddy:
+            extra += (f"proxy:\n  host: {self.name}.test\n  image: {caddy}\n  tls: off\n"
+                      f"  http_port: {PROXY_PORT}\n  https_port: {PROXY_PORT + 1}\n"
+                      f"  network: {self.name}-net\n  drain: 3s\n")
         self.dir = work / self.name
         self.dir.mkdir()
         self.hosts = hosts
@@ -89,6 +117,13 @@ class Service:
                              capture_output=True, text=True)
         return time.monotonic() - start, res
 
+    def load(self) -> list[Load]:
+        """hey on every host's proxy (none without one), bounded to 120 s and 200/s."""
+        if not self.caddy:
+            return []
+        return [start_load(PROXY_PORT, f"{self.name}.test", 120, 4, "/health",
+                           address=h.hostname, rate=50) for h in self.hosts]
+
     def version_on(self, host: NSHost) -> str:
         names = host.docker("ps", "--filter", f"label=dev.plainsail.service={self.name}",
                             "--format", "{{.Names}}").stdout.split()
@@ -103,34 +138,62 @@ class Service:
         for h in self.hosts:
             ids = h.docker("ps", "-aq", "--filter",
                            f"label=dev.plainsail.service={self.name}").stdout.split()
+            if self.caddy:
+                ids += h.docker("ps", "-aq", "--filter",
+                                f"network={self.name}-net").stdout.split()
             if ids:
                 h.docker("rm", "-f", *ids)
+            if self.caddy:
+                h.docker("network", "rm", f"{self.name}-net")
             h.docker("volume", "rm", "-f", self.volume)
             h.run(["rm", "-rf", f"{h.home}/.plainsail/{self.name}"])
 
 
-def timed(svc: Service, refs: dict[str, str], runs: int) -> float:
+class Tally:
+    """Requests answered and failed under the loads of a mode."""
+
+    def __init__(self) -> None:
+        self.answered = self.failed = 0
+
+    def add(self, loads: list[Load]) -> None:
+        for ld in loads:
+            codes, errors = ld.stop()
+            self.answered += sum(codes.values())
+            self.failed += sum(n for c, n in codes.items() if c != "200")
+            # hey's error section: one "[COUNT]\tERROR" line per kind of error
+            self.failed += sum(int(m) for m in re.findall(r"^\s*\[(\d+)\]", errors, re.M))
+
+    def __str__(self) -> str:
+        return f"{self.answered} answered, {self.failed} failed" if self.answered else ""
+
+
+def timed(svc: Service, refs: dict[str, str], runs: int, tally: Tally) -> float:
     for v in ("2", "1"):  # warm-up: both images on every host
         _, res = svc.deploy(refs[v])
         if res.returncode != 0:
             raise SystemExit(f"warm-up deploy failed:\n{res.stdout}\n{res.stderr}")
     times = []
     for i in range(runs):
+        loads = svc.load()
         seconds, res = svc.deploy(refs["2" if i % 2 == 0 else "1"])
+        tally.add(loads)
         if res.returncode != 0:
             raise SystemExit(f"deploy failed:\n{res.stdout}\n{res.stderr}")
         times.append(seconds)
     return statistics.median(times)
 
 
-def failure(work: Path, image: str, refs: dict[str, str], hosts: list[NSHost]) -> str:
-    svc = Service(work, image, hosts, "rollout:\n  canary: 1\n  batch: 50%\n")
+def failure(work: Path, image: str, refs: dict[str, str], hosts: list[NSHost],
+            caddy: str) -> str:
+    svc = Service(work, image, hosts, "rollout:\n  canary: 1\n  batch: 50%\n", caddy)
+    tally = Tally()
     try:
         _, res = svc.deploy(refs["1"])
         assert res.returncode == 0, res.stdout + res.stderr
         bad = hosts[2]  # in batch 2 (host 1 is the canary)
         bad.docker("run", "--rm", "-v", f"{svc.volume}:/flag",
                    f"{image}@{refs['1'].split('@')[1]}", "/bin/busybox", "touch", "/flag/fail-2")
+        loads = svc.load()
         start = time.monotonic()
         proc = subprocess.Popen([str(PLAINSAIL), "deploy", refs["2"]], cwd=svc.dir,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -141,12 +204,14 @@ def failure(work: Path, image: str, refs: dict[str, str], hosts: list[NSHost]) -
                 failed_at = time.monotonic()
         proc.wait()
         end = time.monotonic()
+        tally.add(loads)
         versions = [svc.version_on(h) for h in hosts]
         ok = all(v == "1" for v in versions)
         after = end - failed_at if failed_at else float("nan")
         return (f"batch-2 failure on {len(hosts)} hosts: deploy ended after {end - start:.1f}s "
                 f"(exit {proc.returncode}); from the failed gate until every host serves v1 "
-                f"again: {after:.1f}s; all on v1: {ok} ({', '.join(versions)})")
+                f"again: {after:.1f}s; all on v1: {ok} ({', '.join(versions)})"
+                + (f"; under load: {tally}" if caddy else ""))
     finally:
         svc.clean()
 
@@ -155,6 +220,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--hosts", default="1,4,8")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--proxy", action="store_true", help="behind a proxy, under load")
     args = ap.parse_args()
     counts = [int(n) for n in args.hosts.split(",")]
     most = max(counts)
@@ -168,17 +234,22 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="fleetbench-"))
     try:
         image, refs = build(reg.host, work)
+        caddy = push_caddy(reg.host) if args.proxy else ""
         rows: dict[tuple[int, str], float] = {}
+        tallies: dict[tuple[int, str], Tally] = {}
         for n in counts:
             for mode, extra in (("at once", ""), ("one at a time",
                                                   "rollout:\n  max_parallel: 1\n")):
-                svc = Service(work, image, hosts[:n], extra)
+                svc = Service(work, image, hosts[:n], extra, caddy)
+                tallies[n, mode] = Tally()
                 try:
-                    rows[n, mode] = timed(svc, refs, args.runs)
+                    rows[n, mode] = timed(svc, refs, args.runs, tallies[n, mode])
                 finally:
                     svc.clean()
-                print(f"{n} host(s), {mode}: {rows[n, mode]:.2f}s", flush=True)
-        print("\nmedian wall time of a deploy (stop-start), and the ratio to 1 host:")
+                print(f"{n} host(s), {mode}: {rows[n, mode]:.2f}s {tallies[n, mode]}",
+                      flush=True)
+        kind = "behind the proxy, under load" if caddy else "stop-start"
+        print(f"\nmedian wall time of a deploy ({kind}), and the ratio to 1 host:")
         print("| hosts | at once | ratio | one at a time | ratio |")
         print("|---|---|---|---|---|")
         for n in counts:
@@ -186,7 +257,7 @@ def main() -> None:
             a1, s1 = rows[counts[0], "at once"], rows[counts[0], "one at a time"]
             print(f"| {n} | {a:.2f}s | {a / a1:.2f}x | {s:.2f}s | {s / s1:.2f}x |")
         if most >= 3:
-            print("\n" + failure(work, image, refs, hosts[:most]))
+            print("\n" + failure(work, image, refs, hosts[:most], caddy))
     finally:
         shutil.rmtree(work, ignore_errors=True)
         sh("unforward", port)
