@@ -1,11 +1,15 @@
 """The release gate on real traffic, for real: `plainsail deploy` over the real sshd, a real
 Caddy (Debian's 2.6 and a current one) and Docker Engine, under load from Debian's `hey` on
 the app's /api/. A release answering 500 on 30% of /api/ (its /health passes) and one 3x
-slower are routed back with the old version serving; a healthy one completes; with
-`canary: 10%` the bad release's failures stay near 10% of its share."""
+slower are routed back with the old version serving; a healthy one completes, and so does
+one failing a steady 2% like the version before it; SIGTERM to the deployer during the window
+routes back; with `canary: 10%` the bad release's failures stay near 10% of its share, and
+the requests still in flight to the canary when it is routed back finish."""
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -112,3 +116,87 @@ def test_healthy_slow_and_canary_releases_on_a_current_caddy(svc: ProxyService) 
     # status: the live error rate and p95 of the routed version over the last minute
     shown = svc.run("status")["hosts"][0]["proxy"]["last_minute"]
     assert shown["requests"] > 100 and shown["error_rate"] < 5 and shown["p95"] > 0.03, shown
+
+
+def test_a_steady_error_rate_before_and_after_completes(svc: ProxyService) -> None:
+    # both builds answer 500 on 2 of every 100 /api/ requests
+    assert svc.run("deploy", svc.ref("steady"))["outcome"] == "succeeded"
+    doc, codes, errors = deploy_under_load(svc, "steady2", code=0)
+    assert doc["outcome"] == "succeeded", (doc["reason"], doc["per_host"])
+    tg = gate_of(svc)
+    assert tg["verdict"] == "passed", tg
+    assert tg["old"]["requests"] >= 50 and 1 <= tg["old"]["error_rate"] <= 3.5, tg
+    assert tg["new"]["requests"] >= 50 and 1 <= tg["new"]["error_rate"] <= 3.5, tg
+    assert set(codes) == {"200", "500"} and not errors, (codes, errors)
+    assert 1 <= 100 * codes["500"] / sum(codes.values()) <= 3, codes
+    assert svc.serving() == "200 steady2"
+    assert [c for c in svc.containers() if "running" in c] == \
+        [f"{svc.service}-{svc.ref('steady2').split('@')[0]} running"]
+
+
+def test_sigterm_during_the_window_routes_back(svc: ProxyService) -> None:
+    svc.write_config("traffic_gate:\n  window: 20s\n  min_requests: 30\n")
+    assert svc.run("deploy", svc.ref("v1"))["outcome"] == "succeeded"
+    load = start_load(svc.ph.http_port, svc.host_name, 40, workers=4, path="/api/x")
+    time.sleep(4)  # the old version's baseline
+    proc = svc.start("deploy", svc.ref("v2"))
+    svc.wait_for(proc, "watching real traffic")
+    time.sleep(1)  # v2 serves the route now
+    assert svc.serving() == "200 v2"
+    proc.send_signal(signal.SIGTERM)
+    code, doc, text = svc.finish(proc)
+    assert doc["outcome"] == "interrupted" and code != 0, (code, doc, text)
+    assert svc.serving() == "200 v1"
+    assert [c for c in svc.containers() if "running" in c] == \
+        [f"{svc.service}-{svc.ref('v1').split('@')[0]} running"], svc.containers()
+    assert not any(svc.ref("v2").split("@")[0] in c for c in svc.containers()), \
+        svc.containers()
+    assert svc.lock_free()
+    time.sleep(1)
+    codes, errors = load.stop()
+    # neither version fails: not one request failed while the route went and came back
+    assert set(codes) == {"200"} and not errors, (codes, errors)
+    assert sum(codes.values()) > 200, codes
+
+
+def slow_gets(s: ProxyService, count: int, seconds: float
+              ) -> tuple[list[str], list[threading.Thread]]:
+    """`count` requests to /slow?s=SECONDS at once, in threads; each appends "STATUS NAME"
+    (or the error) to the returned list when it ends."""
+    answers: list[str] = []
+
+    def one() -> None:
+        try:
+            status, body = s.ph.get(s.host_name, f"/slow?s={seconds:g}", timeout=seconds + 30)
+            answers.append(f"{status} {body.strip()}")
+        except OSError as exc:
+            answers.append(f"error {exc!r}")
+
+    threads = [threading.Thread(target=one, daemon=True) for _ in range(count)]
+    for t in threads:
+        t.start()
+    return answers, threads
+
+
+@pytest.mark.parametrize("caddy_ref", ["current_caddy_image"], indirect=True)
+def test_requests_in_flight_to_a_canary_routed_back_finish(svc: ProxyService) -> None:
+    svc.write_config(CANARY)
+    assert svc.run("deploy", svc.ref("v1"))["outcome"] == "succeeded"
+    load = start_load(svc.ph.http_port, svc.host_name, 40, workers=4, path="/api/x")
+    time.sleep(4)  # the old version's baseline
+    proc = svc.start("deploy", svc.ref("flaky"))
+    svc.wait_for(proc, "watching real traffic")
+    # long requests, about a tenth of them to the canary, still in flight at the route back
+    answers, threads = slow_gets(svc, 40, 9)
+    code, doc, text = svc.finish(proc)
+    assert doc["outcome"] == "failed-traffic-restored", (doc.get("reason"), text)
+    for t in threads:
+        t.join(timeout=60)
+    codes, errors = load.stop()
+    assert len(answers) == 40, answers
+    assert all(a in ("200 v1", "200 flaky") for a in answers), answers
+    assert "200 flaky" in answers, answers  # the canary had some in flight, and answered
+    assert set(codes) <= {"200", "500"} and not errors, (codes, errors)
+    assert svc.serving() == "200 v1"
+    assert not any(svc.ref("flaky").split("@")[0] in c for c in svc.containers()), \
+        svc.containers()

@@ -27,12 +27,14 @@ from tests.support.services import Registry
 
 # A tiny app: its NAME on every answer; /health answers 500 in the build named "broken";
 # /slow?s=N takes N seconds; START_DELAY seconds pass before it listens (a slow boot).
-# Under /api/ every answer takes API_DELAY seconds, and the build named "flaky" answers 500
-# on 3 of every 10 requests there (its /health passes).
+# Under /api/ every answer takes API_DELAY seconds and API_FAIL of every 100 answers, evenly
+# spread, are 500s: 30 in the build named "flaky" (the default for that name), 2 in the
+# "steady" builds (their /health passes).
 APP = r"""
 import http.server, itertools, os, time, urllib.parse
 NAME = os.environ["NAME"]
 API_DELAY = float(os.environ.get("API_DELAY", "0.04"))
+API_FAIL = int(os.environ.get("API_FAIL", "30" if NAME == "flaky" else "0"))
 COUNT = itertools.count()
 time.sleep(float(os.environ.get("START_DELAY", "0")))
 class H(http.server.BaseHTTPRequestHandler):
@@ -45,7 +47,7 @@ class H(http.server.BaseHTTPRequestHandler):
         broken = NAME == "broken" and url.path == "/health"
         if url.path.startswith("/api/"):
             time.sleep(API_DELAY)
-            broken = NAME == "flaky" and next(COUNT) % 10 < 3
+            broken = next(COUNT) * API_FAIL % 100 < API_FAIL
         body = ("%s\n" % NAME).encode()
         self.send_response(500 if broken else 200)
         self.send_header("Content-Length", str(len(body)))
@@ -57,8 +59,10 @@ http.server.ThreadingHTTPServer(("", 8000), H).serve_forever()
 """
 
 # name -> seconds before it listens
-BUILDS = {"v1": 0.0, "v2": 0.0, "broken": 0.0, "v3": 3.0, "flaky": 0.0, "sluggish": 0.0}
-ENV = {"sluggish": "API_DELAY=0.12"}  # 3x the others' /api/ time
+BUILDS = {"v1": 0.0, "v2": 0.0, "broken": 0.0, "v3": 3.0, "flaky": 0.0, "sluggish": 0.0,
+          "steady": 0.0, "steady2": 0.0}
+ENV = {"sluggish": "API_DELAY=0.12",  # 3x the others' /api/ time
+       "steady": "API_FAIL=2", "steady2": "API_FAIL=2"}
 
 
 def sh(*args: str) -> str:
