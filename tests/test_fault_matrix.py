@@ -16,7 +16,8 @@ The proxy's rows deploy behind a real Caddy on the same host, under steady load 
 `hey` through the proxy, and every cell also checks that no request failed. The proxy's
 own steps run no Docker command of the service: `route` and `drain` are reached through
 the proxy's state lookup (`docker container inspect` of the proxy container), which the
-deploy runs in preflight, in proxy-boot, in route and in drain, in that order.
+deploy runs in preflight, in proxy-boot, in route, in check-through and in drain, in that
+order.
 """
 
 from __future__ import annotations
@@ -248,7 +249,7 @@ PROXY_STEPS = {
     "start-new": ("docker run --detach", 1),
     "gate": ("docker inspect --format", 1),  # the gate looks up the new container
     "route": ("docker container inspect", 3),
-    "drain": ("docker container inspect", 4),
+    "drain": ("docker container inspect", 5),  # the 4th is check-through's
 }
 PROXY_FAULTS = ["fail", "SIGTERM", "SIGKILL"]
 PROXY_RESULTS: dict[tuple[str, str], str] = {}

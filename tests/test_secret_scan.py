@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 from typing import Any
 
 from tests.support.deploy_env import DeployDir, Webhook
@@ -85,8 +86,21 @@ def test_no_secret_leaks_and_every_deploy_still_works(deploy_dir: DeployDir,
     human = printed + webhook.bodies + [summary.read_text()]
     human += [open(p).read() for p in crash_logs]
     texts = free_text(records) + free_text(local) + free_text(json_docs)
-    secrets = [url, webhook.url, d.service, "postgres", "app"]
-    for secret in secrets:
+    # The redaction rule (docs/configuration.md): long values never appear; a value that is
+    # also a public name (the password equal to the service's name) stays readable as that
+    # name, never in its secret's place; short values are redacted as whole words.
+    for secret in [url, webhook.url, f":{d.service}@"]:
         leaks = [t for t in human + texts if secret in t]
         assert not leaks, (secret, leaks[:1])
+    for short in ["postgres", "app"]:
+        word = re.compile(rf"(?<![A-Za-z0-9]){short}(?![A-Za-z0-9])")
+        leaks = [t for t in human + texts if word.search(t)]
+        assert not leaks, (short, leaks[:1])
+    status = printed[4]
+    assert d.service in status and "***" not in status, status  # the name stays readable
+    # weak: the password is the service's name, and "app" is shorter than 8 characters
+    # ("postgres" is 8, long enough, and no public name holds it)
+    weak = {line.split(" is a weak secret")[0].rsplit(" ", 1)[-1]
+            for t in printed for line in t.splitlines() if " is a weak secret" in line}
+    assert weak == {"DATABASE_URL", "SHORT_APP"}, weak
     assert len(webhook.bodies) >= 6
