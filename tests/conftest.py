@@ -20,7 +20,7 @@ SERVICE_FIXTURES = frozenset({
     "auth_registry", "deploy_dir", "fleet", "local_deploy_dir", "notes_builds",
     "notes_database", "notes_image", "openbao", "pg_admin", "pg_connect", "pg_url",
     "plainsail_wheel", "proxy_apps", "caddy_image", "current_caddy_image",
-    "pgclient_image",
+    "pgclient_image", "pg_on_bridge",
     "ns_hosts", "registry", "service_repo", "ssh_host", "tiny_app", "fresh_host", "fault_host",
     "swarm_cluster",
 })

@@ -3,11 +3,26 @@ real PostgreSQL, backed up by Debian's pg_dump in a container on the host."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import subprocess
+import threading
+import time
+import uuid
 from pathlib import Path
+from typing import Any
 
-from tests.support.deploy_env import DeployDir
+from plainsail.proxy import argv as pargv
+from tests.support.backup_env import BridgedPostgres
+from tests.support.cli import plainsail
+from tests.support.deploy_env import (
+    DeployDir,
+    NotesBuilds,
+    create_app_database,
+    drop_app_database,
+)
+from tests.support.services import free_port
+from tests.support.sshd import SSHHost
 
 
 def backup_config(image: str, before: str = "destructive", keep: int = 3) -> str:
@@ -220,3 +235,131 @@ def test_restore_in_place_stops_restores_and_starts_the_app(deploy_dir: DeployDi
     assert not d.host_run("test", "-d", f"{d.ssh.home if d.ssh else ''}/.plainsail/"
                           f"{d.service}/lock").returncode == 0
     assert d.db.password not in made.text + r.text
+
+
+def test_restore_in_place_behind_the_proxy(ssh_host: SSHHost, notes_builds: NotesBuilds,
+                                           caddy_image: str, pgclient_image: str,
+                                           pg_on_bridge: BridgedPostgres,
+                                           tmp_path: Path) -> None:
+    """The example app behind a real Caddy on its own bridge network, its database reached
+    the way a real host reaches it (host.docker.internal, the host's gateway). The restore
+    puts the service in maintenance (503, never a failed connection), replaces the
+    database and turns maintenance off: the same container serves the backup's data. A
+    restore that fails midway rolls back: the database as it was, the app serving."""
+    tag = uuid.uuid4().hex[:8]
+    service, site = f"notes-{tag}", f"notes-{tag}.test"
+    host_dir, network = f"~/.psbk-{tag}", f"psbk-{tag}"
+    http_port = free_port()
+    db = create_app_database()
+    url = (f"postgresql://{db.role}:{db.password}@{pg_on_bridge.host}:{pg_on_bridge.port}/"
+           f"{db.name}")
+    (tmp_path / "plainsail.yml").write_text(
+        f"service: {service}\nimage: {notes_builds.image}\n"
+        f"signing:\n  public_key: {notes_builds.public_key}\n"
+        f"hosts: ['{ssh_host.host}']\nhost_dir: {host_dir}\n"
+        f"ssh:\n  identity_file: {ssh_host.identity_file}\n"
+        f"  known_hosts: {ssh_host.known_hosts}\n"
+        "app:\n  port: 8000\n  env:\n    PORT: '8000'\n  secrets: [DATABASE_URL]\n"
+        f"  add_hosts: ['{pg_on_bridge.add_host}']\n  stop_timeout: 5s\n"
+        "migrate:\n  command: [plainsail, migrate]\n  timeout: 60s\n"
+        "health:\n  path: /health\n  body_contains: '\"database\": \"ok\"'\n"
+        "  attempts: 40\n  interval: 250ms\n  timeout: 2s\n"
+        f"proxy:\n  host: {site}\n  image: {caddy_image}\n  tls: off\n"
+        f"  http_port: {http_port}\n  https_port: {free_port()}\n  network: {network}\n"
+        "  drain: 2s\n" + backup_config(pgclient_image, before="never"))
+    env = {"DATABASE_URL": url, "GITHUB_ACTIONS": ""}
+
+    def run(*args: str) -> Any:
+        return plainsail(*args, cwd=tmp_path, env=env)
+
+    def get(path: str) -> tuple[int, str, str]:
+        conn = http.client.HTTPConnection("127.0.0.1", http_port, timeout=5)
+        try:
+            conn.request("GET", path, headers={"Host": site})
+            r = conn.getresponse()
+            return r.status, r.getheader("Retry-After") or "", r.read().decode()
+        finally:
+            conn.close()
+
+    def texts() -> list[str]:
+        status, _, body = get("/notes")
+        assert status == 200, body
+        return [n["text"] for n in json.loads(body)["notes"]]
+
+    home = f"{ssh_host.home}/{host_dir[2:]}"
+    try:
+        deployed = run("deploy", notes_builds.ref("v2"))
+        assert deployed.code == 0, deployed.text
+        db.query("INSERT INTO notes (text) VALUES ('before')")
+        made = run("backup", "create", "--json")
+        assert made.code == 0, made.text
+        bid = json.loads(made.out)["id"]
+        db.query("INSERT INTO notes (text) VALUES ('after')")
+        assert sorted(texts()) == ["after", "before"]
+        app = ssh_host.run(["docker", "ps", "-q", "--filter",
+                            f"label=dev.plainsail.service={service}",
+                            "--filter", "label=dev.plainsail.role=app"]).stdout.split()
+        assert len(app) == 1
+
+        # What a client sees meanwhile: the app's answers, or maintenance; never an error.
+        seen: list[tuple[int, str]] = []
+        stop = threading.Event()
+
+        def watch() -> None:
+            while not stop.is_set():
+                try:
+                    status, retry, _ = get("/health")
+                except OSError as exc:
+                    status, retry = 0, str(exc)
+                seen.append((status, retry))
+                time.sleep(0.02)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        try:
+            r = run("backup", "restore", bid, "--in-place", "--yes", "--json")
+        finally:
+            stop.set()
+            watcher.join(timeout=10)
+        assert r.code == 0, r.text
+        result = json.loads(r.out)
+        assert result["outcome"] == "restored" and result["maintenance"] is True, result
+        assert "maintenance is off again" in result["reason"]
+        assert texts() == ["before"], "the same app serves the backup's data"
+        assert {s for s, _ in seen} <= {200, 503}, seen
+        assert any(s == 503 and retry for s, retry in seen), "never in maintenance"
+        assert seen[-1][0] == 200
+        still = ssh_host.run(["docker", "ps", "-q", "--filter",
+                              f"label=dev.plainsail.service={service}",
+                              "--filter", "label=dev.plainsail.role=app"]).stdout.split()
+        assert still == app, "behind the proxy the app is not stopped"
+
+        # A restore that fails midway (an object made since depends on a table the backup
+        # replaces) rolls back: the database as it was, maintenance off, the app serving.
+        db.query("INSERT INTO notes (text) VALUES ('later')")
+        db.query(f"CREATE VIEW note_texts AS SELECT text FROM notes; "
+                 f"ALTER VIEW note_texts OWNER TO {db.role}")
+        failed = run("backup", "restore", bid, "--in-place", "--yes", "--json")
+        assert failed.code == 1, failed.text
+        doc = json.loads(failed.out)
+        assert doc["outcome"] == "restore-failed", doc
+        assert "left as it was" in doc["reason"] and "maintenance is off" in doc["reason"]
+        assert sorted(texts()) == ["before", "later"]
+        assert get("/health")[0] == 200
+        lock = run("lock", "status")
+        assert lock.out.strip().endswith("unlocked"), lock.text
+        records = [json.loads(line) for line in ssh_host.run(
+            ["cat", f"{home}/{service}/history.jsonl"]).stdout.splitlines() if line.strip()]
+        assert [x["outcome"] for x in records if x.get("kind") == "backup-restore"] == [
+            "restored", "restore-failed"]
+        everything = deployed.text + made.text + r.text + failed.text + json.dumps(records)
+        assert db.password not in everything
+    finally:
+        ids = ssh_host.run(["docker", "ps", "-aq", "--filter",
+                            f"label=dev.plainsail.service={service}"]).stdout.split()
+        if ids:
+            ssh_host.run(["docker", "rm", "-f", *ids])
+        ssh_host.run(["docker", "rm", "-f", pargv.container_name(host_dir)])
+        ssh_host.run(["docker", "network", "rm", network])
+        ssh_host.run(["rm", "-rf", home])
+        drop_app_database(db)
