@@ -13,10 +13,7 @@ from plainsail.config import model as configlib
 from plainsail.deploy import schemagate
 from plainsail.deploy.outcomes import ABORTED, SUCCEEDED
 from plainsail.hosts.state import Paths
-from tests.test_engine import V1, V2, Bench
-
-CLIENT = "registry.example.com/pg/client:15@sha256:" + "c" * 64
-BACKUP = f"backup:\n  before: migrations\n  keep: 2\n  image: {CLIENT}\n"
+from tests.test_engine import BACKUP, CLIENT, V1, V2, Bench, assert_no_unfinished_backup
 
 
 def cfg(extra: str, secrets: str = "[DATABASE_URL]") -> configlib.Config:
@@ -147,10 +144,30 @@ def test_a_backup_timeout_aborts_too(tmp_path: Path) -> None:
     rec = b.deploy(V1)
     assert rec["outcome"] == ABORTED and "did not finish within 3600s" in rec["reason"]
     assert not any(a[:2] == ["docker", "run"] for a in b.fake.log)
-    # The container that may still run is removed, and its partial files.
-    assert any(a[:3] == ["docker", "rm", "--force"] or a[:3] == ["docker", "rm", "-f"]
-               for a in b.fake.log), b.fake.log[-5:]
-    assert any(a[:3] == ["sh", "-c", backuphost.CLEAN_UP] for a in b.fake.log)
+    # The container that may still run is removed, the script ended, its files removed.
+    clean = [a for a in b.fake.log if a[:3] == ["sh", "-c", backuphost.CLEAN_UP]]
+    assert len(clean) == 1 and clean[0][-1].startswith("api-backup-"), clean
+    assert_no_unfinished_backup(b.fake)
+
+
+def test_the_clean_up_removes_an_unfinished_backup_only() -> None:
+    """CLEAN_UP for real, in a shell: the container removal fails (no such container), the
+    script's pid is gone; the unfinished files go, a described backup stays."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        bindir, folder = Path(tmp, "bin"), Path(tmp, "backups")
+        bindir.mkdir()
+        folder.mkdir()
+        (bindir / "docker").write_text("#!/bin/sh\necho no such container >&2; exit 1\n")
+        (bindir / "docker").chmod(0o755)
+        for name in (".b1.partial", ".b1.counts", ".b1.pid", "b1.dump", "b2.dump",
+                     "b2.json"):
+            (folder / name).write_text("999999999" if name.endswith("pid") else "x")
+        argv = backuphost.clean_up_argv(Paths(tmp), "b1", "none")
+        subprocess.run(argv, check=True, env={"PATH": f"{bindir}:/usr/bin:/bin"}, timeout=20)
+        assert sorted(p.name for p in folder.iterdir()) == ["b2.dump", "b2.json"]
 
 
 def test_dry_run_shows_the_backup_step(tmp_path: Path) -> None:
@@ -266,3 +283,107 @@ def test_in_place_behind_the_proxy_uses_maintenance(tmp_path: Path,
     assert result["outcome"] == "restored" and calls == [True, False]
     assert b.fake.running() == running  # nothing stopped behind the proxy
     assert not any(a[:2] == ["docker", "stop"] for a in b.fake.log[-10:])
+
+
+def create(b: Bench) -> dict[str, object]:
+    from plainsail.backup import ops
+
+    return ops.create(b.cfg, [], {f.host.name: f.executor() for f in b.fakes})
+
+
+def test_backup_create_ends_taken_failed_or_interrupted_recorded_and_unlocked(
+        tmp_path: Path) -> None:
+    from plainsail.backup.host import BackupError
+
+    b = Bench(tmp_path, extra=BACKUP.replace("migrations", "never"))
+    assert b.deploy(V1)["outcome"] == SUCCEEDED
+    made = create(b)
+    assert made["outcome"] == "taken" and made["id"] and made["tables"] == {"public.notes": 3}
+    b.fake.fail("backup", message="pg_dump: error: connection to server failed")
+    with pytest.raises(BackupError, match="connection to server"):
+        create(b)
+    b.fake.fail("backup", kind="signal")
+    cut = create(b)
+    assert cut["outcome"] == "interrupted" and cut["id"] is None, cut
+    # The unfinished backup is gone from the host (container, script, files); the lock is
+    # free; each attempt is recorded on the host and locally.
+    assert_no_unfinished_backup(b.fake)
+    assert len([k for k in b.fake.files if k.endswith(".dump")]) == 1
+    clean = [a for a in b.fake.log if a[:3] == ["sh", "-c", backuphost.CLEAN_UP]]
+    assert len(clean) == 1
+    assert not b.fake.locked("api")
+    ends = [(r["kind"], r["outcome"]) for r in b.fake.history("api")][-3:]
+    assert ends == [("backup-create", "taken"), ("backup-create", "failed"),
+                    ("backup-create", "interrupted")]
+    assert [r["outcome"] for r in b.local_records()][-3:] == ["taken", "failed",
+                                                               "interrupted"]
+    assert "pw123" not in str(b.fake.history("api")) + str(b.local_records())
+
+
+def test_a_signal_while_the_lock_is_taken_waits_then_interrupts(
+        tmp_path: Path) -> None:
+    """SIGTERM while the lock is being taken: noted, then the attempt ends interrupted
+    before it backs anything up, with the lock released."""
+    b = Bench(tmp_path, extra=BACKUP.replace("migrations", "never"))
+    assert b.deploy(V1)["outcome"] == SUCCEEDED
+    b.fake.fail("lock", kind="signal")
+    cut = create(b)
+    assert cut["outcome"] == "interrupted"
+    assert not any(a[:3] == ["sh", "-c", backuphost.TAKE_SCRIPT] for a in b.fake.log)
+    assert not b.fake.locked("api")
+
+
+def test_backup_create_interrupted_exits_130_with_one_outcome(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from plainsail.backup import ops
+    from plainsail.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "plainsail.yml").write_text(
+        "service: api\nimage: registry.example.com/acme/api\napp:\n  secrets: "
+        f"[DATABASE_URL]\n{BACKUP}")
+    monkeypatch.setattr(ops, "create", lambda cfg, hosts: {
+        "outcome": "interrupted", "reason": "interrupted by a signal", "id": None})
+    assert main(["backup", "create", "--json"]) == 130
+    assert json.loads(capsys.readouterr().out)["outcome"] == "interrupted"
+
+
+def test_recover_after_a_backup_create_that_died(tmp_path: Path) -> None:
+    """A `backup create` SIGKILLed while pg_dump ran leaves its lock (kind backup), its
+    unfinished files and perhaps a dump without a description. recover removes them under
+    that lock, records the attempt as interrupted, releases the lock; the app, never
+    touched, is checked and left running."""
+    import json
+    import socket
+
+    from plainsail.deploy.recover import recover
+    from plainsail.hosts.state import LockInfo
+    from tests.test_engine import _dead_pid
+
+    b = Bench(tmp_path, extra=BACKUP.replace("migrations", "never"))
+    assert b.deploy(V1)["outcome"] == SUCCEEDED
+    good = create(b)
+    f = b.fake
+    folder = f"{f.home}/.plainsail/api/backups"
+    for name in (".20261206T000000.000000Z-dead.partial", ".20261206T000000.000000Z-dead.pid",
+                 "20261207T000000.000000Z-dead.dump"):
+        f.files[f"{folder}/{name}"] = "unfinished"
+    lock = f"{f.home}/.plainsail/api/lock"
+    f.dirs.add(lock)
+    info = LockInfo("20261206T000000Z-bk0001", "ann@laptop", socket.gethostname(),
+                    _dead_pid(), "2026-12-06T00:00:00Z", "", "laptop", kind="backup")
+    f.files[f"{lock}/info.json"] = json.dumps(info.__dict__)
+    running = f.running()
+    s = recover(b.cfg, report=b.lines.append, environ=dict(b.env),
+                executors={f.host.name: f.executor()})
+    assert s["outcome"] == "recovered", s
+    assert_no_unfinished_backup(f)
+    assert f"{folder}/{good['id']}.dump" in f.files, "the whole backup stays"
+    assert "removed what the interrupted backup left" in "\n".join(b.lines)
+    assert not f.locked("api") and f.running() == running
+    assert not any(a[:2] == ["docker", "stop"] for a in f.log)
+    kinds = [(r["id"], r.get("kind"), r["outcome"]) for r in f.history("api")]
+    assert (info.deploy_id, "backup", "interrupted") in kinds

@@ -38,6 +38,8 @@ V2 = Target(IMAGE, "b2b2b2b2", "sha256:" + "b2" * 32, True)
 V3 = Target(IMAGE, "c3c3c3c3", "sha256:" + "c3" * 32, True)
 TARGETS = {t.tag: t for t in (V1, V2, V3)}
 OUTCOMES = set(ALL_OUTCOMES)
+CLIENT = "registry.example.com/pg/client:15@sha256:" + "c" * 64
+BACKUP = f"backup:\n  before: migrations\n  keep: 2\n  image: {CLIENT}\n"
 
 
 class Bench:
@@ -290,7 +292,7 @@ def test_a_signal_during_docker_run_waits_for_it_then_unwinds(
 
 # ---------------------------------------------------------------- the fault matrix
 
-STEPS = ["survey", "lock+env", "docker pull", "migrate",
+STEPS = ["survey", "lock+env", "docker pull", "backup", "migrate",
          "docker stop", "docker run", "docker inspect", "docker start", "docker rm",
          "history", "unlock"]
 FAULTS = ["fail", "timeout", "drop", "crash", "signal"]
@@ -300,7 +302,7 @@ BEGIN, END = "<!-- matrix:begin -->", "<!-- matrix:end -->"
 
 def fault_cell(tmp: Path, step: str, fault: str) -> str:
     """Deploy v2 over v1 with one fault injected; check the promises; return the outcome."""
-    b = Bench(tmp)
+    b = Bench(tmp, extra=BACKUP if step == "backup" else "")
     assert b.deploy(V1)["outcome"] == SUCCEEDED
     # A failed gate makes the restore path (docker start, docker rm) reachable.
     if step in ("docker start", "docker rm"):
@@ -325,6 +327,10 @@ def fault_cell(tmp: Path, step: str, fault: str) -> str:
     if outcome != RESTORE_FAILED:
         expected = V2.tag if outcome == SUCCEEDED else V1.tag
         assert b.running_tags() == [expected], (outcome, b.running_tags())
+    if step == "backup":
+        assert_no_unfinished_backup(b.fake)
+        assert not any(a[:2] == ["docker", "run"] and V2.tag in " ".join(a)
+                       for a in b.fake.log), "no migration, no new container"
     label = f"{outcome} (exit {code})"
     if s.get("preflight"):
         label += ", in preflight"
@@ -333,6 +339,14 @@ def fault_cell(tmp: Path, step: str, fault: str) -> str:
     if step == "history" and s.get("unrecorded_hosts"):
         label += ", host record missing: said loudly, kept locally"
     return label
+
+
+def assert_no_unfinished_backup(fake: FakeHost) -> None:
+    """Every dump on the host has its description (a good backup); nothing else is left."""
+    files = [k for k in fake.files if "/backups/" in k]
+    assert not [k for k in files if k.rsplit("/", 1)[1].startswith(".")], files
+    dumps = {k.removesuffix(".dump") for k in files if k.endswith(".dump")}
+    assert dumps == {k.removesuffix(".json") for k in files if k.endswith(".json")}, files
 
 
 @pytest.mark.parametrize("fault", FAULTS)

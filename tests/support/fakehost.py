@@ -125,6 +125,8 @@ SCRIPTS = {
     backuphost.TAKE_SCRIPT: "backup",
     backuphost.KEEP_SCRIPT: "backup-keep",
     backuphost.LIST_SCRIPT: "backup-list",
+    backuphost.CLEAN_UP: "backup-clean",
+    backuphost.LEFTOVERS: "backup-leftovers",
     restorelib.CHECKED_RUN: "restore",
 }
 
@@ -167,6 +169,12 @@ class FakeExecutor(Executor):
         self.fake.log.append(argv)
         step = step_of(argv)
         fault = self.fake.faults.get(step)
+        if fault is not None and step == "backup" and fault.kind != "fail":
+            # The backup had begun on the host when plainsail gave up on it: its files are
+            # there (a failing one removes them itself).
+            folder, bid = argv[4], argv[5]
+            for suffix in ("partial", "counts", "pid"):
+                self.fake.files[f"{folder}/.{bid}.{suffix}"] = "unfinished"
         if fault is not None:
             if fault.times == 1:
                 del self.fake.faults[step]
@@ -198,6 +206,8 @@ class FakeExecutor(Executor):
         f = self.fake
         if argv[:2] == ["sh", "-c"]:
             return self._script(argv[2], argv[4:], stdin or "")
+        if argv[:2] == ["test", "-f"]:
+            return (0, "", "") if argv[2] in f.files else (1, "", "")
         cmd = argv[1]
         if cmd == "version":
             return 0, f.docker_version, ""
@@ -356,6 +366,19 @@ class FakeExecutor(Executor):
         if step == "restore":  # the checksum matches, pg_restore succeeds
             self.fake.restored.append(path)
             return (0, "", "") if path in f.files else (66, "", f"{path} is missing")
+        if step == "backup-clean":
+            for suffix in ("partial", "counts", "pid"):
+                f.files.pop(f"{path}/.{args[1]}.{suffix}", None)
+            if f"{path}/{args[1]}.json" not in f.files:
+                f.files.pop(f"{path}/{args[1]}.dump", None)
+            return 0, "", ""
+        if step == "backup-leftovers":
+            gone = [k for k in f.files if k.startswith(path + "/") and (
+                k.rsplit("/", 1)[1].startswith(".") or k.endswith(".dump")
+                and k.removesuffix(".dump") + ".json" not in f.files)]
+            for k in gone:
+                f.files.pop(k)
+            return 0, "".join(f"file {k.rsplit('/', 1)[1]}\n" for k in gone), ""
         if step == "backup-list":
             return 0, "".join(v.strip() + "\n" for k, v in sorted(f.files.items())
                               if k.startswith(path + "/") and k.endswith(".json")), ""

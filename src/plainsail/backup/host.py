@@ -73,12 +73,14 @@ DUMP_INNER = (
 
 # On the host: the folder (0700), the container (run as the SSH user, so the files are
 # theirs), then size and SHA-256, and the dump renamed into place. Nothing is left behind
-# when any part fails. $1 folder, $2 id, the rest: `docker run` arguments.
+# when any part fails; the script's pid is kept beside the files, so that CLEAN_UP can end
+# it when plainsail gave up on it (a timeout, a lost connection, a signal). $1 folder, $2
+# id, the rest: `docker run` arguments.
 TAKE_SCRIPT = (
     'set -u; dir=$1; id=$2; shift 2; umask 077; '
-    'part="$dir/.$id.partial"; counts="$dir/.$id.counts"; '
-    "trap 'rm -f \"$part\" \"$counts\"' EXIT; trap 'exit 130' INT TERM; "
-    'mkdir -p "$dir" && chmod 700 "$dir" || exit 71; '
+    'part="$dir/.$id.partial"; counts="$dir/.$id.counts"; pid="$dir/.$id.pid"; '
+    "trap 'rm -f \"$part\" \"$counts\" \"$pid\"' EXIT; trap 'exit 130' INT TERM HUP; "
+    'mkdir -p "$dir" && chmod 700 "$dir" || exit 71; echo $$ > "$pid"; '
     'docker run --user "$(id -u):$(id -g)" "$@" || exit $?; '
     'size=$(wc -c < "$part") && sum=$(sha256sum "$part") || exit 72; '
     'chmod 600 "$part" && mv "$part" "$dir/$id.dump" || exit 73; '
@@ -173,8 +175,13 @@ def take(ex: Executor, cfg: Config, paths: Paths, argv: Sequence[str], backup_id
         _clean_up(ex, cfg, argv, paths, backup_id)
         raise BackupError(f"backup failed on {ex.host.name} (did not finish within "
                           f"{timeout:g}s; backup.timeout sets the limit)") from None
+    except BaseException:  # a signal: the same, then it goes on
+        _clean_up(ex, cfg, argv, paths, backup_id)
+        raise
     seconds = round(time.monotonic() - start, 3)
     if res.returncode == 255 and not ex.host.is_local:
+        # The connection dropped: the backup may go on without us; end it.
+        _clean_up(ex, cfg, argv, paths, backup_id)
         raise BackupError(one_line(ex.failure(res, "backup")))
     if res.returncode != 0:
         from plainsail.secret import redact
@@ -201,18 +208,65 @@ def take(ex: Executor, cfg: Config, paths: Paths, argv: Sequence[str], backup_id
     return Taken(record, [x for x in keep.stdout.split() if ID_RE.fullmatch(x)])
 
 
-CLEAN_UP = 'rm -f "$1/.$2.partial" "$1/.$2.counts"'
+# After plainsail gave up on a backup (a timeout, a lost connection, a signal): its
+# container removed (so the script's `docker run` returns), the script ended, and every
+# file of that backup removed unless its description was stored (then it is a good one).
+# $1 folder, $2 id, $3 the container.
+CLEAN_UP = (
+    'dir=$1; id=$2; docker rm --force "$3" > /dev/null 2>&1; '
+    'pid=$(cat "$dir/.$id.pid" 2> /dev/null); '
+    'if [ -n "$pid" ] && kill -TERM "$pid" 2> /dev/null; then i=0; '
+    'while kill -0 "$pid" 2> /dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done; '
+    'fi; rm -f "$dir/.$id.partial" "$dir/.$id.counts" "$dir/.$id.pid"; '
+    'if [ ! -e "$dir/$id.json" ]; then rm -f "$dir/$id.dump"; fi'
+)
+
+
+def clean_up_argv(paths: Paths, backup_id: str, container: str) -> list[str]:
+    return ["sh", "-c", CLEAN_UP, "backup", folder(paths), backup_id, container]
 
 
 def _clean_up(ex: Executor, cfg: Config, argv: Sequence[str], paths: Paths,
               backup_id: str) -> None:
-    """After a timeout: the container removed, the partial files too (best effort)."""
+    """After plainsail gave up on a backup: nothing of it left on the host (best effort:
+    when the host cannot be reached, the files of an unfinished backup are never listed,
+    and `plainsail recover` removes them)."""
     name = argv[list(argv).index("--name") + 1]
     with suppress(PlainsailError):
-        ex.run(docker.rm([name], force=True), check=False, timeout=cfg.timeouts.command)
-    with suppress(PlainsailError):
-        ex.run(["sh", "-c", CLEAN_UP, "backup", folder(paths), backup_id], check=False,
-               timeout=cfg.timeouts.command)
+        ex.run(clean_up_argv(paths, backup_id, name), check=False,
+               timeout=cfg.timeouts.command + 10, what="clean up the unfinished backup")
+
+
+# `plainsail recover`, under the lock of an attempt that died (SIGKILL, a lost laptop)
+# while it backed up: that attempt's backup containers removed, the scripts still running
+# ended (only processes whose command line names this folder), and every unfinished file
+# removed: hidden ones, and dumps without a description. $1 folder, $2 service, $3 the
+# attempt's id. Prints what it removed.
+LEFTOVERS = (
+    'dir=$1; ids=$(docker ps -aq --filter "label=dev.plainsail.service=$2" '
+    '--filter "label=dev.plainsail.role=backup" --filter "label=dev.plainsail.deploy-id=$3"); '
+    'if [ -n "$ids" ]; then docker rm --force $ids > /dev/null && echo "containers $ids"; '
+    'fi; cd "$dir" 2> /dev/null || exit 0; '
+    'for p in .*.pid; do [ -f "$p" ] || continue; pid=$(cat "$p"); '
+    'if tr "\\0" " " < "/proc/$pid/cmdline" 2> /dev/null | grep -qF -- "$dir" '
+    '&& kill -TERM "$pid" 2> /dev/null; then i=0; '
+    'while kill -0 "$pid" 2> /dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done; '
+    'fi; done; '
+    'for f in .*.partial .*.counts .*.pid *.dump; do [ -f "$f" ] || continue; '
+    'case "$f" in *.dump) [ -e "${f%.dump}.json" ] && continue;; esac; '
+    'rm -f "$f" && echo "file $f"; done'
+)
+
+
+def remove_leftovers(ex: Executor, cfg: Config, paths: Paths, attempt: str) -> list[str]:
+    """What an interrupted attempt's backup left on the host, removed (see LEFTOVERS);
+    one line per thing removed."""
+    res = ex.run(["sh", "-c", LEFTOVERS, "backup", folder(paths), cfg.service, attempt],
+                 timeout=cfg.timeouts.command + 10, check=False,
+                 what="remove an interrupted backup's leftovers")
+    if res.returncode != 0:
+        raise ex.failure(res, "remove an interrupted backup's leftovers")
+    return [line for line in res.stdout.splitlines() if line.strip()]
 
 
 def list_on(ex: Executor, paths: Paths, timeout: float) -> list[dict[str, Any]]:

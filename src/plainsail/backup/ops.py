@@ -14,13 +14,15 @@ from typing import Any
 
 from plainsail.backup import host as backuphost
 from plainsail.backup import restore as restorelib
+from plainsail.backup import signals
 from plainsail.backup.host import BackupError
 from plainsail.config.model import Config
 from plainsail.deploy.history import append_local
 from plainsail.deploy.plan import app_network
 from plainsail.deploy.records import new_deploy_id, now, origin, who
-from plainsail.errors import UsageError
+from plainsail.errors import UsageError, one_line
 from plainsail.hosts import state as hoststate
+from plainsail.hosts.executor import Executor
 from plainsail.hosts.fleet import Opened, opened
 
 
@@ -73,16 +75,27 @@ def _lock_info(cfg: Config, kind: str) -> hoststate.LockInfo:
         origin=origin(), kind=kind)
 
 
-def create(cfg: Config, hosts: list[str]) -> dict[str, Any]:
+TAKEN, FAILED, INTERRUPTED = "taken", "failed", "interrupted"
+CREATE_OUTCOMES = (TAKEN, FAILED, INTERRUPTED)
+
+
+def create(cfg: Config, hosts: list[str],
+           executors: dict[str, Executor] | None = None) -> dict[str, Any]:
     """Take a backup now on the first selected host, under its deploy lock (no migration
-    runs meanwhile), with the env file the running app uses."""
+    runs meanwhile), with the env file the running app uses. It ends `taken`, `failed`
+    (raised as BackupError, one line) or `interrupted` (SIGTERM or Ctrl-C: nothing of the
+    backup is left on the host), recorded on the host and locally, the lock released."""
     _configured(cfg)
     assert cfg.backup is not None
-    with opened(cfg, hosts[:1] or cfg.hosts[:1]) as fleet:
+    started, t0 = now(), time.monotonic()
+    with signals.guarded() as guard, opened(cfg, hosts[:1] or cfg.hosts[:1], executors) as fleet:
         o = fleet[0]
         info = _lock_info(cfg, "backup")
         hoststate.acquire(o.ex, o.paths, info)
+        taken: backuphost.Taken | None = None
+        failure: BackupError | None = None
         try:
+            guard.arm()
             has_env = o.ex.run(["test", "-f", o.paths.env], check=False,
                                timeout=cfg.timeouts.query).returncode == 0
             if not has_env:
@@ -90,12 +103,33 @@ def create(cfg: Config, hosts: list[str]) -> dict[str, Any]:
                                   f"({o.paths.env}); deploy it first: the backup reads "
                                   "DATABASE_URL from it")
             bid = backuphost.new_id()
-            argv = backuphost.take_argv(cfg, o.paths, bid, "", app_network(cfg))
+            # The container carries this attempt's id, so recover can find it.
+            argv = backuphost.take_argv(cfg, o.paths, bid, info.deploy_id, app_network(cfg))
             taken = backuphost.take(o.ex, cfg, o.paths, argv, bid, "", cfg.backup.timeout,
                                     "taken by plainsail backup create")
+            outcome, reason = TAKEN, f"backup {bid} taken"
+        except BackupError as exc:
+            failure = exc
+            outcome, reason = FAILED, one_line(exc)
+        except signals.Interrupted:
+            outcome, reason = INTERRUPTED, ("interrupted by a signal; the unfinished backup "
+                                            "was removed from the host")
         finally:
+            guard.disarm()
             hoststate.release(o.ex, o.paths, info.deploy_id)
-    return {**public(taken.record), "removed": taken.removed}
+        result: dict[str, Any] = {
+            "id": None, **(public(taken.record) if taken else {}),
+            "removed": taken.removed if taken else [], "kind": "backup-create",
+            "attempt": info.deploy_id, "service": cfg.service, "host": o.host.name,
+            "outcome": outcome, "reason": reason, "started": started, "ended": now(),
+            "took": round(time.monotonic() - t0, 3), "who": who(cfg), "origin": origin()}
+        try:
+            hoststate.append_history(o.ex, o.paths, result)
+        finally:
+            append_local(cfg, result)
+    if failure is not None:
+        raise failure
+    return result
 
 
 def download(cfg: Config, backup_id: str, output: Path | None,

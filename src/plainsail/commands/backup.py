@@ -41,6 +41,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.action == "create":
         rec = ops.create(cfg, args.host)
+        if rec["outcome"] == ops.INTERRUPTED:
+            _show(args.json, rec, f"backup create: INTERRUPTED: {rec['reason']}")
+            return 130
         _show(args.json, rec, f"backup {rec['id']} taken on {rec['host']}: "
               f"{_size(rec['size'])}, {len(rec['tables'])} table(s), sha256 {rec['sha256']}")
         return 0

@@ -6,7 +6,9 @@ any lock with `--force`), writes the missing record (`interrupted`) on each host
 the lock over, and deploys the last known-good version from the host records wherever
 something else runs or the service is down, health gate included, without migrations.
 The attempt is recorded as `recovered` (or `restore-failed` if that version does not
-come back healthy).
+come back healthy). What a backup of the interrupted attempt (a deploy's backup step, or
+`plainsail backup create`, whose lock is of kind `backup`) left on the host is removed
+first: its container, its script if it still runs, its unfinished files.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from plainsail.backup import host as backuphost
 from plainsail.config.model import Config
 from plainsail.deploy.hostregistry import pull_repository
 from plainsail.deploy.outcomes import INTERRUPTED, SUCCEEDED
@@ -96,6 +99,13 @@ def recover(cfg: Config, *, hosts: list[str] | None = None, force: bool = False,
         tag, digest = picks.pop()
         for s in stale:
             ex = executors[s.host]
+            # Still under the dead attempt's lock: a backup it was taking is ended and
+            # its unfinished files removed, so none is ever taken for a whole one.
+            removed = backuphost.remove_leftovers(ex, cfg, s.paths,
+                                                  s.lock.deploy_id if s.lock else "")
+            if removed:
+                report(f"[{s.host}] removed what the interrupted backup left: "
+                       f"{', '.join(removed)}")
             if s.lock is not None:
                 hoststate.append_history(ex, s.paths, _interrupted_record(cfg, s))
             hoststate.release(ex, s.paths)

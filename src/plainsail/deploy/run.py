@@ -685,6 +685,10 @@ class Deploy:
             if isinstance(exc, BackupError):
                 raise
             raise BackupError(f"backup failed: {one_line(exc)}") from None
+        except Interrupted:
+            run.steps.append(Step("backup", round(time.monotonic() - start, 3), False))
+            self.backup = {"id": self.backup_id, "ok": False, "error": "interrupted"}
+            raise
         rec = taken.record
         run.steps.append(Step("backup", rec["seconds"], True))
         self.backup = {**{k: rec[k] for k in ("id", "created", "size", "sha256", "seconds",

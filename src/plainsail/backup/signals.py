@@ -1,0 +1,56 @@
+"""SIGTERM and Ctrl-C during a backup command. While the guard is armed (the work on the
+host), the first signal raises `Interrupted` where the command is, so it can end that work
+(container, unfinished files), release its lock and record how it ended; a signal while it
+is not armed (taking or releasing the lock, recording) is noted, raised when it is armed
+next, and otherwise waits until the command has finished its bookkeeping. After the first,
+signals are ignored: the clean-up is never cut in two."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+
+class Interrupted(BaseException):
+    """SIGTERM or Ctrl-C during a backup command (exit 130, as every interruption)."""
+
+
+class Guard:
+    def __init__(self) -> None:
+        self.armed = False
+        self.pending: int | None = None
+        self.fired = False
+
+    def arm(self) -> None:
+        """From here on a signal interrupts (at once, if one came meanwhile)."""
+        if self.pending is not None and not self.fired:
+            self.fired = True
+            raise Interrupted()
+        self.armed = True
+
+    def disarm(self) -> None:
+        self.armed = False
+
+    def handler(self, signum: int, frame: FrameType | None) -> None:
+        if self.armed and not self.fired:
+            self.armed, self.fired = False, True
+            raise Interrupted()
+        self.pending = signum
+
+
+@contextmanager
+def guarded() -> Iterator[Guard]:
+    guard = Guard()
+    try:
+        old_term = signal.signal(signal.SIGTERM, guard.handler)
+        old_int = signal.signal(signal.SIGINT, guard.handler)
+    except ValueError:  # not in the main thread
+        yield guard
+        return
+    try:
+        yield guard
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+        signal.signal(signal.SIGINT, old_int)
