@@ -13,10 +13,15 @@ from plainsail.output import progress
 
 def run(args: argparse.Namespace) -> int:
     with json_on_failure("deploy", args.json):
-        cfg = configlib.load(args.config)
+        cfg = configlib.load(args.config, swarm_ok=True)
         req = Request(ref=args.ref, hosts=args.host, skip_migrations=args.skip_migrations,
                       dry_run=args.dry_run, force=args.force,
                       allow_breaking_migrations=args.allow_breaking_migrations,
                       allow_shallow_clone=args.allow_shallow_clone)
-        summary = deploy(cfg, req, progress_printer(args.json), progress())
+        if cfg.target == "swarm":
+            from plainsail.swarm.deploy import deploy as swarm_deploy
+
+            summary = swarm_deploy(cfg, req, progress_printer(args.json), progress())
+        else:
+            summary = deploy(cfg, req, progress_printer(args.json), progress())
     return finish(summary, args.json)

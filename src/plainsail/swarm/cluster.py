@@ -1,0 +1,182 @@
+"""What runs on the Swarm, read through the manager: the service's spec, its tasks (node,
+digest, state), the nodes' addresses, the update's status; and the deep health gate, which
+probes every task of the new version on its node's host-mode port (through the manager's
+SSH connection), not only Swarm's own container healthcheck."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from plainsail.config.model import Config
+from plainsail.deploy import health
+from plainsail.errors import PlainsailError, RemoteError
+from plainsail.hosts.executor import Executor, error_line
+from plainsail.secret import Secret
+from plainsail.swarm import service as svc
+
+# Swarm's UpdateStatus states that mean the update did not go through.
+FAILED_UPDATE = ("paused", "rollback_started", "rollback_paused", "rollback_completed")
+
+
+class SwarmError(PlainsailError):
+    """The Swarm did not do what plainsail asked (an update paused, tasks short, ...)."""
+
+
+@dataclass(frozen=True)
+class Task:
+    id: str
+    node_id: str
+    image: str
+    state: str  # Swarm's task state: running, starting, failed, ...
+    error: str
+    node: str = ""  # the node's hostname
+    address: str = ""  # the node's address
+
+    @property
+    def digest(self) -> str:
+        return self.image.partition("@")[2]
+
+    def to_json(self) -> dict[str, str]:
+        return {"task": self.id, "node_id": self.node_id, "node": self.node,
+                "address": self.address, "digest": self.digest, "state": self.state,
+                "error": self.error}
+
+
+def current_spec(ex: Executor, cfg: Config) -> tuple[svc.Spec | None, dict[str, Any] | None]:
+    """The service's spec and raw inspect data, (None, None) when no such service exists."""
+    res = ex.run(svc.inspect_argv(cfg.service), check=False, timeout=cfg.timeouts.query,
+                 what="docker service inspect")
+    if res.returncode != 0:
+        if "no such service" in res.tail().lower() or res.stdout.strip() == "[]":
+            return None, None
+        raise ex.failure(res, "docker service inspect")
+    data = json.loads(res.stdout)[0]
+    return svc.parse_spec(data), data
+
+
+def nodes(ex: Executor, cfg: Config) -> dict[str, dict[str, str]]:
+    """node id -> {hostname, address, state, availability, role}."""
+    res = ex.run(svc.nodes_argv(), timeout=cfg.timeouts.query, what="docker node inspect")
+    out = {}
+    for n in json.loads(res.stdout):
+        out[str(n["ID"])] = {
+            "hostname": str((n.get("Description") or {}).get("Hostname") or ""),
+            "address": str((n.get("Status") or {}).get("Addr") or ""),
+            "state": str((n.get("Status") or {}).get("State") or ""),
+            "availability": str((n.get("Spec") or {}).get("Availability") or ""),
+            "role": str((n.get("Spec") or {}).get("Role") or ""),
+        }
+    return out
+
+
+def tasks(ex: Executor, cfg: Config, known: dict[str, dict[str, str]]
+          ) -> tuple[dict[str, Any] | None, list[Task]]:
+    """(UpdateStatus, the tasks Swarm wants running), each with its node's name and address
+    (`known` is refreshed in place when a task is on a node not seen yet)."""
+    res = ex.run(svc.tasks_argv(cfg.service), timeout=cfg.timeouts.query,
+                 what="read the service's tasks")
+    status, raw = svc.parse_tasks(res.stdout)
+    found = []
+    for t in raw:
+        node_id = str(t.get("NodeID") or "")
+        if node_id and node_id not in known:
+            known.update(nodes(ex, cfg))
+        node = known.get(node_id, {})
+        st = t.get("Status") or {}
+        found.append(Task(
+            id=str(t.get("ID") or ""), node_id=node_id,
+            image=str(((t.get("Spec") or {}).get("ContainerSpec") or {}).get("Image") or ""),
+            state=str(st.get("State") or ""), error=str(st.get("Err") or ""),
+            node=node.get("hostname", ""), address=node.get("address", "")))
+    return status, found
+
+
+def converge(ex: Executor, cfg: Config, image: str, deadline: float,
+             known: dict[str, dict[str, str]], *,
+             on_wait: Callable[[str], None] = lambda _: None,
+             sleep: Callable[[float], None] = time.sleep) -> list[Task]:
+    """Wait until `swarm.replicas` tasks of `image` run and the update (if any) completed;
+    the tasks. SwarmError when the update paused or rolled back, or at the deadline (the
+    reason says how many tasks ran)."""
+    assert cfg.swarm is not None
+    want = cfg.swarm.replicas
+    while True:
+        status, found = tasks(ex, cfg, known)
+        state = str((status or {}).get("State") or "")
+        if state in FAILED_UPDATE:
+            msg = str((status or {}).get("Message") or "")
+            raise SwarmError(f"Swarm's update is {state.replace('_', ' ')}"
+                             + (f": {msg}" if msg else ""))
+        new = [t for t in found if t.image == image]
+        running = [t for t in new if t.state == "running"]
+        old = [t for t in found if t.image != image]
+        done = state in ("", "completed") and len(running) >= want and not old
+        if done:
+            return running
+        errors = sorted({t.error for t in new if t.error})
+        where = (f"{len(running)} of {want} task(s) of the new version running"
+                 + (f", {len(old)} older still" if old else "")
+                 + (f"; task errors: {'; '.join(errors)}" if errors else ""))
+        if time.monotonic() >= deadline:
+            raise SwarmError(f"the service did not converge in time: {where}")
+        on_wait(where)
+        sleep(1.0)
+
+
+def task_state(ex: Executor, task_id: str) -> tuple[str, int]:
+    """A task's state in the terms of `health.container_state` (for the gate's checks)."""
+    res = ex.run(["docker", "inspect", "--format", "{{.Status.State}}", task_id],
+                 check=False, timeout=30, what="inspect task")
+    if res.returncode == 255 and not ex.host.is_local:
+        return "unreachable", 0
+    if res.returncode != 0:
+        return "missing", 0
+    state = res.stdout.strip()
+    return ("running" if state == "running" else "exited" if state in (
+        "failed", "shutdown", "rejected", "complete", "orphaned", "remove") else state), 0
+
+
+def gate(ex: Executor, cfg: Config, running: list[Task], secrets: list[Secret],
+         progress: Callable[[Task, health.Attempt], None] | None = None
+         ) -> tuple[bool, str, list[dict[str, Any]]]:
+    """The deep health gate on every task, in turn, until one fails: (all healthy, the
+    reason, the verdicts of the tasks probed)."""
+    assert cfg.app.publish
+    verdicts = []
+    bad = []
+    for task in running:
+        verdict = health.gate(
+            ex, cfg.health, (task.address, cfg.app.publish), task.id, secrets,
+            progress=partial(progress, task) if progress else None,
+            state=task_state)
+        verdicts.append({**task.to_json(), **verdict.to_json()})
+        if not verdict.healthy:  # one failed task decides: the others are not waited for
+            bad.append(f"task {task.id[:12]} on {task.address or task.node_id}: "
+                       f"{verdict.reason}")
+            break
+    if bad:
+        return False, "; ".join(bad), verdicts
+    return True, f"{len(running)} task(s) healthy", verdicts
+
+
+def ensure(ex: Executor, cfg: Config, check: list[str], create: list[str], what: str,
+           stdin: str | None = None) -> bool:
+    """Create an object (network, config) unless it exists; True when it was created.
+    Another deployer creating it meanwhile is no error."""
+    if ex.run(check, check=False, timeout=cfg.timeouts.query, what=f"inspect {what}").ok:
+        return False
+    res = ex.run(create, check=False, input=stdin, timeout=cfg.timeouts.command,
+                 what=f"create {what}")
+    if res.ok:
+        return True
+    if "already exists" in res.tail():
+        return False
+    raise RemoteError(f"{ex.host.name}: could not create {what}: "
+                      f"{error_line(res.tail()) or 'no output'}",
+                      host=ex.host.name, argv=res.argv, returncode=res.returncode,
+                      output_tail=res.tail())

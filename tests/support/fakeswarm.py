@@ -1,0 +1,242 @@
+"""A fake Swarm manager for unit tests of the swarm deploy: the fake host's state folder,
+lock and migration container (tests/support/fakehost.py) plus an in-memory Swarm: nodes,
+one service's spec and tasks, Docker secrets and configs. It understands exactly the argv
+lists of `plainsail.swarm.service`; an update converges at once, unless `update_state`
+says Swarm paused it. The integration tests run the same code on a real 3-node Swarm."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shlex
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from plainsail.swarm import service as svc
+from tests.support.fakehost import SCRIPTS, FakeExecutor, FakeHost
+
+# The swarm's fixed scripts, by the step name faults are keyed by.
+SCRIPTS[svc.TASKS_SCRIPT] = "swarm-tasks"
+SCRIPTS[svc.nodes_argv()[2]] = "swarm-nodes"
+
+_task_ids = itertools.count(1)
+
+NO_VALUE = frozenset({"--detach", "--no-resolve-image", "--with-registry-auth", "--init",
+                      "--force", "-d"})
+
+
+class FakeSwarm(FakeHost):
+    """A manager node of a 3-node Swarm."""
+
+    def __init__(self) -> None:
+        super().__init__("ssh://deploy@manager-1")
+        self.nodes = {f"node{n}": {"hostname": f"pss{n}", "address": f"10.232.{n}.2"}
+                      for n in (1, 2, 3)}
+        self.spec: dict[str, Any] | None = None  # the service's Spec, as Docker shows it
+        self.tasks: list[dict[str, Any]] = []
+        self.update_status: dict[str, Any] | None = None
+        self.secrets: dict[str, str] = {}  # name -> value
+        self.configs: dict[str, str] = {}
+        self.swarm_networks: set[str] = set()
+        self.image_config: dict[str, Any] = {"Entrypoint": None, "Cmd": ["/bin/app", "serve"]}
+        # Set to "paused" (etc.): the next create/update does not converge.
+        self.update_state = ""
+        # Is a task of this image healthy? Default: yes.
+        self.healthy_image: Callable[[str], bool] = lambda image: True
+        self.updates = 0  # docker service create/update commands run
+
+    def executor(self, secrets: Sequence[Any] = ()) -> FakeSwarmExecutor:
+        ex = FakeSwarmExecutor(self, secrets)
+        self.executors.append(ex)
+        return ex
+
+    @property
+    def image(self) -> str:
+        return str(self.spec["TaskTemplate"]["ContainerSpec"]["Image"]) if self.spec else ""
+
+    def container_spec(self) -> dict[str, Any]:
+        assert self.spec is not None
+        spec: dict[str, Any] = self.spec["TaskTemplate"]["ContainerSpec"]
+        return spec
+
+
+class FakeSwarmExecutor(FakeExecutor):
+    fake: FakeSwarm
+
+    def http_get(self, host: str, port: int, path: str, timeout: float) -> tuple[int, str]:
+        task = next((t for t in self.fake.tasks if t["address"] == host
+                     and t["Status"]["State"] == "running"), None)
+        if task is None:
+            raise ConnectionRefusedError("connection refused")
+        image = task["Spec"]["ContainerSpec"]["Image"]
+        return (200, '{"status": "ok"}') if self.fake.healthy_image(image) else (
+            500, '{"database": "down"}')
+
+    def _do(self, argv: list[str], stdin: str | None) -> tuple[int, str, str]:
+        f = self.fake
+        if argv[:2] == ["sh", "-c"] and argv[2] == svc.TASKS_SCRIPT:
+            if f.spec is None:
+                return 1, "", f"Error: no such service: {argv[4]}"
+            wanted = [t for t in f.tasks if t["DesiredState"] == "running"]
+            return 0, json.dumps(f.update_status) + "\n" + (json.dumps(wanted) if wanted
+                                                            else ""), ""
+        if argv[:2] == ["sh", "-c"] and "docker node inspect" in argv[2]:
+            return 0, json.dumps([
+                {"ID": k, "Description": {"Hostname": v["hostname"]},
+                 "Status": {"Addr": v["address"], "State": "ready"},
+                 "Spec": {"Availability": "active", "Role": "manager" if k == "node1"
+                          else "worker"}} for k, v in f.nodes.items()]), ""
+        if argv[:2] != ["docker", "run"] and len(argv) > 1 and argv[0] == "docker":
+            handled = self._swarm(argv, stdin)
+            if handled is not None:
+                return handled
+        if argv[0] == "rm":
+            f.files.pop(argv[-1], None)
+            return 0, "", ""
+        return super()._do(argv, stdin)
+
+    def _swarm(self, argv: list[str], stdin: str | None) -> tuple[int, str, str] | None:
+        f = self.fake
+        cmd = argv[1:3]
+        if argv[1] == "info":
+            return 0, "active true\n", ""
+        if cmd == ["image", "inspect"]:
+            return 0, json.dumps(f.image_config), ""
+        if cmd == ["network", "inspect"]:
+            net = argv[-1]
+            return (0, "overlay swarm", "") if net in f.swarm_networks else (
+                1, "", f"Error: No such network: {net}")
+        if cmd == ["network", "create"]:
+            f.swarm_networks.add(argv[-1])
+            f.networks.add(argv[-1])
+            return 0, "n1", ""
+        if cmd == ["config", "inspect"]:
+            return (0, "c1", "") if argv[-1] in f.configs else (1, "", "no such config")
+        if cmd == ["config", "create"]:
+            f.configs[argv[-2]] = stdin or ""
+            return 0, "c1", ""
+        if cmd == ["secret", "create"]:
+            name = argv[-2]
+            if name in f.secrets:
+                return 1, "", f"Error response from daemon: secret {name} already exists"
+            f.secrets[name] = stdin or ""
+            return 0, "s1", ""
+        if cmd == ["secret", "ls"]:
+            return 0, "".join(n + "\n" for n in sorted(f.secrets)), ""
+        if cmd == ["secret", "rm"]:
+            used = set(self._used_secrets())
+            for n in argv[3:]:
+                if n not in used:
+                    f.secrets.pop(n, None)
+            return 0, "", ""
+        if cmd == ["service", "inspect"]:
+            if f.spec is None:
+                return 1, "[]", f"Status: Error: no such service: {argv[-1]}, Code: 1"
+            return 0, json.dumps([{"ID": "svc1", "Spec": f.spec,
+                                   "UpdateStatus": f.update_status}]), ""
+        if cmd == ["service", "create"]:
+            return self._create(argv[3:])
+        if cmd == ["service", "update"]:
+            return self._update(argv[3:])
+        if cmd == ["service", "rm"]:
+            f.spec, f.tasks, f.update_status = None, [], None
+            return 0, argv[-1], ""
+        if argv[1] == "inspect" and "{{.Status.State}}" in argv:
+            task = next((t for t in f.tasks if t["ID"] == argv[-1]), None)
+            return (0, task["Status"]["State"], "") if task else (1, "", "no such task")
+        return None
+
+    def _used_secrets(self) -> list[str]:
+        if self.fake.spec is None:
+            return []
+        return [s["SecretName"] for s in self.fake.container_spec().get("Secrets") or []]
+
+    @staticmethod
+    def _options(args: list[str]) -> tuple[list[tuple[str, str]], list[str]]:
+        opts, i = [], 0
+        while i < len(args) and args[i].startswith("-"):
+            if args[i] in NO_VALUE:
+                opts.append((args[i], ""))
+                i += 1
+            else:
+                opts.append((args[i], args[i + 1]))
+                i += 2
+        return opts, args[i:]
+
+    def _create(self, args: list[str]) -> tuple[int, str, str]:
+        f = self.fake
+        opts, rest = self._options(args)
+        if f.spec is not None:
+            return 1, "", "Error response from daemon: rpc error: name conflicts"
+        for key, value in opts:
+            if key == "--secret" and value.split(",")[0].split("=")[1] not in f.secrets:
+                return 1, "", "secret not found"
+        f.spec = {"Name": dict(opts)["--name"], "Labels": {}, "TaskTemplate": {
+            "ContainerSpec": {"Image": rest[0], "Args": rest[1:], "Env": [], "Secrets": []}},
+            "Mode": {"Replicated": {"Replicas": int(dict(opts)["--replicas"])}}}
+        self._apply(opts)
+        f.updates += 1
+        self._converge(created=True)
+        return 0, "svc1", ""
+
+    def _update(self, args: list[str]) -> tuple[int, str, str]:
+        f = self.fake
+        opts, rest = self._options(args)
+        if f.spec is None:
+            return 1, "", f"Error: no such service: {rest[-1]}"
+        self._apply(opts)
+        f.updates += 1
+        self._converge(created=False)
+        return 0, rest[-1], ""
+
+    def _apply(self, opts: list[tuple[str, str]]) -> None:
+        f = self.fake
+        assert f.spec is not None
+        c = f.container_spec()
+        labels = f.spec["Labels"]
+        for key, value in opts:
+            if key in ("--label", "--label-add"):
+                k, _, v = value.partition("=")
+                labels[k] = v
+            elif key == "--label-rm":
+                labels.pop(value, None)
+            elif key in ("--env", "--env-add"):
+                c["Env"] = [e for e in c["Env"] if e.split("=")[0] != value.split("=")[0]]
+                c["Env"].append(value)
+            elif key == "--env-rm":
+                c["Env"] = [e for e in c["Env"] if e.split("=")[0] != value]
+            elif key in ("--secret", "--secret-add"):
+                parts = dict(p.split("=", 1) for p in value.split(","))
+                c["Secrets"].append({"SecretName": parts["source"],
+                                     "File": {"Name": parts["target"]}})
+            elif key == "--secret-rm":
+                c["Secrets"] = [s for s in c["Secrets"] if s["SecretName"] != value]
+            elif key == "--image":
+                c["Image"] = value
+            elif key == "--args":
+                c["Args"] = shlex.split(value)
+            elif key == "--replicas":
+                f.spec["Mode"]["Replicated"]["Replicas"] = int(value)
+
+    def _converge(self, created: bool) -> None:
+        f = self.fake
+        assert f.spec is not None
+        image = f.image
+        if f.update_state:
+            f.update_status = {"State": f.update_state, "Message": "update paused due to "
+                               "failure or early termination of task x"}
+            f.update_state = ""
+            return
+        f.update_status = None if created else {"State": "completed",
+                                                "Message": "update completed"}
+        replicas = f.spec["Mode"]["Replicated"]["Replicas"]
+        for t in f.tasks:
+            t["DesiredState"] = "shutdown"
+            t["Status"]["State"] = "shutdown"
+        nodes = list(f.nodes)
+        for n in range(replicas):
+            node = nodes[n % len(nodes)]
+            f.tasks.append({"ID": f"task{next(_task_ids):04d}", "NodeID": node,
+                            "DesiredState": "running", "address": f.nodes[node]["address"],
+                            "Status": {"State": "running", "Err": ""},
+                            "Spec": {"ContainerSpec": {"Image": image}}})

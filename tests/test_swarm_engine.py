@@ -1,0 +1,261 @@
+"""Every branch of the swarm deploy, through a fake Swarm manager (tests/support/fakeswarm.py):
+outcomes, restores to the recorded release, secrets as Docker secrets, records and the lock,
+without Docker or SSH. tests/test_swarm_deploy.py runs the same code on a real 3-node Swarm."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from plainsail.config import model as configlib
+from plainsail.deploy.outcomes import (
+    ABORTED,
+    FAILED_MIGRATION,
+    INTERRUPTED,
+    RESTORED,
+    SUCCEEDED,
+    UNCHANGED,
+    exit_code,
+)
+from plainsail.deploy.plan import Request, Target
+from plainsail.errors import PlainsailError
+from plainsail.swarm import service as svc
+from plainsail.swarm.deploy import SwarmDeploy
+from tests.support.fakeswarm import FakeSwarm
+
+IMAGE = "registry.example.com/acme/api"
+V1 = Target(IMAGE, "a1a1a1a1", "sha256:" + "a1" * 32, True)
+V2 = Target(IMAGE, "b2b2b2b2", "sha256:" + "b2" * 32, True)
+TARGETS = {t.tag: t for t in (V1, V2)}
+PASSWORD = "pw-9f8e7d6c5b4a"
+SWARM = ("target: swarm\nswarm:\n  manager: ssh://deploy@manager-1\n  replicas: 3\n"
+         "  update: {order: stop-first}\n")
+
+
+class Bench:
+    def __init__(self, tmp: Path, extra: str = "", swarm: str = SWARM) -> None:
+        self.fake = FakeSwarm()
+        text = (f"service: api\nimage: {IMAGE}\n{swarm}"
+                "app:\n  port: 8080\n  publish: 18080\n  secrets: [DATABASE_URL]\n"
+                "  env: {MODE: prod}\n"
+                "health:\n  attempts: 2\n  interval: 10ms\n  timeout: 1s\n"
+                "migrate:\n  command: [migrate, up]\n" + extra)
+        (tmp / "plainsail.yml").write_text(text)
+        self.cfg = configlib.load(tmp / "plainsail.yml", {}, swarm_ok=True)
+        self.env = {"DATABASE_URL": f"postgresql://app:{PASSWORD}@db/app"}
+        self.lines: list[str] = []
+        self.tmp = tmp
+
+    def attempt(self, target: Target, **req: Any) -> SwarmDeploy:
+        request = Request(ref=f"{target.tag}@{target.digest}", **req)
+        return SwarmDeploy(self.cfg, request, self.lines.append, environ=dict(self.env),
+                           executor=self.fake.executor(),
+                           resolve=lambda cfg, r: TARGETS[str(r.ref).split("@")[0]],
+                           sleep=lambda s: None)
+
+    def deploy(self, target: Target, **req: Any) -> dict[str, Any]:
+        try:
+            return self.attempt(target, **req).run()
+        except PlainsailError as exc:
+            assert exc.record is not None
+            return exc.record
+
+    def records(self) -> list[dict[str, Any]]:
+        return self.fake.history("api")
+
+    def argvs(self) -> str:
+        return "\n".join(json.dumps(a) for a in self.fake.log)
+
+
+def test_first_deploy_creates_the_service_by_digest_with_secrets_as_docker_secrets(
+        tmp_path: Path) -> None:
+    b = Bench(tmp_path)
+    s = b.deploy(V1)
+    assert s["outcome"] == SUCCEEDED and exit_code(s) == 0, s["reason"]
+    f = b.fake
+    assert f.image == f"{IMAGE}@{V1.digest}"
+    c = f.container_spec()
+    assert c["Env"] == ["MODE=prod"]  # the secret is not in the service's env
+    assert c["Args"] == ["/bin/app", "serve"]  # the image's command, after the shim
+    [secret] = c["Secrets"]
+    assert secret["File"]["Name"] == "plainsail-env.DATABASE_URL"
+    assert f.secrets[secret["SecretName"]] == b.env["DATABASE_URL"]  # exact bytes, stdin
+    assert PASSWORD not in b.argvs()  # never in an argv
+    assert PASSWORD not in json.dumps(b.records()) and PASSWORD not in "\n".join(b.lines)
+    create = next(a for a in f.log if a[1:3] == ["service", "create"])
+    for flag in ("--no-resolve-image", "--detach"):
+        assert flag in create
+    assert create[create.index("--update-failure-action") + 1] == "pause"
+    assert create[create.index("--endpoint-mode") + 1] == "dnsrr"
+    assert "mode=host,target=8080,published=18080" in create
+    assert f.configs[svc.entry_config_name()] == svc.ENTRY_SCRIPT
+    assert "plainsail" in f.swarm_networks
+    [rec] = b.records()
+    assert rec["outcome"] == SUCCEEDED and rec["target"] == "swarm"
+    assert len(rec["tasks"]) == 3 and {t["node"] for t in rec["tasks"]} == {
+        "pss1", "pss2", "pss3"}
+    assert all(h["healthy"] for h in rec["health"])
+    assert not f.locked("api")
+    assert not any(k.endswith("/api/env") for k in f.files)  # the env file is gone
+    # The migration ran once, before the service existed, on the overlay network.
+    runs = [i for i, a in enumerate(f.log) if a[:2] == ["docker", "run"]]
+    made = next(i for i, a in enumerate(f.log) if a[1:3] == ["service", "create"])
+    assert len(runs) == 1 and runs[0] < made
+    assert f.log[runs[0]][f.log[runs[0]].index("--network") + 1] == "plainsail"
+
+
+def test_update_replaces_and_removes_the_old_secret_versions(tmp_path: Path) -> None:
+    b = Bench(tmp_path)
+    b.deploy(V1)
+    first = set(b.fake.secrets)
+    s = b.deploy(V2)
+    assert s["outcome"] == SUCCEEDED, s["reason"]
+    assert b.fake.image.endswith(V2.digest)
+    assert s["previous_tag"] == V1.tag
+    assert set(b.fake.secrets).isdisjoint(first) and len(b.fake.secrets) == 1
+    assert b.fake.container_spec()["Env"] == ["MODE=prod"]
+    assert [r["outcome"] for r in b.records()] == [SUCCEEDED, SUCCEEDED]
+
+
+def test_same_release_again_is_unchanged_unless_forced(tmp_path: Path) -> None:
+    b = Bench(tmp_path)
+    b.deploy(V1)
+    updates = b.fake.updates
+    s = b.deploy(V1)
+    assert s["outcome"] == UNCHANGED and b.fake.updates == updates
+    s = b.deploy(V1, force=True)
+    assert s["outcome"] == SUCCEEDED and b.fake.updates == updates + 1
+    update = [a for a in b.fake.log if a[1:3] == ["service", "update"]][-1]
+    assert "--force" in update
+
+
+def test_failing_gate_puts_the_recorded_release_back(tmp_path: Path) -> None:
+    b = Bench(tmp_path)
+    b.deploy(V1)
+    kept = set(b.fake.secrets)
+    b.fake.healthy_image = lambda image: V2.digest not in image
+    s = b.deploy(V2)
+    assert s["outcome"] == RESTORED and exit_code(s) == 1
+    assert "health gate failed" in s["reason"] and "runs a1a1a1a1 again" in s["reason"]
+    assert b.fake.image.endswith(V1.digest)
+    assert set(b.fake.secrets) == kept  # the failed attempt's secret versions are gone
+    c = b.fake.container_spec()
+    assert [x["SecretName"] for x in c["Secrets"]] == sorted(kept)
+    rec = b.records()[-1]
+    assert rec["outcome"] == RESTORED and not all(h["healthy"] for h in rec["health"])
+    assert all(h["healthy"] for h in rec["restore_health"])
+    assert not any(a[1:3] == ["service", "rollback"] for a in b.fake.log)
+
+
+def test_swarm_pausing_the_update_is_a_failure_and_restored(tmp_path: Path) -> None:
+    b = Bench(tmp_path)
+    b.deploy(V1)
+    b.fake.update_state = "paused"
+    s = b.deploy(V2)
+    assert s["outcome"] == RESTORED, s["reason"]
+    assert "update is paused" in s["reason"]
+    assert b.fake.image.endswith(V1.digest)
+
+
+def test_first_deploy_failing_removes_the_new_service(tmp_path: Path) -> None:
+    b = Bench(tmp_path)
+    b.fake.healthy_image = lambda image: False
+    s = b.deploy(V1)
+    assert s["outcome"] == RESTORED and "nothing ran before" in s["reason"]
+    assert b.fake.spec is None and b.fake.secrets == {}
+
+
+def test_failed_migration_leaves_the_service_untouched(tmp_path: Path) -> None:
+    b = Bench(tmp_path)
+    b.deploy(V1)
+    updates, secrets = b.fake.updates, dict(b.fake.secrets)
+    b.fake.migrate_exit = 3
+    b.fake.migrate_output = "ERROR: relation missing"
+    s = b.deploy(V2)
+    assert s["outcome"] == FAILED_MIGRATION and exit_code(s) == 1
+    assert "relation missing" in s["reason"]
+    assert b.fake.updates == updates and b.fake.secrets == secrets
+    assert b.fake.image.endswith(V1.digest) and not b.fake.locked("api")
+
+
+def test_registry_unreachable_from_the_manager_aborts_before_any_change(
+        tmp_path: Path) -> None:
+    b = Bench(tmp_path)
+    b.deploy(V1)
+    updates = b.fake.updates
+    b.fake.fail("docker pull", message="dial tcp 127.0.0.1:5000: connection refused")
+    s = b.deploy(V2)
+    assert s["outcome"] == ABORTED and "the service was not changed" in s["reason"]
+    assert b.fake.updates == updates and b.fake.image.endswith(V1.digest)
+
+
+def test_a_held_lock_aborts(tmp_path: Path) -> None:
+    b = Bench(tmp_path)
+    b.fake.dirs.add("/home/deploy/.plainsail/api/lock")
+    b.fake.files["/home/deploy/.plainsail/api/lock/info.json"] = json.dumps({
+        "deploy_id": "x", "holder": "ann@ci", "machine": "ci", "pid": 1,
+        "started": "2026-01-01", "tag": "t", "origin": "ci"})
+    s = b.deploy(V1)
+    assert s["outcome"] == ABORTED and "another deploy holds the lock" in s["reason"]
+    assert b.fake.spec is None
+
+
+def test_sigterm_during_the_update_restores(tmp_path: Path) -> None:
+    b = Bench(tmp_path)
+    b.deploy(V1)
+    b.fake.fail("swarm-tasks", kind="signal")  # the first watch of the update
+    s = b.deploy(V2)
+    assert s["outcome"] == INTERRUPTED and exit_code(s) == 130
+    assert b.fake.image.endswith(V1.digest) and not b.fake.locked("api")
+    assert b.records()[-1]["outcome"] == INTERRUPTED
+
+
+def test_dry_run_shows_the_commands_and_changes_nothing(tmp_path: Path) -> None:
+    b = Bench(tmp_path)
+    s = b.deploy(V1, dry_run=True)
+    assert s["outcome"] == "dry-run" and b.fake.spec is None and not b.fake.secrets
+    text = "\n".join(b.lines)
+    assert "docker service create" in text and "--no-resolve-image" in text
+    assert PASSWORD not in text
+
+
+@pytest.mark.parametrize(("extra", "swarm", "needle"), [
+    ("", SWARM.replace("stop-first", "start-first"), "start-first needs a node"),
+    ("", SWARM.replace("replicas: 3", "replicas: 2").replace("stop-first", "start-first"),
+     None),
+])
+def test_start_first_needs_a_free_node_for_host_mode_ports(
+        tmp_path: Path, extra: str, swarm: str, needle: str | None) -> None:
+    b = Bench(tmp_path, extra, swarm)
+    s = b.deploy(V1)
+    if needle:
+        assert s["outcome"] == ABORTED and s["preflight"] and needle in s["reason"]
+        assert b.fake.spec is None and b.fake.log[-1][1] != "service"
+    else:
+        assert s["outcome"] == SUCCEEDED, s["reason"]
+
+
+def test_update_argv_moves_every_part_of_the_spec() -> None:
+    cfg = configlib.parse(f"service: api\nimage: {IMAGE}\n{SWARM}app: {{publish: 80}}\n",
+                          Path("/x/plainsail.yml"), {}, )
+    old = svc.Spec(f"{IMAGE}@{V1.digest}", {"plainsail.tag": "a", "gone": "1"},
+                   ["A=1", "B=2"], ["x"], {"DB": "api_DB_111111"})
+    new = svc.Spec(f"{IMAGE}@{V2.digest}", {"plainsail.tag": "b"}, ["A=3"], ["y", "z z"],
+                   {"DB": "api_DB_222222"})
+    argv = svc.update_argv(cfg, old, new)
+    pairs = list(zip(argv, argv[1:], strict=False))
+    assert ("--image", new.image) in pairs and ("--label-rm", "gone") in pairs
+    assert ("--env-rm", "B") in pairs and ("--env-add", "A=3") in pairs
+    assert ("--secret-rm", "api_DB_111111") in pairs
+    assert ("--secret-add", "source=api_DB_222222,target=plainsail-env.DB") in pairs
+    assert ("--args", "y 'z z'") in pairs and argv[-1] == "api"
+
+
+def test_secret_names_fit_dockers_limit() -> None:
+    assert svc.secret_name("api", "DATABASE_URL", "20260101T000000Z-abcdef") == \
+        "api_DATABASE_URL_abcdef"
+    long = svc.secret_name("s" * 60, "V" * 60, "x-abcdef")
+    assert len(long) <= 64 and long.endswith("_abcdef")
