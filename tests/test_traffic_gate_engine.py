@@ -98,7 +98,8 @@ def test_too_little_traffic_is_extended_once_then_judged(tmp_path: Path) -> None
 
 
 def test_a_fresh_traffic_log_watches_the_old_version_first(tmp_path: Path) -> None:
-    b = bench(tmp_path)
+    # (a window long enough that the deploy's steps before the switch do not fill it)
+    b = bench(tmp_path, GATE.replace("40ms", "300ms"))
     b.proxy.fresh_log = True
     b.proxy.answers["api-"] = (20000.0, 0.02, 0.01)
     assert b.deploy(V2)["outcome"] == SUCCEEDED

@@ -404,6 +404,8 @@ class FakeProxy:
         # share of 5xx, seconds per answer); others answer 2,000/s, no 5xx, in 10 ms.
         self.route_log: dict[tuple[str, str], list[tuple[float, str]]] = {}
         self.answers: dict[str, tuple[float, float, float]] = {}
+        # the same for one host only: host name -> {container-name prefix: answers}
+        self.host_answers: dict[str, dict[str, tuple[float, float, float]]] = {}
         self.fresh_log = False  # what ensure_traffic_log says (the log was just turned on)
         self.caddy = (2, 11, 7)  # the release check_canary finds
         self.shares: dict[tuple[str, str], tuple[str, float]] = {}  # a canary: (name, %)
@@ -503,7 +505,8 @@ class FakeProxy:
 
         self._fault("read_traffic")
         now = time.time()
-        log = self.route_log.get((self._fake(ex).host.name, cfg.service), [])
+        host = self._fake(ex).host.name
+        log = self.route_log.get((host, cfg.service), [])
         samples: list[Sample] = []
         routed = ""
         for i, (start, entry) in enumerate(log):
@@ -517,14 +520,15 @@ class FakeProxy:
             if hi <= lo:
                 continue
             for who, fraction in parts:
-                samples += self._answers(who, fraction, lo, hi, cfg.app.port)
+                samples += self._answers(who, fraction, lo, hi, cfg.app.port, host)
         return sorted(samples, key=lambda s: s.ts)
 
     def _answers(self, name: str, fraction: float, lo: float, hi: float,
-                 port: int) -> list[Any]:
+                 port: int, host: str = "") -> list[Any]:
         from plainsail.deploy.trafficgate import Sample
 
-        rate, errors, seconds = next((a for p, a in self.answers.items()
+        answers = {**self.answers, **self.host_answers.get(host, {})}
+        rate, errors, seconds = next((a for p, a in sorted(answers.items(), reverse=True)
                                       if name.startswith(p)), (2000.0, 0.0, 0.01))
         n = int(rate * fraction * (hi - lo))
         bad = round(n * errors)

@@ -569,6 +569,9 @@ class Deploy:
             switched += [r for r in batch if healthy[r.host.name]]
             bad = [r for r in batch if not healthy[r.host.name]]
             if not bad:
+                if self.cfg.traffic_gate is not None and number < len(sizes):
+                    self._step_report("rollout", f"batch {number} judged on real traffic ("
+                                      + _verdicts(batch) + f"): batch {number + 1} next")
                 continue
             names = ", ".join(r.host.name for r in bad)
             gate = ("traffic gate" if all(r.outcome == TRAFFIC_RESTORED for r in bad)
@@ -589,6 +592,11 @@ class Deploy:
                 other.reason = f"not touched: {why}"
             first = bad[0]
             reason = first.reason
+            if len(self.runs) > 1:  # which hosts were judged what, and which not reached
+                reason = ("" if len(bad) == 1 else f"{why}; ") + (
+                    f"{first.host.name} (batch {number} of {len(sizes)}): {reason}") + (
+                    f"; not touched: {', '.join(r.host.name for r in active[at:])}"
+                    if active[at:] else "")
             if self.cfg.on_failure == "stop" and switched:
                 reason += (f"; on_failure is stop: {', '.join(r.host.name for r in switched)} "
                            f"left on {self.target.tag}")
@@ -881,6 +889,12 @@ class Deploy:
         self._given.clear()
 
 
+
+
+def _verdicts(runs: list[HostRun]) -> str:
+    """Each host's traffic gate verdict, for a progress line: `web-1 passed, web-2 ...`."""
+    return ", ".join(f"{r.host.name} {(r.traffic or {}).get('verdict', 'not-judged')}"
+                     for r in runs)
 
 
 @contextmanager

@@ -74,6 +74,7 @@ class HostRun:
     settings_changed: str = ""  # which settings differ from the running container's (names)
     traffic: dict[str, Any] | None = None  # traffic_gate: the window's figures and verdict
     fresh_traffic_log: bool = False  # traffic_gate: the proxy's log was turned on just now
+    traffic_log_at: float = 0.0  # traffic_gate: when it was (time.monotonic())
     plan: HostPlan = field(default_factory=lambda: HostPlan("", []))
 
 
@@ -322,15 +323,17 @@ class Switcher:
 
     def _traffic_start(self, run: HostRun) -> float:
         """Just before the route switches: the host's clock (the window's start). When
-        the proxy's traffic log was turned on by this deploy, there is no baseline yet:
-        watch the old version for one window first."""
+        the proxy's traffic log was turned on by this deploy, the old version has no
+        baseline yet: watch it until the log covers one window (a host of a later batch,
+        whose log was turned on with the first batch's, has one already)."""
         gate = self.cfg.traffic_gate
         assert gate is not None
-        if run.fresh_traffic_log:
+        left = gate.window - (time.monotonic() - run.traffic_log_at)
+        if run.fresh_traffic_log and left > 0:
             self.say(run.host.name, f"the proxy's traffic log is new: watching "
                      f"{run.previous.tag if run.previous else 'the old version'} for "
-                     f"{gate.window:g}s first (its baseline)")
-            self._wait(gate.window)
+                     f"{left:.3g}s first (its baseline)")
+            self._wait(left)
         return float(self.proxy.host_time(run.ex))
 
     def _wait(self, seconds: float) -> None:
@@ -414,6 +417,7 @@ class Switcher:
             self.step(run, "traffic-log", lambda: changed.append(
                 bool(self.proxy.ensure_traffic_log(run.ex, self.cfg))))
             run.fresh_traffic_log = bool(changed and changed[0])
+            run.traffic_log_at = time.monotonic()
             if self.cfg.traffic_gate.canary is not None:
                 self.step(run, "proxy-version",
                           lambda: self.proxy.check_canary(run.ex, self.cfg))
