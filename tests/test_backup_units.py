@@ -387,3 +387,51 @@ def test_recover_after_a_backup_create_that_died(tmp_path: Path) -> None:
     assert not any(a[:2] == ["docker", "stop"] for a in f.log)
     kinds = [(r["id"], r.get("kind"), r["outcome"]) for r in f.history("api")]
     assert (info.deploy_id, "backup", "interrupted") in kinds
+
+
+def test_the_leftovers_of_a_dead_attempt_are_removed_whole_backups_kept() -> None:
+    """LEFTOVERS for real, in a shell: a still running script of this folder is ended (a
+    process that does not name the folder is left alone), the attempt's containers are
+    removed, the unfinished files go, a described backup stays."""
+    import subprocess
+    import tempfile
+    import threading
+
+    from plainsail.config import model as configlib
+
+    with tempfile.TemporaryDirectory() as tmp:
+        bindir, folder = Path(tmp, "bin"), Path(tmp, "backups")
+        bindir.mkdir()
+        folder.mkdir()
+        calls = Path(tmp, "calls")
+        (bindir / "docker").write_text(
+            f"#!/bin/sh\necho \"$*\" >> {calls}\n"
+            "case \"$1\" in ps) echo c0ffee;; esac\n")
+        (bindir / "docker").chmod(0o755)
+        script = subprocess.Popen(["sh", "-c", "sleep 30", "backup", str(folder)])
+        other = subprocess.Popen(["sleep", "30"])
+        reaper = threading.Thread(target=script.wait)  # as its parent on a host would
+        reaper.start()
+        try:
+            (folder / ".b1.pid").write_text(str(script.pid))
+            (folder / ".b2.pid").write_text(str(other.pid))
+            for name in (".b1.partial", ".b1.counts", "b1.dump", "b0.dump", "b0.json"):
+                (folder / name).write_text("x")
+            c = configlib.parse(f"service: api\nimage: registry.example.com/acme/api\n"
+                                f"app:\n  secrets: [DATABASE_URL]\n{BACKUP}",
+                                Path("plainsail.yml"), {})
+            argv = ["sh", "-c", backuphost.LEFTOVERS, "backup", str(folder), c.service,
+                    "20261206T000000Z-dead01"]
+            out = subprocess.run(argv, check=True, capture_output=True, text=True,
+                                 env={"PATH": f"{bindir}:/usr/bin:/bin"}, timeout=20).stdout
+            reaper.join(timeout=5)
+            assert script.returncode is not None, "the folder's script is ended"
+            assert other.poll() is None, "another process is left alone"
+            assert sorted(p.name for p in folder.iterdir()) == ["b0.dump", "b0.json"]
+            assert "containers c0ffee" in out and "file b1.dump" in out
+            assert "rm --force c0ffee" in calls.read_text()
+            assert "label=dev.plainsail.deploy-id=20261206T000000Z-dead01" in calls.read_text()
+        finally:
+            for p in (script, other):
+                p.kill()
+                p.wait()

@@ -88,6 +88,7 @@ exec /usr/bin/docker "$@"
 STEPS = {
     "survey (docker ps)": ("docker ps", "v2"),
     "pull": ("docker pull", "v2"),
+    "backup": ("docker run --user", "v2"),  # the pg_dump container (backup.before set)
     "migrate": ("docker run --rm", "v2"),
     "stop-old": ("docker stop", "v2"),
     "start-new": ("docker run --detach", "v2"),
@@ -158,13 +159,16 @@ def poll_get(d: DeployDir, expect: str, limit: float = 10) -> tuple[int, str]:
     return status, body
 
 
-def cell(d: DeployDir, bindir: Path, step: str, fault: str, **config: str) -> str:
+def cell(d: DeployDir, bindir: Path, step: str, fault: str, backup: str = "",
+         **config: str) -> str:
+    """`backup`: the config's backup block (its timeout is shortened too)."""
     prefix, version = STEPS[step]
-    d.config(**config)
+    d.config(**config, extra=backup)
     assert d.run("deploy", d.builds.ref("v1")).code == 0  # type: ignore[attr-defined]
     if fault == "timeout":
         d.config(**config, migrate_timeout=f"{LIMIT}s",
-                 extra=f"timeouts:\n  command: {LIMIT}s\n  pull: {LIMIT}s\n")
+                 extra=(backup + f"  timeout: {LIMIT}s\n" if backup else "")
+                 + f"timeouts:\n  command: {LIMIT}s\n  pull: {LIMIT}s\n")
     (bindir / "paused").unlink(missing_ok=True)
     (bindir / "hung").unlink(missing_ok=True)
     (bindir / "seen").unlink(missing_ok=True)
@@ -224,18 +228,40 @@ def cell(d: DeployDir, bindir: Path, step: str, fault: str, **config: str) -> st
         version_now = "2" if outcome == "succeeded" else "1"
     status, body = poll_get(d, f'"version": "{version_now}"')
     assert status == 200 and f'"version": "{version_now}"' in body, (label, status, body)
+    if backup:
+        assert_no_unfinished_backup(d)
     return label
+
+
+def assert_no_unfinished_backup(d: DeployDir) -> None:
+    """On the host: no backup container, and every dump has its description (only whole
+    backups are there: `backup list` shows exactly those)."""
+    assert d.ssh is not None
+    left = d.host_run("docker", "ps", "-aq", "--filter", "label=dev.plainsail.role=backup",
+                      "--filter", f"label=dev.plainsail.service={d.service}").stdout
+    assert not left.strip(), "a backup container is left"
+    files = d.host_run("ls", "-A", f"{d.ssh.home}/.plainsail/{d.service}/backups").stdout.split()
+    assert not [f for f in files if f.startswith(".")], files
+    dumps = {f.removesuffix(".dump") for f in files if f.endswith(".dump")}
+    assert dumps == {f.removesuffix(".json") for f in files if f.endswith(".json")}, files
+    listed = json.loads(d.run("backup", "list", "--json").out)["backups"]  # type: ignore[attr-defined]
+    assert sorted(b["id"] for b in listed) == sorted(dumps)
 
 
 @pytest.mark.parametrize("fault", FAULTS)
 @pytest.mark.parametrize("step", list(STEPS))
 def test_real_fault_matrix(fault_host: tuple[SSHHost, Path], notes_builds: NotesBuilds,
-                           tmp_path: Path, step: str, fault: str) -> None:
+                           tmp_path: Path, step: str, fault: str,
+                           request: pytest.FixtureRequest) -> None:
     host, bindir = fault_host
     d = make_deploy_dir(tmp_path / "deploy", notes_builds, host)
+    # Backing up before migrations, the backup's row only (with no migration folder known,
+    # every deploy that migrates backs up: v1's, then v2's).
+    backup = (f"backup:\n  before: migrations\n  keep: 3\n  image: "
+              f"{request.getfixturevalue('pgclient_image')}\n" if step == "backup" else "")
     try:
         # Pruning happens only when there is something beyond `retain` to remove.
-        RESULTS[(step, fault)] = cell(d, bindir, step, fault, attempts="20",
+        RESULTS[(step, fault)] = cell(d, bindir, step, fault, backup, attempts="20",
                                       interval="250ms", retain="0" if "prune" in step else "2")
     finally:
         cleanup_deploy_dir(d)
@@ -567,4 +593,66 @@ def test_row_slow_health(fault_host: tuple[SSHHost, Path], notes_builds: NotesBu
         status, body = poll_get(d, '"version": "1"')
         assert status == 200 and '"version": "1"' in body
     finally:
+        cleanup_deploy_dir(d)
+
+
+def test_row_backup_create_sigterm_and_sigkill(fault_host: tuple[SSHHost, Path],
+                                               notes_builds: NotesBuilds, pgclient_image: str,
+                                               tmp_path: Path) -> None:
+    """`backup create` signalled while pg_dump runs on the host. SIGTERM: `interrupted`
+    (exit 130), recorded, the lock released, nothing of the backup left. SIGKILL: the lock
+    stays (INTERRUPTED); `recover` removes what the backup left under it, records the
+    attempt and releases the lock; the app, never touched, serves throughout."""
+    host, bindir = fault_host
+    d = make_deploy_dir(tmp_path / "deploy", notes_builds, host)
+
+    def create() -> subprocess.Popen[str]:
+        (bindir / "paused").unlink(missing_ok=True)
+        (bindir / "seen").unlink(missing_ok=True)
+        (bindir / "fault").write_text(f"pause6 {d.service} docker run --user\n")
+        return subprocess.Popen([sys.executable, "-m", "plainsail", "backup", "create",
+                                 "--json"], cwd=d.path, env={**os.environ, **d.env},
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    try:
+        d.config(extra=f"backup:\n  before: never\n  keep: 3\n  image: {pgclient_image}\n")
+        assert d.run("deploy", d.builds.ref("v1")).code == 0  # type: ignore[attr-defined]
+        whole = d.run("backup", "create", "--json")  # type: ignore[attr-defined]
+        assert whole.code == 0, whole.text
+
+        proc = create()
+        signal_when_paused(proc, bindir, "SIGTERM")
+        out, err = proc.communicate(timeout=120)
+        (bindir / "fault").write_text("")
+        assert "Traceback" not in out + err, out + err
+        doc = json.loads(out)
+        assert proc.returncode == 130 and doc["outcome"] == "interrupted", (doc, err)
+        assert d.run("lock", "status").out.strip().endswith("unlocked")  # type: ignore[attr-defined]
+        wait_until_unpaused(bindir)
+        assert_no_unfinished_backup(d)
+        records = d.host_records()
+        assert [(r.get("kind"), r["outcome"]) for r in records][-1] == ("backup-create",
+                                                                        "interrupted")
+
+        proc = create()
+        signal_when_paused(proc, bindir, "SIGKILL")
+        proc.wait(timeout=60)
+        (bindir / "fault").write_text("")
+        assert proc.returncode == -signal.SIGKILL
+        wait_until_unpaused(bindir)  # the dump went on without its deployer, and finished
+        lock = d.run("lock", "status").out  # type: ignore[attr-defined]
+        assert "INTERRUPTED" in lock, lock
+        r = d.run("recover")  # type: ignore[attr-defined]
+        assert r.code == 0, r.text
+        assert "removed what the interrupted backup left" in r.text, r.text
+        assert d.run("lock", "status").out.strip().endswith("unlocked")  # type: ignore[attr-defined]
+        assert_no_unfinished_backup(d)
+        outcomes = [(r.get("kind"), r["outcome"]) for r in d.host_records()]
+        assert outcomes[-2:] == [("backup", "interrupted"), ("recover", "recovered")], outcomes
+        listed = json.loads(d.run("backup", "list", "--json").out)["backups"]  # type: ignore[attr-defined]
+        assert [b["id"] for b in listed] == [json.loads(whole.out)["id"]]  # type: ignore[attr-defined]
+        status, body = poll_get(d, '"version": "1"')
+        assert status == 200 and '"version": "1"' in body
+    finally:
+        (bindir / "fault").write_text("")
         cleanup_deploy_dir(d)
