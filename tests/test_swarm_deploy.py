@@ -209,3 +209,25 @@ def test_failed_migration_leaves_the_service_untouched(swarm_cluster: SwarmClust
     assert "relation missing" in str(rec["reason"])
     assert app.spec()["Version"] == version  # not one update
     assert app.answers() == ["2", "2", "2"]
+
+
+def test_status_rollback_and_history(swarm_cluster: SwarmCluster, swarm_app: SwarmApp) -> None:
+    app = swarm_app
+    res = app.run("status")
+    found = json.loads(res.out)
+    assert res.code == 0 and found["running"]["tag"] == app.versions["v2"][0], res.text
+    assert [t["health"] for t in found["tasks"]] == ["ok", "ok", "ok"]
+    res = app.run("rollback")
+    rec = outcome(res)
+    assert res.code == 0 and rec["outcome"] == "succeeded", res.text
+    assert rec["rollback_to"] == app.versions["v1"][0]
+    assert rec["rollback_from"] == app.versions["v2"][0]
+    assert app.answers() == ["1", "1", "1"]
+    res = app.run("history")
+    attempts = json.loads(res.out)
+    assert res.code == 0, res.text
+    assert [(a["kind"], a["outcome"]) for a in attempts] == [
+        ("rollback", "succeeded"), ("deploy", "failed-migration"),
+        ("deploy", "failed-health-restored"), ("deploy", "succeeded"),
+        ("deploy", "succeeded")]
+    assert all(a["source"] == "hosts" for a in attempts)

@@ -259,3 +259,61 @@ def test_secret_names_fit_dockers_limit() -> None:
         "api_DATABASE_URL_abcdef"
     long = svc.secret_name("s" * 60, "V" * 60, "x-abcdef")
     assert len(long) <= 64 and long.endswith("_abcdef")
+
+
+def _rollback(b: Bench, to: str | None = None) -> dict[str, Any]:
+    from plainsail.swarm.morning import rollback
+
+    return rollback(b.cfg, to=to, report=b.lines.append, environ=dict(b.env),
+                    executor=b.fake.executor(),
+                    resolve=lambda cfg, r: TARGETS[str(r.ref).split("@")[0]],
+                    sleep=lambda s: None)
+
+
+def test_rollback_deploys_the_previous_recorded_release_without_migrations(
+        tmp_path: Path) -> None:
+    b = Bench(tmp_path)
+    b.deploy(V1)
+    b.deploy(V2)
+    runs = sum(1 for a in b.fake.log if a[:2] == ["docker", "run"])
+    s = _rollback(b)
+    assert s["outcome"] == SUCCEEDED and s["kind"] == "rollback", s["reason"]
+    assert s["rollback_from"] == V2.tag and s["rollback_to"] == V1.tag
+    assert b.fake.image.endswith(V1.digest)
+    assert sum(1 for a in b.fake.log if a[:2] == ["docker", "run"]) == runs  # no migration
+    assert b.records()[-1]["kind"] == "rollback"
+    # The next rollback goes back past the rolled-back release, to the one before it.
+    with pytest.raises(PlainsailError, match="already running"):
+        _rollback(b, to=V1.tag)
+    assert _rollback(b, to=V2.tag)["outcome"] == SUCCEEDED
+    assert b.fake.image.endswith(V2.digest)
+
+
+def test_rollback_refuses_what_the_records_do_not_name(tmp_path: Path) -> None:
+    b = Bench(tmp_path)
+    with pytest.raises(PlainsailError, match="nothing to roll back to"):
+        _rollback(b)
+    b.deploy(V1)
+    with pytest.raises(PlainsailError, match="never deployed successfully"):
+        _rollback(b, to=V2.tag)
+    assert b.fake.image.endswith(V1.digest)
+
+
+def test_status_lists_each_task_with_its_node_digest_and_health(tmp_path: Path) -> None:
+    from plainsail.swarm.morning import render_status, status
+
+    b = Bench(tmp_path)
+    assert status(b.cfg, b.fake.executor())["running"] is None
+    b.deploy(V1)
+    b.fake.healthy_image = lambda image: False
+    s = status(b.cfg, b.fake.executor())
+    assert s["reachable"] and s["running"]["tag"] == V1.tag and s["replicas"] == 3
+    assert len(s["tasks"]) == 3
+    assert all(t["digest"] == V1.digest and t["state"] == "running" for t in s["tasks"])
+    assert all("answered 500" in t["health"] for t in s["tasks"])
+    text = "\n".join(render_status(b.cfg, s))
+    assert "3/3 task(s) running" in text and "10.232.2.2" in text
+    b.fake.fail("probe", kind="drop")
+    down = status(b.cfg, b.fake.executor())
+    assert not down["reachable"] and render_status(b.cfg, down)[0].startswith(
+        "ssh://deploy@manager-1: UNREACHABLE")

@@ -50,7 +50,7 @@ def gate_cell(a: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = configlib.load(args.config)
+    cfg = configlib.load(args.config, swarm_ok=True)  # a swarm's records are the manager's
     found, kind, source = gather(cfg, args.host, args.source)
     attempts = found[: max(args.limit, 0)]
     if args.json:

@@ -12,7 +12,15 @@ from plainsail.output import progress
 
 def run(args: argparse.Namespace) -> int:
     with json_on_failure("rollback", args.json):
-        cfg = configlib.load(args.config)
+        cfg = configlib.load(args.config, swarm_ok=True)
+        if cfg.target == "swarm":
+            from plainsail.swarm.morning import rollback as swarm_rollback
+
+            summary = swarm_rollback(
+                cfg, to=args.to, dry_run=args.dry_run, report=progress_printer(args.json),
+                progress=progress(), allow_breaking_migrations=args.allow_breaking_migrations,
+                allow_shallow_clone=args.allow_shallow_clone)
+            return finish(summary, args.json)
         summary = rollback(cfg, to=args.to, hosts=args.host, dry_run=args.dry_run,
                            report=progress_printer(args.json), progress=progress(),
                            allow_breaking_migrations=args.allow_breaking_migrations,

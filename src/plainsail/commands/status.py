@@ -13,7 +13,18 @@ from plainsail.output import print_json, say, warn
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = configlib.load(args.config)
+    cfg = configlib.load(args.config, swarm_ok=True)
+    if cfg.target == "swarm":
+        from plainsail.swarm.morning import render_status
+        from plainsail.swarm.morning import status as swarm_status
+
+        found = swarm_status(cfg)
+        if args.json:
+            print_json(found)
+        else:
+            for line in render_status(cfg, found):
+                say(line)
+        return 0 if found["reachable"] else 1
     result = status(cfg, args.host)
     unreachable = [e for e in result["hosts"] if not e["reachable"]]
     code = 1 if unreachable else 0

@@ -1,0 +1,143 @@
+"""The morning after, on a Swarm: `rollback` to a release the manager's records name, and
+`status` (the service's release, its tasks per node with digest, state and health now,
+Swarm's update status, the lock). `history` needs nothing of its own: the records on the
+manager have the host records' format, and the manager is the config's only host."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from plainsail.config.model import Config
+from plainsail.deploy import health
+from plainsail.deploy.plan import Request, select_hosts, ssh_options
+from plainsail.deploy.rollback import Choice, previous_good, release_settings, successes
+from plainsail.errors import DeployError, PlainsailError, UsageError, one_line
+from plainsail.hosts import state as hoststate
+from plainsail.hosts.executor import Executor, executor_for
+from plainsail.output import say
+from plainsail.progress import NULL, Progress
+from plainsail.swarm import cluster
+from plainsail.swarm.deploy import Reporter, SwarmDeploy
+
+
+def _manager(cfg: Config) -> Executor:
+    return executor_for(select_hosts(cfg, [])[0], ssh_options(cfg), cfg.secrets())
+
+
+def choose(ex: Executor, cfg: Config, to: str | None) -> Choice:
+    """The release to roll back to, from the manager's records: `to`, or the newest success
+    before the release the service runs now."""
+    paths, _ = hoststate.probe(ex, cfg.host_dir, cfg.service, timeout=cfg.timeouts.query)
+    records = hoststate.read_history(ex, paths)
+    spec, _ = cluster.current_spec(ex, cfg)
+    running = spec.tag if spec and spec.tag else None
+    good = successes(records)
+    if to:
+        rec = next((r for r in good if r["tag"] == to), None)
+        if rec is None:
+            raise UsageError(f"{ex.host.name}: {to} never deployed successfully to the Swarm, "
+                             "so it is not a known-good version; successful tags: "
+                             f"{', '.join(sorted({r['tag'] for r in good})) or 'none'}")
+    else:
+        if records.damaged:
+            raise DeployError(records.describe_damage(ex.host.name) + ", so the previous "
+                              "version cannot be chosen safely; name it with --to TAG")
+        rec = previous_good(records, running)
+        if rec is None:
+            raise DeployError(f"{ex.host.name}: nothing to roll back to: no successful deploy "
+                              f"before the one now running ({running or 'nothing runs'})")
+    if spec is not None and spec.digest == rec["digest"]:
+        raise UsageError(f"{rec['tag']} is already running; nothing to roll back")
+    return Choice(rec["tag"], rec["digest"], running, rec)
+
+
+def rollback(cfg: Config, *, to: str | None = None, dry_run: bool = False,
+             report: Reporter = say, environ: dict[str, str] | None = None,
+             allow_breaking_migrations: bool = False, allow_shallow_clone: bool = False,
+             progress: Progress = NULL, executor: Executor | None = None,
+             **deploy_kw: Any) -> dict[str, Any]:
+    """A deploy of the recorded release (by its digest, signature verified again), with
+    the app settings it ran with and today's secrets; migrations never run."""
+    ex = executor or _manager(cfg)
+    try:
+        choice = choose(ex, cfg, to)
+    except BaseException:
+        ex.close()
+        raise
+    run_cfg, said = release_settings(cfg, choice)
+    report(f"[rollback] {said}")
+    req = Request(ref=f"{choice.tag}@{choice.digest}", skip_migrations=True, dry_run=dry_run,
+                  force=True, kind="rollback", rollback_from=choice.running,
+                  allow_breaking_migrations=allow_breaking_migrations,
+                  allow_shallow_clone=allow_shallow_clone, settings_from=said)
+    return SwarmDeploy(run_cfg, req, report, environ=environ, executor=ex, progress=progress,
+                       **deploy_kw).run()
+
+
+def status(cfg: Config, executor: Executor | None = None) -> dict[str, Any]:
+    """What runs on the Swarm now; `reachable` False (with `error`) when the manager or
+    its Swarm cannot be asked."""
+    ex = executor or _manager(cfg)
+    name = ex.host.name
+    try:
+        paths, _ = hoststate.probe(ex, cfg.host_dir, cfg.service, timeout=cfg.timeouts.query)
+        spec, raw = cluster.current_spec(ex, cfg)
+        out: dict[str, Any] = {"target": "swarm", "host": name, "reachable": True,
+                               "service": cfg.service, "running": None, "tasks": [],
+                               "replicas": None, "update_status": None, "lock": None}
+        if spec is not None and raw is not None:
+            mode = (raw.get("Spec") or {}).get("Mode") or {}
+            out["replicas"] = ((mode.get("Replicated") or {}).get("Replicas"))
+            out["running"] = {"tag": spec.tag, "digest": spec.digest,
+                              "deploy": spec.labels.get("plainsail.deploy", ""),
+                              "since": str(raw.get("UpdatedAt") or "")}
+            known = cluster.nodes(ex, cfg)
+            update, tasks = cluster.tasks(ex, cfg, known)
+            out["update_status"] = update
+            once = replace(cfg.health, attempts=1)
+            for task in tasks:
+                entry: dict[str, Any] = task.to_json()
+                entry["health"] = "-"
+                if task.state == "running" and cfg.app.publish and task.address:
+                    verdict = health.gate(ex, once, (task.address, cfg.app.publish), task.id,
+                                          cfg.secrets(), state=cluster.task_state)
+                    entry["health"] = "ok" if verdict.healthy else verdict.reason
+                out["tasks"].append(entry)
+        lock = hoststate.read_lock(ex, paths)
+        if isinstance(lock, hoststate.LockInfo):
+            out["lock"] = {"holder": lock.holder, "started": lock.started,
+                           "deploy_id": lock.deploy_id, "hint": lock.stale_hint().lstrip("; ")}
+        elif lock:
+            out["lock"] = {"holder": "unknown", "started": "", "hint": ""}
+        return out
+    except PlainsailError as exc:
+        return {"target": "swarm", "host": name, "reachable": False, "error": one_line(exc),
+                "service": cfg.service}
+    finally:
+        ex.close()
+
+
+def render_status(cfg: Config, s: dict[str, Any]) -> list[str]:
+    if not s["reachable"]:
+        return [f"{s['host']}: UNREACHABLE: {s['error']}"]
+    run = s["running"]
+    if not run:
+        lines = [f"{s['host']}: no Swarm service {cfg.service}"]
+    else:
+        tasks = s["tasks"]
+        up = [t for t in tasks if t["state"] == "running"]
+        state = (s["update_status"] or {}).get("State") or "none"
+        lines = [f"{s['host']}: swarm service {cfg.service} {run['tag']} "
+                 f"({run['digest'][:19]}) since {run['since'][:19]}Z, deploy {run['deploy']}; "
+                 f"{len(up)}/{s['replicas']} task(s) running; last update: {state}"]
+        for t in tasks:
+            lines.append(f"  task {t['task'][:12]} on {t['address'] or t['node_id']} "
+                         f"(node {t['node_id'][:12]}): {t['state']}, digest "
+                         f"{t['digest'][7:19]}, health: {t['health']}")
+    lock = s.get("lock")
+    if lock:
+        lines.append(f"  LOCKED by {lock['holder']}"
+                     + (f" since {lock['started']}" if lock.get("started") else "")
+                     + (f"; {lock['hint']}" if lock.get("hint") else ""))
+    return lines
