@@ -245,18 +245,6 @@ def test_restore_in_place_stops_restores_and_starts_again(tmp_path: Path) -> Non
     assert not b.fake.locked("api") and b.fake.history("api")[-1]["kind"] == "backup-restore"
 
 
-def test_a_failed_in_place_restore_leaves_the_database_and_starts_the_app(
-        tmp_path: Path) -> None:
-    b = Bench(tmp_path, extra=BACKUP)
-    b.deploy(V1)
-    running = b.fake.running()
-    b.fake.fail("restore", message="pg_restore: error: could not execute query")
-    result = in_place(b)
-    assert result["outcome"] == "restore-failed"
-    assert "left as it was" in str(result["reason"]) and "runs again" in str(result["reason"])
-    assert b.fake.running() == running and not b.fake.locked("api")
-
-
 def test_an_app_that_does_not_come_back_is_service_down(tmp_path: Path) -> None:
     b = Bench(tmp_path, extra=BACKUP)
     b.deploy(V1)
@@ -435,3 +423,71 @@ def test_the_leftovers_of_a_dead_attempt_are_removed_whole_backups_kept() -> Non
             for p in (script, other):
                 p.kill()
                 p.wait()
+
+
+@pytest.mark.parametrize(("step", "kind", "outcome"), [
+    ("restore", "fail", "restore-failed"),  # pg_restore failed: rolled back
+    ("docker stop", "signal", "interrupted"),  # SIGTERM before the restore began
+])
+def test_a_restore_that_does_not_happen_leaves_the_database_and_starts_the_app(
+        tmp_path: Path, step: str, kind: str, outcome: str) -> None:
+    b = Bench(tmp_path, extra=BACKUP)
+    b.deploy(V1)
+    running = b.fake.running()
+    b.fake.fail(step, kind=kind, message="pg_restore: error: could not execute query")
+    result = in_place(b)
+    assert result["outcome"] == outcome, result
+    assert "left as it was" in str(result["reason"]) and "runs again" in str(result["reason"])
+    assert b.fake.restored == [] and b.fake.running() == running
+    assert not b.fake.locked("api")
+    assert b.fake.history("api")[-1]["outcome"] == outcome
+
+
+def test_a_signal_during_the_restore_lets_it_finish(tmp_path: Path) -> None:
+    b = Bench(tmp_path, extra=BACKUP)
+    b.deploy(V1)
+    running = b.fake.running()
+    b.fake.fail("restore", kind="signal")
+    result = in_place(b)
+    assert result["outcome"] == "restored" and len(b.fake.restored) == 1, result
+    assert "let finish" in str(result["reason"])
+    assert b.fake.running() == running and not b.fake.locked("api")
+
+
+def test_recover_after_an_in_place_restore_that_died(tmp_path: Path) -> None:
+    """The restore's deployer SIGKILLed with the app stopped: recover removes the restore's
+    container (by the attempt's id), starts the last good version, records both."""
+    import json
+    import socket
+
+    from plainsail.deploy.recover import recover
+    from plainsail.hosts.state import LockInfo
+    from tests.test_engine import _dead_pid
+
+    b = Bench(tmp_path, extra=BACKUP)
+    assert b.deploy(V1)["outcome"] == SUCCEEDED
+    f = b.fake
+    for c in f.containers.values():
+        c.status = "exited"
+    lock = f"{f.home}/.plainsail/api/lock"
+    f.dirs.add(lock)
+    info = LockInfo("20261206T000000Z-rs0001", "ann@laptop", socket.gethostname(),
+                    _dead_pid(), "2026-12-06T00:00:00Z", "", "laptop", kind="restore")
+    f.files[f"{lock}/info.json"] = json.dumps(info.__dict__)
+    s = recover(b.cfg, report=b.lines.append, environ=dict(b.env),
+                executors={f.host.name: f.executor()})
+    assert s["outcome"] == "recovered", s
+    assert b.running_tags() == [V1.tag] and not f.locked("api")
+    left = [a for a in f.log if a[:3] == ["sh", "-c", backuphost.LEFTOVERS]]
+    assert left and left[0][-1] == info.deploy_id
+    kinds = [(r["id"], r.get("kind"), r["outcome"]) for r in f.history("api")]
+    assert (info.deploy_id, "restore", "interrupted") in kinds
+
+
+def test_the_in_place_restore_container_carries_the_attempt() -> None:
+    from plainsail.backup import restore
+
+    rec = {"id": "20260101T000000.000000Z-abcd", "sha256": "f" * 64}
+    argv = restore.restore_argv(cfg(BACKUP), Paths("/h/.plainsail/api"), rec, "", "in-place",
+                                None, attempt="20261206T000000Z-rs0001")
+    assert "dev.plainsail.deploy-id=20261206T000000Z-rs0001" in argv

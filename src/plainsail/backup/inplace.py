@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 from plainsail.backup import restore as restorelib
+from plainsail.backup import signals
 from plainsail.backup.host import BackupError
 from plainsail.backup.ops import _find, _lock_info, public
 from plainsail.config.model import Config
@@ -34,23 +35,26 @@ from plainsail.hosts.executor import Executor
 from plainsail.hosts.fleet import Opened, opened
 
 RESTORED, RESTORE_FAILED, SERVICE_DOWN = "restored", "restore-failed", "service-down"
-OUTCOMES = (RESTORED, RESTORE_FAILED, SERVICE_DOWN)
+INTERRUPTED = "interrupted"
+OUTCOMES = (RESTORED, RESTORE_FAILED, SERVICE_DOWN, INTERRUPTED)
 
 
-def _out_of_the_way(cfg: Config, o: Opened) -> str | None:
-    """Maintenance on (proxy) or the app stopped; the container stopped, if any."""
+def _out_of_the_way(cfg: Config, o: Opened, stopped: dict[str, str | None]) -> None:
+    """Maintenance on (proxy) or the app stopped. `stopped` learns what to put back
+    before anything is changed, so that a failure or a signal midway puts it back too."""
     if cfg.proxy is not None:
         from plainsail import proxy
 
+        stopped[o.host.name] = None
         proxy.maintenance(o.ex, cfg, True, "Restoring the database; back shortly.")
-        return None
+        return
     found = hoststate.survey(o.ex, cfg.host_dir, cfg.service, timeout=cfg.timeouts.query)
     running = current(found.containers)
     if running is None:
-        return None
+        return
+    stopped[o.host.name] = running.name
     o.ex.run(docker.stop(running.name, cfg.app.stop_timeout),
              timeout=cfg.app.stop_timeout + cfg.timeouts.command, what="docker stop")
-    return running.name
 
 
 def _back(cfg: Config, o: Opened, stopped: str | None) -> None:
@@ -76,7 +80,7 @@ def restore_in_place(cfg: Config, backup_id: str, hosts: list[str],
         raise BackupError("plainsail.yml has no backup block with an image")
     started, t0 = now(), time.monotonic()
     info = _lock_info(cfg, "restore")
-    with opened(cfg, hosts, executors) as fleet:
+    with signals.guarded() as guard, opened(cfg, hosts, executors) as fleet:
         where, rec = _find(cfg, fleet, backup_id)
         locked: list[Opened] = []
         stopped: dict[str, str | None] = {}
@@ -85,16 +89,26 @@ def restore_in_place(cfg: Config, backup_id: str, hosts: list[str],
                 hoststate.acquire(o.ex, o.paths, info)
                 locked.append(o)
             argv = restorelib.restore_argv(cfg, where.paths, rec, "", "in-place",
-                                           app_network(cfg))
+                                           app_network(cfg), attempt=info.deploy_id)
             outcome, reason = RESTORED, ""
             try:
+                guard.arm()  # a signal from here to the restore: the service put back
                 for o in fleet:
-                    stopped[o.host.name] = _out_of_the_way(cfg, o)
+                    _out_of_the_way(cfg, o, stopped)
+                # The restore runs whole (one transaction): a signal waits for its end.
+                guard.disarm()
                 restorelib.run_restore(where.ex, argv, cfg.backup.timeout)
                 reason = f"the database is back to backup {rec['id']} of {rec['created']}"
             except PlainsailError as exc:
                 outcome = RESTORE_FAILED
                 reason = f"{one_line(exc)}; the database was left as it was"
+            except signals.Interrupted:
+                outcome = INTERRUPTED
+                reason = ("interrupted by a signal before the restore began; the database "
+                          "was left as it was")
+            guard.disarm()
+            if guard.pending is not None and outcome != INTERRUPTED:
+                reason += " (a signal came during the restore: it was let finish)"
             down = []
             for o in fleet:
                 if o.host.name not in stopped:

@@ -83,13 +83,15 @@ def check_name(name: str) -> str:
 
 
 def restore_argv(cfg: Config, paths: Paths, backup: Mapping[str, Any], database: str,
-                 mode: str, network: str | None) -> list[str]:
+                 mode: str, network: str | None, attempt: str = "") -> list[str]:
+    """`attempt`: the id of the lock it runs under (recover finds its container by it)."""
     assert cfg.backup is not None
     bid = str(backup["id"])
     run = docker.run_args(
         name=f"{cfg.service}-restore-{database[-8:] or 'in-place'}", image=cfg.backup.image,
         env_file=paths.env,
-        labels={docker.LABEL_SERVICE: cfg.service, docker.LABEL_ROLE: ROLE},
+        labels={docker.LABEL_SERVICE: cfg.service, docker.LABEL_ROLE: ROLE,
+                **({docker.LABEL_DEPLOY: attempt} if attempt else {})},
         network=network, volumes=[f"{folder(paths)}:/backup:ro"], init=True, detach=False,
         remove=True, add_hosts=cfg.app.add_hosts,
         command=(["sh", "-c", IN_PLACE_INNER, "restore", f"/backup/{bid}.dump"]

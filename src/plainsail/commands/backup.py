@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         done = inplace.restore_in_place(cfg, args.id, args.host)
         _show(args.json, done, f"restore in place: {done['outcome'].upper()}: "
               f"{done['reason']}")
-        return 0 if done["outcome"] == inplace.RESTORED else 1
+        return {inplace.RESTORED: 0, inplace.INTERRUPTED: 130}.get(done["outcome"], 1)
     result = ops.restore_into(cfg, args.id, args.into, args.host)
     _show(args.json, result, f"backup {args.id} restored into the new database "
           f"{args.into} in {result['seconds']:.1f}s; the app still uses its own")

@@ -8,7 +8,10 @@ something else runs or the service is down, health gate included, without migrat
 The attempt is recorded as `recovered` (or `restore-failed` if that version does not
 come back healthy). What a backup of the interrupted attempt (a deploy's backup step, or
 `plainsail backup create`, whose lock is of kind `backup`) left on the host is removed
-first: its container, its script if it still runs, its unfinished files.
+first: its container, its script if it still runs, its unfinished files. After a
+`backup restore --in-place` (lock of kind `restore`), its restore container is removed
+(a restore that had not committed rolls back) and maintenance turned off; the app's
+container, if it was stopped, is started again by the deploy of the last good version.
 """
 
 from __future__ import annotations
@@ -105,7 +108,14 @@ def recover(cfg: Config, *, hosts: list[str] | None = None, force: bool = False,
                                                   s.lock.deploy_id if s.lock else "")
             if removed:
                 report(f"[{s.host}] removed what the interrupted backup left: "
-                       f"{', '.join(removed)}")
+                       f"{', '.join(removed)} (a restore cut short rolls back)")
+            if s.lock is not None and s.lock.kind == "restore" and cfg.proxy is not None:
+                # `backup restore --in-place` put the service in maintenance.
+                from plainsail import proxy
+
+                proxy.maintenance(ex, cfg, False)
+                report(f"[{s.host}] maintenance is off again (the interrupted restore "
+                       "had turned it on)")
             if s.lock is not None:
                 hoststate.append_history(ex, s.paths, _interrupted_record(cfg, s))
             hoststate.release(ex, s.paths)
