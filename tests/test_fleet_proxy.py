@@ -7,7 +7,6 @@ time (and stopped as soon as the deploy ends) and in rate."""
 
 from __future__ import annotations
 
-import http.client
 import json
 import random
 import shutil
@@ -21,7 +20,7 @@ import pytest
 from tests.support.cli import CliResult, plainsail
 from tests.support.multihost import Fleet, TinyApp
 from tests.support.nshosts import NSHost
-from tests.support.proxy_env import Load, start_load
+from tests.support.proxy_env import Load, get_through, start_load
 
 LOAD_SECONDS = 90  # an upper bound: each load is stopped when its deploy ends
 WORKERS = 4
@@ -54,14 +53,8 @@ class ProxyFleet:
 
     def through_proxy(self, host: NSHost) -> str:
         """The version `host`'s proxy answers with for the service's site."""
-        conn = http.client.HTTPConnection(host.hostname, self.http_port, timeout=10)
-        try:
-            conn.request("GET", "/health", headers={"Host": self.site})
-            r = conn.getresponse()
-            body = r.read().decode()
-        finally:
-            conn.close()
-        assert r.status == 200, (host.host, r.status, body)
+        status, body = get_through(host.hostname, self.http_port, self.site)
+        assert status == 200, (host.host, status, body)
         return str(json.loads(body)["version"])
 
     def versions(self) -> list[str]:

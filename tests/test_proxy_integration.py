@@ -29,6 +29,7 @@ from plainsail.hosts.executor import SSHExecutor, SSHOptions
 from plainsail.proxy import argv as pargv
 from tests.support.cli import plainsail
 from tests.support.notes_app import BASE_IMAGE, TEST_LABEL
+from tests.support.proxy_env import get_through
 from tests.support.services import free_port
 from tests.support.sshd import SSHHost
 
@@ -102,13 +103,7 @@ class ProxyHost:
         return name
 
     def get(self, host: str, path: str = "/", timeout: float = 10) -> tuple[int, str]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=timeout)
-        try:
-            conn.request("GET", path, headers={"Host": host})
-            r = conn.getresponse()
-            return r.status, r.read().decode()
-        finally:
-            conn.close()
+        return get_through("127.0.0.1", self.http_port, host, path, timeout)
 
     def get_until(self, host: str, want: str, path: str = "/") -> tuple[int, str]:
         """GET until the answer contains `want` (a new app needs a moment to listen)."""

@@ -5,6 +5,7 @@ to put steady load from Debian's `hey` through the proxy."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -131,6 +132,18 @@ def pushed_pinned(registry: Registry, local: str, name: str, tag: str) -> Iterat
     digest = next(d for d in digests if d.startswith(repo + "@")).split("@", 1)[1]
     yield f"{repo}:{tag}@{digest}"
     subprocess.run(["docker", "image", "rm", f"{repo}:{tag}"], capture_output=True)
+
+
+def get_through(address: str, port: int, site: str, path: str = "/health",
+                timeout: float = 10) -> tuple[int, str]:
+    """GET `path` from the proxy at address:port for the site `site`: (status, body)."""
+    conn = http.client.HTTPConnection(address, port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers={"Host": site})
+        r = conn.getresponse()
+        return r.status, r.read().decode()
+    finally:
+        conn.close()
 
 
 # ---------------------------------------------------------------- load
