@@ -5,11 +5,14 @@ in a later batch puts the hosts already switched back too."""
 
 from __future__ import annotations
 
+import signal
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from plainsail.deploy.outcomes import (
     ABORTED,
+    INTERRUPTED,
     LEFT_STOPPED,
     RESTORED,
     SUCCEEDED,
@@ -123,3 +126,23 @@ def test_hosts_of_a_later_batch_need_no_baseline_wait_of_their_own(tmp_path: Pat
     waited = [line for line in b.lines if "traffic log is new" in line]
     assert len(waited) == 1 and waited[0].startswith("[ssh://deploy@web-1]"), waited
     assert all(h["traffic_gate"]["old"]["requests"] > 0 for h in s["per_host"]), s
+
+
+def test_a_signal_during_the_canary_hosts_window_leaves_the_others_untouched(
+        tmp_path: Path) -> None:
+    b = fleet(tmp_path)
+    b.cfg = replace(b.cfg, traffic_gate=replace(b.cfg.traffic_gate, window=5.0))
+    old = signal.signal(signal.SIGALRM, lambda *_: signal.raise_signal(signal.SIGTERM))
+    signal.setitimer(signal.ITIMER_REAL, 0.5)
+    try:
+        s = b.deploy(V2)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert s["outcome"] == INTERRUPTED and s["seconds"] < 4, s
+    assert [h["outcome"] for h in s["per_host"]] == [INTERRUPTED] * 3
+    assert [h["reason"] for h in s["per_host"][1:]] == ["not touched: interrupted by a "
+                                                        "signal"] * 2
+    assert not ran(b, 1, V2.tag) and not ran(b, 2, V2.tag)
+    assert [b.routed_tag(i) for i in range(3)] == [V1.tag] * 3
+    assert b.running_tags() == [V1.tag] * 3

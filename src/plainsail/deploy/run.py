@@ -746,8 +746,9 @@ class Deploy:
         todo = [run for run in self.runs if run.outcome not in (
             SUCCEEDED, UNCHANGED, RECOVERED, RESTORED, RESTORE_FAILED, LEFT_STOPPED, OLD_KEPT,
             TRAFFIC_RESTORED)]
-        for run in todo:
-            run.reason = run.reason or why
+        for run in todo:  # a host whose switch had not begun says so
+            run.reason = run.reason or (why if run.switched or run.new_name
+                                        else f"not touched: {why}")
         # Every host whose switch had begun goes back at once; each restore runs to its end.
         self._fan([r for r in todo if r.switched or (self.cfg.proxy is not None
                                                      and r.new_name)],
