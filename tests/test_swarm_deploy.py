@@ -7,8 +7,10 @@ Each node is asked directly on its host-mode port which version answers."""
 from __future__ import annotations
 
 import json
-import shutil
+import os
+import signal
 import subprocess
+import sys
 import time
 import urllib.request
 import uuid
@@ -20,33 +22,11 @@ import pytest
 
 from tests.support.cli import CliResult, plainsail
 from tests.support.services import Registry
-from tests.support.swarm_env import SwarmCluster
+from tests.support.swarm_env import SwarmCluster, build_swarm_app, pristine, swarm_config
 
 PORT = 18431
+SECRET_NAME = "DATABASE_URL"
 SECRET = "postgresql://app:s3cr-et 'quoted' $x@db/app"  # shell-special on purpose
-
-DOCKERFILE = """FROM scratch
-COPY busybox /bin/busybox
-COPY busybox /bin/sh
-COPY busybox /bin/cat
-COPY start.sh /start.sh
-ARG VERSION
-ARG HEALTHY
-ENV VERSION=$VERSION HEALTHY=$HEALTHY
-CMD ["/bin/busybox", "sh", "/start.sh"]
-"""
-# The app: /health says its version (and "down" when built unhealthy); /secret returns the
-# secret it got as an environment variable, so the test sees that it arrived whole.
-START = """/bin/busybox mkdir -p /www
-if [ "$HEALTHY" = yes ]; then
-  echo '{"database": "ok", "version": "'"$VERSION"'"}' > /www/health
-else
-  echo '{"database": "down", "version": "'"$VERSION"'"}' > /www/health
-fi
-printf '%s' "$DATABASE_URL" > /www/secret
-exec /bin/busybox httpd -f -p 8080 -h /www
-"""
-
 
 @dataclass
 class SwarmApp:
@@ -82,70 +62,22 @@ class SwarmApp:
         return dict(json.loads(res.stdout)[0])
 
 
-def _config(service: str, image: str, cluster: SwarmCluster, migrate: str) -> str:
-    m = cluster.manager
-    return (f"service: {service}\nimage: {image}\nsigning:\n  verify: false\n"
-            f"target: swarm\nswarm:\n  manager: {m.host}\n  replicas: 3\n"
-            "  update: {parallelism: 1, order: stop-first}\n"
-            f"ssh:\n  identity_file: {m.identity_file}\n  known_hosts: {m.known_hosts}\n"
-            f"app:\n  port: 8080\n  publish: {PORT}\n  secrets: [DATABASE_URL]\n"
-            "  env: {MODE: swarm}\n  stop_timeout: 2s\n"
-            f"migrate:\n  command: {migrate}\n  timeout: 60s\n"
-            "health:\n  body_contains: '\"database\": \"ok\"'\n  attempts: 10\n"
-            "  interval: 500ms\n")
-
-
-def _pristine(cluster: SwarmCluster) -> None:
-    """No service, no overlay network, no secret, no image on any node."""
-    for sid in cluster.docker("service", "ls", "-q").stdout.split():
-        cluster.docker("service", "rm", sid)
-    for _ in range(60):
-        if not any(n.docker("ps", "-aq").stdout.split() for n in cluster.nodes):
-            break
-        time.sleep(1)
-    ids = cluster.docker("secret", "ls", "-q").stdout.split()
-    if ids:
-        cluster.docker("secret", "rm", *ids)
-    for _ in range(30):
-        if cluster.docker("network", "rm", "plainsail").returncode != 0:
-            break
-        time.sleep(1)
-    for node in cluster.nodes:
-        node.docker("container", "prune", "-f")
-        images = node.docker("image", "ls", "-aq").stdout.split()
-        if images:
-            node.docker("image", "rm", "-f", *images)
-
-
 @pytest.fixture(scope="module")
 def swarm_app(swarm_cluster: SwarmCluster, registry: Registry,
               tmp_path_factory: pytest.TempPathFactory) -> Iterator[SwarmApp]:
-    ctx = tmp_path_factory.mktemp("swarmapp")
-    shutil.copy("/bin/busybox", ctx / "busybox")
-    (ctx / "Dockerfile").write_text(DOCKERFILE)
-    (ctx / "start.sh").write_text(START)
-    image = registry.repo(f"t/swarm-{uuid.uuid4().hex[:8]}")
-    versions = {}
-    for name, version, healthy in (("v1", "1", "yes"), ("v2", "2", "yes"), ("v3", "3", "no")):
-        tag = uuid.uuid4().hex[:8]
-        ref = f"{image}:{tag}"
-        subprocess.run(["docker", "build", "-q", "--build-arg", f"VERSION={version}",
-                        "--build-arg", f"HEALTHY={healthy}", "-t", ref, str(ctx)],
-                       check=True, capture_output=True)
-        subprocess.run(["docker", "push", "-q", ref], check=True, capture_output=True)
-        digest = subprocess.run(
-            ["docker", "image", "inspect", "--format", "{{index .RepoDigests 0}}", ref],
-            check=True, capture_output=True, text=True).stdout.strip().split("@")[1]
-        versions[name] = (tag, digest)
+    image, versions = build_swarm_app(registry.repo(f"t/swarm-{uuid.uuid4().hex[:8]}"),
+                                      tmp_path_factory.mktemp("swarmapp"))
     service = f"pssw{uuid.uuid4().hex[:6]}"
     work = tmp_path_factory.mktemp("swarmdeploy")
-    (work / "plainsail.yml").write_text(_config(service, image, swarm_cluster,
-                                                "[/bin/busybox, echo, migrated]"))
-    (work / "failing-migration.yml").write_text(_config(
-        service, image, swarm_cluster, "[/bin/busybox, sh, -c, 'echo relation missing; exit 3']"))
-    _pristine(swarm_cluster)
+    m = swarm_cluster.manager
+    (work / "plainsail.yml").write_text(swarm_config(service, image, m, PORT, SECRET_NAME,
+                                                     "[/bin/busybox, echo, migrated]"))
+    (work / "failing-migration.yml").write_text(swarm_config(
+        service, image, m, PORT, SECRET_NAME,
+        "[/bin/busybox, sh, -c, 'echo relation missing; exit 3']"))
+    pristine(swarm_cluster)
     yield SwarmApp(work, image, versions, swarm_cluster, service)
-    _pristine(swarm_cluster)
+    pristine(swarm_cluster)
     subprocess.run(["docker", "image", "rm", "-f", *[f"{image}:{t}" for t, _ in
                                                      versions.values()]], capture_output=True)
 
@@ -231,3 +163,29 @@ def test_status_rollback_and_history(swarm_cluster: SwarmCluster, swarm_app: Swa
         ("deploy", "failed-health-restored"), ("deploy", "succeeded"),
         ("deploy", "succeeded")]
     assert all(a["source"] == "hosts" for a in attempts)
+
+
+def test_sigterm_of_the_deployer_mid_update_puts_the_old_digest_back(
+        swarm_cluster: SwarmCluster, swarm_app: SwarmApp) -> None:
+    app = swarm_app
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "plainsail", "deploy", app.ref("v2"), "-c",
+         str(app.dir / "plainsail.yml"), "--json"], cwd=app.dir, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "DATABASE_URL": SECRET})
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:  # progress goes to stderr while stdout carries the record
+        seen.append(line)
+        if "update the service" in line:
+            time.sleep(2)  # Swarm is replacing the first task
+            proc.send_signal(signal.SIGTERM)
+            break
+    out, err = proc.communicate(timeout=300)
+    rec = json.loads(out)
+    assert proc.returncode == 130 and rec["outcome"] == "interrupted", "".join(seen) + err
+    assert "runs " + app.versions["v1"][0] + " again" in rec["reason"]
+    assert app.answers() == ["1", "1", "1"]
+    assert f"@{app.versions['v1'][1]}" in json.dumps(app.spec())
+    lock = app.run("status")
+    assert json.loads(lock.out)["lock"] is None

@@ -317,3 +317,21 @@ def test_status_lists_each_task_with_its_node_digest_and_health(tmp_path: Path) 
     down = status(b.cfg, b.fake.executor())
     assert not down["reachable"] and render_status(b.cfg, down)[0].startswith(
         "ssh://deploy@manager-1: UNREACHABLE")
+
+
+def test_a_refused_signature_stops_before_the_manager_is_asked(tmp_path: Path) -> None:
+    from plainsail.errors import SignatureError
+
+    b = Bench(tmp_path)
+
+    def refuse(cfg: object, req: object) -> Target:
+        raise SignatureError("tag drift: registry.example.com/acme/api:b2b2b2b2 now points "
+                             "to another digest")
+
+    d = SwarmDeploy(b.cfg, Request(ref=V2.tag), b.lines.append, environ=dict(b.env),
+                    executor=b.fake.executor(), resolve=refuse)
+    with pytest.raises(SignatureError) as caught:
+        d.run()
+    assert caught.value.record is not None
+    assert caught.value.record["outcome"] == ABORTED and caught.value.record["preflight"]
+    assert b.fake.log == []  # not one command on the manager

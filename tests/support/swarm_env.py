@@ -10,7 +10,10 @@ forwards the registry's port; a Swarm it started it takes down at the end.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,3 +60,88 @@ def swarm_cluster(registry: Registry) -> Iterator[SwarmCluster]:
         swarm_sh("unforward", port)
         if not was_up:
             swarm_sh("down")
+
+
+# ---------------------------------------------------------------- an app to deploy to it
+
+SWARM_DOCKERFILE = """FROM scratch
+COPY busybox /bin/busybox
+COPY busybox /bin/sh
+COPY busybox /bin/cat
+COPY start.sh /start.sh
+ARG VERSION
+ARG HEALTHY
+ENV VERSION=$VERSION HEALTHY=$HEALTHY
+CMD ["/bin/busybox", "sh", "/start.sh"]
+"""
+# The app: /health says its version (and "down" when built unhealthy); /secret returns the
+# secret it got as an environment variable, so a test sees that it arrived whole. It has
+# the /bin/sh and cat plainsail's entry shim needs.
+SWARM_START = """/bin/busybox mkdir -p /www
+if [ "$HEALTHY" = yes ]; then
+  echo '{"database": "ok", "version": "'"$VERSION"'"}' > /www/health
+else
+  echo '{"database": "down", "version": "'"$VERSION"'"}' > /www/health
+fi
+printf '%s' "$DATABASE_URL" > /www/secret
+exec /bin/busybox httpd -f -p 8080 -h /www
+"""
+
+
+def build_swarm_app(image: str, ctx: Path) -> tuple[str, dict[str, tuple[str, str]]]:
+    """The app in versions v1, v2 (healthy) and v3 (failing its gate), pushed to the
+    registry of `image`; (image, name -> (tag, digest))."""
+    shutil.copy("/bin/busybox", ctx / "busybox")
+    (ctx / "Dockerfile").write_text(SWARM_DOCKERFILE)
+    (ctx / "start.sh").write_text(SWARM_START)
+    versions = {}
+    for name, version, healthy in (("v1", "1", "yes"), ("v2", "2", "yes"), ("v3", "3", "no")):
+        tag = uuid.uuid4().hex[:8]
+        ref = f"{image}:{tag}"
+        subprocess.run(["docker", "build", "-q", "--build-arg", f"VERSION={version}",
+                        "--build-arg", f"HEALTHY={healthy}", "-t", ref, str(ctx)],
+                       check=True, capture_output=True)
+        subprocess.run(["docker", "push", "-q", ref], check=True, capture_output=True)
+        digest = subprocess.run(
+            ["docker", "image", "inspect", "--format", "{{index .RepoDigests 0}}", ref],
+            check=True, capture_output=True, text=True).stdout.strip().split("@")[1]
+        versions[name] = (tag, digest)
+    return image, versions
+
+
+def swarm_config(service: str, image: str, manager: NSHost, port: int, secret: str,
+                 migrate: str) -> str:
+    """plainsail.yml of the app on the Swarm: 3 replicas, stop-first, port published on
+    each node, one secret, a migration command."""
+    return (f"service: {service}\nimage: {image}\nsigning:\n  verify: false\n"
+            f"target: swarm\nswarm:\n  manager: {manager.host}\n  replicas: 3\n"
+            "  update: {parallelism: 1, order: stop-first}\n"
+            f"ssh:\n  identity_file: {manager.identity_file}\n"
+            f"  known_hosts: {manager.known_hosts}\n"
+            f"app:\n  port: 8080\n  publish: {port}\n  secrets: [{secret}]\n"
+            "  env: {MODE: swarm}\n  stop_timeout: 2s\n"
+            f"migrate:\n  command: {migrate}\n  timeout: 60s\n"
+            "health:\n  body_contains: '\"database\": \"ok\"'\n  attempts: 10\n"
+            "  interval: 500ms\n")
+
+
+def pristine(cluster: SwarmCluster) -> None:
+    """No service, no overlay network, no secret, no container, no image on any node."""
+    for sid in cluster.docker("service", "ls", "-q").stdout.split():
+        cluster.docker("service", "rm", sid)
+    for _ in range(60):
+        if not any(n.docker("ps", "-aq").stdout.split() for n in cluster.nodes):
+            break
+        time.sleep(1)
+    ids = cluster.docker("secret", "ls", "-q").stdout.split()
+    if ids:
+        cluster.docker("secret", "rm", *ids)
+    for _ in range(30):
+        if cluster.docker("network", "rm", "plainsail").returncode != 0:
+            break
+        time.sleep(1)
+    for node in cluster.nodes:
+        node.docker("container", "prune", "-f")
+        images = node.docker("image", "ls", "-aq").stdout.split()
+        if images:
+            node.docker("image", "rm", "-f", *images)
