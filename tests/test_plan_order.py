@@ -83,3 +83,41 @@ def test_host_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     attempt(b, v1)
     assert_ran_the_plan(attempt(b, v2), ["host-registry", "send", "verify-host", "pull",
                                         "stop-old", "start-new", "gate"])
+
+
+def test_a_doomed_container_that_still_runs_is_stopped_before_it_is_removed() -> None:
+    """An interrupted attempt behind the proxy leaves two versions running (the one routed
+    to and the one it was draining); the deploy that follows stops the extra one
+    gracefully (its requests in flight finish) before `docker rm --force`."""
+    from pathlib import Path as _Path
+
+    from plainsail.config.model import parse
+    from plainsail.deploy import plan
+    from plainsail.hosts.containers import Container
+    from plainsail.hosts.state import LockInfo, Paths
+
+    cfg = parse("service: api\nimage: 127.0.0.1:5000/acme/api\nproxy:\n  host: a.test\n"
+                "  image: caddy:2@sha256:" + "c0" * 32 + "\n  tls: off\nretain: 1\n",
+                _Path("/x/plainsail.yml"), {})
+    d1, d2 = "sha256:" + "11" * 32, "sha256:" + "22" * 32
+
+    def box(name: str, digest: str, status: str, created: str) -> Container:
+        return Container(name, "id-" + name, name[-2:], digest, "d", "fp", status, created,
+                         "", cfg.image)
+
+    routed = box("api-v2", d2, "running", "2026-01-01T00:00:02Z")
+    left = box("api-v1", d1, "running", "2026-01-01T00:00:01Z")
+    gone = box("api-v0", "sha256:" + "00" * 32, "exited", "2026-01-01T00:00:00Z")
+    target = plan.Target(cfg.image, "v1", d1, True)
+    hp = plan.host_plan(cfg, target, "d3", "fp", Paths("/h/.plainsail/api"),
+                        [routed, left, gone], routed, None,
+                        LockInfo("d3", "me@m", "m", 1, "t", "v1", "ci"),
+                        unchanged=False, migrate_here=False)
+    names = [s.name for s in hp.steps]
+    assert names.index("stop-old") < names.index("stop-others") < names.index("prune")
+    stop = hp.step("stop-others")
+    assert stop is not None and stop.argv == ["docker", "stop", "-t", "10", "api-v1"]
+    assert stop.timeout == cfg.app.stop_timeout + cfg.timeouts.command
+    prune = hp.step("prune")
+    assert prune is not None and prune.argv is not None
+    assert "api-v1" in prune.argv and "api-v2" not in prune.argv

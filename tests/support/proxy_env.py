@@ -168,12 +168,28 @@ class Load:
             self.proc.send_signal(signal.SIGINT)
         return self.result()
 
-    def assert_no_failure(self, minimum: int = 100) -> dict[str, int]:
+    def assert_no_failure(self, minimum: int = 100, resets_allowed: int = 0) -> dict[str, int]:
+        """Every request answered 200. `resets_allowed`: how many TCP connection resets
+        (and nothing else) may show in hey's error section; each one is printed."""
         codes, errors = self.result() if not self.output else hey_counts(self.output)
+        resets = connection_resets(errors)
+        if resets and resets <= resets_allowed:
+            print(f"{self.host}: {resets} connection reset(s) allowed: {errors}")
+            errors = ""
         assert set(codes) == {"200"} and not errors.strip(), (self.host, codes, errors,
                                                                self.output[-2000:])
         assert sum(codes.values()) >= minimum, codes
         return codes
+
+
+def connection_resets(errors: str) -> int:
+    """How many requests failed with `connection reset by peer`, or 0 when any other error
+    shows in hey's error section."""
+    lines = [line for line in errors.splitlines() if line.strip()]
+    counts = [re.match(r"\s*\[(\d+)\]\s.*connection reset by peer\s*$", line) for line in lines]
+    if not lines or not all(counts):
+        return 0
+    return sum(int(m[1]) for m in counts if m)
 
 
 def hey_counts(output: str) -> tuple[dict[str, int], str]:

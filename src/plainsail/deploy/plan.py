@@ -275,6 +275,11 @@ def prune_plan(containers: Sequence[Container], new_name: str, digest: str, reta
     return [c.name for c in doomed], images
 
 
+def _same(c: Container, other: Container | None) -> bool:
+    """The same container, even when the plan renames it."""
+    return other is not None and (c.created, c.digest) == (other.created, other.digest)
+
+
 def host_registry_steps(cfg: Config, target: Target, paths: Paths) -> list[PlannedStep]:
     """registry.mode host: the host's loopback registry, the image sent to it over SSH and
     its signature checked there, before the host pulls from it."""
@@ -423,6 +428,16 @@ def host_plan(cfg: Config, target: Target, deploy_id: str, fp: str, paths: Paths
         doomed, images = prune_plan(after, plan.new_name, target.digest, cfg.retain,
                                     target.image)
         plan.doomed = doomed
+        # A doomed container may still run (an interrupted attempt left it, or it served
+        # until this switch): it stops the way the old version does, letting its requests
+        # in flight finish, before `docker rm --force` could cut them.
+        still = [a.name for c, a in zip(containers, after, strict=True)
+                 if a.name in doomed and c.running and not _same(c, previous)]
+        if still:
+            steps.append(PlannedStep(
+                "stop-others", docker.stop(still[0], cfg.app.stop_timeout, *still[1:]),
+                cfg.app.stop_timeout + step_timeout, "docker stop",
+                undo="nothing to undo: the route does not point at them"))
         if doomed:
             steps.append(PlannedStep("prune", docker.rm(doomed, force=True), step_timeout,
                                      "remove old containers"))

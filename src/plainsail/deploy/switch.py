@@ -510,7 +510,9 @@ class Switcher:
             self.progress.done(key)
 
     def prune(self, run: HostRun) -> None:
-        """Remove old containers beyond `retain` (decided in the plan), then their images."""
+        """Remove old containers beyond `retain` (decided in the plan; a running one is
+        stopped first), then their images."""
+        self.planned(run, "stop-others")
         self.planned(run, "prune")
         self.planned(run, "prune-images", check=False)
 

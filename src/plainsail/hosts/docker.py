@@ -129,10 +129,10 @@ def start(name: str) -> list[str]:
     return ["docker", "start", name]
 
 
-def stop(name: str, timeout: float) -> list[str]:
+def stop(name: str, timeout: float, *more: str) -> list[str]:
     # -t: the one spelling every client accepts (newer ones warn that --time is deprecated,
     # older ones do not know --timeout).
-    return ["docker", "stop", "-t", str(max(0, round(timeout))), name]
+    return ["docker", "stop", "-t", str(max(0, round(timeout))), name, *more]
 
 
 def rm(names: Sequence[str], force: bool = False) -> list[str]:
