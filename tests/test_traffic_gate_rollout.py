@@ -5,11 +5,16 @@ in a later batch puts the hosts already switched back too."""
 
 from __future__ import annotations
 
+import argparse
+import re
 import signal
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from plainsail.commands import history as history_cmd
 from plainsail.deploy.outcomes import (
     ABORTED,
     INTERRUPTED,
@@ -91,7 +96,8 @@ def test_the_next_batch_switches_only_after_the_canary_hosts_verdict(
     assert b.proxy.outages == []
 
 
-def test_a_bad_verdict_in_a_later_batch_puts_the_canary_host_back(tmp_path: Path) -> None:
+def test_a_bad_verdict_in_a_later_batch_puts_the_canary_host_back(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     b = fleet(tmp_path)
     b.proxy.host_answers["ssh://deploy@web-3"] = {f"api-{V2.tag}": BAD}
     s = b.deploy(V2)
@@ -102,6 +108,17 @@ def test_a_bad_verdict_in_a_later_batch_puts_the_canary_host_back(tmp_path: Path
     assert "web-3 failed its traffic gate" in s["per_host"][0]["reason"]
     assert [b.routed_tag(i) for i in range(3)] == [V1.tag] * 3
     assert b.running_tags() == [V1.tag] * 3
+    # history names the failed verdict, not the canary host's pass
+    assert re.search(r"failed on 1 of 3 hosts: (2[5-9]|3[0-5])(\.\d+)?% 5xx, p95 10ms",
+                     history(tmp_path, capsys)), history(tmp_path, capsys)
+
+
+def history(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> str:
+    capsys.readouterr()
+    args = argparse.Namespace(config=tmp_path / "plainsail.yml", host=[], source="local",
+                              limit=10, json=False)
+    assert history_cmd.run(args) == 0
+    return capsys.readouterr().out
 
 
 def test_with_on_failure_stop_a_bad_canary_is_still_routed_back(tmp_path: Path) -> None:

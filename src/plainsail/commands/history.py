@@ -32,20 +32,25 @@ def hosts_cell(a: dict[str, object]) -> str:
 
 
 def gate_cell(a: dict[str, Any]) -> str:
-    """The traffic gate's verdict of an attempt (its first judged host), with the new
-    version's figures; "-" when it had none."""
+    """The traffic gate's verdict of an attempt, with the new version's figures on its
+    first failed host (else its first judged one); with several hosts judged, on how many
+    of them (`failed on 1 of 3 hosts: ...`); "-" when it had none."""
     gates = [a.get("traffic_gate")] + [p.get("traffic_gate") for p in a.get("per_host") or []
                                        if isinstance(p, dict)]
     found = [g for g in gates if isinstance(g, dict) and g.get("verdict")]
     judged = [g for g in found if isinstance(g.get("new"), dict)]
     if not found:
         return "-"
-    gate = (judged or found)[0]
+    gate = next((g for g in judged if g["verdict"] == "failed"), None) or (judged or found)[0]
+    verdict = str(gate["verdict"])
+    if len(found) > 1:
+        same = sum(g["verdict"] == gate["verdict"] for g in found)
+        verdict += f" on {same} of {len(found)} hosts"
     new = gate.get("new")
     if not isinstance(new, dict):
-        return str(gate["verdict"])
+        return verdict
     p95 = new.get("p95")
-    return (f"{gate['verdict']}: {new.get('error_rate', 0):g}% 5xx, p95 "
+    return (f"{verdict}: {new.get('error_rate', 0):g}% 5xx, p95 "
             + (f"{float(p95) * 1000:.0f}ms" if isinstance(p95, int | float) else "-"))
 
 
