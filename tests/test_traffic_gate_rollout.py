@@ -24,6 +24,7 @@ from plainsail.deploy.outcomes import (
     TRAFFIC_RESTORED,
     exit_code,
 )
+from plainsail.deploy.report import render_summary
 from tests.test_engine import V1, V2, ProxyBench
 
 ROLLOUT = "rollout:\n  canary: 1\n  batch: 2\n"
@@ -74,6 +75,14 @@ def test_a_bad_release_is_caught_on_the_canary_host_and_the_others_never_run_it(
     assert [b.routed_tag(i) for i in range(3)] == [V1.tag] * 3
     assert b.running_tags() == [V1.tag] * 3
     assert b.proxy.outages == []
+    # the closing summary on a terminal says the same, host by host
+    shown = render_summary(s).splitlines()
+    assert re.fullmatch(r"  ssh://deploy@web-1: failed-traffic-restored \(was a1a1a1a1; "
+                        r"batch 1; traffic gate failed: \d+ requests, [23]\d(\.\d+)?% 5xx, "
+                        r"p95 10ms\)",
+                        shown[-4]), shown
+    assert shown[-3:-1] == [f"  ssh://deploy@web-{i}: aborted (was a1a1a1a1; not touched)"
+                            for i in (2, 3)], shown
     # every host's own record says the same
     assert [f.history("api")[-1]["outcome"] for f in b.fakes] == [
         TRAFFIC_RESTORED, ABORTED, ABORTED]

@@ -14,7 +14,7 @@ from typing import Any
 
 from plainsail.config import model as configlib
 from plainsail.deploy.history import gather
-from plainsail.deploy.report import table
+from plainsail.deploy.report import gate_figures, table
 from plainsail.output import print_json, say
 
 
@@ -49,9 +49,7 @@ def gate_cell(a: dict[str, Any]) -> str:
     new = gate.get("new")
     if not isinstance(new, dict):
         return verdict
-    p95 = new.get("p95")
-    return (f"{verdict}: {new.get('error_rate', 0):g}% 5xx, p95 "
-            + (f"{float(p95) * 1000:.0f}ms" if isinstance(p95, int | float) else "-"))
+    return f"{verdict}: {gate_figures(new)}"
 
 
 def run(args: argparse.Namespace) -> int:

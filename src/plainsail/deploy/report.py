@@ -38,14 +38,36 @@ def render_summary(s: dict[str, Any]) -> str:
     if s.get("reason"):
         lines.append(f"  why:    {s['reason']}")
     for h in s.get("per_host") or []:
-        lines.append(f"  {h['host']}: {h['outcome']}" + (
-            f" (was {h['previous_tag']})" if h.get("previous_tag") else ""))
+        notes = [f"was {h['previous_tag']}"] if h.get("previous_tag") else []
+        notes += [f"batch {h['batch']}"] if h.get("batch") and len(s["per_host"]) > 1 else []
+        notes += [gate_note(h["traffic_gate"])] if h.get("traffic_gate") else []
+        notes += ["not touched"] if str(h.get("reason") or "").startswith("not touched") \
+            else []
+        lines.append(f"  {h['host']}: {h['outcome']}" + (f" ({'; '.join(notes)})"
+                                                          if notes else ""))
     m = s.get("migration")
     if m and m.get("exit_code") != 0:
         lines.append("  migration output (tail):")
         lines += [f"    {line}" for line in str(m.get("output_tail", "")).splitlines()[-15:]]
     lines.append(f"  took {s.get('seconds', 0):.1f}s")
     return "\n".join(lines)
+
+
+def gate_note(tg: dict[str, Any]) -> str:
+    """A host's traffic gate verdict in a few words: `traffic gate failed: 42 requests,
+    30.8% 5xx, p95 45ms`."""
+    new = tg.get("new")
+    if not isinstance(new, dict):
+        return f"traffic gate {tg.get('verdict')}"
+    return (f"traffic gate {tg.get('verdict')}: {new.get('requests', 0)} requests, "
+            + gate_figures(new))
+
+
+def gate_figures(new: dict[str, Any]) -> str:
+    """One version's figures of a traffic gate window: `30.8% 5xx, p95 45ms`."""
+    p95 = new.get("p95")
+    return (f"{new.get('error_rate', 0):g}% 5xx, p95 "
+            + (f"{float(p95) * 1000:.0f}ms" if isinstance(p95, int | float) else "-"))
 
 
 def summary_markdown(s: dict[str, Any]) -> str:
