@@ -602,6 +602,30 @@ def test_row_slow_health(fault_host: tuple[SSHHost, Path], notes_builds: NotesBu
         cleanup_deploy_dir(d)
 
 
+def start_paused(d: DeployDir, bindir: Path, at: str, *args: str) -> subprocess.Popen[str]:
+    """`plainsail ARGS --json` with the first host command of this service starting with
+    `at` paused 6 s on the host."""
+    (bindir / "paused").unlink(missing_ok=True)
+    (bindir / "seen").unlink(missing_ok=True)
+    (bindir / "fault").write_text(f"pause6 {d.service} {at}\n")
+    return subprocess.Popen([sys.executable, "-m", "plainsail", *args, "--json"], cwd=d.path,
+                            env={**os.environ, **d.env}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def sigterm_ends_interrupted(d: DeployDir, bindir: Path, proc: subprocess.Popen[str]) -> None:
+    """SIGTERM while the paused command runs: `interrupted`, exit 130, the lock free, and
+    the paused command done on the host."""
+    signal_when_paused(proc, bindir, "SIGTERM")
+    out, err = proc.communicate(timeout=120)
+    (bindir / "fault").write_text("")
+    assert "Traceback" not in out + err, out + err
+    doc = json.loads(out)
+    assert proc.returncode == 130 and doc["outcome"] == "interrupted", (doc, err)
+    assert d.run("lock", "status").out.strip().endswith("unlocked")  # type: ignore[attr-defined]
+    wait_until_unpaused(bindir)
+
+
 def test_row_backup_create_sigterm_and_sigkill(fault_host: tuple[SSHHost, Path],
                                                notes_builds: NotesBuilds, pgclient_image: str,
                                                tmp_path: Path) -> None:
@@ -612,35 +636,20 @@ def test_row_backup_create_sigterm_and_sigkill(fault_host: tuple[SSHHost, Path],
     host, bindir = fault_host
     d = make_deploy_dir(tmp_path / "deploy", notes_builds, host)
 
-    def create() -> subprocess.Popen[str]:
-        (bindir / "paused").unlink(missing_ok=True)
-        (bindir / "seen").unlink(missing_ok=True)
-        (bindir / "fault").write_text(f"pause6 {d.service} docker run --user\n")
-        return subprocess.Popen([sys.executable, "-m", "plainsail", "backup", "create",
-                                 "--json"], cwd=d.path, env={**os.environ, **d.env},
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
     try:
         d.config(extra=f"backup:\n  before: never\n  keep: 3\n  image: {pgclient_image}\n")
         assert d.run("deploy", d.builds.ref("v1")).code == 0  # type: ignore[attr-defined]
         whole = d.run("backup", "create", "--json")  # type: ignore[attr-defined]
         assert whole.code == 0, whole.text
 
-        proc = create()
-        signal_when_paused(proc, bindir, "SIGTERM")
-        out, err = proc.communicate(timeout=120)
-        (bindir / "fault").write_text("")
-        assert "Traceback" not in out + err, out + err
-        doc = json.loads(out)
-        assert proc.returncode == 130 and doc["outcome"] == "interrupted", (doc, err)
-        assert d.run("lock", "status").out.strip().endswith("unlocked")  # type: ignore[attr-defined]
-        wait_until_unpaused(bindir)
+        sigterm_ends_interrupted(d, bindir, start_paused(d, bindir, "docker run --user",
+                                                         "backup", "create"))
         assert_no_unfinished_backup(d)
         records = d.host_records()
         assert [(r.get("kind"), r["outcome"]) for r in records][-1] == ("backup-create",
                                                                         "interrupted")
 
-        proc = create()
+        proc = start_paused(d, bindir, "docker run --user", "backup", "create")
         signal_when_paused(proc, bindir, "SIGKILL")
         proc.wait(timeout=60)
         (bindir / "fault").write_text("")
@@ -659,6 +668,60 @@ def test_row_backup_create_sigterm_and_sigkill(fault_host: tuple[SSHHost, Path],
         assert [b["id"] for b in listed] == [json.loads(whole.out)["id"]]  # type: ignore[attr-defined]
         status, body = poll_get(d, '"version": "1"')
         assert status == 200 and '"version": "1"' in body
+    finally:
+        (bindir / "fault").write_text("")
+        cleanup_deploy_dir(d)
+
+
+def test_row_restore_in_place_sigterm_and_sigkill(fault_host: tuple[SSHHost, Path],
+                                                  notes_builds: NotesBuilds,
+                                                  pgclient_image: str,
+                                                  tmp_path: Path) -> None:
+    """`backup restore --in-place` signalled. SIGTERM while the app is being stopped:
+    `interrupted` (exit 130), the database as it was, the app serving, the lock free.
+    SIGKILL while the restore's container is about to start: the lock (kind restore) stays
+    with the app stopped; `recover` removes the restore's container, puts the last good
+    version back and releases the lock."""
+    host, bindir = fault_host
+    d = make_deploy_dir(tmp_path / "deploy", notes_builds, host)
+
+    try:
+        d.config(extra=f"backup:\n  before: never\n  keep: 3\n  image: {pgclient_image}\n")
+        assert d.run("deploy", d.builds.ref("v1")).code == 0  # type: ignore[attr-defined]
+        d.db.query("INSERT INTO notes (text) VALUES ('before')")
+        made = d.run("backup", "create", "--json")  # type: ignore[attr-defined]
+        assert made.code == 0, made.text
+        bid = json.loads(made.out)["id"]  # type: ignore[attr-defined]
+        d.db.query("INSERT INTO notes (text) VALUES ('after')")
+
+        restore = ("backup", "restore", bid, "--in-place", "--yes")
+        sigterm_ends_interrupted(d, bindir, start_paused(d, bindir, "docker stop", *restore))
+        assert d.db.query("SELECT string_agg(text, ',' ORDER BY id) FROM notes") == \
+            "before,after"
+        status, body = poll_get(d, '"version": "1"')
+        assert status == 200 and '"version": "1"' in body, body
+
+        proc = start_paused(d, bindir, "docker run --user", *restore)
+        signal_when_paused(proc, bindir, "SIGKILL")
+        proc.wait(timeout=60)
+        (bindir / "fault").write_text("")
+        assert proc.returncode == -signal.SIGKILL
+        assert "INTERRUPTED" in d.run("lock", "status").out  # type: ignore[attr-defined]
+        r = d.run("recover")  # type: ignore[attr-defined]
+        assert r.code == 0, r.text
+        wait_until_unpaused(bindir)
+        assert d.run("lock", "status").out.strip().endswith("unlocked")  # type: ignore[attr-defined]
+        outcomes = [(x.get("kind"), x["outcome"]) for x in d.host_records()]
+        assert outcomes[-2:] == [("restore", "interrupted"), ("recover", "recovered")], outcomes
+        left = d.host_run("docker", "ps", "-aq", "--filter", "label=dev.plainsail.role=backup",
+                          "--filter", f"label=dev.plainsail.service={d.service}").stdout
+        assert not left.strip()
+        status, body = poll_get(d, '"version": "1"')
+        assert status == 200 and '"version": "1"' in body, body
+        # The restore never ran whole: its container was removed before it started (the
+        # paused `docker run` then found it gone or was cut), or it ran in one transaction.
+        assert d.db.query("SELECT string_agg(text, ',' ORDER BY id) FROM notes") in (
+            "before,after", "before")
     finally:
         (bindir / "fault").write_text("")
         cleanup_deploy_dir(d)

@@ -92,11 +92,13 @@ def restore_in_place(cfg: Config, backup_id: str, hosts: list[str],
                                            app_network(cfg), attempt=info.deploy_id)
             outcome, reason = RESTORED, ""
             try:
-                guard.arm()  # a signal from here to the restore: the service put back
+                # Each command runs whole (a `docker stop` cut short here would still stop
+                # the app on the host after it was started again): a signal is acted on
+                # between them, and waits for the restore's end once it has begun.
                 for o in fleet:
+                    guard.check()
                     _out_of_the_way(cfg, o, stopped)
-                # The restore runs whole (one transaction): a signal waits for its end.
-                guard.disarm()
+                guard.check()
                 restorelib.run_restore(where.ex, argv, cfg.backup.timeout)
                 reason = f"the database is back to backup {rec['id']} of {rec['created']}"
             except PlainsailError as exc:
@@ -106,7 +108,6 @@ def restore_in_place(cfg: Config, backup_id: str, hosts: list[str],
                 outcome = INTERRUPTED
                 reason = ("interrupted by a signal before the restore began; the database "
                           "was left as it was")
-            guard.disarm()
             if guard.pending is not None and outcome != INTERRUPTED:
                 reason += " (a signal came during the restore: it was let finish)"
             down = []

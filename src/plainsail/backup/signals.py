@@ -3,7 +3,9 @@ host), the first signal raises `Interrupted` where the command is, so it can end
 (container, unfinished files), release its lock and record how it ended; a signal while it
 is not armed (taking or releasing the lock, recording) is noted, raised when it is armed
 next, and otherwise waits until the command has finished its bookkeeping. After the first,
-signals are ignored: the clean-up is never cut in two."""
+signals are ignored: the clean-up is never cut in two. A command that must not be cut
+(a `docker stop` the host would carry out after plainsail gave up on it) runs unarmed,
+with `check()` between two such commands."""
 
 from __future__ import annotations
 
@@ -29,6 +31,12 @@ class Guard:
             self.fired = True
             raise Interrupted()
         self.armed = True
+
+    def check(self) -> None:
+        """Between two steps that must each run whole: raise if a signal came."""
+        if self.pending is not None and not self.fired:
+            self.fired = True
+            raise Interrupted()
 
     def disarm(self) -> None:
         self.armed = False
