@@ -217,3 +217,20 @@ def test_history_shows_the_traffic_gates_verdict(tmp_path: Path,
     out = capsys.readouterr().out
     assert "TRAFFIC GATE" in out and "not-judged" in out
     assert re.search(r"failed: (2[5-9]|3[0-5])(\.\d+)?% 5xx, p95 10ms", out), out
+
+
+def test_a_rollback_is_not_judged_and_switches_the_whole_route_at_once(
+        tmp_path: Path) -> None:
+    # a long window and a canary share: a deploy would wait 5 s with 10% on the new version
+    b = bench(tmp_path, "traffic_gate:\n  window: 5s\n  canary: 10%\n  min_requests: 1\n")
+    assert b.deploy(V2)["outcome"] == SUCCEEDED
+    b.proxy.caddy = (2, 6, 2)  # too old for a canary: a rollback needs none
+    b.proxy.calls.clear()
+    s = b.deploy(V1, kind="rollback")
+    assert s["outcome"] == SUCCEEDED and s["seconds"] < 4, s
+    assert b.routed_tag() == V1.tag and b.running_tags() == [V1.tag]
+    assert "split" not in b.proxy.calls and "check_canary" not in b.proxy.calls
+    tg = b.fake.history("api")[-1]["traffic_gate"]
+    assert tg["verdict"] == "not-judged" and tg["notes"] == [
+        "a rollback is not judged on traffic: the version it goes back to got the whole "
+        "route at once"], tg

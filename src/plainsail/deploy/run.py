@@ -442,7 +442,8 @@ class Deploy:
         self.sw = Switcher(self.cfg, self.target, self.id, self.fingerprint,
                            self.secret_values, self.report, proxy=self._proxy,
                            whole=self._whole, settings=self.settings_label,
-                           checkpoint=self._checkpoint, progress=self.progress)
+                           checkpoint=self._checkpoint, progress=self.progress,
+                           kind=self.req.kind)
         active = [r for r in self.runs if r.outcome != UNCHANGED]
         migrate = bool(self.cfg.migrate) and not self.req.skip_migrations
         self.backup_why = backup_policy.reason(self.cfg, self.gate, migrate and bool(active))

@@ -39,6 +39,7 @@ log = logging.getLogger("plainsail.deploy.run")
 
 Reporter = Callable[[str], None]
 LOG_LINES_SHOWN = 10  # of a failed container's log, in the terminal (the record keeps 40)
+UNJUDGED = {"rollback": "a rollback", "recover": "a recovery"}  # kinds traffic_gate lets by
 
 
 @dataclass
@@ -86,8 +87,11 @@ class Switcher:
                  whole: Callable[[], AbstractContextManager[None]] = nullcontext,
                  settings: str = "",
                  checkpoint: Callable[[], None] = lambda: None,
-                 progress: Progress = NULL) -> None:
+                 progress: Progress = NULL, kind: str = "deploy") -> None:
         self.cfg = cfg
+        # traffic_gate judges deploys; a rollback or recovery goes back to a version that
+        # served before, at once (its whole route, no window, no canary share)
+        self.unjudged = UNJUDGED.get(kind, "")
         self.progress = progress  # the pull and the health gate report here as they go
         self.settings = settings  # the label of containers made with today's settings
         # Asked before every step: raises when the deploy must stop (a signal arrived while
@@ -284,7 +288,8 @@ class Switcher:
             return False
         self.say(run.host.name, f"healthy: {verdict.reason} ({verdict.seconds:.1f}s)")
         gate = self.cfg.traffic_gate
-        watched = gate is not None and run.previous is not None and run.previous.running
+        watched = (gate is not None and not self.unjudged and run.previous is not None
+                   and run.previous.running)
         switch_at = self._traffic_start(run) if watched else 0.0
         run.switched = True  # from here on, the way back is the restore (route back)
         switched: list[Any] = []
@@ -303,6 +308,8 @@ class Switcher:
         self.step(run, "check-through", lambda: px.check_through(ex, self.cfg, checked))
         if gate is not None and not watched:
             run.traffic = {"verdict": trafficgate.NOT_JUDGED, "notes": [
+                f"{self.unjudged} is not judged on traffic: the version it goes back to "
+                "got the whole route at once" if self.unjudged else
                 "first deploy: no old version to compare with, not judged"
                 if run.previous is None else
                 f"the old version {run.previous.name} was not running: not judged"]}
@@ -418,7 +425,7 @@ class Switcher:
                 bool(self.proxy.ensure_traffic_log(run.ex, self.cfg))))
             run.fresh_traffic_log = bool(changed and changed[0])
             run.traffic_log_at = time.monotonic()
-            if self.cfg.traffic_gate.canary is not None:
+            if self.cfg.traffic_gate.canary is not None and not self.unjudged:
                 self.step(run, "proxy-version",
                           lambda: self.proxy.check_canary(run.ex, self.cfg))
 
