@@ -6,7 +6,8 @@ A release answering 500 on 30% of `/api/` (its /health passes) is caught on the 
 and routed back there; the other two hosts never start it, and no request fails anywhere
 but the bad release's own answers on the canary host. A good release is judged on the
 canary host before batch 2 switches, then on each host of batch 2, and completes with no
-failed request. Each test starts from hosts without a proxy or a network of the test's."""
+failed request; a rollback then goes back at once, not judged. Each test starts from
+hosts without a proxy or a network of the test's."""
 
 from __future__ import annotations
 
@@ -230,3 +231,16 @@ def test_a_good_release_is_judged_on_the_canary_host_before_the_next_batch(
         shown = host["proxy"]["last_minute"]
         assert shown["requests"] > 20 and shown["error_rate"] == 0 and shown["p95"] > 0.03, \
             (host["host"], shown)
+    # a rollback is not judged: v1 gets every host's whole route at once, batch by batch
+    loads = d.load()
+    r = d.run("rollback", "--json")
+    counts = [ld.stop() for ld in loads]
+    assert r.code == 0, r.text
+    summary = json.loads(r.out)
+    assert [(h["outcome"], h["traffic_gate"]["verdict"]) for h in summary["per_host"]] == [
+        ("succeeded", "not-judged")] * 3, r.err
+    assert "canary: ok" not in r.err and "watching real traffic" not in r.err, r.err
+    assert [d.serving(h) for h in d.hosts] == ["200 v1"] * 3
+    for codes, errors in counts:
+        assert set(codes) == {"200"} and not errors, (codes, errors)
+    print(f"rollback: answers per host {[c for c, _ in counts]}; seconds {summary['seconds']}")
