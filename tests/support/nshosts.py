@@ -5,7 +5,9 @@ reached from inside it on 127.0.0.1 through forwards over the shared filesystem,
 names and database URLs are the same on every host.
 
 The session fixture `ns_hosts` brings up three hosts (or reuses hosts already up) and
-forwards the session registry's port; hosts it started it tears down at the end.
+forwards the session registry's port; hosts it started it tears down at the end. The script
+inherits the test run's environment: PLAINSAIL_HOSTS_DIR, PLAINSAIL_HOSTS_PREFIX and
+PLAINSAIL_HOSTS_NET select a set of hosts other than the default one.
 """
 
 from __future__ import annotations
