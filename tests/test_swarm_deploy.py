@@ -22,7 +22,13 @@ import pytest
 
 from tests.support.cli import CliResult, plainsail
 from tests.support.services import Registry
-from tests.support.swarm_env import SwarmCluster, build_swarm_app, pristine, swarm_config
+from tests.support.swarm_env import (
+    SwarmCluster,
+    build_swarm_app,
+    pristine,
+    swarm_config,
+    swarm_sh,
+)
 
 PORT = 18431
 SECRET_NAME = "DATABASE_URL"
@@ -40,9 +46,10 @@ class SwarmApp:
         tag, digest = self.versions[name]
         return f"{tag}@{digest}"
 
-    def run(self, *args: str, config: str = "plainsail.yml") -> CliResult:
-        return plainsail(*args, "-c", str(self.dir / config), "--json", cwd=self.dir,
-                         env={"DATABASE_URL": SECRET}, timeout=600)
+    def run(self, *args: str, config: str = "plainsail.yml", as_json: bool = True
+            ) -> CliResult:
+        return plainsail(*args, "-c", str(self.dir / config), *(["--json"] if as_json else []),
+                         cwd=self.dir, env={"DATABASE_URL": SECRET}, timeout=600)
 
     def answers(self) -> list[str]:
         """The version each node's port answers with (\"-\" when it does not answer)."""
@@ -189,3 +196,37 @@ def test_sigterm_of_the_deployer_mid_update_puts_the_old_digest_back(
     assert f"@{app.versions['v1'][1]}" in json.dumps(app.spec())
     lock = app.run("status")
     assert json.loads(lock.out)["lock"] is None
+
+
+def test_logs_and_lock(swarm_cluster: SwarmCluster, swarm_app: SwarmApp) -> None:
+    app = swarm_app
+    res = app.run("lock", "status", as_json=False)
+    assert res.code == 0 and res.out.strip().endswith(": unlocked"), res.text
+    res = app.run("logs", "--tail", "5", as_json=False)
+    assert res.code == 0, res.text
+    assert res.out.splitlines()[0].endswith(f"the tasks of the Swarm service {app.service}")
+
+
+def test_registry_unreachable_from_workers_mid_update_restores_without_a_tag_fallback(
+        swarm_cluster: SwarmCluster, swarm_app: SwarmApp, registry: Registry) -> None:
+    """The manager pulls the new digest; the workers have neither it nor a way to the
+    registry: their tasks cannot start, Swarm pauses the update, plainsail puts v1 back."""
+    app = swarm_app
+    port = registry.host.rsplit(":", 1)[1]
+    v2 = f"{app.image}@{app.versions['v2'][1]}"
+    try:
+        for node in app.cluster.nodes[1:]:
+            node.docker("container", "prune", "-f")
+            node.docker("image", "rm", "-f", v2)
+            pid = (node.docker_socket.parent / f"fwd-{port}.pid").read_text().strip()
+            os.kill(int(pid), signal.SIGTERM)  # the node's way to the registry
+        res = app.run("deploy", app.ref("v2"))
+    finally:
+        swarm_sh("forward", port)
+    rec = outcome(res)
+    assert res.code == 1 and rec["outcome"] == "failed-health-restored", res.text
+    assert app.answers() == ["1", "1", "1"]
+    images = {str(t["Spec"]["ContainerSpec"]["Image"]) for t in json.loads(  # type: ignore[index]
+        app.cluster.docker("inspect", *app.cluster.docker(
+            "service", "ps", "-q", "--no-trunc", app.service).stdout.split()).stdout)}
+    assert all("@sha256:" in i for i in images), images  # every task by digest, never a tag

@@ -11,7 +11,7 @@ from plainsail.output import say
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = configlib.load(args.config)
+    cfg = configlib.load(args.config, swarm_ok=True)  # a swarm's lock is the manager's
     with opened(cfg, args.host) as fleet:
         for o in fleet:
             holder = hoststate.read_lock(o.ex, o.paths)

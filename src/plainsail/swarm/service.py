@@ -201,6 +201,11 @@ def inspect_argv(service: str) -> list[str]:
     return ["docker", "service", "inspect", service]
 
 
+def logs_argv(service: str, tail: int) -> list[str]:
+    """The last `tail` lines of every task, each line naming its task and node."""
+    return ["docker", "service", "logs", "--tail", str(tail), "--timestamps", service]
+
+
 def rm_argv(service: str) -> list[str]:
     return ["docker", "service", "rm", service]
 
