@@ -6,14 +6,18 @@ A release answering 500 on 30% of `/api/` (its /health passes) is caught on the 
 and routed back there; the other two hosts never start it, and no request fails anywhere
 but the bad release's own answers on the canary host. A good release is judged on the
 canary host before batch 2 switches, then on each host of batch 2, and completes with no
-failed request; a rollback then goes back at once, not judged. Each test starts from
-hosts without a proxy or a network of the test's."""
+failed request; a rollback then goes back at once, not judged. SIGTERM to the deployer
+during the canary host's window routes it back and leaves the others untouched. Each test
+starts from hosts without a proxy or a network of the test's."""
 
 from __future__ import annotations
 
 import json
 import random
 import shutil
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,7 +30,7 @@ import pytest
 from tests.support.cli import CliResult, plainsail
 from tests.support.multihost import Fleet
 from tests.support.nshosts import NSHost
-from tests.support.proxy_env import Load, ProxyApps, get_through, start_load
+from tests.support.proxy_env import Load, ProxyApps, get_through, start_load, wait_for_line
 
 LOAD_SECONDS = 120  # an upper bound: each load is stopped when its deploy ends
 WORKERS = 4
@@ -244,3 +248,36 @@ def test_a_good_release_is_judged_on_the_canary_host_before_the_next_batch(
     for codes, errors in counts:
         assert set(codes) == {"200"} and not errors, (codes, errors)
     print(f"rollback: answers per host {[c for c, _ in counts]}; seconds {summary['seconds']}")
+
+
+def test_sigterm_in_the_canary_hosts_window_routes_it_back_and_leaves_the_others(
+        gate_fleet: GateFleet) -> None:
+    d = gate_fleet
+    a, b, c = d.hosts
+    loads = first_release_under_load(d)
+    since = int(time.time()) - 1
+    proc = subprocess.Popen([sys.executable, "-m", "plainsail", "deploy", d.apps.refs["v2"],
+                             "--json"], cwd=d.path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    seen: list[str] = []
+    wait_for_line(proc, f"[{a.host}] watching real traffic", seen)
+    time.sleep(1)  # the canary share goes to v2 now
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    counts = [ld.stop() for ld in loads]
+    text = "".join(seen) + err
+    assert proc.returncode == 130 and "Traceback" not in text + out, text + out
+    summary = json.loads(out)
+    assert summary["outcome"] == "interrupted", summary
+    assert [h["reason"] for h in summary["per_host"][1:]] == [
+        "not touched: interrupted by a signal"] * 2, summary["per_host"]
+    assert [d.serving(h) for h in d.hosts] == ["200 v1"] * 3
+    v2_tag = d.apps.refs["v2"].split("@")[0]
+    assert any(name.endswith(v2_tag) for name in d.created_since(a, since))
+    assert d.created_since(b, since) == [] and d.created_since(c, since) == []
+    assert not any(v2_tag in line for line in a.docker(
+        "ps", "-a", "--format", "{{.Names}}").stdout.splitlines())
+    for codes, errors in counts:
+        assert set(codes) == {"200"} and not errors, (codes, errors)
+    lock = d.run("lock", "status")
+    assert lock.code == 0 and lock.out.count("unlocked") == 3, lock.text

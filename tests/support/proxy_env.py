@@ -262,17 +262,7 @@ class ProxyService:
     def wait_for(self, proc: subprocess.Popen[str], marker: str, timeout: float = 120
                  ) -> None:
         """Read the attempt's progress lines until one contains `marker`."""
-        assert proc.stderr is not None
-        timer = threading.Timer(timeout, proc.kill)
-        timer.start()
-        try:
-            for line in proc.stderr:
-                self.seen.append(line)
-                if marker in line:
-                    return
-        finally:
-            timer.cancel()
-        raise AssertionError(f"never saw {marker!r}: {''.join(self.seen)}")
+        wait_for_line(proc, marker, self.seen, timeout)
 
     def finish(self, proc: subprocess.Popen[str]) -> tuple[int, dict[str, Any], str]:
         out, err = proc.communicate(timeout=120)
@@ -305,6 +295,23 @@ class ProxyService:
                                f"label=dev.plainsail.service={self.service}"]).stdout.split()
         if ids:
             self.ph.ssh.run(["docker", "rm", "-f", *ids])
+
+
+def wait_for_line(proc: subprocess.Popen[str], marker: str, seen: list[str],
+                  timeout: float = 120) -> None:
+    """Read `proc`'s stderr (its progress lines) into `seen` until a line contains
+    `marker`; kill it after `timeout` seconds."""
+    assert proc.stderr is not None
+    timer = threading.Timer(timeout, proc.kill)
+    timer.start()
+    try:
+        for line in proc.stderr:
+            seen.append(line)
+            if marker in line:
+                return
+    finally:
+        timer.cancel()
+    raise AssertionError(f"never saw {marker!r}: {''.join(seen)}")
 
 
 def proxy_service(ph: Any, apps: ProxyApps, root: Path, prefix: str = "pxs") -> ProxyService:
