@@ -138,6 +138,14 @@ def test_with_on_failure_stop_a_bad_canary_is_still_routed_back(tmp_path: Path) 
     assert [h["outcome"] for h in s["per_host"]] == [TRAFFIC_RESTORED, ABORTED, ABORTED]
     assert LEFT_STOPPED not in s["reason"]
     assert b.running_tags() == [V1.tag] * 3
+    # failing in batch 2: that host goes back, the hosts switched before stay (stop)
+    b.proxy.answers.clear()
+    b.proxy.host_answers["ssh://deploy@web-3"] = {f"api-{V2.tag}": BAD}
+    s = b.deploy(V2)
+    assert s["outcome"] == TRAFFIC_RESTORED, s
+    assert [h["outcome"] for h in s["per_host"]] == [SUCCEEDED, SUCCEEDED, TRAFFIC_RESTORED]
+    assert "ssh://deploy@web-1, ssh://deploy@web-2 left on b2b2b2b2" in s["reason"]
+    assert [b.routed_tag(i) for i in range(3)] == [V2.tag, V2.tag, V1.tag]
 
 
 def test_hosts_of_a_later_batch_need_no_baseline_wait_of_their_own(tmp_path: Path) -> None:
