@@ -230,3 +230,29 @@ def test_registry_unreachable_from_workers_mid_update_restores_without_a_tag_fal
         app.cluster.docker("inspect", *app.cluster.docker(
             "service", "ps", "-q", "--no-trunc", app.service).stdout.split()).stdout)}
     assert all("@sha256:" in i for i in images), images  # every task by digest, never a tag
+
+
+def test_recover_after_the_deployer_was_killed_mid_update(swarm_cluster: SwarmCluster,
+                                                          swarm_app: SwarmApp) -> None:
+    app = swarm_app
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "plainsail", "deploy", app.ref("v2"), "-c",
+         str(app.dir / "plainsail.yml"), "--json"], cwd=app.dir, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "DATABASE_URL": SECRET})
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "update the service" in line:
+            time.sleep(2)
+            proc.kill()  # no restore, no record, the lock left behind
+            break
+    proc.communicate(timeout=60)
+    res = app.run("lock", "status", as_json=False)
+    assert "INTERRUPTED" in res.out, res.text
+    res = app.run("recover")
+    rec = outcome(res)
+    assert res.code == 0 and rec["outcome"] == "recovered", res.text
+    assert rec["tag"] == app.versions["v1"][0]
+    assert app.answers() == ["1", "1", "1"]
+    attempts = json.loads(app.run("history").out)
+    assert [a["outcome"] for a in attempts[:2]] == ["recovered", "interrupted"]

@@ -335,3 +335,48 @@ def test_a_refused_signature_stops_before_the_manager_is_asked(tmp_path: Path) -
     assert caught.value.record is not None
     assert caught.value.record["outcome"] == ABORTED and caught.value.record["preflight"]
     assert b.fake.log == []  # not one command on the manager
+
+
+def _dead_lock(b: Bench, deploy_id: str = "20260101T000000Z-dead01") -> None:
+    import socket
+
+    b.fake.dirs.add("/home/deploy/.plainsail/api/lock")
+    b.fake.files["/home/deploy/.plainsail/api/lock/info.json"] = json.dumps({
+        "deploy_id": deploy_id, "holder": "ann@here", "machine": socket.gethostname(),
+        "pid": 2 ** 22 + 7, "started": "2026-01-01T00:00:00Z", "tag": V2.tag,
+        "origin": "here", "kind": "deploy"})
+
+
+def _recover(b: Bench, force: bool = False) -> dict[str, Any]:
+    from plainsail.swarm.morning import recover
+
+    return recover(b.cfg, force=force, report=b.lines.append, environ=dict(b.env),
+                   executor=b.fake.executor(), sleep=lambda s: None)
+
+
+def test_recover_records_the_dead_attempt_and_puts_the_last_good_release_back(
+        tmp_path: Path) -> None:
+    from plainsail.deploy.outcomes import RECOVERED
+
+    b = Bench(tmp_path)
+    b.deploy(V1)
+    b.fake.update_state = "paused"  # the killed deployer's update of V2 was left paused
+    b.fake.executor().run(svc.update_argv(b.cfg, svc.parse_spec({"Spec": b.fake.spec}),
+                                          svc.Spec(f"{IMAGE}@{V2.digest}")))
+    _dead_lock(b)
+    s = _recover(b)
+    assert s["outcome"] == RECOVERED and exit_code(s) == 0, s["reason"]
+    assert s["recovered_from"] == "20260101T000000Z-dead01"
+    assert b.fake.image.endswith(V1.digest) and not b.fake.locked("api")
+    assert [(r["outcome"], r.get("kind")) for r in b.records()] == [
+        (SUCCEEDED, "deploy"), (INTERRUPTED, "deploy"), (RECOVERED, "recover")]
+
+
+def test_recover_needs_a_dead_holder_or_force_and_a_good_release(tmp_path: Path) -> None:
+    b = Bench(tmp_path)
+    with pytest.raises(PlainsailError, match="nothing to recover"):
+        _recover(b)
+    _dead_lock(b)
+    with pytest.raises(PlainsailError, match="no successful deploy"):
+        _recover(b)
+    assert b.fake.locked("api")  # refused: nothing touched

@@ -12,7 +12,13 @@ from plainsail.output import progress
 
 def run(args: argparse.Namespace) -> int:
     with json_on_failure("recover", args.json):
-        cfg = configlib.load(args.config)
+        cfg = configlib.load(args.config, swarm_ok=True)
+        if cfg.target == "swarm":
+            from plainsail.swarm.morning import recover as swarm_recover
+
+            summary = swarm_recover(cfg, force=args.force, report=progress_printer(args.json),
+                                    progress=progress())
+            return finish(summary, args.json)
         summary = recover(cfg, hosts=args.host, force=args.force,
                           report=progress_printer(args.json), progress=progress())
     return finish(summary, args.json)

@@ -1686,7 +1686,7 @@ def parse(text: str, path: Path, env: Mapping[str, str] | None = None) -> Config
 
 # The commands that work with target: swarm (they do not act on hosts); the others refuse it.
 SWARM_COMMANDS = ("config check", "build", "sign", "verify", "provenance", "lint", "deploy",
-                  "rollback", "status", "history", "logs", "lock")
+                  "rollback", "recover", "status", "history", "logs", "lock")
 
 
 def load(

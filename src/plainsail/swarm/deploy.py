@@ -44,6 +44,7 @@ from plainsail.deploy.outcomes import (
     ABORTED,
     FAILED_MIGRATION,
     INTERRUPTED,
+    RECOVERED,
     RESTORE_FAILED,
     RESTORED,
     SUCCEEDED,
@@ -390,9 +391,16 @@ class SwarmDeploy:
         except PlainsailError as exc:
             return self._restore(one_line(exc), ABORTED)
         problem = self._wait_and_gate(spec.image, self.health)
+        if problem and self.req.kind == "recover":
+            # The spec read in preflight is the interrupted attempt's: no way back to it.
+            return RESTORE_FAILED, (f"{problem}; the last known-good release {t.tag} did not "
+                                    "come back healthy: look at the service now")
         if problem:
             return self._restore(problem, RESTORED)
         self._cleanup(spec)
+        if self.req.kind == "recover":
+            return RECOVERED, (f"{t.tag}, the last known-good release, runs again on "
+                               f"{len(self.tasks)} task(s) and passed the gate")
         return SUCCEEDED, f"{len(self.tasks)} task(s) of {t.tag} run and passed the gate"
 
     def _migrate(self) -> tuple[bool, str]:
@@ -559,6 +567,8 @@ class SwarmDeploy:
         if self.req.kind == "rollback":
             rec["rollback_from"] = self.req.rollback_from
             rec["rollback_to"] = t.tag if t else None
+        if self.req.kind == "recover":
+            rec["recovered_from"] = self.req.rollback_from
         if self.migration:
             rec["migration"] = self.migration
         return redact_free_text(rec, self.secret_values)
@@ -593,7 +603,7 @@ class SwarmDeploy:
         if unrecorded:
             summary["unrecorded_hosts"] = [self.host.name]
         append_local(self.cfg, summary)
-        if outcome not in (SUCCEEDED,):
+        if outcome not in (SUCCEEDED, RECOVERED):
             gha_error(f"{self.req.kind} of {summary.get('tag')} {outcome}: {reason}")
         return summary
 

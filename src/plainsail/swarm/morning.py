@@ -1,7 +1,9 @@
-"""The morning after, on a Swarm: `rollback` to a release the manager's records name, and
-`status` (the service's release, its tasks per node with digest, state and health now,
-Swarm's update status, the lock). `history` needs nothing of its own: the records on the
-manager have the host records' format, and the manager is the config's only host."""
+"""The morning after, on a Swarm: `rollback` to a release the manager's records name,
+`recover` after a deployer died mid-update (its lock recorded as `interrupted` and released,
+then the last known-good release deployed again by digest), and `status` (the service's
+release, its tasks per node with digest, state and health now, Swarm's update status, the
+lock). `history` needs nothing of its own: the records on the manager have the host
+records' format, and the manager is the config's only host."""
 
 from __future__ import annotations
 
@@ -10,7 +12,9 @@ from typing import Any
 
 from plainsail.config.model import Config
 from plainsail.deploy import health
-from plainsail.deploy.plan import Request, select_hosts, ssh_options
+from plainsail.deploy.hostregistry import pull_repository
+from plainsail.deploy.plan import Request, Target, select_hosts, ssh_options
+from plainsail.deploy.recover import _interrupted_record, find_stale
 from plainsail.deploy.rollback import Choice, previous_good, release_settings, successes
 from plainsail.errors import DeployError, PlainsailError, UsageError, one_line
 from plainsail.hosts import state as hoststate
@@ -73,6 +77,41 @@ def rollback(cfg: Config, *, to: str | None = None, dry_run: bool = False,
                   allow_shallow_clone=allow_shallow_clone, settings_from=said)
     return SwarmDeploy(run_cfg, req, report, environ=environ, executor=ex, progress=progress,
                        **deploy_kw).run()
+
+
+def recover(cfg: Config, *, force: bool = False, report: Reporter = say,
+            environ: dict[str, str] | None = None, progress: Progress = NULL,
+            executor: Executor | None = None, **deploy_kw: Any) -> dict[str, Any]:
+    """After an interrupted attempt (its lock's holder a dead process of this machine, or
+    any lock with `force`): record it as interrupted, release its lock, and update the
+    service to the last known-good release of the manager's records, whatever state the
+    interrupted update left (running, paused, half done). Ends `recovered`, or
+    `restore-failed` when that release does not come back healthy."""
+    ex = executor or _manager(cfg)
+    try:
+        stale, good = find_stale(cfg, [], force, {ex.host.name: ex})
+        if not stale:
+            raise UsageError("nothing to recover: no interrupted attempt holds the lock on the "
+                             "manager (plainsail status shows what runs)")
+        rec = good.get(ex.host.name)
+        if rec is None:
+            raise DeployError(f"{ex.host.name}: no successful deploy in the manager's records, "
+                              "so there is no known-good release to put back; deploy a fix "
+                              "with plainsail deploy, then plainsail lock release")
+        s = stale[0]
+        if s.lock is not None:
+            hoststate.append_history(ex, s.paths, _interrupted_record(cfg, s))
+        hoststate.release(ex, s.paths)
+        report(f"[{s.host}] released the lock of the interrupted attempt "
+               f"{s.lock.deploy_id if s.lock else '(no holder info)'}")
+    except BaseException:
+        ex.close()
+        raise
+    req = Request(ref=f"{rec['tag']}@{rec['digest']}", skip_migrations=True, force=True,
+                  kind="recover", rollback_from=s.lock.deploy_id if s.lock else None)
+    target = Target(pull_repository(cfg), rec["tag"], rec["digest"], True)  # verified then
+    return SwarmDeploy(cfg, req, report, environ=environ, executor=ex,
+                       resolve=lambda c, r: target, progress=progress, **deploy_kw).run()
 
 
 def status(cfg: Config, executor: Executor | None = None) -> dict[str, Any]:
