@@ -491,3 +491,26 @@ def test_the_in_place_restore_container_carries_the_attempt() -> None:
     argv = restore.restore_argv(cfg(BACKUP), Paths("/h/.plainsail/api"), rec, "", "in-place",
                                 None, attempt="20261206T000000Z-rs0001")
     assert "dev.plainsail.deploy-id=20261206T000000Z-rs0001" in argv
+
+
+def test_a_backup_lock_is_described_without_a_tag() -> None:
+    from plainsail.hosts.state import LockInfo
+
+    info = LockInfo("20261206T000000Z-bk0001", "ann@laptop", "laptop", 1,
+                    "2026-12-06T00:00:00Z", "", "laptop", kind="backup")
+    assert "(backup, deploy 20261206T000000Z-bk0001, from laptop)" in info.describe()
+    assert "(deploy of v2" in LockInfo("x", "a@b", "b", 1, "t", "v2", "o").describe()
+
+
+def test_a_second_signal_waits_for_the_backups_clean_up(tmp_path: Path) -> None:
+    """Ctrl-C twice: the first interrupts the backup, the second arrives while its
+    clean-up runs and waits for it; the deploy ends interrupted with nothing left."""
+    b = Bench(tmp_path, extra=BACKUP)
+    assert b.deploy(V1)["outcome"] == SUCCEEDED
+    b.fake.fail("backup", kind="signal")
+    b.fake.fail("backup-clean", kind="signal")
+    s = b.deploy(V2)
+    assert s["outcome"] == "interrupted", s
+    assert "backup-clean" not in b.fake.faults, "the clean-up was reached"
+    assert_no_unfinished_backup(b.fake)
+    assert not b.fake.locked("api") and b.running_tags() == [V1.tag]

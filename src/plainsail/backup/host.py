@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from plainsail.backup import signals
 from plainsail.config.model import Config
 from plainsail.deploy.records import now
 from plainsail.errors import PlainsailError, RemoteError, one_line
@@ -175,8 +176,9 @@ def take(ex: Executor, cfg: Config, paths: Paths, argv: Sequence[str], backup_id
         _clean_up(ex, cfg, argv, paths, backup_id)
         raise BackupError(f"backup failed on {ex.host.name} (did not finish within "
                           f"{timeout:g}s; backup.timeout sets the limit)") from None
-    except BaseException:  # a signal: the same, then it goes on
-        _clean_up(ex, cfg, argv, paths, backup_id)
+    except BaseException:  # a signal: the same (a second one waits for it), then it goes on
+        with signals.held():
+            _clean_up(ex, cfg, argv, paths, backup_id)
         raise
     seconds = round(time.monotonic() - start, 3)
     if res.returncode == 255 and not ex.host.is_local:

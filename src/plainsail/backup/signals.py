@@ -10,7 +10,7 @@ with `check()` between two such commands."""
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
@@ -49,16 +49,31 @@ class Guard:
 
 
 @contextmanager
-def guarded() -> Iterator[Guard]:
-    guard = Guard()
+def handled_by(handler: Callable[[int, FrameType | None], None]) -> Iterator[None]:
+    """SIGTERM and SIGINT go to `handler` meanwhile (in the main thread; elsewhere Python
+    cannot change them, and nothing changes)."""
     try:
-        old_term = signal.signal(signal.SIGTERM, guard.handler)
-        old_int = signal.signal(signal.SIGINT, guard.handler)
+        before = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
     except ValueError:  # not in the main thread
-        yield guard
+        yield
         return
     try:
-        yield guard
+        yield
     finally:
-        signal.signal(signal.SIGTERM, old_term)
-        signal.signal(signal.SIGINT, old_int)
+        for s, old in before.items():
+            signal.signal(s, old)
+
+
+@contextmanager
+def guarded() -> Iterator[Guard]:
+    guard = Guard()
+    with handled_by(guard.handler):
+        yield guard
+
+
+@contextmanager
+def held() -> Iterator[None]:
+    """Signals only noted (ignored) meanwhile: for the clean-up after an interruption,
+    which goes on afterwards, so that a second Ctrl-C cannot cut it in two."""
+    with handled_by(lambda signum, frame: None):
+        yield

@@ -145,10 +145,9 @@ class LockInfo:
     kind: str = "deploy"
 
     def describe(self) -> str:
-        return (
-            f"{self.holder} since {self.started} ({self.kind} of {self.tag}, deploy "
-            f"{self.deploy_id}, from {self.origin})"
-        )
+        what = f"{self.kind} of {self.tag}" if self.tag else self.kind  # a backup: no tag
+        return f"{self.holder} since {self.started} ({what}, deploy {self.deploy_id}, " \
+            f"from {self.origin})"
 
     def holder_dead(self) -> bool:
         """The holder was a process of this machine that no longer runs."""
