@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -354,6 +356,29 @@ def test_restore_in_place_behind_the_proxy(ssh_host: SSHHost, notes_builds: Note
             "restored", "restore-failed"]
         everything = deployed.text + made.text + r.text + failed.text + json.dumps(records)
         assert db.password not in everything
+
+        # Killed outright once maintenance is on: the lock (kind restore) stays and so
+        # does maintenance; recover turns it off and the app serves again.
+        db.query("DROP VIEW note_texts")
+        proc = subprocess.Popen([sys.executable, "-m", "plainsail", "backup", "restore", bid,
+                                 "--in-place", "--yes"], cwd=tmp_path,
+                                env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while get("/health")[0] != 503:
+            assert proc.poll() is None and time.monotonic() < deadline, "never in maintenance"
+            time.sleep(0.01)
+        proc.kill()
+        proc.wait(timeout=30)
+        assert "INTERRUPTED" in run("lock", "status").out
+        assert get("/health")[0] == 503
+        rec = run("recover")
+        assert rec.code == 0, rec.text
+        assert "maintenance is off again" in rec.text, rec.text
+        assert get("/health")[0] == 200
+        # The restore's container went on or was removed: the backup's data, or as it was.
+        assert sorted(texts()) in (["before"], ["before", "later"])
+        assert run("lock", "status").out.strip().endswith("unlocked")
     finally:
         ids = ssh_host.run(["docker", "ps", "-aq", "--filter",
                             f"label=dev.plainsail.service={service}"]).stdout.split()

@@ -108,7 +108,9 @@ def recover(cfg: Config, *, hosts: list[str] | None = None, force: bool = False,
                                                   s.lock.deploy_id if s.lock else "")
             if removed:
                 report(f"[{s.host}] removed what the interrupted backup left: "
-                       f"{', '.join(removed)} (a restore cut short rolls back)")
+                       f"{', '.join(removed)}" + (" (a restore cut short rolls back)"
+                                                  if s.lock and s.lock.kind == "restore"
+                                                  else ""))
             if s.lock is not None and s.lock.kind == "restore" and cfg.proxy is not None:
                 # `backup restore --in-place` put the service in maintenance.
                 from plainsail import proxy
