@@ -1,7 +1,9 @@
 """The deploy runs its plan: on every path (stop-start, behind the proxy, with the host's own
-registry, the rollback fast path) and on every host of a fleet, the steps executed are the
-plan's steps, in the plan's order (the health gate is recorded per container, the record
-and the unlock after the outcome)."""
+registry, the rollback fast path, the traffic gate with a canary) and on every host of a
+fleet, the steps executed are the plan's steps, in the plan's order: the runner walked
+exactly the plan (record and unlock included), and the steps timed in the record are the
+plan's (the health gate is recorded per container, the record and the unlock after the
+outcome). The runner itself: an unknown step raises before anything runs."""
 
 from __future__ import annotations
 
@@ -12,8 +14,11 @@ import pytest
 
 from plainsail.deploy import hostregistry
 from plainsail.deploy.outcomes import SUCCEEDED
-from plainsail.deploy.plan import Request, Target
+from plainsail.deploy.plan import HostPlan, PlannedStep, Request, Target
 from plainsail.deploy.run import Deploy
+from plainsail.deploy.runner import HostRunner, UnknownStep
+from plainsail.deploy.switch import HostRun
+from plainsail.hosts.addresses import parse_host
 from plainsail.supply.registrycopy import CopyStats
 from tests.test_engine import V1, V2, Bench, ProxyBench
 
@@ -40,6 +45,8 @@ def attempt(b: Bench, target: Target, proxy: Any = None, **kw: Any) -> Deploy:
 
 def assert_ran_the_plan(d: Deploy, must: list[str]) -> None:
     """Every host ran exactly its plan; the first (which migrates) ran at least `must`."""
+    for run in d.runs:
+        assert run.walked == [s.name for s in run.plan.steps], run.host.name
     hosts = executed(d)
     for planned, ran in hosts:
         assert ran == planned
@@ -121,3 +128,74 @@ def test_a_doomed_container_that_still_runs_is_stopped_before_it_is_removed() ->
     prune = hp.step("prune")
     assert prune is not None and prune.argv is not None
     assert "api-v1" in prune.argv and "api-v2" not in prune.argv
+
+
+def test_traffic_gate_with_a_canary(tmp_path: Path) -> None:
+    b = ProxyBench(tmp_path, nhosts=2, extra="traffic_gate:\n  window: 40ms\n  canary: 10%\n"
+                   "  min_requests: 20\n")
+    attempt(b, V1, proxy=b.proxy)
+    d = attempt(b, V2, proxy=b.proxy)
+    for run in d.runs:
+        assert run.walked == [s.name for s in run.plan.steps]
+        assert run.walked.index("canary") < run.walked.index("check-through") \
+            < run.walked.index("traffic-gate") < run.walked.index("route") \
+            < run.walked.index("drain") < run.walked.index("stop-old")
+        # details timed beside their step: the proxy's log and version (proxy-boot), the
+        # window's reads (traffic-gate)
+        timed = [s.name for s in run.steps
+                 if s.name not in ("traffic-log", "proxy-version", "traffic-read")]
+        assert [n for n in timed if not n.startswith("health:")] == [
+            n for n in run.walked if n not in ("gate", *AFTER_THE_OUTCOME)]
+
+
+def test_a_host_that_stops_walks_no_further(tmp_path: Path) -> None:
+    """A failed gate stops the host's walk of the switch: the restore is no plan step, and
+    the record and the unlock are still walked, in order."""
+    b = Bench(tmp_path, nhosts=1)
+    attempt(b, V1)
+    b.fakes[0].healthy = lambda c: V2.tag not in c.name
+    d = Deploy(b.cfg, Request(ref=f"{V2.tag}@{V2.digest}"), b.lines.append,
+               environ=dict(b.env), executors={f.host.name: f.executor() for f in b.fakes},
+               resolve=lambda cfg, r: V2)
+    assert d.run()["outcome"] == "failed-health-restored"
+    run = d.runs[0]
+    names = [s.name for s in run.plan.steps]
+    assert run.walked == names[:names.index("gate") + 1] + ["record", "unlock"]
+
+
+def test_an_unknown_step_raises_before_any_step_runs() -> None:
+    plan = HostPlan("web-1", [PlannedStep("lock", ["true"], 1, "lock"),
+                              PlannedStep("reboot", ["reboot"], 1, "not a step")])
+    ran: list[str] = []
+    runner = HostRunner({"lock": lambda run, step: ran.append(step.name)})
+    with pytest.raises(UnknownStep, match="'reboot' has no action"):
+        runner.check(plan)
+    run = HostRun(parse_host("web-1"), None, None, [], None, plan=plan)  # type: ignore[arg-type]
+    with pytest.raises(UnknownStep, match="'reboot'"):
+        runner.walk(run, "lock")
+    assert ran == []
+
+
+def test_the_walk_keeps_the_plan_order_and_stops_when_told() -> None:
+    plan = HostPlan("web-1", [PlannedStep(n, None, 1, n) for n in
+                              ("lock+env", "pull", "stop-old", "start-new", "gate", "record",
+                               "unlock")])
+    ran: list[str] = []
+
+    def act(run: HostRun, step: PlannedStep) -> object:
+        ran.append(step.name)
+        return step.name != "gate"
+
+    runner = HostRunner({s.name: act for s in plan.steps})
+    runner.check(plan)
+    run = HostRun(parse_host("web-1"), None, None, [], None, plan=plan)  # type: ignore[arg-type]
+    assert runner.walk(run, "lock") and runner.walk(run, "prepare")
+    assert runner.walk(run, "switch") is False
+    assert runner.walk(run, "finish")
+    assert ran == run.walked == ["lock+env", "pull", "stop-old", "start-new", "gate", "record",
+                                 "unlock"]
+    with pytest.raises(AssertionError, match="walked twice"):
+        runner.walk(run, "prepare")
+    out_of_order = HostPlan("web-1", [plan.steps[3], plan.steps[1]])
+    with pytest.raises(UnknownStep, match="comes after a step of the switch phase"):
+        runner.check(out_of_order)

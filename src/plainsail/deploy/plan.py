@@ -227,11 +227,29 @@ def ssh_options(cfg: Config) -> SSHOptions:
 
 # ---------------------------------------------------------------- the steps on each host
 
+# The phases of a host's plan, in order. The steps of one phase run on the hosts at once
+# (the switch in batches); a phase starts on any host only when the one before it ended on
+# every host (migrations run once, on one host, between prepare and switch).
+PHASES = ("lock", "prepare", "migrate", "switch", "prune", "finish")
+PHASE_OF = {
+    "lock": "lock", "lock+env": "lock",
+    "host-registry": "prepare", "send": "prepare", "verify-host": "prepare",
+    "pull": "prepare", "proxy-boot": "prepare",
+    "backup": "migrate", "migrate": "migrate",
+    "stop-old": "switch", "rename-old": "switch", "start-retained": "switch",
+    "start-new": "switch", "gate": "switch", "canary": "switch", "route": "switch",
+    "check-through": "switch", "traffic-gate": "switch", "drain": "switch",
+    "stop-others": "prune", "prune": "prune", "prune-images": "prune",
+    "record": "finish", "unlock": "finish",
+}
+
+
 @dataclass(frozen=True)
 class PlannedStep:
-    """One step of a host's plan: the command it runs (None for the health gate, which is
-    a loop of HTTP requests), its timeout, what travels on stdin (described, never shown),
-    and how the deploy undoes it when this or a later step fails."""
+    """One step of a host's plan: the command it runs (None for a step that is a named
+    action, such as the health gate, a loop of HTTP requests), its timeout, what travels
+    on stdin (described, never shown), and how the deploy undoes it when this or a later
+    step fails. Its phase follows from its name (`PHASE_OF`)."""
 
     name: str
     argv: list[str] | None
@@ -239,6 +257,10 @@ class PlannedStep:
     what: str
     stdin: str = ""
     undo: str = ""
+
+    @property
+    def phase(self) -> str:
+        return PHASE_OF.get(self.name, "")
 
 
 @dataclass
@@ -312,8 +334,9 @@ def host_plan(cfg: Config, target: Target, deploy_id: str, fp: str, paths: Paths
               containers: Sequence[Container], previous: Container | None,
               reuse: Container | None, lock: LockInfo, *, unchanged: bool,
               migrate_here: bool, settings: str = "", backup: str | None = None,
-              backup_id: str = "") -> HostPlan:
-    """The steps of one host, in order, with their argv lists."""
+              backup_id: str = "", judge_traffic: bool = True) -> HostPlan:
+    """The steps of one host, in order, with their argv lists. `judge_traffic` False (a
+    rollback, a recovery): no traffic_gate steps, the whole route at once."""
     state = os.path.dirname(paths.root)  # host_dir, as the host expands it
     inside = volumes_in_state(cfg.app.volumes, state)
     if inside:
@@ -409,13 +432,30 @@ def host_plan(cfg: Config, target: Target, deploy_id: str, fp: str, paths: Paths
         if cfg.proxy is not None:
             back = (f"route back to {previous.tag} and remove the new container" if previous
                     else "remove the route's upstream: nothing ran before")
-            steps.append(PlannedStep(
+            route = PlannedStep(
                 "route", None, step_timeout,
                 f"switch the route of {', '.join(cfg.proxy.hosts)}{cfg.proxy.path} to the new "
-                "container (one atomic change of the proxy's config)", undo=back))
+                "container (one atomic change of the proxy's config)", undo=back)
+            # traffic_gate: watched only when an old version serves to compare with.
+            tg = cfg.traffic_gate if previous is not None and judge_traffic else None
+            if tg is not None and tg.canary is not None:
+                steps.append(PlannedStep(
+                    "canary", None, step_timeout,
+                    f"send {tg.canary:g}% of the route's requests to the new container",
+                    undo=back))
+            else:
+                steps.append(route)
             steps.append(PlannedStep(
                 "check-through", None, hc.timeout + step_timeout,
                 f"GET {hc.path} once through the proxy, by host name", undo=back))
+            if tg is not None:
+                steps.append(PlannedStep(
+                    "traffic-gate", None, 3 * tg.window + step_timeout,
+                    f"watch the new version's real answers for {tg.window:g}s (once more "
+                    f"with fewer than {tg.min_requests} requests) and judge them against "
+                    "the old version's", undo=back))
+                if tg.canary is not None:
+                    steps.append(route)
             if previous:
                 steps.append(PlannedStep(
                     "drain", None, cfg.proxy.drain,

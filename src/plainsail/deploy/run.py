@@ -25,7 +25,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import replace
 from functools import partial
 from typing import Any
@@ -35,9 +35,10 @@ from plainsail.backup import policy as backup_policy
 from plainsail.backup.host import BackupError
 from plainsail.config import weak
 from plainsail.config.model import Config
-from plainsail.deploy import fanout, health, hostregistry, notify, schemagate
+from plainsail.deploy import fanout, health, notify, schemagate
 from plainsail.deploy import settings as settingslib
 from plainsail.deploy.history import append_local
+from plainsail.deploy.hoststeps import HostSteps, MigrationFailed
 from plainsail.deploy.outcomes import (
     ABORTED,
     FAILED_MIGRATION,
@@ -63,23 +64,20 @@ from plainsail.deploy.plan import (
     ssh_options,
 )
 from plainsail.deploy.records import new_deploy_id, now, origin, redact_free_text, who
-from plainsail.deploy.switch import HostRun, Reporter, Step, Switcher
+from plainsail.deploy.runner import HostRunner
+from plainsail.deploy.switch import UNJUDGED, HostRun, Reporter, Step, Switcher
 from plainsail.errors import (
     DeployInterrupted,
-    LockError,
     PlainsailError,
-    RemoteError,
     one_line,
 )
-from plainsail.hosts import docker
 from plainsail.hosts import state as hoststate
 from plainsail.hosts.addresses import Host
 from plainsail.hosts.containers import Container, current, fingerprint
-from plainsail.hosts.executor import Executor, error_line, executor_for
+from plainsail.hosts.executor import Executor, executor_for
 from plainsail.output import error, gha_endgroup, gha_error, gha_group, in_ci, say, warn
 from plainsail.progress import NULL, Progress
 from plainsail.secret import Secret
-from plainsail.supply.registrycopy import CopyStats
 
 log = logging.getLogger("plainsail.deploy.run")
 
@@ -121,9 +119,8 @@ class Deploy:
         self.t0 = time.monotonic()
         self.runs: list[HostRun] = []
         self.target: Target | None = None
-        self.migration: dict[str, Any] | None = None
         self.gate: schemagate.Gate | None = None
-        self.backup: dict[str, Any] | None = None  # the backup taken before migrations
+        self.hs: HostSteps | None = None  # the steps around the switch, once planned
         self.backup_why: str | None = None
         self.backup_id = ""
         self.secret_values: list[Secret] = list(cfg.secrets())
@@ -448,14 +445,22 @@ class Deploy:
         migrate = bool(self.cfg.migrate) and not self.req.skip_migrations
         self.backup_why = backup_policy.reason(self.cfg, self.gate, migrate and bool(active))
         self.backup_id = backup_host.new_id() if self.backup_why else ""
+        self.hs = HostSteps(self.cfg, self.target, self.id, self.lock_info, self.env, self.sw,
+                            self.backup_why, self.backup_id, complain=error)
+        self.runner = HostRunner({**self.sw.actions(), **self.hs.actions()})
         for run in self.runs:
             run.plan = host_plan(
                 self.cfg, self.target, self.id, self.fingerprint, run.paths, run.containers,
                 run.previous, run.reuse, self.lock_info, unchanged=run not in active,
                 migrate_here=migrate and bool(active) and run is active[0],
                 settings=self.settings_label, backup=self.backup_why,
-                backup_id=self.backup_id)
+                backup_id=self.backup_id, judge_traffic=self.req.kind not in UNJUDGED)
             run.plan.host = run.host.name
+            self.runner.check(run.plan)
+
+    def _walk(self, phase: str, run: HostRun) -> bool:
+        """The steps of one phase of the host's plan (plainsail.deploy.runner)."""
+        return self.runner.walk(run, phase)
 
     # -- dry run
     def _dry_run(self) -> None:
@@ -479,31 +484,31 @@ class Deploy:
         # Hosts already running this exact image are left alone (they are locked all the
         # same, so nobody changes them under this deploy).
         active = [r for r in self.runs if r.outcome != UNCHANGED]
-        # Every host at once: the lock and env file, then the image (pull, or send).
-        failed = self._failures(self.runs, self._fan(self.runs, self._lock))
+        # Every host at once: the lock and env file, then the image (pull, or send) and,
+        # behind the proxy, the proxy's boot (it creates the network the migration joins).
+        failed = self._failures(self.runs, self._fan(self.runs, partial(self._walk, "lock")))
         if not failed:
-            failed = self._failures(active, self._fan(active, self._prepare))
+            failed = self._failures(active, self._fan(active, partial(self._walk, "prepare")))
         if failed:
             reason = (f"{'; '.join(one_line(exc) for _, exc in failed)}; nothing was "
                       "switched, the running version is untouched")
             for run in self.runs:
                 run.outcome, run.reason = ABORTED, reason
             return ABORTED, reason
-        if active and active[0].plan.step("backup"):
-            try:
-                self._backup(active[0])
-            except BackupError as err:
-                reason = (f"{one_line(err)}; the migrations did not run and nothing was "
-                          "switched, the running version is untouched")
-                for run in self.runs:
-                    run.outcome, run.reason = ABORTED, reason
-                return ABORTED, reason
-        if self.cfg.migrate and not self.req.skip_migrations:
-            ok, reason = self._migrate(active[0])
-            if not ok:
-                for run in self.runs:
-                    run.outcome, run.reason = FAILED_MIGRATION, reason
-                return FAILED_MIGRATION, reason
+        # The backup and the migrations: once, on the first host that changes.
+        try:
+            if active:
+                self._walk("migrate", active[0])
+        except BackupError as err:
+            reason = (f"{one_line(err)}; the migrations did not run and nothing was "
+                      "switched, the running version is untouched")
+            for run in self.runs:
+                run.outcome, run.reason = ABORTED, reason
+            return ABORTED, reason
+        except MigrationFailed as err:
+            for run in self.runs:
+                run.outcome, run.reason = FAILED_MIGRATION, str(err)
+            return FAILED_MIGRATION, str(err)
         ended = self._rollout(active)
         if ended is not None:
             return ended
@@ -512,7 +517,7 @@ class Deploy:
         # Pruning never undoes a healthy deploy: a failure there is only reported, and a
         # signal waits until it and the records are done (well under a second).
         self.finishing = True
-        pruned = self._fan(active, self.sw.prune, stoppable=False)
+        pruned = self._fan(active, partial(self._walk, "prune"), stoppable=False)
         for run, exc in zip(active, pruned, strict=True):
             if exc is not None:
                 warn(f"{run.host.name}: removing old containers failed "
@@ -524,14 +529,6 @@ class Deploy:
         changed = next((r.settings_changed for r in active if r.settings_changed), "")
         return SUCCEEDED, f"{target.tag} is healthy on every host" + (
             f" (settings changed: {changed})" if changed else "")
-
-    def _prepare(self, run: HostRun) -> None:
-        """The new image on the host: sent to its registry (registry.mode host), pulled;
-        behind the proxy, the host's proxy booted (it creates the network)."""
-        self._send_image(run)
-        self.sw.planned(run, "pull")
-        if self.cfg.proxy is not None:  # its network exists before the migration
-            self.sw.boot_proxy(run)
 
     def _rollout(self, active: list[HostRun]) -> tuple[str, str] | None:
         """Switch the hosts in the order of `hosts:`, in batches (rollout: canary, batch,
@@ -607,8 +604,10 @@ class Deploy:
     def _switch_one(self, run: HostRun) -> bool:
         """Switch one host; whether its new version is healthy (if not, the host is restored
         or left as on_failure says, and its outcome says which)."""
+        if self.cfg.proxy is None:
+            run.switched = True  # from the first step on, the way back is the restore
         try:
-            ok = self.sw.switch(run)
+            ok = self.runner.walk(run, "switch")
         except PlainsailError as exc:
             failed = run.steps[-1].name if run.steps else "switch"
             run.reason = f"{failed} failed: {one_line(exc)}"
@@ -619,127 +618,10 @@ class Deploy:
             raise AssertionError(f"switch of {run.host.name} ended without an outcome")
         return ok
 
-    def _send_image(self, run: HostRun) -> None:
-        """registry.mode host: the host's registry up, the image and its signature sent to
-        it over the SSH connection, the signature verified there (plan steps host-registry,
-        send, verify-host; absent otherwise)."""
-        start = run.plan.step("host-registry")
-        send = run.plan.step("send")
-        if start is None or send is None or start.argv is None:
-            return
-        assert self.target is not None
-        cfg, ex, tag, digest = self.cfg, run.ex, self.target.tag, self.target.digest
-        argv = start.argv
-        did: list[str] = []
-        self.sw.step(run, "host-registry", lambda: did.append(
-            hostregistry.ensure(ex, cfg, argv, start.timeout)))
-        self._step_report(run.host.name, f"host-registry: {did[0]}")
-        copied: list[CopyStats] = []
-        folder = hostregistry.registry_folder(run.paths.root)
-        key = f"send {run.host.name}"
-        try:
-            self.sw.step(run, "send", lambda: copied.append(hostregistry.send(
-                ex, cfg, folder, tag, digest, send.timeout, progress=self.progress,
-                key=key)))
-        finally:
-            self.progress.done(key)
-        self._step_report(run.host.name, f"send: {copied[0].summary()}")
-        if run.plan.step("verify-host"):
-            self.sw.step(run, "verify-host", partial(
-                hostregistry.verify_there, ex, cfg, folder, tag, digest))
-
-    def _lock(self, run: HostRun) -> None:
-        """Take the host's deploy lock and, for a host that changes, write its env file in
-        the same round trip (the plan's first step)."""
-        try:
-            if run.plan.step("lock+env"):
-                self.sw.step(run, "lock+env", partial(
-                    hoststate.lock_and_write_env, run.ex, run.paths, self.lock_info, self.env))
-            else:
-                self.sw.step(run, "lock", partial(hoststate.acquire, run.ex, run.paths,
-                                                 self.lock_info))
-        except hoststate.EnvFileError:
-            run.locked = True
-            raise
-        except LockError:
-            run.outcome = ABORTED
-            raise
-        run.locked = True
-
     def _unlock_all(self) -> None:
-        for run in self.runs:
-            if run.locked:
-                try:
-                    hoststate.release(run.ex, run.paths, self.id)
-                    run.locked = False
-                except Exception as exc:  # noqa: BLE001 - the outcome must still be recorded
-                    error(f"{run.host.name}: could not release the deploy lock "
-                          f"{run.paths.lock} ({type(exc).__name__}: {one_line(exc)}); "
-                          "check the host, then run: plainsail lock release")
-
-    def _backup(self, run: HostRun) -> None:
-        """The plan's backup step: pg_dump before the migrations (BackupError on failure,
-        with nothing of the backup left on the host)."""
-        step = run.plan.step("backup")
-        assert step is not None and step.argv is not None
-        self._step_report(run.host.name, f"backup: {self.backup_why}")
-        start = time.monotonic()
-        try:
-            taken = backup_host.take(run.ex, self.cfg, run.paths, step.argv, self.backup_id,
-                                     self.id, step.timeout, self.backup_why or "")
-        except (BackupError, RemoteError) as exc:
-            run.steps.append(Step("backup", round(time.monotonic() - start, 3), False))
-            self.backup = {"id": self.backup_id, "ok": False, "error": one_line(exc)}
-            self._step_report(run.host.name, f"backup: FAILED ({one_line(exc)})")
-            if isinstance(exc, BackupError):
-                raise
-            raise BackupError(f"backup failed: {one_line(exc)}") from None
-        except Interrupted:
-            run.steps.append(Step("backup", round(time.monotonic() - start, 3), False))
-            self.backup = {"id": self.backup_id, "ok": False, "error": "interrupted"}
-            raise
-        rec = taken.record
-        run.steps.append(Step("backup", rec["seconds"], True))
-        self.backup = {**{k: rec[k] for k in ("id", "created", "size", "sha256", "seconds",
-                                              "tables", "file", "reason")},
-                       "ok": True, "removed": taken.removed}
-        self._step_report(run.host.name, f"backup: ok, {rec['size']} bytes, "
-                          f"{len(rec['tables'])} table(s) in {rec['seconds']:.1f}s "
-                          f"({rec['id']})" + (f"; removed {len(taken.removed)} older"
-                                              if taken.removed else ""))
-
-    def _migrate(self, run: HostRun) -> tuple[bool, str]:
-        assert self.target and self.cfg.migrate
-        step = run.plan.step("migrate")
-        assert step is not None and step.argv is not None
-        argv = step.argv
-        name = argv[argv.index("--name") + 1]
-        start = time.monotonic()
-        self._step_report(run.host.name, f"migrate: {' '.join(self.cfg.migrate.command)}")
-        try:
-            res = run.ex.run(argv, timeout=step.timeout, check=False, what=step.what)
-            code: int | None = res.returncode
-            tail = res.tail()
-        except RemoteError as exc:  # timeout
-            code, tail = None, exc.output_tail
-            with suppress(PlainsailError):
-                run.ex.run(docker.rm([name], force=True), check=False,
-                           timeout=self.cfg.timeouts.command)
-        seconds = time.monotonic() - start
-        self.migration = {"host": run.host.name, "exit_code": code,
-                          "output_tail": tail, "seconds": round(seconds, 3)}
-        ok = code == 0
-        run.steps.append(Step("migrate", round(seconds, 3), ok))
-        if ok:
-            self._step_report(run.host.name, f"migrate: ok ({seconds:.1f}s)")
-            return True, ""
-        why = (f"timed out after {self.cfg.migrate.timeout:g}s" if code is None
-               else f"exit code {code}")
-        last = error_line(tail) or "no output"
-        reason = (f"migrations failed ({why}): {last}; the deploy stopped before touching the "
-                  "running app, which keeps serving the old schema")
-        self._step_report(run.host.name, f"migrate: FAILED ({why})")
-        return False, reason
+        if self.hs is not None:
+            for run in self.runs:
+                self.hs.unlock(run)
 
     def _unwind(self, why: str, outcome: str) -> tuple[str, str]:
         """After a signal or an unexpected error: put the previous version back wherever the
@@ -819,10 +701,10 @@ class Deploy:
                 "maintenance": run.maintenance,
                 "settings_changed": run.settings_changed or None,
             })
-        if self.migration:
-            rec["migration"] = self.migration
-        if self.backup:
-            rec["backup"] = self.backup
+        if self.hs is not None and self.hs.migration:
+            rec["migration"] = self.hs.migration
+        if self.hs is not None and self.hs.backup:
+            rec["backup"] = self.hs.backup
         return redact_free_text(rec, self.secret_values)
 
     def _summary(self, outcome: str, reason: str, preflight: bool = False) -> dict[str, Any]:
@@ -848,24 +730,17 @@ class Deploy:
 
     def _finish(self, outcome: str, reason: str) -> dict[str, Any]:
         self.finishing = True
-        unrecorded: list[str] = []
+        assert self.hs is not None
         for run in self.runs:
             if not run.outcome:
                 run.outcome = outcome
                 run.reason = run.reason or reason
-            record = self._record(run, run.outcome, run.reason or reason)
-            try:
-                hoststate.append_history(run.ex, run.paths, record)
-            except (PlainsailError, Interrupted, Exception) as exc:
-                unrecorded.append(run.host.name)
-                error(f"{run.host.name}: the record of this attempt could not be stored on the "
-                      f"host ({type(exc).__name__}: {one_line(exc)}); rollback reads those "
-                      f"records, so fix the host's state folder {run.paths.root}. The record "
-                      "is kept locally in .plainsail/history.jsonl")
-        self._unlock_all()  # the host records first, so the next deploy sees this one
+            run.record = self._record(run, run.outcome, run.reason or reason)
+            # The record, then the unlock: the next deploy sees this one.
+            self._walk("finish", run)
         summary = self._summary(outcome, reason)
-        if unrecorded:
-            summary["unrecorded_hosts"] = unrecorded
+        if self.hs.unrecorded:
+            summary["unrecorded_hosts"] = list(self.hs.unrecorded)
         append_local(self.cfg, summary)
         self.finishing = False  # recorded and unlocked: a signal now ends the notifying
         try:

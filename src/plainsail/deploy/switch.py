@@ -25,7 +25,8 @@ from plainsail.deploy.outcomes import (
     RESTORED,
     TRAFFIC_RESTORED,
 )
-from plainsail.deploy.plan import HostPlan, Target, app_run_argv, container_name
+from plainsail.deploy.plan import HostPlan, PlannedStep, Target, app_run_argv, container_name
+from plainsail.deploy.runner import Action
 from plainsail.errors import PlainsailError, RemoteError, one_line
 from plainsail.hosts import docker
 from plainsail.hosts import state as hoststate
@@ -77,6 +78,10 @@ class HostRun:
     fresh_traffic_log: bool = False  # traffic_gate: the proxy's log was turned on just now
     traffic_log_at: float = 0.0  # traffic_gate: when it was (time.monotonic())
     plan: HostPlan = field(default_factory=lambda: HostPlan("", []))
+    cursor: int = 0  # the index in plan.steps after the last step walked
+    walked: list[str] = field(default_factory=list)  # the plan's steps run, in order
+    switch_at: float = 0.0  # traffic_gate: the host's clock when the route switched
+    record: dict[str, Any] | None = None  # the attempt's record for this host, once made
 
 
 class Switcher:
@@ -112,33 +117,70 @@ class Switcher:
         self.secret_values = secrets
         self.report = report
 
-    def switch(self, run: HostRun) -> bool:
-        """Run the plan's switch steps (stop the old version, start the new one), then its
-        gate. Returns whether the new version is healthy; otherwise the host is restored."""
+    def actions(self) -> dict[str, Action]:
+        """The named actions of the steps this class runs: the pull, the proxy's boot, the
+        switch (stop, start, gate, route) and the prune (see plainsail.deploy.runner)."""
+        return {
+            "pull": self.pull,
+            "proxy-boot": lambda run, step: self.boot_proxy(run),
+            "stop-old": self.stop_old,
+            "rename-old": self.rename_old,
+            "start-retained": self.start_new,
+            "start-new": self.start_new,
+            "gate": self.gate_new,
+            "canary": self.canary,
+            "route": self.route,
+            "check-through": self.check_through,
+            "traffic-gate": lambda run, step: self._watch(run, run.switch_at),
+            "drain": self.drain,
+            "stop-others": self.command,
+            "prune": self.command,
+            "prune-images": partial(self.command, check=False),
+        }
+
+    def command(self, run: HostRun, step: PlannedStep, check: bool = True) -> None:
+        """A step that is its argv: run on the host, bounded by the step's timeout."""
+        argv = step.argv
+        assert argv is not None, step.name
+        self.step(run, step.name, lambda: run.ex.run(argv, timeout=step.timeout,
+                                                   what=step.what, check=check))
+
+    def stop_old(self, run: HostRun, step: PlannedStep) -> None:
+        """Stop the previous version (kept: the way back). Behind the proxy this comes
+        last, once the route left it and its requests drained."""
+        self.command(run, step)
         if self.cfg.proxy is not None:
-            return self._switch_proxied(run)
-        cfg = self.cfg
-        run.switched = True  # from here on, the way back is _restore
-        self.planned(run, "stop-old")
-        if run.plan.rename:
-            old, alias = run.plan.rename
-            self.planned(run, "rename-old")
-            run.containers = [replace(c, name=alias) if c.name == old else c
-                              for c in run.containers]
-            if run.previous and run.previous.name == old:
-                run.previous = replace(run.previous, name=alias)
+            run.old_stopped = True
+
+    def rename_old(self, run: HostRun, step: PlannedStep) -> None:
+        """A same-named older container steps aside for the new one."""
+        assert run.plan.rename is not None
+        old, alias = run.plan.rename
+        self.command(run, step)
+        run.containers = [replace(c, name=alias) if c.name == old else c
+                          for c in run.containers]
+        if run.previous and run.previous.name == old:
+            run.previous = replace(run.previous, name=alias)
+
+    def start_new(self, run: HostRun, step: PlannedStep) -> None:
+        """Create (or start the retained) container of the target version; it runs whole."""
         run.new_name = run.plan.new_name
         with self.whole():
-            self.planned(run, "start-retained")
-            self.planned(run, "start-new")
+            self.command(run, step)
+
+    def gate_new(self, run: HostRun, step: PlannedStep) -> bool:
+        """The new container's health gate. Unhealthy: the host stops here with its
+        outcome (restored, left stopped, or the old version kept behind the proxy)."""
         verdict = self.gate(run, run.new_name)
         run.health = verdict.to_json()
         if verdict.healthy:
-            self.say(run.host.name, f"healthy: {verdict.reason} "
-                              f"({verdict.seconds:.1f}s)")
+            self.say(run.host.name, f"healthy: {verdict.reason} ({verdict.seconds:.1f}s)")
             return True
         run.reason = self.unhealthy(run, verdict)
-        if cfg.on_failure == "stop":
+        if self.cfg.proxy is not None:
+            self._unrouted_failure(run)
+            return False
+        if self.cfg.on_failure == "stop":
             run.outcome = LEFT_STOPPED
             run.reason += ("; on_failure is stop: the failed version is left as it is for a "
                            "human, the previous container is stopped")
@@ -258,73 +300,70 @@ class Switcher:
 
     # -- behind the proxy: start next to the old version, gate, switch the route, drain
 
-    def _switch_proxied(self, run: HostRun) -> bool:
-        """The new container starts next to the running one, unpublished, and is gated at
-        its own address; only a healthy one gets the route. Until the route switches, a
-        failure leaves the old version serving as if nothing happened."""
-        ex, px = run.ex, self.proxy
-        if run.maintenance is None:  # booted before the migration (Deploy), else here
-            self.boot_proxy(run)
-        run.new_name = run.plan.new_name
-        with self.whole():
-            self.planned(run, "start-retained")
-            self.planned(run, "start-new")
-        verdict = self.gate(run, run.new_name)
-        run.health = verdict.to_json()
-        if not verdict.healthy:
-            run.reason = self.unhealthy(run, verdict)
-            keep = self.cfg.on_failure == "stop"
-            if not keep:
-                self._remove_new(run, failed_new=True)
-            run.reason += ("; the route never pointed at the new container" + (
-                          "" if not keep else
-                          f" ({run.new_name} is left running, unrouted, for a human)"))
-            if run.previous is None:
-                run.outcome = RESTORE_FAILED
-                run.reason += "; nothing ran before (first deploy): the service is DOWN"
-            else:
-                run.outcome = OLD_KEPT
-                run.reason += f"; {run.previous.tag} kept serving, never stopped"
-            return False
-        self.say(run.host.name, f"healthy: {verdict.reason} ({verdict.seconds:.1f}s)")
+    # -- behind the proxy: the new container starts next to the running one, unpublished,
+    # and is gated at its own address; only a healthy one gets the route. Until the route
+    # switches, a failure leaves the old version serving as if nothing happened.
+
+    def _unrouted_failure(self, run: HostRun) -> None:
+        """The new container failed its gate before any route pointed at it."""
+        keep = self.cfg.on_failure == "stop"
+        if not keep:
+            self._remove_new(run, failed_new=True)
+        run.reason += ("; the route never pointed at the new container" + (
+                      "" if not keep else
+                      f" ({run.new_name} is left running, unrouted, for a human)"))
+        if run.previous is None:
+            run.outcome = RESTORE_FAILED
+            run.reason += "; nothing ran before (first deploy): the service is DOWN"
+        else:
+            run.outcome = OLD_KEPT
+            run.reason += f"; {run.previous.tag} kept serving, never stopped"
+
+    def canary(self, run: HostRun, step: PlannedStep) -> None:
+        """traffic_gate.canary: a share of the route's requests to the new container."""
         gate = self.cfg.traffic_gate
-        watched = (gate is not None and not self.unjudged and run.previous is not None
-                   and run.previous.running)
-        switch_at = self._traffic_start(run) if watched else 0.0
+        assert gate is not None and gate.canary is not None
+        share = gate.canary
+        run.switch_at = self._traffic_start(run)
         run.switched = True  # from here on, the way back is the restore (route back)
         switched: list[Any] = []
-        canary = gate.canary if gate is not None and watched else None
-        if canary is None:
-            self.step(run, "route", lambda: switched.append(
-                self._proxy_call(run, lambda: px.route_to(ex, self.cfg, run.new_name))))
-        else:
-            self.step(run, "canary", lambda: switched.append(self._proxy_call(
-                run, lambda: px.split(ex, self.cfg, run.new_name, canary))))
+        self.step(run, step.name, lambda: switched.append(self._proxy_call(
+            run, lambda: self.proxy.split(run.ex, self.cfg, run.new_name, share))))
         if switched:
             run.in_flight_at_switch = int(getattr(switched[0], "in_flight", 0) or 0)
-        # With a canary, the check's answer may come from either version: it proves the
-        # route answers; the health gate proved the new container does.
-        checked = run.new_name if canary is None else None
-        self.step(run, "check-through", lambda: px.check_through(ex, self.cfg, checked))
-        if gate is not None and not watched:
+
+    def route(self, run: HostRun, step: PlannedStep) -> None:
+        """The whole route to the new container (after a canary and its traffic gate: the
+        rest of it)."""
+        after_canary = run.switched
+        if not after_canary:
+            if run.plan.step("traffic-gate") is not None:
+                run.switch_at = self._traffic_start(run)
+            run.switched = True  # from here on, the way back is the restore (route back)
+        switched: list[Any] = []
+        self.step(run, step.name, lambda: switched.append(self._proxy_call(
+            run, lambda: self.proxy.route_to(run.ex, self.cfg, run.new_name))))
+        if switched and not after_canary:
+            run.in_flight_at_switch = int(getattr(switched[0], "in_flight", 0) or 0)
+
+    def check_through(self, run: HostRun, step: PlannedStep) -> None:
+        """One request through the proxy. With a canary its answer may come from either
+        version: it proves the route answers; the health gate proved the new container
+        does."""
+        checked = None if run.plan.step("canary") is not None else run.new_name
+        self.step(run, step.name, lambda: self.proxy.check_through(run.ex, self.cfg, checked))
+        if self.cfg.traffic_gate is not None and run.plan.step("traffic-gate") is None:
             run.traffic = {"verdict": trafficgate.NOT_JUDGED, "notes": [
                 f"{self.unjudged} is not judged on traffic: the version it goes back to "
                 "got the whole route at once" if self.unjudged else
-                "first deploy: no old version to compare with, not judged"
-                if run.previous is None else
-                f"the old version {run.previous.name} was not running: not judged"]}
-        elif watched and not self._watch(run, switch_at):
-            return False
-        if canary is not None:
-            self.step(run, "route", lambda: self._proxy_call(
-                run, lambda: px.route_to(ex, self.cfg, run.new_name)))
-        if run.previous is not None and run.previous.running:
-            old = run.previous.name
-            drained: list[Any] = []
-            self.step(run, "drain", lambda: drained.append(px.drain(ex, self.cfg, old)))
-            self.planned(run, "stop-old")
-            run.old_stopped = True
-        return True
+                "first deploy: no old version to compare with, not judged"]}
+
+    def drain(self, run: HostRun, step: PlannedStep) -> None:
+        """Wait until the old version has no request in flight (bounded by proxy.drain)."""
+        assert run.previous is not None
+        old = run.previous.name
+        self.step(run, step.name, lambda: self.proxy.drain(run.ex, self.cfg, old))
+
 
     # -- traffic_gate: watch the new version's real answers, then complete or route back
 
@@ -489,16 +528,10 @@ class Switcher:
                 self.say(run.host.name, f"proxy {booted.action} again")
             return call()
 
-    def planned(self, run: HostRun, name: str, check: bool = True) -> None:
-        """Run a plain-command step of the host's plan, if the plan has it."""
-        step = run.plan.step(name)
-        if step is None or step.argv is None:
-            return
+    def pull(self, run: HostRun, step: PlannedStep) -> None:
+        """docker pull of the pinned image, its layers counted as progress."""
         argv = step.argv
-        if name != "pull":
-            self.step(run, name, lambda: run.ex.run(argv, timeout=step.timeout,
-                                                      what=step.what, check=check))
-            return
+        assert argv is not None
         key, layers = f"pull {run.host.name}", set()
 
         def pulled(line: str) -> None:  # "0a1b2c3d4e5f: Pull complete", "... Already exists"
@@ -510,18 +543,10 @@ class Switcher:
 
         self.progress.update(key, f"pulling {self.target.tag}")
         try:
-            self.step(run, name, lambda: run.ex.run(argv, timeout=step.timeout,
-                                                      what=step.what, check=check,
-                                                      on_line=pulled))
+            self.step(run, step.name, lambda: run.ex.run(argv, timeout=step.timeout,
+                                                       what=step.what, on_line=pulled))
         finally:
             self.progress.done(key)
-
-    def prune(self, run: HostRun) -> None:
-        """Remove old containers beyond `retain` (decided in the plan; a running one is
-        stopped first), then their images."""
-        self.planned(run, "stop-others")
-        self.planned(run, "prune")
-        self.planned(run, "prune-images", check=False)
 
     def unhealthy(self, run: HostRun, verdict: health.Verdict) -> str:
         """The new container failed its gate: show the evidence where the person is
