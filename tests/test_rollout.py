@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -249,3 +250,31 @@ def test_one_host_at_a_time_a_signal_stops_before_the_next_host(tmp_path: Path) 
     assert s["outcome"] == INTERRUPTED
     assert b.running_tags() == [V1.tag] * 3
     assert all("stop-old" not in step_names(b, i) for i in (1, 2))
+
+
+def test_on_failure_belongs_under_rollout_and_the_old_place_still_works(tmp_path: Path) -> None:
+    def cfg(extra: str) -> Any:
+        text = f"service: api\nimage: 127.0.0.1:5000/acme/api\nhosts: [web-1]\n{extra}"
+        return configlib.parse(text, tmp_path / "plainsail.yml", {})
+
+    assert cfg("").on_failure == "restore" and cfg("").rollout.on_failure == "restore"
+    new = cfg("rollout:\n  on_failure: stop\n")
+    assert new.on_failure == new.rollout.on_failure == "stop"
+    old = cfg("on_failure: stop\n")
+    assert old.on_failure == old.rollout.on_failure == "stop"
+    assert cfg("on_failure: stop\nrollout: {on_failure: stop}\n").on_failure == "stop"
+    with pytest.raises(ConfigError, match="on_failure: restore here, but rollout.on_failure "
+                       "is stop; keep only rollout.on_failure"):
+        cfg("on_failure: restore\nrollout: {on_failure: stop}\n")
+    with pytest.raises(ConfigError, match="rollout.on_failure"):
+        cfg("rollout: {on_failure: later}\n")
+
+
+def test_rollout_on_failure_stop_leaves_the_switched_hosts(tmp_path: Path) -> None:
+    """The new place drives the engine: batch 2 fails, batch 1 stays on the new version."""
+    b = Bench(tmp_path, nhosts=3, extra="rollout: {batch: 1, on_failure: stop}\n")
+    assert b.deploy(V1)["outcome"] == SUCCEEDED
+    b.fakes[1].healthy = lambda c: V2.tag not in c.name
+    s = b.deploy(V2)
+    assert s["outcome"] == LEFT_STOPPED, s
+    assert [h["outcome"] for h in s["per_host"]] == [SUCCEEDED, LEFT_STOPPED, ABORTED]

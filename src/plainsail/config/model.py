@@ -18,7 +18,7 @@ import os
 import posixpath
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -216,12 +216,15 @@ class ProxyConfig:
 class RolloutConfig:
     """How a deploy switches several hosts: the first `canary` hosts alone, then batches of
     `batch` hosts (a number, or a share of the hosts such as "25%"), `pause` seconds between
-    batches; at most `max_parallel` hosts are worked on at once (preflight, pulls, switches)."""
+    batches; at most `max_parallel` hosts are worked on at once (preflight, pulls, switches).
+    `on_failure` (restore or stop) is what a failed switch leaves; the top-level
+    `on_failure` of older configs sets it too (`Config.on_failure` is the one in force)."""
 
     batch: str = "100%"
     pause: float = 0.0
     canary: int = 0
     max_parallel: int = 10
+    on_failure: str = ""  # "" until resolved: then restore or stop
 
     def batches(self, count: int) -> list[int]:
         """The sizes of the batches `count` hosts switch in, in order."""
@@ -1521,7 +1524,8 @@ _SCHEMA = obj(
         "rollout": obj(RolloutConfig, {"batch": _batch,
                                        "pause": duration(MAX_HEALTH_INTERVAL, zero_ok=True),
                                        "canary": integer(0, 1000),
-                                       "max_parallel": integer(1, 100)}),
+                                       "max_parallel": integer(1, 100),
+                                       "on_failure": choice("restore", "stop")}),
         "backup": _backup,
         "target": choice("hosts", "swarm"),
         "swarm": _SWARM,
@@ -1590,12 +1594,26 @@ def _cross_checks(cfg: Config, ctx: _Ctx, lines: dict[str, int]) -> None:
         err("backup", "backs up the database the app's DATABASE_URL secret names, but "
             "app.secrets has no DATABASE_URL; add it there (a URL with a password belongs "
             "in secrets, not app.env)")
+    _on_failure(cfg, err, lines)
     _swarm_checks(cfg, err, lines)
     first, sep, _ = cfg.image.partition("/")
     if cfg.host_mode and sep and registry_host_of(cfg.image) == first:
         err("image", f"with registry.mode host the image travels without a registry: give "
             f"the repository without a registry host ({cfg.image[len(first) + 1:]}), not "
             f"{cfg.image}")
+
+
+def _on_failure(cfg: Config, err: Callable[[str, str], None], lines: dict[str, int]) -> None:
+    """rollout.on_failure is where on_failure belongs; the top-level key of older configs
+    still works. Both given, they must agree. The value in force is set in both places."""
+    if "rollout.on_failure" in lines:
+        if "on_failure" in lines and cfg.on_failure != cfg.rollout.on_failure:
+            err("on_failure", f"{cfg.on_failure} here, but rollout.on_failure is "
+                f"{cfg.rollout.on_failure}; keep only rollout.on_failure")
+            return
+        object.__setattr__(cfg, "on_failure", cfg.rollout.on_failure)
+    else:
+        object.__setattr__(cfg, "rollout", replace(cfg.rollout, on_failure=cfg.on_failure))
 
 
 def _swarm_checks(cfg: Config, err: Callable[[str, str], None], lines: dict[str, int]) -> None:
