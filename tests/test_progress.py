@@ -152,3 +152,100 @@ def test_a_deploy_reports_its_pull_and_health_gate_as_they_go(tmp_path: Path) ->
         "waiting for /health: attempt 1/2, answered 500",
         "waiting for /health: attempt 2/2, answered 200", ""]
     assert ("done", gate, "") in rec.events and ("done", pull, "") in rec.events
+
+
+# ---------------------------------------------------------------- the deploy's reporter
+
+
+def test_in_ci_one_line_per_host_event() -> None:
+    out = io.StringIO()
+    r = output.EventLines(out)
+    r.step("web-1", "pull")  # the start of a step is the live view's, not a line
+    r.update("pull web-1", "pulling v2")
+    r.update("pull web-1", "pulling v2")
+    r.say("pull: ok (0.4s)", "web-1")
+    r.say("batch 2 of 2: web-2", "rollout")
+    r.done("gate web-2", "healthy")
+    r.host_done("web-1", "succeeded")
+    r.flush()
+    assert out.getvalue().splitlines() == [
+        "[web-1] pull: pulling v2", "[web-1] pull: ok (0.4s)",
+        "[rollout] batch 2 of 2: web-2", "[web-2] gate: healthy"]
+
+
+def test_in_github_actions_each_host_is_a_group_shown_when_a_phase_ends() -> None:
+    Secret("tok-123456789")
+    out = io.StringIO()
+    r = output.EventLines(out, grouped=True)
+    r.say("lock+env: ok (0.1s)", "web-1")
+    r.say("lock+env: ok (0.2s)", "web-2")
+    r.update("pull web-1", "pulling v2 tok-123456789")
+    r.say("verifying the image")  # about no host: at once
+    assert out.getvalue() == "verifying the image\n"
+    r.flush()
+    assert out.getvalue().splitlines()[1:] == [
+        "::group::web-1", "[web-1] lock+env: ok (0.1s)", "[web-1] pull: pulling v2 ***",
+        "::endgroup::",
+        "::group::web-2", "[web-2] lock+env: ok (0.2s)", "::endgroup::"]
+    r.flush()  # nothing held: nothing shown
+    assert out.getvalue().count("::group::") == 2
+
+
+def test_on_a_terminal_a_live_view_shows_each_hosts_step_and_elapsed_time(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    tty = Tty()
+    monkeypatch.setattr(sys, "stdout", tty)
+    now = [100.0]
+    view = output.HostsView(tty, clock=lambda: now[0])
+    view.TICK = 3600  # no redraws but the ones the events cause
+    view.step("web-1", "pull")
+    view.step("web-10", "lock+env")
+    now[0] = 102.5
+    view.update("pull web-1", "pulling v2: 1 layer(s) done")
+    assert view.lines() == ["web-1   pull             2.5s  pulling v2: 1 layer(s) done",
+                            "web-10  lock+env         2.5s"]
+    # an event line goes above the view, which is drawn again under it
+    view.say("lock+env: ok (0.1s)", "web-10")
+    screen = tty.getvalue()
+    assert screen.endswith("\r\x1b[1A\x1b[J[web-10] lock+env: ok (0.1s)\n"
+                           "web-1   pull             2.5s  pulling v2: 1 layer(s) done\n"
+                           "web-10  lock+env         2.5s")
+    view.host_done("web-10", "succeeded")
+    assert view.lines()[1] == "web-10  succeeded"
+    output.say("the summary")  # other output clears the view first
+    assert tty.getvalue().endswith("\r\x1b[1A\x1b[J" + "the summary\n")
+
+
+def test_the_deploy_reporter_follows_the_terminal_and_ci(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TERM", "xterm")
+    monkeypatch.setattr(sys, "stdout", Tty())
+    assert type(output.reporter({"TERM": "xterm"})) is output.HostsView
+    assert type(output.reporter({"TERM": "xterm", "CI": "true"})) is output.EventLines
+    gha = output.reporter({"TERM": "xterm", "CI": "true", "GITHUB_ACTIONS": "true"})
+    assert isinstance(gha, output.EventLines) and gha.grouped
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    assert type(output.reporter({"TERM": "xterm"})) is output.EventLines
+
+
+def test_a_deploy_reports_every_host_step_through_the_one_reporter(tmp_path: Path) -> None:
+    from plainsail.deploy.plan import Request
+    from plainsail.deploy.run import Deploy
+    from tests.test_engine import V1, Bench
+
+    b = Bench(tmp_path, nhosts=2)
+    rec = Recording()
+    d = Deploy(b.cfg, Request(ref=f"{V1.tag}@{V1.digest}"), rec, environ=dict(b.env),
+               executors={f.host.name: f.executor() for f in b.fakes},
+               resolve=lambda cfg, r: V1)
+    assert d.run()["outcome"] == "succeeded"
+    for run in d.runs:
+        host = run.host.name
+        assert [t for kind, k, t in rec.events if kind == "step" and k == host] == [
+            s.name for s in run.plan.steps]
+        assert ("host_done", host, "succeeded") in rec.events
+        assert any(line.startswith("start-new: ok") for line in rec.said(host))
+    assert ("warn", "", "schema gate skipped: nothing runs yet, so no version can be "
+            "broken") in rec.events
+    assert ("flush", "", "") in rec.events
+    assert b.lines == []  # nothing went anywhere else

@@ -19,9 +19,14 @@ secrets redacted. Both options work before or after the command name.
 Long steps show their progress without `-v`: `build` each build step and each layer
 pushed; `deploy`, `rollback`, `recover` and `drill` the pull on each host (layers done), the image
 sent to each host's registry (`registry: {mode: host}`, blob by blob) and every attempt of
-the health gate with its answer. On a terminal that is one line updated in place;
-elsewhere (a pipe, a file, or with `CI` set) one line per event, `[step] text` (with
-`--json` on stderr). A failed
+the health gate with its answer. On a terminal `build`'s progress is one line updated in
+place, and `deploy`, `rollback`, `recover` and `drill` print their event lines
+(`[web-1] pull: ok (0.4s)`) above a live view with one line per host: the step it is in,
+how long that step has run, and the step's latest progress (a finished host shows its
+outcome). Elsewhere (a pipe, a file, or with `CI` set) there is one line per event,
+`[host] text` (with `--json` on stderr); in GitHub Actions the lines of each host are
+folded into a `::group::` of their own, shown once every host finished the phase (the
+pull, a batch's switch, ...). A failed
 `docker build` says which step failed and its telling line, then shows that step's last
 lines (`  | ...`), secrets redacted.
 
@@ -43,7 +48,7 @@ exactly one JSON object whose `outcome` is that outcome, whatever happens:
 
 OUTRO = """
 In GitHub Actions, `build` appends `image-tag` and `image-digest` to `$GITHUB_OUTPUT` and
-`IMAGE_TAG` to `$GITHUB_ENV`; `deploy` and `rollback` fold their output with `::group::`,
+`IMAGE_TAG` to `$GITHUB_ENV`; `deploy` and `rollback` fold each host's lines with `::group::`,
 mark failures with `::error::` (on stderr with `--json`) and append a markdown summary to
 `$GITHUB_STEP_SUMMARY`.
 """

@@ -6,9 +6,9 @@ import argparse
 
 from plainsail.config import model as configlib
 from plainsail.deploy.plan import Request
-from plainsail.deploy.report import finish, json_on_failure, progress_printer
+from plainsail.deploy.report import finish, json_on_failure
 from plainsail.deploy.run import deploy
-from plainsail.output import progress
+from plainsail.output import progress, reporter, say
 
 
 def run(args: argparse.Namespace) -> int:
@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
         if cfg.target == "swarm":
             from plainsail.swarm.deploy import deploy as swarm_deploy
 
-            summary = swarm_deploy(cfg, req, progress_printer(args.json), progress())
+            summary = swarm_deploy(cfg, req, say, progress())
         else:
-            summary = deploy(cfg, req, progress_printer(args.json), progress())
+            summary = deploy(cfg, req, reporter())
     return finish(summary, args.json)

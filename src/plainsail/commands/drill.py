@@ -9,8 +9,8 @@ from typing import Any
 
 from plainsail.config import model as configlib
 from plainsail.deploy.drill import drill, render
-from plainsail.deploy.report import json_on_failure, progress_printer
-from plainsail.output import append_step_summary, print_json, progress, say
+from plainsail.deploy.report import json_on_failure
+from plainsail.output import append_step_summary, print_json, reporter, say
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,8 +27,7 @@ def run(args: argparse.Namespace) -> int:
         return _report(args.json, result, text, "plainsail drill --backup")
     with json_on_failure("drill", args.json):
         cfg = configlib.load(args.config)
-        result = drill(cfg, hosts=args.host, yes=args.yes, report=progress_printer(args.json),
-                       progress=progress())
+        result = drill(cfg, hosts=args.host, yes=args.yes, report=reporter())
     return _report(args.json, result, render(result), "plainsail drill")
 
 

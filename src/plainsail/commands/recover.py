@@ -6,8 +6,8 @@ import argparse
 
 from plainsail.config import model as configlib
 from plainsail.deploy.recover import recover
-from plainsail.deploy.report import finish, json_on_failure, progress_printer
-from plainsail.output import progress
+from plainsail.deploy.report import finish, json_on_failure
+from plainsail.output import reporter
 
 
 def run(args: argparse.Namespace) -> int:
@@ -20,5 +20,5 @@ def run(args: argparse.Namespace) -> int:
                                     progress=progress())
             return finish(summary, args.json)
         summary = recover(cfg, hosts=args.host, force=args.force,
-                          report=progress_printer(args.json), progress=progress())
+                          report=reporter())
     return finish(summary, args.json)

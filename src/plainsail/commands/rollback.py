@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 
 from plainsail.config import model as configlib
-from plainsail.deploy.report import finish, json_on_failure, progress_printer
+from plainsail.deploy.report import finish, json_on_failure
 from plainsail.deploy.rollback import rollback
-from plainsail.output import progress
+from plainsail.output import progress, reporter, say
 
 
 def run(args: argparse.Namespace) -> int:
@@ -17,12 +17,12 @@ def run(args: argparse.Namespace) -> int:
             from plainsail.swarm.morning import rollback as swarm_rollback
 
             summary = swarm_rollback(
-                cfg, to=args.to, dry_run=args.dry_run, report=progress_printer(args.json),
+                cfg, to=args.to, dry_run=args.dry_run, report=say,
                 progress=progress(), allow_breaking_migrations=args.allow_breaking_migrations,
                 allow_shallow_clone=args.allow_shallow_clone)
             return finish(summary, args.json)
         summary = rollback(cfg, to=args.to, hosts=args.host, dry_run=args.dry_run,
-                           report=progress_printer(args.json), progress=progress(),
+                           report=reporter(),
                            allow_breaking_migrations=args.allow_breaking_migrations,
                            allow_shallow_clone=args.allow_shallow_clone)
     return finish(summary, args.json)

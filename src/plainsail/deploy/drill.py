@@ -25,12 +25,12 @@ from plainsail.deploy import rollback
 from plainsail.deploy.outcomes import RESTORE_FAILED, SUCCEEDED
 from plainsail.deploy.plan import Request
 from plainsail.deploy.records import new_deploy_id
-from plainsail.deploy.run import Deploy, Reporter, _print
+from plainsail.deploy.run import Deploy, Reporter
 from plainsail.deploy.status import status
 from plainsail.errors import DeployError, UsageError
 from plainsail.hosts import state as hoststate
 from plainsail.hosts.fleet import opened
-from plainsail.progress import NULL, Progress
+from plainsail.progress import NULL, Progress, reporter
 
 RECORDS_FOR_ESTIMATE = 5  # the newest successful switches per host the estimate reads
 
@@ -113,20 +113,20 @@ def interruption_notice(plan: DrillPlan, proxied: bool = False) -> str:
 
 
 def drill(cfg: Config, *, hosts: list[str] | None = None, yes: bool = False,
-          report: Reporter = _print, environ: dict[str, str] | None = None,
+          report: Reporter = NULL, environ: dict[str, str] | None = None,
           progress: Progress = NULL) -> dict[str, Any]:
     """Run the drill; return its result (`outcome` succeeded or failed)."""
     hosts = hosts or []
+    out = reporter(report, progress)
     plan = prepare(cfg, hosts)
     notice = interruption_notice(plan, proxied=cfg.proxy is not None)
     if not yes and cfg.proxy is None:
         raise UsageError(f"{notice}; run it again with --yes to go ahead")
-    report(f"[drill] {notice}")
+    out.say(notice, "drill")
     drill_id = new_deploy_id()
     env = dict(os.environ if environ is None else environ)
-    report(f"[drill] {drill_id}: rolling back to {plan.previous_tag}")
-    back = rollback.rollback(cfg, hosts=hosts, report=report, environ=env, drill=drill_id,
-                             progress=progress)
+    out.say(f"{drill_id}: rolling back to {plan.previous_tag}", "drill")
+    back = rollback.rollback(cfg, hosts=hosts, report=out, environ=env, drill=drill_id)
     result: dict[str, Any] = {
         "kind": "drill", "id": drill_id, "service": cfg.service, "hosts": plan.hosts,
         "current": {"tag": plan.current_tag, "digest": plan.current_digest},
@@ -141,11 +141,11 @@ def drill(cfg: Config, *, hosts: list[str] | None = None, yes: bool = False,
     current_runs = back.get("outcome") not in (SUCCEEDED, RESTORE_FAILED) and not any(
         h.get("outcome") == RESTORE_FAILED for h in back.get("per_host") or [])
     if not current_runs:
-        report(f"[drill] deploying {plan.current_tag} again (migrations skipped: the schema "
-               "is current)")
+        out.say(f"deploying {plan.current_tag} again (migrations skipped: the schema "
+                "is current)", "drill")
         req = Request(ref=f"{plan.current_tag}@{plan.current_digest}", hosts=hosts,
                       skip_migrations=True, kind="deploy", drill=drill_id)
-        again = Deploy(cfg, req, report, environ=env, progress=progress).run()
+        again = Deploy(cfg, req, out, environ=env).run()
         result["deploy"] = _phase(again)
         returned = again.get("outcome") == SUCCEEDED
     else:

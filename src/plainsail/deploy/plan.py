@@ -18,7 +18,6 @@ from plainsail.hosts.addresses import Host, parse_host
 from plainsail.hosts.containers import Container
 from plainsail.hosts.executor import SSHOptions
 from plainsail.hosts.state import LockInfo, Paths
-from plainsail.output import warn
 from plainsail.supply import buildrecords
 from plainsail.supply.images import ImageRef, mutable_tag_problem, split_ref
 
@@ -46,6 +45,7 @@ class Target:
     digest: str
     verified: bool
     signed_by: dict[str, str] | None = None  # the signature that matched: identity, signer
+    warnings: tuple[str, ...] = ()  # what the person should know about how it was checked
 
     @property
     def pinned(self) -> str:
@@ -185,13 +185,13 @@ def resolve_target(cfg: Config, req: Request) -> Target:
         verified = verify_image(cfg, tag, digest)
         signed_by = {"identity": verified.identity, "signer": verified.signer,
                      "issuer": verified.issuer, "format": verified.format}
-        for unchecked in verified.unchecked:
-            warn(f"signature of {cfg.image}:{tag}: not checked: {unchecked}")
         if verified.unchecked:
             signed_by["unchecked"] = "; ".join(verified.unchecked)
         return Target(pull_repository(cfg), tag, verified.digest, True,
-                      signed_by=signed_by)
-    warn("signing.verify is false: deploying an image whose origin is not verified")
+                      signed_by=signed_by, warnings=tuple(
+                          f"signature of {cfg.image}:{tag}: not checked: {unchecked}"
+                          for unchecked in verified.unchecked))
+    unverified = "signing.verify is false: deploying an image whose origin is not verified"
     from plainsail.supply.registry import RegistryClient
 
     with RegistryClient.for_config(cfg) as client:
@@ -203,7 +203,8 @@ def resolve_target(cfg: Config, req: Request) -> Target:
             f"tag drift: {cfg.image}:{tag} now points to {now_digest}, but the build produced "
             f"{digest}; someone re-pushed the tag. Investigate before deploying"
         )
-    return Target(pull_repository(cfg), tag, digest or now_digest or "", False)
+    return Target(pull_repository(cfg), tag, digest or now_digest or "", False,
+                  warnings=(unverified,))
 
 
 def select_hosts(cfg: Config, wanted: list[str]) -> list[Host]:

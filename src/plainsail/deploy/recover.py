@@ -26,12 +26,12 @@ from plainsail.deploy.hostregistry import pull_repository
 from plainsail.deploy.outcomes import INTERRUPTED, SUCCEEDED
 from plainsail.deploy.plan import Request, Target, select_hosts, ssh_options
 from plainsail.deploy.records import now
-from plainsail.deploy.run import Deploy, Reporter, _print
+from plainsail.deploy.run import Deploy, Reporter
 from plainsail.errors import DeployError, UsageError
 from plainsail.hosts import state as hoststate
 from plainsail.hosts.executor import Executor, executor_for
 from plainsail.hosts.fleet import opened
-from plainsail.progress import NULL, Progress
+from plainsail.progress import NULL, Progress, reporter
 
 
 @dataclass
@@ -77,10 +77,11 @@ def find_stale(cfg: Config, hosts: list[str], force: bool,
 
 
 def recover(cfg: Config, *, hosts: list[str] | None = None, force: bool = False,
-            report: Reporter = _print, environ: dict[str, str] | None = None,
+            report: Reporter = NULL, environ: dict[str, str] | None = None,
             executors: dict[str, Executor] | None = None,
             progress: Progress = NULL) -> dict[str, Any]:
     hosts = hosts or []
+    out = reporter(report, progress)
     given = executors or {}
     executors = {h.name: given.get(h.name) or executor_for(h, ssh_options(cfg), cfg.secrets())
                  for h in select_hosts(cfg, hosts)}
@@ -107,22 +108,21 @@ def recover(cfg: Config, *, hosts: list[str] | None = None, force: bool = False,
             removed = backuphost.remove_leftovers(ex, cfg, s.paths,
                                                   s.lock.deploy_id if s.lock else "")
             if removed:
-                report(f"[{s.host}] removed what the interrupted backup left: "
-                       f"{', '.join(removed)}" + (" (a restore cut short rolls back)"
-                                                  if s.lock and s.lock.kind == "restore"
-                                                  else ""))
+                out.say(f"removed what the interrupted backup left: {', '.join(removed)}"
+                        + (" (a restore cut short rolls back)"
+                           if s.lock and s.lock.kind == "restore" else ""), s.host)
             if s.lock is not None and s.lock.kind == "restore" and cfg.proxy is not None:
                 # `backup restore --in-place` put the service in maintenance.
                 from plainsail import proxy
 
                 proxy.maintenance(ex, cfg, False)
-                report(f"[{s.host}] maintenance is off again (the interrupted restore "
-                       "had turned it on)")
+                out.say("maintenance is off again (the interrupted restore had turned it on)",
+                        s.host)
             if s.lock is not None:
                 hoststate.append_history(ex, s.paths, _interrupted_record(cfg, s))
             hoststate.release(ex, s.paths)
-            report(f"[{s.host}] released the lock of the interrupted attempt "
-                   f"{s.lock.deploy_id if s.lock else '(no holder info)'}")
+            out.say("released the lock of the interrupted attempt "
+                    f"{s.lock.deploy_id if s.lock else '(no holder info)'}", s.host)
     except BaseException:
         for ex in executors.values():
             ex.close()
@@ -131,8 +131,8 @@ def recover(cfg: Config, *, hosts: list[str] | None = None, force: bool = False,
     req = Request(ref=f"{tag}@{digest}", hosts=hosts, skip_migrations=True, kind="recover",
                   rollback_from=interrupted)
     target = Target(pull_repository(cfg), tag, digest, True)  # verified when it was deployed
-    return Deploy(cfg, req, report, environ=environ, executors=executors,
-                  resolve=lambda c, r: target, progress=progress).run()
+    return Deploy(cfg, req, out, environ=environ, executors=executors,
+                  resolve=lambda c, r: target).run()
 
 
 def _interrupted_record(cfg: Config, s: Stale) -> dict[str, Any]:

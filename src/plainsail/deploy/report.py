@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -91,12 +91,6 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     return "\n".join(out)
 
 
-def progress_printer(as_json: bool) -> Callable[[str], None]:
-    """Progress lines go through the output boundary: stdout, or stderr when stdout
-    carries the JSON record (see `plainsail.output.set_json_mode`)."""
-    return say
-
-
 @contextmanager
 def json_on_failure(kind: str, as_json: bool) -> Iterator[None]:
     """With --json, an attempt that stops with an error still prints exactly one JSON
@@ -130,12 +124,15 @@ def json_on_failure(kind: str, as_json: bool) -> Iterator[None]:
 def finish(summary: dict[str, Any], as_json: bool) -> int:
     """Show a deploy or rollback record (text or JSON), add the CI summary, return the
     exit code its outcome means."""
-    from plainsail.deploy.outcomes import exit_code
-    from plainsail.output import append_step_summary, print_json
+    from plainsail.deploy.outcomes import RECOVERED, SUCCEEDED, UNCHANGED, exit_code
+    from plainsail.output import append_step_summary, gha_error, print_json
 
     if as_json:
         print_json(summary)
     else:
         say(render_summary(summary))
+    if summary.get("outcome") not in (SUCCEEDED, RECOVERED, UNCHANGED, "dry-run"):
+        gha_error(f"{summary.get('kind', 'deploy')} of {summary.get('tag')} "
+                  f"{summary.get('outcome')}: {summary.get('reason', '')}")
     append_step_summary(summary_markdown(summary))
     return exit_code(summary)

@@ -18,13 +18,13 @@ from plainsail.config.model import Config
 from plainsail.deploy import settings as settingslib
 from plainsail.deploy.outcomes import RECOVERED, SUCCEEDED
 from plainsail.deploy.plan import Request, select_hosts, ssh_options
-from plainsail.deploy.run import Deploy, Reporter, _print
+from plainsail.deploy.run import Deploy, Reporter
 from plainsail.errors import DeployError, UsageError
 from plainsail.hosts import state as hoststate
 from plainsail.hosts.containers import current, list_service
 from plainsail.hosts.executor import Executor, executor_for
 from plainsail.hosts.fleet import opened
-from plainsail.progress import NULL, Progress
+from plainsail.progress import NULL, Progress, reporter
 
 
 def successes(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -130,13 +130,14 @@ def release_settings(cfg: Config, choice: Choice) -> tuple[Config, str]:
 
 
 def rollback(cfg: Config, *, to: str | None = None, hosts: list[str] | None = None,
-             dry_run: bool = False, report: Reporter = _print,
+             dry_run: bool = False, report: Reporter = NULL,
              environ: dict[str, str] | None = None,
              drill: str | None = None,
              allow_breaking_migrations: bool = False,
              allow_shallow_clone: bool = False,
              progress: Progress = NULL) -> dict[str, Any]:
     hosts = hosts or []
+    out = reporter(report, progress)
     # One connection per host serves both reading the records and the deploy itself.
     executors = {h.name: executor_for(h, ssh_options(cfg), cfg.secrets())
                  for h in select_hosts(cfg, hosts)}
@@ -147,10 +148,9 @@ def rollback(cfg: Config, *, to: str | None = None, hosts: list[str] | None = No
             ex.close()
         raise
     run_cfg, said = release_settings(cfg, choice)
-    report(f"[rollback] {said}")
+    out.say(said, "rollback")
     req = Request(ref=f"{choice.tag}@{choice.digest}", hosts=hosts, skip_migrations=True,
                   dry_run=dry_run, force=True, kind="rollback", rollback_from=choice.running,
                   drill=drill, allow_breaking_migrations=allow_breaking_migrations,
                   allow_shallow_clone=allow_shallow_clone, settings_from=said)
-    return Deploy(run_cfg, req, report, environ=environ, executors=executors,
-                  progress=progress).run()
+    return Deploy(run_cfg, req, out, environ=environ, executors=executors).run()

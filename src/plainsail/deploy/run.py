@@ -75,8 +75,8 @@ from plainsail.hosts import state as hoststate
 from plainsail.hosts.addresses import Host
 from plainsail.hosts.containers import Container, current, fingerprint
 from plainsail.hosts.executor import Executor, executor_for
-from plainsail.output import error, gha_endgroup, gha_error, gha_group, in_ci, say, warn
-from plainsail.progress import NULL, Progress
+from plainsail.output import in_ci
+from plainsail.progress import NULL, Progress, reporter
 from plainsail.secret import Secret
 
 log = logging.getLogger("plainsail.deploy.run")
@@ -92,27 +92,24 @@ class Interrupted(BaseException):
 
 
 
-def _print(line: str) -> None:
-    say(line)
-
-
 # ---------------------------------------------------------------- the deploy
 
 
 class Deploy:
     """One deploy (or rollback) attempt across the selected hosts."""
 
-    def __init__(self, cfg: Config, req: Request, report: Reporter = _print,
+    def __init__(self, cfg: Config, req: Request, report: Reporter = NULL,
                  environ: dict[str, str] | None = None,
                  executors: dict[str, Executor] | None = None,
                  resolve: Callable[[Config, Request], Target] = resolve_target,
                  proxy: Any = None, progress: Progress = NULL) -> None:
         self.cfg = cfg
-        self.progress = progress  # long steps: pull, send, the health gate
+        # The one reporter: every line, warning and per-host event; long steps' progress.
+        self.out = reporter(report, progress)
+        self.progress = self.out
         self._proxy = proxy  # a stand-in for plainsail.proxy (tests); None: the real one
         self._resolve = resolve
         self.req = req
-        self.report = report
         self.environ = dict(os.environ if environ is None else environ)
         self.id = new_deploy_id()
         self.started = now()
@@ -156,6 +153,7 @@ class Deploy:
                                  keep_going=not stoppable)
         finally:
             self.fanout, self.stoppable = False, True
+            self.out.flush()  # a phase ended on these hosts: per-host groups may show
         if self.stop_signal is not None and stoppable:
             self.stop_signal = None
             raise Interrupted()
@@ -198,6 +196,12 @@ class Deploy:
         every path, an unexpected error included, ends in one outcome, a record on every
         host reached and locally, a notification and released locks.
         """
+        try:
+            return self._run()
+        finally:
+            self.out.flush()  # what a grouping renderer still holds
+
+    def _run(self) -> dict[str, Any]:
         with _sigterm_as_interrupt(self):
             try:
                 self._preflight()
@@ -273,12 +277,14 @@ class Deploy:
         self.secret_values += [Secret(self.env[n]) for n in cfg.app.secrets]
         weak.declare(cfg)
         for line in weak.warnings(cfg, {n: self.env[n] for n in cfg.app.secrets}):
-            warn(line)
+            self.out.warn(line)
         self.env_content = hoststate.env_file_content(self.env)
         self.fingerprint = fingerprint(self.env_content, run_options(cfg))
         self.settings_label = settingslib.label(self.env, cfg)
         self._step_report("preflight", "verifying the image")
         self.target = self._resolve(cfg, self.req)
+        for line in self.target.warnings:
+            self.out.warn(line)
         self._step_report("preflight", f"image {self.target.tag} pinned to "
                           f"{self.target.digest}" + (" (signature verified)"
                                                      if self.target.verified else ""))
@@ -410,14 +416,14 @@ class Deploy:
             if (gate.shallow and in_ci(self.environ)
                     and not self.req.allow_shallow_clone):
                 raise schemagate.SchemaGateError(gate.shallow_refusal())
-            warn(gate.summary())
+            self.out.warn(gate.summary())
             return
         for h in gate.findings:
             self._step_report("schema-gate", f"{h.file}:{h.line}: {h.rule}: {h.message}")
         if gate.refuses:
             raise schemagate.SchemaGateError(gate.refusal())
         if gate.findings:
-            warn(gate.summary())
+            self.out.warn(gate.summary())
         else:
             self._step_report("schema-gate", gate.summary())
 
@@ -437,17 +443,18 @@ class Deploy:
             tag=self.target.tag, origin=self.origin, kind=self.req.kind,
         )
         self.sw = Switcher(self.cfg, self.target, self.id, self.fingerprint,
-                           self.secret_values, self.report, proxy=self._proxy,
+                           self.secret_values, self.out, proxy=self._proxy,
                            whole=self._whole, settings=self.settings_label,
-                           checkpoint=self._checkpoint, progress=self.progress,
-                           kind=self.req.kind)
+                           checkpoint=self._checkpoint, kind=self.req.kind)
         active = [r for r in self.runs if r.outcome != UNCHANGED]
         migrate = bool(self.cfg.migrate) and not self.req.skip_migrations
         self.backup_why = backup_policy.reason(self.cfg, self.gate, migrate and bool(active))
         self.backup_id = backup_host.new_id() if self.backup_why else ""
         self.hs = HostSteps(self.cfg, self.target, self.id, self.lock_info, self.env, self.sw,
-                            self.backup_why, self.backup_id, complain=error)
-        self.runner = HostRunner({**self.sw.actions(), **self.hs.actions()})
+                            self.backup_why, self.backup_id, complain=self.out.error)
+        self.runner = HostRunner({**self.sw.actions(), **self.hs.actions()},
+                                 on_step=lambda run, step: self.out.step(run.host.name,
+                                                                         step.name))
         for run in self.runs:
             run.plan = host_plan(
                 self.cfg, self.target, self.id, self.fingerprint, run.paths, run.containers,
@@ -466,16 +473,16 @@ class Deploy:
     def _dry_run(self) -> None:
         """Show each host's plan: the same steps, in the same order, the deploy runs."""
         if self.gate is not None:
-            self.report(self.gate.summary())
+            self.out.say(self.gate.summary())
         for run in self.runs:
-            self.report(f"[{run.host.name}] would run:")
+            self.out.say("would run:", run.host.name)
             for step in run.plan.steps:
                 shown = (run.ex.display(step.argv) if step.argv is not None
                          else f"# {step.what}")
                 notes = [f"stdin: {step.stdin}"] if step.stdin else []
                 notes += [f"on failure: {step.undo}"] if step.undo else []
-                self.report(f"  {step.name}: {shown}" + (f"  # {'; '.join(notes)}"
-                                                         if notes else ""))
+                self.out.say(f"  {step.name}: {shown}" + (f"  # {'; '.join(notes)}"
+                                                          if notes else ""))
 
     # -- the changing part
     def _execute(self) -> tuple[str, str]:
@@ -520,7 +527,7 @@ class Deploy:
         pruned = self._fan(active, partial(self._walk, "prune"), stoppable=False)
         for run, exc in zip(active, pruned, strict=True):
             if exc is not None:
-                warn(f"{run.host.name}: removing old containers failed "
+                self.out.warn(f"{run.host.name}: removing old containers failed "
                      f"({type(exc).__name__}: {one_line(exc)}); the deploy is unaffected")
         if self.req.kind == "recover":
             for run in active:
@@ -553,14 +560,8 @@ class Deploy:
             if len(sizes) > 1:
                 self._step_report("rollout", f"batch {number} of {len(sizes)}: "
                                   + ", ".join(r.host.name for r in batch))
-            # One log group per batch (in GitHub Actions): hosts switching at once would
-            # break per-host groups; every line names its host.
-            gha_group(f"switch to {self.target.tag}: " + ", ".join(r.host.name for r in batch))
-            try:
-                errors = self._fan(batch, lambda run: healthy.__setitem__(
-                    run.host.name, self._switch_one(run)))
-            finally:
-                gha_endgroup()
+            errors = self._fan(batch, lambda run: healthy.__setitem__(
+                run.host.name, self._switch_one(run)))
             for exc in errors:
                 if exc is not None:  # a signal or a bug: the unwind restores what switched
                     raise Interrupted() if isinstance(exc, Interrupted) else exc
@@ -648,7 +649,7 @@ class Deploy:
         return outcome, why
 
     def _step_report(self, where: str, text: str) -> None:
-        self.report(f"[{where}] {text}")
+        self.out.say(text, where)
 
     def _record(self, run: HostRun | None, outcome: str, reason: str) -> dict[str, Any]:
         t = self.target
@@ -738,6 +739,7 @@ class Deploy:
             run.record = self._record(run, run.outcome, run.reason or reason)
             # The record, then the unlock: the next deploy sees this one.
             self._walk("finish", run)
+            self.out.host_done(run.host.name, run.outcome)
         summary = self._summary(outcome, reason)
         if self.hs.unrecorded:
             summary["unrecorded_hosts"] = list(self.hs.unrecorded)
@@ -745,17 +747,15 @@ class Deploy:
         self.finishing = False  # recorded and unlocked: a signal now ends the notifying
         try:
             for w in notify.send(self.cfg.notify, summary):
-                warn(w)
+                self.out.warn(w)
         except Interrupted:
-            warn(f"notifications cut short by a signal; the {self.req.kind} is recorded as "
-                 f"{outcome}")
+            self.out.warn(f"notifications cut short by a signal; the {self.req.kind} is "
+                          f"recorded as {outcome}")
         except Exception as exc:  # noqa: BLE001 - a notification never changes the outcome
-            warn(f"notifications failed ({type(exc).__name__}); the {self.req.kind} is "
+            self.out.warn(f"notifications failed ({type(exc).__name__}); the {self.req.kind} is "
                  "unaffected")
         finally:
             self.finishing = True
-        if outcome not in (SUCCEEDED, RECOVERED):
-            gha_error(f"{self.req.kind} of {summary.get('tag')} {outcome}: {reason}")
         return summary
 
     def _close(self) -> None:
@@ -805,6 +805,6 @@ def _sigterm_as_interrupt(attempt: Deploy) -> Iterator[None]:
         signal.signal(signal.SIGINT, old_int)
 
 
-def deploy(cfg: Config, req: Request, report: Reporter = _print,
+def deploy(cfg: Config, req: Request, report: Reporter = NULL,
            progress: Progress = NULL) -> dict[str, Any]:
     return Deploy(cfg, req, report, progress=progress).run()

@@ -35,8 +35,11 @@ class UnknownStep(LookupError):
 class HostRunner:
     """Walks hosts' plans with one table of actions (step name -> action)."""
 
-    def __init__(self, actions: Mapping[str, Action]) -> None:
+    def __init__(self, actions: Mapping[str, Action],
+                 on_step: Callable[[HostRun, PlannedStep], None] = lambda run, step: None
+                 ) -> None:
         self.actions = dict(actions)
+        self.on_step = on_step  # told before each step runs (a live view shows it)
 
     def check(self, plan: HostPlan) -> None:
         """Raise UnknownStep for a step no action runs, or a plan whose phases are out of
@@ -69,6 +72,7 @@ class HostRunner:
                                   "action")
             run.cursor = at + 1
             run.walked.append(step.name)
+            self.on_step(run, step)
             if action(run, step) is False:
                 return False
         return True

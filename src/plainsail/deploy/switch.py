@@ -34,11 +34,12 @@ from plainsail.hosts.addresses import Host
 from plainsail.hosts.containers import Container
 from plainsail.hosts.executor import Executor, error_line, telling_lines
 from plainsail.progress import NULL, Progress
+from plainsail.progress import Reporter as ProgressReporter
 from plainsail.secret import Secret, redact
 
 log = logging.getLogger("plainsail.deploy.run")
 
-Reporter = Callable[[str], None]
+Reporter = ProgressReporter  # a reporter, or a function taking one line (the older form)
 LOG_LINES_SHOWN = 10  # of a failed container's log, in the terminal (the record keeps 40)
 UNJUDGED = {"rollback": "a rollback", "recover": "a recovery"}  # kinds traffic_gate lets by
 
@@ -88,16 +89,17 @@ class Switcher:
     """Runs the switch steps of host plans for one attempt."""
 
     def __init__(self, cfg: Config, target: Target, deploy_id: str, fingerprint: str,
-                 secrets: list[Secret], report: Reporter, proxy: Any = None,
+                 secrets: list[Secret], out: Progress = NULL, proxy: Any = None,
                  whole: Callable[[], AbstractContextManager[None]] = nullcontext,
                  settings: str = "",
                  checkpoint: Callable[[], None] = lambda: None,
-                 progress: Progress = NULL, kind: str = "deploy") -> None:
+                 kind: str = "deploy") -> None:
         self.cfg = cfg
         # traffic_gate judges deploys; a rollback or recovery goes back to a version that
         # served before, at once (its whole route, no window, no canary share)
         self.unjudged = UNJUDGED.get(kind, "")
-        self.progress = progress  # the pull and the health gate report here as they go
+        # The attempt's reporter: every line, and the progress of the pull and the gate.
+        self.out = self.progress = out
         self.settings = settings  # the label of containers made with today's settings
         # Asked before every step: raises when the deploy must stop (a signal arrived while
         # hosts were worked on in threads, where a signal cannot interrupt a step).
@@ -115,7 +117,6 @@ class Switcher:
         self.id = deploy_id
         self.fingerprint = fingerprint
         self.secret_values = secrets
-        self.report = report
 
     def actions(self) -> dict[str, Action]:
         """The named actions of the steps this class runs: the pull, the proxy's boot, the
@@ -558,7 +559,7 @@ class Switcher:
         if lines:
             self.say(run.host.name, f"the last {len(lines)} line(s) of {run.new_name}'s log:")
             for line in lines:
-                self.report(f"  | {line[:300]}")
+                self.out.say(f"  | {line[:300]}")
         else:
             self.say(run.host.name, f"{run.new_name} wrote nothing to its log")
         last = _last_line(run.log_tail)
@@ -585,7 +586,7 @@ class Switcher:
         self.say(run.host.name, f"{name}: ok ({seconds:.1f}s)")
 
     def say(self, where: str, text: str) -> None:
-        self.report(f"[{where}] {text}")
+        self.out.say(text, where)
 
 
 def run_idempotent(ex: Executor, argv: list[str], what: str, timeout: float) -> object:
