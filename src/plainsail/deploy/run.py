@@ -316,8 +316,11 @@ class Deploy:
         self._schema_gate()
         if cfg.proxy is not None:
             # A proxy with other host-level settings is refused before any change.
-            for run in self.runs:
-                self._proxy_api().preflight(run.ex, cfg)
+            px = self._proxy_api()
+            refused = self._failures(self.runs, self._fan(
+                self.runs, lambda run: px.preflight(run.ex, cfg)))
+            if refused:
+                raise refused[0][1]
         self._plan()
 
     def _what_changed(self, prev: Container) -> str:
@@ -737,12 +740,18 @@ class Deploy:
                 run.outcome = outcome
                 run.reason = run.reason or reason
             run.record = self._record(run, run.outcome, run.reason or reason)
-            # The record, then the unlock: the next deploy sees this one.
-            self._walk("finish", run)
+        # Every host at once: its record, then its unlock (the next deploy sees this one).
+        # Neither raises; a signal now waits until they are done.
+        done = self._fan(self.runs, partial(self._walk, "finish"), stoppable=False)
+        for run in self.runs:
             self.out.host_done(run.host.name, run.outcome)
+        for exc in done:
+            if exc is not None:
+                raise exc
         summary = self._summary(outcome, reason)
         if self.hs.unrecorded:
-            summary["unrecorded_hosts"] = list(self.hs.unrecorded)
+            summary["unrecorded_hosts"] = [r.host.name for r in self.runs
+                                           if r.host.name in self.hs.unrecorded]
         append_local(self.cfg, summary)
         self.finishing = False  # recorded and unlocked: a signal now ends the notifying
         try:
