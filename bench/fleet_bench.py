@@ -10,9 +10,13 @@ sequence: survey, lock and env file, pull, one migration, stop, start, health ga
 records.
 
 Figures: median wall time of --runs deploys (alternating v2/v1, after a warm-up deploy that
-pulls both images), per host count and mode, and the ratio to one host. Then, on the largest
-host count with rollout {canary: 1, batch: 50%}: a host of batch 2 fails its gate; the time
-from its UNHEALTHY line until the command ended, every switched host back on v1 (checked).
+pulls both images), per host count and mode, and the ratio to one host. Then where the time
+of a deploy "at once" goes, per host count: for each step of the plan the slowest host's
+seconds (median over the runs; the hosts wait for each other between phases), and what is
+not in any step (starting the program, verifying the image, connecting, the schema gate).
+Then, on the largest host count with rollout {canary: 1, batch: 50%}: a host of batch 2
+fails its gate; the time from its UNHEALTHY line until the command ended, every switched
+host back on v1 (checked).
 
 With --proxy every host runs the service behind its own Caddy (a `proxy:` block; the
 local plainsail-caddy image, pushed to the registry) and each timed deploy, and the
@@ -111,6 +115,16 @@ class Service:
             "health:\n  body_contains: '\"database\": \"ok\"'\n  attempts: 20\n"
             "  interval: 250ms\nretain: 2\n" + extra)
 
+    def last_steps(self) -> dict[str, float]:
+        """The last attempt's steps: each step's seconds on its slowest host."""
+        lines = (self.dir / ".plainsail" / "history.jsonl").read_text().splitlines()
+        slowest: dict[str, float] = {}
+        for host in json.loads(lines[-1])["per_host"]:
+            for st in host["steps"]:
+                name = "gate" if st["name"].startswith("health:") else st["name"]
+                slowest[name] = max(slowest.get(name, 0.0), st["seconds"])
+        return slowest
+
     def deploy(self, ref: str) -> tuple[float, subprocess.CompletedProcess[str]]:
         start = time.monotonic()
         res = subprocess.run([str(PLAINSAIL), "deploy", ref], cwd=self.dir,
@@ -167,7 +181,11 @@ class Tally:
         return f"{self.answered} answered, {self.failed} failed" if self.answered else ""
 
 
-def timed(svc: Service, refs: dict[str, str], runs: int, tally: Tally) -> float:
+Steps = dict[str, list[float]]
+
+
+def timed(svc: Service, refs: dict[str, str], runs: int, tally: Tally,
+          steps: Steps | None = None) -> float:
     for v in ("2", "1"):  # warm-up: both images on every host
         _, res = svc.deploy(refs[v])
         if res.returncode != 0:
@@ -180,6 +198,11 @@ def timed(svc: Service, refs: dict[str, str], runs: int, tally: Tally) -> float:
         if res.returncode != 0:
             raise SystemExit(f"deploy failed:\n{res.stdout}\n{res.stderr}")
         times.append(seconds)
+        if steps is not None:
+            slowest = svc.last_steps()
+            for name, sec in slowest.items():
+                steps.setdefault(name, []).append(sec)
+            steps.setdefault("(outside the steps)", []).append(seconds - sum(slowest.values()))
     return statistics.median(times)
 
 
@@ -237,13 +260,16 @@ def main() -> None:
         caddy = push_caddy(reg.host) if args.proxy else ""
         rows: dict[tuple[int, str], float] = {}
         tallies: dict[tuple[int, str], Tally] = {}
+        where: dict[int, Steps] = {}
         for n in counts:
             for mode, extra in (("at once", ""), ("one at a time",
                                                   "rollout:\n  max_parallel: 1\n")):
                 svc = Service(work, image, hosts[:n], extra, caddy)
                 tallies[n, mode] = Tally()
                 try:
-                    rows[n, mode] = timed(svc, refs, args.runs, tallies[n, mode])
+                    rows[n, mode] = timed(svc, refs, args.runs, tallies[n, mode],
+                                          where.setdefault(n, {}) if mode == "at once"
+                                          else None)
                 finally:
                     svc.clean()
                 print(f"{n} host(s), {mode}: {rows[n, mode]:.2f}s {tallies[n, mode]}",
@@ -256,6 +282,14 @@ def main() -> None:
             a, s = rows[n, "at once"], rows[n, "one at a time"]
             a1, s1 = rows[counts[0], "at once"], rows[counts[0], "one at a time"]
             print(f"| {n} | {a:.2f}s | {a / a1:.2f}x | {s:.2f}s | {s / s1:.2f}x |")
+        print("\nwhere the time goes (at once): each step on its slowest host, median s")
+        print("| step | " + " | ".join(f"{n} host(s)" for n in counts) + " |")
+        print("|---|" + "---|" * len(counts))
+        names = list(dict.fromkeys(k for n in counts for k in where[n]))
+        for name in names:
+            print(f"| {name} | " + " | ".join(
+                f"{statistics.median(where[n][name]):.2f}" if name in where[n] else "-"
+                for n in counts) + " |")
         if most >= 3:
             print("\n" + failure(work, image, refs, hosts[:most], caddy))
     finally:

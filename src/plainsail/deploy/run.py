@@ -768,10 +768,10 @@ class Deploy:
         return summary
 
     def _close(self) -> None:
-        for run in self.runs:
-            run.ex.close()
-        for ex in self._given.values():
-            ex.close()
+        """Close every host's connection, at once (each `ssh -O exit` is a round trip)."""
+        execs = [run.ex for run in self.runs] + list(self._given.values())
+        fanout.each(execs, lambda ex: ex.close(), self.cfg.rollout.max_parallel,
+                    keep_going=True)
         self._given.clear()
 
 
