@@ -169,8 +169,8 @@ def test_in_ci_one_line_per_host_event() -> None:
     r.host_done("web-1", "succeeded")
     r.flush()
     assert out.getvalue().splitlines() == [
-        "[web-1] pull: pulling v2", "[web-1] pull: ok (0.4s)",
-        "[rollout] batch 2 of 2: web-2", "[web-2] gate: healthy"]
+        "[pull web-1] pulling v2", "[web-1] pull: ok (0.4s)",
+        "[rollout] batch 2 of 2: web-2", "[gate web-2] healthy"]
 
 
 def test_in_github_actions_each_host_is_a_group_shown_when_a_phase_ends() -> None:
@@ -184,7 +184,7 @@ def test_in_github_actions_each_host_is_a_group_shown_when_a_phase_ends() -> Non
     assert out.getvalue() == "verifying the image\n"
     r.flush()
     assert out.getvalue().splitlines()[1:] == [
-        "::group::web-1", "[web-1] lock+env: ok (0.1s)", "[web-1] pull: pulling v2 ***",
+        "::group::web-1", "[web-1] lock+env: ok (0.1s)", "[pull web-1] pulling v2 ***",
         "::endgroup::",
         "::group::web-2", "[web-2] lock+env: ok (0.2s)", "::endgroup::"]
     r.flush()  # nothing held: nothing shown

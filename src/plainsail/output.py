@@ -233,8 +233,10 @@ class EventLines(LineProgress):
         self.grouped = grouped
         self.held: dict[str, list[str]] = {}
 
-    def _line(self, host: str, text: str) -> None:
-        line = scrub(f"[{host}] {text}" if host else text)
+    def _line(self, host: str, text: str, keyed: bool = False) -> None:
+        """One line about `host` (a long step's line, `keyed`, names its step and host
+        itself: `[pull web-1] ...`)."""
+        line = scrub(f"[{host}] {text}" if host and not keyed else text)
         with self.lock:
             if self.grouped and host:
                 self.held.setdefault(host, []).append(line)
@@ -247,8 +249,7 @@ class EventLines(LineProgress):
             if self.last.get(key) == text:
                 return
             self.last[key] = text
-        self._line(_host_of(key), f"{key.rpartition(' ')[0] or key}: {text}"
-                   if _host_of(key) else f"[{key}] {text}")
+        self._line(_host_of(key), f"[{key}] {text}", keyed=True)
 
     def done(self, key: str, text: str = "") -> None:
         with self.lock:
@@ -327,13 +328,14 @@ class HostsView(EventLines):
                 self.hosts[host][2] = ""
             self.others.pop(key, None)
             if text:
-                self.say(text, host or key)
+                self._line(host, f"[{key}] {text}", keyed=True)
             self._draw(force=True)
 
-    def _line(self, host: str, text: str) -> None:
+    def _line(self, host: str, text: str, keyed: bool = False) -> None:
         with self.lock:
             self.clear()
-            print(scrub(f"[{host}] {text}" if host else text), file=self.stream, flush=True)
+            print(scrub(f"[{host}] {text}" if host and not keyed else text),
+                  file=self.stream, flush=True)
             self._draw(force=True)
 
     def flush(self) -> None:
