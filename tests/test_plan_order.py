@@ -199,3 +199,17 @@ def test_the_walk_keeps_the_plan_order_and_stops_when_told() -> None:
     out_of_order = HostPlan("web-1", [plan.steps[3], plan.steps[1]])
     with pytest.raises(UnknownStep, match="comes after a step of the switch phase"):
         runner.check(out_of_order)
+
+
+def test_a_rollback_behind_a_traffic_gate_plans_and_runs_no_window(tmp_path: Path) -> None:
+    """traffic_gate judges deploys only: a rollback's plan has the whole route at once, and
+    that plan is what runs."""
+    b = ProxyBench(tmp_path, nhosts=2, extra="traffic_gate:\n  window: 40ms\n  canary: 10%\n"
+                   "  min_requests: 20\n")
+    attempt(b, V1, proxy=b.proxy)
+    attempt(b, V2, proxy=b.proxy)
+    d = attempt(b, V1, proxy=b.proxy, kind="rollback", skip_migrations=True)
+    for run in d.runs:
+        assert run.walked == [s.name for s in run.plan.steps]
+        assert "canary" not in run.walked and "traffic-gate" not in run.walked
+        assert run.walked.index("route") < run.walked.index("check-through")
