@@ -6,8 +6,8 @@ import argparse
 
 from plainsail.config import model as configlib
 from plainsail.deploy.recover import recover
-from plainsail.deploy.report import finish, json_on_failure
-from plainsail.output import reporter
+from plainsail.deploy.report import finish, json_on_failure, progress_printer
+from plainsail.output import progress, reporter
 
 
 def run(args: argparse.Namespace) -> int:

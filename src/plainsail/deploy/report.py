@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -89,6 +89,13 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     out = [fmt.format(*headers).rstrip()]
     out += [fmt.format(*r).rstrip() for r in data]
     return "\n".join(out)
+
+
+def progress_printer(as_json: bool) -> Callable[[str], None]:
+    """Lines through the output boundary (stdout, or stderr when stdout carries the JSON
+    record): for the callers that take a function of one line (the Swarm target); the
+    hosts target takes the reporter `plainsail.output.reporter`."""
+    return say
 
 
 @contextmanager
