@@ -514,3 +514,35 @@ def test_a_second_signal_waits_for_the_backups_clean_up(tmp_path: Path) -> None:
     assert "backup-clean" not in b.fake.faults, "the clean-up was reached"
     assert_no_unfinished_backup(b.fake)
     assert not b.fake.locked("api") and b.running_tags() == [V1.tag]
+
+
+def test_a_signal_during_restore_into_or_the_drill_lets_it_finish(tmp_path: Path) -> None:
+    """Cut short, either would leave a half-made database on the server: a signal during
+    the restore waits for its end, and the result says so."""
+    from plainsail.backup import ops
+
+    b = Bench(tmp_path, extra=BACKUP)
+    assert b.deploy(V1)["outcome"] == SUCCEEDED
+    bid = b.fake.history("api")[-1]["backup"]["id"]
+    executors = {f.host.name: f.executor() for f in b.fakes}
+    b.fake.fail("restore", kind="signal")
+    done = ops.restore_into(b.cfg, bid, "api_copy", [], executors)
+    assert done["outcome"] == "restored" and "let finish" in done["note"], done
+    b.fake.fail("restore", kind="signal")
+    drilled = ops.drill(b.cfg, [], executors)
+    assert "let finish" in drilled["reason"] and len(b.fake.restored) == 2
+    assert b.fake.history("api")[-1]["kind"] == "backup-drill"
+
+
+def test_a_signal_before_restore_into_began_ends_it_with_nothing_done(
+        tmp_path: Path) -> None:
+    from plainsail.backup import ops
+
+    b = Bench(tmp_path, extra=BACKUP)
+    assert b.deploy(V1)["outcome"] == SUCCEEDED
+    bid = b.fake.history("api")[-1]["backup"]["id"]
+    b.fake.fail("backup-list", kind="signal")
+    with pytest.raises(KeyboardInterrupt):
+        ops.restore_into(b.cfg, bid, "api_copy", [],
+                         {f.host.name: f.executor() for f in b.fakes})
+    assert b.fake.restored == []

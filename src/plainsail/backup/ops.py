@@ -166,22 +166,39 @@ def download(cfg: Config, backup_id: str, output: Path | None,
     return {**public({**rec, "host": o.host.name}), "file": str(dest)}
 
 
-def restore_into(cfg: Config, backup_id: str, database: str,
-                 hosts: list[str]) -> dict[str, Any]:
-    """Restore into a new database NAME on the same server; the running app is untouched."""
+LET_FINISH = ("a signal came during the restore: it was let finish (cut short, it would "
+              "leave a half-made database on the server)")
+
+
+def restore_into(cfg: Config, backup_id: str, database: str, hosts: list[str],
+                 executors: dict[str, Executor] | None = None) -> dict[str, Any]:
+    """Restore into a new database NAME on the same server; the running app is untouched.
+    SIGTERM or Ctrl-C before the restore began ends it with nothing done (exit 130); once
+    it has begun, it runs whole."""
     _configured(cfg)
     assert cfg.backup is not None
     restorelib.check_name(database)
     start = time.monotonic()
-    with opened(cfg, hosts) as fleet:
+    with signals.guarded() as guard, opened(cfg, hosts, executors) as fleet:
         o, rec = _find(cfg, fleet, backup_id)
+        _not_interrupted(guard)
         argv = restorelib.restore_argv(cfg, o.paths, rec, database, "keep", app_network(cfg))
         restorelib.run_restore(o.ex, argv, cfg.backup.timeout)
     return {"outcome": "restored", "backup": public({**rec, "host": o.host.name}),
-            "database": database, "seconds": round(time.monotonic() - start, 3)}
+            "database": database, "seconds": round(time.monotonic() - start, 3),
+            **({"note": LET_FINISH} if guard.pending is not None else {})}
 
 
-def drill(cfg: Config, hosts: list[str]) -> dict[str, Any]:
+def _not_interrupted(guard: signals.Guard) -> None:
+    """Nothing is done yet: a signal so far ends the command as Ctrl-C does (exit 130)."""
+    try:
+        guard.check()
+    except signals.Interrupted:
+        raise KeyboardInterrupt from None
+
+
+def drill(cfg: Config, hosts: list[str],
+          executors: dict[str, Executor] | None = None) -> dict[str, Any]:
     """Restore the newest backup into a scratch database, compare every table's row count
     with the counts recorded when it was taken, drop the scratch database; recorded on the
     host and locally."""
@@ -191,8 +208,9 @@ def drill(cfg: Config, hosts: list[str]) -> dict[str, Any]:
     started = now()
     start = time.monotonic()
     scratch = f"plainsail_drill_{secrets.token_hex(4)}"
-    with opened(cfg, hosts) as fleet:
+    with signals.guarded() as guard, opened(cfg, hosts, executors) as fleet:
         o, rec = _find(cfg, fleet, None)
+        _not_interrupted(guard)  # once the scratch database is made, the drill runs whole
         argv = restorelib.restore_argv(cfg, o.paths, rec, scratch, "count", app_network(cfg))
         try:
             counted = restorelib.parse_counts(
@@ -221,8 +239,9 @@ def drill(cfg: Config, hosts: list[str]) -> dict[str, Any]:
             "host": o.host.name, "backup": public({**rec, "host": o.host.name}),
             "scratch_database": scratch, "started": started, "ended": now(),
             "seconds": seconds, "outcome": "succeeded" if ok else "failed",
-            "reason": reason, "tables": len(counted), "differences": differ,
-            "who": who(cfg), "origin": origin()}
+            "reason": reason + (f"; {LET_FINISH}" if guard.pending is not None else ""),
+            "tables": len(counted), "differences": differ, "who": who(cfg),
+            "origin": origin()}
         try:
             hoststate.append_history(o.ex, o.paths, result)
         finally:

@@ -62,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
         return {inplace.RESTORED: 0, inplace.INTERRUPTED: 130}.get(done["outcome"], 1)
     result = ops.restore_into(cfg, args.id, args.into, args.host)
     _show(args.json, result, f"backup {args.id} restored into the new database "
-          f"{args.into} in {result['seconds']:.1f}s; the app still uses its own")
+          f"{args.into} in {result['seconds']:.1f}s; the app still uses its own"
+          + (f" ({result['note']})" if result.get("note") else ""))
     return 0
 
 
