@@ -380,3 +380,18 @@ def test_recover_needs_a_dead_holder_or_force_and_a_good_release(tmp_path: Path)
     with pytest.raises(PlainsailError, match="no successful deploy"):
         _recover(b)
     assert b.fake.locked("api")  # refused: nothing touched
+
+
+def test_a_redeploy_of_the_same_digest_waits_for_the_new_spec_not_the_old_tasks(
+        tmp_path: Path) -> None:
+    """Before Swarm starts an update, the last UpdateStatus still says completed and the old
+    tasks run the same image: only tasks of this deploy's spec count."""
+    b = Bench(tmp_path)
+    b.deploy(V1)
+    old_tasks = {t["ID"] for t in b.fake.tasks}
+    b.fake.lazy = True
+    s = b.deploy(V1, force=True)
+    assert s["outcome"] == SUCCEEDED, s["reason"]
+    assert {t["task"] for t in s["tasks"]}.isdisjoint(old_tasks)
+    assert {t["task"] for t in s["tasks"]} <= {t["ID"] for t in b.fake.tasks
+                                                 if t["DesiredState"] == "running"}

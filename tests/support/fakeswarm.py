@@ -44,6 +44,10 @@ class FakeSwarm(FakeHost):
         # Is a task of this image healthy? Default: yes.
         self.healthy_image: Callable[[str], bool] = lambda image: True
         self.updates = 0  # docker service create/update commands run
+        # True: the next update leaves the old tasks running and the last UpdateStatus as
+        # it was, as the manager does in the moment before it starts an update.
+        self.lazy = False
+        self.pending = False
 
     def executor(self, secrets: Sequence[Any] = ()) -> FakeSwarmExecutor:
         ex = FakeSwarmExecutor(self, secrets)
@@ -78,8 +82,11 @@ class FakeSwarmExecutor(FakeExecutor):
             if f.spec is None:
                 return 1, "", f"Error: no such service: {argv[4]}"
             wanted = [t for t in f.tasks if t["DesiredState"] == "running"]
-            return 0, json.dumps(f.update_status) + "\n" + (json.dumps(wanted) if wanted
-                                                            else ""), ""
+            out = json.dumps(f.update_status) + "\n" + (json.dumps(wanted) if wanted else "")
+            if f.pending:
+                f.pending = False
+                self._converge(created=False)
+            return 0, out, ""
         if argv[:2] == ["sh", "-c"] and "docker node inspect" in argv[2]:
             return 0, json.dumps([
                 {"ID": k, "Description": {"Hostname": v["hostname"]},
@@ -200,6 +207,11 @@ class FakeSwarmExecutor(FakeExecutor):
                 labels[k] = v
             elif key == "--label-rm":
                 labels.pop(value, None)
+            elif key in ("--container-label", "--container-label-add"):
+                k, _, v = value.partition("=")
+                c.setdefault("Labels", {})[k] = v
+            elif key == "--container-label-rm":
+                c.setdefault("Labels", {}).pop(value, None)
             elif key in ("--env", "--env-add"):
                 c["Env"] = [e for e in c["Env"] if e.split("=")[0] != value.split("=")[0]]
                 c["Env"].append(value)
@@ -227,6 +239,9 @@ class FakeSwarmExecutor(FakeExecutor):
                                "failure or early termination of task x"}
             f.update_state = ""
             return
+        if f.lazy:  # the update is accepted; the next look at the tasks sees it done
+            f.lazy, f.pending = False, True
+            return
         f.update_status = None if created else {"State": "completed",
                                                 "Message": "update completed"}
         replicas = f.spec["Mode"]["Replicated"]["Replicas"]
@@ -239,4 +254,6 @@ class FakeSwarmExecutor(FakeExecutor):
             f.tasks.append({"ID": f"task{next(_task_ids):04d}", "NodeID": node,
                             "DesiredState": "running", "address": f.nodes[node]["address"],
                             "Status": {"State": "running", "Err": ""},
-                            "Spec": {"ContainerSpec": {"Image": image}}})
+                            "Spec": {"ContainerSpec": {
+                                "Image": image,
+                                "Labels": dict(f.container_spec().get("Labels") or {})}}})

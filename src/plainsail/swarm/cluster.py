@@ -34,6 +34,7 @@ class Task:
     image: str
     state: str  # Swarm's task state: running, starting, failed, ...
     error: str
+    deploy: str = ""  # the plainsail deploy whose spec the task runs (its container label)
     node: str = ""  # the node's hostname
     address: str = ""  # the node's address
 
@@ -88,21 +89,24 @@ def tasks(ex: Executor, cfg: Config, known: dict[str, dict[str, str]]
             known.update(nodes(ex, cfg))
         node = known.get(node_id, {})
         st = t.get("Status") or {}
+        spec = (t.get("Spec") or {}).get("ContainerSpec") or {}
         found.append(Task(
-            id=str(t.get("ID") or ""), node_id=node_id,
-            image=str(((t.get("Spec") or {}).get("ContainerSpec") or {}).get("Image") or ""),
+            id=str(t.get("ID") or ""), node_id=node_id, image=str(spec.get("Image") or ""),
             state=str(st.get("State") or ""), error=str(st.get("Err") or ""),
+            deploy=str((spec.get("Labels") or {}).get(svc.LABEL_DEPLOY) or ""),
             node=node.get("hostname", ""), address=node.get("address", "")))
     return status, found
 
 
-def converge(ex: Executor, cfg: Config, image: str, deadline: float,
+def converge(ex: Executor, cfg: Config, image: str, deploy: str, deadline: float,
              known: dict[str, dict[str, str]], *,
              on_wait: Callable[[str], None] = lambda _: None,
              sleep: Callable[[float], None] = time.sleep) -> list[Task]:
-    """Wait until `swarm.replicas` tasks of `image` run and the update (if any) completed;
-    the tasks. SwarmError when the update paused or rolled back, or at the deadline (the
-    reason says how many tasks ran)."""
+    """Wait until `swarm.replicas` tasks of `image` and of the spec of deploy `deploy`
+    run (a task of the same image but an older spec, e.g. before a `--force` or a settings
+    change, does not count) and the update (if any) completed; the tasks. SwarmError when
+    the update paused or rolled back, or at the deadline (the reason says how many tasks
+    ran)."""
     assert cfg.swarm is not None
     want = cfg.swarm.replicas
     while True:
@@ -112,9 +116,9 @@ def converge(ex: Executor, cfg: Config, image: str, deadline: float,
             msg = str((status or {}).get("Message") or "")
             raise SwarmError(f"Swarm's update is {state.replace('_', ' ')}"
                              + (f": {msg}" if msg else ""))
-        new = [t for t in found if t.image == image]
+        new = [t for t in found if t.image == image and t.deploy == deploy]
         running = [t for t in new if t.state == "running"]
-        old = [t for t in found if t.image != image]
+        old = [t for t in found if t not in new]
         done = state in ("", "completed") and len(running) >= want and not old
         if done:
             return running

@@ -390,7 +390,7 @@ class SwarmDeploy:
                                                     else "update")))
         except PlainsailError as exc:
             return self._restore(one_line(exc), ABORTED)
-        problem = self._wait_and_gate(spec.image, self.health)
+        problem = self._wait_and_gate(spec, self.health)
         if problem and self.req.kind == "recover":
             # The spec read in preflight is the interrupted attempt's: no way back to it.
             return RESTORE_FAILED, (f"{problem}; the last known-good release {t.tag} did not "
@@ -432,8 +432,8 @@ class SwarmDeploy:
                        "the deploy stopped before touching the service, which keeps serving "
                        "the old schema")
 
-    def _wait_and_gate(self, image: str, into: list[dict[str, Any]]) -> str:
-        """Wait for the service to run `image` everywhere, then gate every task; the
+    def _wait_and_gate(self, spec: svc.Spec, into: list[dict[str, Any]]) -> str:
+        """Wait for the service to run `spec` everywhere, then gate every task; the
         problem, or "" when it is healthy."""
         assert self.ex and self.cfg.swarm
         cfg, ex = self.cfg, self.ex
@@ -446,7 +446,8 @@ class SwarmDeploy:
         key = f"converge {cfg.service}"
         try:
             running = self._step("converge", lambda: cluster.converge(
-                ex, cfg, image, deadline, self.known_nodes,
+                ex, cfg, spec.image, spec.labels.get(svc.LABEL_DEPLOY, ""), deadline,
+                self.known_nodes,
                 on_wait=lambda text: self.progress.update(key, text), sleep=self._sleep))
         except cluster.SwarmError as exc:
             return one_line(exc)
@@ -499,7 +500,7 @@ class SwarmDeploy:
                                        force=now_spec is not None and now_spec.image == prev.image)
                 self._step("restore", lambda: ex.run(argv, timeout=cfg.timeouts.command,
                                                      what="docker service update (restore)"))
-                problem = self._wait_and_gate(prev.image, self.restore_health)
+                problem = self._wait_and_gate(prev, self.restore_health)
             except PlainsailError as exc:
                 problem = one_line(exc)
             if problem:
