@@ -395,3 +395,10 @@ def test_a_redeploy_of_the_same_digest_waits_for_the_new_spec_not_the_old_tasks(
     assert {t["task"] for t in s["tasks"]}.isdisjoint(old_tasks)
     assert {t["task"] for t in s["tasks"]} <= {t["ID"] for t in b.fake.tasks
                                                  if t["DesiredState"] == "running"}
+
+
+def test_host_selection_is_refused_for_a_swarm(tmp_path: Path) -> None:
+    b = Bench(tmp_path)
+    s = b.deploy(V1, hosts=["pss2"])
+    assert s["outcome"] == ABORTED and s["preflight"] and "--host" in s["reason"]
+    assert b.fake.log == []

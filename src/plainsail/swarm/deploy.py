@@ -61,7 +61,14 @@ from plainsail.deploy.plan import (
     ssh_options,
 )
 from plainsail.deploy.records import new_deploy_id, now, origin, redact_free_text, who
-from plainsail.errors import DeployInterrupted, LockError, PlainsailError, RemoteError, one_line
+from plainsail.errors import (
+    DeployInterrupted,
+    LockError,
+    PlainsailError,
+    RemoteError,
+    UsageError,
+    one_line,
+)
 from plainsail.hosts import docker
 from plainsail.hosts import state as hoststate
 from plainsail.hosts.addresses import Host
@@ -189,6 +196,10 @@ class SwarmDeploy:
     def _preflight(self) -> None:
         cfg = self.cfg
         assert cfg.swarm is not None
+        if self.req.hosts:
+            raise UsageError("--host: a swarm deploy updates the whole service through "
+                             "swarm.manager, on the nodes Swarm chooses; remove --host "
+                             "(swarm.placement says where tasks may run)")
         if not cfg.app.publish:
             raise PlainsailError(
                 "app.publish: target swarm needs a published port in this version: each "
