@@ -249,3 +249,22 @@ def test_a_deploy_reports_every_host_step_through_the_one_reporter(tmp_path: Pat
             "broken") in rec.events
     assert ("flush", "", "") in rec.events
     assert b.lines == []  # nothing went anywhere else
+
+
+def test_a_late_certificate_found_by_the_check_through_the_proxy_is_told_as_a_warning(
+        tmp_path: Path) -> None:
+    """The proxy's check returns its warnings; the deploy tells them through its reporter
+    (no library module writes to the terminal)."""
+    from plainsail.deploy.plan import Request
+    from plainsail.deploy.run import Deploy
+    from tests.test_engine import V1, ProxyBench
+
+    b = ProxyBench(tmp_path)
+    late = "web-1: the certificate of api.test expires in 5 days and was not renewed"
+    b.proxy.check_through = lambda *a, **k: [late]  # type: ignore[method-assign]
+    rec = Recording()
+    d = Deploy(b.cfg, Request(ref=f"{V1.tag}@{V1.digest}"), rec, environ=dict(b.env),
+               executors={f.host.name: f.executor() for f in b.fakes},
+               resolve=lambda cfg, r: V1, proxy=b.proxy)
+    assert d.run()["outcome"] == "succeeded"
+    assert ("warn", "", late) in rec.events

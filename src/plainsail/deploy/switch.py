@@ -352,7 +352,11 @@ class Switcher:
         version: it proves the route answers; the health gate proved the new container
         does."""
         checked = None if run.plan.step("canary") is not None else run.new_name
-        self.step(run, step.name, lambda: self.proxy.check_through(run.ex, self.cfg, checked))
+        told: list[Any] = []
+        self.step(run, step.name, lambda: told.append(
+            self.proxy.check_through(run.ex, self.cfg, checked)))
+        for line in (told[0] or []) if told else []:
+            self.out.warn(line)
         if self.cfg.traffic_gate is not None and run.plan.step("traffic-gate") is None:
             run.traffic = {"verdict": trafficgate.NOT_JUDGED, "notes": [
                 f"{self.unjudged} is not judged on traffic: the version it goes back to "

@@ -28,7 +28,6 @@ from plainsail.config.model import Config
 from plainsail.deploy.health import check
 from plainsail.hosts import deadline
 from plainsail.hosts.executor import Executor, write_file_argv
-from plainsail.output import warn
 from plainsail.proxy import argv, caddyconf, overlap
 from plainsail.proxy.admin import Admin, ProxyError
 from plainsail.proxy.caddyconf import MOUNT, ServiceRoute
@@ -465,10 +464,12 @@ def _no_certificate(ex: Executor, cfg: Config) -> str:
 
 
 def check_through(ex: Executor, cfg: Config, container: str | None = None,
-                  timeout: float | None = None) -> None:
+                  timeout: float | None = None) -> list[str]:
     """The service answers health.path through the proxy as the health gate expects, and
     the answer came through this service's route from `container` (default: any upstream
     of the route, two while a canary runs); otherwise ProxyError (the engine switches back).
+    Returns the warnings for the person (a certificate `tls: auto` should have renewed by
+    now); the caller tells them.
 
     The request carries the route's secret check token: only this service's route knows
     it, and only for such a request the proxy names the upstream that answered. A 200
@@ -499,7 +500,7 @@ def check_through(ex: Executor, cfg: Config, container: str | None = None,
     if probe.status == 503 and MAINTENANCE_MARK in probe.body:
         # Maintenance is on: the route is in place behind the page, which is all this
         # check can see; the health gate checked the new container itself.
-        return
+        return []
     served = probe.headers.get(caddyconf.UPSTREAM_HEADER) or "no upstream"
     if served not in wants:
         raise ProxyError(f"{ex.host.name}: {cfg.service}'s answer through the proxy "
@@ -511,4 +512,5 @@ def check_through(ex: Executor, cfg: Config, container: str | None = None,
     if proxy_config(cfg).tls.mode == "auto" and probe.cert_expires is not None:
         late = renewal_warning(check_host(cfg), probe.cert_expires, datetime.now(UTC))
         if late:
-            warn(f"{ex.host.name}: {late}")
+            return [f"{ex.host.name}: {late}"]
+    return []
