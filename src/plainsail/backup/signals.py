@@ -9,10 +9,11 @@ with `check()` between two such commands."""
 
 from __future__ import annotations
 
-import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
+
+from plainsail.interrupts import handled_by
 
 
 class Interrupted(BaseException):
@@ -46,22 +47,6 @@ class Guard:
             self.armed, self.fired = False, True
             raise Interrupted()
         self.pending = signum
-
-
-@contextmanager
-def handled_by(handler: Callable[[int, FrameType | None], None]) -> Iterator[None]:
-    """SIGTERM and SIGINT go to `handler` meanwhile (in the main thread; elsewhere Python
-    cannot change them, and nothing changes)."""
-    try:
-        before = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-    except ValueError:  # not in the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        for s, old in before.items():
-            signal.signal(s, old)
 
 
 @contextmanager

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -75,6 +74,7 @@ from plainsail.hosts import state as hoststate
 from plainsail.hosts.addresses import Host
 from plainsail.hosts.containers import Container, current, fingerprint
 from plainsail.hosts.executor import Executor, executor_for
+from plainsail.interrupts import handled_by
 from plainsail.output import in_ci
 from plainsail.progress import NULL, Progress, reporter
 from plainsail.secret import Secret
@@ -801,17 +801,8 @@ def _sigterm_as_interrupt(attempt: Deploy) -> Iterator[None]:
             return
         raise Interrupted()
 
-    try:
-        old_term = signal.signal(signal.SIGTERM, handler)
-        old_int = signal.signal(signal.SIGINT, handler)
-    except ValueError:  # not in the main thread
+    with handled_by(handler):
         yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old_term)
-        signal.signal(signal.SIGINT, old_int)
 
 
 def deploy(cfg: Config, req: Request, report: Reporter = NULL,

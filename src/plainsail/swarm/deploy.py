@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -73,6 +72,7 @@ from plainsail.hosts import docker
 from plainsail.hosts import state as hoststate
 from plainsail.hosts.addresses import Host
 from plainsail.hosts.executor import Executor, error_line, executor_for
+from plainsail.interrupts import handled_by
 from plainsail.output import error, gha_error, in_ci, say, warn
 from plainsail.progress import NULL, Progress
 from plainsail.secret import Secret
@@ -644,17 +644,8 @@ def _signals(attempt: SwarmDeploy) -> Iterator[None]:
             return
         raise Interrupted()
 
-    try:
-        old_term = signal.signal(signal.SIGTERM, handler)
-        old_int = signal.signal(signal.SIGINT, handler)
-    except ValueError:  # not in the main thread
+    with handled_by(handler):
         yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old_term)
-        signal.signal(signal.SIGINT, old_int)
 
 
 def deploy(cfg: Config, req: Request, report: Reporter = say,
