@@ -240,7 +240,10 @@ unforward() {
     for name in $(names); do stop_pid "$dir/$name/fwd-$p.pid"; done
     stop_pid "$dir/fwd/$p.pid"
     rm -f "$dir/fwd/$p.sock"
-    [ -f "$dir/ports" ] && { grep -vx "$p" "$dir/ports" >"$dir/ports.new" || true; mv "$dir/ports.new" "$dir/ports"; }
+    if [ -f "$dir/ports" ]; then
+      grep -vx "$p" "$dir/ports" >"$dir/ports.new" || true
+      mv "$dir/ports.new" "$dir/ports"
+    fi
   done
 }
 

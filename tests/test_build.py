@@ -152,7 +152,12 @@ def test_failing_docker_build(service_repo: ServiceRepo, registry: Registry) -> 
     (first,) = [line for line in r.err.splitlines() if line.startswith("error:")]
     assert "at step 3/" in first and ': RUN ["/bin/busybox"' in first
     assert "(exit 2): error: missing header foo.h; nothing was pushed" in first
-    assert "  | compiling a\n  | compiling b\n" in r.err, r.err
+    # The step's stdout and stderr are two streams that Docker reads side by side: each
+    # keeps its own order, not always the other's.
+    evidence = [line for line in r.err.splitlines() if line.startswith("  | ")]
+    out_lines = [line for line in evidence if line.startswith("  | compiling")]
+    assert out_lines == ["  | compiling a", "  | compiling b"], r.err
+    assert "  | error: missing header foo.h" in evidence, r.err
     # Progress, one line per step (not a terminal).
     assert "[build] step 1/" in r.out and ": FROM scratch" in r.out and "[build] step 3/" in r.out
     assert leftovers() == []  # no intermediate container left behind
