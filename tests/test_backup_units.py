@@ -546,3 +546,30 @@ def test_a_signal_before_restore_into_began_ends_it_with_nothing_done(
         ops.restore_into(b.cfg, bid, "api_copy", [],
                          {f.host.name: f.executor() for f in b.fakes})
     assert b.fake.restored == []
+
+
+@pytest.mark.parametrize("with_openssl", [True, False])
+def test_the_hosts_checksum_is_sha256_with_or_without_openssl(tmp_path: Path,
+                                                               with_openssl: bool) -> None:
+    """The backup and restore scripts' checksum: OpenSSL's when the host has it (faster),
+    else coreutils' sha256sum; the same hex either way."""
+    import hashlib
+    import shutil
+    import subprocess
+
+    from plainsail.backup.host import SHA256_FN
+
+    data = tmp_path / "d.dump"
+    data.write_bytes(b"plainsail" * 100_000)
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    tools = ["sha256sum"] + (["openssl"] if with_openssl else [])
+    for tool in tools:
+        found = shutil.which(tool)
+        assert found, f"{tool} is missing"
+        (bindir / tool).symlink_to(found)
+    res = subprocess.run(["/bin/sh", "-c", SHA256_FN + 'got=$(sum256 "$1") || exit 9; '
+                          'echo "${got%% *}"', "sh", str(data)],
+                         capture_output=True, text=True, env={"PATH": str(bindir)})
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == hashlib.sha256(data.read_bytes()).hexdigest()

@@ -72,18 +72,23 @@ DUMP_INNER = (
     'exit 4; fi'
 )
 
+# A file's SHA-256 on the host, hex first: OpenSSL's when the host has it (it uses the
+# CPU's SHA instructions: about 3x coreutils' speed on a 400 MB dump), else sha256sum.
+SHA256_FN = ('sum256() { if command -v openssl >/dev/null 2>&1; '
+             'then openssl dgst -sha256 -r "$1"; else sha256sum "$1"; fi; }; ')
+
 # On the host: the folder (0700), the container (run as the SSH user, so the files are
 # theirs), then size and SHA-256, and the dump renamed into place. Nothing is left behind
 # when any part fails; the script's pid is kept beside the files, so that CLEAN_UP can end
 # it when plainsail gave up on it (a timeout, a lost connection, a signal). $1 folder, $2
 # id, the rest: `docker run` arguments.
 TAKE_SCRIPT = (
-    'set -u; dir=$1; id=$2; shift 2; umask 077; '
-    'part="$dir/.$id.partial"; counts="$dir/.$id.counts"; pid="$dir/.$id.pid"; '
+    'set -u; dir=$1; id=$2; shift 2; umask 077; ' + SHA256_FN
+    + 'part="$dir/.$id.partial"; counts="$dir/.$id.counts"; pid="$dir/.$id.pid"; '
     "trap 'rm -f \"$part\" \"$counts\" \"$pid\"' EXIT; trap 'exit 130' INT TERM HUP; "
     'mkdir -p "$dir" && chmod 700 "$dir" || exit 71; echo $$ > "$pid"; '
     'docker run --user "$(id -u):$(id -g)" "$@" || exit $?; '
-    'size=$(wc -c < "$part") && sum=$(sha256sum "$part") || exit 72; '
+    'size=$(wc -c < "$part") && sum=$(sum256 "$part") || exit 72; '
     'chmod 600 "$part" && mv "$part" "$dir/$id.dump" || exit 73; '
     'printf "size %s\\nsha256 %s\\n" "$size" "${sum%% *}"; cat "$counts"'
 )

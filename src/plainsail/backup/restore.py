@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from plainsail.backup.host import ROLE, BackupError, folder
+from plainsail.backup.host import ROLE, SHA256_FN, BackupError, folder
 from plainsail.config.model import Config
 from plainsail.hosts import docker
 from plainsail.hosts.executor import Executor
@@ -65,9 +65,9 @@ RESTORE_INNER = (
 # On the host: the dump's checksum against the recorded one, then the container.
 # $1 the dump, $2 the recorded SHA-256, the rest: `docker run` arguments.
 CHECKED_RUN = (
-    'set -u; f=$1; want=$2; shift 2; '
-    'if [ ! -f "$f" ]; then echo "$f is missing on the host" >&2; exit 66; fi; '
-    'got=$(sha256sum "$f") || exit 72; got=${got%% *}; '
+    'set -u; f=$1; want=$2; shift 2; ' + SHA256_FN
+    + 'if [ ! -f "$f" ]; then echo "$f is missing on the host" >&2; exit 66; fi; '
+    'got=$(sum256 "$f") || exit 72; got=${got%% *}; '
     'if [ "$got" != "$want" ]; then echo "the backup file was altered: its SHA-256 is $got, '
     'not the recorded $want; it is not restored" >&2; exit 65; fi; '
     'docker run --user "$(id -u):$(id -g)" "$@"'
