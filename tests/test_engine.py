@@ -842,10 +842,10 @@ def test_rollback_with_a_damaged_history_names_no_target_by_itself(bench: Bench)
     bench.deploy(V1, force=True)
     executors = {f.host.name: f.executor() for f in bench.fakes}
     with pytest.raises(DeployError) as err:
-        choose_release(bench.cfg, [], None, executors)
+        choose_release(bench.cfg, [], None, executors, warn=print)
     assert "1 line(s) of the deploy history cannot be read (line 3)" in str(err.value)
     assert "name it with --to TAG" in str(err.value) and V2.tag in str(err.value)
-    assert choose_release(bench.cfg, [], V2.tag, executors).tag == V2.tag
+    assert choose_release(bench.cfg, [], V2.tag, executors, warn=print).tag == V2.tag
 
 
 def test_rollback_runs_the_target_with_the_settings_it_ran_with(bench: Bench) -> None:
@@ -861,7 +861,7 @@ def test_rollback_runs_the_target_with_the_settings_it_ran_with(bench: Bench) ->
     assert bench.deploy(V2)["outcome"] == SUCCEEDED
     bench.env = {"DATABASE_URL": "postgresql://app:rotated9@db/app"}  # rotated since
     executors = {f.host.name: f.executor() for f in bench.fakes}
-    choice = choose_release(bench.cfg, [], None, executors)
+    choice = choose_release(bench.cfg, [], None, executors, warn=print)
     then, said = release_settings(bench.cfg, choice)
     assert choice.tag == V1.tag and then.app.command == ["serve"]
     assert said.startswith(f"{V1.tag} runs with the app settings it ran with (deploy ")

@@ -90,10 +90,10 @@ class Workspace:
 
 class Demo:
     def __init__(self, keep: bool = False, workdir: str | None = None,
-                 out: Callable[[str], None] | None = None) -> None:
+                 out: Callable[[str], None] = lambda line: None) -> None:
         self.keep = keep
         self.workdir = workdir
-        self.out = out or (lambda line: print(line, flush=True))
+        self.out = out  # each narrated line (the CLI passes plainsail.output.say)
         self.step_no = 0
 
     # -- narration

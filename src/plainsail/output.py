@@ -17,6 +17,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, TextIO
 
+from plainsail.environment import in_ci, in_github_actions
 from plainsail.progress import Progress
 from plainsail.secret import scrub
 
@@ -32,10 +33,6 @@ def set_json_mode(on: bool) -> None:
 def human() -> TextIO:
     """Where human lines go: stdout, or stderr when stdout carries JSON."""
     return sys.stderr if _json_mode else sys.stdout
-
-
-def in_github_actions() -> bool:
-    return os.environ.get("GITHUB_ACTIONS") == "true"
 
 
 def say(message: str = "") -> None:
@@ -101,14 +98,6 @@ def append_step_summary(markdown: str) -> None:
 
 
 # ---------------------------------------------------------------- progress
-
-
-def in_ci(environ: Mapping[str, str] | None = None) -> bool:
-    """Whether this runs in CI: `CI` is set and not false, no or 0 (GitHub Actions, GitLab
-    CI and most others set CI=true), or GITHUB_ACTIONS is true."""
-    env = os.environ if environ is None else environ
-    return env.get("CI", "").strip().lower() not in ("", "0", "false", "no") \
-        or env.get("GITHUB_ACTIONS") == "true"
 
 
 def progress() -> Progress:

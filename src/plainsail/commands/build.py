@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from plainsail.commands._target import warn_insecure
 from plainsail.config import model as configlib
 from plainsail.output import append_github_file, print_json, progress, say, warn
 from plainsail.supply.build import OCI, run_build
@@ -11,6 +12,7 @@ from plainsail.supply.build import OCI, run_build
 
 def run(args: argparse.Namespace) -> int:
     cfg = configlib.load(args.config, swarm_ok=True)
+    warn_insecure(cfg)
     record = run_build(
         cfg, allow_dirty=args.allow_dirty, requested_tag=args.tag, record_dir=args.record_dir,
         progress=progress(),

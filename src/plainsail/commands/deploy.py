@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from plainsail.commands._results import finish, json_on_failure
 from plainsail.config import model as configlib
 from plainsail.deploy.plan import Request
-from plainsail.deploy.report import finish, json_on_failure
 from plainsail.deploy.run import deploy
-from plainsail.output import progress, reporter, say
+from plainsail.output import reporter
 
 
 def run(args: argparse.Namespace) -> int:
@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
         if cfg.target == "swarm":
             from plainsail.swarm.deploy import deploy as swarm_deploy
 
-            summary = swarm_deploy(cfg, req, say, progress())
+            summary = swarm_deploy(cfg, req, reporter())
         else:
             summary = deploy(cfg, req, reporter())
     return finish(summary, args.json)

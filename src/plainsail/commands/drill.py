@@ -7,9 +7,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from plainsail.commands._results import json_on_failure
 from plainsail.config import model as configlib
 from plainsail.deploy.drill import drill, render
-from plainsail.deploy.report import json_on_failure
 from plainsail.output import append_step_summary, print_json, reporter, say
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from plainsail.config import model as configlib
 from plainsail.deploy.history import gather
 from plainsail.deploy.report import gate_figures, table
-from plainsail.output import print_json, say
+from plainsail.output import print_json, say, warn
 
 
 def hosts_cell(a: dict[str, object]) -> str:
@@ -54,7 +54,7 @@ def gate_cell(a: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     cfg = configlib.load(args.config, swarm_ok=True)  # a swarm's records are the manager's
-    found, kind, source = gather(cfg, args.host, args.source)
+    found, kind, source = gather(cfg, args.host, args.source, warn)
     attempts = found[: max(args.limit, 0)]
     if args.json:
         print_json([{**a, "source": kind} for a in attempts])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from plainsail.commands._target import target
+from plainsail.commands._target import target, warn_insecure
 from plainsail.config import model as configlib
 from plainsail.output import print_json, say
 from plainsail.supply.provenance import FIELDS, inspect_image
@@ -12,6 +12,7 @@ from plainsail.supply.provenance import FIELDS, inspect_image
 
 def run(args: argparse.Namespace) -> int:
     cfg = configlib.load(args.config, swarm_ok=True)
+    warn_insecure(cfg)
     tag, digest = target(cfg, args.ref)
     prov = inspect_image(cfg, tag, digest)
     if args.json:

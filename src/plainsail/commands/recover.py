@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from plainsail.commands._results import finish, json_on_failure
 from plainsail.config import model as configlib
 from plainsail.deploy.recover import recover
-from plainsail.deploy.report import finish, json_on_failure, progress_printer
-from plainsail.output import progress, reporter
+from plainsail.output import reporter
 
 
 def run(args: argparse.Namespace) -> int:
@@ -16,8 +16,7 @@ def run(args: argparse.Namespace) -> int:
         if cfg.target == "swarm":
             from plainsail.swarm.morning import recover as swarm_recover
 
-            summary = swarm_recover(cfg, force=args.force, report=progress_printer(args.json),
-                                    progress=progress())
+            summary = swarm_recover(cfg, force=args.force, report=reporter())
             return finish(summary, args.json)
         summary = recover(cfg, hosts=args.host, force=args.force,
                           report=reporter())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from plainsail.commands._target import target
+from plainsail.commands._target import target, warn_insecure
 from plainsail.config import model as configlib
 from plainsail.output import print_json, say
 from plainsail.supply.signing import sign_image
@@ -12,6 +12,7 @@ from plainsail.supply.signing import sign_image
 
 def run(args: argparse.Namespace) -> int:
     cfg = configlib.load(args.config, swarm_ok=True)
+    warn_insecure(cfg)
     tag, digest = target(cfg, args.ref)
     result = sign_image(cfg, tag, digest, key=args.key)
     if args.json:

@@ -16,7 +16,7 @@ in `drill`.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,8 +68,9 @@ def interruption(records: Sequence[Mapping[str, Any]]) -> float | None:
     return max(found) if found else None
 
 
-def prepare(cfg: Config, hosts: list[str]) -> DrillPlan:
-    """Check that the drill may run and decide what it will do; change nothing."""
+def prepare(cfg: Config, hosts: list[str], warn: Callable[[str], None]) -> DrillPlan:
+    """Check that the drill may run and decide what it will do; change nothing (`warn` is
+    told of damaged history lines)."""
     now = status(cfg, hosts)
     running: set[tuple[str, str]] = set()
     for h in now["hosts"]:
@@ -89,11 +90,11 @@ def prepare(cfg: Config, hosts: list[str]) -> DrillPlan:
         raise DrillRefused(f"the hosts run different versions ({shown}); deploy one version "
                            "everywhere before a drill")
     tag, digest = running.pop()
-    previous, _, _ = rollback.choose(cfg, hosts, None)
+    previous, _, _ = rollback.choose(cfg, hosts, None, warn=warn)
     estimates: list[float] = []
     with opened(cfg, hosts) as fleet:
         for o in fleet:
-            est = interruption(hoststate.read_history(o.ex, o.paths))
+            est = interruption(hoststate.read_history(o.ex, o.paths, warn))
             if est is not None:
                 estimates.append(est)
     return DrillPlan(tag, digest, previous, [str(h["host"]) for h in now["hosts"]],
@@ -118,7 +119,7 @@ def drill(cfg: Config, *, hosts: list[str] | None = None, yes: bool = False,
     """Run the drill; return its result (`outcome` succeeded or failed)."""
     hosts = hosts or []
     out = reporter(report, progress)
-    plan = prepare(cfg, hosts)
+    plan = prepare(cfg, hosts, out.warn)
     notice = interruption_notice(plan, proxied=cfg.proxy is not None)
     if not yes and cfg.proxy is None:
         raise UsageError(f"{notice}; run it again with --yes to go ahead")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,6 @@ from plainsail.errors import PlainsailError
 from plainsail.hosts import state as hoststate
 from plainsail.hosts.fleet import opened
 from plainsail.hosts.state import parse_history
-from plainsail.output import warn
 
 
 def local_path(cfg: Config) -> Path:
@@ -44,12 +44,14 @@ def read_local(cfg: Config) -> list[dict[str, Any]]:
     return parse_history(path.read_text(encoding="utf-8"))
 
 
-def collect(cfg: Config, hosts: list[str]) -> list[dict[str, Any]]:
-    """Attempts merged across hosts by deploy id (plus local preflight failures)."""
+def collect(cfg: Config, hosts: list[str],
+            warn: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Attempts merged across hosts by deploy id (plus local preflight failures); `warn` is
+    told of damaged history lines."""
     by_id: dict[str, dict[str, Any]] = {}
     with opened(cfg, hosts) as fleet:
         for o in fleet:
-            for rec in hoststate.read_history(o.ex, o.paths):
+            for rec in hoststate.read_history(o.ex, o.paths, warn):
                 entry = by_id.setdefault(str(rec.get("id")), {**rec, "hosts": [],
                                                                "outcomes": {}})
                 entry["hosts"].append(o.host.name)
@@ -85,15 +87,16 @@ def _newest_first(records: Any) -> list[dict[str, Any]]:
 
 
 def gather(
-    cfg: Config, hosts: list[str], source: str
+    cfg: Config, hosts: list[str], source: str, warn: Callable[[str], None]
 ) -> tuple[list[dict[str, Any]], str, str]:
-    """The attempts, their source ("hosts" or "local") and a phrase naming it."""
+    """The attempts, their source ("hosts" or "local") and a phrase naming it; `warn` is
+    told what the person should know (damaged lines, the hosts unreachable)."""
     local = local_path(cfg)
     local_name = f"the local history {local} (attempts run from this checkout only)"
     if source == "local":
         return collect_local(cfg, hosts), "local", local_name
     try:
-        attempts = collect(cfg, hosts)
+        attempts = collect(cfg, hosts, warn)
     except PlainsailError as exc:
         if source == "hosts" or not local.exists():
             raise

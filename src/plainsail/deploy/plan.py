@@ -188,7 +188,7 @@ def resolve_target(cfg: Config, req: Request) -> Target:
         if verified.unchecked:
             signed_by["unchecked"] = "; ".join(verified.unchecked)
         return Target(pull_repository(cfg), tag, verified.digest, True,
-                      signed_by=signed_by, warnings=tuple(
+                      signed_by=signed_by, warnings=_insecure(cfg) + tuple(
                           f"signature of {cfg.image}:{tag}: not checked: {unchecked}"
                           for unchecked in verified.unchecked))
     unverified = "signing.verify is false: deploying an image whose origin is not verified"
@@ -204,7 +204,14 @@ def resolve_target(cfg: Config, req: Request) -> Target:
             f"{digest}; someone re-pushed the tag. Investigate before deploying"
         )
     return Target(pull_repository(cfg), tag, digest or now_digest or "", False,
-                  warnings=(unverified,))
+                  warnings=(*_insecure(cfg), unverified))
+
+
+def _insecure(cfg: Config) -> tuple[str, ...]:
+    from plainsail.supply.registry import insecure_warning
+
+    said = insecure_warning(cfg)
+    return (said,) if said else ()
 
 
 def select_hosts(cfg: Config, wanted: list[str]) -> list[Host]:

@@ -16,7 +16,7 @@ container, if it was stopped, is started again by the deploy of the last good ve
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,9 +50,10 @@ def last_good(records: Sequence[dict[str, Any]], skip_id: str | None) -> dict[st
     return max(good, key=lambda r: str(r.get("started", "")), default=None)
 
 
-def find_stale(cfg: Config, hosts: list[str], force: bool,
-               executors: dict[str, Executor]) -> tuple[list[Stale], dict[str, dict[str, Any]]]:
-    """The interrupted attempts' locks, and the last good record of each selected host."""
+def find_stale(cfg: Config, hosts: list[str], force: bool, executors: dict[str, Executor],
+               warn: Callable[[str], None]) -> tuple[list[Stale], dict[str, dict[str, Any]]]:
+    """The interrupted attempts' locks, and the last good record of each selected host
+    (`warn` is told of damaged history lines)."""
     stale: list[Stale] = []
     good: dict[str, dict[str, Any]] = {}
     with opened(cfg, hosts, executors) as fleet:
@@ -69,7 +70,7 @@ def find_stale(cfg: Config, hosts: list[str], force: bool,
                 )
             else:
                 stale.append(Stale(o.host.name, info, o.paths))
-            rec = last_good(hoststate.read_history(o.ex, o.paths),
+            rec = last_good(hoststate.read_history(o.ex, o.paths, warn),
                             info.deploy_id if info else None)
             if rec is not None:
                 good[o.host.name] = rec
@@ -86,7 +87,7 @@ def recover(cfg: Config, *, hosts: list[str] | None = None, force: bool = False,
     executors = {h.name: given.get(h.name) or executor_for(h, ssh_options(cfg), cfg.secrets())
                  for h in select_hosts(cfg, hosts)}
     try:
-        stale, good = find_stale(cfg, hosts, force, executors)
+        stale, good = find_stale(cfg, hosts, force, executors, out.warn)
         if not stale:
             raise UsageError("nothing to recover: no interrupted attempt holds a lock on the "
                              "selected hosts (plainsail status shows what runs)")

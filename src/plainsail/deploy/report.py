@@ -1,12 +1,10 @@
-"""Human renderings of deploy records: the closing verdict, tables, markdown for CI."""
+"""Human renderings of deploy records: the closing verdict, tables, markdown for CI (text
+only: the CLI shows it, `plainsail.commands._results`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from typing import Any
-
-from plainsail.output import say
 
 VERDICTS = {
     "succeeded": "SUCCEEDED",
@@ -89,57 +87,3 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     out = [fmt.format(*headers).rstrip()]
     out += [fmt.format(*r).rstrip() for r in data]
     return "\n".join(out)
-
-
-def progress_printer(as_json: bool) -> Callable[[str], None]:
-    """Lines through the output boundary (stdout, or stderr when stdout carries the JSON
-    record): for the callers that take a function of one line (the Swarm target); the
-    hosts target takes the reporter `plainsail.output.reporter`."""
-    return say
-
-
-@contextmanager
-def json_on_failure(kind: str, as_json: bool) -> Iterator[None]:
-    """With --json, an attempt that stops with an error still prints exactly one JSON
-    object with a top-level outcome: the attempt's record when there is one."""
-    from plainsail.deploy.outcomes import ABORTED, INTERRUPTED
-    from plainsail.errors import PlainsailError
-    from plainsail.output import print_json
-    from plainsail.secret import scrub
-
-    try:
-        yield
-    except PlainsailError as exc:
-        if as_json:
-            print_json(exc.record or {"kind": kind, "outcome": ABORTED,
-                                      "reason": scrub(str(exc).splitlines()[0]),
-                                      "preflight": True})
-        raise
-    except KeyboardInterrupt:
-        if as_json:
-            print_json({"kind": kind, "outcome": INTERRUPTED, "reason": "interrupted",
-                        "preflight": True})
-        raise
-    except Exception as exc:
-        if as_json:
-            print_json({"kind": kind, "outcome": ABORTED, "preflight": True,
-                        "reason": f"plainsail hit an unexpected {type(exc).__name__} before "
-                        "any host changed; this is a bug"})
-        raise
-
-
-def finish(summary: dict[str, Any], as_json: bool) -> int:
-    """Show a deploy or rollback record (text or JSON), add the CI summary, return the
-    exit code its outcome means."""
-    from plainsail.deploy.outcomes import RECOVERED, SUCCEEDED, UNCHANGED, exit_code
-    from plainsail.output import append_step_summary, gha_error, print_json
-
-    if as_json:
-        print_json(summary)
-    else:
-        say(render_summary(summary))
-    if summary.get("outcome") not in (SUCCEEDED, RECOVERED, UNCHANGED, "dry-run"):
-        gha_error(f"{summary.get('kind', 'deploy')} of {summary.get('tag')} "
-                  f"{summary.get('outcome')}: {summary.get('reason', '')}")
-    append_step_summary(summary_markdown(summary))
-    return exit_code(summary)

@@ -10,7 +10,7 @@ is created from the recorded digest.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,21 +56,25 @@ class Choice:
 
 
 def choose(cfg: Config, hosts: list[str], to: str | None,
-           executors: dict[str, Executor] | None = None) -> tuple[str, str, str | None]:
-    """(tag, digest, tag running now) agreed by every selected host."""
-    c = choose_release(cfg, hosts, to, executors)
+           executors: dict[str, Executor] | None = None, *,
+           warn: Callable[[str], None]) -> tuple[str, str, str | None]:
+    """(tag, digest, tag running now) agreed by every selected host (`warn` is told of
+    damaged history lines)."""
+    c = choose_release(cfg, hosts, to, executors, warn=warn)
     return c.tag, c.digest, c.running
 
 
 def choose_release(cfg: Config, hosts: list[str], to: str | None,
-                   executors: dict[str, Executor] | None = None) -> Choice:
-    """The release to roll back to, with the record of the attempt that deployed it."""
+                   executors: dict[str, Executor] | None = None, *,
+                   warn: Callable[[str], None]) -> Choice:
+    """The release to roll back to, with the record of the attempt that deployed it
+    (`warn` is told of damaged history lines)."""
     picks: dict[str, tuple[str, str]] = {}
     records_of: dict[str, dict[str, Any]] = {}
     running: dict[str, str | None] = {}
     with opened(cfg, hosts, executors) as fleet:
         for o in fleet:
-            records = hoststate.read_history(o.ex, o.paths)
+            records = hoststate.read_history(o.ex, o.paths, warn)
             cur = current(list_service(o.ex, cfg.service))
             running[o.host.name] = cur.tag if cur else None
             if to:
@@ -142,7 +146,7 @@ def rollback(cfg: Config, *, to: str | None = None, hosts: list[str] | None = No
     executors = {h.name: executor_for(h, ssh_options(cfg), cfg.secrets())
                  for h in select_hosts(cfg, hosts)}
     try:
-        choice = choose_release(cfg, hosts, to, executors)
+        choice = choose_release(cfg, hosts, to, executors, warn=out.warn)
     except BaseException:
         for ex in executors.values():
             ex.close()

@@ -65,6 +65,7 @@ from plainsail.deploy.plan import (
 from plainsail.deploy.records import new_deploy_id, now, origin, redact_free_text, who
 from plainsail.deploy.runner import HostRunner
 from plainsail.deploy.switch import UNJUDGED, HostRun, Reporter, Step, Switcher
+from plainsail.environment import in_ci
 from plainsail.errors import (
     DeployInterrupted,
     PlainsailError,
@@ -75,7 +76,6 @@ from plainsail.hosts.addresses import Host
 from plainsail.hosts.containers import Container, current, fingerprint
 from plainsail.hosts.executor import Executor, executor_for
 from plainsail.interrupts import handled_by
-from plainsail.output import in_ci
 from plainsail.progress import NULL, Progress, reporter
 from plainsail.secret import Secret
 

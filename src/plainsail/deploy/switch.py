@@ -266,7 +266,8 @@ class Switcher:
             else:
                 name = prev.name
                 action = partial(run_idempotent, ex, docker.start(prev.name),
-                                 what="docker start", timeout=self.cfg.timeouts.command)
+                                 what="docker start", timeout=self.cfg.timeouts.command,
+                                 warn=self.out.warn)
                 how = " with its previous environment" if tried else ""
             try:
                 self.step(run, "restore" if way == "retained" else "restore-today", action)
@@ -593,16 +594,17 @@ class Switcher:
         self.out.say(text, where)
 
 
-def run_idempotent(ex: Executor, argv: list[str], what: str, timeout: float) -> object:
+def run_idempotent(ex: Executor, argv: list[str], what: str, timeout: float,
+                   warn: Callable[[str], None]) -> object:
     """Run a command that may safely run twice; when the SSH connection dropped (exit 255)
-    try once more over a new connection, since the way back must not give up on a blip."""
+    try once more over a new connection, since the way back must not give up on a blip
+    (and `warn` tells the person)."""
     try:
         return ex.run(argv, timeout=timeout, what=what)
     except RemoteError as exc:
         if exc.returncode != 255 or ex.host.is_local:
             raise
-        log.warning("[%s] the connection dropped during %s; trying once more",
-                    ex.host.name, what)
+        warn(f"{ex.host.name}: the connection dropped during {what}; trying once more")
         return ex.run(argv, timeout=timeout, what=what)
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -450,11 +450,9 @@ class Records(list[dict[str, Any]]):
                 f"(line {lines}{more}); they were skipped, and a record may be missing")
 
 
-def read_history(ex: Executor, paths: Paths) -> Records:
-    """Every readable record, oldest first; a damaged line is skipped, and said so on
-    stderr (records.damaged has its number)."""
-    from plainsail.output import warn
-
+def read_history(ex: Executor, paths: Paths, warn: Callable[[str], None]) -> Records:
+    """Every readable record, oldest first; a damaged line is skipped, and `warn` is told
+    (records.damaged has its number)."""
     res = ex.run(["sh", "-c", READ_HISTORY, "sh", paths.history], what="read history",
                  check=False)
     if res.returncode != 0:

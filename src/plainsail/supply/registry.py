@@ -125,6 +125,17 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), params
 
 
+def insecure_warning(cfg: Config) -> str | None:
+    """What `registry.insecure: true` risks, for a registry off this machine (None when
+    plainsail talks to it over HTTPS, or on the loopback)."""
+    host = cfg.registry_host
+    if cfg.host_mode or not (cfg.registry and cfg.registry.insecure) or is_loopback(host):
+        return None
+    return (f"registry.insecure is true: talking to {host} over plain HTTP; anyone on the "
+            "network path can read the credentials and swap what is pulled (the signature "
+            "check still guards deploys)")
+
+
 def docker_credentials(registry: str, config_dir: str | None = None) -> tuple[str, Secret] | None:
     """User name and password for `registry` from Docker's config.json `auths`, if any."""
     folder = config_dir or os.environ.get("DOCKER_CONFIG") or str(Path.home() / ".docker")
@@ -225,20 +236,16 @@ class RegistryClient:
     @classmethod
     def for_config(cls, cfg: Config, **kwargs: Any) -> RegistryClient:
         """Credentials from plainsail.yml `registry`, else Docker's config.json, else none.
-        With `registry.insecure: true`, plain HTTP and a warning. With `registry.mode: host`,
-        plainsail's own registry on this machine's loopback (started on demand)."""
+        With `registry.insecure: true`, plain HTTP (`insecure_warning` says what that
+        risks; the CLI tells it). With `registry.mode: host`, plainsail's own registry on
+        this machine's loopback (started on demand)."""
         if cfg.host_mode:  # plainsail's own registry on this machine's loopback
             from plainsail.supply.localregistry import address_for
 
             return cls(address_for(cfg), **kwargs)
         host = cfg.registry_host
-        if cfg.registry and cfg.registry.insecure and not is_loopback(host):
-            from plainsail.output import warn
-
+        if insecure_warning(cfg):
             kwargs.setdefault("insecure", True)
-            warn(f"registry.insecure is true: talking to {host} over plain HTTP; anyone on "
-                 "the network path can read the credentials and swap what is pulled (the "
-                 "signature check still guards deploys)")
         if cfg.registry and cfg.registry.username:
             return cls(host, cfg.registry.username, cfg.registry.password, **kwargs)
         found = docker_credentials(host)

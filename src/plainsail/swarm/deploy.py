@@ -60,6 +60,7 @@ from plainsail.deploy.plan import (
     ssh_options,
 )
 from plainsail.deploy.records import new_deploy_id, now, origin, redact_free_text, who
+from plainsail.environment import in_ci
 from plainsail.errors import (
     DeployInterrupted,
     LockError,
@@ -73,13 +74,10 @@ from plainsail.hosts import state as hoststate
 from plainsail.hosts.addresses import Host
 from plainsail.hosts.executor import Executor, error_line, executor_for
 from plainsail.interrupts import handled_by
-from plainsail.output import error, gha_error, in_ci, say, warn
-from plainsail.progress import NULL, Progress
+from plainsail.progress import NULL, Progress, Reporter, reporter
 from plainsail.secret import Secret
 from plainsail.swarm import cluster
 from plainsail.swarm import service as svc
-
-Reporter = Callable[[str], None]
 
 
 class Interrupted(BaseException):
@@ -108,13 +106,16 @@ LABEL_OPTIONS = "plainsail.options"
 class SwarmDeploy:
     """One deploy or rollback attempt on the Swarm behind `swarm.manager`."""
 
-    def __init__(self, cfg: Config, req: Request, report: Reporter = say,
+    def __init__(self, cfg: Config, req: Request, report: Reporter = NULL,
                  environ: dict[str, str] | None = None, executor: Executor | None = None,
                  resolve: Callable[[Config, Request], Target] = resolve_target,
                  progress: Progress = NULL, sleep: Callable[[float], None] = time.sleep
                  ) -> None:
         assert cfg.swarm is not None
-        self.cfg, self.req, self.report, self.progress = cfg, req, report, progress
+        self.cfg, self.req = cfg, req
+        # The one reporter (plainsail.progress): lines, warnings, long steps' progress.
+        self.out = self.progress = reporter(report, progress)
+        self.report = self.out.say
         self.environ = dict(os.environ if environ is None else environ)
         self._resolve, self._sleep = resolve, sleep
         self.id = new_deploy_id()
@@ -215,9 +216,11 @@ class SwarmDeploy:
         self.secret_values += [Secret(self.env[n]) for n in cfg.app.secrets]
         weak.declare(cfg)
         for line in weak.warnings(cfg, {n: self.env[n] for n in cfg.app.secrets}):
-            warn(line)
+            self.out.warn(line)
         self._say("preflight", "verifying the image")
         self.target = t = self._resolve(cfg, self.req)
+        for line in t.warnings:
+            self.out.warn(line)
         self._say("preflight", f"image {t.tag} pinned to {t.digest}"
                   + (" (signature verified)" if t.verified else ""))
         self.ex = ex = self._given or executor_for(self.host, ssh_options(cfg),
@@ -270,7 +273,7 @@ class SwarmDeploy:
         if not gate.ran:
             if gate.shallow and in_ci(self.environ) and not self.req.allow_shallow_clone:
                 raise schemagate.SchemaGateError(gate.shallow_refusal())
-            warn(gate.summary())
+            self.out.warn(gate.summary())
             return
         for h in gate.findings:
             self._say("schema-gate", f"{h.file}:{h.line}: {h.rule}: {h.message}")
@@ -549,7 +552,7 @@ class SwarmDeploy:
 
     # ---------------------------------------------------------------- records
     def _say(self, where: str, text: str) -> None:
-        self.report(f"[{where}] {text}")
+        self.out.say(text, where)
 
     def _record(self, outcome: str, reason: str) -> dict[str, Any]:
         t = self.target
@@ -604,9 +607,10 @@ class SwarmDeploy:
                 hoststate.append_history(self.ex, self.paths, rec)
             except Exception as exc:  # noqa: BLE001 - the outcome must still be kept
                 unrecorded = True
-                error(f"{self.host.name}: the record of this attempt could not be stored on "
-                      f"the manager ({type(exc).__name__}: {one_line(exc)}); it is kept "
-                      "locally in .plainsail/history.jsonl")
+                self.out.error(
+                    f"{self.host.name}: the record of this attempt could not be stored on "
+                    f"the manager ({type(exc).__name__}: {one_line(exc)}); it is kept "
+                    "locally in .plainsail/history.jsonl")
             with suppress(PlainsailError):  # the env file served the migration only
                 self.ex.run(["rm", "-f", "--", self.paths.env], check=False,
                             timeout=self.cfg.timeouts.query, what="remove the env file")
@@ -615,8 +619,6 @@ class SwarmDeploy:
         if unrecorded:
             summary["unrecorded_hosts"] = [self.host.name]
         append_local(self.cfg, summary)
-        if outcome not in (SUCCEEDED, RECOVERED):
-            gha_error(f"{self.req.kind} of {summary.get('tag')} {outcome}: {reason}")
         return summary
 
     def _unlock(self) -> None:
@@ -625,9 +627,9 @@ class SwarmDeploy:
                 hoststate.release(self.ex, self.paths, self.id)
                 self.locked = False
             except Exception as exc:  # noqa: BLE001 - the outcome must still be recorded
-                error(f"{self.host.name}: could not release the deploy lock "
-                      f"{self.paths.lock} ({type(exc).__name__}: {one_line(exc)}); check "
-                      "the manager, then run: plainsail lock release")
+                self.out.error(f"{self.host.name}: could not release the deploy lock "
+                               f"{self.paths.lock} ({type(exc).__name__}: {one_line(exc)}); "
+                               "check the manager, then run: plainsail lock release")
 
     def _close(self) -> None:
         if self.ex is not None:
@@ -648,6 +650,6 @@ def _signals(attempt: SwarmDeploy) -> Iterator[None]:
         yield
 
 
-def deploy(cfg: Config, req: Request, report: Reporter = say,
+def deploy(cfg: Config, req: Request, report: Reporter = NULL,
            progress: Progress = NULL) -> dict[str, Any]:
     return SwarmDeploy(cfg, req, report, progress=progress).run()

@@ -7,6 +7,7 @@ records' format, and the manager is the config's only host."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -19,21 +20,20 @@ from plainsail.deploy.rollback import Choice, previous_good, release_settings, s
 from plainsail.errors import DeployError, PlainsailError, UsageError, one_line
 from plainsail.hosts import state as hoststate
 from plainsail.hosts.executor import Executor, executor_for
-from plainsail.output import say
-from plainsail.progress import NULL, Progress
+from plainsail.progress import NULL, Progress, Reporter, reporter
 from plainsail.swarm import cluster
-from plainsail.swarm.deploy import Reporter, SwarmDeploy
+from plainsail.swarm.deploy import SwarmDeploy
 
 
 def _manager(cfg: Config) -> Executor:
     return executor_for(select_hosts(cfg, [])[0], ssh_options(cfg), cfg.secrets())
 
 
-def choose(ex: Executor, cfg: Config, to: str | None) -> Choice:
+def choose(ex: Executor, cfg: Config, to: str | None, warn: Callable[[str], None]) -> Choice:
     """The release to roll back to, from the manager's records: `to`, or the newest success
     before the release the service runs now."""
     paths, _ = hoststate.probe(ex, cfg.host_dir, cfg.service, timeout=cfg.timeouts.query)
-    records = hoststate.read_history(ex, paths)
+    records = hoststate.read_history(ex, paths, warn)
     spec, _ = cluster.current_spec(ex, cfg)
     running = spec.tag if spec and spec.tag else None
     good = successes(records)
@@ -57,29 +57,29 @@ def choose(ex: Executor, cfg: Config, to: str | None) -> Choice:
 
 
 def rollback(cfg: Config, *, to: str | None = None, dry_run: bool = False,
-             report: Reporter = say, environ: dict[str, str] | None = None,
+             report: Reporter = NULL, environ: dict[str, str] | None = None,
              allow_breaking_migrations: bool = False, allow_shallow_clone: bool = False,
              progress: Progress = NULL, executor: Executor | None = None,
              **deploy_kw: Any) -> dict[str, Any]:
     """A deploy of the recorded release (by its digest, signature verified again), with
     the app settings it ran with and today's secrets; migrations never run."""
+    out = reporter(report, progress)
     ex = executor or _manager(cfg)
     try:
-        choice = choose(ex, cfg, to)
+        choice = choose(ex, cfg, to, out.warn)
     except BaseException:
         ex.close()
         raise
     run_cfg, said = release_settings(cfg, choice)
-    report(f"[rollback] {said}")
+    out.say(said, "rollback")
     req = Request(ref=f"{choice.tag}@{choice.digest}", skip_migrations=True, dry_run=dry_run,
                   force=True, kind="rollback", rollback_from=choice.running,
                   allow_breaking_migrations=allow_breaking_migrations,
                   allow_shallow_clone=allow_shallow_clone, settings_from=said)
-    return SwarmDeploy(run_cfg, req, report, environ=environ, executor=ex, progress=progress,
-                       **deploy_kw).run()
+    return SwarmDeploy(run_cfg, req, out, environ=environ, executor=ex, **deploy_kw).run()
 
 
-def recover(cfg: Config, *, force: bool = False, report: Reporter = say,
+def recover(cfg: Config, *, force: bool = False, report: Reporter = NULL,
             environ: dict[str, str] | None = None, progress: Progress = NULL,
             executor: Executor | None = None, **deploy_kw: Any) -> dict[str, Any]:
     """After an interrupted attempt (its lock's holder a dead process of this machine, or
@@ -87,9 +87,10 @@ def recover(cfg: Config, *, force: bool = False, report: Reporter = say,
     service to the last known-good release of the manager's records, whatever state the
     interrupted update left (running, paused, half done). Ends `recovered`, or
     `restore-failed` when that release does not come back healthy."""
+    out = reporter(report, progress)
     ex = executor or _manager(cfg)
     try:
-        stale, good = find_stale(cfg, [], force, {ex.host.name: ex})
+        stale, good = find_stale(cfg, [], force, {ex.host.name: ex}, out.warn)
         if not stale:
             raise UsageError("nothing to recover: no interrupted attempt holds the lock on the "
                              "manager (plainsail status shows what runs)")
@@ -102,16 +103,16 @@ def recover(cfg: Config, *, force: bool = False, report: Reporter = say,
         if s.lock is not None:
             hoststate.append_history(ex, s.paths, _interrupted_record(cfg, s))
         hoststate.release(ex, s.paths)
-        report(f"[{s.host}] released the lock of the interrupted attempt "
-               f"{s.lock.deploy_id if s.lock else '(no holder info)'}")
+        out.say("released the lock of the interrupted attempt "
+                f"{s.lock.deploy_id if s.lock else '(no holder info)'}", s.host)
     except BaseException:
         ex.close()
         raise
     req = Request(ref=f"{rec['tag']}@{rec['digest']}", skip_migrations=True, force=True,
                   kind="recover", rollback_from=s.lock.deploy_id if s.lock else None)
     target = Target(pull_repository(cfg), rec["tag"], rec["digest"], True)  # verified then
-    return SwarmDeploy(cfg, req, report, environ=environ, executor=ex,
-                       resolve=lambda c, r: target, progress=progress, **deploy_kw).run()
+    return SwarmDeploy(cfg, req, out, environ=environ, executor=ex,
+                       resolve=lambda c, r: target, **deploy_kw).run()
 
 
 def status(cfg: Config, executor: Executor | None = None) -> dict[str, Any]:
