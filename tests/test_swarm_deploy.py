@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -24,7 +23,9 @@ from tests.support.cli import CliResult, plainsail
 from tests.support.services import Registry
 from tests.support.swarm_env import (
     SwarmCluster,
+    answers,
     build_swarm_app,
+    deploy_until_update,
     pristine,
     swarm_config,
     swarm_sh,
@@ -53,15 +54,7 @@ class SwarmApp:
 
     def answers(self) -> list[str]:
         """The version each node's port answers with (\"-\" when it does not answer)."""
-        out = []
-        for node in self.cluster.nodes:
-            try:
-                with urllib.request.urlopen(  # noqa: S310
-                        f"http://{node.hostname}:{PORT}/health", timeout=5) as a:
-                    out.append(json.loads(a.read())["version"])
-            except OSError:
-                out.append("-")
-        return out
+        return answers(self.cluster, PORT)
 
     def spec(self) -> dict[str, object]:
         res = self.cluster.docker("service", "inspect", self.service)
@@ -175,19 +168,9 @@ def test_status_rollback_and_history(swarm_cluster: SwarmCluster, swarm_app: Swa
 def test_sigterm_of_the_deployer_mid_update_puts_the_old_digest_back(
         swarm_cluster: SwarmCluster, swarm_app: SwarmApp) -> None:
     app = swarm_app
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "plainsail", "deploy", app.ref("v2"), "-c",
-         str(app.dir / "plainsail.yml"), "--json"], cwd=app.dir, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env={**os.environ, "DATABASE_URL": SECRET})
-    assert proc.stderr is not None
-    seen = []
-    for line in proc.stderr:  # progress goes to stderr while stdout carries the record
-        seen.append(line)
-        if "update the service" in line:
-            time.sleep(2)  # Swarm is replacing the first task
-            proc.send_signal(signal.SIGTERM)
-            break
+    proc, seen = deploy_until_update(app.dir, app.ref("v2"), {"DATABASE_URL": SECRET})
+    time.sleep(2)  # Swarm is replacing the first task
+    proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=300)
     rec = json.loads(out)
     assert proc.returncode == 130 and rec["outcome"] == "interrupted", "".join(seen) + err
@@ -235,17 +218,9 @@ def test_registry_unreachable_from_workers_mid_update_restores_without_a_tag_fal
 def test_recover_after_the_deployer_was_killed_mid_update(swarm_cluster: SwarmCluster,
                                                           swarm_app: SwarmApp) -> None:
     app = swarm_app
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "plainsail", "deploy", app.ref("v2"), "-c",
-         str(app.dir / "plainsail.yml"), "--json"], cwd=app.dir, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env={**os.environ, "DATABASE_URL": SECRET})
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        if "update the service" in line:
-            time.sleep(2)
-            proc.kill()  # no restore, no record, the lock left behind
-            break
+    proc, _ = deploy_until_update(app.dir, app.ref("v2"), {"DATABASE_URL": SECRET})
+    time.sleep(2)
+    proc.kill()  # no restore, no record, the lock left behind
     proc.communicate(timeout=60)
     res = app.run("lock", "status", as_json=False)
     assert "INTERRUPTED" in res.out, res.text

@@ -15,6 +15,7 @@ from plainsail.deploy.outcomes import (
     ABORTED,
     FAILED_MIGRATION,
     INTERRUPTED,
+    RESTORE_FAILED,
     RESTORED,
     SUCCEEDED,
     UNCHANGED,
@@ -158,6 +159,42 @@ def test_swarm_pausing_the_update_is_a_failure_and_restored(tmp_path: Path) -> N
     assert s["outcome"] == RESTORED, s["reason"]
     assert "update is paused" in s["reason"]
     assert b.fake.image.endswith(V1.digest)
+
+
+def test_a_node_down_with_no_room_for_every_task_fails_at_once_and_says_which(
+        tmp_path: Path) -> None:
+    """Each node holds one task (the host-mode port): with a node down, Swarm cannot place
+    the third task anywhere, neither of the new release nor of the old one. plainsail does
+    not wait for its deadlines: restore-failed, naming the node."""
+    b = Bench(tmp_path)
+    b.deploy(V1)
+    b.fake.down = {"node3"}
+    slept: list[float] = []
+    attempt = b.attempt(V2)
+    attempt._sleep = slept.append
+    s = attempt.run()
+    assert s["outcome"] == RESTORE_FAILED and exit_code(s) == 1, s["reason"]
+    assert "pss3 (10.232.3.2) is down" in s["reason"]
+    assert "hold at most 2 of the 3 replicas" in s["reason"]
+    assert "no suitable node" in s["reason"]
+    assert slept == []  # neither the update nor the restore waited for a deadline
+    assert b.fake.image.endswith(V1.digest)  # the old spec is back, two tasks of it run
+    rec = next(r for r in b.records() if r["id"] == s["id"])
+    assert rec["outcome"] == RESTORE_FAILED
+    assert {"id": "node3", "hostname": "pss3", "address": "10.232.3.2", "state": "down",
+            "availability": "active", "role": "worker"} in rec["nodes"]
+
+
+def test_a_node_down_with_room_left_succeeds_on_the_other_nodes(tmp_path: Path) -> None:
+    """Two replicas on three nodes: Swarm places both on the nodes left; the deploy
+    succeeds only with both tasks of the new release running and healthy."""
+    b = Bench(tmp_path, swarm=SWARM.replace("replicas: 3", "replicas: 2"))
+    b.deploy(V1)
+    b.fake.down = {"node2"}
+    s = b.deploy(V2)
+    assert s["outcome"] == SUCCEEDED, s["reason"]
+    assert sorted(t["node"] for t in s["tasks"]) == ["pss1", "pss3"]
+    assert len(s["health"]) == 2 and all(h["healthy"] for h in s["health"])
 
 
 def test_first_deploy_failing_removes_the_new_service(tmp_path: Path) -> None:

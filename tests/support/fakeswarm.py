@@ -48,6 +48,9 @@ class FakeSwarm(FakeHost):
         # it was, as the manager does in the moment before it starts an update.
         self.lazy = False
         self.pending = False
+        # Nodes whose engine stopped: shown "down", no task placed on them; a task that
+        # finds no node of its own (one per node: the host-mode port) stays pending.
+        self.down: set[str] = set()
 
     def executor(self, secrets: Sequence[Any] = ()) -> FakeSwarmExecutor:
         ex = FakeSwarmExecutor(self, secrets)
@@ -90,7 +93,8 @@ class FakeSwarmExecutor(FakeExecutor):
         if argv[:2] == ["sh", "-c"] and "docker node inspect" in argv[2]:
             return 0, json.dumps([
                 {"ID": k, "Description": {"Hostname": v["hostname"]},
-                 "Status": {"Addr": v["address"], "State": "ready"},
+                 "Status": {"Addr": v["address"],
+                            "State": "down" if k in f.down else "ready"},
                  "Spec": {"Availability": "active", "Role": "manager" if k == "node1"
                           else "worker"}} for k, v in f.nodes.items()]), ""
         if argv[:2] != ["docker", "run"] and len(argv) > 1 and argv[0] == "docker":
@@ -248,12 +252,17 @@ class FakeSwarmExecutor(FakeExecutor):
         for t in f.tasks:
             t["DesiredState"] = "shutdown"
             t["Status"]["State"] = "shutdown"
-        nodes = list(f.nodes)
+        nodes = [n for n in f.nodes if n not in f.down]
         for n in range(replicas):
-            node = nodes[n % len(nodes)]
+            node = nodes[n % len(nodes)] if not f.down else nodes[n] if n < len(nodes) else ""
+            if not node:
+                f.update_status = {"State": "updating", "Message": "update in progress"}
             f.tasks.append({"ID": f"task{next(_task_ids):04d}", "NodeID": node,
-                            "DesiredState": "running", "address": f.nodes[node]["address"],
-                            "Status": {"State": "running", "Err": ""},
+                            "DesiredState": "running",
+                            "address": f.nodes[node]["address"] if node else "",
+                            "Status": {"State": "running", "Err": ""} if node else {
+                                "State": "pending", "Err": "no suitable node (host-mode "
+                                f"port already in use on {len(nodes)} nodes)"},
                             "Spec": {"ContainerSpec": {
                                 "Image": image,
                                 "Labels": dict(f.container_spec().get("Labels") or {})}}})

@@ -9,10 +9,13 @@ forwards the registry's port; a Swarm it started it takes down at the end.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -145,3 +148,34 @@ def pristine(cluster: SwarmCluster) -> None:
         images = node.docker("image", "ls", "-aq").stdout.split()
         if images:
             node.docker("image", "rm", "-f", *images)
+
+
+def deploy_until_update(work: Path, ref: str, env: dict[str, str]
+                        ) -> tuple[subprocess.Popen[str], list[str]]:
+    """`plainsail deploy REF --json` in the background, read until it has asked Swarm for
+    the update: (the process, its stderr lines so far). Its progress goes to stderr while
+    stdout carries the record."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "plainsail", "deploy", ref, "-c", str(work / "plainsail.yml"),
+         "--json"], cwd=work, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, **env})
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if "update the service" in line:
+            break
+    return proc, seen
+
+
+def answers(cluster: SwarmCluster, port: int, timeout: float = 5) -> list[str]:
+    """The version each node's port answers with ("-" when it does not answer)."""
+    out = []
+    for node in cluster.nodes:
+        try:
+            with urllib.request.urlopen(  # noqa: S310
+                    f"http://{node.hostname}:{port}/health", timeout=timeout) as a:
+                out.append(json.loads(a.read())["version"])
+        except OSError:
+            out.append("-")
+    return out

@@ -75,6 +75,17 @@ def nodes(ex: Executor, cfg: Config) -> dict[str, dict[str, str]]:
     return out
 
 
+def ready(known: dict[str, dict[str, str]]) -> list[str]:
+    """The ids of the nodes that can take a task: ready and active."""
+    return [k for k, n in known.items()
+            if n.get("state") == "ready" and n.get("availability") == "active"]
+
+
+def node_name(node: dict[str, str]) -> str:
+    name, address = node.get("hostname", ""), node.get("address", "")
+    return f"{name} ({address})" if name and address else name or address or "?"
+
+
 def tasks(ex: Executor, cfg: Config, known: dict[str, dict[str, str]]
           ) -> tuple[dict[str, Any] | None, list[Task]]:
     """(UpdateStatus, the tasks Swarm wants running), each with its node's name and address
@@ -123,6 +134,9 @@ def converge(ex: Executor, cfg: Config, image: str, deploy: str, deadline: float
         if done:
             return running
         errors = sorted({t.error for t in new if t.error})
+        unplaced = [t for t in new if t.state == "pending" and "no suitable node" in t.error]
+        if unplaced:
+            _too_few_nodes(ex, cfg, known, len(unplaced), errors)
         where = (f"{len(running)} of {want} task(s) of the new version running"
                  + (f", {len(old)} older still" if old else "")
                  + (f"; task errors: {'; '.join(errors)}" if errors else ""))
@@ -130,6 +144,28 @@ def converge(ex: Executor, cfg: Config, image: str, deploy: str, deadline: float
             raise SwarmError(f"the service did not converge in time: {where}")
         on_wait(where)
         sleep(1.0)
+
+
+def _too_few_nodes(ex: Executor, cfg: Config, known: dict[str, dict[str, str]],
+                   unplaced: int, errors: list[str]) -> None:
+    """SwarmError when Swarm cannot place a task because fewer nodes are ready than the
+    service has replicas: each node holds one task (its host-mode port), so the update
+    cannot complete until a node comes back; waiting for the deadline would change nothing.
+    A shortfall of another kind (placement constraints, resources) is left to the deadline."""
+    assert cfg.swarm is not None
+    known.update(nodes(ex, cfg))
+    up = ready(known)
+    if len(up) >= cfg.swarm.replicas:
+        return
+    gone = sorted(f"{node_name(n)} is {n.get('state') or '?'}"
+                  + (f" ({n['availability']})" if n.get("availability") not in ("active", "")
+                     else "")
+                  for k, n in known.items() if k not in up)
+    raise SwarmError(
+        f"Swarm cannot place {unplaced} task(s): {'; '.join(gone) or 'nodes are missing'}, "
+        f"and the {len(up)} ready node(s) hold at most {len(up)} of the "
+        f"{cfg.swarm.replicas} replicas (one task per node: host-mode port "
+        f"{cfg.app.publish}); Swarm says: {'; '.join(errors)}")
 
 
 def task_state(ex: Executor, task_id: str) -> tuple[str, int]:

@@ -236,8 +236,7 @@ class SwarmDeploy:
                 f"engine says: {' '.join(info) or 'nothing'}); name a manager node, or run "
                 "docker swarm init there")
         self.known_nodes = cluster.nodes(ex, cfg)
-        ready = [n for n in self.known_nodes.values()
-                 if n["state"] == "ready" and n["availability"] == "active"]
+        ready = cluster.ready(self.known_nodes)
         if cfg.swarm.update.order == "start-first" and cfg.swarm.replicas >= len(ready):
             raise PlainsailError(
                 f"swarm.update.order: start-first needs a node without a task of "
