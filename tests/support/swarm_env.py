@@ -47,6 +47,21 @@ class SwarmCluster:
         return self.manager.docker(*args, timeout=timeout)
 
 
+@dataclass
+class SwarmService:
+    """A test's service on the Swarm: its work folder (plainsail.yml), the app's image and
+    versions (name -> (tag, digest)) and the service's name."""
+
+    dir: Path
+    image: str
+    versions: dict[str, tuple[str, str]]
+    service: str
+
+    def ref(self, name: str) -> str:
+        tag, digest = self.versions[name]
+        return f"{tag}@{digest}"
+
+
 @pytest.fixture(scope="session")
 def swarm_cluster(registry: Registry) -> Iterator[SwarmCluster]:
     if os.geteuid() != 0:

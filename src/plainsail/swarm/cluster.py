@@ -134,12 +134,12 @@ def converge(ex: Executor, cfg: Config, image: str, deploy: str, deadline: float
         if done:
             return running
         errors = sorted({t.error for t in new if t.error})
-        unplaced = [t for t in new if t.state == "pending" and "no suitable node" in t.error]
-        if unplaced:
-            _too_few_nodes(ex, cfg, known, len(unplaced), errors)
         where = (f"{len(running)} of {want} task(s) of the new version running"
                  + (f", {len(old)} older still" if old else "")
                  + (f"; task errors: {'; '.join(errors)}" if errors else ""))
+        unplaced = [t for t in new if t.state == "pending" and "no suitable node" in t.error]
+        if unplaced:
+            _too_few_nodes(ex, cfg, known, len(unplaced), where)
         if time.monotonic() >= deadline:
             raise SwarmError(f"the service did not converge in time: {where}")
         on_wait(where)
@@ -147,7 +147,7 @@ def converge(ex: Executor, cfg: Config, image: str, deploy: str, deadline: float
 
 
 def _too_few_nodes(ex: Executor, cfg: Config, known: dict[str, dict[str, str]],
-                   unplaced: int, errors: list[str]) -> None:
+                   unplaced: int, where: str) -> None:
     """SwarmError when Swarm cannot place a task because fewer nodes are ready than the
     service has replicas: each node holds one task (its host-mode port), so the update
     cannot complete until a node comes back; waiting for the deadline would change nothing.
@@ -165,7 +165,7 @@ def _too_few_nodes(ex: Executor, cfg: Config, known: dict[str, dict[str, str]],
         f"Swarm cannot place {unplaced} task(s): {'; '.join(gone) or 'nodes are missing'}, "
         f"and the {len(up)} ready node(s) hold at most {len(up)} of the "
         f"{cfg.swarm.replicas} replicas (one task per node: host-mode port "
-        f"{cfg.app.publish}); Swarm says: {'; '.join(errors)}")
+        f"{cfg.app.publish}); {where}")
 
 
 def task_state(ex: Executor, task_id: str) -> tuple[str, int]:
