@@ -5,7 +5,7 @@ and the docker commands for the app and migration containers (plain data and arg
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from plainsail.config import secretsources
@@ -284,6 +284,18 @@ class HostPlan:
 
     def step(self, name: str) -> PlannedStep | None:
         return next((s for s in self.steps if s.name == name), None)
+
+    def lines(self, display: Callable[[list[str]], str]) -> list[str]:
+        """The plan as `--dry-run` shows it: one line per step, its command as `display`
+        shows it on the host (or what the named action does), stdin and undo noted."""
+        out = []
+        for step in self.steps:
+            shown = display(step.argv) if step.argv is not None else f"# {step.what}"
+            notes = [f"stdin: {step.stdin}"] if step.stdin else []
+            notes += [f"on failure: {step.undo}"] if step.undo else []
+            out.append(f"  {step.name}: {shown}" + (f"  # {'; '.join(notes)}"
+                                                     if notes else ""))
+        return out
 
 
 def prune_plan(containers: Sequence[Container], new_name: str, digest: str, retain: int,

@@ -1,20 +1,25 @@
-"""The deploy stage: the seed's sequence, per host, with loud failures and a record.
+"""A deploy (or rollback, or recovery) on hosts: preflight, fan-out and aggregation.
 
-1. Preflight (nothing changes anywhere): secrets present, image verified and pinned to a
-   digest, every host reachable with Docker. A failure is recorded locally only.
-2. Lock the service on every host.
-3. Pull `image@digest` and write the env file (mode 0600) on every host; behind the proxy,
-   boot the host's proxy (which creates its network) if it does not run.
-4. With a `backup` block and migrations pending, back up the database first
-   (`plainsail.backup`; a failure aborts before any migration). Run the migrations once,
-   in a temporary container of the new image (first host). A failure or timeout aborts:
-   the old container was never touched and keeps serving.
-5. Per host: stop the old container (kept: the instant way back), start the new one.
-6. Health gate. Unhealthy: restore the previous container (on_failure: restore) or leave
-   the failed state for a human (on_failure: stop); hosts already switched are restored.
-7. Healthy everywhere: prune old containers beyond `retain`, record, notify, unlock.
+`Deploy` does three things and hands everything else to the module named for it:
 
-Rollback (`plainsail.deploy.rollback`) runs this same code with migrations skipped.
+1. Preflight, nothing changes anywhere: secrets present, the image verified and pinned to
+   a digest (`plan.resolve_target`), every host connected and surveyed at once, the hosts
+   already on the target re-checked (resume, not redo), the schema gate, the proxy's
+   preflight, then every host's plan decided (`plan.host_plan`, what `--dry-run` shows).
+   A failure ends the attempt `aborted` with its record kept locally
+   (`preflight.stopped_in_preflight`).
+2. Fan-out: each phase of the plans (`plan.PHASES`: lock, prepare, migrate, switch,
+   prune, finish) on the hosts at once, at most `rollout.max_parallel`, each host's steps
+   walked by `runner.HostRunner`; the steps themselves are `switch.Switcher` and
+   `hoststeps.HostSteps`. Migrations run once, before any switch; the switch goes in
+   batches (`rollout.Rollout`), which also puts the previous version back after a signal
+   or a bug. SIGTERM and Ctrl-C unwind instead of killing (`signals.Signals`).
+3. Aggregation: one outcome for the attempt from the hosts' outcomes, a record per host
+   and a summary naming every host (`attemptrecord`), the local history, notifications,
+   every lock released and every connection closed.
+
+Rollback (`plainsail.deploy.rollback`) and recovery run this same code with migrations
+skipped.
 """
 
 from __future__ import annotations
@@ -23,8 +28,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 from typing import Any
@@ -34,7 +38,7 @@ from plainsail.backup import policy as backup_policy
 from plainsail.backup.host import BackupError
 from plainsail.config import weak
 from plainsail.config.model import Config
-from plainsail.deploy import fanout, health, notify, schemagate
+from plainsail.deploy import attemptrecord, fanout, health, notify, schemagate
 from plainsail.deploy import settings as settingslib
 from plainsail.deploy.history import append_local
 from plainsail.deploy.hoststeps import HostSteps, MigrationFailed
@@ -42,13 +46,8 @@ from plainsail.deploy.outcomes import (
     ABORTED,
     FAILED_MIGRATION,
     INTERRUPTED,
-    LEFT_STOPPED,
-    OLD_KEPT,
     RECOVERED,
-    RESTORE_FAILED,
-    RESTORED,
     SUCCEEDED,
-    TRAFFIC_RESTORED,
     UNCHANGED,
 )
 from plainsail.deploy.plan import (
@@ -62,12 +61,14 @@ from plainsail.deploy.plan import (
     select_hosts,
     ssh_options,
 )
-from plainsail.deploy.records import new_deploy_id, now, origin, redact_free_text, who
+from plainsail.deploy.preflight import stopped_in_preflight
+from plainsail.deploy.records import new_deploy_id, now, origin, who
+from plainsail.deploy.rollout import Rollout
 from plainsail.deploy.runner import HostRunner
+from plainsail.deploy.signals import Interrupted, Signals
 from plainsail.deploy.switch import UNJUDGED, HostRun, Reporter, Step, Switcher
 from plainsail.environment import in_ci
 from plainsail.errors import (
-    DeployInterrupted,
     PlainsailError,
     one_line,
 )
@@ -75,7 +76,6 @@ from plainsail.hosts import state as hoststate
 from plainsail.hosts.addresses import Host
 from plainsail.hosts.containers import Container, current, fingerprint
 from plainsail.hosts.executor import Executor, executor_for
-from plainsail.interrupts import handled_by
 from plainsail.progress import NULL, Progress, reporter
 from plainsail.secret import Secret
 
@@ -84,12 +84,6 @@ log = logging.getLogger("plainsail.deploy.run")
 BUILTIN_NETWORKS = ("bridge", "host", "none")
 
 __all__ = ["Deploy", "HostRun", "Interrupted", "Reporter", "Step", "deploy"]
-
-
-class Interrupted(BaseException):
-    """SIGTERM or Ctrl-C during a deploy: unwind, restore what was switched, unlock."""
-
-
 
 
 # ---------------------------------------------------------------- the deploy
@@ -125,21 +119,8 @@ class Deploy:
         self.origin = origin()
         self.hosts: list[Host] = []
         self._given = dict(executors or {})  # open connections to reuse, by host name
-        self.finishing = False  # recording the outcome: signals wait
-        self.late_signal: int | None = None
-        self.holding = False  # a step that must finish whole is running: a signal waits
-        self.held_signal: int | None = None
-        # Hosts are being worked on in threads: a signal is noted, each host stops at its
-        # next step boundary, and the attempt unwinds once the steps in flight returned.
-        self.fanout = False
-        self.stop_signal: int | None = None
-        self.stoppable = True  # False while restoring: a signal must not cut the way back
+        self.sig = Signals()  # what SIGTERM and Ctrl-C do, now (plainsail.deploy.signals)
         self.unreached: dict[str, str] = {}  # preflight failed: each host, and why
-
-    def _checkpoint(self) -> None:
-        """Between two steps of a host worked on in a thread: stop if a signal came."""
-        if self.stop_signal is not None and self.stoppable:
-            raise Interrupted()
 
     def _fan(self, runs: list[Any], fn: Callable[[Any], object],
              stoppable: bool = True) -> list[BaseException | None]:
@@ -147,16 +128,14 @@ class Deploy:
         A signal meanwhile is raised here, once every host's step in flight has returned
         (unless `stoppable` is False: a restore runs to its end, then the unwind goes on)."""
         many = len(runs) > 1 and self.cfg.rollout.max_parallel > 1
-        self.fanout, self.stoppable = many, stoppable
         try:
-            errors = fanout.each(runs, fn, self.cfg.rollout.max_parallel,
-                                 keep_going=not stoppable)
+            with self.sig.fanning(many, stoppable):
+                errors = fanout.each(runs, fn, self.cfg.rollout.max_parallel,
+                                     keep_going=not stoppable)
         finally:
-            self.fanout, self.stoppable = False, True
             self.out.flush()  # a phase ended on these hosts: per-host groups may show
-        if self.stop_signal is not None and stoppable:
-            self.stop_signal = None
-            raise Interrupted()
+        if stoppable:
+            self.sig.raise_if_stopped()
         return errors
 
     def _failures(self, runs: list[HostRun], errors: list[BaseException | None]
@@ -173,20 +152,6 @@ class Deploy:
             out.append((run, exc))
         return out
 
-    @contextmanager
-    def _whole(self) -> Iterator[None]:
-        """A step a signal must not cut in two (a `docker run` creating the new container):
-        SIGTERM or Ctrl-C during it waits for the host's answer (the step's own timeout
-        bounds it), then unwinds as usual."""
-        self.holding = True
-        try:
-            yield
-        finally:
-            self.holding = False
-            if self.held_signal is not None:
-                self.held_signal = None
-                raise Interrupted()
-
     # -- entry point
     def run(self) -> dict[str, Any]:
         """Run the whole attempt; return the summary record (its outcome says how it went).
@@ -202,20 +167,12 @@ class Deploy:
             self.out.flush()  # what a grouping renderer still holds
 
     def _run(self) -> dict[str, Any]:
-        with _sigterm_as_interrupt(self):
+        with self.sig.handled():
             try:
                 self._preflight()
             except (PlainsailError, Interrupted) as exc:
-                outcome = INTERRUPTED if isinstance(exc, Interrupted) else ABORTED
-                summary = self._summary(outcome, one_line(exc), preflight=True)
-                append_local(self.cfg, summary)
-                self._close()
-                if isinstance(exc, Interrupted):
-                    err = DeployInterrupted("interrupted before any host changed")
-                    err.record = summary
-                    raise err from None
-                exc.record = summary
-                raise
+                stopped_in_preflight(self.cfg, exc, partial(self._summary, preflight=True),
+                                     self._close, "any host changed")
             if self.req.dry_run:
                 self._dry_run()
                 self._close()
@@ -228,7 +185,7 @@ class Deploy:
                               "host; the interrupted attempt had not switched any")
                     for run in self.runs:
                         run.outcome, run.reason = RECOVERED, reason
-                    self.finishing = True
+                    self.sig.finishing = True
                     summary = self._finish(RECOVERED, reason)
                     self._close()
                     return summary
@@ -241,19 +198,19 @@ class Deploy:
             try:
                 outcome, reason = self._execute()
             except Interrupted:
-                outcome, reason = self._unwind("interrupted by a signal", INTERRUPTED)
+                outcome, reason = self.rollout.unwind("interrupted by a signal", INTERRUPTED)
             except Exception as exc:  # a bug: still restore, record, notify and unlock
                 from plainsail.crash import write_crash_log
 
                 path = write_crash_log(exc)
-                outcome, reason = self._unwind(
+                outcome, reason = self.rollout.unwind(
                     f"plainsail hit an unexpected {type(exc).__name__} (a bug; details for a "
                     f"bug report in {path})", ABORTED)
             except BaseException:  # SystemExit and the like: at least release the locks
                 self._unlock_all()
                 self._close()
                 raise
-            self.finishing = True
+            self.sig.finishing = True
             try:
                 summary = self._finish(outcome, reason)
             finally:
@@ -447,8 +404,8 @@ class Deploy:
         )
         self.sw = Switcher(self.cfg, self.target, self.id, self.fingerprint,
                            self.secret_values, self.out, proxy=self._proxy,
-                           whole=self._whole, settings=self.settings_label,
-                           checkpoint=self._checkpoint, kind=self.req.kind)
+                           whole=self.sig.whole, settings=self.settings_label,
+                           checkpoint=self.sig.checkpoint, kind=self.req.kind)
         active = [r for r in self.runs if r.outcome != UNCHANGED]
         migrate = bool(self.cfg.migrate) and not self.req.skip_migrations
         self.backup_why = backup_policy.reason(self.cfg, self.gate, migrate and bool(active))
@@ -458,6 +415,8 @@ class Deploy:
         self.runner = HostRunner({**self.sw.actions(), **self.hs.actions()},
                                  on_step=lambda run, step: self.out.step(run.host.name,
                                                                          step.name))
+        self.rollout = Rollout(self.cfg, self.target, self.sw, self.runner, self._fan,
+                               self._step_report, self.runs)
         for run in self.runs:
             run.plan = host_plan(
                 self.cfg, self.target, self.id, self.fingerprint, run.paths, run.containers,
@@ -479,13 +438,8 @@ class Deploy:
             self.out.say(self.gate.summary())
         for run in self.runs:
             self.out.say("would run:", run.host.name)
-            for step in run.plan.steps:
-                shown = (run.ex.display(step.argv) if step.argv is not None
-                         else f"# {step.what}")
-                notes = [f"stdin: {step.stdin}"] if step.stdin else []
-                notes += [f"on failure: {step.undo}"] if step.undo else []
-                self.out.say(f"  {step.name}: {shown}" + (f"  # {'; '.join(notes)}"
-                                                          if notes else ""))
+            for line in run.plan.lines(run.ex.display):
+                self.out.say(line)
 
     # -- the changing part
     def _execute(self) -> tuple[str, str]:
@@ -519,14 +473,14 @@ class Deploy:
             for run in self.runs:
                 run.outcome, run.reason = FAILED_MIGRATION, str(err)
             return FAILED_MIGRATION, str(err)
-        ended = self._rollout(active)
+        ended = self.rollout.run(active)
         if ended is not None:
             return ended
         for run in active:
             run.outcome = SUCCEEDED
         # Pruning never undoes a healthy deploy: a failure there is only reported, and a
         # signal waits until it and the records are done (well under a second).
-        self.finishing = True
+        self.sig.finishing = True
         pruned = self._fan(active, partial(self._walk, "prune"), stoppable=False)
         for run, exc in zip(active, pruned, strict=True):
             if exc is not None:
@@ -540,200 +494,22 @@ class Deploy:
         return SUCCEEDED, f"{target.tag} is healthy on every host" + (
             f" (settings changed: {changed})" if changed else "")
 
-    def _rollout(self, active: list[HostRun]) -> tuple[str, str] | None:
-        """Switch the hosts in the order of `hosts:`, in batches (rollout: canary, batch,
-        pause), the hosts of a batch at once. A failure stops the rollout: the hosts not
-        reached are untouched; with on_failure restore the hosts switched in this attempt
-        go back to their previous version (at once), with stop they stay as they are.
-        Returns the attempt's (outcome, reason) on a failure, None when all switched."""
-        assert self.target is not None
-        rollout = self.cfg.rollout
-        sizes = rollout.batches(len(active))
-        switched: list[HostRun] = []
-        healthy: dict[str, bool] = {}
-        at = 0
-        for number, size in enumerate(sizes, 1):
-            batch = active[at:at + size]
-            at += size
-            if number > 1 and rollout.pause:
-                self._step_report("rollout", f"pause {rollout.pause:g}s before batch {number}")
-                time.sleep(rollout.pause)
-            for run in batch:
-                run.batch = number
-            if len(sizes) > 1:
-                self._step_report("rollout", f"batch {number} of {len(sizes)}: "
-                                  + ", ".join(r.host.name for r in batch))
-            errors = self._fan(batch, lambda run: healthy.__setitem__(
-                run.host.name, self._switch_one(run)))
-            for exc in errors:
-                if exc is not None:  # a signal or a bug: the unwind restores what switched
-                    raise Interrupted() if isinstance(exc, Interrupted) else exc
-            switched += [r for r in batch if healthy[r.host.name]]
-            bad = [r for r in batch if not healthy[r.host.name]]
-            if not bad:
-                if self.cfg.traffic_gate is not None and number < len(sizes):
-                    self._step_report("rollout", f"batch {number} judged on real traffic ("
-                                      + _verdicts(batch) + f"): batch {number + 1} next")
-                continue
-            names = ", ".join(r.host.name for r in bad)
-            gate = ("traffic gate" if all(r.outcome == TRAFFIC_RESTORED for r in bad)
-                    else "health gate")
-            why = f"{names} failed {f'its {gate}' if len(bad) == 1 else f'their {gate}s'}"
-            if self.cfg.on_failure == "stop":
-                for other in switched:
-                    other.outcome = SUCCEEDED
-                    other.reason = (f"{why}; on_failure is stop: this host is left on "
-                                    f"{self.target.tag}")
-            else:
-                for other in switched:
-                    other.reason = why
-                self._fan(switched, lambda r: self.sw.restore(r, r.reason, failed_new=True),
-                          stoppable=False)
-            for other in active[at:]:
-                other.outcome = ABORTED
-                other.reason = f"not touched: {why}"
-            first = bad[0]
-            reason = first.reason
-            if len(self.runs) > 1:  # which hosts were judged what, and which not reached
-                reason = ("" if len(bad) == 1 else f"{why}; ") + (
-                    f"{first.host.name} (batch {number} of {len(sizes)}): {reason}") + (
-                    f"; not touched: {', '.join(r.host.name for r in active[at:])}"
-                    if active[at:] else "")
-            if self.cfg.on_failure == "stop" and switched:
-                reason += (f"; on_failure is stop: {', '.join(r.host.name for r in switched)} "
-                           f"left on {self.target.tag}")
-            return first.outcome, reason
-        return None
-
-    def _switch_one(self, run: HostRun) -> bool:
-        """Switch one host; whether its new version is healthy (if not, the host is restored
-        or left as on_failure says, and its outcome says which)."""
-        if self.cfg.proxy is None:
-            run.switched = True  # from the first step on, the way back is the restore
-        try:
-            ok = self.runner.walk(run, "switch")
-        except PlainsailError as exc:
-            failed = run.steps[-1].name if run.steps else "switch"
-            run.reason = f"{failed} failed: {one_line(exc)}"
-            self.sw.restore(run, f"{failed} failed", failed_new=True)
-            ok = False
-        if not ok and run.outcome not in (RESTORED, RESTORE_FAILED, LEFT_STOPPED, OLD_KEPT,
-                                          TRAFFIC_RESTORED):
-            raise AssertionError(f"switch of {run.host.name} ended without an outcome")
-        return ok
-
     def _unlock_all(self) -> None:
         if self.hs is not None:
             for run in self.runs:
                 self.hs.unlock(run)
 
-    def _unwind(self, why: str, outcome: str) -> tuple[str, str]:
-        """After a signal or an unexpected error: put the previous version back wherever the
-        switch had begun and not finished; return the attempt's outcome and reason."""
-        todo = [run for run in self.runs if run.outcome not in (
-            SUCCEEDED, UNCHANGED, RECOVERED, RESTORED, RESTORE_FAILED, LEFT_STOPPED, OLD_KEPT,
-            TRAFFIC_RESTORED)]
-        for run in todo:  # a host whose switch had not begun says so
-            run.reason = run.reason or (why if run.switched or run.new_name
-                                        else f"not touched: {why}")
-        # Every host whose switch had begun goes back at once; each restore runs to its end.
-        self._fan([r for r in todo if r.switched or (self.cfg.proxy is not None
-                                                     and r.new_name)],
-                  lambda r: self.sw.restore(r, why, failed_new=True), stoppable=False)
-        for run in todo:
-            if outcome == INTERRUPTED and run.outcome != RESTORE_FAILED:
-                run.outcome = INTERRUPTED
-            elif run.outcome not in (RESTORED, RESTORE_FAILED):
-                run.outcome = ABORTED if not run.switched else RESTORE_FAILED
-        outcomes = {r.outcome for r in self.runs}
-        if outcome != INTERRUPTED:
-            outcome = next((o for o in (RESTORE_FAILED, RESTORED, TRAFFIC_RESTORED)
-                            if o in outcomes), outcome)
-        return outcome, why
-
     def _step_report(self, where: str, text: str) -> None:
         self.out.say(text, where)
 
     def _record(self, run: HostRun | None, outcome: str, reason: str) -> dict[str, Any]:
-        t = self.target
-        rec: dict[str, Any] = {
-            "id": self.id,
-            "kind": self.req.kind,
-            "drill": self.req.drill,
-            "service": self.cfg.service,
-            "image": self.cfg.image,
-            "tag": t.tag if t else None,
-            "digest": t.digest if t else None,
-            "verified": t.verified if t else False,
-            "signed_by": t.signed_by if t else None,
-            "who": self.who,
-            "origin": self.origin,
-            "started": self.started,
-            "ended": now(),
-            "seconds": round(time.monotonic() - self.t0, 3),
-            "outcome": outcome,
-            "reason": reason,
-            "skip_migrations": self.req.skip_migrations,
-            "requested": self.req.ref,
-            "allow_breaking_migrations": self.req.allow_breaking_migrations,
-            "allow_shallow_clone": self.req.allow_shallow_clone,
-            "schema_gate": self.gate.record() if self.gate else None,
-            # The app's settings this attempt ran with (no secret values): what a rollback
-            # to this release runs it with.
-            "settings": settingslib.recorded(self.cfg),
-        }
-        if self.req.kind == "rollback":
-            rec["rollback_from"] = self.req.rollback_from
-            rec["rollback_to"] = t.tag if t else None
-            rec["settings_from"] = self.req.settings_from
-        if self.req.kind == "recover":
-            rec["recovered_from"] = self.req.rollback_from
-        if run is not None:
-            rec.update({
-                "host": run.host.name,
-                "batch": run.batch or None,
-                "previous_tag": run.previous.tag if run.previous else None,
-                "previous_digest": run.previous.digest if run.previous else None,
-                "container": run.new_name or None,
-                "reused_container": bool(run.reuse),
-                "steps": [s.__dict__ for s in run.steps],
-                "health": run.health,
-                "restore_health": run.restore_health,
-                "log_tail": run.log_tail,
-                "in_flight_at_switch": run.in_flight_at_switch,
-                "traffic_gate": run.traffic,
-                "maintenance": run.maintenance,
-                "settings_changed": run.settings_changed or None,
-            })
-        if self.hs is not None and self.hs.migration:
-            rec["migration"] = self.hs.migration
-        if self.hs is not None and self.hs.backup:
-            rec["backup"] = self.hs.backup
-        return redact_free_text(rec, self.secret_values)
+        return attemptrecord.record(self, run, outcome, reason)
 
     def _summary(self, outcome: str, reason: str, preflight: bool = False) -> dict[str, Any]:
-        rec = self._record(None, outcome, reason)
-        rec["hosts"] = [h.name for h in self.hosts] or list(self.req.hosts)
-        rec["preflight"] = preflight
-        rec["per_host"] = [
-            {"host": r.host.name, "outcome": r.outcome or outcome, "reason": r.reason,
-             "previous_tag": r.previous.tag if r.previous else None,
-             "settings_changed": r.settings_changed or None,
-             "batch": r.batch or None,
-             "traffic_gate": r.traffic,
-             "steps": [{"name": s.name, "seconds": s.seconds, "ok": s.ok} for s in r.steps]}
-            for r in self.runs
-        ]
-        if not self.runs:  # stopped in preflight: every host still named, and why
-            unreached = self.unreached or {h.name: "not reached: the attempt stopped before "
-                                           "connecting to the hosts" for h in self.hosts}
-            rec["per_host"] = [{"host": name, "outcome": outcome, "reason": why,
-                                "previous_tag": None, "batch": None, "steps": []}
-                               for name, why in unreached.items()]
-        return redact_free_text(rec, self.secret_values)
+        return attemptrecord.summary(self, outcome, reason, preflight)
 
     def _finish(self, outcome: str, reason: str) -> dict[str, Any]:
-        self.finishing = True
+        self.sig.finishing = True
         assert self.hs is not None
         for run in self.runs:
             if not run.outcome:
@@ -753,7 +529,7 @@ class Deploy:
             summary["unrecorded_hosts"] = [r.host.name for r in self.runs
                                            if r.host.name in self.hs.unrecorded]
         append_local(self.cfg, summary)
-        self.finishing = False  # recorded and unlocked: a signal now ends the notifying
+        self.sig.finishing = False  # recorded and unlocked: a signal now ends the notifying
         try:
             for w in notify.send(self.cfg.notify, summary):
                 self.out.warn(w)
@@ -764,7 +540,7 @@ class Deploy:
             self.out.warn(f"notifications failed ({type(exc).__name__}); the {self.req.kind} is "
                  "unaffected")
         finally:
-            self.finishing = True
+            self.sig.finishing = True
         return summary
 
     def _close(self) -> None:
@@ -775,34 +551,6 @@ class Deploy:
         self._given.clear()
 
 
-
-
-def _verdicts(runs: list[HostRun]) -> str:
-    """Each host's traffic gate verdict, for a progress line: `web-1 passed, web-2 ...`."""
-    return ", ".join(f"{r.host.name} {(r.traffic or {}).get('verdict', 'not-judged')}"
-                     for r in runs)
-
-
-@contextmanager
-def _sigterm_as_interrupt(attempt: Deploy) -> Iterator[None]:
-    """SIGTERM and Ctrl-C unwind the deploy (restore, record, unlock) instead of killing it.
-    While the outcome is being recorded (`attempt.finishing`), a signal is noted and the
-    bookkeeping, which takes well under a second, completes; during a step that must run
-    whole (`attempt.holding`), the signal is raised when the step returns."""
-    def handler(signum: int, frame: object) -> None:
-        if attempt.finishing:
-            attempt.late_signal = signum
-            return
-        if attempt.fanout:
-            attempt.stop_signal = signum
-            return
-        if attempt.holding:
-            attempt.held_signal = signum
-            return
-        raise Interrupted()
-
-    with handled_by(handler):
-        yield
 
 
 def deploy(cfg: Config, req: Request, report: Reporter = NULL,

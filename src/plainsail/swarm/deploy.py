@@ -59,10 +59,10 @@ from plainsail.deploy.plan import (
     select_hosts,
     ssh_options,
 )
+from plainsail.deploy.preflight import stopped_in_preflight
 from plainsail.deploy.records import new_deploy_id, now, origin, redact_free_text, who
 from plainsail.environment import in_ci
 from plainsail.errors import (
-    DeployInterrupted,
     LockError,
     PlainsailError,
     RemoteError,
@@ -150,16 +150,8 @@ class SwarmDeploy:
             try:
                 self._preflight()
             except (PlainsailError, Interrupted) as exc:
-                outcome = INTERRUPTED if isinstance(exc, Interrupted) else ABORTED
-                summary = self._summary(outcome, one_line(exc), preflight=True)
-                append_local(self.cfg, summary)
-                self._close()
-                if isinstance(exc, Interrupted):
-                    err = DeployInterrupted("interrupted before the service changed")
-                    err.record = summary
-                    raise err from None
-                exc.record = summary
-                raise
+                stopped_in_preflight(self.cfg, exc, partial(self._summary, preflight=True),
+                                     self._close, "the service changed")
             if self.req.dry_run:
                 self._dry_run()
                 self._close()
