@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -69,6 +70,25 @@ class FleetDir:
         assert r.returncode == 0, r.stderr
 
 
+def deploying(d: FleetDir, ref: str) -> subprocess.Popen[str]:
+    """`plainsail deploy REF` in a process of its own; its output, both streams, by line."""
+    return subprocess.Popen([sys.executable, "-m", "plainsail", "deploy", ref], cwd=d.path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**{k: v for k, v in os.environ.items()
+                                    if k != "GITHUB_ACTIONS"}, "PYTHONUNBUFFERED": "1"})
+
+
+def read_until(proc: subprocess.Popen[str], marker: str) -> list[str]:
+    """The lines of `proc` up to the first holding `marker` (the test fails without one)."""
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if marker in line:
+            return seen
+    pytest.fail(f"no line with {marker!r}:\n" + "".join(seen))
+
+
 @pytest.fixture
 def fleet_dir(tmp_path: Path, fleet: Fleet, tiny_app: TinyApp) -> Iterator[FleetDir]:
     service = f"tiny-{uuid.uuid4().hex[:8]}"
@@ -88,10 +108,15 @@ def fleet_dir(tmp_path: Path, fleet: Fleet, tiny_app: TinyApp) -> Iterator[Fleet
 
 def test_fleet_deploy_migrates_once_and_rolls_back_everywhere(fleet_dir: FleetDir) -> None:
     d, f = fleet_dir, fleet_dir.fleet
-    for v in ("v1", "v2"):
-        r = d.run("deploy", d.app.ref(v))
-        assert r.code == 0, r.text
+    assert d.run("deploy", d.app.ref("v1")).code == 0
+    r = d.run("deploy", d.app.ref("v2"), "--json")
+    assert r.code == 0, r.text
     assert d.versions() == ["2", "2", "2"]
+    # In parallel: one host after another, the attempt would take at least the sum of every
+    # host's steps (plus its preflight); the hosts' steps overlapped.
+    summary = json.loads(r.out)
+    steps = sum(s["seconds"] for h in summary["per_host"] for s in h["steps"])
+    assert summary["seconds"] < steps, (summary["seconds"], steps)
     recs = [d.records(h)[-1] for h in f.hosts]
     assert len({r["id"] for r in recs}) == 1
     assert {r["outcome"] for r in recs} == {"succeeded"}
@@ -171,18 +196,10 @@ def test_sigterm_during_batch_two_puts_every_switched_host_back(fleet_dir: Fleet
     d.write("rollout:\n  canary: 1\n  batch: 2\n")
     assert d.run("deploy", d.app.ref("v1")).code == 0
     d.fail_on(f.b, "2")  # b's gate takes its whole time: the signal lands inside batch 2
-    proc = subprocess.Popen([sys.executable, "-m", "plainsail", "deploy", d.app.ref("v2")],
-                            cwd=d.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env={**{k: v for k, v in os.environ.items()
-                                               if k != "GITHUB_ACTIONS"},
-                                            "PYTHONUNBUFFERED": "1"})
+    proc = deploying(d, d.app.ref("v2"))
+    seen = read_until(proc, f"[{f.b.host}] start-new: ok")
+    proc.send_signal(signal.SIGTERM)
     assert proc.stdout is not None
-    seen = []
-    for line in proc.stdout:
-        seen.append(line)
-        if f"[{f.b.host}] start-new: ok" in line:
-            proc.send_signal(signal.SIGTERM)
-            break
     out = "".join(seen) + proc.stdout.read()
     assert proc.wait(120) == 130, out
     assert "Traceback" not in out
@@ -220,14 +237,9 @@ def test_sigkill_during_batch_two_then_recover_puts_every_host_back(fleet_dir: F
     d.write("rollout:\n  canary: 1\n  batch: 2\n")
     assert d.run("deploy", d.app.ref("v1")).code == 0
     d.fail_on(f.b, "2")  # b's gate takes its whole time: the kill lands inside batch 2
-    proc = subprocess.Popen([sys.executable, "-m", "plainsail", "deploy", d.app.ref("v2")],
-                            cwd=d.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if f"[{f.b.host}] start-new: ok" in line:
-            proc.send_signal(signal.SIGKILL)
-            break
+    proc = deploying(d, d.app.ref("v2"))
+    read_until(proc, f"[{f.b.host}] start-new: ok")
+    proc.send_signal(signal.SIGKILL)
     assert proc.wait(60) == -signal.SIGKILL
     assert d.version_on(f.a) == "2"  # the canary was left on v2 by the killed deployer
     r = d.run("recover")
@@ -236,4 +248,72 @@ def test_sigkill_during_batch_two_then_recover_puts_every_host_back(fleet_dir: F
     for h in f.hosts:
         outcomes = [rec["outcome"] for rec in d.records(h)]
         assert outcomes[-2:] == ["interrupted", "recovered"], (h.host, outcomes)
+    assert d.run("lock", "status").out.count(": unlocked") == 3
+
+
+def _sshd_sessions(host: NSHost) -> list[int]:
+    """The processes of `host`'s sshd that serve connections: every descendant of its
+    listening process (each connection's monitor, its network process, the commands)."""
+    parent = int((host.docker_socket.parent / "sshd.pid").read_text().split()[0])
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    found, todo = [], list(children.get(parent, []))
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo += children.get(pid, [])
+    return found
+
+
+def test_an_ssh_connection_dropped_during_pull_aborts_before_any_switch(
+        fleet_dir: FleetDir) -> None:
+    """c's pull hangs (its registry forward answers nothing), then every SSH connection to
+    c drops: the attempt aborts with nothing switched on any host, every host recorded and
+    unlocked over a new connection."""
+    d, f = fleet_dir, fleet_dir.fleet
+    assert d.run("deploy", d.app.ref("v1")).code == 0
+    port = int(d.app.image.split("/")[0].rsplit(":", 1)[1])
+    forward = f.c.docker_socket.parent / f"fwd-{port}.pid"
+    os.kill(int(forward.read_text()), signal.SIGTERM)
+    hole = subprocess.Popen(
+        ["nsenter", f"--net=/var/run/netns/{f.c.name}", sys.executable, "-c",
+         "import socket, sys, time\n"
+         "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+         f"s.bind(('127.0.0.1', {port})); s.listen(16); print('ready', flush=True)\n"
+         "held = []\nwhile True: held.append(s.accept())\n"],
+        stdout=subprocess.PIPE, text=True)
+    deployer = None
+    try:
+        assert hole.stdout is not None and hole.stdout.readline().strip() == "ready"
+        deployer = deploying(d, d.app.ref("v3"))
+        seen = read_until(deployer, f"[pull {f.c.host}] pulling")
+        time.sleep(1.0)  # c's pull hangs on the forward that answers nothing
+        sessions = _sshd_sessions(f.c)
+        assert sessions, "no SSH connection to c while it pulls"
+        for pid in sessions:
+            os.kill(pid, signal.SIGKILL)
+        assert deployer.stdout is not None
+        out = "".join(seen) + deployer.stdout.read()
+        assert deployer.wait(120) == 1, out
+    finally:
+        if deployer is not None and deployer.poll() is None:
+            deployer.kill()
+            deployer.wait(10)
+        hole.kill()
+        hole.wait(10)
+        hosts_sh("forward", str(port))
+    assert "Traceback" not in out
+    assert "ABORTED" in out and f"{f.c.host}: the SSH connection dropped during docker pull" \
+        in out, out
+    assert d.versions() == ["1", "1", "1"]
+    for h in f.hosts:
+        rec = d.records(h)[-1]
+        assert rec["outcome"] == "aborted", (h.host, rec, out)
+        assert "nothing was switched" in str(rec["reason"]), rec
+        assert not {"stop-old", "start-new"} & {s["name"] for s in rec["steps"]}
     assert d.run("lock", "status").out.count(": unlocked") == 3

@@ -7,7 +7,7 @@ import pytest
 from plainsail.config.durations import parse_duration
 from plainsail.hosts import docker
 from plainsail.hosts.addresses import parse_host
-from plainsail.hosts.executor import SSHExecutor, SSHOptions, write_file_argv
+from plainsail.hosts.executor import Result, SSHExecutor, SSHOptions, write_file_argv
 from plainsail.secret import Secret, redact
 from plainsail.supply.git import strip_credentials
 from plainsail.supply.images import ImageRef, mutable_tag_problem, split_ref
@@ -147,3 +147,16 @@ def test_a_failed_command_is_summed_up_by_its_error_not_its_help_hint(hint: str)
     assert str(err).endswith("exit code 125: docker: Error response from daemon: network web "
                              "not found"), str(err)
     assert "help" not in str(err)
+
+
+def test_an_exit_255_after_the_connection_worked_says_it_dropped() -> None:
+    """OpenSSH's exit 255 with nothing on stderr: on a host that never answered it is a
+    connect failure; once a command got through, the connection dropped (the host or the
+    network went away), not a key or address to check."""
+    ex = SSHExecutor(parse_host("ssh://deploy@10.0.0.1"), SSHOptions())
+    dropped = Result(["docker", "pull", "x"], 255, "", "", 0.1)
+    assert "cannot connect over SSH" in str(ex.failure(dropped, "docker pull"))
+    ex.connected = True
+    said = str(ex.failure(dropped, "docker pull"))
+    assert said.startswith(f"{ex.host.name}: the SSH connection dropped during docker pull")
+    assert "known_hosts" not in said

@@ -96,6 +96,7 @@ class Executor:
     def __init__(self, host: Host, secrets: Iterable[Secret] = ()) -> None:
         self.host = host
         self.secrets = [s for s in secrets if s]
+        self.connected = False  # a command got through: a later exit 255 is a drop
 
     # -- what subclasses provide
     def wrap(self, argv: Sequence[str]) -> list[str]:
@@ -183,6 +184,8 @@ class Executor:
         # happens where text leaves the program (messages, records' free text, logs).
         result = Result(list(argv), proc.returncode, proc.stdout, proc.stderr, seconds)
         log.debug("[%s]   exit %d in %.2fs", self.host.name, proc.returncode, seconds)
+        if proc.returncode != 255:
+            self.connected = True
         if check and not result.ok:
             raise self.failure(result, what)
         return result
@@ -190,7 +193,11 @@ class Executor:
     def failure(self, result: Result, what: str = "") -> RemoteError:
         detail = redact(error_summary(result.tail()), self.secrets) or "no output"
         ssh_failed = isinstance(self, SSHExecutor) and result.returncode == 255
-        if ssh_failed:
+        if ssh_failed and self.connected:
+            msg = (f"{self.host.name}: the SSH connection dropped during "
+                   f"{what or result.argv[0]} ({detail}); it had connected before, so the "
+                   "host or the network path went away: check that the host is up")
+        elif ssh_failed:
             assert isinstance(self, SSHExecutor)
             msg = self.connect_problem(result) or (
                 f"{self.host.name}: cannot connect over SSH ({detail}); check the host "
