@@ -7,7 +7,9 @@ The Swarm is real (scripts/swarm.sh: three Docker Engines in network namespaces,
 manager, two workers; the ones this script brought up it takes down again); the app is a
 busybox httpd image in three versions (tests/support/swarm_env.py), pushed to a local
 registry every node reaches on its own 127.0.0.1. The service: 3 replicas, update
-parallelism 1, stop-first, a host-mode port on each node, one secret, one migration.
+parallelism 1, stop-first, one secret, one migration, behind plainsail's proxy: the global
+Caddy service `<service>-proxy` (the local image plainsail-caddy:bookworm, pushed to the
+registry) publishing one port on every node; the app tasks publish nothing.
 
 plainsail's time is the whole command over SSH to the manager: preflight (manager, nodes,
 spec), lock and env file, pull on the manager, the migration, the secret, the update,
@@ -16,11 +18,10 @@ waiting for it, the deep gate on every task, the record. The bare update runs
 once the service converged and Swarm's 5 s monitor passed), against the manager's engine
 directly (no SSH). Both alternate v1/v2 after a warm-up that put both images on every node.
 
-Load: one client sends GET /health round-robin to the three nodes' ports, about 100 per
-second, each bounded by 1 s; a failed request is a refused or reset connection, a timeout
-or a non-200 answer. There is no proxy in front of the tasks yet (docs/swarm.md), so with
-stop-first a node answers nothing while its task is replaced: the failed requests are
-reported, not hidden.
+Load: one client sends GET /health round-robin to the three nodes' proxy ports, about 100
+per second, each bounded by 1 s; a failed request is a refused or reset connection, a
+timeout or a non-200 answer. The bare update runs behind the same proxy (created by the
+first deploy), so both see the same entry point.
 
 Usage (as root): .venv/bin/python bench/swarm_bench.py [--runs 3]
 """
@@ -44,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.support.nshosts import NSHost, parse  # noqa: E402
+from tests.support.proxy_env import CADDY_IMAGE  # noqa: E402
 from tests.support.services import start_registry, stop  # noqa: E402
 from tests.support.swarm_env import (  # noqa: E402
     SCRIPT,
@@ -95,6 +97,16 @@ class Load:
         return self.ok, self.failed
 
 
+def push_caddy(repo: str) -> str:
+    """The local Caddy image in the bench's registry: REPOSITORY:TAG@DIGEST."""
+    subprocess.run(["docker", "tag", CADDY_IMAGE, f"{repo}:2"], check=True)
+    subprocess.run(["docker", "push", "-q", f"{repo}:2"], check=True, capture_output=True)
+    digests = json.loads(subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{json .RepoDigests}}", f"{repo}:2"],
+        check=True, capture_output=True, text=True).stdout)
+    return f"{repo}:2@" + next(d for d in digests if d.startswith(repo + "@")).split("@")[1]
+
+
 def plainsail(work: Path, *args: str) -> tuple[float, dict[str, object]]:
     start = time.monotonic()
     res = subprocess.run([str(PLAINSAIL), *args, "--json"], cwd=work, capture_output=True,
@@ -127,11 +139,13 @@ def main() -> None:
         service = f"psbench{uuid.uuid4().hex[:6]}"
         (work / "plainsail.yml").write_text(swarm_config(
             service, image, cluster.manager, PORT, "DATABASE_URL",
-            "[/bin/busybox, echo, migrated]"))
+            "[/bin/busybox, echo, migrated]", proxy_image=push_caddy(registry.repo(
+                f"bench/caddy-{uuid.uuid4().hex[:6]}"))))
         ref = {n: f"{t}@{d}" for n, (t, d) in versions.items()}
         first, rec = plainsail(work, "deploy", ref["v1"])
         assert rec["outcome"] == "succeeded", rec
-        print(f"first deploy on a pristine 3-node Swarm (pulls on every node): {first:.1f}s")
+        print(f"first deploy on a pristine 3-node Swarm (pulls on every node, creates the "
+              f"proxy): {first:.1f}s")
         for name in ("v2", "v1"):  # warm-up: both images on every node
             _, rec = plainsail(work, "deploy", ref[name])
             assert rec["outcome"] == "succeeded", rec
@@ -167,8 +181,8 @@ def main() -> None:
             bare_ok, bare_failed = bare_ok + ok, bare_failed + failed
             current = digest
         mine, theirs = statistics.median(ours), statistics.median(bare)
-        print(f"upgrade of 3 replicas over 3 nodes (parallelism 1, stop-first), median of "
-              f"{opts.runs}:")
+        print(f"upgrade of 3 replicas over 3 nodes (parallelism 1, stop-first, behind the "
+              f"proxy), median of {opts.runs}:")
         print(f"  plainsail deploy:               {mine:6.1f}s  (runs: "
               + ", ".join(f"{x:.1f}" for x in ours) + f"); requests {ours_ok} ok, "
               f"{ours_failed} failed")

@@ -61,6 +61,31 @@ def test_what_swarm_cannot_do_is_one_line(extra: str, needle: str) -> None:
     assert "\n" not in found[0]
 
 
+CADDY = "caddy:2.10@sha256:" + "c0" * 32
+PROXY = f"proxy:\n  host: api.example.com\n  image: {CADDY}\n"
+
+
+def test_a_proxy_block_serves_plain_http_on_every_node() -> None:
+    cfg = parse(FULL + PROXY + "  http_port: 8088\n  tls: off\n")
+    assert cfg.proxy is not None and cfg.proxy.http_port == 8088
+    cfg = parse(FULL + PROXY)  # tls left out: off, TLS ends at the load balancer
+    assert cfg.proxy is not None and cfg.proxy.tls.mode == "off" and not cfg.proxy.tls.enabled
+
+
+@pytest.mark.parametrize(("extra", "needle"), [
+    ("  tls: internal\n", "proxy.tls: with target swarm TLS ends at your load balancer"),
+    ("  path: /api\n", "proxy.path: is for target hosts"),
+    ("  https_port: 8443\n", "proxy.https_port: is for target hosts"),
+    ("  network: edge\n", "proxy.network: is for target hosts"),
+    ("app: {publish: 8080}\n", "app.publish: with a proxy nothing is published"),
+    ("traffic_gate: {window: 30s}\n", "traffic_gate: is not available with target swarm"),
+])
+def test_what_the_swarm_proxy_refuses_is_one_line(extra: str, needle: str) -> None:
+    found = problems(FULL + PROXY + extra)
+    assert len(found) == 1 and needle in found[0], found
+    assert "\n" not in found[0]
+
+
 def test_hosts_naming_only_the_manager_is_accepted() -> None:
     cfg = parse(FULL + "hosts: [ssh://deploy@manager-1]\n")
     assert cfg.hosts == ["ssh://deploy@manager-1"]

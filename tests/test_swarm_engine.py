@@ -5,6 +5,7 @@ without Docker or SSH. tests/test_swarm_deploy.py runs the same code on a real 3
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +38,12 @@ SWARM = ("target: swarm\nswarm:\n  manager: ssh://deploy@manager-1\n  replicas: 
 
 
 class Bench:
-    def __init__(self, tmp: Path, extra: str = "", swarm: str = SWARM) -> None:
+    def __init__(self, tmp: Path, extra: str = "", swarm: str = SWARM,
+                 publish: bool = True) -> None:
         self.fake = FakeSwarm()
         text = (f"service: api\nimage: {IMAGE}\n{swarm}"
-                "app:\n  port: 8080\n  publish: 18080\n  secrets: [DATABASE_URL]\n"
+                "app:\n  port: 8080\n" + ("  publish: 18080\n" if publish else "")
+                + "  secrets: [DATABASE_URL]\n"
                 "  env: {MODE: prod}\n"
                 "health:\n  attempts: 2\n  interval: 10ms\n  timeout: 1s\n"
                 "migrate:\n  command: [migrate, up]\n" + extra)
@@ -289,6 +292,11 @@ def test_update_argv_moves_every_part_of_the_spec() -> None:
     assert ("--secret-rm", "api_DB_111111") in pairs
     assert ("--secret-add", "source=api_DB_222222,target=plainsail-env.DB") in pairs
     assert ("--args", "y 'z z'") in pairs and argv[-1] == "api"
+    assert "--publish-add" not in argv and "--publish-rm" not in argv  # no ports either side
+    argv = svc.update_argv(cfg, replace(old, ports=[(8080, 80)]), replace(new, ports=[(8080, 81)]))
+    pairs = list(zip(argv, argv[1:], strict=False))
+    assert ("--publish-rm", "published=80,target=8080,mode=host") in pairs
+    assert ("--publish-add", "mode=host,target=8080,published=81") in pairs
 
 
 def test_secret_names_fit_dockers_limit() -> None:

@@ -38,6 +38,7 @@ class FakeSwarm(FakeHost):
         self.secrets: dict[str, str] = {}  # name -> value
         self.configs: dict[str, str] = {}
         self.swarm_networks: set[str] = set()
+        self.network = "plainsail"  # the service's overlay network
         self.image_config: dict[str, Any] = {"Entrypoint": None, "Cmd": ["/bin/app", "serve"]}
         # Set to "paused" (etc.): the next create/update does not converge.
         self.update_state = ""
@@ -51,6 +52,16 @@ class FakeSwarm(FakeHost):
         # Nodes whose engine stopped: shown "down", no task placed on them; a task that
         # finds no node of its own (one per node: the host-mode port) stays pending.
         self.down: set[str] = set()
+        # The proxy service (a proxy block): its spec, tasks, and what Swarm does with its
+        # next create/update ("" runs it, "rollback_completed" rolls it back); the probe
+        # containers running and the URLs they were asked.
+        self.proxy: dict[str, Any] | None = None
+        self.proxy_tasks: list[dict[str, Any]] = []
+        self.proxy_update_state = ""
+        self.proxy_status: dict[str, Any] | None = None
+        self.proxy_updates = 0
+        self.probes: set[str] = set()
+        self.probed: list[str] = []
 
     def executor(self, secrets: Sequence[Any] = ()) -> FakeSwarmExecutor:
         ex = FakeSwarmExecutor(self, secrets)
@@ -81,6 +92,16 @@ class FakeSwarmExecutor(FakeExecutor):
 
     def _do(self, argv: list[str], stdin: str | None) -> tuple[int, str, str]:
         f = self.fake
+        if self._is_proxy(argv):
+            return self._proxy_cmd(argv, stdin)
+        if argv[:2] == ["docker", "run"] and "sleep" in argv:  # a probe container
+            f.probes.add(argv[argv.index("--name") + 1])
+            return 0, "probe1", ""
+        if argv[:2] == ["docker", "exec"] and argv[2] in f.probes:
+            return self._probe(next(a for a in argv if a.startswith("http://")))
+        if argv[:3] == ["docker", "rm", "--force"] and argv[3] in f.probes:
+            f.probes.discard(argv[3])
+            return 0, argv[3], ""
         if argv[:2] == ["sh", "-c"] and argv[2] == svc.TASKS_SCRIPT:
             if f.spec is None:
                 return 1, "", f"Error: no such service: {argv[4]}"
@@ -105,6 +126,83 @@ class FakeSwarmExecutor(FakeExecutor):
             f.files.pop(argv[-1], None)
             return 0, "", ""
         return super()._do(argv, stdin)
+
+    @staticmethod
+    def _is_proxy(argv: list[str]) -> bool:
+        if argv[:2] == ["sh", "-c"] and argv[2] == svc.TASKS_SCRIPT:
+            return argv[4].endswith("-proxy")
+        if argv[:2] == ["docker", "service"] and argv[2] in ("inspect", "update", "rm"):
+            return argv[-1].endswith("-proxy")
+        if argv[:3] == ["docker", "service", "create"]:
+            return argv[argv.index("--name") + 1].endswith("-proxy")
+        return False
+
+    def _proxy_cmd(self, argv: list[str], stdin: str | None) -> tuple[int, str, str]:
+        f = self.fake
+        if argv[:2] == ["sh", "-c"]:
+            if f.proxy is None:
+                return 1, "", f"Error: no such service: {argv[4]}"
+            status = f.proxy_status if f.proxy_status else (
+                {"State": "completed"} if f.proxy_updates > 1 else None)
+            return 0, json.dumps(status) + "\n" + json.dumps(f.proxy_tasks), ""
+        if argv[2] == "inspect":
+            if f.proxy is None:
+                return 1, "[]", f"Status: Error: no such service: {argv[-1]}, Code: 1"
+            return 0, json.dumps([{"ID": "px1", "Spec": f.proxy}]), ""
+        if argv[2] == "rm":
+            f.proxy, f.proxy_tasks = None, []
+            return 0, argv[-1], ""
+        opts, rest = self._options(argv[3:])
+        if argv[2] == "create":
+            if f.proxy is not None:
+                return 1, "", "Error response from daemon: rpc error: name conflicts"
+            f.proxy = {"Name": dict(opts)["--name"], "Labels": {}, "Mode": {"Global": {}},
+                       "EndpointSpec": {"Ports": []},
+                       "TaskTemplate": {"ContainerSpec": {"Image": "", "Configs": []}}}
+        elif f.proxy is None:
+            return 1, "", f"Error: no such service: {rest[-1]}"
+        c = f.proxy["TaskTemplate"]["ContainerSpec"]
+        for key, value in opts:
+            if key in ("--label", "--label-add"):
+                k, _, v = value.partition("=")
+                f.proxy["Labels"][k] = v
+            elif key in ("--config", "--config-add"):
+                source = value.split(",")[0].split("=")[1]
+                if source not in f.configs:
+                    return 1, "", f"config not found: {source}"
+                c["Configs"].append({"ConfigName": source})
+            elif key == "--config-rm":
+                c["Configs"] = [x for x in c["Configs"] if x["ConfigName"] != value]
+            elif key in ("--publish", "--publish-add"):
+                published = int(dict(p.split("=", 1) for p in value.split(","))["published"])
+                f.proxy["EndpointSpec"]["Ports"].append({"PublishedPort": published})
+            elif key == "--publish-rm":
+                f.proxy["EndpointSpec"]["Ports"] = []
+        c["Image"] = rest[0] if argv[2] == "create" else dict(opts).get("--image", c["Image"])
+        f.proxy_updates += 1
+        state = "running"
+        f.proxy_status = None
+        if f.proxy_update_state:
+            f.proxy_status = {"State": f.proxy_update_state, "Message": "update rolled back"}
+            state, f.proxy_update_state = "rejected", ""
+        f.proxy_tasks = [{"ID": f"ptask{next(_task_ids):04d}", "NodeID": node,
+                          "DesiredState": "running", "Status": {"State": state, "Err": ""},
+                          "Spec": {"ContainerSpec": {"Image": c["Image"]}}}
+                         for node in f.nodes]
+        return 0, "px1", ""
+
+    def _probe(self, url: str) -> tuple[int, str, str]:
+        """One GET from a probe container, by a task's overlay address."""
+        f = self.fake
+        f.probed.append(url)
+        ip = url.split("//")[1].split(":")[0]
+        task = next((t for t in f.tasks if t["ip"] == ip
+                     and t["Status"]["State"] == "running"), None)
+        if task is None:
+            return 1, "", "[Errno 111] Connection refused"
+        image = task["Spec"]["ContainerSpec"]["Image"]
+        return (0, '200\n{"status": "ok"}', "") if f.healthy_image(image) else (
+            0, '500\n{"database": "down"}', "")
 
     def _swarm(self, argv: list[str], stdin: str | None) -> tuple[int, str, str] | None:
         f = self.fake
@@ -182,9 +280,11 @@ class FakeSwarmExecutor(FakeExecutor):
         for key, value in opts:
             if key == "--secret" and value.split(",")[0].split("=")[1] not in f.secrets:
                 return 1, "", "secret not found"
+        f.network = dict(opts)["--network"]
         f.spec = {"Name": dict(opts)["--name"], "Labels": {}, "TaskTemplate": {
             "ContainerSpec": {"Image": rest[0], "Args": rest[1:], "Env": [], "Secrets": []}},
-            "Mode": {"Replicated": {"Replicas": int(dict(opts)["--replicas"])}}}
+            "Mode": {"Replicated": {"Replicas": int(dict(opts)["--replicas"])}},
+            "EndpointSpec": {"Mode": "dnsrr", "Ports": []}}
         self._apply(opts)
         f.updates += 1
         self._converge(created=True)
@@ -229,6 +329,15 @@ class FakeSwarmExecutor(FakeExecutor):
                 c["Secrets"] = [s for s in c["Secrets"] if s["SecretName"] != value]
             elif key == "--image":
                 c["Image"] = value
+            elif key in ("--publish", "--publish-add", "--publish-rm"):
+                port = dict(p.split("=", 1) for p in value.split(","))
+                entry = {"Protocol": "tcp", "TargetPort": int(port["target"]),
+                         "PublishedPort": int(port["published"]), "PublishMode": "host"}
+                ports = f.spec["EndpointSpec"]["Ports"]
+                if key == "--publish-rm":
+                    ports[:] = [x for x in ports if x != entry]
+                else:
+                    ports.append(entry)
             elif key == "--args":
                 c["Args"] = shlex.split(value)
             elif key == "--replicas":
@@ -257,7 +366,12 @@ class FakeSwarmExecutor(FakeExecutor):
             node = nodes[n % len(nodes)] if not f.down else nodes[n] if n < len(nodes) else ""
             if not node:
                 f.update_status = {"State": "updating", "Message": "update in progress"}
-            f.tasks.append({"ID": f"task{next(_task_ids):04d}", "NodeID": node,
+            number = next(_task_ids)
+            ip = f"10.0.{number // 250}.{number % 250 + 2}" if node else ""
+            f.tasks.append({"ID": f"task{number:04d}", "NodeID": node, "ip": ip,
+                            "NetworksAttachments": [{"Network": {"Spec": {
+                                "Name": f.network}}, "Addresses": [f"{ip}/24"]}] if node
+                            else [],
                             "DesiredState": "running",
                             "address": f.nodes[node]["address"] if node else "",
                             "Status": {"State": "running", "Err": ""} if node else {

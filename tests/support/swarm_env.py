@@ -128,19 +128,24 @@ def build_swarm_app(image: str, ctx: Path) -> tuple[str, dict[str, tuple[str, st
 
 
 def swarm_config(service: str, image: str, manager: NSHost, port: int, secret: str,
-                 migrate: str) -> str:
-    """plainsail.yml of the app on the Swarm: 3 replicas, stop-first, port published on
-    each node, one secret, a migration command."""
+                 migrate: str, proxy_image: str | None = None,
+                 order: str = "stop-first") -> str:
+    """plainsail.yml of the app on the Swarm: 3 replicas, `order` (stop-first), one secret,
+    a migration command; the port published on each node, or with `proxy_image` (a
+    pinned Caddy image) the port of the global proxy service on each node."""
+    entry = (f"proxy:\n  host: {service}.test\n  image: {proxy_image}\n  http_port: {port}\n"
+             if proxy_image else "")
+    publish = "" if proxy_image else f"  publish: {port}\n"
     return (f"service: {service}\nimage: {image}\nsigning:\n  verify: false\n"
             f"target: swarm\nswarm:\n  manager: {manager.host}\n  replicas: 3\n"
-            "  update: {parallelism: 1, order: stop-first}\n"
+            f"  update: {{parallelism: 1, order: {order}}}\n"
             f"ssh:\n  identity_file: {manager.identity_file}\n"
             f"  known_hosts: {manager.known_hosts}\n"
-            f"app:\n  port: 8080\n  publish: {port}\n  secrets: [{secret}]\n"
+            f"app:\n  port: 8080\n{publish}  secrets: [{secret}]\n"
             "  env: {MODE: swarm}\n  stop_timeout: 2s\n"
             f"migrate:\n  command: {migrate}\n  timeout: 60s\n"
             "health:\n  body_contains: '\"database\": \"ok\"'\n  attempts: 10\n"
-            "  interval: 500ms\n")
+            f"  interval: 500ms\n{entry}")
 
 
 def pristine(cluster: SwarmCluster) -> None:
@@ -154,6 +159,9 @@ def pristine(cluster: SwarmCluster) -> None:
     ids = cluster.docker("secret", "ls", "-q").stdout.split()
     if ids:
         cluster.docker("secret", "rm", *ids)
+    ids = cluster.docker("config", "ls", "-q", "--filter", "label=plainsail.proxy").stdout.split()
+    if ids:
+        cluster.docker("config", "rm", *ids)
     for _ in range(30):
         if cluster.docker("network", "rm", "plainsail").returncode != 0:
             break

@@ -1643,6 +1643,31 @@ def _swarm_checks(cfg: Config, err: Callable[[str, str], None], lines: dict[str,
     if cfg.on_failure == "stop":
         err("on_failure", "stop is not available with target swarm: a failed update is always "
             "restored to the previous recorded digest; remove on_failure")
+    if cfg.traffic_gate is not None:
+        err("traffic_gate", "is not available with target swarm yet; remove it")
+    if cfg.proxy is not None:
+        _swarm_proxy_checks(cfg, err, lines)
+
+
+# The proxy keys that mean something for a swarm proxy (a global Caddy service).
+_SWARM_PROXY_KEYS = ("host", "hosts", "image", "http_port", "tls")
+
+
+def _swarm_proxy_checks(cfg: Config, err: Callable[[str, str], None],
+                        lines: dict[str, int]) -> None:
+    """With target swarm the proxy is a global Caddy service serving plain HTTP on
+    proxy.http_port of every node, behind the operator's load balancer."""
+    assert cfg.proxy is not None
+    for key in sorted(k.split(".")[1] for k in lines
+                      if k.startswith("proxy.") and k.count(".") == 1):
+        if key not in _SWARM_PROXY_KEYS:
+            err(f"proxy.{key}", "is for target hosts; with target swarm the proxy serves plain "
+                "HTTP on proxy.http_port of every node, on the service's overlay network; "
+                f"remove proxy.{key}")
+    if "proxy.tls" in lines and cfg.proxy.tls.mode != "off":
+        err("proxy.tls", "with target swarm TLS ends at your load balancer, which sends "
+            "plain HTTP to proxy.http_port on every node; set tls: off")
+    object.__setattr__(cfg, "proxy", replace(cfg.proxy, tls=ProxyTLS(mode="off")))
 
 
 def _top_lines(root: yaml.Node) -> dict[str, int]:

@@ -17,6 +17,7 @@ from plainsail.deploy import health
 from plainsail.errors import PlainsailError, RemoteError
 from plainsail.hosts.executor import Executor, error_line
 from plainsail.secret import Secret
+from plainsail.swarm import proxy
 from plainsail.swarm import service as svc
 
 # Swarm's UpdateStatus states that mean the update did not go through.
@@ -37,6 +38,7 @@ class Task:
     deploy: str = ""  # the plainsail deploy whose spec the task runs (its container label)
     node: str = ""  # the node's hostname
     address: str = ""  # the node's address
+    ip: str = ""  # the task's address on the service's overlay network
 
     @property
     def digest(self) -> str:
@@ -44,20 +46,27 @@ class Task:
 
     def to_json(self) -> dict[str, str]:
         return {"task": self.id, "node_id": self.node_id, "node": self.node,
-                "address": self.address, "digest": self.digest, "state": self.state,
-                "error": self.error}
+                "address": self.address, "ip": self.ip, "digest": self.digest,
+                "state": self.state, "error": self.error}
 
 
 def current_spec(ex: Executor, cfg: Config) -> tuple[svc.Spec | None, dict[str, Any] | None]:
     """The service's spec and raw inspect data, (None, None) when no such service exists."""
-    res = ex.run(svc.inspect_argv(cfg.service), check=False, timeout=cfg.timeouts.query,
+    data = inspect(ex, cfg, cfg.service)
+    if data is None:
+        return None, None
+    return svc.parse_spec(data), data
+
+
+def inspect(ex: Executor, cfg: Config, service: str) -> dict[str, Any] | None:
+    """`docker service inspect` of a service, None when it does not exist."""
+    res = ex.run(svc.inspect_argv(service), check=False, timeout=cfg.timeouts.query,
                  what="docker service inspect")
     if res.returncode != 0:
         if "no such service" in res.tail().lower() or res.stdout.strip() == "[]":
-            return None, None
+            return None
         raise ex.failure(res, "docker service inspect")
-    data = json.loads(res.stdout)[0]
-    return svc.parse_spec(data), data
+    return dict(json.loads(res.stdout)[0])
 
 
 def nodes(ex: Executor, cfg: Config) -> dict[str, dict[str, str]]:
@@ -86,11 +95,20 @@ def node_name(node: dict[str, str]) -> str:
     return f"{name} ({address})" if name and address else name or address or "?"
 
 
-def tasks(ex: Executor, cfg: Config, known: dict[str, dict[str, str]]
-          ) -> tuple[dict[str, Any] | None, list[Task]]:
-    """(UpdateStatus, the tasks Swarm wants running), each with its node's name and address
-    (`known` is refreshed in place when a task is on a node not seen yet)."""
-    res = ex.run(svc.tasks_argv(cfg.service), timeout=cfg.timeouts.query,
+def _overlay_ip(task: dict[str, Any], network: str) -> str:
+    for att in task.get("NetworksAttachments") or []:
+        if ((att.get("Network") or {}).get("Spec") or {}).get("Name") == network:
+            for addr in att.get("Addresses") or []:
+                return str(addr).partition("/")[0]
+    return ""
+
+
+def tasks(ex: Executor, cfg: Config, known: dict[str, dict[str, str]],
+          service: str | None = None) -> tuple[dict[str, Any] | None, list[Task]]:
+    """(UpdateStatus, the tasks Swarm wants running) of the service (or of `service`), each
+    with its node's name and address and its overlay address (`known` is refreshed in
+    place when a task is on a node not seen yet)."""
+    res = ex.run(svc.tasks_argv(service or cfg.service), timeout=cfg.timeouts.query,
                  what="read the service's tasks")
     status, raw = svc.parse_tasks(res.stdout)
     found = []
@@ -105,7 +123,8 @@ def tasks(ex: Executor, cfg: Config, known: dict[str, dict[str, str]]
             id=str(t.get("ID") or ""), node_id=node_id, image=str(spec.get("Image") or ""),
             state=str(st.get("State") or ""), error=str(st.get("Err") or ""),
             deploy=str((spec.get("Labels") or {}).get(svc.LABEL_DEPLOY) or ""),
-            node=node.get("hostname", ""), address=node.get("address", "")))
+            node=node.get("hostname", ""), address=node.get("address", ""),
+            ip=_overlay_ip(t, cfg.swarm_network)))
     return status, found
 
 
@@ -151,8 +170,11 @@ def _too_few_nodes(ex: Executor, cfg: Config, known: dict[str, dict[str, str]],
     """SwarmError when Swarm cannot place a task because fewer nodes are ready than the
     service has replicas: each node holds one task (its host-mode port), so the update
     cannot complete until a node comes back; waiting for the deadline would change nothing.
-    A shortfall of another kind (placement constraints, resources) is left to the deadline."""
+    A shortfall of another kind (placement constraints, resources) is left to the deadline,
+    as is any behind the proxy (the tasks publish no port: a node may hold several)."""
     assert cfg.swarm is not None
+    if cfg.proxy is not None:
+        return
     known.update(nodes(ex, cfg))
     up = ready(known)
     if len(up) >= cfg.swarm.replicas:
@@ -181,17 +203,25 @@ def task_state(ex: Executor, task_id: str) -> tuple[str, int]:
         "failed", "shutdown", "rejected", "complete", "orphaned", "remove") else state), 0
 
 
+def probe_target(cfg: Config, task: Task) -> tuple[str, int]:
+    """Where the gate asks a task: by its overlay address on app.port behind the proxy (from
+    the probe container), else its node's host-mode port app.publish."""
+    if cfg.proxy is not None:
+        return task.ip, cfg.app.port
+    assert cfg.app.publish
+    return task.address, cfg.app.publish
+
+
 def gate(ex: Executor, cfg: Config, running: list[Task], secrets: list[Secret],
          progress: Callable[[Task, health.Attempt], None] | None = None
          ) -> tuple[bool, str, list[dict[str, Any]]]:
     """The deep health gate on every task, in turn, until one fails: (all healthy, the
-    reason, the verdicts of the tasks probed)."""
-    assert cfg.app.publish
+    reason, the verdicts of the tasks probed). Behind the proxy `ex` is the probe's."""
     verdicts = []
     bad = []
     for task in running:
         verdict = health.gate(
-            ex, cfg.health, (task.address, cfg.app.publish), task.id, secrets,
+            ex, cfg.health, probe_target(cfg, task), task.id, secrets,
             progress=partial(progress, task) if progress else None,
             state=task_state)
         verdicts.append({**task.to_json(), **verdict.to_json()})
@@ -202,6 +232,34 @@ def gate(ex: Executor, cfg: Config, running: list[Task], secrets: list[Secret],
     if bad:
         return False, "; ".join(bad), verdicts
     return True, f"{len(running)} task(s) healthy", verdicts
+
+
+def proxy_converge(ex: Executor, cfg: Config, known: dict[str, dict[str, str]],
+                   deadline: float, *, on_wait: Callable[[str], None] = lambda _: None,
+                   sleep: Callable[[float], None] = time.sleep) -> list[Task]:
+    """Wait until the proxy service runs a task on every ready, active node and its update
+    (if any) completed; its tasks. SwarmError when Swarm rolled its update back or at the
+    deadline."""
+    name = proxy.service_name(cfg.service)
+    while True:
+        status, found = tasks(ex, cfg, known, service=name)
+        state = str((status or {}).get("State") or "")
+        wanted = set(ready(known))
+        running = [t for t in found if t.state == "running"]
+        if state in FAILED_UPDATE:
+            msg = str((status or {}).get("Message") or "")
+            raise SwarmError(f"the proxy service {name}: Swarm's update is "
+                             f"{state.replace('_', ' ')}" + (f": {msg}" if msg else ""))
+        if (state in ("", "completed") and running and len(running) == len(found)
+                and wanted <= {t.node_id for t in running}):
+            return running
+        errors = sorted({t.error for t in found if t.error})
+        where = (f"the proxy runs on {len(running)} of {len(wanted)} node(s)"
+                 + (f"; task errors: {'; '.join(errors)}" if errors else ""))
+        if time.monotonic() >= deadline:
+            raise SwarmError(f"the proxy service {name} did not start in time: {where}")
+        on_wait(where)
+        sleep(1.0)
 
 
 def ensure(ex: Executor, cfg: Config, check: list[str], create: list[str], what: str,

@@ -77,6 +77,7 @@ from plainsail.interrupts import handled_by
 from plainsail.progress import NULL, Progress, Reporter, reporter
 from plainsail.secret import Secret
 from plainsail.swarm import cluster
+from plainsail.swarm import proxy as swproxy
 from plainsail.swarm import service as svc
 
 
@@ -138,6 +139,9 @@ class SwarmDeploy:
         self.tasks: list[dict[str, str]] = []
         self.created_secrets: list[str] = []
         self.known_nodes: dict[str, dict[str, str]] = {}
+        # The proxy service's inspect data (behind a proxy block), None when it is absent.
+        self.proxy_now: dict[str, Any] | None = None
+        self.proxy_changed = False
         self.locked = False
         self.changed = False  # the service was created or updated by this attempt
         self.shielded = False  # restoring or recording: a signal waits
@@ -193,12 +197,12 @@ class SwarmDeploy:
             raise UsageError("--host: a swarm deploy updates the whole service through "
                              "swarm.manager, on the nodes Swarm chooses; remove --host "
                              "(swarm.placement says where tasks may run)")
-        if not cfg.app.publish:
+        if not cfg.app.publish and cfg.proxy is None:
             raise PlainsailError(
-                "app.publish: target swarm needs a published port in this version: each "
-                "task publishes it in host mode on its node, where the health gate probes "
-                "it and the entry point sends requests (there is no routing mesh); set "
-                "app.publish, e.g. 8080")
+                "app.publish: target swarm needs an entry point: a proxy block (a global "
+                "Caddy service on every node, see docs/swarm.md) or a port each task "
+                "publishes in host mode on its node (there is no routing mesh); add a proxy "
+                "block, or set app.publish, e.g. 8080")
         missing = missing_secrets(cfg, self.environ)
         if missing:
             raise PlainsailError(
@@ -229,7 +233,8 @@ class SwarmDeploy:
                 "docker swarm init there")
         self.known_nodes = cluster.nodes(ex, cfg)
         ready = cluster.ready(self.known_nodes)
-        if cfg.swarm.update.order == "start-first" and cfg.swarm.replicas >= len(ready):
+        if (cfg.swarm.update.order == "start-first" and cfg.proxy is None
+                and cfg.swarm.replicas >= len(ready)):
             raise PlainsailError(
                 f"swarm.update.order: start-first needs a node without a task of "
                 f"{cfg.service} for each new task (its host-mode port {cfg.app.publish} is "
@@ -237,6 +242,8 @@ class SwarmDeploy:
                 f"the {len(ready)} ready node(s); use order: stop-first, or fewer replicas "
                 "than nodes")
         self.previous, _ = cluster.current_spec(ex, cfg)
+        if cfg.proxy is not None:
+            self.proxy_now = cluster.inspect(ex, cfg, swproxy.service_name(cfg.service))
         prev = self.previous
         self._say(self.host.name, f"Swarm manager, Docker {version}, {len(ready)} ready "
                   f"node(s); running: {(prev.tag or prev.image) if prev else 'nothing'}")
@@ -245,7 +252,10 @@ class SwarmDeploy:
             names = settingslib.changed(prev.labels.get(svc.LABEL_SETTINGS, ""), self.env,
                                         cfg)
             options_same = prev.labels.get(LABEL_OPTIONS) == options_label(cfg)
-            if names == [] and options_same:
+            proxy_same = cfg.proxy is None or (
+                self.proxy_now is not None
+                and swproxy.parse_inspect(self.proxy_now).label == swproxy.settings(cfg))
+            if names == [] and options_same and proxy_same:
                 self.unchanged = True
         self._schema_gate()
         self.lock_info = hoststate.LockInfo(
@@ -307,8 +317,10 @@ class SwarmDeploy:
              "stdin: the env file, secrets included (not shown); for the migration only"),
             ("network", svc.network_create_argv(cfg.swarm_network), "unless it exists"),
             ("entry-shim", svc.entry_config_argv(), "unless it exists; stdin: the shim"),
-            ("pull", docker.pull(self.target.pinned), "on the manager, by digest"),
         ]
+        if cfg.proxy is not None:
+            steps += self._proxy_steps()
+        steps.append(("pull", docker.pull(self.target.pinned), "on the manager, by digest"))
         if cfg.migrate and not self.req.skip_migrations:
             steps.append(("migrate", self._migrate_argv(),
                           "on failure: stop; the service is untouched"))
@@ -322,8 +334,16 @@ class SwarmDeploy:
                       "read from the image on the manager"))
         steps.append(("converge", [], f"wait for {cfg.swarm.replicas if cfg.swarm else 0} "
                       "task(s) of the new digest and Swarm's update completed"))
-        steps.append(("gate", [], f"GET {cfg.health.path} on every task, on its node's "
-                      f"port {cfg.app.publish}"))
+        if cfg.proxy is not None:
+            probe = swproxy.probe_name(cfg, self.id)
+            steps.append(("probe", swproxy.probe_start_argv(cfg, probe),
+                          "on the manager, on the overlay network, for the gate"))
+            steps.append(("gate", [], f"GET {cfg.health.path} on every task, by its overlay "
+                          f"address on port {cfg.app.port}, from the probe (docker exec)"))
+            steps.append(("probe-rm", swproxy.probe_rm_argv(probe), "after the gate"))
+        else:
+            steps.append(("gate", [], f"GET {cfg.health.path} on every task, on its node's "
+                          f"port {cfg.app.publish}"))
         steps.append(("restore", [], "on failure: update the service back to "
                       + (f"{self.previous.tag or self.previous.image}" if self.previous
                          else "nothing (remove the new service)")))
@@ -331,6 +351,54 @@ class SwarmDeploy:
         for name, argv, note in steps:
             shown = ex.display(argv) if argv else "#"
             self.report(f"  {name}: {shown}  # {note}")
+
+    def _proxy_steps(self) -> list[tuple[str, list[str], str]]:
+        """The proxy's commands: its Caddy config and the service, unless they are as this
+        config wants them."""
+        cfg = self.cfg
+        steps = [("proxy-config", swproxy.config_create_argv(cfg),
+                  "unless it exists; stdin: the Caddy config")]
+        argv = self._proxy_argv()
+        if argv:
+            steps.append(("proxy", argv, "the entry point on every node" if self.proxy_now
+                          is None else "its image, port or config changed"))
+        steps.append(("proxy-wait", [], "until the proxy runs on every ready node"))
+        return steps
+
+    def _proxy_argv(self) -> list[str]:
+        """Create the proxy service, update it, or nothing ([]) when it is as wanted."""
+        if self.proxy_now is None:
+            return swproxy.create_argv(self.cfg)
+        now = swproxy.parse_inspect(self.proxy_now)
+        return [] if now.label == swproxy.settings(self.cfg) else swproxy.update_argv(
+            self.cfg, now)
+
+    def _ensure_proxy(self) -> None:
+        """The proxy service as this config wants it, running on every ready node."""
+        assert self.ex
+        ex, cfg = self.ex, self.cfg
+        name = swproxy.service_name(cfg.service)
+        self._step("proxy-config", lambda: cluster.ensure(
+            ex, cfg, swproxy.config_inspect_argv(cfg), swproxy.config_create_argv(cfg),
+            "the proxy's Caddy config", stdin=swproxy.caddy_config(cfg)))
+        argv = self._proxy_argv()
+        if argv:
+            port = cfg.proxy.http_port if cfg.proxy else 0
+            self._say(self.host.name, ("create" if self.proxy_now is None else "update")
+                      + f" the proxy service {name} (global, port {port} on every node)")
+            self._step("proxy", lambda: ex.run(argv, timeout=cfg.timeouts.command,
+                                               what="docker service create/update (proxy)"))
+            self.proxy_changed = True
+        key = f"converge {name}"
+        deadline = time.monotonic() + cfg.timeouts.command + cfg.timeouts.pull
+        try:
+            running = self._step("proxy-wait", lambda: cluster.proxy_converge(
+                ex, cfg, self.known_nodes, deadline,
+                on_wait=lambda text: self.progress.update(key, text), sleep=self._sleep))
+        finally:
+            self.progress.done(key)
+        if self.proxy_changed:
+            self._say(self.host.name, f"the proxy runs on {len(running)} node(s)")
 
     # ---------------------------------------------------------------- the changing part
     def _step(self, name: str, fn: Callable[[], Any]) -> Any:
@@ -364,6 +432,8 @@ class SwarmDeploy:
             self._step("entry-shim", lambda: cluster.ensure(
                 ex, cfg, svc.entry_config_inspect_argv(), svc.entry_config_argv(),
                 "the entry shim's config", stdin=svc.ENTRY_SCRIPT))
+            if cfg.proxy is not None:
+                self._ensure_proxy()
             self._say(self.host.name, f"pull {t.pinned}")
             self._step("pull", lambda: ex.run(docker.pull(t.pinned), timeout=cfg.timeouts.pull,
                                               what="docker pull"))
@@ -468,11 +538,25 @@ class SwarmDeploy:
             self.progress.update(f"gate {task.node}", f"attempt {a.n}/{hc.attempts}: "
                                  + (f"answered {a.status}" if a.status else str(a.error)))
 
-        ok, why, verdicts = self._step("gate", lambda: cluster.gate(
-            ex, cfg, running, self.secret_values, shown))
+        try:
+            with self._prober() as prober:
+                ok, why, verdicts = self._step("gate", lambda: cluster.gate(
+                    prober, cfg, running, self.secret_values, shown))
+        except PlainsailError as exc:
+            return f"the health gate could not run: {one_line(exc)}"
         into.extend(verdicts)
         self._say(self.host.name, f"gate: {'ok' if ok else 'FAILED'} ({why})")
         return "" if ok else f"health gate failed: {why}"
+
+    @contextmanager
+    def _prober(self) -> Iterator[Executor]:
+        """The gate's way to the tasks (swproxy.prober), its start timed as a step."""
+        assert self.ex
+        start = time.monotonic()
+        with swproxy.prober(self.ex, self.cfg, swproxy.probe_name(self.cfg, self.id)) as p:
+            if p is not self.ex:
+                self.steps.append(Step("probe", round(time.monotonic() - start, 3), True))
+            yield p
 
     def _restore(self, why: str, outcome: str) -> tuple[str, str]:
         """Put the service back on the release read in preflight (the records' last one);
@@ -570,6 +654,10 @@ class SwarmDeploy:
             "secrets": sorted((self.wanted.secrets if self.wanted else {}).values()),
             "nodes": [{"id": k, **v} for k, v in sorted(self.known_nodes.items())],
         }
+        if self.cfg.proxy is not None:
+            rec["proxy"] = {"service": swproxy.service_name(self.cfg.service),
+                            "config": swproxy.config_name(self.cfg),
+                            "port": self.cfg.proxy.http_port, "changed": self.proxy_changed}
         if self.req.kind == "rollback":
             rec["rollback_from"] = self.req.rollback_from
             rec["rollback_to"] = t.tag if t else None

@@ -15,6 +15,7 @@ from plainsail.config.model import Config
 from plainsail.deploy import health
 from plainsail.deploy.hostregistry import pull_repository
 from plainsail.deploy.plan import Request, Target, select_hosts, ssh_options
+from plainsail.deploy.records import new_deploy_id
 from plainsail.deploy.recover import _interrupted_record, find_stale
 from plainsail.deploy.rollback import Choice, previous_good, release_settings, successes
 from plainsail.errors import DeployError, PlainsailError, UsageError, one_line
@@ -22,6 +23,7 @@ from plainsail.hosts import state as hoststate
 from plainsail.hosts.executor import Executor, executor_for
 from plainsail.progress import NULL, Progress, Reporter, reporter
 from plainsail.swarm import cluster
+from plainsail.swarm import proxy as swproxy
 from plainsail.swarm.deploy import SwarmDeploy
 
 
@@ -135,15 +137,19 @@ def status(cfg: Config, executor: Executor | None = None) -> dict[str, Any]:
             known = cluster.nodes(ex, cfg)
             update, tasks = cluster.tasks(ex, cfg, known)
             out["update_status"] = update
-            once = replace(cfg.health, attempts=1)
-            for task in tasks:
-                entry: dict[str, Any] = task.to_json()
-                entry["health"] = "-"
-                if task.state == "running" and cfg.app.publish and task.address:
-                    verdict = health.gate(ex, once, (task.address, cfg.app.publish), task.id,
-                                          cfg.secrets(), state=cluster.task_state)
-                    entry["health"] = "ok" if verdict.healthy else verdict.reason
-                out["tasks"].append(entry)
+            out["tasks"] = [{**t.to_json(), "health": "-"} for t in tasks]
+            up = [(i, t) for i, t in enumerate(tasks) if t.state == "running"
+                  and (cfg.proxy or cfg.app.publish) and all(cluster.probe_target(cfg, t))]
+            if up:
+                once = replace(cfg.health, attempts=1)
+                name = swproxy.probe_name(cfg, new_deploy_id())
+                with swproxy.prober(ex, cfg, name) as prober:
+                    for i, task in up:
+                        verdict = health.gate(prober, once, cluster.probe_target(cfg, task),
+                                              task.id, cfg.secrets(), state=cluster.task_state)
+                        out["tasks"][i]["health"] = "ok" if verdict.healthy else verdict.reason
+        if cfg.proxy is not None:
+            out["proxy"] = proxy_status(ex, cfg)
         lock = hoststate.read_lock(ex, paths)
         if isinstance(lock, hoststate.LockInfo):
             out["lock"] = {"holder": lock.holder, "started": lock.started,
@@ -156,6 +162,22 @@ def status(cfg: Config, executor: Executor | None = None) -> dict[str, Any]:
                 "service": cfg.service}
     finally:
         ex.close()
+
+
+def proxy_status(ex: Executor, cfg: Config) -> dict[str, Any]:
+    """The proxy service: its port, Swarm's last update of it, its task on each node."""
+    assert cfg.proxy is not None
+    name = swproxy.service_name(cfg.service)
+    known = cluster.nodes(ex, cfg)
+    if cluster.inspect(ex, cfg, name) is None:
+        return {"service": name, "port": cfg.proxy.http_port, "exists": False, "tasks": [],
+                "update_status": None, "nodes": len(known)}
+    update, tasks = cluster.tasks(ex, cfg, known, service=name)
+    return {"service": name, "port": cfg.proxy.http_port, "exists": True,
+            "update_status": update, "nodes": len(known),
+            "tasks": [{"task": t.id, "node_id": t.node_id, "node": t.node,
+                       "address": t.address, "state": t.state, "error": t.error}
+                      for t in tasks]}
 
 
 def render_status(cfg: Config, s: dict[str, Any]) -> list[str]:
@@ -175,6 +197,17 @@ def render_status(cfg: Config, s: dict[str, Any]) -> list[str]:
             lines.append(f"  task {t['task'][:12]} on {t['address'] or t['node_id']} "
                          f"(node {t['node_id'][:12]}): {t['state']}, digest "
                          f"{t['digest'][7:19]}, health: {t['health']}")
+    px = s.get("proxy")
+    if px and not px["exists"]:
+        lines.append(f"  proxy {px['service']}: not created yet (the next deploy creates it)")
+    elif px:
+        up = [t for t in px["tasks"] if t["state"] == "running"]
+        state = (px["update_status"] or {}).get("State") or "none"
+        lines.append(f"  proxy {px['service']}: port {px['port']} on {len(up)}/{px['nodes']} "
+                     f"node(s) running; last update: {state}")
+        for t in px["tasks"]:
+            lines.append(f"    on {t['address'] or t['node_id']}: {t['state']}"
+                         + (f" ({t['error']})" if t["error"] else ""))
     lock = s.get("lock")
     if lock:
         lines.append(f"  LOCKED by {lock['holder']}"

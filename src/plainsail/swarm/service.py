@@ -69,6 +69,8 @@ class Spec:
     env: list[str] = field(default_factory=list)  # KEY=VALUE, plain settings only
     args: list[str] = field(default_factory=list)  # after the entry shim: the app's command
     secrets: dict[str, str] = field(default_factory=dict)  # variable -> Docker secret name
+    # (target, published) host-mode ports: app.publish, or none behind the proxy
+    ports: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def digest(self) -> str:
@@ -88,11 +90,13 @@ def parse_spec(data: Mapping[str, Any]) -> Spec:
         target = str((s.get("File") or {}).get("Name") or "")
         if target.startswith(SECRET_PREFIX):
             secrets[target[len(SECRET_PREFIX):]] = str(s.get("SecretName") or "")
+    ports = [(int(p.get("TargetPort") or 0), int(p.get("PublishedPort") or 0))
+             for p in (spec.get("EndpointSpec") or {}).get("Ports") or []]
     return Spec(image=str(container.get("Image") or ""),
                 labels={str(k): str(v) for k, v in (spec.get("Labels") or {}).items()},
                 env=[str(e) for e in container.get("Env") or []],
                 args=[str(a) for a in container.get("Args") or []],
-                secrets=secrets)
+                secrets=secrets, ports=ports)
 
 
 def app_command(cfg: Config, image_config: Mapping[str, Any]) -> list[str]:
@@ -138,13 +142,18 @@ def _secret_opt(variable: str, name: str) -> str:
     return f"source={name},target={SECRET_PREFIX}{variable}"
 
 
+def _port_opt(port: tuple[int, int]) -> str:
+    return f"mode=host,target={port[0]},published={port[1]}"
+
+
 def create_argv(cfg: Config, network: str, spec: Spec) -> list[str]:
     """`docker service create` of the service at `spec` (its first release)."""
-    assert cfg.swarm is not None and cfg.app.publish
+    assert cfg.swarm is not None
+    # Behind the proxy the tasks publish nothing: the proxy reaches them on the overlay.
+    publish = [x for port in spec.ports for x in ("--publish", _port_opt(port))]
     argv = ["docker", "service", "create", "--detach", "--name", cfg.service,
             "--no-resolve-image", "--with-registry-auth", "--endpoint-mode", "dnsrr",
-            "--network", network,
-            "--publish", f"mode=host,target={cfg.app.port},published={cfg.app.publish}",
+            "--network", network, *publish,
             "--config", f"source={entry_config_name()},target={ENTRY_PATH},mode=0555",
             "--entrypoint", shlex.join(ENTRYPOINT), *settings_args(cfg)]
     if cfg.app.init:
@@ -179,6 +188,12 @@ def update_argv(cfg: Config, current: Spec, wanted: Spec, *, force: bool = False
     for variable, name in sorted(wanted.secrets.items()):
         if current.secrets.get(variable) != name:
             argv += ["--secret-add", _secret_opt(variable, name)]
+    for port in current.ports:  # e.g. app.publish given up for the proxy, or back
+        if port not in wanted.ports:
+            argv += ["--publish-rm", f"published={port[1]},target={port[0]},mode=host"]
+    for port in wanted.ports:
+        if port not in current.ports:
+            argv += ["--publish-add", _port_opt(port)]
     argv += ["--args", shlex.join(wanted.args)]
     if force:
         argv.append("--force")
@@ -192,7 +207,8 @@ def wanted_spec(cfg: Config, image: str, tag: str, digest: str, deploy_id: str,
               LABEL_DEPLOY: deploy_id, LABEL_SETTINGS: settings}
     return Spec(image=f"{image}@{digest}", labels=labels,
                 env=[f"{k}={v}" for k, v in sorted(cfg.app.env.items())],
-                args=list(args), secrets=dict(secrets))
+                args=list(args), secrets=dict(secrets),
+                ports=[(cfg.app.port, cfg.app.publish)] if cfg.app.publish else [])
 
 
 # ---------------------------------------------------------------- small argv lists
