@@ -130,7 +130,7 @@ def test_config_check_accepts_and_host_commands_refuse_with_one_line(
     config = ["-c", str(tmp_path / "plainsail.yml")]
     assert cli.main(["config", "check", "--json", *config]) == 0
     assert '"target": "swarm"' in capsys.readouterr().out
-    for command in (["drill"], ["maintenance", "on"], ["proxy", "status"]):
+    for command in (["drill", "--backup"], ["maintenance", "on"], ["proxy", "status"]):
         assert cli.main([*command, *config]) == 1
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "does not support the swarm target yet" in err[0], err

@@ -165,6 +165,29 @@ def test_status_rollback_and_history(swarm_cluster: SwarmCluster, swarm_app: Swa
     assert all(a["source"] == "hosts" for a in attempts)
 
 
+def test_drill_rolls_back_and_comes_back(swarm_cluster: SwarmCluster,
+                                        swarm_app: SwarmApp) -> None:
+    """v1 runs (rolled back to); the release before it in the records is v2: the drill
+    updates the service to v2 and back to v1, both gated, no migration."""
+    app = swarm_app
+    v1, v2 = app.versions["v1"][0], app.versions["v2"][0]
+    version = app.spec()["Version"]
+    res = app.run("drill", as_json=False)
+    assert res.code == 2 and "run it again with --yes" in res.err, res.text
+    assert "requests that reach a node while its task is replaced fail" in res.err
+    assert app.spec()["Version"] == version
+    res = app.run("drill", "--yes")
+    result = json.loads(res.out)
+    assert res.code == 0 and result["outcome"] == "succeeded", res.text
+    assert (result["current"]["tag"], result["previous"]["tag"]) == (v1, v2)
+    assert result["rollback"]["outcome"] == result["deploy"]["outcome"] == "succeeded"
+    assert result["previous_works_with_current_schema"] and result["interruption_estimate"]
+    assert app.answers() == ["1", "1", "1"]
+    attempts = json.loads(app.run("history").out)
+    assert [(a["kind"], a["tag"], a["outcome"]) for a in attempts[:2]] == [
+        ("deploy", v1, "succeeded"), ("rollback", v2, "succeeded")]
+
+
 def test_sigterm_of_the_deployer_mid_update_puts_the_old_digest_back(
         swarm_cluster: SwarmCluster, swarm_app: SwarmApp) -> None:
     app = swarm_app

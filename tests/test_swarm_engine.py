@@ -447,3 +447,89 @@ def test_host_selection_is_refused_for_a_swarm(tmp_path: Path) -> None:
     s = b.deploy(V1, hosts=["pss2"])
     assert s["outcome"] == ABORTED and s["preflight"] and "--host" in s["reason"]
     assert b.fake.log == []
+
+
+def _drill(b: Bench, monkeypatch: pytest.MonkeyPatch, yes: bool = True) -> dict[str, Any]:
+    """`plainsail drill` of the swarm config, every connection to the fake manager."""
+    from plainsail.deploy.drill import drill
+    from plainsail.swarm import deploy as swarmdeploy
+    from plainsail.swarm import morning
+
+    monkeypatch.setattr(morning, "manager", lambda cfg: b.fake.executor())
+    monkeypatch.setattr(swarmdeploy, "executor_for", lambda *a, **k: b.fake.executor())
+    return drill(b.cfg, yes=yes, report=b.lines.append, environ=dict(b.env),
+                 resolve=lambda cfg, r: TARGETS[str(r.ref).split("@")[0]],
+                 sleep=lambda s: None)
+
+
+def _two_releases(tmp_path: Path) -> Bench:
+    b = Bench(tmp_path)
+    for target in (V1, V2):
+        assert b.deploy(target)["outcome"] == SUCCEEDED
+    return b
+
+
+def test_drill_rolls_back_to_the_previous_release_and_deploys_the_current_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    b = Bench(tmp_path)
+    b.deploy(V1)
+    with pytest.raises(PlainsailError, match="nothing to roll back to"):
+        _drill(b, monkeypatch)
+    b.deploy(V2)
+    before = len(b.records())
+    with pytest.raises(PlainsailError, match="from b2b2b2b2 to a1a1a1a1 and back through "
+                       "ssh://deploy@manager-1: without a proxy in front of the tasks") as err:
+        _drill(b, monkeypatch, yes=False)
+    assert "run it again with --yes" in str(err.value) and len(b.records()) == before
+    runs = sum(1 for a in b.fake.log if a[:2] == ["docker", "run"])
+    result = _drill(b, monkeypatch)
+    assert result["outcome"] == SUCCEEDED, result["reason"]
+    assert result["previous_works_with_current_schema"] and result["returned_to_current"]
+    assert (result["previous"]["tag"], result["current"]["tag"]) == (V1.tag, V2.tag)
+    assert result["interruption_estimate"] is not None
+    back, again = b.records()[-2:]
+    assert (back["kind"], back["tag"], back["outcome"]) == ("rollback", V1.tag, SUCCEEDED)
+    assert (again["kind"], again["tag"], again["outcome"]) == ("deploy", V2.tag, SUCCEEDED)
+    assert again["skip_migrations"] and back["drill"] == again["drill"] == result["id"]
+    assert sum(1 for a in b.fake.log if a[:2] == ["docker", "run"]) == runs  # no migration
+    assert b.fake.image.endswith(V2.digest)
+
+
+def test_drill_whose_rollback_fails_its_gate_reports_a_broken_way_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    b = _two_releases(tmp_path)
+    b.fake.healthy_image = lambda image: V1.digest not in image  # V1 no longer works
+    result = _drill(b, monkeypatch)
+    assert result["outcome"] == "failed" and not result["previous_works_with_current_schema"]
+    assert result["rollback"]["outcome"] == RESTORED and result["deploy"] is None
+    assert result["returned_to_current"] and "fix the way back" in result["reason"]
+    assert b.fake.image.endswith(V2.digest)
+
+
+def test_drill_refuses_an_unhealthy_service_a_held_lock_and_host_selection(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from plainsail.deploy.drill import DrillRefused, drill
+
+    b = _two_releases(tmp_path)
+    updates = b.fake.updates
+    b.fake.healthy_image = lambda image: False
+    with pytest.raises(DrillRefused, match=r"0 of 3 task\(s\) of b2b2b2b2 run healthy \(task "
+                       r"task\d+ on 10.232.1.2: running, health .*answered 500"):
+        _drill(b, monkeypatch)
+    b.fake.healthy_image = lambda image: True
+    _dead_lock(b)
+    with pytest.raises(DrillRefused, match="the deploy lock is held"):
+        _drill(b, monkeypatch)
+    with pytest.raises(PlainsailError, match="--host: a swarm drill"):
+        drill(b.cfg, hosts=["ssh://deploy@manager-1"], yes=True)
+    assert b.fake.updates == updates
+
+
+def test_drill_notice_behind_the_swarm_proxy_needs_no_yes() -> None:
+    from plainsail.deploy.drill import DrillPlan, interruption_notice
+
+    plan = DrillPlan("b2", "sha256:b2", "a1", ["ssh://deploy@manager-1"], 20.0)
+    assert interruption_notice(plan, proxied=True, swarm=True).endswith(
+        "from b2 to a1 and back behind the proxy on every node: no request is dropped")
+    assert "requests that reach a node while its task is replaced fail" in \
+        interruption_notice(plan, swarm=True)

@@ -261,7 +261,8 @@ def _rollback_args(p: argparse.ArgumentParser) -> None:
 
 def _drill_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", action="append", metavar="HOST", default=[],
-                   help="drill only this host (repeatable)")
+                   help="drill only this host (repeatable; refused with target: swarm, where "
+                   "Swarm chooses the nodes)")
     p.add_argument("--backup", action="store_true",
                    help="drill the restore instead: restore the newest backup into a scratch "
                    "database, compare every table's row count with the recorded counts, "

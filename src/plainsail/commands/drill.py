@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
                 f"{result['seconds']:.1f}s")
         return _report(args.json, result, text, "plainsail drill --backup")
     with json_on_failure("drill", args.json):
-        cfg = configlib.load(args.config)
+        cfg = configlib.load(args.config, swarm_ok=True)
         result = drill(cfg, hosts=args.host, yes=args.yes, report=reporter())
     return _report(args.json, result, render(result), "plainsail drill")
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +58,10 @@ def interruption(records: Sequence[Mapping[str, Any]]) -> float | None:
     for rec in good:
         steps = rec.get("steps") or []
         names = [str(s.get("name", "")) for s in steps]
+        if "converge" in names:  # a Swarm update: Swarm replacing the tasks, then the gate
+            found.append(sum(float(st.get("seconds") or 0) for st in steps
+                             if st.get("name") in ("converge", "gate")))
+            continue
         if "stop-old" not in names:
             continue
         down = 0.0
@@ -66,6 +71,47 @@ def interruption(records: Sequence[Mapping[str, Any]]) -> float | None:
                 break
         found.append(down)
     return max(found) if found else None
+
+
+def prepare_swarm(cfg: Config, hosts: list[str], warn: Callable[[str], None]) -> DrillPlan:
+    """`prepare` for `target: swarm`: the service runs one release, every task the Swarm
+    wants running runs it and passes a health probe, no update is paused or rolling back,
+    the lock is free, and the manager's records name a release before it."""
+    from plainsail.swarm import cluster, morning
+
+    if hosts:
+        raise UsageError("--host: a swarm drill updates the whole service through "
+                         "swarm.manager, on the nodes Swarm chooses; remove --host")
+    now = morning.status(cfg)
+    where = now["host"]
+    if not now["reachable"]:
+        raise DrillRefused(f"{where}: {now['error']}")
+    run = now["running"]
+    if not run:
+        raise DrillRefused(f"{where}: no Swarm service {cfg.service} runs; a drill starts "
+                           "from a healthy current version: deploy it first")
+    good = [t for t in now["tasks"] if t["state"] == "running" and t["health"] == "ok"
+            and t["digest"] == run["digest"]]
+    update = str((now["update_status"] or {}).get("State") or "")
+    if len(good) < int(now["replicas"] or 0) or len(good) < len(now["tasks"]) \
+            or update in cluster.FAILED_UPDATE or update == "updating":
+        bad = [f"task {t['task'][:12]} on {t['address'] or t['node_id']}: {t['state']}, "
+               f"health {t['health']}" for t in now["tasks"] if t not in good]
+        raise DrillRefused(
+            f"{where}: {len(good)} of {now['replicas']} task(s) of {run['tag']} run healthy"
+            + (f" ({'; '.join(bad)})" if bad else "")
+            + (f", Swarm's last update is {update.replace('_', ' ')}" if update not in (
+                "", "completed") else "")
+            + "; a drill starts from a healthy current version: fix it first (plainsail "
+            "status, plainsail logs)")
+    if now["lock"]:
+        raise DrillRefused(f"{where}: the deploy lock is held; wait for that attempt or see "
+                           "plainsail lock status")
+    with closing(morning.manager(cfg)) as ex:
+        previous = morning.choose(ex, cfg, None, warn).tag
+        paths, _ = hoststate.probe(ex, cfg.host_dir, cfg.service, timeout=cfg.timeouts.query)
+        estimate = interruption(hoststate.read_history(ex, paths, warn))
+    return DrillPlan(run["tag"], run["digest"], previous, [where], estimate)
 
 
 def prepare(cfg: Config, hosts: list[str], warn: Callable[[str], None]) -> DrillPlan:
@@ -101,7 +147,18 @@ def prepare(cfg: Config, hosts: list[str], warn: Callable[[str], None]) -> Drill
                      max(estimates) if estimates else None)
 
 
-def interruption_notice(plan: DrillPlan, proxied: bool = False) -> str:
+def interruption_notice(plan: DrillPlan, proxied: bool = False, swarm: bool = False) -> str:
+    if swarm and proxied:
+        return (f"the drill updates the Swarm service from {plan.current_tag} to "
+                f"{plan.previous_tag} and back behind the proxy on every node: no request "
+                "is dropped")
+    if swarm:
+        each = (f"each update took about {plan.interruption:.0f}s (the longest recent one)"
+                if plan.interruption is not None else "no earlier record has step times")
+        return (f"the drill updates the Swarm service from {plan.current_tag} to "
+                f"{plan.previous_tag} and back through {', '.join(plan.hosts)}: without a "
+                "proxy in front of the tasks, requests that reach a node while its task is "
+                f"replaced fail, twice on every node; {each}")
     if proxied:
         return (f"the drill switches {', '.join(plan.hosts)} from {plan.current_tag} to "
                 f"{plan.previous_tag} and back behind the proxy: no request is dropped")
@@ -115,19 +172,29 @@ def interruption_notice(plan: DrillPlan, proxied: bool = False) -> str:
 
 def drill(cfg: Config, *, hosts: list[str] | None = None, yes: bool = False,
           report: Reporter = NULL, environ: dict[str, str] | None = None,
-          progress: Progress = NULL) -> dict[str, Any]:
-    """Run the drill; return its result (`outcome` succeeded or failed)."""
+          progress: Progress = NULL, **swarm_kw: Any) -> dict[str, Any]:
+    """Run the drill; return its result (`outcome` succeeded or failed). `swarm_kw` goes
+    to each attempt of a swarm drill (`plainsail.swarm.deploy.SwarmDeploy`)."""
     hosts = hosts or []
     out = reporter(report, progress)
-    plan = prepare(cfg, hosts, out.warn)
-    notice = interruption_notice(plan, proxied=cfg.proxy is not None)
-    if not yes and cfg.proxy is None:
+    swarm = cfg.target == "swarm"
+    plan = (prepare_swarm if swarm else prepare)(cfg, hosts, out.warn)
+    proxied = cfg.proxy is not None  # hosts: per-host Caddy; swarm: the global proxy service
+    notice = interruption_notice(plan, proxied=proxied, swarm=swarm)
+    if not yes and not proxied:
         raise UsageError(f"{notice}; run it again with --yes to go ahead")
     out.say(notice, "drill")
     drill_id = new_deploy_id()
     env = dict(os.environ if environ is None else environ)
     out.say(f"{drill_id}: rolling back to {plan.previous_tag}", "drill")
-    back = rollback.rollback(cfg, hosts=hosts, report=out, environ=env, drill=drill_id)
+    if swarm:
+        from plainsail.swarm import morning
+        from plainsail.swarm.deploy import SwarmDeploy
+
+        back = morning.rollback(cfg, to=plan.previous_tag, report=out, environ=env,
+                                drill=drill_id, **swarm_kw)
+    else:
+        back = rollback.rollback(cfg, hosts=hosts, report=out, environ=env, drill=drill_id)
     result: dict[str, Any] = {
         "kind": "drill", "id": drill_id, "service": cfg.service, "hosts": plan.hosts,
         "current": {"tag": plan.current_tag, "digest": plan.current_digest},
@@ -146,7 +213,8 @@ def drill(cfg: Config, *, hosts: list[str] | None = None, yes: bool = False,
                 "is current)", "drill")
         req = Request(ref=f"{plan.current_tag}@{plan.current_digest}", hosts=hosts,
                       skip_migrations=True, kind="deploy", drill=drill_id)
-        again = Deploy(cfg, req, out, environ=env).run()
+        again = (SwarmDeploy(cfg, req, out, environ=env, **swarm_kw) if swarm
+                 else Deploy(cfg, req, out, environ=env)).run()
         result["deploy"] = _phase(again)
         returned = again.get("outcome") == SUCCEEDED
     else:

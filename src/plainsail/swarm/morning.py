@@ -27,7 +27,7 @@ from plainsail.swarm import proxy as swproxy
 from plainsail.swarm.deploy import SwarmDeploy
 
 
-def _manager(cfg: Config) -> Executor:
+def manager(cfg: Config) -> Executor:
     return executor_for(select_hosts(cfg, [])[0], ssh_options(cfg), cfg.secrets())
 
 
@@ -62,11 +62,11 @@ def rollback(cfg: Config, *, to: str | None = None, dry_run: bool = False,
              report: Reporter = NULL, environ: dict[str, str] | None = None,
              allow_breaking_migrations: bool = False, allow_shallow_clone: bool = False,
              progress: Progress = NULL, executor: Executor | None = None,
-             **deploy_kw: Any) -> dict[str, Any]:
+             drill: str | None = None, **deploy_kw: Any) -> dict[str, Any]:
     """A deploy of the recorded release (by its digest, signature verified again), with
     the app settings it ran with and today's secrets; migrations never run."""
     out = reporter(report, progress)
-    ex = executor or _manager(cfg)
+    ex = executor or manager(cfg)
     try:
         choice = choose(ex, cfg, to, out.warn)
     except BaseException:
@@ -75,7 +75,7 @@ def rollback(cfg: Config, *, to: str | None = None, dry_run: bool = False,
     run_cfg, said = release_settings(cfg, choice)
     out.say(said, "rollback")
     req = Request(ref=f"{choice.tag}@{choice.digest}", skip_migrations=True, dry_run=dry_run,
-                  force=True, kind="rollback", rollback_from=choice.running,
+                  force=True, kind="rollback", rollback_from=choice.running, drill=drill,
                   allow_breaking_migrations=allow_breaking_migrations,
                   allow_shallow_clone=allow_shallow_clone, settings_from=said)
     return SwarmDeploy(run_cfg, req, out, environ=environ, executor=ex, **deploy_kw).run()
@@ -90,7 +90,7 @@ def recover(cfg: Config, *, force: bool = False, report: Reporter = NULL,
     interrupted update left (running, paused, half done). Ends `recovered`, or
     `restore-failed` when that release does not come back healthy."""
     out = reporter(report, progress)
-    ex = executor or _manager(cfg)
+    ex = executor or manager(cfg)
     try:
         stale, good = find_stale(cfg, [], force, {ex.host.name: ex}, out.warn)
         if not stale:
@@ -120,7 +120,7 @@ def recover(cfg: Config, *, force: bool = False, report: Reporter = NULL,
 def status(cfg: Config, executor: Executor | None = None) -> dict[str, Any]:
     """What runs on the Swarm now; `reachable` False (with `error`) when the manager or
     its Swarm cannot be asked."""
-    ex = executor or _manager(cfg)
+    ex = executor or manager(cfg)
     name = ex.host.name
     try:
         paths, _ = hoststate.probe(ex, cfg.host_dir, cfg.service, timeout=cfg.timeouts.query)
