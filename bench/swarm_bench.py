@@ -132,6 +132,7 @@ def main() -> None:
     env = dict(line.split("=", 1) for line in swarm_sh("env").splitlines() if "=" in line)
     cluster = SwarmCluster(parse(listing, env, Path(env["PLAINSAIL_HOSTS_KEY"]).parent)[:3])
     work = Path(tempfile.mkdtemp(prefix="psswbench-"))
+    caddy = registry.repo(f"bench/caddy-{uuid.uuid4().hex[:6]}")
     try:
         pristine(cluster)
         image, versions = build_swarm_app(registry.repo(f"bench/swarm-{uuid.uuid4().hex[:6]}"),
@@ -139,8 +140,7 @@ def main() -> None:
         service = f"psbench{uuid.uuid4().hex[:6]}"
         (work / "plainsail.yml").write_text(swarm_config(
             service, image, cluster.manager, PORT, "DATABASE_URL",
-            "[/bin/busybox, echo, migrated]", proxy_image=push_caddy(registry.repo(
-                f"bench/caddy-{uuid.uuid4().hex[:6]}"))))
+            "[/bin/busybox, echo, migrated]", proxy_image=push_caddy(caddy)))
         ref = {n: f"{t}@{d}" for n, (t, d) in versions.items()}
         first, rec = plainsail(work, "deploy", ref["v1"])
         assert rec["outcome"] == "succeeded", rec
@@ -195,6 +195,7 @@ def main() -> None:
         print("plainsail's steps in its last upgrade: " + ", ".join(
             f"{s['name']} {s['seconds']:.1f}s" for s in last_steps))
     finally:
+        subprocess.run(["docker", "image", "rm", f"{caddy}:2"], capture_output=True)
         pristine(cluster)
         swarm_sh("unforward", port)
         stop(proc, registry.root)

@@ -24,6 +24,7 @@ from tests.support.services import Registry
 from tests.support.swarm_env import SwarmCluster, build_swarm_app, pristine, swarm_config
 
 PORT = 18441
+PUBLISHED = 18442
 SECRET = "postgresql://app:traffic-secret@db/app"
 
 
@@ -84,6 +85,9 @@ def proxied(swarm_cluster: SwarmCluster, registry: Registry, caddy_image: str,
     (work / "stop-first.yml").write_text(swarm_config(
         service, image, swarm_cluster.manager, PORT, "DATABASE_URL",
         "[/bin/busybox, echo, migrated]", proxy_image=caddy_image, order="stop-first"))
+    (work / "published.yml").write_text(swarm_config(  # no proxy: a port on each task
+        service, image, swarm_cluster.manager, PUBLISHED, "DATABASE_URL",
+        "[/bin/busybox, echo, migrated]"))
     pristine(swarm_cluster)
     yield ProxiedApp(work, image, versions, swarm_cluster, service)
     pristine(swarm_cluster)
@@ -156,4 +160,26 @@ def test_stop_first_update_under_load_fails_no_request(proxied: ProxiedApp) -> N
     counted(load, "update v2 -> v1 (stop-first)")
     rec = outcome(res)
     assert res.code == 0 and rec["outcome"] == "succeeded", res.text
+    assert set(app.answers()) == {"1"}
+
+
+def test_app_publish_given_and_given_up_again_moves_the_tasks_port(
+        proxied: ProxiedApp) -> None:
+    app = proxied
+
+    def ports() -> list[object]:
+        spec = json.loads(app.cluster.docker("service", "inspect", app.service).stdout)[0]
+        return list((spec["Spec"].get("EndpointSpec") or {}).get("Ports") or [])
+
+    res = app.run("deploy", app.ref("v2"), config="published.yml")
+    assert res.code == 0 and outcome(res)["outcome"] == "succeeded", res.text
+    assert [(p["TargetPort"], p["PublishedPort"], p["PublishMode"])  # type: ignore[index]
+            for p in ports()] == [(8080, PUBLISHED, "host")]
+    for node in app.cluster.nodes:
+        with urllib.request.urlopen(f"http://{node.hostname}:{PUBLISHED}/health",  # noqa: S310
+                                    timeout=5) as a:
+            assert json.loads(a.read())["version"] == "2"
+    res = app.run("deploy", app.ref("v1"), config="stop-first.yml")
+    assert res.code == 0 and outcome(res)["outcome"] == "succeeded", res.text
+    assert ports() == []
     assert set(app.answers()) == {"1"}
