@@ -14,6 +14,12 @@ pulls both images), per host count and mode, and the ratio to one host. Then whe
 of a deploy "at once" goes, per host count: for each step of the plan the slowest host's
 seconds (median over the runs; the hosts wait for each other between phases), and what is
 not in any step (starting the program, verifying the image, connecting, the schema gate).
+And what the machine spent on a deploy "at once" (median over the runs): remote commands
+per host (plainsail's own `-v` log, one line per command or port forward), and CPU
+seconds: plainsail with its SSH clients (connection masters included), the hosts' sshd
+with everything their sessions ran (shells, the docker CLI), and the hosts' Docker Engines
+(dockerd, containerd, the shims). Their sum over the machine's cores is the least wall
+time that work can take here, however well it overlaps.
 Then, on the largest host count with rollout {canary: 1, batch: 50%}: a host of batch 2
 fails its gate; the time from its UNHEALTHY line until the command ended, every switched
 host back on v1 (checked).
@@ -30,8 +36,11 @@ Usage (as root): .venv/bin/python bench/fleet_bench.py [--hosts 1,4,8] [--runs 3
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
+import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -50,6 +59,8 @@ from tests.support.proxy_env import CADDY_IMAGE, Load, start_load  # noqa: E402
 from tests.support.services import start_registry, stop  # noqa: E402
 
 HOSTS_SH = ROOT / "scripts" / "hosts.sh"
+CLK = os.sysconf("SC_CLK_TCK")
+CORES = os.cpu_count() or 1
 PLAINSAIL = ROOT / ".venv" / "bin" / "plainsail"
 
 
@@ -127,9 +138,17 @@ class Service:
 
     def deploy(self, ref: str) -> tuple[float, subprocess.CompletedProcess[str]]:
         start = time.monotonic()
-        res = subprocess.run([str(PLAINSAIL), "deploy", ref], cwd=self.dir,
+        res = subprocess.run([str(PLAINSAIL), "-v", "deploy", ref], cwd=self.dir,
                              capture_output=True, text=True)
         return time.monotonic() - start, res
+
+    def commands(self, res: subprocess.CompletedProcess[str]) -> dict[str, int]:
+        """Remote commands (and port forwards) per host, from the `-v` log."""
+        counts = {h.host: 0 for h in self.hosts}  # plainsail names a host as hosts: does
+        for m in re.finditer(r"^\[([^\]]+)\] \$ ", res.stderr, re.M):
+            if m[1] in counts:
+                counts[m[1]] += 1
+        return counts
 
     def load(self) -> list[Load]:
         """hey on every host's proxy (none without one), bounded to 120 s and 200/s."""
@@ -184,8 +203,71 @@ class Tally:
 Steps = dict[str, list[float]]
 
 
+def _seconds(pid: str) -> tuple[str, float]:
+    """A process's name and its CPU seconds, with those of its children it waited for."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2:].split()
+    return text[text.index("(") + 1:text.rindex(")")], sum(
+        int(x) for x in fields[11:15]) / CLK
+
+
+def host_cpu(hosts: list[NSHost]) -> dict[str, float]:
+    """CPU seconds so far of the hosts' processes: "sshd" (the SSH server and what its
+    sessions ran: shells, the docker CLI) and "engine" (dockerd, containerd, the shims)."""
+    spaces = {os.stat(f"/var/run/netns/{h.name}").st_ino for h in hosts}
+    out = {"sshd": 0.0, "engine": 0.0}
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            if os.stat(p / "ns" / "net").st_ino not in spaces:
+                continue
+            name, sec = _seconds(p.name)
+        except (OSError, ValueError, IndexError):
+            continue
+        out["sshd" if name.startswith("sshd") else "engine"] += sec
+    return out
+
+
+def own_cpu() -> float:
+    """CPU seconds of this script's finished descendants (plainsail and its SSH clients:
+    the connection masters, daemonized, come back here as orphans and are reaped)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == 0:
+            break
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+class Spent:
+    """Per run of a deploy: remote commands per host and CPU seconds by kind."""
+
+    def __init__(self) -> None:
+        self.commands: list[int] = []  # the busiest host's, per run
+        self.cpu: dict[str, list[float]] = {}
+        self.wall: list[float] = []
+
+    def add(self, commands: dict[str, int], cpu: dict[str, float], wall: float) -> None:
+        self.commands.append(max(commands.values()))
+        for k, v in cpu.items():
+            self.cpu.setdefault(k, []).append(v)
+        self.cpu.setdefault("total", []).append(sum(cpu.values()))
+        self.wall.append(wall)
+
+    def row(self, n: int) -> str:
+        med = {k: statistics.median(v) for k, v in self.cpu.items()}
+        return (f"| {n} | {statistics.median(self.wall):.2f}s | "
+                f"{statistics.median(self.commands):.0f} | "
+                f"{med['plainsail']:.2f} | {med['sshd']:.2f} | {med['engine']:.2f} | "
+                f"{med['total']:.2f} | {med['total'] / CORES:.2f}s |")
+
+
 def timed(svc: Service, refs: dict[str, str], runs: int, tally: Tally,
-          steps: Steps | None = None) -> float:
+          steps: Steps | None = None, spent: Spent | None = None) -> float:
     for v in ("2", "1"):  # warm-up: both images on every host
         _, res = svc.deploy(refs[v])
         if res.returncode != 0:
@@ -193,8 +275,13 @@ def timed(svc: Service, refs: dict[str, str], runs: int, tally: Tally,
     times = []
     for i in range(runs):
         loads = svc.load()
+        before, mine = host_cpu(svc.hosts), own_cpu()
         seconds, res = svc.deploy(refs["2" if i % 2 == 0 else "1"])
+        after, mine = host_cpu(svc.hosts), own_cpu() - mine
         tally.add(loads)
+        if spent is not None:
+            spent.add(svc.commands(res), {"plainsail": mine, **{
+                k: after[k] - before[k] for k in after}}, seconds)
         if res.returncode != 0:
             raise SystemExit(f"deploy failed:\n{res.stdout}\n{res.stderr}")
         times.append(seconds)
@@ -246,6 +333,9 @@ def main() -> None:
     ap.add_argument("--proxy", action="store_true", help="behind a proxy, under load")
     args = ap.parse_args()
     counts = [int(n) for n in args.hosts.split(",")]
+    # Orphaned descendants (SSH connection masters) come back to this process, whose
+    # CPU time then counts (own_cpu).
+    ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
     most = max(counts)
     was_up = len(sh("list").splitlines())
     listing = sh("up", str(max(most, was_up)))
@@ -261,6 +351,7 @@ def main() -> None:
         rows: dict[tuple[int, str], float] = {}
         tallies: dict[tuple[int, str], Tally] = {}
         where: dict[int, Steps] = {}
+        spent: dict[int, Spent] = {}
         for n in counts:
             for mode, extra in (("at once", ""), ("one at a time",
                                                   "rollout:\n  max_parallel: 1\n")):
@@ -269,6 +360,8 @@ def main() -> None:
                 try:
                     rows[n, mode] = timed(svc, refs, args.runs, tallies[n, mode],
                                           where.setdefault(n, {}) if mode == "at once"
+                                          else None,
+                                          spent.setdefault(n, Spent()) if mode == "at once"
                                           else None)
                 finally:
                     svc.clean()
@@ -290,6 +383,13 @@ def main() -> None:
             print(f"| {name} | " + " | ".join(
                 f"{statistics.median(where[n][name]):.2f}" if name in where[n] else "-"
                 for n in counts) + " |")
+        print(f"\nwhat a deploy (at once) spent, median: remote commands on the busiest host; "
+              f"CPU seconds; their sum over {CORES} cores")
+        print("| hosts | wall | commands/host | plainsail+ssh | hosts' sshd+CLI | engines | "
+              "CPU total | total/cores |")
+        print("|---|---|---|---|---|---|---|---|")
+        for n in counts:
+            print(spent[n].row(n))
         if most >= 3:
             print("\n" + failure(work, image, refs, hosts[:most], caddy))
     finally:

@@ -121,6 +121,7 @@ class Deploy:
         self._given = dict(executors or {})  # open connections to reuse, by host name
         self.sig = Signals()  # what SIGTERM and Ctrl-C do, now (plainsail.deploy.signals)
         self.unreached: dict[str, str] = {}  # preflight failed: each host, and why
+        self.prune: list[HostRun] = []  # switched and healthy: old containers go
 
     def _fan(self, runs: list[Any], fn: Callable[[Any], object],
              stoppable: bool = True) -> list[BaseException | None]:
@@ -448,11 +449,16 @@ class Deploy:
         # Hosts already running this exact image are left alone (they are locked all the
         # same, so nobody changes them under this deploy).
         active = [r for r in self.runs if r.outcome != UNCHANGED]
-        # Every host at once: the lock and env file, then the image (pull, or send) and,
-        # behind the proxy, the proxy's boot (it creates the network the migration joins).
-        failed = self._failures(self.runs, self._fan(self.runs, partial(self._walk, "lock")))
-        if not failed:
-            failed = self._failures(active, self._fan(active, partial(self._walk, "prepare")))
+
+        def ready(run: HostRun) -> None:
+            """The lock and env file, then the image (pull, or send) and, behind the proxy,
+            the proxy's boot (it creates the network the migration joins): on each host as
+            soon as its own lock is taken (neither changes what serves, so no host waits
+            for the others' locks)."""
+            if self._walk("lock", run) and run in active:
+                self._walk("prepare", run)
+
+        failed = self._failures(self.runs, self._fan(self.runs, ready))
         if failed:
             reason = (f"{'; '.join(one_line(exc) for _, exc in failed)}; nothing was "
                       "switched, the running version is untouched")
@@ -478,14 +484,10 @@ class Deploy:
             return ended
         for run in active:
             run.outcome = SUCCEEDED
-        # Pruning never undoes a healthy deploy: a failure there is only reported, and a
-        # signal waits until it and the records are done (well under a second).
+        # Pruning never undoes a healthy deploy: each host prunes as its records are made
+        # (`_finish`), and a failure there is only reported.
         self.sig.finishing = True
-        pruned = self._fan(active, partial(self._walk, "prune"), stoppable=False)
-        for run, exc in zip(active, pruned, strict=True):
-            if exc is not None:
-                self.out.warn(f"{run.host.name}: removing old containers failed "
-                     f"({type(exc).__name__}: {one_line(exc)}); the deploy is unaffected")
+        self.prune = active
         if self.req.kind == "recover":
             for run in active:
                 run.outcome = RECOVERED
@@ -515,10 +517,22 @@ class Deploy:
             if not run.outcome:
                 run.outcome = outcome
                 run.reason = run.reason or reason
+
+        def close_out(run: HostRun) -> None:
+            """After a healthy switch the old containers pruned, then the host's record and
+            its unlock (the next deploy sees this one). None of them raises."""
+            if run in self.prune:
+                try:
+                    self._walk("prune", run)
+                except Exception as exc:  # noqa: BLE001 - never undoes a healthy deploy
+                    self.out.warn(f"{run.host.name}: removing old containers failed "
+                                  f"({type(exc).__name__}: {one_line(exc)}); the deploy is "
+                                  "unaffected")
             run.record = self._record(run, run.outcome, run.reason or reason)
-        # Every host at once: its record, then its unlock (the next deploy sees this one).
-        # Neither raises; a signal now waits until they are done.
-        done = self._fan(self.runs, partial(self._walk, "finish"), stoppable=False)
+            self._walk("finish", run)
+
+        # Every host at once; a signal now waits until they are done.
+        done = self._fan(self.runs, close_out, stoppable=False)
         for run in self.runs:
             self.out.host_done(run.host.name, run.outcome)
         for exc in done:
