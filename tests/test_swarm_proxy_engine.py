@@ -172,3 +172,27 @@ def test_moving_from_app_publish_to_the_proxy_unpublishes_the_tasks(tmp_path: Pa
     update = next(a for a in reversed(b.fake.log) if a[-1] == "api"
                   and a[:3] == ["docker", "service", "update"])
     assert "published=18080,target=8080,mode=host" in update
+
+
+def test_the_probe_container_starts_while_swarm_replaces_the_tasks(tmp_path: Path) -> None:
+    """Behind the proxy the gate's probe container is started right after the update is
+    asked for, before the wait for Swarm (whose tasks take far longer than its start), and
+    removed however the wait ends."""
+    b = bench(tmp_path)
+    assert b.deploy(V1)["outcome"] == SUCCEEDED
+    b.fake.log.clear()
+    s = b.deploy(V2)
+    assert s["outcome"] == SUCCEEDED, s["reason"]
+    names = [st["name"] for st in s["steps"]]
+    assert names.index("service") < names.index("probe") < names.index("converge") \
+        < names.index("gate")
+    update = next(i for i, a in enumerate(b.fake.log) if a[:3] == ["docker", "service",
+                                                                  "update"])
+    probe = next(i for i, a in enumerate(b.fake.log) if a[:2] == ["docker", "run"]
+                 and "--entrypoint" in a)
+    look = next(i for i, a in enumerate(b.fake.log) if i > update and a[:2] == ["sh", "-c"])
+    assert update < probe < look
+    b.fake.update_state = "paused"  # the wait ends in a failure: the probe is removed too
+    s = b.deploy(V1)
+    assert s["outcome"] == RESTORED and "update is paused" in s["reason"], s["reason"]
+    assert not b.fake.probes

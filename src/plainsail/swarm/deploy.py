@@ -519,27 +519,30 @@ class SwarmDeploy:
         deadline = time.monotonic() + cfg.timeouts.command + batches * (
             sw.update.delay + cfg.app.stop_timeout + 10)
         key = f"converge {cfg.service}"
-        try:
-            running = self._step("converge", lambda: cluster.converge(
-                ex, cfg, spec.image, spec.labels.get(svc.LABEL_DEPLOY, ""), deadline,
-                self.known_nodes,
-                on_wait=lambda text: self.progress.update(key, text), sleep=self._sleep))
-        except cluster.SwarmError as exc:
-            return one_line(exc)
-        except RemoteError as exc:
-            return f"the Swarm could not be watched: {one_line(exc)}"
-        finally:
-            self.progress.done(key)
-        self.tasks = [t.to_json() for t in running]
-        self._say(self.host.name, f"{len(running)} task(s) running on "
-                  + ", ".join(sorted({t.node or t.node_id for t in running})))
 
         def shown(task: cluster.Task, a: Any) -> None:
             self.progress.update(f"gate {task.node}", f"attempt {a.n}/{hc.attempts}: "
                                  + (f"answered {a.status}" if a.status else str(a.error)))
 
+        # The gate's probe container (behind the proxy) starts before the wait, while Swarm
+        # replaces the tasks, not after it: its start no longer adds to the deploy's time.
         try:
             with self._prober() as prober:
+                try:
+                    running = self._step("converge", lambda: cluster.converge(
+                        ex, cfg, spec.image, spec.labels.get(svc.LABEL_DEPLOY, ""), deadline,
+                        self.known_nodes,
+                        on_wait=lambda text: self.progress.update(key, text),
+                        sleep=self._sleep))
+                except cluster.SwarmError as exc:
+                    return one_line(exc)
+                except RemoteError as exc:
+                    return f"the Swarm could not be watched: {one_line(exc)}"
+                finally:
+                    self.progress.done(key)
+                self.tasks = [t.to_json() for t in running]
+                self._say(self.host.name, f"{len(running)} task(s) running on "
+                          + ", ".join(sorted({t.node or t.node_id for t in running})))
                 ok, why, verdicts = self._step("gate", lambda: cluster.gate(
                     prober, cfg, running, self.secret_values, shown))
         except PlainsailError as exc:
