@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 import urllib.request
 import uuid
@@ -26,7 +25,9 @@ from tests.support.swarm_env import (
     answers,
     build_swarm_app,
     deploy_until_update,
+    outcome,
     pristine,
+    remove_app_images,
     swarm_config,
     swarm_sh,
 )
@@ -78,14 +79,7 @@ def swarm_app(swarm_cluster: SwarmCluster, registry: Registry,
     pristine(swarm_cluster)
     yield SwarmApp(work, image, versions, swarm_cluster, service)
     pristine(swarm_cluster)
-    subprocess.run(["docker", "image", "rm", "-f", *[f"{image}:{t}" for t, _ in
-                                                     versions.values()]], capture_output=True)
-
-
-def outcome(res: CliResult) -> dict[str, object]:
-    rec = json.loads(res.out)
-    assert isinstance(rec, dict)
-    return rec
+    remove_app_images(image, versions)
 
 
 def test_first_deploy_on_a_pristine_cluster(swarm_cluster: SwarmCluster,

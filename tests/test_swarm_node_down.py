@@ -11,7 +11,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from tests.support.swarm_env import (
     answers,
     build_swarm_app,
     deploy_until_update,
+    remove_app_images,
     swarm_config,
     swarm_sh,
 )
@@ -51,9 +51,7 @@ def app(swarm_cluster: SwarmCluster, registry: Registry, tmp_path: Path) -> Iter
     finally:
         swarm_sh("up")  # the stopped engine again (a failed test too), the node rejoined
         swarm_cluster.docker("service", "rm", service)
-        subprocess.run(["docker", "image", "rm", "-f", *[f"{image}:{t}" for t, _ in
-                                                         versions.values()]],
-                       capture_output=True, check=False)
+        remove_app_images(image, versions)
 
 
 def stop_engine(node_dir: Path) -> None:

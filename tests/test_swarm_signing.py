@@ -22,6 +22,7 @@ from tests.support.swarm_env import (
     SwarmService,
     answers,
     build_swarm_app,
+    remove_app_images,
     swarm_config,
 )
 
@@ -75,9 +76,7 @@ def app(swarm_cluster: SwarmCluster, registry: Registry, tmp_path: Path) -> Iter
         yield a
     finally:
         swarm_cluster.docker("service", "rm", service)
-        subprocess.run(["docker", "image", "rm", "-f", *[f"{image}:{t}" for t, _ in
-                                                         versions.values()]],
-                       capture_output=True, check=False)
+        remove_app_images(image, versions)
 
 
 def refused(app: App, ref: str, words: str) -> None:

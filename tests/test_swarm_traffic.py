@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -21,7 +20,14 @@ import pytest
 from tests.support.cli import CliResult, plainsail
 from tests.support.proxy_env import Load, start_load
 from tests.support.services import Registry
-from tests.support.swarm_env import SwarmCluster, build_swarm_app, pristine, swarm_config
+from tests.support.swarm_env import (
+    SwarmCluster,
+    build_swarm_app,
+    outcome,
+    pristine,
+    remove_app_images,
+    swarm_config,
+)
 
 PORT = 18441
 PUBLISHED = 18442
@@ -91,14 +97,7 @@ def proxied(swarm_cluster: SwarmCluster, registry: Registry, caddy_image: str,
     pristine(swarm_cluster)
     yield ProxiedApp(work, image, versions, swarm_cluster, service)
     pristine(swarm_cluster)
-    subprocess.run(["docker", "image", "rm", "-f", *[f"{image}:{t}" for t, _ in
-                                                     versions.values()]], capture_output=True)
-
-
-def outcome(res: CliResult) -> dict[str, object]:
-    rec = json.loads(res.out)
-    assert isinstance(rec, dict), res.text
-    return rec
+    remove_app_images(image, versions)
 
 
 def counted(load: Load, what: str) -> dict[str, int]:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.cli import CliResult
 from tests.support.nshosts import NSHost, parse, run_script
 from tests.support.services import Registry
 
@@ -146,6 +147,20 @@ def swarm_config(service: str, image: str, manager: NSHost, port: int, secret: s
             f"migrate:\n  command: {migrate}\n  timeout: 60s\n"
             "health:\n  body_contains: '\"database\": \"ok\"'\n  attempts: 10\n"
             f"  interval: 500ms\n{entry}")
+
+
+def remove_app_images(image: str, versions: dict[str, tuple[str, str]]) -> None:
+    """The versions of build_swarm_app() out of the machine's engine (a test's clean-up)."""
+    subprocess.run(["docker", "image", "rm", "-f", *[f"{image}:{t}" for t, _ in
+                                                     versions.values()]],
+                   capture_output=True, check=False)
+
+
+def outcome(res: CliResult) -> dict[str, object]:
+    """The record a `--json` command printed."""
+    rec = json.loads(res.out)
+    assert isinstance(rec, dict), res.text
+    return rec
 
 
 def pristine(cluster: SwarmCluster) -> None:
