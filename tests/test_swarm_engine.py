@@ -221,6 +221,44 @@ def test_failed_migration_leaves_the_service_untouched(tmp_path: Path) -> None:
     assert b.fake.image.endswith(V1.digest) and not b.fake.locked("api")
 
 
+def test_a_removed_networks_stale_copy_is_waited_out_and_the_migration_runs_once(
+        tmp_path: Path) -> None:
+    """The manager still shows a network removed a moment ago: `inspect` answers, joining
+    it fails with "network ID not found" and nothing starts. The deploy waits the copy out,
+    creates the network and runs the command again; the migration runs once."""
+    b = Bench(tmp_path)
+    b.fake.stale_looks = 2
+    s = b.deploy(V1)
+    assert s["outcome"] == SUCCEEDED, s["reason"]
+    assert b.fake.joins_refused == 1 and "plainsail" in b.fake.swarm_networks
+    creates = [a for a in b.fake.log if a[1:3] == ["network", "create"]]
+    migrations = [a for a in b.fake.log if a[:2] == ["docker", "run"] and "migrate" in a]
+    assert len(creates) == 1 and len(migrations) == 2
+    assert s["migration"]["exit_code"] == 0
+    assert any("does not know the overlay network plainsail yet" in line
+               for line in b.lines), b.lines
+
+
+def test_a_network_that_stays_unknown_fails_the_migration_after_three_tries(
+        tmp_path: Path) -> None:
+    b = Bench(tmp_path)
+    b.fake.stale_looks = 10**6  # inspect always answers, the network never exists
+    s = b.deploy(V1)
+    assert s["outcome"] == FAILED_MIGRATION and "network" in s["reason"]
+    assert b.fake.joins_refused == 3 and b.fake.spec is None
+    assert not b.fake.locked("api")
+
+
+def test_a_service_create_refused_for_an_unknown_network_is_run_again(
+        tmp_path: Path) -> None:
+    b = Bench(tmp_path, extra="")
+    b.cfg = replace(b.cfg, migrate=None)
+    b.fake.stale_looks = 2
+    s = b.deploy(V1)
+    assert s["outcome"] == SUCCEEDED, s["reason"]
+    assert b.fake.joins_refused == 1 and b.fake.updates == 1
+
+
 def test_registry_unreachable_from_the_manager_aborts_before_any_change(
         tmp_path: Path) -> None:
     b = Bench(tmp_path)

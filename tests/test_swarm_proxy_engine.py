@@ -7,6 +7,7 @@ tests/test_swarm_traffic.py runs the same code on a real 3-node Swarm under load
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from plainsail.deploy.outcomes import ABORTED, RESTORED, SUCCEEDED, UNCHANGED
@@ -196,3 +197,23 @@ def test_the_probe_container_starts_while_swarm_replaces_the_tasks(tmp_path: Pat
     s = b.deploy(V1)
     assert s["outcome"] == RESTORED and "update is paused" in s["reason"], s["reason"]
     assert not b.fake.probes
+
+
+def test_the_proxy_and_the_probe_wait_out_a_removed_networks_stale_copy(
+        tmp_path: Path) -> None:
+    """The overlay network removed a moment ago (the manager still shows it): the proxy's
+    create on a first deploy, and the probe container on a later one, are refused with
+    "network ID not found"; each is run again once the network exists."""
+    b = bench(tmp_path)
+    b.fake.stale_looks = 2
+    s = b.deploy(V1)
+    assert s["outcome"] == SUCCEEDED, s["reason"]
+    assert b.fake.joins_refused == 1 and b.fake.proxy_updates == 1
+    b.cfg = replace(b.cfg, migrate=None)  # the probe is the first to join the network
+    b.fake.swarm_networks.clear()
+    b.fake.stale_looks = 1
+    b.fake.probed.clear()
+    s = b.deploy(V2)
+    assert s["outcome"] == SUCCEEDED, s["reason"]
+    assert b.fake.joins_refused == 2 and b.fake.swarm_networks == {"plainsail"}
+    assert b.fake.probed and not b.fake.probes  # the gate probed, the probe was removed

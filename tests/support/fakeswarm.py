@@ -38,6 +38,10 @@ class FakeSwarm(FakeHost):
         self.secrets: dict[str, str] = {}  # name -> value
         self.configs: dict[str, str] = {}
         self.swarm_networks: set[str] = set()
+        # How many more times `docker network inspect` finds a removed network (the
+        # manager's stale copy) while commands that join it fail with "network ID not found".
+        self.stale_looks = 0
+        self.joins_refused = 0  # commands refused because the network did not exist
         self.network = "plainsail"  # the service's overlay network
         self.image_config: dict[str, Any] = {"Entrypoint": None, "Cmd": ["/bin/app", "serve"]}
         # Set to "paused" (etc.): the next create/update does not converge.
@@ -92,6 +96,15 @@ class FakeSwarmExecutor(FakeExecutor):
 
     def _do(self, argv: list[str], stdin: str | None) -> tuple[int, str, str]:
         f = self.fake
+        joins = argv[:2] == ["docker", "run"] or argv[1:3] in (["service", "create"],
+                                                              ["service", "update"])
+        if joins and "--network" in argv and argv[argv.index("--network") + 1] \
+                not in f.swarm_networks:
+            f.joins_refused += 1
+            return 125 if argv[1] == "run" else 1, "", (
+                ("docker: " if argv[1] == "run" else "") + "Error response from daemon: "
+                "network 7jb1yx0rtmcxkkmoae6kbpnvm not found\n\n"
+                "Run 'docker run --help' for more information")
         if self._is_proxy(argv):
             return self._proxy_cmd(argv, stdin)
         if argv[:2] == ["docker", "run"] and "sleep" in argv:  # a probe container
@@ -213,6 +226,9 @@ class FakeSwarmExecutor(FakeExecutor):
             return 0, json.dumps(f.image_config), ""
         if cmd == ["network", "inspect"]:
             net = argv[-1]
+            if f.stale_looks and net not in f.swarm_networks:
+                f.stale_looks -= 1
+                return 0, "overlay swarm", ""
             return (0, "overlay swarm", "") if net in f.swarm_networks else (
                 1, "", f"Error: No such network: {net}")
         if cmd == ["network", "create"]:

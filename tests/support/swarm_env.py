@@ -182,6 +182,10 @@ def pristine(cluster: SwarmCluster) -> None:
         if res.returncode == 0 or "not found" in res.stderr or "No such" in res.stderr:
             break
         time.sleep(1)
+    for _ in range(60):  # and until the manager's own copy of it is gone too
+        if cluster.docker("network", "inspect", "plainsail").returncode != 0:
+            break
+        time.sleep(0.25)
     for node in cluster.nodes:
         node.docker("container", "prune", "-f")
         images = node.docker("image", "ls", "-aq").stdout.split()

@@ -14,8 +14,8 @@ from typing import Any
 
 from plainsail.config.model import Config
 from plainsail.deploy import health
-from plainsail.errors import PlainsailError, RemoteError
-from plainsail.hosts.executor import Executor, error_line
+from plainsail.errors import PlainsailError
+from plainsail.hosts.executor import Executor
 from plainsail.secret import Secret
 from plainsail.swarm import proxy
 from plainsail.swarm import service as svc
@@ -265,21 +265,3 @@ def proxy_converge(ex: Executor, cfg: Config, known: dict[str, dict[str, str]],
             raise SwarmError(f"the proxy service {name} did not start in time: {where}")
         on_wait(where)
         sleep(POLL_SECONDS)
-
-
-def ensure(ex: Executor, cfg: Config, check: list[str], create: list[str], what: str,
-           stdin: str | None = None) -> bool:
-    """Create an object (network, config) unless it exists; True when it was created.
-    Another deployer creating it meanwhile is no error."""
-    if ex.run(check, check=False, timeout=cfg.timeouts.query, what=f"inspect {what}").ok:
-        return False
-    res = ex.run(create, check=False, input=stdin, timeout=cfg.timeouts.command,
-                 what=f"create {what}")
-    if res.ok:
-        return True
-    if "already exists" in res.tail():
-        return False
-    raise RemoteError(f"{ex.host.name}: could not create {what}: "
-                      f"{error_line(res.tail()) or 'no output'}",
-                      host=ex.host.name, argv=res.argv, returncode=res.returncode,
-                      output_tail=res.tail())

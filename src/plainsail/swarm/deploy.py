@@ -72,11 +72,11 @@ from plainsail.errors import (
 from plainsail.hosts import docker
 from plainsail.hosts import state as hoststate
 from plainsail.hosts.addresses import Host
-from plainsail.hosts.executor import Executor, error_line, executor_for
+from plainsail.hosts.executor import Executor, Result, error_line, executor_for
 from plainsail.interrupts import handled_by
 from plainsail.progress import NULL, Progress, Reporter, reporter
 from plainsail.secret import Secret
-from plainsail.swarm import cluster
+from plainsail.swarm import cluster, objects
 from plainsail.swarm import proxy as swproxy
 from plainsail.swarm import service as svc
 
@@ -378,7 +378,7 @@ class SwarmDeploy:
         assert self.ex
         ex, cfg = self.ex, self.cfg
         name = swproxy.service_name(cfg.service)
-        self._step("proxy-config", lambda: cluster.ensure(
+        self._step("proxy-config", lambda: objects.ensure(
             ex, cfg, swproxy.config_inspect_argv(cfg), swproxy.config_create_argv(cfg),
             "the proxy's Caddy config", stdin=swproxy.caddy_config(cfg)))
         argv = self._proxy_argv()
@@ -386,8 +386,9 @@ class SwarmDeploy:
             port = cfg.proxy.http_port if cfg.proxy else 0
             self._say(self.host.name, ("create" if self.proxy_now is None else "update")
                       + f" the proxy service {name} (global, port {port} on every node)")
-            self._step("proxy", lambda: ex.run(argv, timeout=cfg.timeouts.command,
-                                               what="docker service create/update (proxy)"))
+            self._step("proxy", lambda: self._on_network(partial(
+                ex.run, argv, timeout=cfg.timeouts.command,
+                what="docker service create/update (proxy)")))
             self.proxy_changed = True
         key = f"converge {name}"
         deadline = time.monotonic() + cfg.timeouts.command + cfg.timeouts.pull
@@ -425,11 +426,8 @@ class SwarmDeploy:
         except (LockError, PlainsailError) as exc:
             return ABORTED, f"{one_line(exc)}; {untouched}"
         try:
-            self._step("network", lambda: cluster.ensure(
-                ex, cfg, svc.network_inspect_argv(cfg.swarm_network),
-                svc.network_create_argv(cfg.swarm_network),
-                f"the overlay network {cfg.swarm_network}"))
-            self._step("entry-shim", lambda: cluster.ensure(
+            self._step("network", lambda: objects.ensure_network(ex, cfg, cfg.swarm_network))
+            self._step("entry-shim", lambda: objects.ensure(
                 ex, cfg, svc.entry_config_inspect_argv(), svc.entry_config_argv(),
                 "the entry shim's config", stdin=svc.ENTRY_SCRIPT))
             if cfg.proxy is not None:
@@ -459,10 +457,9 @@ class SwarmDeploy:
             self._say(self.host.name, ("create" if self.previous is None else "update")
                       + f" the service {cfg.service} to {t.tag}")
             self.changed = True
-            self._step("service", lambda: ex.run(argv, timeout=cfg.timeouts.command,
-                                                 what="docker service "
-                                                 + ("create" if self.previous is None
-                                                    else "update")))
+            self._step("service", lambda: self._on_network(partial(
+                ex.run, argv, timeout=cfg.timeouts.command,
+                what="docker service " + ("create" if self.previous is None else "update"))))
         except PlainsailError as exc:
             return self._restore(one_line(exc), ABORTED)
         problem = self._wait_and_gate(spec, self.health)
@@ -486,7 +483,8 @@ class SwarmDeploy:
         self._say(self.host.name, f"migrate: {' '.join(m.command)}")
         start = time.monotonic()
         try:
-            res = ex.run(argv, timeout=m.timeout, check=False, what="migrations")
+            res = self._on_network(partial(ex.run, argv, timeout=m.timeout, check=False,
+                                           what="migrations"))
             code: int | None = res.returncode
             tail = res.tail()
         except RemoteError as exc:  # timeout
@@ -506,6 +504,13 @@ class SwarmDeploy:
         return False, (f"migrations failed ({why}): {error_line(tail or '') or 'no output'}; "
                        "the deploy stopped before touching the service, which keeps serving "
                        "the old schema")
+
+    def _on_network(self, run: Callable[[], Result]) -> Result:
+        """run() a command that joins the overlay network (objects.attach)."""
+        assert self.ex
+        return objects.attach(self.ex, self.cfg, self.cfg.swarm_network, run,
+                              on_retry=lambda text: self._say(self.host.name, text),
+                              sleep=self._sleep)
 
     def _wait_and_gate(self, spec: svc.Spec, into: list[dict[str, Any]]) -> str:
         """Wait for the service to run `spec` everywhere, then gate every task; the

@@ -25,11 +25,13 @@ import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from plainsail.config.model import Config
 from plainsail.errors import PlainsailError
 from plainsail.hosts.executor import Executor, Result, error_line
+from plainsail.swarm import objects
 from plainsail.swarm import service as svc
 
 LABEL_PROXY = "plainsail.proxy"  # the proxy service's settings: image, port and config
@@ -267,8 +269,9 @@ def prober(ex: Executor, cfg: Config, name: str) -> Iterator[Executor]:
     if cfg.proxy is None:
         yield ex
         return
-    ex.run(probe_start_argv(cfg, name), timeout=cfg.timeouts.pull,
-           what="start the probe container")
+    objects.attach(ex, cfg, cfg.swarm_network, partial(
+        ex.run, probe_start_argv(cfg, name), timeout=cfg.timeouts.pull,
+        what="start the probe container"))
     try:
         yield ProbeExecutor(ex, name)
     finally:
