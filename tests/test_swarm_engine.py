@@ -398,8 +398,9 @@ def test_status_lists_each_task_with_its_node_digest_and_health(tmp_path: Path) 
     assert "3/3 task(s) running" in text and "10.232.2.2" in text
     b.fake.fail("probe", kind="drop")
     down = status(b.cfg, b.fake.executor())
-    assert not down["reachable"] and render_status(b.cfg, down)[0].startswith(
-        "ssh://deploy@manager-1: UNREACHABLE")
+    line = render_status(b.cfg, down)[0]
+    assert not down["reachable"] and line.startswith("ssh://deploy@manager-1: UNREACHABLE: ")
+    assert line.count("manager-1") == 1, line  # the host named once
 
 
 def test_a_refused_signature_stops_before_the_manager_is_asked(tmp_path: Path) -> None:

@@ -182,7 +182,7 @@ def proxy_status(ex: Executor, cfg: Config) -> dict[str, Any]:
 
 def render_status(cfg: Config, s: dict[str, Any]) -> list[str]:
     if not s["reachable"]:
-        return [f"{s['host']}: UNREACHABLE: {s['error']}"]
+        return [f"{s['host']}: UNREACHABLE: {s['error'].removeprefix(s['host'] + ': ')}"]
     run = s["running"]
     if not run:
         lines = [f"{s['host']}: no Swarm service {cfg.service}"]
