@@ -73,6 +73,9 @@ def swarm_app(swarm_cluster: SwarmCluster, registry: Registry,
     m = swarm_cluster.manager
     (work / "plainsail.yml").write_text(swarm_config(service, image, m, PORT, SECRET_NAME,
                                                      "[/bin/busybox, echo, migrated]"))
+    (work / "no-check.yml").write_text(swarm_config(
+        service, image, m, PORT, SECRET_NAME, "[/bin/busybox, echo, migrated]",
+        healthcheck=False))
     (work / "failing-migration.yml").write_text(swarm_config(
         service, image, m, PORT, SECRET_NAME,
         "[/bin/busybox, sh, -c, 'echo relation missing; exit 3']"))
@@ -114,15 +117,37 @@ def test_upgrade_of_three_replicas(swarm_cluster: SwarmCluster, swarm_app: Swarm
     assert len(after) == 1 and after.isdisjoint(before)  # the old version was removed
 
 
-def test_version_failing_its_gate_is_replaced_by_the_recorded_one(
+def test_version_failing_swarms_health_check_is_replaced_by_the_recorded_one(
         swarm_cluster: SwarmCluster, swarm_app: SwarmApp) -> None:
+    """v3 answers 404 on /health: Swarm's health check (plainsail's script, run with the
+    image's busybox nc) never passes, Swarm stops the task and pauses the update, and
+    plainsail puts v2 back."""
     app = swarm_app
+    container = app.spec()["Spec"]["TaskTemplate"]["ContainerSpec"]  # type: ignore[index]
+    assert "/plainsail-health.sh nc http://127.0.0.1:8080/health 200" in " ".join(
+        container["Healthcheck"]["Test"])
     res = app.run("deploy", app.ref("v3"))
     rec = outcome(res)
     assert res.code == 1 and rec["outcome"] == "failed-health-restored", res.text
-    assert "health gate failed" in str(rec["reason"])
+    assert "update is paused" in str(rec["reason"]), rec["reason"]
+    assert rec["healthcheck"] == {"source": "plainsail", "client": "nc", "every": "0.5s"}
     assert app.answers() == ["2", "2", "2"]
     assert f"@{app.versions['v2'][1]}" in json.dumps(app.spec())
+
+
+def test_version_failing_its_gate_is_replaced_by_the_recorded_one(
+        swarm_cluster: SwarmCluster, swarm_app: SwarmApp) -> None:
+    """Without Swarm's health check v3's tasks run, and plainsail's own gate finds them
+    failing; going back to v2 puts v2's health check back as well."""
+    app = swarm_app
+    res = app.run("deploy", app.ref("v3"), config="no-check.yml")
+    rec = outcome(res)
+    assert res.code == 1 and rec["outcome"] == "failed-health-restored", res.text
+    assert "health gate failed" in str(rec["reason"]) and "404" in str(rec["reason"])
+    assert app.answers() == ["2", "2", "2"]
+    assert f"@{app.versions['v2'][1]}" in json.dumps(app.spec())
+    container = app.spec()["Spec"]["TaskTemplate"]["ContainerSpec"]  # type: ignore[index]
+    assert "/plainsail-health.sh" in " ".join(container["Healthcheck"]["Test"])
 
 
 def test_failed_migration_leaves_the_service_untouched(swarm_cluster: SwarmCluster,

@@ -89,6 +89,7 @@ def test_a_task_failing_the_gate_behind_the_proxy_is_replaced_by_the_recorded_re
     b = bench(tmp_path)
     assert b.deploy(V1)["outcome"] == SUCCEEDED
     b.fake.healthy_image = lambda image: V2.digest not in image
+    b.fake.image_client = ""  # no HTTP client in v2: Swarm cannot check it, the gate does
     s = b.deploy(V2)
     assert s["outcome"] == RESTORED, s["reason"]
     assert "health gate failed" in s["reason"] and "answered 500" in s["reason"]
@@ -190,7 +191,7 @@ def test_the_probe_container_starts_while_swarm_replaces_the_tasks(tmp_path: Pat
     update = next(i for i, a in enumerate(b.fake.log) if a[:3] == ["docker", "service",
                                                                   "update"])
     probe = next(i for i, a in enumerate(b.fake.log) if a[:2] == ["docker", "run"]
-                 and "--entrypoint" in a)
+                 and "--detach" in a)
     look = next(i for i, a in enumerate(b.fake.log) if i > update and a[:2] == ["sh", "-c"])
     assert update < probe < look
     b.fake.update_state = "paused"  # the wait ends in a failure: the probe is removed too

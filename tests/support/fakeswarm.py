@@ -12,6 +12,7 @@ import shlex
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from plainsail.swarm import healthcheck
 from plainsail.swarm import service as svc
 from tests.support.fakehost import SCRIPTS, FakeExecutor, FakeHost
 
@@ -22,7 +23,10 @@ SCRIPTS[svc.nodes_argv()[2]] = "swarm-nodes"
 _task_ids = itertools.count(1)
 
 NO_VALUE = frozenset({"--detach", "--no-resolve-image", "--with-registry-auth", "--init",
-                      "--force", "-d"})
+                      "--force", "-d", "--no-healthcheck"})
+UNHEALTHY = "task: non-zero exit (137): dockerexec: unhealthy container"
+HEALTH_FLAGS = {"--health-interval": "Interval", "--health-timeout": "Timeout",
+                "--health-start-period": "StartPeriod"}
 
 
 class FakeSwarm(FakeHost):
@@ -42,6 +46,8 @@ class FakeSwarm(FakeHost):
         # manager's stale copy) while commands that join it fail with "network ID not found".
         self.stale_looks = 0
         self.joins_refused = 0  # commands refused because the network did not exist
+        # The HTTP client a container of the image finds ("" none; healthcheck.CLIENTS).
+        self.image_client = "python3"
         self.network = "plainsail"  # the service's overlay network
         self.image_config: dict[str, Any] = {"Entrypoint": None, "Cmd": ["/bin/app", "serve"]}
         # Set to "paused" (etc.): the next create/update does not converge.
@@ -96,6 +102,8 @@ class FakeSwarmExecutor(FakeExecutor):
 
     def _do(self, argv: list[str], stdin: str | None) -> tuple[int, str, str]:
         f = self.fake
+        if argv[:2] == ["docker", "run"] and healthcheck.CLIENT_SCRIPT in argv:
+            return (0, f.image_client + "\n", "") if f.image_client else (1, "", "")
         joins = argv[:2] == ["docker", "run"] or argv[1:3] in (["service", "create"],
                                                               ["service", "update"])
         if joins and "--network" in argv and argv[argv.index("--network") + 1] \
@@ -115,6 +123,9 @@ class FakeSwarmExecutor(FakeExecutor):
         if argv[:3] == ["docker", "rm", "--force"] and argv[3] in f.probes:
             f.probes.discard(argv[3])
             return 0, argv[3], ""
+        if argv[1:5] == ["service", "ps", "--no-trunc", "--filter"]:  # failed tasks
+            return 0, "".join(t["Status"]["Err"] + "\n" for t in f.tasks
+                              if t["DesiredState"] == "shutdown" and t["Status"]["Err"]), ""
         if argv[:2] == ["sh", "-c"] and argv[2] == svc.TASKS_SCRIPT:
             if f.spec is None:
                 return 1, "", f"Error: no such service: {argv[4]}"
@@ -354,6 +365,24 @@ class FakeSwarmExecutor(FakeExecutor):
                     ports[:] = [x for x in ports if x != entry]
                 else:
                     ports.append(entry)
+            elif key in ("--config", "--config-add"):
+                parts = dict(p.split("=", 1) for p in value.split(","))
+                if parts["source"] not in f.configs:
+                    raise AssertionError(f"config not found: {parts['source']}")
+                c.setdefault("Configs", []).append({"ConfigName": parts["source"],
+                                                    "File": {"Name": parts["target"]}})
+            elif key == "--config-rm":
+                c["Configs"] = [x for x in c.get("Configs") or [] if x["ConfigName"] != value]
+            elif key == "--no-healthcheck":
+                c["Healthcheck"] = {"Test": ["NONE"]}
+            elif key == "--health-cmd":
+                hc = c.setdefault("Healthcheck", {})
+                hc["Test"] = ["CMD-SHELL", value] if value else None
+            elif key in HEALTH_FLAGS:
+                c.setdefault("Healthcheck", {})[HEALTH_FLAGS[key]] = int(
+                    float(value.rstrip("s")) * 1e9)
+            elif key == "--health-retries":
+                c.setdefault("Healthcheck", {})["Retries"] = int(value)
             elif key == "--args":
                 c["Args"] = shlex.split(value)
             elif key == "--replicas":
@@ -370,6 +399,20 @@ class FakeSwarmExecutor(FakeExecutor):
             return
         if f.lazy:  # the update is accepted; the next look at the tasks sees it done
             f.lazy, f.pending = False, True
+            return
+        test = (f.container_spec().get("Healthcheck") or {}).get("Test") or []
+        if any(healthcheck.HEALTH_PATH in str(x) for x in test) and not f.healthy_image(image):
+            # Swarm's health check fails: the new task never counts as running; Swarm
+            # stops it as unhealthy and pauses an update (a new service's task restarts).
+            number = next(_task_ids)
+            f.tasks.append({"ID": f"task{number:04d}", "NodeID": "node1", "ip": "",
+                            "DesiredState": "shutdown", "address": "",
+                            "Status": {"State": "failed", "Err": UNHEALTHY},
+                            "Spec": {"ContainerSpec": {"Image": image, "Labels": dict(
+                                f.container_spec().get("Labels") or {})}}})
+            if not created:
+                f.update_status = {"State": "paused", "Message": "update paused due to "
+                                   f"failure or early termination of task task{number:04d}"}
             return
         f.update_status = None if created else {"State": "completed",
                                                 "Message": "update completed"}

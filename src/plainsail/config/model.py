@@ -290,6 +290,9 @@ class SwarmConfig:
     placement: list[str] = field(default_factory=list)
     update: SwarmUpdate = field(default_factory=SwarmUpdate)
     resources: SwarmResourceSet = field(default_factory=SwarmResourceSet)
+    # Swarm's own health check of each task, asking what `health.*` asks (false: none set
+    # by plainsail; an image's HEALTHCHECK is kept either way).
+    healthcheck: bool = True
 
 
 # With target swarm the default app.network becomes this overlay network (plainsail creates it).
@@ -1395,6 +1398,7 @@ _SWARM = obj(SwarmConfig, {
                                 "delay": duration(HOUR, zero_ok=True),
                                 "order": choice("start-first", "stop-first")}),
     "resources": _swarm_resources,
+    "healthcheck": boolean,
 }, ("manager",))
 def percent(lo: float, hi: float, *, lo_open: bool = False) -> Conv:
     """A share written as `10%` (or a plain number of percent), between lo and hi."""

@@ -435,8 +435,7 @@ class Deploy:
     # -- dry run
     def _dry_run(self) -> None:
         """Show each host's plan: the same steps, in the same order, the deploy runs."""
-        if self.gate is not None:
-            self.out.say(self.gate.summary())
+        # (the schema gate's summary was said in preflight)
         for run in self.runs:
             self.out.say("would run:", run.host.name)
             for line in run.plan.lines(run.ex.display):

@@ -164,10 +164,36 @@ def converge(ex: Executor, cfg: Config, image: str, deploy: str, deadline: float
         unplaced = [t for t in new if t.state == "pending" and "no suitable node" in t.error]
         if unplaced:
             _too_few_nodes(ex, cfg, known, len(unplaced), where)
+        if status is None and not old:
+            _failed_on_create(ex, cfg, where)
         if time.monotonic() >= deadline:
             raise SwarmError(f"the service did not converge in time: {where}")
         on_wait(where)
         sleep(POLL_SECONDS)
+
+
+def failed_argv(service: str) -> list[str]:
+    """The errors of the service's tasks that Swarm stopped (and replaced)."""
+    return ["docker", "service", "ps", "--no-trunc", "--filter", "desired-state=shutdown",
+            "--format", "{{.Error}}", service]
+
+
+def _failed_on_create(ex: Executor, cfg: Config, where: str) -> None:
+    """SwarmError when a task of a service just created failed (it exited, or Swarm's health
+    check found it unhealthy). Swarm restarts such a task for ever and has no update whose
+    failure action could stop it; an update's first failed task pauses it (`pause`), and a
+    service's first release is held to the same rule."""
+    res = ex.run(failed_argv(cfg.service), check=False, timeout=cfg.timeouts.query,
+                 what="read the service's failed tasks")
+    errors = [line.strip() for line in res.stdout.splitlines() if line.strip()]
+    if not res.ok or not errors:
+        return
+    unhealthy = sum("unhealthy" in e for e in errors)
+    raise SwarmError(
+        f"{len(errors)} task(s) of the new service failed"
+        + (f" ({unhealthy} stopped by Swarm's health check of {cfg.health.path})"
+           if unhealthy else "")
+        + f": {sorted(set(errors))[0]}; {where}")
 
 
 def _too_few_nodes(ex: Executor, cfg: Config, known: dict[str, dict[str, str]],

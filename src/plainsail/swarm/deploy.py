@@ -76,7 +76,7 @@ from plainsail.hosts.executor import Executor, Result, error_line, executor_for
 from plainsail.interrupts import handled_by
 from plainsail.progress import NULL, Progress, Reporter, reporter
 from plainsail.secret import Secret
-from plainsail.swarm import cluster, objects
+from plainsail.swarm import cluster, healthcheck, objects
 from plainsail.swarm import proxy as swproxy
 from plainsail.swarm import service as svc
 
@@ -98,6 +98,8 @@ def options_label(cfg: Config) -> str:
     assert cfg.swarm is not None
     data = [svc.settings_args(cfg), cfg.swarm.placement, cfg.app.port, cfg.app.publish,
             cfg.swarm_network, cfg.app.init]
+    if cfg.swarm.healthcheck:  # the check is made of health.*
+        data.append(cfg.health.__dict__)
     return json.dumps(data, separators=(",", ":"))
 
 
@@ -147,6 +149,10 @@ class SwarmDeploy:
         self.shielded = False  # restoring or recording: a signal waits
         self.held_signal: int | None = None
         self.unchanged = False
+        # Swarm's health check of the new tasks: where it comes from ("plainsail" with the
+        # image's HTTP client, "image", "none", "off") and the check itself.
+        self.healthcheck: dict[str, Any] | None = None
+        self.task_health: healthcheck.Health | None = None
 
     # ---------------------------------------------------------------- entry point
     def run(self) -> dict[str, Any]:
@@ -297,7 +303,8 @@ class SwarmDeploy:
         assert self.target
         t = self.target
         spec = svc.wanted_spec(self.cfg, t.image, t.tag, t.digest, self.id,
-                               self.settings_label, args, self._secret_names())
+                               self.settings_label, args, self._secret_names(),
+                               self.task_health)
         spec.labels[LABEL_OPTIONS] = options_label(self.cfg)
         return spec
 
@@ -310,8 +317,7 @@ class SwarmDeploy:
     def _dry_run(self) -> None:
         assert self.ex and self.target and self.paths
         ex, cfg = self.ex, self.cfg
-        if self.gate is not None:
-            self.report(self.gate.summary())
+        # (the schema gate's summary was said in preflight)
         steps: list[tuple[str, list[str], str]] = [
             ("lock+env", hoststate.lock_and_env_argv(self.paths, self.lock_info),
              "stdin: the env file, secrets included (not shown); for the migration only"),
@@ -321,6 +327,13 @@ class SwarmDeploy:
         if cfg.proxy is not None:
             steps += self._proxy_steps()
         steps.append(("pull", docker.pull(self.target.pinned), "on the manager, by digest"))
+        if cfg.swarm is not None and cfg.swarm.healthcheck:
+            steps.append(("http-client", healthcheck.client_argv(self.target.pinned),
+                          "unless the image has a HEALTHCHECK: which of "
+                          + ", ".join(healthcheck.CLIENTS) + " Swarm's health check uses"))
+            steps.append(("health-script", healthcheck.config_argv(),
+                          "unless it exists; stdin: the check's script"))
+            self.task_health = healthcheck.wanted(cfg, "CLIENT")
         if cfg.migrate and not self.req.skip_migrations:
             steps.append(("migrate", self._migrate_argv(),
                           "on failure: stop; the service is untouched"))
@@ -351,6 +364,38 @@ class SwarmDeploy:
         for name, argv, note in steps:
             shown = ex.display(argv) if argv else "#"
             self.report(f"  {name}: {shown}  # {note}")
+
+    def _health_check(self, image_config: dict[str, Any]) -> None:
+        """Swarm's health check of the new tasks (swarm/healthcheck.py): the image's own
+        HEALTHCHECK, else one asking what health.* asks with the image's HTTP client (its
+        script created as a Docker config unless it exists), else none, said loudly."""
+        assert self.ex and self.target and self.cfg.swarm
+        ex, cfg = self.ex, self.cfg
+        if not self.cfg.swarm.healthcheck:
+            self.healthcheck = {"source": "off"}
+            return
+        if healthcheck.own(image_config):
+            self.healthcheck = {"source": "image"}
+            return
+        res = self._step("http-client", lambda: ex.run(
+            healthcheck.client_argv(self.target.pinned),  # type: ignore[union-attr]
+            check=False, timeout=cfg.timeouts.command,
+            what="look for an HTTP client in the image"))
+        client = res.stdout.strip() if res.ok else ""
+        if client not in healthcheck.CLIENTS:
+            self.healthcheck = {"source": "none"}
+            self.out.warn(
+                "the image has no HEALTHCHECK and none of " + ", ".join(healthcheck.CLIENTS)
+                + " (or no /bin/sh): Swarm cannot check its tasks itself, so a task that "
+                "fails the gate receives requests until plainsail replaces it; add one of "
+                "them, or a HEALTHCHECK, to the image")
+            return
+        self._step("health-script", lambda: objects.ensure(
+            ex, cfg, healthcheck.config_inspect_argv(), healthcheck.config_argv(),
+            "the health check's config", stdin=healthcheck.HEALTH_SCRIPT))
+        self.task_health = healthcheck.wanted(cfg, client)
+        self.healthcheck = {"source": "plainsail", "client": client,
+                            "every": f"{self.task_health.interval:g}s"}
 
     def _proxy_steps(self) -> list[tuple[str, list[str], str]]:
         """The proxy's commands: its Caddy config and the service, unless they are as this
@@ -438,7 +483,9 @@ class SwarmDeploy:
             conf = self._step("image-command", lambda: ex.run(
                 docker.image_inspect(t.pinned, "{{json .Config}}"),
                 timeout=cfg.timeouts.query, what="docker image inspect"))
-            args = svc.app_command(cfg, json.loads(conf.stdout) or {})
+            image_config = json.loads(conf.stdout) or {}
+            args = svc.app_command(cfg, image_config)
+            self._health_check(image_config)
         except PlainsailError as exc:
             return ABORTED, f"{one_line(exc)}; {untouched}"
         if cfg.migrate and not self.req.skip_migrations:
@@ -659,6 +706,7 @@ class SwarmDeploy:
             "steps": [s.__dict__ for s in self.steps],
             "tasks": self.tasks, "health": self.health or None,
             "restore_health": self.restore_health or None,
+            "healthcheck": self.healthcheck,
             "secrets": sorted((self.wanted.secrets if self.wanted else {}).values()),
             "nodes": [{"id": k, **v} for k, v in sorted(self.known_nodes.items())],
         }

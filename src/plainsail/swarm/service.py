@@ -16,11 +16,13 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from plainsail.config.model import Config
+from plainsail.swarm import healthcheck
+from plainsail.swarm.healthcheck import Health
 
 LABEL_SERVICE = "plainsail.service"
 LABEL_TAG = "plainsail.tag"
@@ -43,6 +45,8 @@ done
 exec "$@"
 """
 ENTRYPOINT = ["/bin/sh", ENTRY_PATH]
+# The config files plainsail mounts into each task (and swaps on an update).
+MOUNTED = (ENTRY_PATH, healthcheck.HEALTH_PATH)
 
 
 def entry_config_name() -> str:
@@ -71,6 +75,10 @@ class Spec:
     secrets: dict[str, str] = field(default_factory=dict)  # variable -> Docker secret name
     # (target, published) host-mode ports: app.publish, or none behind the proxy
     ports: list[tuple[int, int]] = field(default_factory=list)
+    # Docker configs plainsail mounts: file path in the task -> config name (the entry shim,
+    # the health check's script)
+    configs: dict[str, str] = field(default_factory=dict)
+    health: Health | None = None  # Swarm's health check of each task (healthcheck.py)
 
     @property
     def digest(self) -> str:
@@ -92,11 +100,15 @@ def parse_spec(data: Mapping[str, Any]) -> Spec:
             secrets[target[len(SECRET_PREFIX):]] = str(s.get("SecretName") or "")
     ports = [(int(p.get("TargetPort") or 0), int(p.get("PublishedPort") or 0))
              for p in (spec.get("EndpointSpec") or {}).get("Ports") or []]
+    configs = {str((c.get("File") or {}).get("Name") or ""): str(c.get("ConfigName") or "")
+               for c in container.get("Configs") or []}
     return Spec(image=str(container.get("Image") or ""),
                 labels={str(k): str(v) for k, v in (spec.get("Labels") or {}).items()},
                 env=[str(e) for e in container.get("Env") or []],
                 args=[str(a) for a in container.get("Args") or []],
-                secrets=secrets, ports=ports)
+                secrets=secrets, ports=ports,
+                configs={k: v for k, v in configs.items() if k in MOUNTED},
+                health=healthcheck.parse(container))
 
 
 def app_command(cfg: Config, image_config: Mapping[str, Any]) -> list[str]:
@@ -146,6 +158,10 @@ def _port_opt(port: tuple[int, int]) -> str:
     return f"mode=host,target={port[0]},published={port[1]}"
 
 
+def _config_opt(target: str, name: str) -> str:
+    return f"source={name},target={target},mode=0555"
+
+
 def create_argv(cfg: Config, network: str, spec: Spec) -> list[str]:
     """`docker service create` of the service at `spec` (its first release)."""
     assert cfg.swarm is not None
@@ -154,8 +170,10 @@ def create_argv(cfg: Config, network: str, spec: Spec) -> list[str]:
     argv = ["docker", "service", "create", "--detach", "--name", cfg.service,
             "--no-resolve-image", "--with-registry-auth", "--endpoint-mode", "dnsrr",
             "--network", network, *publish,
-            "--config", f"source={entry_config_name()},target={ENTRY_PATH},mode=0555",
-            "--entrypoint", shlex.join(ENTRYPOINT), *settings_args(cfg)]
+            *[x for target, name in sorted(spec.configs.items())
+              for x in ("--config", _config_opt(target, name))],
+            "--entrypoint", shlex.join(ENTRYPOINT), *settings_args(cfg),
+            *healthcheck.args(spec.health, update=False)]
     if cfg.app.init:
         argv.append("--init")
     for c in cfg.swarm.placement:
@@ -167,6 +185,20 @@ def create_argv(cfg: Config, network: str, spec: Spec) -> list[str]:
     for variable, name in sorted(spec.secrets.items()):
         argv += ["--secret", _secret_opt(variable, name)]
     return [*argv, spec.image, *spec.args]
+
+
+def _swap(kind: str, now: Mapping[str, str], wanted: Mapping[str, str],
+          opt: Callable[[str, str], str]) -> list[str]:
+    """--KIND-rm and --KIND-add options that turn the mounted secrets or configs `now`
+    (key -> Docker name) into `wanted`."""
+    argv = []
+    for key, name in sorted(now.items()):
+        if wanted.get(key) != name:
+            argv += [f"--{kind}-rm", name]
+    for key, name in sorted(wanted.items()):
+        if now.get(key) != name:
+            argv += [f"--{kind}-add", opt(key, name)]
+    return argv
 
 
 def update_argv(cfg: Config, current: Spec, wanted: Spec, *, force: bool = False) -> list[str]:
@@ -182,18 +214,15 @@ def update_argv(cfg: Config, current: Spec, wanted: Spec, *, force: bool = False
         argv += ["--env-rm", key]
     for e in wanted.env:
         argv += ["--env-add", e]
-    for variable, name in sorted(current.secrets.items()):
-        if wanted.secrets.get(variable) != name:
-            argv += ["--secret-rm", name]
-    for variable, name in sorted(wanted.secrets.items()):
-        if current.secrets.get(variable) != name:
-            argv += ["--secret-add", _secret_opt(variable, name)]
+    argv += _swap("secret", current.secrets, wanted.secrets, _secret_opt)
     for port in current.ports:  # e.g. app.publish given up for the proxy, or back
         if port not in wanted.ports:
             argv += ["--publish-rm", f"published={port[1]},target={port[0]},mode=host"]
     for port in wanted.ports:
         if port not in current.ports:
             argv += ["--publish-add", _port_opt(port)]
+    argv += _swap("config", current.configs, wanted.configs, _config_opt)
+    argv += healthcheck.args(wanted.health, update=True)
     argv += ["--args", shlex.join(wanted.args)]
     if force:
         argv.append("--force")
@@ -201,14 +230,20 @@ def update_argv(cfg: Config, current: Spec, wanted: Spec, *, force: bool = False
 
 
 def wanted_spec(cfg: Config, image: str, tag: str, digest: str, deploy_id: str,
-                settings: str, args: Sequence[str], secrets: Mapping[str, str]) -> Spec:
-    """The spec of a release: plain env from app.env, each secret by its Docker name."""
+                settings: str, args: Sequence[str], secrets: Mapping[str, str],
+                health: Health | None = None) -> Spec:
+    """The spec of a release: plain env from app.env, each secret by its Docker name, the
+    entry shim and (with `health`, a check of plainsail's) the health script mounted."""
     labels = {LABEL_SERVICE: cfg.service, LABEL_TAG: tag, LABEL_DIGEST: digest,
               LABEL_DEPLOY: deploy_id, LABEL_SETTINGS: settings}
     return Spec(image=f"{image}@{digest}", labels=labels,
                 env=[f"{k}={v}" for k, v in sorted(cfg.app.env.items())],
                 args=list(args), secrets=dict(secrets),
-                ports=[(cfg.app.port, cfg.app.publish)] if cfg.app.publish else [])
+                ports=[(cfg.app.port, cfg.app.publish)] if cfg.app.publish else [],
+                configs={ENTRY_PATH: entry_config_name(), **(
+                    {healthcheck.HEALTH_PATH: healthcheck.config_name()}
+                    if health is not None and health.ours else {})},
+                health=health)
 
 
 # ---------------------------------------------------------------- small argv lists
