@@ -179,8 +179,8 @@ def test_status_rollback_and_history(swarm_cluster: SwarmCluster, swarm_app: Swa
     assert res.code == 0, res.text
     assert [(a["kind"], a["outcome"]) for a in attempts] == [
         ("rollback", "succeeded"), ("deploy", "failed-migration"),
-        ("deploy", "failed-health-restored"), ("deploy", "succeeded"),
-        ("deploy", "succeeded")]
+        ("deploy", "failed-health-restored"), ("deploy", "failed-health-restored"),
+        ("deploy", "succeeded"), ("deploy", "succeeded")]
     assert all(a["source"] == "hosts" for a in attempts)
 
 

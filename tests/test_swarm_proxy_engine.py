@@ -218,3 +218,26 @@ def test_the_proxy_and_the_probe_wait_out_a_removed_networks_stale_copy(
     assert s["outcome"] == SUCCEEDED, s["reason"]
     assert b.fake.joins_refused == 2 and b.fake.swarm_networks == {"plainsail"}
     assert b.fake.probed and not b.fake.probes  # the gate probed, the probe was removed
+
+
+def test_a_proxy_left_from_an_earlier_proxy_block_is_named_and_its_port_refused(
+        tmp_path: Path) -> None:
+    """The proxy block removed: the proxy service keeps running (the load balancer may
+    point at it), the deploy says how to remove it; an app.publish on its port, which no
+    task could bind, is refused before anything changes."""
+    with_proxy = bench(tmp_path)
+    assert with_proxy.deploy(V1)["outcome"] == SUCCEEDED
+    same_port = Bench(tmp_path, extra="", publish=False)
+    same_port.fake = with_proxy.fake
+    same_port.cfg = replace(same_port.cfg, app=replace(same_port.cfg.app, publish=8088))
+    s = same_port.deploy(V2)
+    assert s["outcome"] == ABORTED and "held on every node by the proxy service api-proxy" \
+        in s["reason"], s["reason"]
+    assert "docker service rm api-proxy" in s["reason"]
+    assert with_proxy.fake.image.endswith(V1.digest)
+    other = Bench(tmp_path, extra="")  # app.publish 18080
+    other.fake = with_proxy.fake
+    s = other.deploy(V2)
+    assert s["outcome"] == SUCCEEDED, s["reason"]
+    assert any("api-proxy (port 8088 on every node) is left" in line for line in other.lines)
+    assert other.fake.proxy is not None  # left running

@@ -248,8 +248,11 @@ class SwarmDeploy:
                 f"the {len(ready)} ready node(s); use order: stop-first, or fewer replicas "
                 "than nodes")
         self.previous, _ = cluster.current_spec(ex, cfg)
+        proxy_now = cluster.inspect(ex, cfg, swproxy.service_name(cfg.service))
         if cfg.proxy is not None:
-            self.proxy_now = cluster.inspect(ex, cfg, swproxy.service_name(cfg.service))
+            self.proxy_now = proxy_now
+        elif proxy_now is not None:
+            self._left_proxy(swproxy.parse_inspect(proxy_now))
         prev = self.previous
         self._say(self.host.name, f"Swarm manager, Docker {version}, {len(ready)} ready "
                   f"node(s); running: {(prev.tag or prev.image) if prev else 'nothing'}")
@@ -268,6 +271,24 @@ class SwarmDeploy:
             deploy_id=self.id, holder=f"{self.who}@{socket.gethostname()}",
             machine=socket.gethostname(), pid=os.getpid(), started=now(), tag=t.tag,
             origin=self.origin, kind=self.req.kind)
+
+    def _left_proxy(self, left: swproxy.ProxySpec) -> None:
+        """The proxy service of an earlier `proxy` block, which this config no longer has:
+        plainsail leaves it running (the load balancer may still point at it; it still
+        reaches the tasks on the overlay) but says so, and refuses an app.publish that
+        would need the port it holds on every node."""
+        name = swproxy.service_name(self.cfg.service)
+        if self.cfg.app.publish in left.published:
+            raise PlainsailError(
+                f"app.publish: port {self.cfg.app.publish} is held on every node by the "
+                f"proxy service {name}, left from an earlier proxy block, so no task could "
+                f"publish it; once your load balancer no longer points at it, remove it "
+                f"(docker service rm {name}), or publish another port")
+        ports = ", ".join(str(p) for p in left.published) or "none"
+        self.out.warn(
+            f"the proxy service {name} (port {ports} on every node) is left from an earlier "
+            "proxy block and plainsail no longer updates it; once your load balancer points "
+            f"at app.publish {self.cfg.app.publish}, remove it: docker service rm {name}")
 
     def _schema_gate(self) -> None:
         assert self.target
