@@ -174,6 +174,8 @@ def test_app_publish_given_and_given_up_again_moves_the_tasks_port(
 
     res = app.run("deploy", app.ref("v2"), config="published.yml")
     assert res.code == 0 and outcome(res)["outcome"] == "succeeded", res.text
+    # The proxy is left running (a load balancer may point at it), and said so.
+    assert f"docker service rm {app.service}-proxy" in res.err, res.err
     assert [(p["TargetPort"], p["PublishedPort"], p["PublishMode"])  # type: ignore[index]
             for p in ports()] == [(8080, PUBLISHED, "host")]
     for node in app.cluster.nodes:
