@@ -160,7 +160,7 @@ def main() -> None:
             ours.append(took)
             last_steps = list(rec["steps"])  # type: ignore[call-overload]
             ours_ok, ours_failed = ours_ok + ok, ours_failed + failed
-        # The failed upgrade: v3 fails its gate; the old digest serves again.
+        # The failed upgrade: v3 answers 404 on /health; the old digest serves again.
         load = Load(cluster.nodes)
         bad_took, rec = plainsail(work, "deploy", ref["v3"])
         bad_ok, bad_failed = load.stop()
@@ -190,7 +190,7 @@ def main() -> None:
               + ", ".join(f"{x:.1f}" for x in bare) + f"); requests {bare_ok} ok, "
               f"{bare_failed} failed")
         print(f"  ratio plainsail / bare:         {mine / theirs:6.2f}x  (goal: at most 1.3x)")
-        print(f"failed upgrade (v3 fails its gate) until the old digest serves again: "
+        print(f"failed upgrade (v3 answers 404 on /health) until the old digest serves again: "
               f"{bad_took:.1f}s; requests {bad_ok} ok, {bad_failed} failed")
         print("plainsail's steps in its last upgrade: " + ", ".join(
             f"{s['name']} {s['seconds']:.1f}s" for s in last_steps))
