@@ -134,14 +134,14 @@ def tasks(ex: Executor, cfg: Config, known: dict[str, dict[str, str]],
 
 
 def converge(ex: Executor, cfg: Config, image: str, deploy: str, deadline: float,
-             known: dict[str, dict[str, str]], *,
+             known: dict[str, dict[str, str]], *, created: bool = False,
              on_wait: Callable[[str], None] = lambda _: None,
              sleep: Callable[[float], None] = time.sleep) -> list[Task]:
     """Wait until `swarm.replicas` tasks of `image` and of the spec of deploy `deploy`
     run (a task of the same image but an older spec, e.g. before a `--force` or a settings
     change, does not count) and the update (if any) completed; the tasks. SwarmError when
-    the update paused or rolled back, or at the deadline (the reason says how many tasks
-    ran)."""
+    the update paused or rolled back, when a task of a service this attempt `created`
+    failed, or at the deadline (the reason says how many tasks ran)."""
     assert cfg.swarm is not None
     want = cfg.swarm.replicas
     while True:
@@ -164,7 +164,7 @@ def converge(ex: Executor, cfg: Config, image: str, deploy: str, deadline: float
         unplaced = [t for t in new if t.state == "pending" and "no suitable node" in t.error]
         if unplaced:
             _too_few_nodes(ex, cfg, known, len(unplaced), where)
-        if status is None and not old:
+        if created and status is None:
             _failed_on_create(ex, cfg, where)
         if time.monotonic() >= deadline:
             raise SwarmError(f"the service did not converge in time: {where}")

@@ -604,7 +604,7 @@ class SwarmDeploy:
                 try:
                     running = self._step("converge", lambda: cluster.converge(
                         ex, cfg, spec.image, spec.labels.get(svc.LABEL_DEPLOY, ""), deadline,
-                        self.known_nodes,
+                        self.known_nodes, created=self.previous is None,
                         on_wait=lambda text: self.progress.update(key, text),
                         sleep=self._sleep))
                 except cluster.SwarmError as exc:
