@@ -72,6 +72,18 @@ def test_a_proxy_block_serves_plain_http_on_every_node() -> None:
     assert cfg.proxy is not None and cfg.proxy.tls.mode == "off" and not cfg.proxy.tls.enabled
 
 
+def test_a_swarm_proxy_needs_no_host_name() -> None:
+    """The swarm proxy answers on its port whatever the Host header: proxy.host may be left
+    out there (with target hosts it is what the proxy routes on, and stays required)."""
+    cfg = parse(FULL + f"proxy:\n  image: {CADDY}\n  http_port: 8088\n")
+    assert cfg.proxy is not None and cfg.proxy.hosts == [] and cfg.proxy.http_port == 8088
+    hosts_target = FULL.replace("target: swarm\n", "").split("swarm:")[0]
+    found = problems(hosts_target + f"proxy:\n  image: {CADDY}\n")
+    assert len(found) == 1 and "exactly one of host" in found[0], found
+    found = problems(FULL + f"proxy:\n  host: a.test\n  hosts: [b.test]\n  image: {CADDY}\n")
+    assert len(found) == 1 and "exactly one of host" in found[0], found
+
+
 @pytest.mark.parametrize(("extra", "needle"), [
     ("  tls: internal\n", "proxy.tls: with target swarm TLS ends at your load balancer"),
     ("  path: /api\n", "proxy.path: is for target hosts"),

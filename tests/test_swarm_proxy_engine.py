@@ -241,3 +241,12 @@ def test_a_proxy_left_from_an_earlier_proxy_block_is_named_and_its_port_refused(
     assert s["outcome"] == SUCCEEDED, s["reason"]
     assert any("api-proxy (port 8088 on every node) is left" in line for line in other.lines)
     assert other.fake.proxy is not None  # left running
+
+
+def test_a_proxy_block_without_a_host_name_deploys(tmp_path: Path) -> None:
+    """The swarm proxy answers on its port whatever the Host header: no proxy.host."""
+    b = bench(tmp_path, proxy=f"proxy:\n  image: {CADDY}\n  http_port: 8088\n")
+    assert b.cfg.proxy is not None and b.cfg.proxy.hosts == []
+    s = b.deploy(V1)
+    assert s["outcome"] == SUCCEEDED, s["reason"]
+    assert b.fake.proxy is not None and s["proxy"]["port"] == 8088

@@ -453,6 +453,7 @@ class _Ctx:
         self.env = env
         self.base = base  # the folder of plainsail.yml: relative paths start there
         self.problems: list[str] = []
+        self.swarm = False  # the file says target: swarm (what some checks depend on)
 
     def error(self, node: yaml.Node | None, path: str, msg: str) -> None:
         where = f"line {node.start_mark.line + 1}: " if node is not None else ""
@@ -1145,7 +1146,8 @@ def _proxy(ctx: _Ctx, node: yaml.Node, path: str) -> Any:
         ctx.error(node, path, f"expected a mapping, got a {_kind(node)}")
         return _MISSING
     given = [k.value for k, _ in node.value if isinstance(k, yaml.ScalarNode)]
-    if ("host" in given) == ("hosts" in given):
+    both, neither = "host" in given and "hosts" in given, not {"host", "hosts"} & set(given)
+    if both or (neither and not ctx.swarm):  # a swarm proxy does not route on a name
         ctx.error(node, path, "give exactly one of host (one name) and hosts (a list): the "
                   "host names the proxy routes to this service")
         return _MISSING
@@ -1720,6 +1722,9 @@ def parse(text: str, path: Path, env: Mapping[str, str] | None = None) -> Config
     if root is None:
         raise ConfigError("the file is empty; see the example in the README", name)
     ctx = _Ctx(env, path.parent)
+    ctx.swarm = isinstance(root, yaml.MappingNode) and any(
+        isinstance(k, yaml.ScalarNode) and k.value == "target" and isinstance(
+            v, yaml.ScalarNode) and v.value == "swarm" for k, v in root.value)
     result = _SCHEMA(ctx, root, "")
     if ctx.problems or result is _MISSING:
         raise ConfigError(ctx.problems or ["invalid configuration"], name)
