@@ -273,3 +273,23 @@ def test_recover_after_the_deployer_was_killed_mid_update(swarm_cluster: SwarmCl
     assert app.answers() == ["1", "1", "1"]
     attempts = json.loads(app.run("history").out)
     assert [a["outcome"] for a in attempts[:2]] == ["recovered", "interrupted"]
+
+
+def test_a_first_release_failing_swarms_health_check_ends_at_its_first_failed_task(
+        swarm_cluster: SwarmCluster, swarm_app: SwarmApp) -> None:
+    """A new service whose task Swarm stops as unhealthy (v3: 404 on /health) would be
+    restarted for ever: plainsail ends at the first failed task (not at the converge
+    deadline, minutes later) and removes the service."""
+    app = swarm_app
+    service = f"{app.service}n"
+    (app.dir / "new-service.yml").write_text(swarm_config(
+        service, app.image, swarm_cluster.manager, PORT + 1, SECRET_NAME,
+        "[/bin/busybox, echo, migrated]"))
+    res = app.run("deploy", app.ref("v3"), config="new-service.yml")
+    rec = outcome(res)
+    assert res.code == 1 and rec["outcome"] == "failed-health-restored", res.text
+    assert "stopped by Swarm's health check of /health" in str(rec["reason"]), rec["reason"]
+    assert "nothing ran before" in str(rec["reason"])
+    assert "did not converge in time" not in str(rec["reason"])
+    assert swarm_cluster.docker("service", "inspect", service).returncode != 0  # removed
+    assert app.answers() == ["1", "1", "1"]  # the other service is untouched
