@@ -255,6 +255,18 @@ def test_a_network_that_stays_unknown_fails_the_migration_after_three_tries(
     assert not b.fake.locked("api")
 
 
+def test_a_migration_that_ran_and_printed_such_a_line_is_not_run_again(
+        tmp_path: Path) -> None:
+    """Only `docker run`'s own failure (exit 125, nothing started) is retried: a migration
+    that ran, failed and happened to print an engine's words fails as it is."""
+    b = Bench(tmp_path)
+    b.fake.migrate_exit = 3
+    b.fake.migrate_output = "Error response from daemon: network reports not found"
+    s = b.deploy(V1)
+    assert s["outcome"] == FAILED_MIGRATION and "network reports not found" in s["reason"]
+    assert len([a for a in b.fake.log if migration(a)]) == 1
+
+
 def test_a_service_create_refused_for_an_unknown_network_is_run_again(
         tmp_path: Path) -> None:
     b = Bench(tmp_path, extra="")

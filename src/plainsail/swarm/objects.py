@@ -31,6 +31,7 @@ _NOT_FOUND = re.compile(r"Error response from daemon: (?:.*\b)?network \S+ not f
 ATTEMPTS = 3
 SETTLE_SECONDS = 15.0
 POLL_SECONDS = 0.25
+DOCKER_RUN_FAILED = 125
 
 T = TypeVar("T")
 
@@ -91,8 +92,10 @@ def attach(ex: Executor, cfg: Config, network: str, run: Callable[[], T], *,
                 raise
             said = exc.output_tail
         else:
-            if not isinstance(out, Result) or out.ok or attempt == ATTEMPTS \
-                    or not unknown(out.tail()):
+            # 125: `docker run` itself failed, the container never started (a command
+            # that ran and printed such a line is never run twice).
+            if not isinstance(out, Result) or out.returncode != DOCKER_RUN_FAILED \
+                    or attempt == ATTEMPTS or not unknown(out.tail()):
                 return out
             said = out.tail()
         on_retry(f"the engine does not know the overlay network {network} yet "
