@@ -198,3 +198,19 @@ def test_the_script_judges_an_answer_as_the_gate_does(
         says = "no 2xx answer"  # wget fails on any status outside 2xx
     assert says in res.stdout and BODY not in res.stdout  # the status, never the body
 
+
+
+def test_a_first_release_waits_out_a_task_error_that_is_swarms_to_retry(
+        tmp_path: Path) -> None:
+    """A task of a new service rejected for a reason of the cluster's (a node not ready for
+    the new overlay network yet) is Swarm's to retry: the deploy keeps waiting."""
+    b = Bench(tmp_path)
+    b.fake.tasks.append({"ID": "task-early", "NodeID": "node2", "ip": "",
+                         "DesiredState": "shutdown", "address": "",
+                         "Status": {"State": "rejected", "Err": "starting container failed: "
+                                    "network plainsail not found"},
+                         "Spec": {"ContainerSpec": {"Image": "x", "Labels": {}}}})
+    b.fake.lazy = True  # the first look finds no task running yet
+    s = b.deploy(V1)
+    assert s["outcome"] == SUCCEEDED, s["reason"]
+    assert any(a[1:3] == ["service", "ps"] for a in b.fake.log)  # the failed tasks were read

@@ -8,9 +8,7 @@ rejoins before the test ends (the Swarm is shared by the other swarm tests)."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,6 +25,7 @@ from tests.support.swarm_env import (
     build_swarm_app,
     deploy_until_update,
     remove_app_images,
+    stop_engine,
     swarm_config,
     swarm_sh,
 )
@@ -52,15 +51,6 @@ def app(swarm_cluster: SwarmCluster, registry: Registry, tmp_path: Path) -> Iter
         swarm_sh("up")  # the stopped engine again (a failed test too), the node rejoined
         swarm_cluster.docker("service", "rm", service)
         remove_app_images(image, versions)
-
-
-def stop_engine(node_dir: Path) -> None:
-    pid = int((node_dir / "docker.pid").read_text().strip())
-    os.kill(pid, signal.SIGTERM)
-    for _ in range(300):
-        if not Path(f"/proc/{pid}").exists():
-            return
-        time.sleep(0.1)
 
 
 def test_worker_engine_stopped_mid_update(swarm_cluster: SwarmCluster, app: App) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -179,11 +180,13 @@ def pristine(cluster: SwarmCluster) -> None:
     ids = cluster.docker("config", "ls", "-q", "--filter", "label=plainsail.proxy").stdout.split()
     if ids:
         cluster.docker("config", "rm", *ids)
-    for _ in range(30):  # until it is gone: tasks of removed services may still hold it
-        res = cluster.docker("network", "rm", "plainsail")
-        if res.returncode == 0 or "not found" in res.stderr or "No such" in res.stderr:
-            break
-        time.sleep(1)
+    if not _network_removed(cluster, 30):
+        # Docker 20.10 can leak the Swarm attachment of a container removed right after it
+        # ran on an attachable network ("network ... is in use by task X", X of runtime
+        # "attachment", its container gone): the network then cannot be removed until the
+        # manager's engine restarts and reconciles its attachments.
+        restart_manager_engine(cluster)
+        assert _network_removed(cluster, 30), "the overlay network plainsail stays in use"
     for _ in range(60):  # and until the manager's own copy of it is gone too
         if cluster.docker("network", "inspect", "plainsail").returncode != 0:
             break
@@ -193,6 +196,33 @@ def pristine(cluster: SwarmCluster) -> None:
         images = node.docker("image", "ls", "-aq").stdout.split()
         if images:
             node.docker("image", "rm", "-f", *images)
+
+
+def _network_removed(cluster: SwarmCluster, tries: int) -> bool:
+    """Remove the overlay network plainsail, retrying once a second (tasks of removed
+    services may still hold it); True once it is gone."""
+    for _ in range(tries):
+        res = cluster.docker("network", "rm", "plainsail")
+        if res.returncode == 0 or "not found" in res.stderr or "No such" in res.stderr:
+            return True
+        time.sleep(1)
+    return False
+
+
+def stop_engine(node_dir: Path) -> None:
+    """Stop a node's Docker Engine (SIGTERM) and wait until it is gone."""
+    pid = int((node_dir / "docker.pid").read_text().strip())
+    os.kill(pid, signal.SIGTERM)
+    for _ in range(300):
+        if not Path(f"/proc/{pid}").exists():
+            return
+        time.sleep(0.1)
+
+
+def restart_manager_engine(cluster: SwarmCluster) -> None:
+    """Stop the manager's Docker Engine and start it again (scripts/swarm.sh up)."""
+    stop_engine(cluster.manager.docker_socket.parent)
+    swarm_sh("up")
 
 
 def deploy_until_update(work: Path, ref: str, env: dict[str, str]

@@ -172,6 +172,10 @@ def converge(ex: Executor, cfg: Config, image: str, deploy: str, deadline: float
         sleep(POLL_SECONDS)
 
 
+# How Swarm words a task whose container exited non-zero (its app, or a health-check kill).
+APP_FAILED = "task: non-zero exit"
+
+
 def failed_argv(service: str) -> list[str]:
     """The errors of the service's tasks that Swarm stopped (and replaced)."""
     return ["docker", "service", "ps", "--no-trunc", "--filter", "desired-state=shutdown",
@@ -179,13 +183,16 @@ def failed_argv(service: str) -> list[str]:
 
 
 def _failed_on_create(ex: Executor, cfg: Config, where: str) -> None:
-    """SwarmError when a task of a service just created failed (it exited, or Swarm's health
-    check found it unhealthy). Swarm restarts such a task for ever and has no update whose
-    failure action could stop it; an update's first failed task pauses it (`pause`), and a
-    service's first release is held to the same rule."""
+    """SwarmError when a task of a service just created failed by itself: its app exited,
+    or Swarm's health check stopped it as unhealthy (both "task: non-zero exit (N)").
+    Swarm restarts such a task for ever and has no update whose failure action could stop
+    it; an update's first failed task pauses it (`pause`), and a service's first release is
+    held to the same rule. Other task errors (a node not ready for the new network yet, an
+    image still being pulled) are Swarm's to retry, and left to the deadline."""
     res = ex.run(failed_argv(cfg.service), check=False, timeout=cfg.timeouts.query,
                  what="read the service's failed tasks")
-    errors = [line.strip() for line in res.stdout.splitlines() if line.strip()]
+    errors = [line.strip() for line in res.stdout.splitlines()
+              if line.strip().startswith(APP_FAILED)]
     if not res.ok or not errors:
         return
     unhealthy = sum("unhealthy" in e for e in errors)
