@@ -124,7 +124,7 @@ class FakeSwarmExecutor(FakeExecutor):
             f.probes.discard(argv[3])
             return 0, argv[3], ""
         if argv[1:5] == ["service", "ps", "--no-trunc", "--filter"]:  # failed tasks
-            return 0, "".join(t["Status"]["Err"] + "\n" for t in f.tasks
+            return 0, "".join(f'"{t["Status"]["Err"]}"\n' for t in f.tasks  # as Docker
                               if t["DesiredState"] == "shutdown" and t["Status"]["Err"]), ""
         if argv[:2] == ["sh", "-c"] and argv[2] == svc.TASKS_SCRIPT:
             if f.spec is None:

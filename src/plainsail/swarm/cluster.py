@@ -191,8 +191,8 @@ def _failed_on_create(ex: Executor, cfg: Config, where: str) -> None:
     image still being pulled) are Swarm's to retry, and left to the deadline."""
     res = ex.run(failed_argv(cfg.service), check=False, timeout=cfg.timeouts.query,
                  what="read the service's failed tasks")
-    errors = [line.strip() for line in res.stdout.splitlines()
-              if line.strip().startswith(APP_FAILED)]
+    said = (line.strip().strip('"') for line in res.stdout.splitlines())  # printed quoted
+    errors = [e for e in said if e.startswith(APP_FAILED)]
     if not res.ok or not errors:
         return
     unhealthy = sum("unhealthy" in e for e in errors)
