@@ -25,7 +25,7 @@ from typing import Any
 from plainsail.config.model import Config
 
 HEALTH_PATH = "/plainsail-health.sh"
-LABEL = "plainsail.service"
+LABEL = "plainsail.service"  # service.LABEL_SERVICE
 CLIENTS = ("curl", "wget", "python3", "node", "nc")
 RETRIES = 3
 

@@ -24,7 +24,7 @@ from plainsail.config.model import Config
 from plainsail.swarm import healthcheck
 from plainsail.swarm.healthcheck import Health
 
-LABEL_SERVICE = "plainsail.service"
+LABEL_SERVICE = healthcheck.LABEL  # one name for the label, in the module both use
 LABEL_TAG = "plainsail.tag"
 LABEL_DIGEST = "plainsail.digest"
 LABEL_DEPLOY = "plainsail.deploy"
