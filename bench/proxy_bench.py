@@ -106,6 +106,8 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--switch-requests", type=int, default=20000)
     ap.add_argument("--switches", type=int, default=3)
+    ap.add_argument("--no-keepalive", action="store_true",
+                    help="in the switch load, a new connection for every request")
     args = ap.parse_args()
     if not shutil.which("hey"):
         print("hey is not installed; run scripts/setup.sh", file=sys.stderr)
@@ -168,13 +170,15 @@ def main() -> int:
                   f"{int(r['failed']):7d}")
 
         print(f"\n2. Switch under load: {args.switch_requests} requests through the proxy, "
-              f"{args.switches} switches (drain, stop the old, start it again)")
+              f"{args.switches} switches (drain, stop the old, start it again), "
+              f"{'a new connection per request' if args.no_keepalive else 'keep-alive'}")
         result: dict[str, Any] = {}
 
         def load() -> None:
             out = subprocess.run(
                 ["hey", "-n", str(args.switch_requests), "-c", str(args.concurrency),
-                 "-t", "10", "-host", "bench.test", f"http://127.0.0.1:{http_port}/"],
+                 "-t", "10", *(["-disable-keepalive"] if args.no_keepalive else []),
+                 "-host", "bench.test", f"http://127.0.0.1:{http_port}/"],
                 capture_output=True, text=True, check=True).stdout
             result.update(parse_hey(out))
             result["raw"] = out

@@ -350,12 +350,8 @@ def proxy_cell(s: ProxyService, bindir: Path, step: str, fault: str) -> str:
     finally:
         (bindir / "fault").write_text("")
         load.stop()
-    # After SIGKILL, `recover` switches back under load. One TCP reset by the proxy was
-    # seen there once in about six runs of the whole matrix (every answer a 200);
-    # docs/reliability.md says so under the table.
-    if fault == "SIGKILL":
-        load.assert_no_failure(resets_allowed=1)
-        return label + "; no request failed (one TCP reset allowed, see below)"
+    # Every switch is a configuration load of Caddy; one keep-alive connection closed by
+    # it is allowed (proxy_env.CLOSES_ALLOWED; docs/reliability.md says so under the table).
     load.assert_no_failure()
     return label + "; no request failed"
 

@@ -11,12 +11,11 @@ from pathlib import Path
 import pytest
 
 from tests.support.cli import plainsail
-from tests.support.proxy_env import ProxyApps
+from tests.support.proxy_env import ProxyApps, assert_served
 from tests.test_proxy_integration import (  # noqa: F401 - fixtures
     ProxyHost,
     caddy_ref,
     hey,
-    hey_counts,
     ph,
 )
 
@@ -55,10 +54,8 @@ def test_upgrade_failed_deploy_and_rollback_drop_no_request(
             load = hey(ph, f"{service}.test", 6, workers=4)
             doc = run(*args, code=code)
             out, _ = load.communicate(timeout=60)
-            codes, errors = hey_counts(out)
             assert doc["outcome"] == outcome, doc
-            assert set(codes) == {"200"} and not errors.strip(), (args, codes, errors)
-            assert sum(codes.values()) > 100, codes
+            assert_served(out, minimum=100, what=" ".join(args))
             assert ph.get(f"{service}.test")[1].strip() == serving
         # Maintenance: 503 with Retry-After for this service; a deploy still works behind it.
         r = plainsail("maintenance", "on", "--message", "Back soon", cwd=tmp_path)

@@ -168,25 +168,42 @@ class Load:
             self.proc.send_signal(signal.SIGINT)
         return self.result()
 
-    def assert_no_failure(self, minimum: int = 100, resets_allowed: int = 0) -> dict[str, int]:
-        """Every request answered 200. `resets_allowed`: how many TCP connection resets
-        (and nothing else) may show in hey's error section; each one is printed."""
-        codes, errors = self.result() if not self.output else hey_counts(self.output)
-        resets = connection_resets(errors)
-        if resets and resets <= resets_allowed:
-            print(f"{self.host}: {resets} connection reset(s) allowed: {errors}")
-            errors = ""
-        assert set(codes) == {"200"} and not errors.strip(), (self.host, codes, errors,
-                                                               self.output[-2000:])
-        assert sum(codes.values()) >= minimum, codes
-        return codes
+    def assert_no_failure(self, minimum: int = 100, closes_allowed: int = 1) -> dict[str, int]:
+        """Every request answered 200; see `assert_served`."""
+        if not self.output:
+            self.result()
+        return assert_served(self.output, minimum, closes_allowed, self.host)
 
 
-def connection_resets(errors: str) -> int:
-    """How many requests failed with `connection reset by peer`, or 0 when any other error
+# Caddy applies every change by loading a new configuration, which closes the keep-alive
+# connections that are idle at that instant; a client that sends its next request on one
+# of them just then gets a reset or an EOF instead of an answer (the HTTP/1.1 keep-alive
+# race, docs/proxy.md "What a switch costs a client"). hey never retries, so a test under
+# load allows this many such closes; any other error, or any answer but 200, fails it.
+CLOSES_ALLOWED = 1
+
+
+def assert_served(output: str, minimum: int = 100, closes_allowed: int = CLOSES_ALLOWED,
+                  what: str = "") -> dict[str, int]:
+    """hey's report: every answer 200, at least `minimum` of them, and no error but at
+    most `closes_allowed` connections closed without an answer (each one is printed)."""
+    codes, errors = hey_counts(output)
+    closes = connection_closes(errors)
+    if closes and closes <= closes_allowed:
+        print(f"{what}: {closes} connection(s) closed without an answer, allowed: {errors}")
+        errors = ""
+    assert set(codes) == {"200"} and not errors.strip(), (what, codes, errors, output[-2000:])
+    assert sum(codes.values()) >= minimum, (what, codes)
+    return codes
+
+
+def connection_closes(errors: str) -> int:
+    """How many requests failed because the proxy closed their connection without an
+    answer (`connection reset by peer` while reading, or `EOF`); 0 when any other error
     shows in hey's error section."""
     lines = [line for line in errors.splitlines() if line.strip()]
-    counts = [re.match(r"\s*\[(\d+)\]\s.*connection reset by peer\s*$", line) for line in lines]
+    counts = [re.match(r"\s*\[(\d+)\]\s.*(read: connection reset by peer|: EOF)\s*$", line)
+              for line in lines]
     if not lines or not all(counts):
         return 0
     return sum(int(m[1]) for m in counts if m)
