@@ -19,12 +19,14 @@ Figures:
    waits for the old container to drain (the proxy's in-flight count) and stops it, then
    starts it again for the next switch. Failed requests (anything but 200, and transport
    errors) are counted; the goal is 0. Also shown: each switch's duration and drain wait.
+   With --no-keepalive every request opens a new connection, which is what a switch's
+   configuration load costs most (docs/proxy.md, "What a switch costs a client").
 
 The load generator, the proxy and the apps share one machine (2 cores here), so absolute
 figures are low; the comparison between (a), (b) and (c) is the point.
 
 Usage: .venv/bin/python bench/proxy_bench.py [--requests 10000] [--concurrency 8]
-       [--switch-requests 20000] [--switches 3]
+       [--switch-requests 20000] [--switches 3] [--no-keepalive]
 """
 
 from __future__ import annotations

@@ -119,6 +119,7 @@ def test_run_argv_is_plain_data() -> None:
         "docker", "run", "--detach", "--name", "plainsail-proxy",
         "--restart", "unless-stopped", "--user", "1000:1000",
         "--sysctl", "net.ipv4.ip_unprivileged_port_start=0",
+        "--sysctl", "net.ipv4.tcp_migrate_req=1",
         "--network", "plainsail", "--publish", "80:80", "--publish", "443:443",
         "--volume", "/home/d/.plainsail/_proxy:/plainsail",
         "--env", "HOME=/plainsail", "--env", "XDG_CONFIG_HOME=/plainsail/config",
@@ -129,6 +130,9 @@ def test_run_argv_is_plain_data() -> None:
             separators=(",", ":")),
         "--entrypoint", "caddy", IMAGE, "run", "--config", "/plainsail/boot.json", "--resume",
     ]
+    old_kernel = argv.run(name="p", settings=s, state_dir="/d", user="1:1", migrate=False)
+    assert "net.ipv4.tcp_migrate_req=1" not in old_kernel
+    assert "net.ipv4.ip_unprivileged_port_start=0" in old_kernel
     assert argv.ensure_network("n; rm -rf /") == [
         "sh", "-c", argv.ENSURE_NETWORK, "sh", "n; rm -rf /", "dev.plainsail.role=proxy"]
     assert argv.state("plainsail-proxy", "~/.plainsail/_proxy")[-2:] == [
@@ -157,6 +161,7 @@ def test_state_script_runs_in_a_real_shell(tmp_path: Path) -> None:
     assert st.home == str(home) and st.state_dir == f"{home}/.ps/_proxy"
     assert st.status == "missing" and st.socket is False and st.set_by == "billing"
     assert st.ids == f"{os.getuid()}:{os.getgid()}"
+    assert st.migrate is Path("/proc/sys/net/ipv4/tcp_migrate_req").exists()
 
 
 def test_parse_state_and_the_settings_check() -> None:
@@ -165,6 +170,9 @@ def test_parse_state_and_the_settings_check() -> None:
            '{"set_by": "billing", "set_at": "2026-01-01T00:00:00Z"}\n')
     st = parse_state("plainsail-proxy", "~/.plainsail/_proxy", out)
     assert (st.status, st.settings, st.socket, st.set_by) == ("running", s, True, "billing")
+    assert st.migrate is False  # a host that did not say: the proxy starts without it
+    assert parse_state("p", "~/.plainsail/_proxy", out.replace(
+        "socket yes\n", "socket yes\nmigrate yes\n")).migrate is True
     assert st.socket_path == "/home/d/.plainsail/_proxy/admin.sock"
     ex = LocalExecutor(Host("local"))
     same = cfg_of(f"  host: a.test\n  image: {IMAGE}\n")

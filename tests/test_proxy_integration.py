@@ -165,6 +165,10 @@ def test_boot_is_idempotent_and_admin_is_a_socket_only(ph: ProxyHost) -> None:
                  (line.split() for line in netstat.stdout.splitlines()[1:])
                  if len(f) > 3 and f[3] == "0A" and not f[1].startswith("0B00007F:")}
     assert listening == {ph.http_port, ph.https_port}
+    # A closing listener's queued connections move to the next configuration's socket
+    # (docs/proxy.md, "What a switch costs a client"): set inside the proxy's namespace.
+    migrate = ph.ssh.run(["docker", "exec", name, "cat", "/proc/sys/net/ipv4/tcp_migrate_req"])
+    assert migrate.stdout.strip() == "1"
     recorded = json.loads(ph.ssh.run(["cat", f"{state}/settings.json"]).stdout)
     assert recorded["set_by"] == cfg.service
 

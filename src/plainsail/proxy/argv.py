@@ -45,9 +45,16 @@ def container_name(host_dir: str) -> str:
     return "plainsail-proxy-" + hashlib.sha256(host_dir.encode()).hexdigest()[:8]
 
 
+# Linux 5.14+: when one of the listening sockets sharing a port (SO_REUSEPORT) closes, the
+# connections waiting in its queue move to another one instead of being reset.
+MIGRATE_SYSCTL = "net.ipv4.tcp_migrate_req"
+MIGRATE_SYSCTL_FILE = "/proc/sys/net/ipv4/tcp_migrate_req"
+
+
 # Prints, one per line: "home <$HOME>", "ids <uid>:<gid>", "container <status>|<settings
-# label>" (status "missing" when there is none), "socket yes|no", then the settings file.
-# $1 the container name, $2 the state folder (may start with ~/, expanded here).
+# label>" (status "missing" when there is none), "socket yes|no", "migrate yes|no" (whether
+# the kernel can hand a closing listener's queued connections over: see `run`), then the
+# settings file. $1 the container name, $2 the state folder (may start with ~/, expanded).
 STATE_SCRIPT = (
     'dir="$2"; case "$dir" in "~") dir="$HOME";; "~/"*) dir="$HOME/${dir#"~/"}";; esac; '
     'printf "home %s\\nids %s:%s\\n" "$HOME" "$(id -u)" "$(id -g)"; '
@@ -55,6 +62,7 @@ STATE_SCRIPT = (
     "'{{.State.Status}}|{{index .Config.Labels \"" + LABEL_SETTINGS + "\"}}' "
     '"$1" 2>/dev/null) || s="missing|"; printf "container %s\\n" "$s"; '
     'if [ -S "$dir/' + ADMIN_SOCKET + '" ]; then echo "socket yes"; else echo "socket no"; fi; '
+    'if [ -e ' + MIGRATE_SYSCTL_FILE + ' ]; then echo "migrate yes"; else echo "migrate no"; fi; '
     'cat -- "$dir/' + SETTINGS_FILE + '" 2>/dev/null; true'
 )
 
@@ -87,17 +95,24 @@ def prepare_dir(state_dir: str, discard_saved: bool) -> list[str]:
     return ["sh", "-c", PREPARE_DIR, "sh", state_dir, "1" if discard_saved else "0"]
 
 
-def run(*, name: str, settings: Settings, state_dir: str, user: str) -> list[str]:
+def run(*, name: str, settings: Settings, state_dir: str, user: str,
+        migrate: bool = True) -> list[str]:
     """`docker run` of the proxy with its own command line, so any image with caddy >= 2.6
     works: the config from the state folder (the last saved one if there is one, else the
     boot config), the admin API on a unix socket there, certificates and Caddy's local CA
     kept there too. It runs as the SSH user (`user` is uid:gid), who thereby owns the
-    socket; ports below 1024 need no capability inside its own network namespace."""
+    socket; ports below 1024 need no capability inside its own network namespace.
+
+    `migrate` (the kernel has MIGRATE_SYSCTL): Caddy opens a new listening socket for every
+    configuration it loads (SO_REUSEPORT) and closes the old one; without the setting, the
+    connections that had arrived at the old socket but were not accepted yet are reset at
+    every switch (docs/proxy.md, "What a switch costs a client")."""
     return [
         "docker", "run", "--detach", "--name", name,
         "--restart", "unless-stopped",
         "--user", user,
         "--sysctl", "net.ipv4.ip_unprivileged_port_start=0",
+        *(["--sysctl", f"{MIGRATE_SYSCTL}=1"] if migrate else []),
         "--network", settings.network,
         "--publish", f"{settings.http_port}:{settings.http_port}",
         "--publish", f"{settings.https_port}:{settings.https_port}",

@@ -60,6 +60,7 @@ class HostState:
     settings: argv.Settings | None  # those the container was started with
     socket: bool
     recorded: dict[str, Any]  # settings.json: the settings and who set them
+    migrate: bool = False  # the kernel has argv.MIGRATE_SYSCTL
 
     @property
     def socket_path(self) -> str:
@@ -86,7 +87,7 @@ def parse_state(name: str, folder: str, out: str) -> HostState:
     rest: list[str] = []
     for i, line in enumerate(lines):
         key, _, value = line.partition(" ")
-        if key in ("home", "ids", "container", "socket") and key not in fields:
+        if key in ("home", "ids", "container", "socket", "migrate") and key not in fields:
             fields[key] = value
         else:
             rest = lines[i:]
@@ -109,6 +110,7 @@ def parse_state(name: str, folder: str, out: str) -> HostState:
                      state_dir=expand_home(folder, home).rstrip("/"),
                      status=status or "missing", settings=settings,
                      socket=fields.get("socket") == "yes",
+                     migrate=fields.get("migrate") == "yes",
                      recorded=recorded if isinstance(recorded, dict) else {})
 
 
@@ -217,7 +219,8 @@ def _create(ex: Executor, cfg: Config, st: HostState) -> None:
     if not res.ok:  # a parallel create may have won; fine if the network exists now
         ex.run(["docker", "network", "inspect", p.network], timeout=30,
                what="create the proxy's network")
-    ex.run(argv.run(name=st.name, settings=want, state_dir=st.state_dir, user=st.ids),
+    ex.run(argv.run(name=st.name, settings=want, state_dir=st.state_dir, user=st.ids,
+                    migrate=st.migrate),
            timeout=120, what="start the proxy")
     record = {"settings": json.loads(want.to_label()), "set_by": cfg.service,
               "set_at": _now()}
