@@ -607,6 +607,17 @@ def test_proxy_upgrade_switches_the_route_with_no_outage(tmp_path: Path) -> None
     assert argv[argv.index("--network") + 1] == "plainsail" and "--publish" not in argv
 
 
+def test_proxy_boot_warning_is_shown_and_changes_nothing(tmp_path: Path) -> None:
+    """A proxy started by an earlier plainsail (without tcp_migrate_req): the deploy says
+    so, once per host, and goes on."""
+    b = ProxyBench(tmp_path)
+    b.proxy.boot_warning = "the proxy plainsail-proxy runs without net.ipv4.tcp_migrate_req=1"
+    s = b.deploy(V1)
+    assert s["outcome"] == SUCCEEDED, s
+    shown = [line for line in b.lines if "tcp_migrate_req" in line]
+    assert len(shown) == 1 and "warning: the proxy plainsail-proxy" in shown[0], b.lines
+
+
 def test_proxy_failed_gate_keeps_the_old_version_serving(tmp_path: Path) -> None:
     b = ProxyBench(tmp_path)
     b.deploy(V1)

@@ -23,7 +23,12 @@ from plainsail.hosts.executor import LocalExecutor
 from plainsail.proxy import argv, caddyconf, overlap
 from plainsail.proxy.admin import Admin, ProxyError
 from plainsail.proxy.caddyconf import ServiceRoute
-from plainsail.proxy.host import check_settings, parse_state, settings_of
+from plainsail.proxy.host import (
+    check_settings,
+    lacks_migrate_warning,
+    parse_state,
+    settings_of,
+)
 from plainsail.proxy.routes import _shape_of, check_host, check_path, desired
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -171,6 +176,16 @@ def test_parse_state_and_the_settings_check() -> None:
     st = parse_state("plainsail-proxy", "~/.plainsail/_proxy", out)
     assert (st.status, st.settings, st.socket, st.set_by) == ("running", s, True, "billing")
     assert st.migrate is False  # a host that did not say: the proxy starts without it
+    assert st.migrating is None and not st.lacks_migrate
+    told = out.replace("socket yes\n", "migrating <no value>\nsocket yes\nmigrate yes\n")
+    old = parse_state("plainsail-proxy", "~/.plainsail/_proxy", told)
+    assert old.settings == s and old.recorded["set_by"] == "billing"
+    assert old.lacks_migrate and "docker rm -f plainsail-proxy" in str(
+        lacks_migrate_warning(old))
+    new = parse_state("p", "~/.plainsail/_proxy", told.replace("<no value>", "1"))
+    assert not new.lacks_migrate and lacks_migrate_warning(new) is None
+    no_kernel = parse_state("p", "~/.plainsail/_proxy", told.replace("migrate yes", "migrate no"))
+    assert not no_kernel.lacks_migrate  # nothing to gain: no warning
     assert parse_state("p", "~/.plainsail/_proxy", out.replace(
         "socket yes\n", "socket yes\nmigrate yes\n")).migrate is True
     assert st.socket_path == "/home/d/.plainsail/_proxy/admin.sock"

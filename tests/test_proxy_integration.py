@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -179,6 +180,33 @@ def test_boot_is_idempotent_and_admin_is_a_socket_only(ph: ProxyHost) -> None:
     with pytest.raises(proxy.ProxyError, match="admin socket .* is gone"):
         proxy.in_flight(ph.ex, cfg, "nothing")
     assert proxy.ensure_booted(ph.ex, cfg).action == "restarted"
+
+
+def test_a_proxy_started_without_the_migrate_setting_is_named(
+        ph: ProxyHost, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A proxy container an earlier plainsail started (no tcp_migrate_req) keeps running;
+    boot and status say so, with the way out, and a new container gets the setting."""
+    cfg = ph.config(unique("svc"))
+    name = pargv.container_name(ph.host_dir)
+    plain_run = pargv.run
+
+    def earlier_run(**kw: Any) -> list[str]:
+        return plain_run(**{**kw, "migrate": False})
+
+    monkeypatch.setattr(pargv, "run", earlier_run)
+    assert proxy.ensure_booted(ph.ex, cfg).warning is None  # created just now: no news
+    monkeypatch.setattr(pargv, "run", plain_run)
+    inside = ph.ssh.run(["docker", "exec", name, "cat", "/proc/sys/net/ipv4/tcp_migrate_req"])
+    assert inside.stdout.strip() == "0"
+    again = proxy.ensure_booted(ph.ex, cfg)
+    assert again.action == "none" and again.warning is not None
+    assert f"docker rm -f {name}" in again.warning and "tcp_migrate_req=1" in again.warning
+    assert proxy.status(ph.ex, cfg)["warning"] == again.warning
+    ph.ssh.run(["docker", "rm", "-f", name])
+    fresh = proxy.ensure_booted(ph.ex, cfg)
+    assert fresh.action == "created" and fresh.warning is None
+    assert proxy.ensure_booted(ph.ex, cfg).warning is None
+    assert proxy.status(ph.ex, cfg)["warning"] is None
 
 
 def test_other_host_level_settings_are_refused_naming_the_service(ph: ProxyHost) -> None:

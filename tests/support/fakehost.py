@@ -408,6 +408,7 @@ class FakeProxy:
         self.host_answers: dict[str, dict[str, tuple[float, float, float]]] = {}
         self.fresh_log = False  # what ensure_traffic_log says (the log was just turned on)
         self.caddy = (2, 11, 7)  # the release check_canary finds
+        self.boot_warning: str | None = None  # what ensure_booted warns about
         self.shares: dict[tuple[str, str], tuple[str, float]] = {}  # a canary: (name, %)
 
     def _fault(self, name: str) -> None:
@@ -436,7 +437,7 @@ class FakeProxy:
         self._fault("ensure_booted")
         self._fake(ex).networks.add(cfg.proxy.network)  # the proxy's boot creates it
         return SimpleNamespace(maintenance=self.maintenance.get(
-            (self._fake(ex).host.name, cfg.service)))
+            (self._fake(ex).host.name, cfg.service)), warning=self.boot_warning)
 
     def route_to(self, ex: Executor, cfg: Any, container: str) -> Any:
         from types import SimpleNamespace

@@ -24,11 +24,14 @@ def run(args: argparse.Namespace) -> int:
             if args.action == "boot":
                 booted = proxy.ensure_booted(o.ex, cfg)
                 results.append({"host": booted.host, "container": booted.container,
-                                "action": booted.action, "seconds": round(booted.seconds, 2)})
+                                "action": booted.action, "seconds": round(booted.seconds, 2),
+                                "warning": booted.warning})
                 if not args.json:
                     what = {"none": "already running", "created": "created and started",
                             "started": "started", "restarted": "restarted"}[booted.action]
                     say(f"{booted.host}: proxy {booted.container} {what}")
+                    if booted.warning:
+                        say(f"{booted.host}: warning: {booted.warning}")
             elif args.action == "status":
                 st = proxy.status(o.ex, cfg)
                 results.append(st)
@@ -55,6 +58,8 @@ def _show_status(st: dict[str, Any]) -> None:
     say(line)
     if st["status"] == "running" and st["admin"] != "ok":
         say(f"  admin API: {st['admin']}")
+    if st.get("warning"):
+        say(f"  warning: {st['warning']}")
     for r in st["routes"]:
         path = "" if r["path"] == "/" else r["path"]
         hosts = ", ".join(h + path for h in r["hosts"])

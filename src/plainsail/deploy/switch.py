@@ -464,6 +464,9 @@ class Switcher:
                   lambda: booted.append(self.proxy.ensure_booted(run.ex, self.cfg)))
         message = getattr(booted[0], "maintenance", None) if booted else None
         run.maintenance = {"on": message is not None, "message": message}
+        warning = getattr(booted[0], "warning", None) if booted else None
+        if warning:
+            self.say(run.host.name, "warning: " + warning)
         if self.cfg.traffic_gate is not None:
             changed: list[bool] = []
             self.step(run, "traffic-log", lambda: changed.append(

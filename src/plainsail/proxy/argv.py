@@ -52,14 +52,16 @@ MIGRATE_SYSCTL_FILE = "/proc/sys/net/ipv4/tcp_migrate_req"
 
 
 # Prints, one per line: "home <$HOME>", "ids <uid>:<gid>", "container <status>|<settings
-# label>" (status "missing" when there is none), "socket yes|no", "migrate yes|no" (whether
-# the kernel can hand a closing listener's queued connections over: see `run`), then the
-# settings file. $1 the container name, $2 the state folder (may start with ~/, expanded).
+# label>" (status "missing" when there is none), for an existing container "migrating
+# <its MIGRATE_SYSCTL value>", "socket yes|no", "migrate yes|no" (whether the kernel can
+# hand a closing listener's queued connections over: see `run`), then the settings file.
+# $1 the container name, $2 the state folder (may start with ~/, expanded here).
 STATE_SCRIPT = (
     'dir="$2"; case "$dir" in "~") dir="$HOME";; "~/"*) dir="$HOME/${dir#"~/"}";; esac; '
     'printf "home %s\\nids %s:%s\\n" "$HOME" "$(id -u)" "$(id -g)"; '
     's=$(docker container inspect --format '
-    "'{{.State.Status}}|{{index .Config.Labels \"" + LABEL_SETTINGS + "\"}}' "
+    "'{{.State.Status}}|{{index .Config.Labels \"" + LABEL_SETTINGS + "\"}}\n"
+    "migrating {{index .HostConfig.Sysctls \"" + MIGRATE_SYSCTL + "\"}}' "
     '"$1" 2>/dev/null) || s="missing|"; printf "container %s\\n" "$s"; '
     'if [ -S "$dir/' + ADMIN_SOCKET + '" ]; then echo "socket yes"; else echo "socket no"; fi; '
     'if [ -e ' + MIGRATE_SYSCTL_FILE + ' ]; then echo "migrate yes"; else echo "migrate no"; fi; '

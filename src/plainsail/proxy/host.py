@@ -61,6 +61,14 @@ class HostState:
     socket: bool
     recorded: dict[str, Any]  # settings.json: the settings and who set them
     migrate: bool = False  # the kernel has argv.MIGRATE_SYSCTL
+    migrating: str | None = None  # the container's value of it ("" unset); None: not told
+
+    @property
+    def lacks_migrate(self) -> bool:
+        """The container runs without the setting the kernel offers (started before
+        plainsail set it): a switch may reset new connections."""
+        return self.migrate and self.status != "missing" and \
+            self.migrating is not None and self.migrating.strip() != "1"
 
     @property
     def socket_path(self) -> str:
@@ -87,7 +95,8 @@ def parse_state(name: str, folder: str, out: str) -> HostState:
     rest: list[str] = []
     for i, line in enumerate(lines):
         key, _, value = line.partition(" ")
-        if key in ("home", "ids", "container", "socket", "migrate") and key not in fields:
+        if key in ("home", "ids", "container", "migrating", "socket", "migrate") \
+                and key not in fields:
             fields[key] = value
         else:
             rest = lines[i:]
@@ -111,6 +120,7 @@ def parse_state(name: str, folder: str, out: str) -> HostState:
                      status=status or "missing", settings=settings,
                      socket=fields.get("socket") == "yes",
                      migrate=fields.get("migrate") == "yes",
+                     migrating=fields.get("migrating"),
                      recorded=recorded if isinstance(recorded, dict) else {})
 
 
@@ -165,6 +175,16 @@ class Booted:
     seconds: float
     state_dir: str
     maintenance: str | None = None  # the service's maintenance message then; None: off
+    warning: str | None = None  # something about the proxy the operator should know
+
+
+def lacks_migrate_warning(st: HostState) -> str | None:
+    if not st.lacks_migrate:
+        return None
+    return (f"the proxy {st.name} runs without {argv.MIGRATE_SYSCTL}=1 (started by an earlier "
+            "plainsail): each switch may reset connections that arrive at that instant; "
+            f"`docker rm -f {st.name}` and deploy again to start it with it (the services "
+            "behind it are unreachable in between; see docs/proxy.md)")
 
 
 def ensure_booted(ex: Executor, cfg: Config) -> Booted:
@@ -182,7 +202,7 @@ def ensure_booted(ex: Executor, cfg: Config) -> Booted:
     config = _answers(ex, st) if st.status == "running" else None
     if config is not None:
         return Booted(ex.host.name, st.name, "none", time.monotonic() - start, st.state_dir,
-                      current_maintenance(config, cfg.service))
+                      current_maintenance(config, cfg.service), lacks_migrate_warning(st))
     with proxy_lock(ex, st.state_dir, cfg.service, "boot"):
         st = read_state(ex, cfg)  # another deployer may have booted it meanwhile
         check_settings(ex, cfg, st)
@@ -201,7 +221,8 @@ def ensure_booted(ex: Executor, cfg: Config) -> Booted:
         if config is None:
             config = _wait_for_admin(ex, cfg)
     return Booted(ex.host.name, st.name, action, time.monotonic() - start, st.state_dir,
-                  current_maintenance(config, cfg.service))
+                  current_maintenance(config, cfg.service),
+                  lacks_migrate_warning(st) if action != "created" else None)
 
 
 def _create(ex: Executor, cfg: Config, st: HostState) -> None:
@@ -285,7 +306,7 @@ def status(ex: Executor, cfg: Config) -> dict[str, Any]:
         "host": ex.host.name, "container": st.name, "status": st.status,
         "settings": json.loads(st.settings.to_label()) if st.settings else None,
         "set_by": st.recorded.get("set_by"), "set_at": st.recorded.get("set_at"),
-        "admin": "not running", "routes": [],
+        "admin": "not running", "routes": [], "warning": lacks_migrate_warning(st),
     }
     if st.status == "running" and st.socket:
         try:
