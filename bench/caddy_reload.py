@@ -36,6 +36,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.support.proxy_env import hey_counts  # noqa: E402
 from tests.support.services import free_port  # noqa: E402
 
 MIGRATE = Path("/proc/sys/net/ipv4/tcp_migrate_req")
@@ -140,13 +141,12 @@ def main() -> int:
         if args.migrate and old_migrate is not None:
             MIGRATE.write_text(old_migrate + "\n")
         shutil.rmtree(tmp, ignore_errors=True)
-    codes = {m[0]: int(m[1]) for m in re.findall(r"\[(\d{3})\]\s+(\d+) responses", out)}
+    codes, error_section = hey_counts(out)
     errors: dict[str, int] = {}
-    if "Error distribution:" in out:
-        for m in re.finditer(r"\[(\d+)\]\s+(.*)", out.split("Error distribution:", 1)[1]):
-            kind = re.sub(r"^Get \"[^\"]+\": ", "", m[2])
-            kind = re.sub(r"127\.0\.0\.1:\d+->", "", kind)  # one line per client port
-            errors[kind] = errors.get(kind, 0) + int(m[1])
+    for m in re.finditer(r"\[(\d+)\]\s+(.*)", error_section):
+        kind = re.sub(r"^Get \"[^\"]+\": ", "", m[2])
+        kind = re.sub(r"127\.0\.0\.1:\d+->", "", kind)  # one line per client port
+        errors[kind] = errors.get(kind, 0) + int(m[1])
     failed = sum(errors.values()) + sum(n for c, n in codes.items() if c != "200")
     how = "a new connection per request" if args.no_keepalive else "keep-alive"
     print(f"Caddy {version}, {how}, tcp_migrate_req {'1' if args.migrate else old_migrate}: "

@@ -61,14 +61,13 @@ class HostState:
     socket: bool
     recorded: dict[str, Any]  # settings.json: the settings and who set them
     migrate: bool = False  # the kernel has argv.MIGRATE_SYSCTL
-    migrating: str | None = None  # the container's value of it ("" unset); None: not told
+    migrating: bool | None = None  # the container has it set to 1; None: not told
 
     @property
     def lacks_migrate(self) -> bool:
         """The container runs without the setting the kernel offers (started before
         plainsail set it): a switch may reset new connections."""
-        return self.migrate and self.status != "missing" and \
-            self.migrating is not None and self.migrating.strip() != "1"
+        return self.migrate and self.status != "missing" and self.migrating is False
 
     @property
     def socket_path(self) -> str:
@@ -120,7 +119,8 @@ def parse_state(name: str, folder: str, out: str) -> HostState:
                      status=status or "missing", settings=settings,
                      socket=fields.get("socket") == "yes",
                      migrate=fields.get("migrate") == "yes",
-                     migrating=fields.get("migrating"),
+                     migrating=None if "migrating" not in fields
+                     else fields["migrating"].strip() == "1",
                      recorded=recorded if isinstance(recorded, dict) else {})
 
 
