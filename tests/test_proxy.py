@@ -21,12 +21,14 @@ from plainsail.errors import ConfigError
 from plainsail.hosts.addresses import Host
 from plainsail.hosts.executor import LocalExecutor
 from plainsail.proxy import argv, caddyconf, overlap
+from plainsail.proxy import host as proxyhost
 from plainsail.proxy.admin import Admin, ProxyError
 from plainsail.proxy.caddyconf import ServiceRoute
 from plainsail.proxy.host import (
     check_settings,
     lacks_migrate_warning,
     parse_state,
+    proxy_lock,
     settings_of,
 )
 from plainsail.proxy.routes import _shape_of, check_host, check_path, desired
@@ -416,3 +418,51 @@ def test_check_route_answers_only_the_token_and_reads_back() -> None:
     assert ops["response"]["deferred"] is True
     assert caddyconf.current_check_token(c, "api") == "t0ken"
     assert _shape_of(c, "api", "a:1", None) == r
+
+
+def _held_by(lock: Path, pid: int, machine: str) -> None:
+    lock.mkdir(parents=True)
+    (lock / "info.json").write_text(json.dumps({
+        "deploy_id": "d" * 12, "holder": f"ops@{machine}", "machine": machine, "pid": pid,
+        "started": "2026-01-01T00:00:00Z", "tag": "maintenance", "origin": "notes",
+        "kind": "proxy"}))
+
+
+def _dead_pid() -> int:
+    import subprocess
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_proxy_lock_left_by_a_dead_process_of_this_machine_is_taken_over(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A deployer killed while it changed a route leaves the lock folder behind; the next
+    change takes it over at once (and says so) instead of refusing every command."""
+    ex = LocalExecutor(Host("local"))
+    state_dir = tmp_path / "_proxy"
+    _held_by(state_dir / "lock", _dead_pid(), socket.gethostname())
+    with caplog.at_level("INFO", logger="plainsail"), \
+            proxy_lock(ex, str(state_dir), "api", "route"):
+        mine = json.loads((state_dir / "lock" / "info.json").read_text())
+        assert mine["origin"] == "api" and mine["pid"] == os.getpid()
+    assert not (state_dir / "lock").exists()  # released as usual afterwards
+    assert "held by ops@" in caplog.text and "no longer running" in caplog.text
+    assert "taken over" in caplog.text
+
+
+def test_a_proxy_lock_held_by_a_live_or_foreign_process_is_waited_for_then_named(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A holder that may still work (alive here, or on another machine, where plainsail
+    cannot tell) is never taken over: waited for, then named with the way out."""
+    monkeypatch.setattr(proxyhost, "LOCK_WAIT", 0.5)
+    ex = LocalExecutor(Host("local"))
+    for pid, machine in ((os.getpid(), socket.gethostname()), (_dead_pid(), "laptop-7")):
+        state_dir = tmp_path / machine / "_proxy"
+        _held_by(state_dir / "lock", pid, machine)
+        with pytest.raises(ProxyError, match=r"lock .*_proxy/lock is held by ops@.*"
+                           r"\(maintenance for service notes, since 2026-01-01T00:00:00Z\).*"
+                           r"rm -r .*_proxy/lock"), \
+                proxy_lock(ex, str(state_dir), "api", "route"):
+            pass
+        assert json.loads((state_dir / "lock" / "info.json").read_text())["pid"] == pid

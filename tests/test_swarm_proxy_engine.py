@@ -98,6 +98,24 @@ def test_a_task_failing_the_gate_behind_the_proxy_is_replaced_by_the_recorded_re
     assert not b.fake.probes
 
 
+def test_a_task_the_manager_cannot_reach_over_the_overlay_is_named_with_the_way_out(
+        tmp_path: Path) -> None:
+    """A node whose engine has not (re)joined Swarm's gossip: its tasks run but nothing on
+    another node reaches them. The gate fails (nothing ran before: the service is removed)
+    and the reason names what the nodes need, not only the socket error."""
+    b = bench(tmp_path)
+    b.fake.unreachable = lambda ip: True
+    s = b.deploy(V1)
+    assert s["outcome"] == RESTORED, s["reason"]
+    assert "No route to host" in s["reason"] and "over the overlay network" in s["reason"]
+    assert "7946/tcp and udp" in s["reason"] and "4789/udp" in s["reason"]
+    assert b.fake.spec is None
+    b.fake.unreachable = lambda ip: False
+    b.fake.healthy_image = lambda image: False  # any other failure: no such hint
+    s = b.deploy(V1)
+    assert s["outcome"] == RESTORED and "overlay" not in s["reason"], s["reason"]
+
+
 def test_start_first_needs_no_free_node_behind_the_proxy(tmp_path: Path) -> None:
     b = bench(tmp_path, swarm=START_FIRST)
     s = b.deploy(V1)

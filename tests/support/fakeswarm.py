@@ -72,6 +72,7 @@ class FakeSwarm(FakeHost):
         self.proxy_updates = 0
         self.probes: set[str] = set()
         self.probed: list[str] = []
+        self.unreachable: Callable[[str], bool] = lambda ip: False  # overlay address
 
     def executor(self, secrets: Sequence[Any] = ()) -> FakeSwarmExecutor:
         ex = FakeSwarmExecutor(self, secrets)
@@ -224,6 +225,8 @@ class FakeSwarmExecutor(FakeExecutor):
                      and t["Status"]["State"] == "running"), None)
         if task is None:
             return 1, "", "[Errno 111] Connection refused"
+        if f.unreachable(ip):  # the probe's engine knows no way to it (no gossip yet)
+            return 1, "", "[Errno 113] No route to host"
         image = task["Spec"]["ContainerSpec"]["Image"]
         return (0, '200\n{"status": "ok"}', "") if f.healthy_image(image) else (
             0, '500\n{"database": "down"}', "")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -32,8 +33,47 @@ SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "swarm.sh"
 NODES = 3
 
 
+GOSSIP = re.compile(r"Node (\S+)/([\d.]+), (joined|left) gossip cluster")
+GOSSIP_WAIT = 120.0
+
+
 def swarm_sh(*args: str) -> str:
-    return run_script(SCRIPT, *args, timeout=300)
+    out = run_script(SCRIPT, *args, timeout=300)
+    if args[:1] == ("up",):
+        wait_for_gossip(out)
+    return out
+
+
+def gossip_members(log: str) -> set[str]:
+    """The addresses a node's engine counts in Swarm's gossip cluster, read from its log (an
+    engine writes a new log each time it starts; a restarted node rejoins with a new id)."""
+    ids: dict[str, str] = {}
+    for node_id, address, event in GOSSIP.findall(log):
+        if event == "joined":
+            ids[node_id] = address
+        else:
+            ids.pop(node_id, None)
+    return set(ids.values())
+
+
+def wait_for_gossip(listing: str, timeout: float = GOSSIP_WAIT) -> None:
+    """Until every node's engine counts every node in the gossip cluster that carries the
+    overlay networks' addresses. A node's engine that started again is Ready at once but
+    rejoins the gossip only some 30 s later; until then no container on it reaches one on
+    another node ("No route to host"), so a test run right after a restart would fail."""
+    nodes = [(Path(line.split()[2]).parent / "dockerd.log", line.split()[1])
+             for line in listing.splitlines() if len(line.split()) == 4]
+    wanted = {address for _, address in nodes}
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = {address: gossip_members(log.read_text(errors="replace"))
+                for log, address in nodes}
+        if all(members >= wanted for members in seen.values()):
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the Swarm's gossip did not converge in {timeout:g}s: "
+                               f"{ {a: sorted(m) for a, m in seen.items()} }")
+        time.sleep(1)
 
 
 @dataclass(frozen=True)

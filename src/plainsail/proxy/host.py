@@ -9,12 +9,16 @@ mounted into the proxy at /plainsail):
 - `data/`          certificates, and the root of Caddy's local CA (`tls: internal`)
 - `certs/`         per-service certificate and key files (`tls: {cert, key}`), mode 0600
 - `settings.json`  the host-level settings and which service set them
-- `lock/`          taken while the proxy boots or a route changes shape
+- `lock/`          taken while the proxy boots or a route changes shape; a lock whose
+                   holder was a process of this machine that no longer runs is taken over
+                   (each change is one configuration load, whole or not at all, so a
+                   holder killed midway leaves nothing half-done behind it)
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import time
@@ -34,6 +38,8 @@ from plainsail.proxy.caddyconf import ADMIN_SOCKET, boot_config
 
 BOOT_WAIT = 15.0  # seconds for a started proxy's admin API to answer
 LOCK_WAIT = 30.0  # seconds to wait for another deployer's proxy change
+
+log = logging.getLogger(__name__)
 
 
 def proxy_config(cfg: Config) -> ProxyConfig:
@@ -284,7 +290,16 @@ def proxy_lock(ex: Executor, state_dir: str, service: str, what: str) -> Iterato
         if res.returncode != hoststate.LOCK_HELD:
             raise ex.failure(res, "take the proxy lock")
         holder = hoststate.parse_lock(res.stdout)
-        if time.monotonic() > deadline or (holder is not None and holder.holder_dead()):
+        if holder is not None and holder.holder_dead():
+            # Removed only while that holder still has it: of two deployers taking over at
+            # once, one removes it and the mkdir of only one of them succeeds.
+            if hoststate.release(ex, paths, holder.deploy_id):
+                log.info("[%s] the proxy's lock %s was held by %s (pid %d on this "
+                            "machine, no longer running; %s for service %s, since %s): "
+                            "taken over", ex.host.name, paths.lock, holder.holder,
+                            holder.pid, holder.tag, holder.origin, holder.started)
+            continue
+        if time.monotonic() > deadline:
             who = (f"{holder.holder} ({holder.tag} for service {holder.origin}, since "
                    f"{holder.started})") if holder else "an unknown holder"
             raise ProxyError(

@@ -241,6 +241,14 @@ def task_state(ex: Executor, task_id: str) -> tuple[str, int]:
         "failed", "shutdown", "rejected", "complete", "orphaned", "remove") else state), 0
 
 
+UNREACHABLE = "No route to host"  # EHOSTUNREACH: no neighbour entry for the address
+OVERLAY_HINT = (
+    "; the manager reaches no task on that node over the overlay network: the nodes must "
+    "reach each other on 7946/tcp and udp (Swarm's gossip, which spreads the tasks' "
+    "addresses) and 4789/udp (VXLAN), and an engine that started again in the last minute "
+    "rejoins the gossip some 30 s after its node is Ready")
+
+
 def probe_target(cfg: Config, task: Task) -> tuple[str, int]:
     """Where the gate asks a task: by its overlay address on app.port behind the proxy (from
     the probe container), else its node's host-mode port app.publish."""
@@ -265,7 +273,9 @@ def gate(ex: Executor, cfg: Config, running: list[Task], secrets: list[Secret],
         verdicts.append({**task.to_json(), **verdict.to_json()})
         if not verdict.healthy:  # one failed task decides: the others are not waited for
             bad.append(f"task {task.id[:12]} on {task.address or task.node_id}: "
-                       f"{verdict.reason}")
+                       f"{verdict.reason}"
+                       + (OVERLAY_HINT if cfg.proxy is not None
+                          and UNREACHABLE in verdict.reason else ""))
             break
     if bad:
         return False, "; ".join(bad), verdicts
