@@ -56,7 +56,7 @@ sys.path.insert(0, str(ROOT))
 from tests.support.multihost import DOCKERFILE, START  # noqa: E402
 from tests.support.nshosts import NSHost, hosts_env, parse  # noqa: E402
 from tests.support.proxy_env import CADDY_IMAGE, Load, start_load  # noqa: E402
-from tests.support.services import start_registry, stop  # noqa: E402
+from tests.support.services import remove_repo_images, start_registry, stop  # noqa: E402
 
 HOSTS_SH = ROOT / "scripts" / "hosts.sh"
 CLK = os.sysconf("SC_CLK_TCK")
@@ -345,6 +345,7 @@ def main() -> None:
     env = hosts_env()
     hosts = parse(listing, env, Path(env["PLAINSAIL_HOSTS_KEY"]).parent)[:most]
     work = Path(tempfile.mkdtemp(prefix="fleetbench-"))
+    image = caddy = ""
     try:
         image, refs = build(reg.host, work)
         caddy = push_caddy(reg.host) if args.proxy else ""
@@ -393,6 +394,8 @@ def main() -> None:
         if most >= 3:
             print("\n" + failure(work, image, refs, hosts[:most], caddy))
     finally:
+        remove_repo_images(*(r.split("@")[0].rsplit(":", 1)[0] if "@" in r else r
+                             for r in (image, caddy) if r))
         shutil.rmtree(work, ignore_errors=True)
         sh("unforward", port)
         stop(reg_proc, reg.root)

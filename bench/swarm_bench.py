@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.support.nshosts import NSHost, parse  # noqa: E402
 from tests.support.proxy_env import CADDY_IMAGE  # noqa: E402
-from tests.support.services import start_registry, stop  # noqa: E402
+from tests.support.services import remove_repo_images, start_registry, stop  # noqa: E402
 from tests.support.swarm_env import (  # noqa: E402
     SCRIPT,
     SwarmCluster,
@@ -133,10 +133,10 @@ def main() -> None:
     cluster = SwarmCluster(parse(listing, env, Path(env["PLAINSAIL_HOSTS_KEY"]).parent)[:3])
     work = Path(tempfile.mkdtemp(prefix="psswbench-"))
     caddy = registry.repo(f"bench/caddy-{uuid.uuid4().hex[:6]}")
+    app_repo = registry.repo(f"bench/swarm-{uuid.uuid4().hex[:6]}")
     try:
         pristine(cluster)
-        image, versions = build_swarm_app(registry.repo(f"bench/swarm-{uuid.uuid4().hex[:6]}"),
-                                          work)
+        image, versions = build_swarm_app(app_repo, work)
         service = f"psbench{uuid.uuid4().hex[:6]}"
         (work / "plainsail.yml").write_text(swarm_config(
             service, image, cluster.manager, PORT, "DATABASE_URL",
@@ -195,7 +195,7 @@ def main() -> None:
         print("plainsail's steps in its last upgrade: " + ", ".join(
             f"{s['name']} {s['seconds']:.1f}s" for s in last_steps))
     finally:
-        subprocess.run(["docker", "image", "rm", f"{caddy}:2"], capture_output=True)
+        remove_repo_images(caddy, app_repo)
         pristine(cluster)
         swarm_sh("unforward", port)
         stop(proc, registry.root)

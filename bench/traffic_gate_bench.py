@@ -49,7 +49,12 @@ from switch_bench import PlainsailMode, parse_hey, sh  # noqa: E402
 
 from plainsail.proxy import argv as pargv  # noqa: E402
 from tests.support.proxy_env import APP, CURRENT_CADDY_IMAGE  # noqa: E402
-from tests.support.services import free_port, start_registry, stop  # noqa: E402
+from tests.support.services import (  # noqa: E402
+    free_port,
+    remove_repo_images,
+    start_registry,
+    stop,
+)
 from tests.support.sshd import start_sshd, stop_sshd  # noqa: E402
 
 BASE_IMAGE = os.environ.get("PLAINSAIL_BASE_IMAGE", "plainsail-base:bookworm")
@@ -203,6 +208,7 @@ def main() -> int:
         ssh.run(["rm", "-rf", f"{ssh.home}/{host_dir[2:]}"])
         stop_sshd(ssh_proc, ssh.directory)
         stop(reg_proc, registry.root)
+        remove_repo_images(repo, caddy_repo)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

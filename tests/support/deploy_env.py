@@ -29,7 +29,7 @@ from tests.support.notes_app import (
     drop_database,
     psql,
 )
-from tests.support.services import Registry, free_port
+from tests.support.services import Registry, free_port, remove_repo_images
 from tests.support.sshd import SSHHost
 
 COSIGN_PASSWORD = "test-passphrase"
@@ -119,10 +119,7 @@ def notes_builds(tmp_path_factory: pytest.TempPathFactory, registry: Registry,
         versions[name] = Built(rec["tag"], rec["digest"])
         git(repo, "checkout", "-q", "main")
     yield NotesBuilds(repo, image, repo / "cosign.pub", repo / "cosign.key", versions, registry)
-    images = subprocess.run(["docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}",
-                             image], capture_output=True, text=True).stdout.split()
-    if images:
-        subprocess.run(["docker", "image", "rm", "-f", *images], capture_output=True)
+    remove_repo_images(image)
 
 
 # ---------------------------------------------------------------- webhook receiver

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.nshosts import NSHost
-from tests.support.services import Registry
+from tests.support.services import Registry, remove_repo_images
 
 
 @dataclass
@@ -112,5 +112,4 @@ def tiny_app(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> It
             check=True, capture_output=True, text=True).stdout.strip().split("@")[1]
         versions[f"v{n}"] = (tag, digest)
     yield TinyApp(image, versions)
-    images = [f"{image}:{t}" for t, _ in versions.values()]
-    subprocess.run(["docker", "image", "rm", "-f", *images], capture_output=True)
+    remove_repo_images(image)

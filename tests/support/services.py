@@ -80,6 +80,26 @@ def start_registry(username: str | None = None, password: str | None = None) -> 
     return Registry(f"127.0.0.1:{port}", root, username, password), proc
 
 
+def remove_repo_images(*repos: str) -> None:
+    """Every image of these repositories (REGISTRY/NAME, no tag) out of the machine's engine,
+    tagged or not: removed by reference, never by id, so an image that also has another
+    name (a tagged copy of a shared one) keeps it. A test's or benchmark's clean-up."""
+    for repo in repos:
+        listed = subprocess.run(
+            ["docker", "image", "ls", "--digests", "--format",
+             "{{.Repository}} {{.Tag}} {{.Digest}}", repo],
+            capture_output=True, text=True, check=False).stdout.split("\n")
+        refs = []
+        for line in listed:
+            if len(line.split()) == 3:
+                name, tag, digest = line.split()
+                refs += ([f"{name}:{tag}"] if tag != "<none>" else []) + (
+                    [f"{name}@{digest}"] if digest != "<none>" else [])
+        if refs:
+            subprocess.run(["docker", "image", "rm", *dict.fromkeys(refs)],
+                           capture_output=True, check=False)
+
+
 def stop(proc: subprocess.Popen[bytes], root: Path) -> None:
     proc.terminate()
     try:

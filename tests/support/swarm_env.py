@@ -27,7 +27,7 @@ import pytest
 
 from tests.support.cli import CliResult
 from tests.support.nshosts import NSHost, parse, run_script
-from tests.support.services import Registry
+from tests.support.services import Registry, remove_repo_images
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "swarm.sh"
 NODES = 3
@@ -193,10 +193,9 @@ def swarm_config(service: str, image: str, manager: NSHost, port: int, secret: s
 
 
 def remove_app_images(image: str, versions: dict[str, tuple[str, str]]) -> None:
-    """The versions of build_swarm_app() out of the machine's engine (a test's clean-up)."""
-    subprocess.run(["docker", "image", "rm", "-f", *[f"{image}:{t}" for t, _ in
-                                                     versions.values()]],
-                   capture_output=True, check=False)
+    """The versions of build_swarm_app() out of the machine's engine (a test's clean-up),
+    with any image a test tagged into the same repository (a moved tag)."""
+    remove_repo_images(image)
 
 
 def outcome(res: CliResult) -> dict[str, object]:
