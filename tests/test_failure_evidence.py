@@ -12,7 +12,8 @@ from tests.support.deploy_env import DeployDir
 def test_a_503_shows_its_body_and_a_crash_its_log_lines(deploy_dir: DeployDir) -> None:
     d = deploy_dir
     d.config(attempts="16")  # 4 s: the app starts in well under that, even under load
-    assert d.run("deploy", d.builds.ref("v1")).code == 0
+    first = d.run("deploy", d.builds.ref("v1"))
+    assert first.code == 0, first.text
     wrong = d.db.url_with(password="not-the-password-8812")
     r = d.run("deploy", d.builds.ref("v2"), "--skip-migrations",
               env={"DATABASE_URL": wrong})

@@ -4,6 +4,7 @@ Debian's docker-registry package, each on its own free port, stopped at session 
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -17,9 +18,35 @@ from pathlib import Path
 
 import pytest
 
+PORTS = range(29000, 32768)  # below the kernel's usual range for outgoing connections
+_given: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
 
 def free_port() -> int:
-    with socket.socket() as s:
+    """A port free on the machine now, for a test's server or published port, never handed
+    out before in this process. Taken from below the range the kernel picks the local ports
+    of outgoing connections from: a port picked there (bind to port 0) could become the
+    local port of any connection (an SSH session, a registry pull) before the test binds
+    it, and a `docker run -p` then fails with "address already in use"."""
+    low = _ephemeral_low()
+    choices = [p for p in PORTS if p < low and p not in _given]
+    random.shuffle(choices)
+    for port in choices[:200]:
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))  # noqa: S104 - free on every address
+            except OSError:
+                continue
+        _given.add(port)
+        return port
+    with socket.socket() as s:  # a machine whose outgoing range starts lower
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
