@@ -134,6 +134,31 @@ def test_first_deploy_failing_says_nothing_to_restore(deploy_dir: DeployDir) -> 
     assert d.host_records()[-1]["outcome"] == "restore-failed"
 
 
+def test_a_port_another_program_listens_on_is_refused_before_any_change(
+        deploy_dir: DeployDir) -> None:
+    """The app (host network) would listen on app.port, where another program already
+    listens: one line in preflight, nothing created on the host; once it is free the same
+    deploy goes through."""
+    d = deploy_dir
+    squatter = socket.socket()
+    squatter.bind(("0.0.0.0", d.port))  # noqa: S104
+    squatter.listen(1)
+    try:
+        r = deploy(d, "v1", "--json")
+        rec = json.loads(r.out)
+        assert r.code == 1 and rec["outcome"] == "aborted" and rec["preflight"], r.text
+        assert f"app.port {d.port}: port {d.port} is taken: a program listens on it" \
+            in rec["reason"], rec["reason"]
+        assert "Traceback" not in r.text
+        left = d.host_run("docker", "ps", "-aq", "--filter",
+                          f"label=dev.plainsail.service={d.service}").stdout
+        assert left.strip() == ""
+    finally:
+        squatter.close()
+    r = deploy(d, "v1")
+    assert r.code == 0, r.text
+
+
 def test_slow_start_passes_within_attempts(deploy_dir: DeployDir) -> None:
     d = deploy_dir
     closed = socket.socket()

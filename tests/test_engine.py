@@ -182,6 +182,59 @@ def test_missing_network_is_refused_in_preflight(tmp_path: Path) -> None:
     assert not b.fake.containers
 
 
+def published(b: Bench, port: int = 18080) -> Bench:
+    b.cfg = dataclasses.replace(b.cfg, app=dataclasses.replace(b.cfg.app, publish=port))
+    return b
+
+
+@pytest.mark.parametrize("holder, words", [
+    ("listen", "port 18080 is taken: a program listens on it"),
+    ("f00d" * 16, "port 18080 is published by another container (f00df00df00d; docker ps "
+                  "--filter publish=18080"),
+])
+def test_a_published_port_held_by_another_is_refused_before_anything_stops(
+        tmp_path: Path, holder: str, words: str) -> None:
+    """Stop-start would stop the old container and then fail to start the new one on a port
+    something else holds (and a first deploy would leave nothing serving): refused in
+    preflight, nothing created, the old container never touched."""
+    b = published(Bench(tmp_path))
+    b.fake.taken_ports[18080] = holder
+    s = b.deploy(V1)
+    assert s["outcome"] == ABORTED and s["preflight"], s["reason"]
+    assert words in s["reason"] and "app.publish 18080" in s["reason"], s["reason"]
+    assert "choose another app.publish" in s["reason"]
+    assert not b.fake.containers
+    del b.fake.taken_ports[18080]
+    assert b.deploy(V1)["outcome"] == SUCCEEDED
+    if holder != "listen":  # a program cannot listen where the service's container does
+        b.fake.taken_ports[18080] = holder
+        before = {n: c.status for n, c in b.fake.containers.items()}
+        s = b.deploy(V2)
+        assert s["outcome"] == ABORTED and words in s["reason"], s["reason"]
+        assert {n: c.status for n, c in b.fake.containers.items()} == before
+        assert b.running_tags() == [V1.tag]
+        del b.fake.taken_ports[18080]
+    b.fake.taken_ports[18081] = holder  # another port: nothing to say
+    assert b.deploy(V2)["outcome"] == SUCCEEDED  # the port the service's own container
+    assert b.running_tags() == [V2.tag]  # holds is its to take over
+
+
+def test_the_hosts_network_port_held_by_a_program_is_refused(tmp_path: Path) -> None:
+    """With the host's network the app listens on app.port itself: a program there (and no
+    container of the service running) is refused; the service's own running container is
+    taken to be the listener."""
+    b = Bench(tmp_path)
+    b.cfg = dataclasses.replace(b.cfg, app=dataclasses.replace(b.cfg.app, network="host"))
+    b.fake.taken_ports[8080] = "listen"
+    s = b.deploy(V1)
+    assert s["outcome"] == ABORTED and s["preflight"], s["reason"]
+    assert "app.port 8080: port 8080 is taken: a program listens on it" in s["reason"]
+    assert "could not listen on it" in s["reason"] and not b.fake.containers
+    del b.fake.taken_ports[8080]
+    assert b.deploy(V1)["outcome"] == SUCCEEDED
+    assert b.deploy(V2)["outcome"] == SUCCEEDED
+
+
 def test_restore_after_a_rotated_secret_uses_todays_environment(bench: Bench) -> None:
     bench.deploy(V1)
     # The DB password was rotated: only the new one works, for any version of the app.

@@ -67,6 +67,9 @@ class FakeHost:
         self.dirs: set[str] = set()
         self.readonly: set[str] = set()  # path prefixes where writes fail
         self.images: set[str] = set()
+        # Ports held by others than the deployed service: "listen" (a program) or the id
+        # of a container publishing it.
+        self.taken_ports: dict[int, str] = {}
         # Labels of images by digest (e.g. the revision label), which Docker copies onto
         # every container of the image.
         self.image_labels: dict[str, dict[str, str]] = {}
@@ -312,7 +315,17 @@ class FakeExecutor(Executor):
                      if c.labels.get(key) == value]
             net = ("network: builtin" if not network else "network: ok"
                    if network in f.networks else "network: missing")
-            return 0, f"{f.home}\n{f.docker_version}\n{net}\n{json.dumps(found)}\n", ""
+            port = "port: -"
+            if len(args) > 2 and args[2]:
+                # The service's running containers publish the port (the fake's only port).
+                ours = [c.id for c in f.containers.values()
+                        if c.labels.get(key) == value and c.status == "running"
+                        and c.labels.get("dev.plainsail.role", "app") == "app"]
+                other = f.taken_ports.get(int(args[2]))
+                held = ours + ([other] if other and other != "listen" else [])
+                port = f"port: {'yes' if held or other else 'no'} {' '.join(held)}"
+            return 0, (f"{f.home}\n{f.docker_version}\n{net}\n{port}\n"
+                       f"{json.dumps(found)}\n"), ""
         if step in ("read-lock", "read-history"):
             if step == "read-history":
                 return 0, f.files.get(path, ""), ""

@@ -90,6 +90,15 @@ def app_network(cfg: Config) -> str:
     return cfg.proxy.network if cfg.proxy else cfg.app.network
 
 
+def published_port(cfg: Config) -> int | None:
+    """The host port the app's container takes, if any: the one it publishes, or with the
+    host's network its own."""
+    if cfg.app.network == "host" and not cfg.proxy:
+        return cfg.app.port
+    pub = _publish(cfg)
+    return pub[0] if pub else None
+
+
 def _publish(cfg: Config) -> tuple[int, int] | None:
     if cfg.proxy or cfg.app.network == "host" or not cfg.app.publish:
         return None

@@ -56,6 +56,7 @@ from plainsail.deploy.plan import (
     app_env,
     host_plan,
     missing_secrets,
+    published_port,
     resolve_target,
     run_options,
     select_hosts,
@@ -325,14 +326,24 @@ class Deploy:
         def look(host: Host) -> None:
             ex = execs[host.name]
             ex.secrets = list(self.secret_values)
+            port = published_port(cfg)
             survey = fanout.with_retry(lambda: hoststate.survey(
-                ex, cfg.host_dir, cfg.service, custom, timeout=cfg.timeouts.query),
-                note=note(host))
+                ex, cfg.host_dir, cfg.service, custom, timeout=cfg.timeouts.query,
+                port=port), note=note(host))
             if not survey.network_ok:
                 raise PlainsailError(
                     f"{host.name}: app.network {cfg.app.network!r} does not exist there; "
                     f"create it (docker network create {cfg.app.network}) or fix "
                     "app.network")
+            taken = port and hoststate.port_problem(
+                survey.port, port, (c.id for c in survey.containers if c.running),
+                host_network=cfg.app.network == "host")
+            if taken:
+                key = "app.port" if cfg.app.network == "host" else "app.publish"
+                raise PlainsailError(
+                    f"{host.name}: {key} {port}: {taken}; the new container could not "
+                    f"{'listen on' if key == 'app.port' else 'publish'} it. Free the port "
+                    f"there, or choose another {key}")
             found[host.name] = (ex, survey)
 
         try:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -79,15 +79,32 @@ def probe(ex: Executor, host_dir: str, service: str, timeout: float = 30) -> tup
 
 
 # One round trip tells what a deploy needs to know before it changes anything: $HOME, the
-# Docker version, the service's containers (`docker container inspect` JSON) and whether a
-# custom network exists. $1: the service label filter; $2: a network name or empty.
+# Docker version, whether a custom network exists, who holds the port the app publishes
+# (anything listening on it, from /proc/net/tcp and tcp6, and the running containers that
+# publish it) and the service's containers (`docker container inspect` JSON). $1: the
+# service label filter; $2: a network name or empty; $3: the published port or empty.
 SURVEY = (
     'printf "%s\\n" "$HOME"; docker version --format "{{.Server.Version}}" 2>&1 | head -n 1; '
     'if [ -n "$2" ]; then docker network inspect --format "{{.Name}}" "$2" >/dev/null 2>&1 '
     '&& echo "network: ok" || echo "network: missing"; else echo "network: builtin"; fi; '
+    'if [ -n "$3" ]; then '
+    'l=$(awk -v p=":$(printf "%04X" "$3")" \'FNR > 1 && $4 == "0A" && '
+    'substr($2, length($2) - 4) == p { print "yes"; exit }\' /proc/net/tcp /proc/net/tcp6 '
+    '2>/dev/null); '
+    'c=$(docker ps --quiet --no-trunc --filter "publish=$3" | tr "\\n" " ") || exit 70; '
+    'echo "port: ${l:-no} $c"; else echo "port: -"; fi; '
     'ids=$(docker ps --all --quiet --no-trunc --filter "label=$1") || exit 70; '
     'if [ -n "$ids" ]; then docker container inspect $ids || exit 70; else echo "[]"; fi'
 )
+
+
+@dataclass(frozen=True)
+class PortHolders:
+    """Who holds a port on a host: whether anything listens on it, and the ids of the
+    running containers that publish it."""
+
+    listening: bool
+    containers: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -96,18 +113,21 @@ class Survey:
     docker_version: str
     containers: list[Container]
     network_ok: bool
+    port: PortHolders | None = None  # None: no port asked about
 
 
 def survey(ex: Executor, host_dir: str, service: str, network: str | None = None,
-           timeout: float = 30) -> Survey:
-    """Everything a deploy's preflight needs from a host, in one round trip."""
+           timeout: float = 30, port: int | None = None) -> Survey:
+    """Everything a deploy's preflight needs from a host, in one round trip; with `port`,
+    who holds that port there."""
     from plainsail.hosts.docker import LABEL_SERVICE
 
-    res = ex.run(["sh", "-c", SURVEY, "sh", f"{LABEL_SERVICE}={service}", network or ""],
+    res = ex.run(["sh", "-c", SURVEY, "sh", f"{LABEL_SERVICE}={service}", network or "",
+                  str(port) if port else ""],
                  timeout=timeout, check=False, what="survey the host")
     if res.returncode == 255 and not ex.host.is_local:
         raise ex.failure(res, "ssh")
-    lines = res.stdout.split("\n", 3)
+    lines = res.stdout.split("\n", 4)
     home = lines[0].strip() if lines else ""
     version = lines[1].strip() if len(lines) > 1 else ""
     if not version or not version[0].isdigit():
@@ -116,18 +136,42 @@ def survey(ex: Executor, host_dir: str, service: str, network: str | None = None
             f"{ex.host.name}: Docker is not usable there ({detail}); install Docker and make "
             "sure the SSH user may use it (e.g. member of the docker group)"
         )
-    if res.returncode != 0 or len(lines) < 4:
+    if res.returncode != 0 or len(lines) < 5 or not lines[3].startswith("port: "):
         raise ex.failure(res, "list the service's containers")
     if not home and host_dir.startswith("~"):
         raise PlainsailError(f"{ex.host.name}: $HOME is not set; set host_dir to an absolute path")
     try:
-        data = json.loads(lines[3] or "[]")
+        data = json.loads(lines[4] or "[]")
     except ValueError as exc:
         raise PlainsailError(f"{ex.host.name}: docker container inspect answered something "
                              f"that is not JSON ({exc})") from None
     root = expand_home(host_dir, home).rstrip("/") + f"/{service}"
+    held = lines[3].split()[1:]
+    holders = None if held[:1] == ["-"] else PortHolders(
+        held[:1] == ["yes"], tuple(held[1:]))
     return Survey(Paths(root), version, sorted_containers(data),
-                  lines[2].strip() != "network: missing")
+                  lines[2].strip() != "network: missing", holders)
+
+
+def port_problem(holders: PortHolders | None, port: int, running: Iterable[str],
+                 host_network: bool = False) -> str | None:
+    """Why the service whose running containers are `running` (ids) cannot have `port`, or
+    None: another container publishes it, or something else listens on it. The port of
+    the service's own running container is its to take over (stop-start); with the host's
+    network that container listens on it itself, so while one runs a listener is its."""
+    if holders is None:
+        return None
+    mine = set(running)
+    others = [c for c in holders.containers if c not in mine]
+    if others:
+        names = ", ".join(c[:12] for c in others)
+        return (f"port {port} is published by another container ({names}; docker ps "
+                f"--filter publish={port} names it)")
+    explained = any(c in mine for c in holders.containers) or (host_network and bool(mine))
+    if holders.listening and not explained:
+        return (f"port {port} is taken: a program listens on it (ss -ltnp 'sport = :{port}' "
+                "names it)")
+    return None
 
 
 # ---------------------------------------------------------------- lock
