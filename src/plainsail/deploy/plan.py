@@ -92,11 +92,9 @@ def app_network(cfg: Config) -> str:
 
 def published_port(cfg: Config) -> int | None:
     """The host port the app's container takes, if any: the one it publishes, or with the
-    host's network its own."""
-    if cfg.app.network == "host" and not cfg.proxy:
-        return cfg.app.port
-    pub = _publish(cfg)
-    return pub[0] if pub else None
+    host's network its own (the port its health is asked on)."""
+    target = health_target(cfg)
+    return target[1] if target else None
 
 
 def _publish(cfg: Config) -> tuple[int, int] | None:

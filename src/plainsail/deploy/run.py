@@ -318,6 +318,7 @@ class Deploy:
         execs = {h.name: self._given.pop(h.name) if h.name in self._given else executor_for(
             h, ssh_options(cfg), self.secret_values) for h in self.hosts}
         found: dict[str, tuple[Executor, hoststate.Survey]] = {}
+        port = published_port(cfg)
 
         def note(host: Host) -> Callable[[BaseException, float], None]:
             return lambda exc, delay: self._step_report(
@@ -326,7 +327,6 @@ class Deploy:
         def look(host: Host) -> None:
             ex = execs[host.name]
             ex.secrets = list(self.secret_values)
-            port = published_port(cfg)
             survey = fanout.with_retry(lambda: hoststate.survey(
                 ex, cfg.host_dir, cfg.service, custom, timeout=cfg.timeouts.query,
                 port=port), note=note(host))

@@ -295,9 +295,9 @@ def proxy_lock(ex: Executor, state_dir: str, service: str, what: str) -> Iterato
             # once, one removes it and the mkdir of only one of them succeeds.
             if hoststate.release(ex, paths, holder.deploy_id):
                 log.info("[%s] the proxy's lock %s was held by %s (pid %d on this "
-                            "machine, no longer running; %s for service %s, since %s): "
-                            "taken over", ex.host.name, paths.lock, holder.holder,
-                            holder.pid, holder.tag, holder.origin, holder.started)
+                         "machine, no longer running; %s for service %s, since %s): "
+                         "taken over", ex.host.name, paths.lock, holder.holder,
+                         holder.pid, holder.tag, holder.origin, holder.started)
             continue
         if time.monotonic() > deadline:
             who = (f"{holder.holder} ({holder.tag} for service {holder.origin}, since "
